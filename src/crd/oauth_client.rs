@@ -1,0 +1,208 @@
+//! `OAuthClient`: an application team's OAuth client.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Desired state of an OAuth client. The controller derives a stable client id and writes the
+/// generated credentials into a Secret in the client's own namespace.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "kauth.dev",
+    version = "v1alpha1",
+    kind = "OAuthClient",
+    namespaced,
+    status = "OAuthClientStatus",
+    shortname = "oac",
+    category = "kauth",
+    doc = "An OAuth 2.0 client. kauth writes its credentials into a Secret in the same namespace.",
+    printcolumn(name = "Client ID", type_ = "string", json_path = ".status.clientId"),
+    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("!(has(self.spec.existingSecret) && has(self.spec.secret))").message("spec.existingSecret and spec.secret are mutually exclusive")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthClientSpec {
+    /// Explicit client id. Default: `<namespace>.<name>`, stable across delete and re-create.
+    /// An explicit id may not contain '.', so it can never take another namespace's default id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_~-]{1,128}$')").message("clientId may only contain letters, digits, '_', '~' and '-' (at most 128)"))]
+    pub client_id: Option<String>,
+
+    /// Grant types the client may use. Default: `[client_credentials]`.
+    #[serde(default = "default_grant_types")]
+    pub grant_types: Vec<GrantType>,
+
+    /// How the client authenticates at the token endpoint. Default: `client_secret_basic`.
+    #[serde(default)]
+    pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+
+    /// OAuth scope values the client may request. Each must be offered by a Scope resource that
+    /// grants it to this client's namespace (or to this client).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+
+    /// Resource indicators (RFC 8707) the client may request as token audiences, besides the
+    /// audiences of its granted scopes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+
+    /// Lifetime of issued access tokens, e.g. `15m` (1m to 24h). Default: `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_lifetime: Option<String>,
+
+    /// The generated Secret: its name, key names and rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretSpec>,
+
+    /// Bring your own client secret (for example from External Secrets). kauth only reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing_secret: Option<ExistingSecret>,
+}
+
+/// OAuth grant types kauth implements for machine clients.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum GrantType {
+    /// RFC 6749 §4.4.
+    #[serde(rename = "client_credentials")]
+    ClientCredentials,
+}
+
+fn default_grant_types() -> Vec<GrantType> {
+    vec![GrantType::ClientCredentials]
+}
+
+/// Token endpoint authentication methods (RFC 7591 §2).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum TokenEndpointAuthMethod {
+    /// HTTP Basic with the client id and secret.
+    #[default]
+    #[serde(rename = "client_secret_basic")]
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    #[serde(rename = "client_secret_post")]
+    ClientSecretPost,
+}
+
+impl TokenEndpointAuthMethod {
+    /// The registered name, as discovery and errors spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+        }
+    }
+}
+
+/// Where and how kauth writes the generated credentials.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretSpec {
+    /// Secret name. Default: `<client name>-oauth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Key names inside the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<SecretKeys>,
+    /// Secret rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<SecretRotation>,
+}
+
+/// Key names in the generated Secret. Defaults suit `envFrom`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeys {
+    /// Default `CLIENT_ID`.
+    #[serde(default = "default_key_client_id")]
+    pub client_id: String,
+    /// Default `CLIENT_SECRET`.
+    #[serde(default = "default_key_client_secret")]
+    pub client_secret: String,
+    /// Default `ISSUER_URL`.
+    #[serde(default = "default_key_issuer")]
+    pub issuer: String,
+    /// Default `TOKEN_URL`.
+    #[serde(default = "default_key_token_endpoint")]
+    pub token_endpoint: String,
+}
+
+impl Default for SecretKeys {
+    fn default() -> Self {
+        Self {
+            client_id: default_key_client_id(),
+            client_secret: default_key_client_secret(),
+            issuer: default_key_issuer(),
+            token_endpoint: default_key_token_endpoint(),
+        }
+    }
+}
+
+fn default_key_client_id() -> String {
+    "CLIENT_ID".into()
+}
+fn default_key_client_secret() -> String {
+    "CLIENT_SECRET".into()
+}
+fn default_key_issuer() -> String {
+    "ISSUER_URL".into()
+}
+fn default_key_token_endpoint() -> String {
+    "TOKEN_URL".into()
+}
+
+/// Secret rotation: on demand (change `trigger`) and optionally on a schedule. The previous
+/// secret keeps working for `overlap`, so workloads can pick up the new one.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRotation {
+    /// Any new value rotates the secret once (for example a timestamp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// Rotate automatically this long after the last rotation, e.g. `2160h`. At least `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+    /// How long the previous secret stays valid after a rotation. Default `24h`; `0s` ends it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<String>,
+}
+
+/// A Secret the user manages that holds the client secret.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExistingSecret {
+    /// Secret name in the client's namespace. It must carry the label `kauth.dev/credentials=external`.
+    pub name: String,
+    /// Key holding the client secret. Default `CLIENT_SECRET`.
+    #[serde(default = "default_key_client_secret")]
+    pub key: String,
+}
+
+/// Observed state of an OAuthClient.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthClientStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The client id to use at the token endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The Secret holding the credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Incremented on every secret rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_version: Option<i64>,
+    /// When the secret was last generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_rotated_at: Option<Time>,
+    /// Scopes the client asked for and was granted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted_scopes: Vec<String>,
+    /// Ready, SecretReady and ScopesGranted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,79 @@
+//! `Scope`: a permission an API team offers, and to whom.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// An OAuth scope value owned by the namespace that declares it, with the namespaces and
+/// clients allowed to request it. Values are cluster-unique: the first claimant wins.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "kauth.dev",
+    version = "v1alpha1",
+    kind = "Scope",
+    namespaced,
+    status = "ScopeStatus",
+    shortname = "oscope",
+    category = "kauth",
+    doc = "An OAuth scope offered by an API team, granted to namespaces or clients.",
+    printcolumn(name = "Value", type_ = "string", json_path = ".spec.value"),
+    printcolumn(name = "Audience", type_ = "string", json_path = ".spec.audience"),
+    printcolumn(name = "Accepted", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeSpec {
+    /// The scope string clients request (RFC 6749 §3.3 scope-token), e.g. `orders.read`.
+    #[x_kube(validation = Rule::new("self.matches('^[!#-\\\\[\\\\]-~]+$')").message("value must be an RFC 6749 scope-token: printable ASCII without spaces, '\"' or '\\\\'"))]
+    pub value: String,
+    /// Shown to people on the consent screen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The API this scope is for (an absolute URI); becomes the token's `aud`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Who may request the scope. The Scope's own namespace always may.
+    #[serde(default)]
+    pub granted_to: ScopeGrants,
+    /// Whether people must consent before a client gets this scope. Default true.
+    #[serde(default = "default_true")]
+    pub consent_required: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Grants of a scope.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeGrants {
+    /// Namespaces whose clients may request the scope; `"*"` means every namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Individual clients that may request the scope.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<ClientRef>,
+}
+
+/// A reference to an OAuthClient.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub struct ClientRef {
+    /// Namespace of the OAuthClient.
+    pub namespace: String,
+    /// Name of the OAuthClient.
+    pub name: String,
+}
+
+/// Observed state of a Scope.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Accepted (False with reason Conflict or Invalid when the scope is ignored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

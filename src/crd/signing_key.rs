@@ -1,0 +1,111 @@
+//! `SigningKey`: the provider's token signing keys and their rotation.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A signing key set. The private keys live in a Secret owned by this resource; the public
+/// keys are listed in its status and published at the JWKS endpoint.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "kauth.dev",
+    version = "v1alpha1",
+    kind = "SigningKey",
+    namespaced,
+    status = "SigningKeyStatus",
+    shortname = "sk",
+    category = "kauth",
+    doc = "Token signing keys of the kauth provider, with scheduled rotation.",
+    printcolumn(name = "Algorithm", type_ = "string", json_path = ".spec.algorithm"),
+    printcolumn(name = "Active Key", type_ = "string", json_path = ".status.activeKid"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKeySpec {
+    /// Signature algorithm. Default ES256.
+    #[serde(default)]
+    pub algorithm: KeyAlgorithm,
+    /// Scheduled rotation; without it the key never rotates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<KeyRotation>,
+}
+
+/// Supported signature algorithms.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum KeyAlgorithm {
+    /// ECDSA P-256 with SHA-256: small and fast.
+    #[default]
+    ES256,
+    /// RSA 2048 PKCS#1 v1.5 with SHA-256: supported by every OIDC relying party.
+    RS256,
+    /// Ed25519.
+    EdDSA,
+}
+
+impl KeyAlgorithm {
+    /// The JOSE `alg` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ES256 => "ES256",
+            Self::RS256 => "RS256",
+            Self::EdDSA => "EdDSA",
+        }
+    }
+}
+
+/// Rotation schedule. A new key is published `publishAhead` before it starts signing, and a
+/// retired key stays published for `retainAfter` (at least the longest token lifetime).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRotation {
+    /// Signing period of each key, e.g. `720h`. At least `1h`.
+    pub every: String,
+    /// Default `24h`; shorter than `every`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_ahead: Option<String>,
+    /// Default `25h`; at least the longest token lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_after: Option<String>,
+}
+
+/// Observed state of a SigningKey.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKeyStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The Secret holding the private keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// The key that signs now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_kid: Option<String>,
+    /// Every published key with its state and public JWK.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<PublishedKey>,
+    /// When the next rotation step is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_step: Option<Time>,
+    /// Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A key published in the JWKS.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedKey {
+    /// Key id.
+    pub kid: String,
+    /// Pending (published, not yet signing), Active or Retired (published, no longer signing).
+    pub state: String,
+    /// When the key starts (or started) signing.
+    pub activates_at: Time,
+    /// When the key stops signing, if scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retires_at: Option<Time>,
+    /// The public key as a JWK (JSON).
+    pub public_jwk: String,
+}

@@ -1,0 +1,231 @@
+//! Generated client secrets: creation, digests, constant-time checks and the rotation plan.
+//! The same plan drives the controller (state in Secret annotations) and standalone mode
+//! (state in a file), so rotation behaves identically in both.
+
+use std::time::Duration;
+
+use aws_lc_rs::{constant_time, digest, rand};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::validation::RotationPolicy;
+
+/// SHA-256 of a secret. Secrets are 256-bit random values, so a fast digest compared in
+/// constant time is as strong as a password hash and a hundred times cheaper per request.
+pub type SecretDigest = [u8; 32];
+
+/// A fresh secret: 256 bits from the OS RNG, base64url without padding (43 characters).
+pub fn generate_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes).expect("the OS random number generator is available");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Digest of a secret as stored and compared.
+pub fn digest_secret(secret: &str) -> SecretDigest {
+    let d = digest::digest(&digest::SHA256, secret.as_bytes());
+    d.as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+/// Constant-time digest comparison.
+pub fn digests_match(a: &SecretDigest, b: &SecretDigest) -> bool {
+    constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
+/// What the provider needs to check a presented secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretVerifier {
+    /// Digest of the current secret.
+    pub current: SecretDigest,
+    /// Digest of the rotated-out secret and the end of its overlap window.
+    pub previous: Option<(SecretDigest, Timestamp)>,
+}
+
+impl SecretVerifier {
+    /// True when `presented` is the current secret, or the previous one inside its window.
+    pub fn verify(&self, presented: &str, now: Timestamp) -> bool {
+        let d = digest_secret(presented);
+        let current = digests_match(&d, &self.current);
+        // Both comparisons always run so timing does not tell which one matched.
+        let previous = self.previous.is_some_and(|(p, until)| digests_match(&d, &p) & (now < until));
+        current | previous
+    }
+}
+
+/// The state of a generated secret, kept beside it (Secret annotations, or a state file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialState {
+    /// The current secret.
+    pub secret: String,
+    /// 1 for the first secret, +1 per rotation.
+    pub version: i64,
+    /// When the current secret was generated.
+    pub rotated_at: Timestamp,
+    /// The manual trigger value the current secret answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// The rotated-out secret's digest (base64url) and the end of its overlap window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousSecret>,
+}
+
+/// A rotated-out secret that still works until `valid_until`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviousSecret {
+    /// base64url SHA-256 of the old secret (never the secret itself).
+    pub sha256: String,
+    /// End of the overlap window.
+    pub valid_until: Timestamp,
+}
+
+impl CredentialState {
+    /// A first secret.
+    pub fn first(trigger: Option<String>, now: Timestamp) -> Self {
+        Self { secret: generate_secret(), version: 1, rotated_at: now, trigger, previous: None }
+    }
+
+    /// The next secret; the current one stays valid for `overlap`.
+    pub fn rotated(&self, trigger: Option<String>, overlap: Duration, now: Timestamp) -> Self {
+        let until = now + SignedDuration::try_from(overlap).unwrap_or(SignedDuration::ZERO);
+        Self {
+            secret: generate_secret(),
+            version: self.version + 1,
+            rotated_at: now,
+            trigger,
+            previous: (overlap > Duration::ZERO).then(|| PreviousSecret {
+                sha256: URL_SAFE_NO_PAD.encode(digest_secret(&self.secret)),
+                valid_until: until,
+            }),
+        }
+    }
+
+    /// The verifier the provider uses.
+    pub fn verifier(&self) -> SecretVerifier {
+        SecretVerifier {
+            current: digest_secret(&self.secret),
+            previous: self.previous.as_ref().and_then(|p| {
+                let bytes = URL_SAFE_NO_PAD.decode(&p.sha256).ok()?;
+                Some((bytes.try_into().ok()?, p.valid_until))
+            }),
+        }
+    }
+}
+
+/// What to do with a client's generated secret now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretPlan {
+    /// No secret yet: write this one.
+    Create(CredentialState),
+    /// Rotate: write this state (it carries the previous digest). `reason` is for Events.
+    Rotate { state: CredentialState, reason: RotationReason },
+    /// Nothing to do; look again at `recheck_at` if set (next scheduled rotation).
+    Keep { recheck_at: Option<Timestamp> },
+}
+
+/// Why a secret was rotated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotationReason {
+    /// `spec.secret.rotation.trigger` changed.
+    Trigger,
+    /// `spec.secret.rotation.every` elapsed.
+    Schedule,
+}
+
+/// Decides whether a generated secret must be created or rotated. It never re-randomises a
+/// secret for any other reason.
+pub fn plan_secret(policy: &RotationPolicy, current: Option<&CredentialState>, now: Timestamp) -> SecretPlan {
+    let Some(current) = current else {
+        return SecretPlan::Create(CredentialState::first(policy.trigger.clone(), now));
+    };
+    // A trigger that is set and differs from the one the current secret answers rotates once.
+    if policy.trigger.is_some() && policy.trigger != current.trigger {
+        return SecretPlan::Rotate {
+            state: current.rotated(policy.trigger.clone(), policy.overlap, now),
+            reason: RotationReason::Trigger,
+        };
+    }
+    if let Some(every) = policy.every {
+        let due = current.rotated_at + SignedDuration::try_from(every).unwrap_or(SignedDuration::MAX);
+        if now >= due {
+            return SecretPlan::Rotate {
+                state: current.rotated(current.trigger.clone(), policy.overlap, now),
+                reason: RotationReason::Schedule,
+            };
+        }
+        return SecretPlan::Keep { recheck_at: Some(due) };
+    }
+    SecretPlan::Keep { recheck_at: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn policy(trigger: Option<&str>, every: Option<u64>, overlap: u64) -> RotationPolicy {
+        RotationPolicy {
+            trigger: trigger.map(Into::into),
+            every: every.map(Duration::from_secs),
+            overlap: Duration::from_secs(overlap),
+        }
+    }
+
+    #[test]
+    fn secrets_are_long_random_and_url_safe() {
+        let a = generate_secret();
+        let b = generate_secret();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+
+    #[test]
+    fn created_once_then_kept() {
+        let p = policy(None, None, 60);
+        let SecretPlan::Create(state) = plan_secret(&p, None, t(0)) else { panic!() };
+        assert_eq!(state.version, 1);
+        assert_eq!(plan_secret(&p, Some(&state), t(10_000)), SecretPlan::Keep { recheck_at: None });
+    }
+
+    #[test]
+    fn trigger_rotates_once_with_overlap() {
+        let first = CredentialState::first(None, t(0));
+        let p = policy(Some("2026-01-01"), None, 60);
+        let SecretPlan::Rotate { state, reason } = plan_secret(&p, Some(&first), t(100)) else { panic!() };
+        assert_eq!(reason, RotationReason::Trigger);
+        assert_eq!(state.version, 2);
+        assert_ne!(state.secret, first.secret);
+        assert_eq!(plan_secret(&p, Some(&state), t(200)), SecretPlan::Keep { recheck_at: None });
+
+        let v = state.verifier();
+        assert!(v.verify(&state.secret, t(100)));
+        assert!(v.verify(&first.secret, t(159)), "old secret works inside the overlap");
+        assert!(!v.verify(&first.secret, t(160)), "and not after it");
+        assert!(!v.verify("guess", t(101)));
+    }
+
+    #[test]
+    fn zero_overlap_ends_old_secret_at_once() {
+        let first = CredentialState::first(None, t(0));
+        let next = first.rotated(Some("x".into()), Duration::ZERO, t(5));
+        assert!(next.previous.is_none());
+        assert!(!next.verifier().verify(&first.secret, t(5)));
+    }
+
+    #[test]
+    fn schedule_rotates_when_due() {
+        let first = CredentialState::first(None, t(0));
+        let p = policy(None, Some(3600), 60);
+        assert_eq!(plan_secret(&p, Some(&first), t(3599)), SecretPlan::Keep { recheck_at: Some(t(3600)) });
+        let SecretPlan::Rotate { reason, state } = plan_secret(&p, Some(&first), t(3600)) else { panic!() };
+        assert_eq!(reason, RotationReason::Schedule);
+        assert_eq!(state.rotated_at, t(3600));
+    }
+}
