@@ -1,6 +1,12 @@
 //! kauth: a Kubernetes-native OAuth 2.0 / OpenID Connect provider and client operator.
 
+pub mod catalog;
 pub mod credentials;
 pub mod crd;
 pub mod keys;
+pub mod metrics;
+pub mod provider;
+pub mod registry;
+pub mod revocation;
+pub mod tokens;
 pub mod validation;

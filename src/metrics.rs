@@ -1,0 +1,111 @@
+//! Prometheus metrics of the provider and the controller.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// Route template.
+    pub route: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels of a latency observation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route template.
+    pub route: String,
+}
+
+/// Labels of an issued token.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// Client id.
+    pub client_id: String,
+    /// Grant type.
+    pub grant_type: String,
+}
+
+/// Labels of a reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// Resource kind.
+    pub kind: String,
+}
+
+/// Labels of a reconcile error.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileErrorLabels {
+    /// Resource kind.
+    pub kind: String,
+    /// Error class.
+    pub error: String,
+}
+
+/// All kauth metrics, registered once.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by route and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// HTTP latency by route.
+    pub http_latency: Family<RouteLabels, Histogram>,
+    /// Tokens issued by client and grant.
+    pub tokens_issued: Family<TokenLabels, Counter>,
+    /// Reconciles by kind.
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Reconcile errors by kind and class.
+    pub reconcile_errors: Family<ReconcileErrorLabels, Counter>,
+    /// Clients the provider currently serves.
+    pub registered_clients: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kauth");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+        });
+        let tokens_issued = Family::<TokenLabels, Counter>::default();
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let reconcile_errors = Family::<ReconcileErrorLabels, Counter>::default();
+        let registered_clients = Gauge::default();
+        registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency", http_latency.clone());
+        registry.register("tokens_issued", "Access tokens issued by client and grant type", tokens_issued.clone());
+        registry.register("reconciles", "Reconciles by resource kind", reconciles.clone());
+        registry.register("reconcile_errors", "Reconcile errors by resource kind and class", reconcile_errors.clone());
+        registry.register("registered_clients", "OAuth clients the provider serves", registered_clients.clone());
+        Self { registry, http_requests, http_latency, tokens_issued, reconciles, reconcile_errors, registered_clients }
+    }
+
+    /// Records a reconcile of `kind`, and its error class if it failed.
+    pub fn reconciled(&self, kind: &str, error: Option<&str>) {
+        self.reconciles.get_or_create(&ReconcileLabels { kind: kind.to_string() }).inc();
+        if let Some(error) = error {
+            self.reconcile_errors
+                .get_or_create(&ReconcileErrorLabels { kind: kind.to_string(), error: error.to_string() })
+                .inc();
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

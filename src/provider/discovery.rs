@@ -1,0 +1,58 @@
+//! Discovery metadata (RFC 8414, OpenID Connect Discovery) and the JWKS.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::ProviderState;
+
+fn metadata(state: &ProviderState) -> Value {
+    let issuer = &state.issuer;
+    let snapshot = state.registry.load();
+    let now = Timestamp::now();
+    let mut algs: Vec<String> = snapshot.keys.published(now).map(|k| format!("{:?}", k.algorithm)).collect();
+    algs.sort();
+    algs.dedup();
+    let auth_methods = ["client_secret_basic", "client_secret_post"];
+    json!({
+        "issuer": issuer.url,
+        "token_endpoint": issuer.endpoint("/token"),
+        "jwks_uri": issuer.endpoint("/jwks"),
+        "introspection_endpoint": issuer.endpoint("/introspect"),
+        "revocation_endpoint": issuer.endpoint("/revoke"),
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "subject_types_supported": ["public"],
+        "access_token_signing_alg_values_supported": algs,
+    })
+}
+
+/// GET /.well-known/oauth-authorization-server
+pub async fn authorization_server_metadata(State(state): State<ProviderState>) -> Response {
+    cached(Json(metadata(&state)).into_response())
+}
+
+/// GET /.well-known/openid-configuration: the same facts; sign-in endpoints join with the
+/// browser flows.
+pub async fn openid_configuration(State(state): State<ProviderState>) -> Response {
+    cached(Json(metadata(&state)).into_response())
+}
+
+/// GET /jwks: every published key (pending, active and retired).
+pub async fn jwks(State(state): State<ProviderState>) -> Response {
+    let snapshot = state.registry.load();
+    let keys: Vec<_> = snapshot.keys.published(Timestamp::now()).map(|k| &k.jwk).collect();
+    cached(Json(json!({ "keys": keys })).into_response())
+}
+
+/// Short public caching: resource servers refresh well inside the publish-ahead window.
+fn cached(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}

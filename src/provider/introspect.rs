@@ -1,0 +1,96 @@
+//! Token introspection (RFC 7662) and revocation (RFC 7009), both for authenticated clients.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::jiff::Timestamp;
+use serde_json::json;
+
+use super::ProviderState;
+use super::client_auth::authenticate;
+use super::error::{OAuthError, no_store};
+use super::form::Form;
+use crate::registry::{RegisteredClient, Snapshot};
+use crate::tokens::{AccessTokenClaims, verify};
+
+/// A caller may see a token it was issued, or one addressed to an API whose Scope lives in
+/// the caller's namespace (the API's resource server). Anything else introspects as inactive.
+fn may_see(snapshot: &Snapshot, caller: &RegisteredClient, claims: &AccessTokenClaims) -> bool {
+    caller.client_id == claims.client_id
+        || claims
+            .aud
+            .iter()
+            .any(|aud| snapshot.audience_owners.get(aud).is_some_and(|owners| owners.contains(&caller.namespace)))
+}
+
+/// A token is active when it verifies, is not revoked, and its client still exists.
+fn active_claims(state: &ProviderState, snapshot: &Snapshot, token: &str, now: Timestamp) -> Option<AccessTokenClaims> {
+    let claims = verify(&snapshot.keys, &state.issuer.url, token, now)?;
+    (!state.revocations.is_revoked(&claims.jti) && snapshot.clients.contains_key(&claims.client_id)).then_some(claims)
+}
+
+/// POST /introspect
+pub async fn introspect(State(state): State<ProviderState>, method: Method, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        if method != Method::POST {
+            return Err(OAuthError::method_not_allowed());
+        }
+        let form = Form::read(&headers, body).await?;
+        let snapshot = state.registry.load();
+        let now = Timestamp::now();
+        let caller = authenticate(&snapshot, &headers, &form, now)?;
+        let token = form.get("token").ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let body = match active_claims(&state, &snapshot, token, now).filter(|c| may_see(&snapshot, &caller, c)) {
+            Some(c) => json!({
+                "active": true,
+                "token_type": "Bearer",
+                "client_id": c.client_id,
+                "sub": c.sub,
+                "aud": c.aud,
+                "iss": c.iss,
+                "scope": c.scope,
+                "jti": c.jti,
+                "iat": c.iat,
+                "exp": c.exp,
+            }),
+            None => json!({ "active": false }),
+        };
+        let mut response = Json(body).into_response();
+        no_store(&mut response);
+        Ok(response)
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// POST /revoke
+pub async fn revoke(State(state): State<ProviderState>, method: Method, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        if method != Method::POST {
+            return Err(OAuthError::method_not_allowed());
+        }
+        let form = Form::read(&headers, body).await?;
+        let snapshot = state.registry.load();
+        let now = Timestamp::now();
+        let caller = authenticate(&snapshot, &headers, &form, now)?;
+        let token = form.get("token").ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        // Invalid, expired or unknown tokens are not an error (RFC 7009 §2.2).
+        if let Some(claims) = verify(&snapshot.keys, &state.issuer.url, token, now) {
+            if claims.client_id != caller.client_id {
+                return Err(OAuthError::unauthorized_client("the token was not issued to this client"));
+            }
+            state.revocations.revoke(&claims.jti, claims.exp).map_err(|e| {
+                tracing::error!(error = %e, "cannot persist a revocation");
+                OAuthError::server_error()
+            })?;
+            tracing::info!(client_id = %caller.client_id, jti = %claims.jti, "access token revoked");
+        }
+        let mut response = StatusCode::OK.into_response();
+        no_store(&mut response);
+        Ok(response)
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}

@@ -1,0 +1,111 @@
+//! The authorization server's HTTP surface (axum). Handlers read only the registry snapshot
+//! and the revocation list; they never call the Kubernetes API.
+
+mod client_auth;
+mod discovery;
+pub mod error;
+mod form;
+mod introspect;
+mod ops;
+mod token;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{any, get};
+
+use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+use crate::registry::Registry;
+use crate::revocation::RevocationList;
+
+/// The issuer URL and the endpoint URLs derived from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issuer {
+    /// Issuer URL without a trailing slash.
+    pub url: String,
+    /// Path part of the issuer ("" or "/prefix"): the routes are served under it.
+    pub path: String,
+}
+
+impl Issuer {
+    /// Parses an issuer URL: http(s), a host, no query or fragment.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let url = url.trim_end_matches('/');
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| format!("issuer '{url}' must start with https:// (or http:// for local use)"))?;
+        if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace()) {
+            return Err(format!("issuer '{url}' may not contain a query, fragment or spaces"));
+        }
+        let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, String::new()));
+        if host.is_empty() {
+            return Err(format!("issuer '{url}' has no host"));
+        }
+        Ok(Self { url: url.to_string(), path })
+    }
+
+    /// Absolute URL of an endpoint path such as `/token`.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct ProviderState {
+    /// The current snapshot of clients, scopes and keys.
+    pub registry: Registry,
+    /// Issuer and endpoint URLs.
+    pub issuer: Arc<Issuer>,
+    /// Revoked token ids.
+    pub revocations: RevocationList,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The provider's router: OAuth endpoints under the issuer's path, operations at the root.
+pub fn router(state: ProviderState) -> Router {
+    let oauth = Router::new()
+        .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
+        .route("/.well-known/oauth-authorization-server", get(discovery::authorization_server_metadata))
+        .route("/jwks", get(discovery::jwks))
+        .route("/token", any(token::token))
+        .route("/introspect", any(introspect::introspect))
+        .route("/revoke", any(introspect::revoke));
+    let ops = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics));
+    let routes = if state.issuer.path.is_empty() { oauth.merge(ops) } else { Router::new().nest(&state.issuer.path, oauth).merge(ops) };
+    routes.layer(middleware::from_fn_with_state(state.clone(), record)).with_state(state)
+}
+
+async fn record(State(state): State<ProviderState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state.metrics.http_requests.get_or_create(&HttpLabels { route: route.clone(), status: response.status().as_u16() }).inc();
+    state.metrics.http_latency.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Issuer;
+
+    #[test]
+    fn issuer_paths() {
+        assert_eq!(Issuer::parse("https://auth.example.com/").unwrap().path, "");
+        let i = Issuer::parse("https://example.com/kauth").unwrap();
+        assert_eq!(i.path, "/kauth");
+        assert_eq!(i.endpoint("/token"), "https://example.com/kauth/token");
+        assert!(Issuer::parse("ftp://x").is_err());
+        assert!(Issuer::parse("https://x/?a=b").is_err());
+        assert!(Issuer::parse("https:///path").is_err());
+    }
+}

@@ -1,0 +1,35 @@
+//! Liveness, readiness and metrics.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::jiff::Timestamp;
+
+use super::ProviderState;
+
+/// GET /healthz: the process serves HTTP.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// GET /readyz: every cache synced and a key can sign.
+pub async fn readyz(State(state): State<ProviderState>) -> Response {
+    let snapshot = state.registry.load();
+    if !snapshot.complete {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet").into_response()
+    } else if snapshot.keys.signer(Timestamp::now()).is_none() {
+        (StatusCode::SERVICE_UNAVAILABLE, "no active signing key yet").into_response()
+    } else {
+        "ready".into_response()
+    }
+}
+
+/// GET /metrics: OpenMetrics text.
+pub async fn metrics(State(state): State<ProviderState>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}

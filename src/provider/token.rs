@@ -1,0 +1,195 @@
+//! The token endpoint: `client_credentials` with scope and RFC 8707 resource checks, issuing
+//! RFC 9068 JWT access tokens.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+
+use super::ProviderState;
+use super::client_auth::authenticate;
+use super::error::{OAuthError, no_store};
+use super::form::Form;
+use crate::metrics::TokenLabels;
+use crate::registry::RegisteredClient;
+use crate::tokens::{AccessTokenClaims, Audience, new_jti, sign};
+use crate::validation::{is_resource_uri, is_scope_token};
+
+#[derive(Serialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+}
+
+/// POST /token
+pub async fn token(State(state): State<ProviderState>, method: Method, headers: HeaderMap, body: Body) -> Response {
+    match issue(&state, method, &headers, body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn issue(state: &ProviderState, method: Method, headers: &HeaderMap, body: Body) -> Result<Response, OAuthError> {
+    if method != Method::POST {
+        return Err(OAuthError::method_not_allowed());
+    }
+    let form = Form::read(headers, body).await?;
+    let grant_type = form.get("grant_type").ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+    let snapshot = state.registry.load();
+    let now = Timestamp::now();
+    let client = authenticate(&snapshot, headers, &form, now)?;
+    if grant_type != "client_credentials" {
+        return Err(OAuthError::unsupported_grant_type(format!("grant type '{grant_type}' is not supported")));
+    }
+    let (scopes, audiences) = decide_scopes_and_audience(&client, form.get("scope"), &form.all("resource"))?;
+
+    let lifetime = client.access_token_lifetime.as_secs();
+    let iat = now.as_second();
+    let claims = AccessTokenClaims {
+        iss: state.issuer.url.clone(),
+        sub: client.client_id.clone(),
+        aud: Audience::from_list(audiences),
+        client_id: client.client_id.clone(),
+        scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
+        jti: new_jti(),
+        iat,
+        exp: iat + lifetime as i64,
+    };
+    let access_token = sign(&snapshot.keys, &claims, now).map_err(|e| {
+        tracing::error!(error = %e, "cannot sign access token");
+        OAuthError::unavailable("no signing key is available yet")
+    })?;
+    state
+        .metrics
+        .tokens_issued
+        .get_or_create(&TokenLabels { client_id: client.client_id.clone(), grant_type: "client_credentials".into() })
+        .inc();
+    let mut response =
+        Json(TokenResponse { access_token, token_type: "Bearer", expires_in: lifetime, scope: claims.scope }).into_response();
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// Picks the token's scopes and audiences. Requested scopes must all be granted; requested
+/// resources must be allowed, and every requested scope must belong to one of them.
+fn decide_scopes_and_audience(
+    client: &RegisteredClient,
+    scope: Option<&str>,
+    resources: &[&str],
+) -> Result<(Vec<String>, Vec<String>), OAuthError> {
+    for r in resources {
+        if !is_resource_uri(r) {
+            return Err(OAuthError::invalid_target(format!("resource '{r}' is not an absolute URI without a fragment")));
+        }
+        if !client.may_target(r) {
+            return Err(OAuthError::invalid_target(format!("resource '{r}' is not allowed for this client")));
+        }
+    }
+    let in_resources = |aud: &Option<String>| aud.as_deref().is_none_or(|a| resources.contains(&a));
+    let scopes: Vec<String> = match scope {
+        Some(requested) => {
+            let mut out: Vec<String> = Vec::new();
+            for value in requested.split(' ') {
+                if !is_scope_token(value) {
+                    return Err(OAuthError::invalid_scope("scope must be scope-tokens separated by single spaces"));
+                }
+                let Some(audience) = client.scopes.get(value) else {
+                    return Err(OAuthError::invalid_scope(format!("scope '{value}' is not granted to this client")));
+                };
+                if !resources.is_empty() && !in_resources(audience) {
+                    return Err(OAuthError::invalid_scope(format!(
+                        "scope '{value}' belongs to audience '{}', which was not requested as a resource",
+                        audience.as_deref().unwrap_or_default()
+                    )));
+                }
+                if !out.iter().any(|s| s == value) {
+                    out.push(value.to_string());
+                }
+            }
+            out
+        }
+        None => {
+            // No scope parameter: every granted scope that fits the requested resources.
+            let mut all: Vec<String> = client
+                .scopes
+                .iter()
+                .filter(|(_, aud)| resources.is_empty() || in_resources(aud))
+                .map(|(v, _)| v.clone())
+                .collect();
+            all.sort();
+            all
+        }
+    };
+    let mut audiences: Vec<String> = if resources.is_empty() {
+        let mut from_scopes: Vec<String> = scopes.iter().filter_map(|s| client.scopes.get(s).cloned().flatten()).collect();
+        if from_scopes.is_empty() {
+            from_scopes = client.audiences.clone();
+        }
+        from_scopes
+    } else {
+        resources.iter().map(|r| r.to_string()).collect()
+    };
+    audiences.sort();
+    audiences.dedup();
+    if audiences.is_empty() {
+        return Err(OAuthError::invalid_target(
+            "the token would have no audience: request a resource, or a scope that belongs to an API",
+        ));
+    }
+    Ok((scopes, audiences))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::CredentialState;
+    use std::time::Duration;
+
+    fn client() -> RegisteredClient {
+        RegisteredClient {
+            client_id: "shop.web".into(),
+            namespace: "shop".into(),
+            name: "web".into(),
+            auth_method: Default::default(),
+            secret: CredentialState::first(None, Timestamp::now()).verifier(),
+            scopes: [
+                ("orders.read".to_string(), Some("https://orders".to_string())),
+                ("stock.read".to_string(), Some("https://stock".to_string())),
+                ("misc".to_string(), None),
+            ]
+            .into(),
+            audiences: vec!["https://reports".into()],
+            access_token_lifetime: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn audience_follows_scopes_or_resources() {
+        let c = client();
+        let (s, a) = decide_scopes_and_audience(&c, Some("orders.read"), &[]).unwrap();
+        assert_eq!((s, a), (vec!["orders.read".to_string()], vec!["https://orders".to_string()]));
+        let (s, a) = decide_scopes_and_audience(&c, None, &["https://stock"]).unwrap();
+        assert_eq!((s, a), (vec!["misc".to_string(), "stock.read".to_string()], vec!["https://stock".to_string()]));
+        let (s, a) = decide_scopes_and_audience(&c, Some("misc"), &[]).unwrap();
+        assert_eq!((s, a), (vec!["misc".to_string()], vec!["https://reports".to_string()]));
+        let (_, a) = decide_scopes_and_audience(&c, None, &["https://reports"]).unwrap();
+        assert_eq!(a, ["https://reports"]);
+    }
+
+    #[test]
+    fn refusals() {
+        let c = client();
+        let code = |r: Result<_, OAuthError>| r.unwrap_err().code;
+        assert_eq!(code(decide_scopes_and_audience(&c, Some("admin"), &[])), "invalid_scope");
+        assert_eq!(code(decide_scopes_and_audience(&c, Some("orders.read  misc"), &[])), "invalid_scope");
+        assert_eq!(code(decide_scopes_and_audience(&c, None, &["https://elsewhere"])), "invalid_target");
+        assert_eq!(code(decide_scopes_and_audience(&c, None, &["relative"])), "invalid_target");
+        assert_eq!(code(decide_scopes_and_audience(&c, Some("orders.read"), &["https://stock"])), "invalid_scope");
+    }
+}

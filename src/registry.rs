@@ -1,0 +1,135 @@
+//! The registry: an immutable snapshot of everything the provider serves, swapped atomically
+//! whenever a watched resource changes. Request handlers read it without locks and never see
+//! Kubernetes types.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::catalog::{Catalog, ClientVerdict};
+use crate::credentials::SecretVerifier;
+use crate::crd::TokenEndpointAuthMethod;
+use crate::keys::KeyRing;
+use crate::validation::ClientSettings;
+
+/// A client the provider accepts.
+#[derive(Clone, Debug)]
+pub struct RegisteredClient {
+    /// OAuth client id.
+    pub client_id: String,
+    /// Namespace of the OAuthClient (the trust boundary).
+    pub namespace: String,
+    /// Name of the OAuthClient.
+    pub name: String,
+    /// Registered token endpoint authentication method.
+    pub auth_method: TokenEndpointAuthMethod,
+    /// Checks presented secrets.
+    pub secret: SecretVerifier,
+    /// Scopes it may request and was granted, with their audiences.
+    pub scopes: HashMap<String, Option<String>>,
+    /// Resource indicators it may request besides its scopes' audiences.
+    pub audiences: Vec<String>,
+    /// Access token lifetime.
+    pub access_token_lifetime: Duration,
+}
+
+impl RegisteredClient {
+    /// Builds a registered client from a servable verdict and its secret.
+    pub fn new(verdict: &ClientVerdict, settings: &ClientSettings, audiences: &[String], secret: SecretVerifier) -> Self {
+        Self {
+            client_id: verdict.client_id.clone(),
+            namespace: verdict.key.namespace.clone(),
+            name: verdict.key.name.clone(),
+            auth_method: settings.auth_method,
+            secret,
+            scopes: verdict.granted.iter().map(|g| (g.value.clone(), g.audience.clone())).collect(),
+            audiences: audiences.to_vec(),
+            access_token_lifetime: settings.access_token_lifetime,
+        }
+    }
+
+    /// True when this client may ask for `resource` as a token audience.
+    pub fn may_target(&self, resource: &str) -> bool {
+        self.audiences.iter().any(|a| a == resource) || self.scopes.values().any(|a| a.as_deref() == Some(resource))
+    }
+}
+
+/// One consistent view of clients, scopes and keys.
+#[derive(Clone, Default)]
+pub struct Snapshot {
+    /// Clients by client id.
+    pub clients: HashMap<String, Arc<RegisteredClient>>,
+    /// For each audience, the namespaces whose accepted Scopes name it: clients there act as
+    /// that API's resource servers and may introspect its tokens.
+    pub audience_owners: HashMap<String, HashSet<String>>,
+    /// Signing and verification keys.
+    pub keys: KeyRing,
+    /// True once every source has been read at least once.
+    pub complete: bool,
+}
+
+impl Snapshot {
+    /// Builds the serving view from a catalog; `secret_of` finds each servable client's
+    /// secret (None: not yet available, the client is left out).
+    pub fn build(
+        catalog: &Catalog,
+        audiences_of: impl Fn(&ClientVerdict) -> Vec<String>,
+        secret_of: impl Fn(&ClientVerdict, &ClientSettings) -> Option<SecretVerifier>,
+        keys: KeyRing,
+    ) -> Self {
+        let mut clients = HashMap::new();
+        for verdict in catalog.clients.iter().filter(|v| v.servable()) {
+            let Ok(settings) = &verdict.settings else { continue };
+            if let Some(secret) = secret_of(verdict, settings) {
+                let client = RegisteredClient::new(verdict, settings, &audiences_of(verdict), secret);
+                clients.insert(client.client_id.clone(), Arc::new(client));
+            }
+        }
+        let mut audience_owners: HashMap<String, HashSet<String>> = HashMap::new();
+        for scope in catalog.scope_values.values() {
+            if let Some(aud) = &scope.audience {
+                audience_owners.entry(aud.clone()).or_default().insert(scope.owner.namespace.clone());
+            }
+        }
+        Self { clients, audience_owners, keys, complete: true }
+    }
+}
+
+/// Holds the current snapshot; cheap to clone and share.
+#[derive(Clone)]
+pub struct Registry {
+    current: Arc<ArcSwap<Snapshot>>,
+    version: watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    /// An empty, not yet complete registry.
+    pub fn new() -> Self {
+        Self { current: Arc::new(ArcSwap::from_pointee(Snapshot::default())), version: watch::Sender::new(0) }
+    }
+
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Replaces the snapshot.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Notified on every publish (tests and readiness waiters).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+}

@@ -1,0 +1,175 @@
+//! RFC 9068 JWT access tokens: the claims, signing, and verification against the key ring.
+
+use aws_lc_rs::rand;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Header, Validation};
+use k8s_openapi::jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::KeyRing;
+
+/// The `typ` header of access tokens (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// One or several audiences; a single one serialises as a string.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// A single audience.
+    One(String),
+    /// Several audiences.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// From a list (one element serialises as a plain string).
+    pub fn from_list(mut list: Vec<String>) -> Self {
+        if list.len() == 1 { Self::One(list.remove(0)) } else { Self::Many(list) }
+    }
+
+    /// The audiences as a slice-like iterator.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let (one, many) = match self {
+            Self::One(a) => (Some(a.as_str()), &[][..]),
+            Self::Many(v) => (None, v.as_slice()),
+        };
+        one.into_iter().chain(many.iter().map(String::as_str))
+    }
+}
+
+/// Claims of a kauth access token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenClaims {
+    /// Issuer URL.
+    pub iss: String,
+    /// Subject: the client id for client_credentials.
+    pub sub: String,
+    /// Audiences (resource indicators).
+    pub aud: Audience,
+    /// The client the token was issued to.
+    pub client_id: String,
+    /// Space-separated scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Unique token id (for revocation).
+    pub jti: String,
+    /// Issued at.
+    pub iat: i64,
+    /// Expires at.
+    pub exp: i64,
+}
+
+/// A fresh 128-bit token id.
+pub fn new_jti() -> String {
+    let mut bytes = [0u8; 16];
+    rand::fill(&mut bytes).expect("the OS random number generator is available");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Why a token could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// No key is in its signing period.
+    #[error("no signing key is active")]
+    NoActiveKey,
+    /// The crypto backend failed.
+    #[error("signing failed: {0}")]
+    Crypto(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Signs claims with the key active at `now`.
+pub fn sign(keys: &KeyRing, claims: &AccessTokenClaims, now: Timestamp) -> Result<String, SignError> {
+    let signer = keys.signer(now).ok_or(SignError::NoActiveKey)?;
+    let mut header = Header::new(signer.algorithm);
+    header.kid = Some(signer.kid.clone());
+    header.typ = Some(ACCESS_TOKEN_TYPE.to_string());
+    Ok(jsonwebtoken::encode(&header, claims, &signer.encoding)?)
+}
+
+/// Verifies a token's signature, issuer, type and lifetime. The algorithm comes from the key
+/// named by `kid`, never from the token, so `alg: none` and algorithm confusion fail.
+pub fn verify(keys: &KeyRing, issuer: &str, token: &str, now: Timestamp) -> Option<AccessTokenClaims> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+        return None;
+    }
+    let key = keys.verifier(header.kid.as_deref()?, now)?;
+    if header.alg != key.algorithm {
+        return None;
+    }
+    let mut validation = Validation::new(key.algorithm);
+    validation.set_issuer(&[issuer]);
+    validation.validate_aud = false;
+    validation.leeway = 0;
+    validation.validate_exp = false;
+    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+    let claims = jsonwebtoken::decode::<AccessTokenClaims>(token, &key.decoding, &validation).ok()?.claims;
+    (claims.exp > now.as_second()).then_some(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::KeyAlgorithm;
+    use crate::keys::{KeySet, generate_key};
+
+    fn ring(alg: KeyAlgorithm) -> KeyRing {
+        let key = generate_key(alg, Timestamp::from_second(0).unwrap()).unwrap();
+        KeyRing::from_sets([&KeySet { keys: vec![key] }]).0
+    }
+
+    fn claims(exp: i64) -> AccessTokenClaims {
+        AccessTokenClaims {
+            iss: "https://auth".into(),
+            sub: "ns.app".into(),
+            aud: Audience::from_list(vec!["https://api".into()]),
+            client_id: "ns.app".into(),
+            scope: Some("a b".into()),
+            jti: new_jti(),
+            iat: 10,
+            exp,
+        }
+    }
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    #[test]
+    fn round_trip_and_expiry() {
+        let keys = ring(KeyAlgorithm::ES256);
+        let token = sign(&keys, &claims(100), at(10)).unwrap();
+        let got = verify(&keys, "https://auth", &token, at(99)).unwrap();
+        assert_eq!(got, claims(100).clone_with_jti(&got.jti));
+        assert!(verify(&keys, "https://auth", &token, at(100)).is_none(), "expired at exp");
+        assert!(verify(&keys, "https://other", &token, at(50)).is_none(), "wrong issuer");
+    }
+
+    #[test]
+    fn foreign_keys_unsigned_and_tampered_tokens_fail() {
+        let keys = ring(KeyAlgorithm::ES256);
+        let other = ring(KeyAlgorithm::ES256);
+        let token = sign(&other, &claims(100), at(10)).unwrap();
+        assert!(verify(&keys, "https://auth", &token, at(50)).is_none(), "unknown kid");
+
+        let token = sign(&keys, &claims(100), at(10)).unwrap();
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged = URL_SAFE_NO_PAD.encode(br#"{"iss":"https://auth","sub":"x","aud":"y","client_id":"x","jti":"j","iat":1,"exp":99999}"#);
+        parts[1] = &forged;
+        assert!(verify(&keys, "https://auth", &parts.join("."), at(50)).is_none(), "tampered payload");
+
+        let kid = keys.signer(at(10)).unwrap().kid.clone();
+        let none_header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{kid}"}}"#));
+        let unsigned = format!("{none_header}.{}.", parts[1]);
+        assert!(verify(&keys, "https://auth", &unsigned, at(50)).is_none(), "alg none");
+        let hs_header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"HS256","typ":"at+jwt","kid":"{kid}"}}"#));
+        assert!(verify(&keys, "https://auth", &format!("{hs_header}.{}.AAAA", parts[1]), at(50)).is_none(), "alg confusion");
+    }
+
+    impl AccessTokenClaims {
+        fn clone_with_jti(&self, jti: &str) -> Self {
+            Self { jti: jti.to_string(), ..self.clone() }
+        }
+    }
+}
