@@ -1,1 +1,78 @@
-fn main() {}
+//! The `kauth` binary: parses arguments and runs the chosen command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kauth::provider::Issuer;
+use kauth::standalone::{ManifestSource, StandaloneConfig};
+use kauth::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "kauth", version, about = "Kubernetes-native OAuth 2.0 / OpenID Connect provider and client operator")]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "KAUTH_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve manifests from a folder without a cluster, on 127.0.0.1.
+    Standalone {
+        /// Folder of YAML manifests (default: the examples built into kauth).
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        /// Where generated credentials, keys and revocations are kept.
+        #[arg(long, default_value = ".kauth-state")]
+        state_dir: PathBuf,
+        /// Port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Issuer URL (default: http://127.0.0.1:PORT).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// kauth's namespace: SigningKeys elsewhere are ignored.
+        #[arg(long, default_value = "kauth")]
+        namespace: String,
+    },
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Crds => {
+            print!("{}", kauth::crd::crds_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Standalone { manifests, state_dir, port, issuer, namespace } => {
+            let issuer_given = issuer.is_some();
+            let issuer = match Issuer::parse(issuer.as_deref().unwrap_or("http://127.0.0.1")) {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("error: --issuer: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let cfg = StandaloneConfig {
+                manifests: manifests.map(ManifestSource::Dir).unwrap_or(ManifestSource::Embedded),
+                state_dir,
+                issuer,
+                kauth_namespace: namespace,
+            };
+            match kauth::standalone::run(cfg, port, issuer_given).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
