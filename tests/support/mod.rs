@@ -1,0 +1,123 @@
+//! Shared helpers: a real provider on 127.0.0.1 fed from a manifest folder, as standalone
+//! mode feeds it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use kauth::metrics::Metrics;
+use kauth::provider::{Issuer, ProviderState, router};
+use kauth::registry::Registry;
+use kauth::revocation::RevocationList;
+use kauth::standalone::{ManifestSource, StandaloneConfig};
+use tempfile::TempDir;
+
+pub const SCOPES: &str = r#"
+apiVersion: kauth.dev/v1alpha1
+kind: Scope
+metadata: {name: orders-read, namespace: orders}
+spec:
+  value: orders.read
+  audience: https://orders.example.com
+  grantedTo: {namespaces: [shop]}
+---
+apiVersion: kauth.dev/v1alpha1
+kind: Scope
+metadata: {name: orders-write, namespace: orders}
+spec:
+  value: orders.write
+  audience: https://orders.example.com
+"#;
+
+pub const CLIENTS: &str = r#"
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: backend, namespace: shop}
+spec:
+  scopes: [orders.read, orders.write]
+  audiences: [https://reports.example.com]
+  secret:
+    rotation: {trigger: one, overlap: 2s}
+---
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: poster, namespace: shop}
+spec:
+  scopes: [orders.read]
+  tokenEndpointAuthMethod: client_secret_post
+---
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: api, namespace: orders}
+spec:
+  scopes: [orders.read]
+---
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: other, namespace: elsewhere}
+spec:
+  audiences: [https://elsewhere.example.com]
+"#;
+
+pub struct TestProvider {
+    pub dir: TempDir,
+    pub url: String,
+    pub cfg: StandaloneConfig,
+    pub registry: Registry,
+    pub revocations: RevocationList,
+}
+
+impl TestProvider {
+    /// Starts a provider serving `files` (name, YAML).
+    pub async fn start(files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join("manifests").join(name), text).unwrap();
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let cfg = StandaloneConfig {
+            manifests: ManifestSource::Dir(dir.path().join("manifests")),
+            state_dir: dir.path().join("state"),
+            issuer: Issuer::parse(&url).unwrap(),
+            kauth_namespace: "kauth".into(),
+        };
+        let revocations = RevocationList::open(&dir.path().join("state/revoked.jsonl"), Timestamp::now().as_second()).unwrap();
+        let registry = Registry::new();
+        let state = ProviderState {
+            registry: registry.clone(),
+            issuer: Arc::new(cfg.issuer.clone()),
+            revocations: revocations.clone(),
+            metrics: Arc::new(Metrics::new()),
+        };
+        tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+        let provider = Self { dir, url, cfg, registry, revocations };
+        provider.reload();
+        provider
+    }
+
+    /// Re-reads the manifests and publishes the result, as the standalone loop does.
+    pub fn reload(&self) {
+        let pass = self.cfg.pass(Timestamp::now()).unwrap();
+        self.registry.publish(pass.snapshot);
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join("manifests").join(name), text).unwrap();
+    }
+
+    pub fn secret_dir(&self, ns: &str, secret: &str) -> PathBuf {
+        self.dir.path().join("state/secrets").join(ns).join(secret)
+    }
+
+    /// (client id, secret) of a generated Secret with default keys.
+    pub fn credentials(&self, ns: &str, client: &str) -> (String, String) {
+        let d = self.secret_dir(ns, &format!("{client}-oauth"));
+        (
+            std::fs::read_to_string(d.join("CLIENT_ID")).unwrap(),
+            std::fs::read_to_string(d.join("CLIENT_SECRET")).unwrap(),
+        )
+    }
+}
