@@ -21,7 +21,10 @@ pub struct ObjectKey {
 impl ObjectKey {
     /// A key from borrowed parts.
     pub fn new(namespace: &str, name: &str) -> Self {
-        Self { namespace: namespace.to_string(), name: name.to_string() }
+        Self {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
     }
 }
 
@@ -134,8 +137,16 @@ pub fn default_client_id(namespace: &str, name: &str) -> String {
 
 fn grants(scope: &ScopeSpec, owner_ns: &str, client: &ObjectKey) -> bool {
     owner_ns == client.namespace
-        || scope.granted_to.namespaces.iter().any(|ns| ns == "*" || *ns == client.namespace)
-        || scope.granted_to.clients.iter().any(|c| c.namespace == client.namespace && c.name == client.name)
+        || scope
+            .granted_to
+            .namespaces
+            .iter()
+            .any(|ns| ns == "*" || *ns == client.namespace)
+        || scope
+            .granted_to
+            .clients
+            .iter()
+            .any(|c| c.namespace == client.namespace && c.name == client.name)
 }
 
 impl Catalog {
@@ -149,11 +160,16 @@ impl Catalog {
             let verdict = match validate_scope(s.spec) {
                 Err(errors) => ScopeVerdict::Invalid(errors),
                 Ok(()) => match catalog.scope_values.get(&s.spec.value) {
-                    Some(existing) => ScopeVerdict::Conflict { owner: existing.owner.clone() },
+                    Some(existing) => ScopeVerdict::Conflict {
+                        owner: existing.owner.clone(),
+                    },
                     None => {
                         catalog.scope_values.insert(
                             s.spec.value.clone(),
-                            AcceptedScope { owner: key.clone(), audience: s.spec.audience.clone() },
+                            AcceptedScope {
+                                owner: key.clone(),
+                                audience: s.spec.audience.clone(),
+                            },
                         );
                         scope_specs.insert(&s.spec.value, (s.spec, s.namespace));
                         ScopeVerdict::Accepted
@@ -167,7 +183,11 @@ impl Catalog {
         for c in clients {
             let key = ObjectKey::new(c.namespace, c.name);
             let settings = validate_client(c.name, c.spec);
-            let client_id = c.spec.client_id.clone().unwrap_or_else(|| default_client_id(c.namespace, c.name));
+            let client_id = c
+                .spec
+                .client_id
+                .clone()
+                .unwrap_or_else(|| default_client_id(c.namespace, c.name));
             let id_conflict = match (&settings, id_owner.get(&client_id)) {
                 (Ok(_), Some(owner)) => Some(owner.clone()),
                 (Ok(_), None) => {
@@ -185,7 +205,10 @@ impl Catalog {
                         reason: format!("no accepted Scope offers '{value}'"),
                     }),
                     Some((spec, owner_ns)) if grants(spec, owner_ns, &key) => {
-                        granted.push(GrantedScope { value: value.clone(), audience: spec.audience.clone() })
+                        granted.push(GrantedScope {
+                            value: value.clone(),
+                            audience: spec.audience.clone(),
+                        })
                     }
                     Some((_, _)) => {
                         let owner = &catalog.scope_values[value.as_str()].owner;
@@ -199,7 +222,14 @@ impl Catalog {
                     }
                 }
             }
-            catalog.clients.push(ClientVerdict { key, settings, client_id, id_conflict, granted, missing });
+            catalog.clients.push(ClientVerdict {
+                key,
+                settings,
+                client_id,
+                id_conflict,
+                granted,
+                missing,
+            });
         }
         catalog
     }
@@ -224,7 +254,13 @@ mod tests {
             audience: Some("https://orders.example.com".into()),
             granted_to: ScopeGrants {
                 namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
-                clients: clients.iter().map(|(n, c)| ClientRef { namespace: n.to_string(), name: c.to_string() }).collect(),
+                clients: clients
+                    .iter()
+                    .map(|(n, c)| ClientRef {
+                        namespace: n.to_string(),
+                        name: c.to_string(),
+                    })
+                    .collect(),
             },
             ..Default::default()
         }
@@ -236,17 +272,41 @@ mod tests {
         let write = scope("orders.write", &[], &[("billing", "invoicer")]);
         let public = scope("catalog.read", &["*"], &[]);
         let scopes = [
-            ScopeInput { namespace: "orders", name: "read", spec: &read },
-            ScopeInput { namespace: "orders", name: "write", spec: &write },
-            ScopeInput { namespace: "catalog", name: "read", spec: &public },
+            ScopeInput {
+                namespace: "orders",
+                name: "read",
+                spec: &read,
+            },
+            ScopeInput {
+                namespace: "orders",
+                name: "write",
+                spec: &write,
+            },
+            ScopeInput {
+                namespace: "catalog",
+                name: "read",
+                spec: &public,
+            },
         ];
         let shop = client(&["orders.read", "orders.write", "catalog.read", "nope"]);
         let invoicer = client(&["orders.write"]);
         let own = client(&["orders.write"]);
         let clients = [
-            ClientInput { namespace: "shop", name: "web", spec: &shop },
-            ClientInput { namespace: "billing", name: "invoicer", spec: &invoicer },
-            ClientInput { namespace: "orders", name: "self", spec: &own },
+            ClientInput {
+                namespace: "shop",
+                name: "web",
+                spec: &shop,
+            },
+            ClientInput {
+                namespace: "billing",
+                name: "invoicer",
+                spec: &invoicer,
+            },
+            ClientInput {
+                namespace: "orders",
+                name: "self",
+                spec: &own,
+            },
         ];
         let cat = Catalog::evaluate(&clients, &scopes);
         let shop = &cat.clients[0];
@@ -259,8 +319,16 @@ mod tests {
             "Scope orders/write does not grant 'orders.write' to namespace shop (add it to spec.grantedTo)"
         );
         assert_eq!(shop.missing[1].reason, "no accepted Scope offers 'nope'");
-        assert_eq!(cat.clients[1].granted.len(), 1, "granted to one client by name");
-        assert_eq!(cat.clients[2].granted.len(), 1, "the owner namespace is always granted");
+        assert_eq!(
+            cat.clients[1].granted.len(),
+            1,
+            "granted to one client by name"
+        );
+        assert_eq!(
+            cat.clients[2].granted.len(),
+            1,
+            "the owner namespace is always granted"
+        );
     }
 
     #[test]
@@ -268,13 +336,29 @@ mod tests {
         let a = scope("orders.read", &["*"], &[]);
         let b = scope("orders.read", &["*"], &[]);
         let scopes = [
-            ScopeInput { namespace: "orders", name: "read", spec: &a },
-            ScopeInput { namespace: "evil", name: "read", spec: &b },
+            ScopeInput {
+                namespace: "orders",
+                name: "read",
+                spec: &a,
+            },
+            ScopeInput {
+                namespace: "evil",
+                name: "read",
+                spec: &b,
+            },
         ];
         let cat = Catalog::evaluate(&[], &scopes);
         assert_eq!(cat.scopes[0].1, ScopeVerdict::Accepted);
-        assert_eq!(cat.scopes[1].1, ScopeVerdict::Conflict { owner: ObjectKey::new("orders", "read") });
-        assert_eq!(cat.scope_values["orders.read"].owner, ObjectKey::new("orders", "read"));
+        assert_eq!(
+            cat.scopes[1].1,
+            ScopeVerdict::Conflict {
+                owner: ObjectKey::new("orders", "read")
+            }
+        );
+        assert_eq!(
+            cat.scope_values["orders.read"].owner,
+            ObjectKey::new("orders", "read")
+        );
     }
 
     #[test]
@@ -283,8 +367,16 @@ mod tests {
         a.client_id = Some("legacy".into());
         let b = a.clone();
         let clients = [
-            ClientInput { namespace: "one", name: "a", spec: &a },
-            ClientInput { namespace: "two", name: "b", spec: &b },
+            ClientInput {
+                namespace: "one",
+                name: "a",
+                spec: &a,
+            },
+            ClientInput {
+                namespace: "two",
+                name: "b",
+                spec: &b,
+            },
         ];
         let cat = Catalog::evaluate(&clients, &[]);
         assert!(cat.clients[0].servable());
@@ -294,19 +386,38 @@ mod tests {
 
     #[test]
     fn invalid_resources_are_isolated() {
-        let bad_scope = ScopeSpec { value: "bad value".into(), ..Default::default() };
+        let bad_scope = ScopeSpec {
+            value: "bad value".into(),
+            ..Default::default()
+        };
         let good_scope = scope("ok", &["*"], &[]);
         let mut bad_client = client(&[]);
         bad_client.access_token_lifetime = Some("forever".into());
         let good_client = client(&["ok"]);
         let cat = Catalog::evaluate(
             &[
-                ClientInput { namespace: "a", name: "bad", spec: &bad_client },
-                ClientInput { namespace: "a", name: "good", spec: &good_client },
+                ClientInput {
+                    namespace: "a",
+                    name: "bad",
+                    spec: &bad_client,
+                },
+                ClientInput {
+                    namespace: "a",
+                    name: "good",
+                    spec: &good_client,
+                },
             ],
             &[
-                ScopeInput { namespace: "s", name: "bad", spec: &bad_scope },
-                ScopeInput { namespace: "s", name: "ok", spec: &good_scope },
+                ScopeInput {
+                    namespace: "s",
+                    name: "bad",
+                    spec: &bad_scope,
+                },
+                ScopeInput {
+                    namespace: "s",
+                    name: "ok",
+                    spec: &good_scope,
+                },
             ],
         );
         assert!(matches!(cat.scopes[0].1, ScopeVerdict::Invalid(_)));

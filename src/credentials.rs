@@ -49,7 +49,9 @@ impl SecretVerifier {
         let d = digest_secret(presented);
         let current = digests_match(&d, &self.current);
         // Both comparisons always run so timing does not tell which one matched.
-        let previous = self.previous.is_some_and(|(p, until)| digests_match(&d, &p) & (now < until));
+        let previous = self
+            .previous
+            .is_some_and(|(p, until)| digests_match(&d, &p) & (now < until));
         current | previous
     }
 }
@@ -85,7 +87,13 @@ pub struct PreviousSecret {
 impl CredentialState {
     /// A first secret.
     pub fn first(trigger: Option<String>, now: Timestamp) -> Self {
-        Self { secret: generate_secret(), version: 1, rotated_at: now, trigger, previous: None }
+        Self {
+            secret: generate_secret(),
+            version: 1,
+            rotated_at: now,
+            trigger,
+            previous: None,
+        }
     }
 
     /// The next secret; the current one stays valid for `overlap`.
@@ -121,7 +129,10 @@ pub enum SecretPlan {
     /// No secret yet: write this one.
     Create(CredentialState),
     /// Rotate: write this state (it carries the previous digest). `reason` is for Events.
-    Rotate { state: CredentialState, reason: RotationReason },
+    Rotate {
+        state: CredentialState,
+        reason: RotationReason,
+    },
     /// Nothing to do; look again at `recheck_at` if set (next scheduled rotation).
     Keep { recheck_at: Option<Timestamp> },
 }
@@ -137,7 +148,11 @@ pub enum RotationReason {
 
 /// Decides whether a generated secret must be created or rotated. It never re-randomises a
 /// secret for any other reason.
-pub fn plan_secret(policy: &RotationPolicy, current: Option<&CredentialState>, now: Timestamp) -> SecretPlan {
+pub fn plan_secret(
+    policy: &RotationPolicy,
+    current: Option<&CredentialState>,
+    now: Timestamp,
+) -> SecretPlan {
     let Some(current) = current else {
         return SecretPlan::Create(CredentialState::first(policy.trigger.clone(), now));
     };
@@ -149,14 +164,17 @@ pub fn plan_secret(policy: &RotationPolicy, current: Option<&CredentialState>, n
         };
     }
     if let Some(every) = policy.every {
-        let due = current.rotated_at + SignedDuration::try_from(every).unwrap_or(SignedDuration::MAX);
+        let due =
+            current.rotated_at + SignedDuration::try_from(every).unwrap_or(SignedDuration::MAX);
         if now >= due {
             return SecretPlan::Rotate {
                 state: current.rotated(current.trigger.clone(), policy.overlap, now),
                 reason: RotationReason::Schedule,
             };
         }
-        return SecretPlan::Keep { recheck_at: Some(due) };
+        return SecretPlan::Keep {
+            recheck_at: Some(due),
+        };
     }
     SecretPlan::Keep { recheck_at: None }
 }
@@ -183,30 +201,46 @@ mod tests {
         let b = generate_secret();
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
-        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
     }
 
     #[test]
     fn created_once_then_kept() {
         let p = policy(None, None, 60);
-        let SecretPlan::Create(state) = plan_secret(&p, None, t(0)) else { panic!() };
+        let SecretPlan::Create(state) = plan_secret(&p, None, t(0)) else {
+            panic!()
+        };
         assert_eq!(state.version, 1);
-        assert_eq!(plan_secret(&p, Some(&state), t(10_000)), SecretPlan::Keep { recheck_at: None });
+        assert_eq!(
+            plan_secret(&p, Some(&state), t(10_000)),
+            SecretPlan::Keep { recheck_at: None }
+        );
     }
 
     #[test]
     fn trigger_rotates_once_with_overlap() {
         let first = CredentialState::first(None, t(0));
         let p = policy(Some("2026-01-01"), None, 60);
-        let SecretPlan::Rotate { state, reason } = plan_secret(&p, Some(&first), t(100)) else { panic!() };
+        let SecretPlan::Rotate { state, reason } = plan_secret(&p, Some(&first), t(100)) else {
+            panic!()
+        };
         assert_eq!(reason, RotationReason::Trigger);
         assert_eq!(state.version, 2);
         assert_ne!(state.secret, first.secret);
-        assert_eq!(plan_secret(&p, Some(&state), t(200)), SecretPlan::Keep { recheck_at: None });
+        assert_eq!(
+            plan_secret(&p, Some(&state), t(200)),
+            SecretPlan::Keep { recheck_at: None }
+        );
 
         let v = state.verifier();
         assert!(v.verify(&state.secret, t(100)));
-        assert!(v.verify(&first.secret, t(159)), "old secret works inside the overlap");
+        assert!(
+            v.verify(&first.secret, t(159)),
+            "old secret works inside the overlap"
+        );
         assert!(!v.verify(&first.secret, t(160)), "and not after it");
         assert!(!v.verify("guess", t(101)));
     }
@@ -223,8 +257,15 @@ mod tests {
     fn schedule_rotates_when_due() {
         let first = CredentialState::first(None, t(0));
         let p = policy(None, Some(3600), 60);
-        assert_eq!(plan_secret(&p, Some(&first), t(3599)), SecretPlan::Keep { recheck_at: Some(t(3600)) });
-        let SecretPlan::Rotate { reason, state } = plan_secret(&p, Some(&first), t(3600)) else { panic!() };
+        assert_eq!(
+            plan_secret(&p, Some(&first), t(3599)),
+            SecretPlan::Keep {
+                recheck_at: Some(t(3600))
+            }
+        );
+        let SecretPlan::Rotate { reason, state } = plan_secret(&p, Some(&first), t(3600)) else {
+            panic!()
+        };
         assert_eq!(reason, RotationReason::Schedule);
         assert_eq!(state.rotated_at, t(3600));
     }

@@ -106,8 +106,11 @@ pub fn jose_algorithm(alg: KeyAlgorithm) -> Algorithm {
 }
 
 fn public_jwk(key: &EncodingKey, alg: KeyAlgorithm) -> Result<Jwk, KeyError> {
-    let mut jwk = Jwk::from_encoding_key(key, jose_algorithm(alg)).map_err(|e| KeyError(format!("cannot derive public key: {e}")))?;
-    let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|e| KeyError(format!("cannot compute key id: {e}")))?;
+    let mut jwk = Jwk::from_encoding_key(key, jose_algorithm(alg))
+        .map_err(|e| KeyError(format!("cannot derive public key: {e}")))?;
+    let kid = jwk
+        .thumbprint(ThumbprintHash::SHA256)
+        .map_err(|e| KeyError(format!("cannot compute key id: {e}")))?;
     jwk.common.key_id = Some(kid);
     jwk.common.public_key_use = Some(PublicKeyUse::Signature);
     jwk.common.key_algorithm = Some(match alg {
@@ -139,7 +142,14 @@ pub fn generate_key(alg: KeyAlgorithm, activates_at: Timestamp) -> Result<Stored
             .to_vec(),
     };
     let private_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der));
-    let mut key = StoredKey { kid: String::new(), algorithm: alg, private_pem, activates_at, retires_at: None, remove_at: None };
+    let mut key = StoredKey {
+        kid: String::new(),
+        algorithm: alg,
+        private_pem,
+        activates_at,
+        retires_at: None,
+        remove_at: None,
+    };
     let jwk = key.public_jwk()?;
     key.kid = jwk.common.key_id.unwrap_or_default();
     Ok(key)
@@ -156,7 +166,10 @@ pub struct KeySet {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyChange {
     /// A key was generated and published; it signs from `activates_at`.
-    Generated { kid: String, activates_at: Timestamp },
+    Generated {
+        kid: String,
+        activates_at: Timestamp,
+    },
     /// A retired key left the JWKS.
     Removed { kid: String },
 }
@@ -173,17 +186,24 @@ pub struct KeyPlan {
 }
 
 fn plus(t: Timestamp, d: Duration) -> Timestamp {
-    t.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)).unwrap_or(Timestamp::MAX)
+    t.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX)
 }
 
 fn minus(t: Timestamp, d: Duration) -> Timestamp {
-    t.checked_sub(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)).unwrap_or(Timestamp::MIN)
+    t.checked_sub(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
+        .unwrap_or(Timestamp::MIN)
 }
 
 /// Advances a key set to `now`: drops keys past removal, creates the first key, schedules a
 /// successor `publish_ahead` before the active key's period ends (or at once when the
 /// algorithm changed), and retires the predecessor when the successor activates.
-pub fn plan_keys(alg: KeyAlgorithm, schedule: &KeySchedule, current: &KeySet, now: Timestamp) -> Result<KeyPlan, KeyError> {
+pub fn plan_keys(
+    alg: KeyAlgorithm,
+    schedule: &KeySchedule,
+    current: &KeySet,
+    now: Timestamp,
+) -> Result<KeyPlan, KeyError> {
     let mut keys = current.clone();
     let mut changes = Vec::new();
     keys.keys.retain(|k| {
@@ -194,15 +214,25 @@ pub fn plan_keys(alg: KeyAlgorithm, schedule: &KeySchedule, current: &KeySet, no
         keep
     });
 
-    let active = keys.keys.iter().filter(|k| k.state(now) == KeyState::Active).max_by_key(|k| k.activates_at).cloned();
+    let active = keys
+        .keys
+        .iter()
+        .filter(|k| k.state(now) == KeyState::Active)
+        .max_by_key(|k| k.activates_at)
+        .cloned();
     let pending = keys.keys.iter().any(|k| k.state(now) == KeyState::Pending);
     let mut successor_due: Option<Timestamp> = None;
     match &active {
         None if !pending => {
             let key = generate_key(alg, now)?;
-            changes.push(KeyChange::Generated { kid: key.kid.clone(), activates_at: now });
+            changes.push(KeyChange::Generated {
+                kid: key.kid.clone(),
+                activates_at: now,
+            });
             keys.keys.push(key);
-            successor_due = schedule.every.map(|every| minus(plus(now, every), schedule.publish_ahead));
+            successor_due = schedule
+                .every
+                .map(|every| minus(plus(now, every), schedule.publish_ahead));
         }
         Some(active) if !pending => {
             let period_end = schedule.every.map(|every| plus(active.activates_at, every));
@@ -214,9 +244,15 @@ pub fn plan_keys(alg: KeyAlgorithm, schedule: &KeySchedule, current: &KeySet, no
             match rotate_at {
                 Some(at) if now >= at => {
                     // Never sign with a key before it has been published for publish_ahead.
-                    let activates_at = period_end.filter(|_| active.algorithm == alg).unwrap_or(now).max(plus(now, schedule.publish_ahead));
+                    let activates_at = period_end
+                        .filter(|_| active.algorithm == alg)
+                        .unwrap_or(now)
+                        .max(plus(now, schedule.publish_ahead));
                     let key = generate_key(alg, activates_at)?;
-                    changes.push(KeyChange::Generated { kid: key.kid.clone(), activates_at });
+                    changes.push(KeyChange::Generated {
+                        kid: key.kid.clone(),
+                        activates_at,
+                    });
                     if let Some(old) = keys.keys.iter_mut().find(|k| k.kid == active.kid) {
                         old.retires_at = Some(activates_at);
                         old.remove_at = Some(plus(activates_at, schedule.retain_after));
@@ -238,7 +274,11 @@ pub fn plan_keys(alg: KeyAlgorithm, schedule: &KeySchedule, current: &KeySet, no
         .chain(successor_due)
         .filter(|t| *t > now)
         .min();
-    Ok(KeyPlan { keys, changes, next_step })
+    Ok(KeyPlan {
+        keys,
+        changes,
+        next_step,
+    })
 }
 
 /// A key ready to sign.
@@ -286,7 +326,8 @@ impl KeyRing {
         for key in sets.into_iter().flat_map(|s| &s.keys) {
             let built = key.encoding_key().and_then(|enc| {
                 let jwk = public_jwk(&enc, key.algorithm)?;
-                let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| KeyError(format!("key {}: {e}", key.kid)))?;
+                let decoding = DecodingKey::from_jwk(&jwk)
+                    .map_err(|e| KeyError(format!("key {}: {e}", key.kid)))?;
                 Ok((enc, jwk, decoding))
             });
             match built {
@@ -299,7 +340,13 @@ impl KeyRing {
                         activates_at: key.activates_at,
                         retires_at: key.retires_at,
                     });
-                    ring.verifiers.push(VerificationKey { kid: key.kid.clone(), algorithm, decoding, jwk, remove_at: key.remove_at });
+                    ring.verifiers.push(VerificationKey {
+                        kid: key.kid.clone(),
+                        algorithm,
+                        decoding,
+                        jwk,
+                        remove_at: key.remove_at,
+                    });
                 }
                 Err(e) => errors.push(e),
             }
@@ -317,12 +364,16 @@ impl KeyRing {
 
     /// The published key with this kid at `now`.
     pub fn verifier(&self, kid: &str, now: Timestamp) -> Option<&VerificationKey> {
-        self.verifiers.iter().find(|k| k.kid == kid && k.remove_at.is_none_or(|t| now < t))
+        self.verifiers
+            .iter()
+            .find(|k| k.kid == kid && k.remove_at.is_none_or(|t| now < t))
     }
 
     /// Every published key at `now`.
     pub fn published(&self, now: Timestamp) -> impl Iterator<Item = &VerificationKey> {
-        self.verifiers.iter().filter(move |k| k.remove_at.is_none_or(|t| now < t))
+        self.verifiers
+            .iter()
+            .filter(move |k| k.remove_at.is_none_or(|t| now < t))
     }
 }
 
@@ -345,15 +396,23 @@ mod tests {
 
     #[test]
     fn every_algorithm_generates_a_usable_key() {
-        for alg in [KeyAlgorithm::ES256, KeyAlgorithm::EdDSA, KeyAlgorithm::RS256] {
+        for alg in [
+            KeyAlgorithm::ES256,
+            KeyAlgorithm::EdDSA,
+            KeyAlgorithm::RS256,
+        ] {
             let key = generate_key(alg, t(0)).unwrap();
             assert_eq!(key.kid.len(), 43, "{alg:?} kid is a SHA-256 thumbprint");
-            let (ring, errors) = KeyRing::from_sets([&KeySet { keys: vec![key.clone()] }]);
+            let (ring, errors) = KeyRing::from_sets([&KeySet {
+                keys: vec![key.clone()],
+            }]);
             assert!(errors.is_empty(), "{errors:?}");
             let signer = ring.signer(t(1)).unwrap();
             let mut header = jsonwebtoken::Header::new(signer.algorithm);
             header.kid = Some(signer.kid.clone());
-            let token = jsonwebtoken::encode(&header, &serde_json::json!({"sub": "x"}), &signer.encoding).unwrap();
+            let token =
+                jsonwebtoken::encode(&header, &serde_json::json!({"sub": "x"}), &signer.encoding)
+                    .unwrap();
             let verifier = ring.verifier(&key.kid, t(1)).unwrap();
             let mut v = jsonwebtoken::Validation::new(verifier.algorithm);
             v.required_spec_claims.clear();
@@ -364,11 +423,23 @@ mod tests {
 
     #[test]
     fn first_key_signs_at_once_and_never_rotates_without_schedule() {
-        let plan = plan_keys(KeyAlgorithm::ES256, &schedule(None), &KeySet::default(), t(0)).unwrap();
+        let plan = plan_keys(
+            KeyAlgorithm::ES256,
+            &schedule(None),
+            &KeySet::default(),
+            t(0),
+        )
+        .unwrap();
         assert_eq!(plan.keys.keys.len(), 1);
         assert_eq!(plan.keys.keys[0].state(t(0)), KeyState::Active);
         assert_eq!(plan.next_step, None);
-        let later = plan_keys(KeyAlgorithm::ES256, &schedule(None), &plan.keys, t(1_000_000)).unwrap();
+        let later = plan_keys(
+            KeyAlgorithm::ES256,
+            &schedule(None),
+            &plan.keys,
+            t(1_000_000),
+        )
+        .unwrap();
         assert!(later.changes.is_empty());
     }
 
@@ -390,10 +461,25 @@ mod tests {
         assert_eq!(ahead.next_step, Some(t(10 * 3600)));
 
         let (ring, _) = KeyRing::from_sets([&ahead.keys]);
-        assert_eq!(ring.signer(t(10 * 3600 - 1)).unwrap().kid, k1, "old key signs until the period ends");
-        assert_eq!(ring.signer(t(10 * 3600)).unwrap().kid, k2.kid, "new key signs from then on");
-        assert_eq!(ring.published(t(9 * 3600)).count(), 2, "new key is published ahead");
-        assert!(ring.verifier(&k1, t(12 * 3600 - 1)).is_some(), "old key retained after");
+        assert_eq!(
+            ring.signer(t(10 * 3600 - 1)).unwrap().kid,
+            k1,
+            "old key signs until the period ends"
+        );
+        assert_eq!(
+            ring.signer(t(10 * 3600)).unwrap().kid,
+            k2.kid,
+            "new key signs from then on"
+        );
+        assert_eq!(
+            ring.published(t(9 * 3600)).count(),
+            2,
+            "new key is published ahead"
+        );
+        assert!(
+            ring.verifier(&k1, t(12 * 3600 - 1)).is_some(),
+            "old key retained after"
+        );
         assert!(ring.verifier(&k1, t(12 * 3600)).is_none());
 
         let cleaned = plan_keys(KeyAlgorithm::ES256, &s, &ahead.keys, t(12 * 3600)).unwrap();
@@ -408,7 +494,10 @@ mod tests {
         let late = plan_keys(KeyAlgorithm::ES256, &s, &first.keys, t(20 * 3600)).unwrap();
         assert_eq!(late.keys.keys[1].activates_at, t(21 * 3600));
         let (ring, _) = KeyRing::from_sets([&late.keys]);
-        assert_eq!(ring.signer(t(20 * 3600)).unwrap().kid, first.keys.keys[0].kid);
+        assert_eq!(
+            ring.signer(t(20 * 3600)).unwrap().kid,
+            first.keys.keys[0].kid
+        );
     }
 
     #[test]

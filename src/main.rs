@@ -9,7 +9,11 @@ use kauth::standalone::{ManifestSource, StandaloneConfig};
 use kauth::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "kauth", version, about = "Kubernetes-native OAuth 2.0 / OpenID Connect provider and client operator")]
+#[command(
+    name = "kauth",
+    version,
+    about = "Kubernetes-native OAuth 2.0 / OpenID Connect provider and client operator"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "KAUTH_LOG_FORMAT")]
@@ -51,7 +55,13 @@ async fn main() -> ExitCode {
             print!("{}", kauth::crd::crds_yaml());
             ExitCode::SUCCESS
         }
-        Command::Standalone { manifests, state_dir, port, issuer, namespace } => {
+        Command::Standalone {
+            manifests,
+            state_dir,
+            port,
+            issuer,
+            namespace,
+        } => {
             let issuer_given = issuer.is_some();
             let issuer = match Issuer::parse(issuer.as_deref().unwrap_or("http://127.0.0.1")) {
                 Ok(i) => i,
@@ -61,7 +71,9 @@ async fn main() -> ExitCode {
                 }
             };
             let cfg = StandaloneConfig {
-                manifests: manifests.map(ManifestSource::Dir).unwrap_or(ManifestSource::Embedded),
+                manifests: manifests
+                    .map(ManifestSource::Dir)
+                    .unwrap_or(ManifestSource::Embedded),
                 state_dir,
                 issuer,
                 kauth_namespace: namespace,

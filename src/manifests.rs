@@ -72,12 +72,28 @@ pub fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn typed<K: Resource + DeserializeOwned>(value: Value, kind: &str, origin: &Origin) -> Result<K, ManifestError> {
-    let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<unnamed>").to_string();
-    let namespace = value.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
+fn typed<K: Resource + DeserializeOwned>(
+    value: Value,
+    kind: &str,
+    origin: &Origin,
+) -> Result<K, ManifestError> {
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>")
+        .to_string();
+    let namespace = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
     serde_path_to_error::deserialize::<_, K>(value).map_err(|e| ManifestError {
         origin: origin.clone(),
-        message: format!("{kind} {namespace}/{name}: field {}: {}", e.path(), e.inner()),
+        message: format!(
+            "{kind} {namespace}/{name}: field {}: {}",
+            e.path(),
+            e.inner()
+        ),
     })
 }
 
@@ -101,23 +117,42 @@ impl Manifests {
         let docs: Vec<Value> = match serde_saphyr::from_multiple_with_options(text, options) {
             Ok(docs) => docs,
             Err(e) => {
-                let origin = Origin { file: file.to_path_buf(), document: 1 };
-                self.errors.push(ManifestError { origin, message: format!("not valid YAML: {e}") });
+                let origin = Origin {
+                    file: file.to_path_buf(),
+                    document: 1,
+                };
+                self.errors.push(ManifestError {
+                    origin,
+                    message: format!("not valid YAML: {e}"),
+                });
                 return;
             }
         };
         for (i, mut doc) in docs.into_iter().enumerate() {
-            let origin = Origin { file: file.to_path_buf(), document: i + 1 };
+            let origin = Origin {
+                file: file.to_path_buf(),
+                document: i + 1,
+            };
             if doc.is_null() {
                 continue;
             }
-            let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-            let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+            let api_version = doc
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let kind = doc
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             if !api_version.starts_with("kauth.dev/") {
                 continue;
             }
             if api_version != "kauth.dev/v1alpha1" {
-                let message = format!("{kind}: apiVersion {api_version} is not served; use kauth.dev/v1alpha1");
+                let message = format!(
+                    "{kind}: apiVersion {api_version} is not served; use kauth.dev/v1alpha1"
+                );
                 self.errors.push(ManifestError { origin, message });
                 continue;
             }
@@ -128,12 +163,17 @@ impl Manifests {
                 meta.insert("namespace".into(), Value::String("default".into()));
             }
             let result = match kind.as_str() {
-                "OAuthClient" => typed::<OAuthClient>(doc, &kind, &origin).map(|r| self.clients.push((origin.clone(), r))),
-                "Scope" => typed::<Scope>(doc, &kind, &origin).map(|r| self.scopes.push((origin.clone(), r))),
-                "SigningKey" => typed::<SigningKey>(doc, &kind, &origin).map(|r| self.signing_keys.push((origin.clone(), r))),
+                "OAuthClient" => typed::<OAuthClient>(doc, &kind, &origin)
+                    .map(|r| self.clients.push((origin.clone(), r))),
+                "Scope" => typed::<Scope>(doc, &kind, &origin)
+                    .map(|r| self.scopes.push((origin.clone(), r))),
+                "SigningKey" => typed::<SigningKey>(doc, &kind, &origin)
+                    .map(|r| self.signing_keys.push((origin.clone(), r))),
                 other => Err(ManifestError {
                     origin: origin.clone(),
-                    message: format!("kind '{other}' is not a kauth.dev kind (OAuthClient, Scope, SigningKey)"),
+                    message: format!(
+                        "kind '{other}' is not a kauth.dev kind (OAuthClient, Scope, SigningKey)"
+                    ),
                 }),
             };
             if let Err(e) = result {
@@ -143,18 +183,31 @@ impl Manifests {
     }
 
     fn reject_duplicates(&mut self) {
-        fn dedup<K: Resource>(items: &mut Vec<(Origin, K)>, kind: &str, errors: &mut Vec<ManifestError>) {
+        fn dedup<K: Resource>(
+            items: &mut Vec<(Origin, K)>,
+            kind: &str,
+            errors: &mut Vec<ManifestError>,
+        ) {
             let mut seen = HashSet::new();
             items.retain(|(origin, r)| {
-                let key = (r.meta().namespace.clone().unwrap_or_default(), r.meta().name.clone().unwrap_or_default());
+                let key = (
+                    r.meta().namespace.clone().unwrap_or_default(),
+                    r.meta().name.clone().unwrap_or_default(),
+                );
                 let fresh = !key.1.is_empty() && seen.insert(key.clone());
                 if !fresh {
                     let message = if key.1.is_empty() {
                         format!("{kind}: metadata.name is required")
                     } else {
-                        format!("{kind} {}/{}: defined again; the first definition is used", key.0, key.1)
+                        format!(
+                            "{kind} {}/{}: defined again; the first definition is used",
+                            key.0, key.1
+                        )
                     };
-                    errors.push(ManifestError { origin: origin.clone(), message });
+                    errors.push(ManifestError {
+                        origin: origin.clone(),
+                        message,
+                    });
                 }
                 fresh
             });
@@ -206,7 +259,12 @@ metadata: {name: w}
         assert_eq!(m.errors.len(), 2);
         assert_eq!(m.errors[0].origin.document, 3);
         let msg = m.errors[0].to_string();
-        assert!(msg.starts_with("x.yaml (document 3): OAuthClient shop/broken: field spec.scopes: invalid type"), "{msg}");
+        assert!(
+            msg.starts_with(
+                "x.yaml (document 3): OAuthClient shop/broken: field spec.scopes: invalid type"
+            ),
+            "{msg}"
+        );
         assert!(m.errors[1].message.contains("'Widget'"));
     }
 
@@ -218,6 +276,10 @@ metadata: {name: w}
         m.add_text(Path::new("b.yaml"), doc);
         m.reject_duplicates();
         assert_eq!(m.scopes.len(), 1, "{:?}", m.errors);
-        assert!(m.errors[0].to_string().contains("b.yaml (document 1): Scope n/a: defined again"));
+        assert!(
+            m.errors[0]
+                .to_string()
+                .contains("b.yaml (document 1): Scope n/a: defined again")
+        );
     }
 }

@@ -83,21 +83,60 @@ impl Metrics {
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let reconcile_errors = Family::<ReconcileErrorLabels, Counter>::default();
         let registered_clients = Gauge::default();
-        registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency", http_latency.clone());
-        registry.register("tokens_issued", "Access tokens issued by client and grant type", tokens_issued.clone());
-        registry.register("reconciles", "Reconciles by resource kind", reconciles.clone());
-        registry.register("reconcile_errors", "Reconcile errors by resource kind and class", reconcile_errors.clone());
-        registry.register("registered_clients", "OAuth clients the provider serves", registered_clients.clone());
-        Self { registry, http_requests, http_latency, tokens_issued, reconciles, reconcile_errors, registered_clients }
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            http_latency.clone(),
+        );
+        registry.register(
+            "tokens_issued",
+            "Access tokens issued by client and grant type",
+            tokens_issued.clone(),
+        );
+        registry.register(
+            "reconciles",
+            "Reconciles by resource kind",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconcile errors by resource kind and class",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "registered_clients",
+            "OAuth clients the provider serves",
+            registered_clients.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_latency,
+            tokens_issued,
+            reconciles,
+            reconcile_errors,
+            registered_clients,
+        }
     }
 
     /// Records a reconcile of `kind`, and its error class if it failed.
     pub fn reconciled(&self, kind: &str, error: Option<&str>) {
-        self.reconciles.get_or_create(&ReconcileLabels { kind: kind.to_string() }).inc();
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
         if let Some(error) = error {
             self.reconcile_errors
-                .get_or_create(&ReconcileErrorLabels { kind: kind.to_string(), error: error.to_string() })
+                .get_or_create(&ReconcileErrorLabels {
+                    kind: kind.to_string(),
+                    error: error.to_string(),
+                })
                 .inc();
         }
     }
@@ -105,7 +144,8 @@ impl Metrics {
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

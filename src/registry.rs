@@ -10,8 +10,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::catalog::{Catalog, ClientVerdict};
-use crate::credentials::SecretVerifier;
 use crate::crd::TokenEndpointAuthMethod;
+use crate::credentials::SecretVerifier;
 use crate::keys::KeyRing;
 use crate::validation::ClientSettings;
 
@@ -38,14 +38,23 @@ pub struct RegisteredClient {
 
 impl RegisteredClient {
     /// Builds a registered client from a servable verdict and its secret.
-    pub fn new(verdict: &ClientVerdict, settings: &ClientSettings, audiences: &[String], secret: SecretVerifier) -> Self {
+    pub fn new(
+        verdict: &ClientVerdict,
+        settings: &ClientSettings,
+        audiences: &[String],
+        secret: SecretVerifier,
+    ) -> Self {
         Self {
             client_id: verdict.client_id.clone(),
             namespace: verdict.key.namespace.clone(),
             name: verdict.key.name.clone(),
             auth_method: settings.auth_method,
             secret,
-            scopes: verdict.granted.iter().map(|g| (g.value.clone(), g.audience.clone())).collect(),
+            scopes: verdict
+                .granted
+                .iter()
+                .map(|g| (g.value.clone(), g.audience.clone()))
+                .collect(),
             audiences: audiences.to_vec(),
             access_token_lifetime: settings.access_token_lifetime,
         }
@@ -53,7 +62,8 @@ impl RegisteredClient {
 
     /// True when this client may ask for `resource` as a token audience.
     pub fn may_target(&self, resource: &str) -> bool {
-        self.audiences.iter().any(|a| a == resource) || self.scopes.values().any(|a| a.as_deref() == Some(resource))
+        self.audiences.iter().any(|a| a == resource)
+            || self.scopes.values().any(|a| a.as_deref() == Some(resource))
     }
 }
 
@@ -82,19 +92,30 @@ impl Snapshot {
     ) -> Self {
         let mut clients = HashMap::new();
         for verdict in catalog.clients.iter().filter(|v| v.servable()) {
-            let Ok(settings) = &verdict.settings else { continue };
+            let Ok(settings) = &verdict.settings else {
+                continue;
+            };
             if let Some(secret) = secret_of(verdict, settings) {
-                let client = RegisteredClient::new(verdict, settings, &audiences_of(verdict), secret);
+                let client =
+                    RegisteredClient::new(verdict, settings, &audiences_of(verdict), secret);
                 clients.insert(client.client_id.clone(), Arc::new(client));
             }
         }
         let mut audience_owners: HashMap<String, HashSet<String>> = HashMap::new();
         for scope in catalog.scope_values.values() {
             if let Some(aud) = &scope.audience {
-                audience_owners.entry(aud.clone()).or_default().insert(scope.owner.namespace.clone());
+                audience_owners
+                    .entry(aud.clone())
+                    .or_default()
+                    .insert(scope.owner.namespace.clone());
             }
         }
-        Self { clients, audience_owners, keys, complete: true }
+        Self {
+            clients,
+            audience_owners,
+            keys,
+            complete: true,
+        }
     }
 }
 
@@ -114,7 +135,10 @@ impl Default for Registry {
 impl Registry {
     /// An empty, not yet complete registry.
     pub fn new() -> Self {
-        Self { current: Arc::new(ArcSwap::from_pointee(Snapshot::default())), version: watch::Sender::new(0) }
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+            version: watch::Sender::new(0),
+        }
     }
 
     /// The current snapshot.

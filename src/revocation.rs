@@ -39,7 +39,10 @@ impl RevocationList {
 
     /// Opens (or creates) the list at `path`, dropping entries expired before `now`.
     pub fn open(path: &Path, now: i64) -> Result<Self, RevocationError> {
-        let err = |source| RevocationError { path: path.to_path_buf(), source };
+        let err = |source| RevocationError {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut revoked = HashMap::new();
         if path.exists() {
             let reader = BufReader::new(File::open(path).map_err(err)?);
@@ -66,7 +69,10 @@ impl RevocationList {
         }
         std::fs::rename(&tmp, path).map_err(err)?;
         let log = OpenOptions::new().append(true).open(path).map_err(err)?;
-        Ok(Self { revoked: Arc::new(RwLock::new(revoked)), log: Some(Arc::new(Mutex::new(log))) })
+        Ok(Self {
+            revoked: Arc::new(RwLock::new(revoked)),
+            log: Some(Arc::new(Mutex::new(log))),
+        })
     }
 
     /// Revokes `jti` until `exp`; durable before it returns.
@@ -76,13 +82,19 @@ impl RevocationList {
             writeln!(file, "{}", serde_json::json!({"jti": jti, "exp": exp}))?;
             file.sync_data()?;
         }
-        self.revoked.write().unwrap_or_else(|p| p.into_inner()).insert(jti.to_string(), exp);
+        self.revoked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(jti.to_string(), exp);
         Ok(())
     }
 
     /// True when `jti` was revoked.
     pub fn is_revoked(&self, jti: &str) -> bool {
-        self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains_key(jti)
+        self.revoked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(jti)
     }
 
     /// Forgets entries whose tokens have expired; returns how many are left.
@@ -108,7 +120,10 @@ mod tests {
         drop(list);
         let reopened = RevocationList::open(&path, 160).unwrap();
         assert!(reopened.is_revoked("a"));
-        assert!(!reopened.is_revoked("b"), "expired entries are dropped on load");
+        assert!(
+            !reopened.is_revoked("b"),
+            "expired entries are dropped on load"
+        );
         assert_eq!(reopened.sweep(201), 0);
     }
 }

@@ -14,15 +14,17 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::net::TcpListener;
 
 use crate::catalog::{Catalog, ClientInput, ClientVerdict, ScopeInput, ScopeVerdict};
-use crate::credentials::{CredentialState, SecretPlan, SecretVerifier, plan_secret};
 use crate::crd::KeyAlgorithm;
+use crate::credentials::{CredentialState, SecretPlan, SecretVerifier, plan_secret};
 use crate::keys::{KeyRing, KeySet, plan_keys};
 use crate::manifests::Manifests;
 use crate::metrics::Metrics;
 use crate::provider::{Issuer, ProviderState, router};
 use crate::registry::{Registry, Snapshot};
 use crate::revocation::RevocationList;
-use crate::validation::{ClientSettings, KeySchedule, SecretSource, describe, validate_signing_key};
+use crate::validation::{
+    ClientSettings, KeySchedule, SecretSource, describe, validate_signing_key,
+};
 
 /// Name of the file beside the key files that records the secret's rotation state.
 const CREDENTIAL_STATE_FILE: &str = ".kauth-credential.json";
@@ -30,10 +32,22 @@ const CREDENTIAL_STATE_FILE: &str = ".kauth-credential.json";
 /// The example manifests compiled into the binary: what `kauth standalone` serves without
 /// `--manifests`.
 pub const EMBEDDED_EXAMPLES: &[(&str, &str)] = &[
-    ("examples/scope-orders.yaml", include_str!("../examples/scope-orders.yaml")),
-    ("examples/client-m2m.yaml", include_str!("../examples/client-m2m.yaml")),
-    ("examples/signing-key.yaml", include_str!("../examples/signing-key.yaml")),
-    ("examples/workload.yaml", include_str!("../examples/workload.yaml")),
+    (
+        "examples/scope-orders.yaml",
+        include_str!("../examples/scope-orders.yaml"),
+    ),
+    (
+        "examples/client-m2m.yaml",
+        include_str!("../examples/client-m2m.yaml"),
+    ),
+    (
+        "examples/signing-key.yaml",
+        include_str!("../examples/signing-key.yaml"),
+    ),
+    (
+        "examples/workload.yaml",
+        include_str!("../examples/workload.yaml"),
+    ),
 ];
 
 /// Where manifests come from.
@@ -100,7 +114,9 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> StandaloneError {
 
 fn load_manifests(source: &ManifestSource) -> Result<Manifests, StandaloneError> {
     match source {
-        ManifestSource::Dir(dir) => Manifests::load_dir(dir).map_err(|e| io_err("cannot read manifests in", dir, e)),
+        ManifestSource::Dir(dir) => {
+            Manifests::load_dir(dir).map_err(|e| io_err("cannot read manifests in", dir, e))
+        }
         ManifestSource::Embedded => {
             let mut m = Manifests::default();
             for (file, text) in EMBEDDED_EXAMPLES {
@@ -120,20 +136,26 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), StandaloneError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| io_err("cannot write", &tmp, e))?;
-    f.write_all(contents).and_then(|_| f.sync_all()).map_err(|e| io_err("cannot write", &tmp, e))?;
+    f.write_all(contents)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io_err("cannot write", &tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| io_err("cannot write", path, e))
 }
 
 fn private_dir(path: &Path) -> Result<(), StandaloneError> {
     fs::create_dir_all(path).map_err(|e| io_err("cannot create", path, e))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(|e| io_err("cannot protect", path, e))
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_err("cannot protect", path, e))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StandaloneError> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StandaloneError(format!("state file {} is corrupt ({e}); move it away to regenerate", path.display()))),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            StandaloneError(format!(
+                "state file {} is corrupt ({e}); move it away to regenerate",
+                path.display()
+            ))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err("cannot read", path, e)),
     }
@@ -161,23 +183,39 @@ impl StandaloneConfig {
                     format!("spec.existingSecret: put the client secret into {} (standalone stands in for the Secret)", path.display())
                 })?;
                 let secret = secret.trim_end_matches(['\n', '\r']);
-                let state = CredentialState { secret: secret.to_string(), version: 1, rotated_at: now, trigger: None, previous: None };
+                let state = CredentialState {
+                    secret: secret.to_string(),
+                    version: 1,
+                    rotated_at: now,
+                    trigger: None,
+                    previous: None,
+                };
                 Ok(state.verifier())
             }
             SecretSource::Generated { keys, rotation, .. } => {
                 let state_path = dir.join(CREDENTIAL_STATE_FILE);
-                let current: Option<CredentialState> = read_json(&state_path).map_err(|e| e.to_string())?;
+                let current: Option<CredentialState> =
+                    read_json(&state_path).map_err(|e| e.to_string())?;
                 let state = match plan_secret(rotation, current.as_ref(), now) {
                     SecretPlan::Keep { recheck_at } => {
                         *next_step = min_time(*next_step, recheck_at);
-                        current.clone().expect("Keep is only planned for an existing secret")
+                        current
+                            .clone()
+                            .expect("Keep is only planned for an existing secret")
                     }
                     SecretPlan::Create(state) => {
-                        changes.push(format!("OAuthClient {}: created credentials in {}", verdict.key, dir.display()));
+                        changes.push(format!(
+                            "OAuthClient {}: created credentials in {}",
+                            verdict.key,
+                            dir.display()
+                        ));
                         state
                     }
                     SecretPlan::Rotate { state, reason } => {
-                        changes.push(format!("OAuthClient {}: rotated the secret ({reason:?}) to version {}", verdict.key, state.version));
+                        changes.push(format!(
+                            "OAuthClient {}: rotated the secret ({reason:?}) to version {}",
+                            verdict.key, state.version
+                        ));
                         state
                     }
                 };
@@ -203,7 +241,12 @@ impl StandaloneConfig {
         }
     }
 
-    fn key_ring(&self, manifests: &Manifests, now: Timestamp, pass: &mut PassNotes) -> Result<KeyRing, StandaloneError> {
+    fn key_ring(
+        &self,
+        manifests: &Manifests,
+        now: Timestamp,
+        pass: &mut PassNotes,
+    ) -> Result<KeyRing, StandaloneError> {
         let keys_dir = self.state_dir.join("signing-keys");
         private_dir(&keys_dir)?;
         let mut wanted: Vec<(String, KeyAlgorithm, KeySchedule)> = Vec::new();
@@ -219,24 +262,35 @@ impl StandaloneConfig {
             }
             match validate_signing_key(&sk.spec) {
                 Ok((alg, schedule)) => wanted.push((format!("{ns}.{name}.json"), alg, schedule)),
-                Err(errors) => pass.problems.push(format!("{origin}: SigningKey {ns}/{name}: {}", describe(&errors))),
+                Err(errors) => pass.problems.push(format!(
+                    "{origin}: SigningKey {ns}/{name}: {}",
+                    describe(&errors)
+                )),
             }
         }
         if wanted.is_empty() {
             // As in a cluster: with no SigningKey, a default one is created.
-            wanted.push(("default.json".into(), KeyAlgorithm::ES256, KeySchedule {
-                every: None,
-                publish_ahead: Duration::from_secs(24 * 3600),
-                retain_after: Duration::from_secs(25 * 3600),
-            }));
+            wanted.push((
+                "default.json".into(),
+                KeyAlgorithm::ES256,
+                KeySchedule {
+                    every: None,
+                    publish_ahead: Duration::from_secs(24 * 3600),
+                    retain_after: Duration::from_secs(25 * 3600),
+                },
+            ));
         }
         let mut sets = Vec::new();
         for (file, alg, schedule) in wanted {
             let path = keys_dir.join(&file);
             let current: KeySet = read_json(&path)?.unwrap_or_default();
-            let plan = plan_keys(alg, &schedule, &current, now).map_err(|e| StandaloneError(e.to_string()))?;
+            let plan = plan_keys(alg, &schedule, &current, now)
+                .map_err(|e| StandaloneError(e.to_string()))?;
             if plan.keys != current {
-                write_private(&path, &serde_json::to_vec_pretty(&plan.keys).expect("keys serialise"))?;
+                write_private(
+                    &path,
+                    &serde_json::to_vec_pretty(&plan.keys).expect("keys serialise"),
+                )?;
             }
             for change in &plan.changes {
                 pass.changes.push(format!("signing key {file}: {change:?}"));
@@ -245,7 +299,8 @@ impl StandaloneConfig {
             sets.push(plan.keys);
         }
         let (ring, errors) = KeyRing::from_sets(&sets);
-        pass.problems.extend(errors.into_iter().map(|e| e.to_string()));
+        pass.problems
+            .extend(errors.into_iter().map(|e| e.to_string()));
         Ok(ring)
     }
 
@@ -253,32 +308,64 @@ impl StandaloneConfig {
     pub fn pass(&self, now: Timestamp) -> Result<Pass, StandaloneError> {
         let manifests = load_manifests(&self.manifests)?;
         let mut notes = PassNotes::default();
-        notes.problems.extend(manifests.errors.iter().map(ToString::to_string));
+        notes
+            .problems
+            .extend(manifests.errors.iter().map(ToString::to_string));
 
-        let name_of = |m: &kube::core::ObjectMeta| (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default());
-        let client_keys: Vec<_> = manifests.clients.iter().map(|(_, c)| name_of(&c.metadata)).collect();
-        let scope_keys: Vec<_> = manifests.scopes.iter().map(|(_, s)| name_of(&s.metadata)).collect();
+        let name_of = |m: &kube::core::ObjectMeta| {
+            (
+                m.namespace.clone().unwrap_or_default(),
+                m.name.clone().unwrap_or_default(),
+            )
+        };
+        let client_keys: Vec<_> = manifests
+            .clients
+            .iter()
+            .map(|(_, c)| name_of(&c.metadata))
+            .collect();
+        let scope_keys: Vec<_> = manifests
+            .scopes
+            .iter()
+            .map(|(_, s)| name_of(&s.metadata))
+            .collect();
         let clients: Vec<ClientInput> = manifests
             .clients
             .iter()
             .zip(&client_keys)
-            .map(|((_, c), (ns, n))| ClientInput { namespace: ns, name: n, spec: &c.spec })
+            .map(|((_, c), (ns, n))| ClientInput {
+                namespace: ns,
+                name: n,
+                spec: &c.spec,
+            })
             .collect();
         let scopes: Vec<ScopeInput> = manifests
             .scopes
             .iter()
             .zip(&scope_keys)
-            .map(|((_, s), (ns, n))| ScopeInput { namespace: ns, name: n, spec: &s.spec })
+            .map(|((_, s), (ns, n))| ScopeInput {
+                namespace: ns,
+                name: n,
+                spec: &s.spec,
+            })
             .collect();
         let catalog = Catalog::evaluate(&clients, &scopes);
 
-        let origin_of_scope: HashMap<_, _> = manifests.scopes.iter().zip(&scope_keys).map(|((o, _), k)| (k.clone(), o)).collect();
+        let origin_of_scope: HashMap<_, _> = manifests
+            .scopes
+            .iter()
+            .zip(&scope_keys)
+            .map(|((o, _), k)| (k.clone(), o))
+            .collect();
         for (key, verdict) in &catalog.scopes {
             let origin = origin_of_scope[&(key.namespace.clone(), key.name.clone())];
             match verdict {
                 ScopeVerdict::Accepted => {}
-                ScopeVerdict::Invalid(errors) => notes.problems.push(format!("{origin}: Scope {key}: {}", describe(errors))),
-                ScopeVerdict::Conflict { owner } => notes.problems.push(format!("{origin}: Scope {key}: spec.value is already owned by Scope {owner}; ignored")),
+                ScopeVerdict::Invalid(errors) => notes
+                    .problems
+                    .push(format!("{origin}: Scope {key}: {}", describe(errors))),
+                ScopeVerdict::Conflict { owner } => notes.problems.push(format!(
+                    "{origin}: Scope {key}: spec.value is already owned by Scope {owner}; ignored"
+                )),
             }
         }
 
@@ -289,7 +376,9 @@ impl StandaloneConfig {
             let key = &verdict.key;
             let settings = match (&verdict.settings, &verdict.id_conflict) {
                 (Err(errors), _) => {
-                    notes.problems.push(format!("{origin}: OAuthClient {key}: {}", describe(errors)));
+                    notes
+                        .problems
+                        .push(format!("{origin}: OAuthClient {key}: {}", describe(errors)));
                     continue;
                 }
                 (Ok(_), Some(owner)) => {
@@ -299,18 +388,32 @@ impl StandaloneConfig {
                 (Ok(s), None) => s,
             };
             let secret_name = settings.secret.secret_name().to_string();
-            if let Some(other) = secret_owner.insert((key.namespace.clone(), secret_name.clone()), key.name.clone()) {
+            if let Some(other) = secret_owner.insert(
+                (key.namespace.clone(), secret_name.clone()),
+                key.name.clone(),
+            ) {
                 notes.problems.push(format!("{origin}: OAuthClient {key}: Secret {secret_name} already belongs to OAuthClient {}/{other}", key.namespace));
                 continue;
             }
             for missing in &verdict.missing {
-                notes.problems.push(format!("{origin}: OAuthClient {key}: spec.scopes '{}': {}", missing.scope, missing.reason));
+                notes.problems.push(format!(
+                    "{origin}: OAuthClient {key}: spec.scopes '{}': {}",
+                    missing.scope, missing.reason
+                ));
             }
-            match self.credentials(verdict, settings, now, &mut notes.changes, &mut notes.next_step) {
+            match self.credentials(
+                verdict,
+                settings,
+                now,
+                &mut notes.changes,
+                &mut notes.next_step,
+            ) {
                 Ok(v) => {
                     verifiers.insert(verdict.client_id.clone(), v);
                     let (id_key, secret_key) = match &settings.secret {
-                        SecretSource::Generated { keys, .. } => (keys.client_id.clone(), keys.client_secret.clone()),
+                        SecretSource::Generated { keys, .. } => {
+                            (keys.client_id.clone(), keys.client_secret.clone())
+                        }
                         SecretSource::Existing(e) => (String::new(), e.key.clone()),
                     };
                     ready.push(ReadyClient {
@@ -322,7 +425,9 @@ impl StandaloneConfig {
                         secret_key,
                     });
                 }
-                Err(problem) => notes.problems.push(format!("{origin}: OAuthClient {key}: {problem}")),
+                Err(problem) => notes
+                    .problems
+                    .push(format!("{origin}: OAuthClient {key}: {problem}")),
             }
         }
 
@@ -334,16 +439,29 @@ impl StandaloneConfig {
             .collect();
         let snapshot = Snapshot::build(
             &catalog,
-            |v| audiences.get(&(v.key.namespace.clone(), v.key.name.clone())).cloned().unwrap_or_default(),
+            |v| {
+                audiences
+                    .get(&(v.key.namespace.clone(), v.key.name.clone()))
+                    .cloned()
+                    .unwrap_or_default()
+            },
             |v, _| verifiers.get(&v.client_id).cloned(),
             keys,
         );
-        Ok(Pass { snapshot, ready, problems: notes.problems, changes: notes.changes, next_step: notes.next_step })
+        Ok(Pass {
+            snapshot,
+            ready,
+            problems: notes.problems,
+            changes: notes.changes,
+            next_step: notes.next_step,
+        })
     }
 
     /// A cheap fingerprint of the manifest folder: a change triggers a new pass.
     fn fingerprint(&self) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-        let ManifestSource::Dir(dir) = &self.manifests else { return Vec::new() };
+        let ManifestSource::Dir(dir) = &self.manifests else {
+            return Vec::new();
+        };
         crate::manifests::manifest_files(dir)
             .unwrap_or_default()
             .into_iter()
@@ -373,7 +491,10 @@ fn min_time(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
 
 /// The start-up summary: where credentials are and a ready-to-paste curl.
 pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str) -> String {
-    let mut out = format!("kauth standalone: issuer {} (listening on {listen})\n", cfg.issuer.url);
+    let mut out = format!(
+        "kauth standalone: issuer {} (listening on {listen})\n",
+        cfg.issuer.url
+    );
     for problem in &pass.problems {
         out.push_str(&format!("  problem: {problem}\n"));
     }
@@ -388,7 +509,11 @@ pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str) -> String {
     }
     if let Some(c) = pass.ready.iter().find(|c| !c.id_key.is_empty()) {
         let dir = c.credentials_dir.display();
-        let scope = c.scopes.first().map(|s| format!(" -d scope={s}")).unwrap_or_default();
+        let scope = c
+            .scopes
+            .first()
+            .map(|s| format!(" -d scope={s}"))
+            .unwrap_or_default();
         out.push_str(&format!(
             "\nGet a token:\n  curl -s -u \"$(cat {dir}/{}):$(cat {dir}/{})\" -d grant_type=client_credentials{scope} {}\n",
             c.id_key,
@@ -401,26 +526,42 @@ pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str) -> String {
 
 /// Runs standalone until Ctrl-C: serves on 127.0.0.1:`port` and re-reads the manifests when
 /// a file changes (checked twice a second) or a rotation step is due.
-pub async fn run(mut cfg: StandaloneConfig, port: u16, issuer_given: bool) -> Result<(), StandaloneError> {
+pub async fn run(
+    mut cfg: StandaloneConfig,
+    port: u16,
+    issuer_given: bool,
+) -> Result<(), StandaloneError> {
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| StandaloneError(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
-    let addr = listener.local_addr().map_err(|e| StandaloneError(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StandaloneError(e.to_string()))?;
     if !issuer_given {
         cfg.issuer = Issuer::parse(&format!("http://{addr}")).map_err(StandaloneError)?;
     }
     private_dir(&cfg.state_dir)?;
-    let revocations = RevocationList::open(&cfg.state_dir.join("revoked.jsonl"), Timestamp::now().as_second())
-        .map_err(|e| StandaloneError(e.to_string()))?;
+    let revocations = RevocationList::open(
+        &cfg.state_dir.join("revoked.jsonl"),
+        Timestamp::now().as_second(),
+    )
+    .map_err(|e| StandaloneError(e.to_string()))?;
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::new());
     let first = cfg.pass(Timestamp::now())?;
-    metrics.registered_clients.set(first.snapshot.clients.len() as i64);
+    metrics
+        .registered_clients
+        .set(first.snapshot.clients.len() as i64);
     print!("{}", summary(&cfg, &first, &addr.to_string()));
     let mut next_step = first.next_step;
     registry.publish(first.snapshot);
 
-    let state = ProviderState { registry: registry.clone(), issuer: Arc::new(cfg.issuer.clone()), revocations: revocations.clone(), metrics: metrics.clone() };
+    let state = ProviderState {
+        registry: registry.clone(),
+        issuer: Arc::new(cfg.issuer.clone()),
+        revocations: revocations.clone(),
+        metrics: metrics.clone(),
+    };
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(async {
         let _ = tokio::signal::ctrl_c().await;
     });
@@ -445,7 +586,9 @@ pub async fn run(mut cfg: StandaloneConfig, port: u16, issuer_given: bool) -> Re
                         tracing::warn!("{problem}");
                     }
                     tracing::info!(clients = pass.snapshot.clients.len(), "manifests reloaded");
-                    metrics.registered_clients.set(pass.snapshot.clients.len() as i64);
+                    metrics
+                        .registered_clients
+                        .set(pass.snapshot.clients.len() as i64);
                     next_step = pass.next_step;
                     registry.publish(pass.snapshot);
                 }

@@ -25,7 +25,11 @@ pub enum Audience {
 impl Audience {
     /// From a list (one element serialises as a plain string).
     pub fn from_list(mut list: Vec<String>) -> Self {
-        if list.len() == 1 { Self::One(list.remove(0)) } else { Self::Many(list) }
+        if list.len() == 1 {
+            Self::One(list.remove(0))
+        } else {
+            Self::Many(list)
+        }
     }
 
     /// The audiences as a slice-like iterator.
@@ -79,7 +83,11 @@ pub enum SignError {
 }
 
 /// Signs claims with the key active at `now`.
-pub fn sign(keys: &KeyRing, claims: &AccessTokenClaims, now: Timestamp) -> Result<String, SignError> {
+pub fn sign(
+    keys: &KeyRing,
+    claims: &AccessTokenClaims,
+    now: Timestamp,
+) -> Result<String, SignError> {
     let signer = keys.signer(now).ok_or(SignError::NoActiveKey)?;
     let mut header = Header::new(signer.algorithm);
     header.kid = Some(signer.kid.clone());
@@ -89,7 +97,12 @@ pub fn sign(keys: &KeyRing, claims: &AccessTokenClaims, now: Timestamp) -> Resul
 
 /// Verifies a token's signature, issuer, type and lifetime. The algorithm comes from the key
 /// named by `kid`, never from the token, so `alg: none` and algorithm confusion fail.
-pub fn verify(keys: &KeyRing, issuer: &str, token: &str, now: Timestamp) -> Option<AccessTokenClaims> {
+pub fn verify(
+    keys: &KeyRing,
+    issuer: &str,
+    token: &str,
+    now: Timestamp,
+) -> Option<AccessTokenClaims> {
     let header = jsonwebtoken::decode_header(token).ok()?;
     if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
         return None;
@@ -104,7 +117,9 @@ pub fn verify(keys: &KeyRing, issuer: &str, token: &str, now: Timestamp) -> Opti
     validation.leeway = 0;
     validation.validate_exp = false;
     validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-    let claims = jsonwebtoken::decode::<AccessTokenClaims>(token, &key.decoding, &validation).ok()?.claims;
+    let claims = jsonwebtoken::decode::<AccessTokenClaims>(token, &key.decoding, &validation)
+        .ok()?
+        .claims;
     (claims.exp > now.as_second()).then_some(claims)
 }
 
@@ -142,8 +157,14 @@ mod tests {
         let token = sign(&keys, &claims(100), at(10)).unwrap();
         let got = verify(&keys, "https://auth", &token, at(99)).unwrap();
         assert_eq!(got, claims(100).clone_with_jti(&got.jti));
-        assert!(verify(&keys, "https://auth", &token, at(100)).is_none(), "expired at exp");
-        assert!(verify(&keys, "https://other", &token, at(50)).is_none(), "wrong issuer");
+        assert!(
+            verify(&keys, "https://auth", &token, at(100)).is_none(),
+            "expired at exp"
+        );
+        assert!(
+            verify(&keys, "https://other", &token, at(50)).is_none(),
+            "wrong issuer"
+        );
     }
 
     #[test]
@@ -151,25 +172,48 @@ mod tests {
         let keys = ring(KeyAlgorithm::ES256);
         let other = ring(KeyAlgorithm::ES256);
         let token = sign(&other, &claims(100), at(10)).unwrap();
-        assert!(verify(&keys, "https://auth", &token, at(50)).is_none(), "unknown kid");
+        assert!(
+            verify(&keys, "https://auth", &token, at(50)).is_none(),
+            "unknown kid"
+        );
 
         let token = sign(&keys, &claims(100), at(10)).unwrap();
         let mut parts: Vec<&str> = token.split('.').collect();
         let forged = URL_SAFE_NO_PAD.encode(br#"{"iss":"https://auth","sub":"x","aud":"y","client_id":"x","jti":"j","iat":1,"exp":99999}"#);
         parts[1] = &forged;
-        assert!(verify(&keys, "https://auth", &parts.join("."), at(50)).is_none(), "tampered payload");
+        assert!(
+            verify(&keys, "https://auth", &parts.join("."), at(50)).is_none(),
+            "tampered payload"
+        );
 
         let kid = keys.signer(at(10)).unwrap().kid.clone();
-        let none_header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{kid}"}}"#));
+        let none_header =
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{kid}"}}"#));
         let unsigned = format!("{none_header}.{}.", parts[1]);
-        assert!(verify(&keys, "https://auth", &unsigned, at(50)).is_none(), "alg none");
-        let hs_header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"HS256","typ":"at+jwt","kid":"{kid}"}}"#));
-        assert!(verify(&keys, "https://auth", &format!("{hs_header}.{}.AAAA", parts[1]), at(50)).is_none(), "alg confusion");
+        assert!(
+            verify(&keys, "https://auth", &unsigned, at(50)).is_none(),
+            "alg none"
+        );
+        let hs_header =
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"HS256","typ":"at+jwt","kid":"{kid}"}}"#));
+        assert!(
+            verify(
+                &keys,
+                "https://auth",
+                &format!("{hs_header}.{}.AAAA", parts[1]),
+                at(50)
+            )
+            .is_none(),
+            "alg confusion"
+        );
     }
 
     impl AccessTokenClaims {
         fn clone_with_jti(&self, jti: &str) -> Self {
-            Self { jti: jti.to_string(), ..self.clone() }
+            Self {
+                jti: jti.to_string(),
+                ..self.clone()
+            }
         }
     }
 }

@@ -20,7 +20,10 @@ pub struct FieldError {
 
 impl FieldError {
     fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -32,11 +35,22 @@ impl fmt::Display for FieldError {
 
 /// Joins field errors into one status message.
 pub fn describe(errors: &[FieldError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// OpenID Connect scope values kauth reserves for sign-in; no Scope resource may claim them.
-pub const RESERVED_SCOPES: &[&str] = &["openid", "profile", "email", "address", "phone", "offline_access"];
+pub const RESERVED_SCOPES: &[&str] = &[
+    "openid",
+    "profile",
+    "email",
+    "address",
+    "phone",
+    "offline_access",
+];
 
 /// An OAuthClient's settings after validation, with defaults applied.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,7 +69,11 @@ pub struct ClientSettings {
 #[derive(Clone, Debug, PartialEq)]
 pub enum SecretSource {
     /// kauth generates it and writes it into the named Secret.
-    Generated { name: String, keys: SecretKeys, rotation: RotationPolicy },
+    Generated {
+        name: String,
+        keys: SecretKeys,
+        rotation: RotationPolicy,
+    },
     /// The user manages the Secret; kauth reads `key`.
     Existing(ExistingSecret),
 }
@@ -103,12 +121,21 @@ fn duration_in(
     let Some(raw) = value else { return default };
     match parse_duration(raw) {
         Ok(d) if d < min => {
-            errors.push(FieldError::new(field, format!("'{raw}' is shorter than {}", humantime::format_duration(min))));
+            errors.push(FieldError::new(
+                field,
+                format!(
+                    "'{raw}' is shorter than {}",
+                    humantime::format_duration(min)
+                ),
+            ));
             default
         }
         Ok(d) if max.is_some_and(|m| d > m) => {
             let max = max.unwrap_or_default();
-            errors.push(FieldError::new(field, format!("'{raw}' is longer than {}", humantime::format_duration(max))));
+            errors.push(FieldError::new(
+                field,
+                format!("'{raw}' is longer than {}", humantime::format_duration(max)),
+            ));
             default
         }
         Ok(d) => d,
@@ -121,12 +148,16 @@ fn duration_in(
 
 /// RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E, at least one.
 pub fn is_scope_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 /// RFC 8707 resource indicator: an absolute URI without a fragment.
 pub fn is_resource_uri(s: &str) -> bool {
-    let Some((scheme, rest)) = s.split_once(':') else { return false };
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return false;
+    };
     let mut chars = scheme.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
@@ -139,7 +170,8 @@ pub fn is_resource_uri(s: &str) -> bool {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -152,31 +184,48 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 /// Characters allowed in an explicit client id: unreserved URI characters except '.', so the id
 /// needs no escaping in HTTP Basic or URLs and never collides with a default `<ns>.<name>` id.
 pub fn is_client_id_override(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_~-".contains(&b))
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_~-".contains(&b))
 }
 
 fn is_secret_key(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
 }
 
 /// Validates an OAuthClient spec; `name` is the resource name (for the default Secret name).
-pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSettings, Vec<FieldError>> {
+pub fn validate_client(
+    name: &str,
+    spec: &OAuthClientSpec,
+) -> Result<ClientSettings, Vec<FieldError>> {
     let mut errors = Vec::new();
     if let Some(id) = &spec.client_id
         && !is_client_id_override(id)
     {
         errors.push(FieldError::new(
             "spec.clientId",
-            format!("'{id}' may only contain letters, digits, '_', '~' and '-' (1 to 128 characters)"),
+            format!(
+                "'{id}' may only contain letters, digits, '_', '~' and '-' (1 to 128 characters)"
+            ),
         ));
     }
     if spec.grant_types.is_empty() {
-        errors.push(FieldError::new("spec.grantTypes", "at least one grant type is required"));
+        errors.push(FieldError::new(
+            "spec.grantTypes",
+            "at least one grant type is required",
+        ));
     }
     for (i, scope) in spec.scopes.iter().enumerate() {
         let field = format!("spec.scopes[{i}]");
         if !is_scope_token(scope) {
-            errors.push(FieldError::new(field, format!("'{scope}' is not an RFC 6749 scope-token")));
+            errors.push(FieldError::new(
+                field,
+                format!("'{scope}' is not an RFC 6749 scope-token"),
+            ));
         } else if spec.scopes[..i].contains(scope) {
             errors.push(FieldError::new(field, format!("'{scope}' is listed twice")));
         }
@@ -199,23 +248,38 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
     );
     let secret = match (&spec.secret, &spec.existing_secret) {
         (Some(_), Some(_)) => {
-            errors.push(FieldError::new("spec.existingSecret", "cannot be set together with spec.secret"));
+            errors.push(FieldError::new(
+                "spec.existingSecret",
+                "cannot be set together with spec.secret",
+            ));
             None
         }
         (_, Some(existing)) => {
             if !is_dns_subdomain(&existing.name) {
-                errors.push(FieldError::new("spec.existingSecret.name", format!("'{}' is not a valid Secret name", existing.name)));
+                errors.push(FieldError::new(
+                    "spec.existingSecret.name",
+                    format!("'{}' is not a valid Secret name", existing.name),
+                ));
             }
             if !is_secret_key(&existing.key) {
-                errors.push(FieldError::new("spec.existingSecret.key", format!("'{}' is not a valid Secret key", existing.key)));
+                errors.push(FieldError::new(
+                    "spec.existingSecret.key",
+                    format!("'{}' is not a valid Secret key", existing.key),
+                ));
             }
             Some(SecretSource::Existing(existing.clone()))
         }
         (secret, None) => {
             let secret = secret.clone().unwrap_or_default();
-            let secret_name = secret.name.clone().unwrap_or_else(|| format!("{name}-oauth"));
+            let secret_name = secret
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{name}-oauth"));
             if !is_dns_subdomain(&secret_name) {
-                errors.push(FieldError::new("spec.secret.name", format!("'{secret_name}' is not a valid Secret name")));
+                errors.push(FieldError::new(
+                    "spec.secret.name",
+                    format!("'{secret_name}' is not a valid Secret name"),
+                ));
             }
             let keys = secret.keys.clone().unwrap_or_default();
             let named = [
@@ -226,14 +290,27 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
             ];
             for (i, (field, key)) in named.iter().enumerate() {
                 if !is_secret_key(key) {
-                    errors.push(FieldError::new(format!("spec.secret.keys.{field}"), format!("'{key}' is not a valid Secret key")));
+                    errors.push(FieldError::new(
+                        format!("spec.secret.keys.{field}"),
+                        format!("'{key}' is not a valid Secret key"),
+                    ));
                 } else if named[..i].iter().any(|(_, k)| k == key) {
-                    errors.push(FieldError::new(format!("spec.secret.keys.{field}"), format!("'{key}' is used for two keys")));
+                    errors.push(FieldError::new(
+                        format!("spec.secret.keys.{field}"),
+                        format!("'{key}' is used for two keys"),
+                    ));
                 }
             }
             let rotation = secret.rotation.clone().unwrap_or_default();
             let every = rotation.every.as_deref().map(|_| {
-                duration_in(&mut errors, "spec.secret.rotation.every", rotation.every.as_deref(), Duration::ZERO, Duration::from_secs(3600), None)
+                duration_in(
+                    &mut errors,
+                    "spec.secret.rotation.every",
+                    rotation.every.as_deref(),
+                    Duration::ZERO,
+                    Duration::from_secs(3600),
+                    None,
+                )
             });
             let overlap = duration_in(
                 &mut errors,
@@ -247,12 +324,19 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
                 && overlap >= every
                 && every > Duration::ZERO
             {
-                errors.push(FieldError::new("spec.secret.rotation.overlap", "must be shorter than spec.secret.rotation.every"));
+                errors.push(FieldError::new(
+                    "spec.secret.rotation.overlap",
+                    "must be shorter than spec.secret.rotation.every",
+                ));
             }
             Some(SecretSource::Generated {
                 name: secret_name,
                 keys,
-                rotation: RotationPolicy { trigger: rotation.trigger.clone(), every, overlap },
+                rotation: RotationPolicy {
+                    trigger: rotation.trigger.clone(),
+                    every,
+                    overlap,
+                },
             })
         }
     };
@@ -271,29 +355,51 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
 pub fn validate_scope(spec: &ScopeSpec) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
     if !is_scope_token(&spec.value) {
-        errors.push(FieldError::new("spec.value", format!("'{}' is not an RFC 6749 scope-token", spec.value)));
+        errors.push(FieldError::new(
+            "spec.value",
+            format!("'{}' is not an RFC 6749 scope-token", spec.value),
+        ));
     } else if RESERVED_SCOPES.contains(&spec.value.as_str()) {
-        errors.push(FieldError::new("spec.value", format!("'{}' is reserved for OpenID Connect", spec.value)));
+        errors.push(FieldError::new(
+            "spec.value",
+            format!("'{}' is reserved for OpenID Connect", spec.value),
+        ));
     }
     if let Some(aud) = &spec.audience
         && !is_resource_uri(aud)
     {
-        errors.push(FieldError::new("spec.audience", format!("'{aud}' is not an absolute URI without a fragment (RFC 8707)")));
+        errors.push(FieldError::new(
+            "spec.audience",
+            format!("'{aud}' is not an absolute URI without a fragment (RFC 8707)"),
+        ));
     }
     for (i, ns) in spec.granted_to.namespaces.iter().enumerate() {
         if ns != "*" && !is_dns_label(ns) {
-            errors.push(FieldError::new(format!("spec.grantedTo.namespaces[{i}]"), format!("'{ns}' is not a namespace name or '*'")));
+            errors.push(FieldError::new(
+                format!("spec.grantedTo.namespaces[{i}]"),
+                format!("'{ns}' is not a namespace name or '*'"),
+            ));
         }
     }
     for (i, c) in spec.granted_to.clients.iter().enumerate() {
         if !is_dns_label(&c.namespace) {
-            errors.push(FieldError::new(format!("spec.grantedTo.clients[{i}].namespace"), format!("'{}' is not a namespace name", c.namespace)));
+            errors.push(FieldError::new(
+                format!("spec.grantedTo.clients[{i}].namespace"),
+                format!("'{}' is not a namespace name", c.namespace),
+            ));
         }
         if !is_dns_subdomain(&c.name) {
-            errors.push(FieldError::new(format!("spec.grantedTo.clients[{i}].name"), format!("'{}' is not an object name", c.name)));
+            errors.push(FieldError::new(
+                format!("spec.grantedTo.clients[{i}].name"),
+                format!("'{}' is not an object name", c.name),
+            ));
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 /// A SigningKey's rotation schedule after validation.
@@ -311,11 +417,20 @@ pub struct KeySchedule {
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Validates a SigningKey spec.
-pub fn validate_signing_key(spec: &SigningKeySpec) -> Result<(KeyAlgorithm, KeySchedule), Vec<FieldError>> {
+pub fn validate_signing_key(
+    spec: &SigningKeySpec,
+) -> Result<(KeyAlgorithm, KeySchedule), Vec<FieldError>> {
     let mut errors = Vec::new();
     let rotation = spec.rotation.clone();
     let every = rotation.as_ref().map(|r| {
-        duration_in(&mut errors, "spec.rotation.every", Some(&r.every), Duration::from_secs(3600), Duration::from_secs(3600), None)
+        duration_in(
+            &mut errors,
+            "spec.rotation.every",
+            Some(&r.every),
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+            None,
+        )
     });
     let publish_ahead = duration_in(
         &mut errors,
@@ -335,15 +450,27 @@ pub fn validate_signing_key(spec: &SigningKeySpec) -> Result<(KeyAlgorithm, KeyS
     );
     let publish_ahead = match every {
         // A period shorter than the default publish-ahead publishes half a period ahead.
-        Some(every) if rotation.as_ref().is_some_and(|r| r.publish_ahead.is_none()) => publish_ahead.min(every / 2),
+        Some(every) if rotation.as_ref().is_some_and(|r| r.publish_ahead.is_none()) => {
+            publish_ahead.min(every / 2)
+        }
         Some(every) if publish_ahead >= every => {
-            errors.push(FieldError::new("spec.rotation.publishAhead", "must be shorter than spec.rotation.every"));
+            errors.push(FieldError::new(
+                "spec.rotation.publishAhead",
+                "must be shorter than spec.rotation.every",
+            ));
             publish_ahead
         }
         _ => publish_ahead,
     };
     if errors.is_empty() {
-        Ok((spec.algorithm, KeySchedule { every, publish_ahead, retain_after }))
+        Ok((
+            spec.algorithm,
+            KeySchedule {
+                every,
+                publish_ahead,
+                retain_after,
+            },
+        ))
     } else {
         Err(errors)
     }
@@ -356,10 +483,21 @@ mod tests {
 
     #[test]
     fn defaults_apply_to_an_empty_client() {
-        let s = validate_client("app", &OAuthClientSpec { grant_types: vec![crate::crd::GrantType::ClientCredentials], ..Default::default() }).unwrap();
+        let s = validate_client(
+            "app",
+            &OAuthClientSpec {
+                grant_types: vec![crate::crd::GrantType::ClientCredentials],
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(s.access_token_lifetime, DEFAULT_TOKEN_LIFETIME);
         match s.secret {
-            SecretSource::Generated { name, keys, rotation } => {
+            SecretSource::Generated {
+                name,
+                keys,
+                rotation,
+            } => {
                 assert_eq!(name, "app-oauth");
                 assert_eq!(keys.client_secret, "CLIENT_SECRET");
                 assert_eq!(rotation.overlap, DEFAULT_SECRET_OVERLAP);
@@ -379,8 +517,16 @@ mod tests {
             access_token_lifetime: Some("3 fortnights".into()),
             secret: Some(SecretSpec {
                 name: Some("Bad_Name".into()),
-                keys: Some(SecretKeys { client_id: "same".into(), client_secret: "same".into(), ..Default::default() }),
-                rotation: Some(SecretRotation { every: Some("1h".into()), overlap: Some("2h".into()), trigger: None }),
+                keys: Some(SecretKeys {
+                    client_id: "same".into(),
+                    client_secret: "same".into(),
+                    ..Default::default()
+                }),
+                rotation: Some(SecretRotation {
+                    every: Some("1h".into()),
+                    overlap: Some("2h".into()),
+                    trigger: None,
+                }),
             }),
             ..Default::default()
         };
@@ -400,23 +546,44 @@ mod tests {
                 "spec.secret.rotation.overlap",
             ]
         );
-        assert!(describe(&errors).contains("spec.scopes[1]: 'bad scope' is not an RFC 6749 scope-token"));
+        assert!(
+            describe(&errors)
+                .contains("spec.scopes[1]: 'bad scope' is not an RFC 6749 scope-token")
+        );
     }
 
     #[test]
     fn lifetime_bounds() {
-        let mut spec = OAuthClientSpec { grant_types: vec![crate::crd::GrantType::ClientCredentials], ..Default::default() };
+        let mut spec = OAuthClientSpec {
+            grant_types: vec![crate::crd::GrantType::ClientCredentials],
+            ..Default::default()
+        };
         spec.access_token_lifetime = Some("30s".into());
-        assert!(validate_client("a", &spec).unwrap_err()[0].message.contains("shorter than 1m"));
+        assert!(
+            validate_client("a", &spec).unwrap_err()[0]
+                .message
+                .contains("shorter than 1m")
+        );
         spec.access_token_lifetime = Some("25h".into());
-        assert!(validate_client("a", &spec).unwrap_err()[0].message.contains("longer than 1day"));
+        assert!(
+            validate_client("a", &spec).unwrap_err()[0]
+                .message
+                .contains("longer than 1day")
+        );
         spec.access_token_lifetime = Some("15m".into());
-        assert_eq!(validate_client("a", &spec).unwrap().access_token_lifetime, Duration::from_secs(900));
+        assert_eq!(
+            validate_client("a", &spec).unwrap().access_token_lifetime,
+            Duration::from_secs(900)
+        );
     }
 
     #[test]
     fn scope_rules() {
-        let mut spec = ScopeSpec { value: "orders.read".into(), audience: Some("https://orders".into()), ..Default::default() };
+        let mut spec = ScopeSpec {
+            value: "orders.read".into(),
+            audience: Some("https://orders".into()),
+            ..Default::default()
+        };
         assert!(validate_scope(&spec).is_ok());
         spec.value = "openid".into();
         assert_eq!(validate_scope(&spec).unwrap_err()[0].field, "spec.value");
@@ -424,8 +591,18 @@ mod tests {
         assert!(validate_scope(&spec).is_err());
         spec.value = "ok".into();
         spec.audience = Some("https://x#frag".into());
-        spec.granted_to = ScopeGrants { namespaces: vec!["*".into(), "Team".into()], clients: vec![ClientRef { namespace: "a".into(), name: "b".into() }] };
-        let fields: Vec<_> = validate_scope(&spec).unwrap_err().into_iter().map(|e| e.field).collect();
+        spec.granted_to = ScopeGrants {
+            namespaces: vec!["*".into(), "Team".into()],
+            clients: vec![ClientRef {
+                namespace: "a".into(),
+                name: "b".into(),
+            }],
+        };
+        let fields: Vec<_> = validate_scope(&spec)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
         assert_eq!(fields, ["spec.audience", "spec.grantedTo.namespaces[1]"]);
     }
 
@@ -448,16 +625,31 @@ mod tests {
         let (_, s) = validate_signing_key(&SigningKeySpec::default()).unwrap();
         assert_eq!(s.every, None);
         let spec = SigningKeySpec {
-            rotation: Some(KeyRotation { every: "2h".into(), publish_ahead: None, retain_after: None }),
+            rotation: Some(KeyRotation {
+                every: "2h".into(),
+                publish_ahead: None,
+                retain_after: None,
+            }),
             ..Default::default()
         };
         let (_, s) = validate_signing_key(&spec).unwrap();
         assert_eq!(s.publish_ahead, Duration::from_secs(3600));
         let spec = SigningKeySpec {
-            rotation: Some(KeyRotation { every: "2h".into(), publish_ahead: Some("3h".into()), retain_after: Some("1h".into()) }),
+            rotation: Some(KeyRotation {
+                every: "2h".into(),
+                publish_ahead: Some("3h".into()),
+                retain_after: Some("1h".into()),
+            }),
             ..Default::default()
         };
-        let fields: Vec<_> = validate_signing_key(&spec).unwrap_err().into_iter().map(|e| e.field).collect();
-        assert_eq!(fields, ["spec.rotation.retainAfter", "spec.rotation.publishAhead"]);
+        let fields: Vec<_> = validate_signing_key(&spec)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            ["spec.rotation.retainAfter", "spec.rotation.publishAhead"]
+        );
     }
 }

@@ -15,14 +15,21 @@ use serde_json::Value;
 use support::{CLIENTS, SCOPES, TestProvider};
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 async fn provider() -> TestProvider {
     TestProvider::start(&[("scopes.yaml", SCOPES), ("clients.yaml", CLIENTS)]).await
 }
 
-fn oauth_client(p: &TestProvider, id: &str, secret: &str) -> oauth2::basic::BasicClient<
+fn oauth_client(
+    p: &TestProvider,
+    id: &str,
+    secret: &str,
+) -> oauth2::basic::BasicClient<
     oauth2::EndpointNotSet,
     oauth2::EndpointNotSet,
     oauth2::EndpointSet,
@@ -37,14 +44,25 @@ fn oauth_client(p: &TestProvider, id: &str, secret: &str) -> oauth2::basic::Basi
 }
 
 async fn jwt_claims(p: &TestProvider, token: &str) -> Value {
-    let jwks: JwkSet = http().get(format!("{}/jwks", p.url)).send().await.unwrap().json().await.unwrap();
+    let jwks: JwkSet = http()
+        .get(format!("{}/jwks", p.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let header = decode_header(token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("at+jwt"), "RFC 9068 typ");
-    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("kid is published in the JWKS");
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("kid is published in the JWKS");
     let mut v = Validation::new(header.alg);
     v.set_issuer(&[&p.url]);
     v.set_audience(&["https://orders.example.com"]);
-    decode::<Value>(token, &DecodingKey::from_jwk(jwk).unwrap(), &v).unwrap().claims
+    decode::<Value>(token, &DecodingKey::from_jwk(jwk).unwrap(), &v)
+        .unwrap()
+        .claims
 }
 
 #[tokio::test]
@@ -67,7 +85,10 @@ async fn client_credentials_token_verifies_against_jwks() {
     assert_eq!(claims["scope"], "orders.read");
     assert_eq!(claims["aud"], "https://orders.example.com");
     assert!(claims["jti"].as_str().unwrap().len() >= 22);
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 3600);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        3600
+    );
 }
 
 #[tokio::test]
@@ -75,29 +96,70 @@ async fn client_secret_post_is_accepted_for_clients_registered_for_it() {
     let p = provider().await;
     let (id, secret) = p.credentials("shop", "poster");
     let client = oauth_client(&p, &id, &secret).set_auth_type(AuthType::RequestBody);
-    let token = client.exchange_client_credentials().request_async(&http()).await.unwrap();
-    assert_eq!(token.scopes().unwrap()[0].as_str(), "orders.read", "no scope parameter: all granted scopes");
+    let token = client
+        .exchange_client_credentials()
+        .request_async(&http())
+        .await
+        .unwrap();
+    assert_eq!(
+        token.scopes().unwrap()[0].as_str(),
+        "orders.read",
+        "no scope parameter: all granted scopes"
+    );
     // The same client with Basic is refused: a client uses the method it registered.
     let basic = oauth_client(&p, &id, &secret);
-    assert!(basic.exchange_client_credentials().request_async(&http()).await.is_err());
+    assert!(
+        basic
+            .exchange_client_credentials()
+            .request_async(&http())
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
 async fn resource_parameter_selects_the_audience() {
     let p = provider().await;
     let (id, secret) = p.credentials("shop", "backend");
-    let body = post_form(&p, "/token", Some((&id, &secret)), "grant_type=client_credentials&resource=https%3A%2F%2Freports.example.com").await;
+    let body = post_form(
+        &p,
+        "/token",
+        Some((&id, &secret)),
+        "grant_type=client_credentials&resource=https%3A%2F%2Freports.example.com",
+    )
+    .await;
     assert_eq!(body.0, 200, "{:?}", body.1);
     let token = body.1["access_token"].as_str().unwrap().to_string();
     let header = decode_header(&token).unwrap();
-    let jwks: JwkSet = http().get(format!("{}/jwks", p.url)).send().await.unwrap().json().await.unwrap();
+    let jwks: JwkSet = http()
+        .get(format!("{}/jwks", p.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let mut v = Validation::new(header.alg);
     v.set_audience(&["https://reports.example.com"]);
-    let claims = decode::<Value>(&token, &DecodingKey::from_jwk(jwks.find(&header.kid.unwrap()).unwrap()).unwrap(), &v).unwrap().claims;
-    assert!(claims.get("scope").is_none(), "no granted scope belongs to the reports API");
+    let claims = decode::<Value>(
+        &token,
+        &DecodingKey::from_jwk(jwks.find(&header.kid.unwrap()).unwrap()).unwrap(),
+        &v,
+    )
+    .unwrap()
+    .claims;
+    assert!(
+        claims.get("scope").is_none(),
+        "no granted scope belongs to the reports API"
+    );
 }
 
-async fn post_form(p: &TestProvider, path: &str, basic: Option<(&str, &str)>, body: &str) -> (u16, Value, reqwest::header::HeaderMap) {
+async fn post_form(
+    p: &TestProvider,
+    path: &str,
+    basic: Option<(&str, &str)>,
+    body: &str,
+) -> (u16, Value, reqwest::header::HeaderMap) {
     let mut req = http()
         .post(format!("{}{path}", p.url))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -109,7 +171,11 @@ async fn post_form(p: &TestProvider, path: &str, basic: Option<(&str, &str)>, bo
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null), headers)
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        headers,
+    )
 }
 
 #[tokio::test]
@@ -117,39 +183,130 @@ async fn errors_follow_rfc_6749() {
     let p = provider().await;
     let (id, secret) = p.credentials("shop", "backend");
     let cc = "grant_type=client_credentials";
-    let cases: Vec<(&str, Option<(&str, &str)>, String, u16, &str)> = vec![
-        ("wrong secret", Some((&id, "wrong")), cc.into(), 401, "invalid_client"),
-        ("unknown client", Some(("nobody.here", &secret)), cc.into(), 401, "invalid_client"),
+    // (what, basic credentials, body, status, error code)
+    type Case<'a> = (&'a str, Option<(&'a str, &'a str)>, String, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "wrong secret",
+            Some((&id, "wrong")),
+            cc.into(),
+            401,
+            "invalid_client",
+        ),
+        (
+            "unknown client",
+            Some(("nobody.here", &secret)),
+            cc.into(),
+            401,
+            "invalid_client",
+        ),
         ("no credentials", None, cc.into(), 401, "invalid_client"),
-        ("ungranted scope", Some((&id, &secret)), format!("{cc}&scope=orders.write"), 400, "invalid_scope"),
-        ("unknown scope", Some((&id, &secret)), format!("{cc}&scope=admin"), 400, "invalid_scope"),
-        ("unknown resource", Some((&id, &secret)), format!("{cc}&resource=https%3A%2F%2Fevil.example.com"), 400, "invalid_target"),
-        ("relative resource", Some((&id, &secret)), format!("{cc}&resource=orders"), 400, "invalid_target"),
-        ("unsupported grant", Some((&id, &secret)), "grant_type=password&username=a&password=b".into(), 400, "unsupported_grant_type"),
-        ("missing grant", Some((&id, &secret)), "scope=orders.read".into(), 400, "invalid_request"),
-        ("repeated parameter", Some((&id, &secret)), format!("{cc}&scope=a&scope=b"), 400, "invalid_request"),
-        ("two auth methods", Some((&id, &secret)), format!("{cc}&client_id={id}&client_secret={secret}"), 400, "invalid_request"),
-        ("oversized body", Some((&id, &secret)), format!("{cc}&pad={}", "x".repeat(20_000)), 413, "invalid_request"),
+        (
+            "ungranted scope",
+            Some((&id, &secret)),
+            format!("{cc}&scope=orders.write"),
+            400,
+            "invalid_scope",
+        ),
+        (
+            "unknown scope",
+            Some((&id, &secret)),
+            format!("{cc}&scope=admin"),
+            400,
+            "invalid_scope",
+        ),
+        (
+            "unknown resource",
+            Some((&id, &secret)),
+            format!("{cc}&resource=https%3A%2F%2Fevil.example.com"),
+            400,
+            "invalid_target",
+        ),
+        (
+            "relative resource",
+            Some((&id, &secret)),
+            format!("{cc}&resource=orders"),
+            400,
+            "invalid_target",
+        ),
+        (
+            "unsupported grant",
+            Some((&id, &secret)),
+            "grant_type=password&username=a&password=b".into(),
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            "missing grant",
+            Some((&id, &secret)),
+            "scope=orders.read".into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "repeated parameter",
+            Some((&id, &secret)),
+            format!("{cc}&scope=a&scope=b"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "two auth methods",
+            Some((&id, &secret)),
+            format!("{cc}&client_id={id}&client_secret={secret}"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "oversized body",
+            Some((&id, &secret)),
+            format!("{cc}&pad={}", "x".repeat(20_000)),
+            413,
+            "invalid_request",
+        ),
     ];
     for (what, basic, body, status, code) in cases {
         let (got_status, json, headers) = post_form(&p, "/token", basic, &body).await;
         assert_eq!(got_status, status, "{what}: {json}");
         assert_eq!(json["error"], code, "{what}: {json}");
-        assert!(json["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{what}");
+        assert!(
+            json["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{what}"
+        );
         assert_eq!(headers["cache-control"], "no-store", "{what}");
         if status == 401 {
-            assert!(headers["www-authenticate"].to_str().unwrap().starts_with("Basic"), "{what}");
+            assert!(
+                headers["www-authenticate"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("Basic"),
+                "{what}"
+            );
         }
     }
 
     // Not a form body.
-    let res = http().post(format!("{}/token", p.url)).basic_auth(&id, Some(&secret)).json(&serde_json::json!({"grant_type": "client_credentials"})).send().await.unwrap();
+    let res = http()
+        .post(format!("{}/token", p.url))
+        .basic_auth(&id, Some(&secret))
+        .json(&serde_json::json!({"grant_type": "client_credentials"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
-    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_request");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "invalid_request"
+    );
     // Not POST.
     let res = http().get(format!("{}/token", p.url)).send().await.unwrap();
     assert_eq!(res.status(), 405);
-    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_request");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "invalid_request"
+    );
 }
 
 #[tokio::test]
@@ -157,7 +314,12 @@ async fn introspection_respects_namespaces_and_revocation_survives_restart() {
     let p = provider().await;
     let (id, secret) = p.credentials("shop", "backend");
     let backend = oauth_client(&p, &id, &secret);
-    let token = backend.exchange_client_credentials().add_scope(Scope::new("orders.read".into())).request_async(&http()).await.unwrap();
+    let token = backend
+        .exchange_client_credentials()
+        .add_scope(Scope::new("orders.read".into()))
+        .request_async(&http())
+        .await
+        .unwrap();
     let at = token.access_token();
 
     let own = backend.introspect(at).request_async(&http()).await.unwrap();
@@ -167,24 +329,64 @@ async fn introspection_respects_namespaces_and_revocation_survives_restart() {
     // The orders API's own client (the resource server) may introspect tokens for its audience.
     let (api_id, api_secret) = p.credentials("orders", "api");
     let api = oauth_client(&p, &api_id, &api_secret);
-    assert!(api.introspect(at).request_async(&http()).await.unwrap().active());
+    assert!(
+        api.introspect(at)
+            .request_async(&http())
+            .await
+            .unwrap()
+            .active()
+    );
 
     // A client in an unrelated namespace learns nothing.
     let (other_id, other_secret) = p.credentials("elsewhere", "other");
     let other = oauth_client(&p, &other_id, &other_secret);
-    assert!(!other.introspect(at).request_async(&http()).await.unwrap().active());
+    assert!(
+        !other
+            .introspect(at)
+            .request_async(&http())
+            .await
+            .unwrap()
+            .active()
+    );
     // ...and may not revoke it.
-    let (status, json, _) = post_form(&p, "/revoke", Some((&other_id, &other_secret)), &format!("token={}", at.secret())).await;
-    assert_eq!((status, json["error"].as_str()), (400, Some("unauthorized_client")));
+    let (status, json, _) = post_form(
+        &p,
+        "/revoke",
+        Some((&other_id, &other_secret)),
+        &format!("token={}", at.secret()),
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("unauthorized_client"))
+    );
 
     // oauth2 refuses to revoke over plain http, so this one is a plain RFC 7009 request.
-    let (status, _, _) = post_form(&p, "/revoke", Some((&id, &secret)), &format!("token={}&token_type_hint=access_token", at.secret())).await;
+    let (status, _, _) = post_form(
+        &p,
+        "/revoke",
+        Some((&id, &secret)),
+        &format!("token={}&token_type_hint=access_token", at.secret()),
+    )
+    .await;
     assert_eq!(status, 200);
-    assert!(!backend.introspect(at).request_async(&http()).await.unwrap().active());
+    assert!(
+        !backend
+            .introspect(at)
+            .request_async(&http())
+            .await
+            .unwrap()
+            .active()
+    );
 
     // A restarted provider reads the same deny list.
-    let reopened = kauth::revocation::RevocationList::open(&p.dir.path().join("state/revoked.jsonl"), 0).unwrap();
-    let jti = jwt_claims(&p, at.secret()).await["jti"].as_str().unwrap().to_string();
+    let reopened =
+        kauth::revocation::RevocationList::open(&p.dir.path().join("state/revoked.jsonl"), 0)
+            .unwrap();
+    let jti = jwt_claims(&p, at.secret()).await["jti"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(reopened.is_revoked(&jti));
 
     // Garbage tokens are not an error at /revoke, and are inactive at /introspect.
@@ -193,23 +395,38 @@ async fn introspection_respects_namespaces_and_revocation_survives_restart() {
     let (_, json, _) = post_form(&p, "/introspect", Some((&id, &secret)), "token=garbage").await;
     assert_eq!(json, serde_json::json!({"active": false}));
     let (status, json, _) = post_form(&p, "/introspect", None, "token=garbage").await;
-    assert_eq!((status, json["error"].as_str()), (401, Some("invalid_client")));
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
 }
 
 #[tokio::test]
 async fn rotated_out_secret_works_inside_the_overlap_and_fails_after() {
     let p = provider().await;
     let (id, old) = p.credentials("shop", "backend");
-    p.write("clients.yaml", &CLIENTS.replace("trigger: one", "trigger: two"));
+    p.write(
+        "clients.yaml",
+        &CLIENTS.replace("trigger: one", "trigger: two"),
+    );
     p.reload();
     let (_, new) = p.credentials("shop", "backend");
     assert_ne!(old, new);
     let ok = |s: String| {
         let client = oauth_client(&p, &id, &s);
-        async move { client.exchange_client_credentials().request_async(&http()).await.is_ok() }
+        async move {
+            client
+                .exchange_client_credentials()
+                .request_async(&http())
+                .await
+                .is_ok()
+        }
     };
     assert!(ok(new.clone()).await, "new secret works");
-    assert!(ok(old.clone()).await, "old secret works inside the 2s overlap");
+    assert!(
+        ok(old.clone()).await,
+        "old secret works inside the 2s overlap"
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert!(!ok(old).await, "old secret fails after the overlap");
     assert!(ok(new).await);
@@ -230,31 +447,98 @@ async fn grant_changes_and_deletions_take_effect_on_the_next_snapshot() {
     let (id, secret) = p.credentials("shop", "backend");
     let client = oauth_client(&p, &id, &secret);
     let http = http();
-    let granted = client.exchange_client_credentials().add_scope(Scope::new("orders.read".into())).request_async(&http).await;
+    let granted = client
+        .exchange_client_credentials()
+        .add_scope(Scope::new("orders.read".into()))
+        .request_async(&http)
+        .await;
     assert!(granted.is_ok());
-    p.write("scopes.yaml", &SCOPES.replace("grantedTo: {namespaces: [shop]}", "grantedTo: {namespaces: []}"));
+    p.write(
+        "scopes.yaml",
+        &SCOPES.replace(
+            "grantedTo: {namespaces: [shop]}",
+            "grantedTo: {namespaces: []}",
+        ),
+    );
     p.reload();
-    let (status, json, _) = post_form(&p, "/token", Some((&id, &secret)), "grant_type=client_credentials&scope=orders.read").await;
-    assert_eq!((status, json["error"].as_str()), (400, Some("invalid_scope")));
+    let (status, json, _) = post_form(
+        &p,
+        "/token",
+        Some((&id, &secret)),
+        "grant_type=client_credentials&scope=orders.read",
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_scope"))
+    );
     std::fs::remove_file(p.dir.path().join("manifests/clients.yaml")).unwrap();
     p.reload();
-    let (status, json, _) = post_form(&p, "/token", Some((&id, &secret)), "grant_type=client_credentials").await;
-    assert_eq!((status, json["error"].as_str()), (401, Some("invalid_client")));
+    let (status, json, _) = post_form(
+        &p,
+        "/token",
+        Some((&id, &secret)),
+        "grant_type=client_credentials",
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
 }
 
 #[tokio::test]
 async fn discovery_health_and_metrics() {
     let p = provider().await;
-    let meta: Value = http().get(format!("{}/.well-known/oauth-authorization-server", p.url)).send().await.unwrap().json().await.unwrap();
+    let meta: Value = http()
+        .get(format!("{}/.well-known/oauth-authorization-server", p.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(meta["issuer"], p.url.as_str());
     assert_eq!(meta["token_endpoint"], format!("{}/token", p.url));
-    assert_eq!(meta["grant_types_supported"], serde_json::json!(["client_credentials"]));
-    let oidc: Value = http().get(format!("{}/.well-known/openid-configuration", p.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        meta["grant_types_supported"],
+        serde_json::json!(["client_credentials"])
+    );
+    let oidc: Value = http()
+        .get(format!("{}/.well-known/openid-configuration", p.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(oidc["jwks_uri"], format!("{}/jwks", p.url));
-    assert_eq!(http().get(format!("{}/readyz", p.url)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http()
+            .get(format!("{}/readyz", p.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let (id, secret) = p.credentials("shop", "backend");
-    oauth_client(&p, &id, &secret).exchange_client_credentials().request_async(&http()).await.unwrap();
-    let metrics = http().get(format!("{}/metrics", p.url)).send().await.unwrap().text().await.unwrap();
+    oauth_client(&p, &id, &secret)
+        .exchange_client_credentials()
+        .request_async(&http())
+        .await
+        .unwrap();
+    let metrics = http()
+        .get(format!("{}/metrics", p.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains(r#"kauth_tokens_issued_total{client_id="shop.backend",grant_type="client_credentials"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"kauth_http_requests_total{route="/token",status="200"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"kauth_http_requests_total{route="/token",status="200"} 1"#),
+        "{metrics}"
+    );
 }

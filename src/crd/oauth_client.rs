@@ -1,4 +1,6 @@
 //! `OAuthClient`: an application team's OAuth client.
+// Each printcolumn(...) repeats `type_ = "string"`, which clippy mistakes for a duplicate.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -75,7 +77,9 @@ fn default_grant_types() -> Vec<GrantType> {
 }
 
 /// Token endpoint authentication methods (RFC 7591 §2).
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum TokenEndpointAuthMethod {
     /// HTTP Basic with the client id and secret.
     #[default]

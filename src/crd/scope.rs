@@ -1,4 +1,6 @@
 //! `Scope`: a permission an API team offers, and to whom.
+// Each printcolumn(...) repeats `type_ = "string"`, which clippy mistakes for a duplicate.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -18,9 +20,21 @@ use serde::{Deserialize, Serialize};
     doc = "An OAuth scope offered by an API team, granted to namespaces or clients.",
     printcolumn(name = "Value", type_ = "string", json_path = ".spec.value"),
     printcolumn(name = "Audience", type_ = "string", json_path = ".spec.audience"),
-    printcolumn(name = "Accepted", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Accepted",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Accepted\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ScopeSpec {
@@ -58,7 +72,9 @@ pub struct ScopeGrants {
 }
 
 /// A reference to an OAuthClient.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[derive(
+    Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 pub struct ClientRef {
     /// Namespace of the OAuthClient.
     pub namespace: String,

@@ -1,4 +1,6 @@
 //! `SigningKey`: the provider's token signing keys and their rotation.
+// Each printcolumn(...) repeats `type_ = "string"`, which clippy mistakes for a duplicate.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -18,8 +20,16 @@ use serde::{Deserialize, Serialize};
     doc = "Token signing keys of the kauth provider, with scheduled rotation.",
     printcolumn(name = "Algorithm", type_ = "string", json_path = ".spec.algorithm"),
     printcolumn(name = "Active Key", type_ = "string", json_path = ".status.activeKid"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SigningKeySpec {
@@ -32,7 +42,9 @@ pub struct SigningKeySpec {
 }
 
 /// Supported signature algorithms.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 pub enum KeyAlgorithm {
     /// ECDSA P-256 with SHA-256: small and fast.
     #[default]

@@ -10,8 +10,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::error::OAuthError;
 use super::form::Form;
-use crate::credentials::{digest_secret, digests_match};
 use crate::crd::TokenEndpointAuthMethod;
+use crate::credentials::{digest_secret, digests_match};
 use crate::registry::{RegisteredClient, Snapshot};
 
 struct Presented {
@@ -22,17 +22,28 @@ struct Presented {
 
 fn percent_decode(s: &str) -> Option<String> {
     // Basic credentials are form-urlencoded before base64 (RFC 6749 §2.3.1).
-    let decoded: String = form_urlencoded::parse(format!("v={s}").as_bytes()).next()?.1.into_owned();
+    let decoded: String = form_urlencoded::parse(format!("v={s}").as_bytes())
+        .next()?
+        .1
+        .into_owned();
     Some(decoded)
 }
 
 fn from_basic(headers: &HeaderMap) -> Result<Option<Presented>, OAuthError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
-    let bad = || OAuthError::invalid_client("malformed HTTP Basic credentials").with_basic_challenge();
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let bad =
+        || OAuthError::invalid_client("malformed HTTP Basic credentials").with_basic_challenge();
     let value = value.to_str().map_err(|_| bad())?;
-    let Some((scheme, encoded)) = value.split_once(' ') else { return Err(bad()) };
+    let Some((scheme, encoded)) = value.split_once(' ') else {
+        return Err(bad());
+    };
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(OAuthError::invalid_client("only HTTP Basic client authentication is supported").with_basic_challenge());
+        return Err(OAuthError::invalid_client(
+            "only HTTP Basic client authentication is supported",
+        )
+        .with_basic_challenge());
     }
     let raw = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
@@ -46,38 +57,66 @@ fn from_basic(headers: &HeaderMap) -> Result<Option<Presented>, OAuthError> {
 
 /// Authenticates the calling client. Every failure is `invalid_client`, with no hint whether
 /// the id or the secret was wrong.
-pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap, form: &Form, now: Timestamp) -> Result<Arc<RegisteredClient>, OAuthError> {
+pub fn authenticate(
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+    form: &Form,
+    now: Timestamp,
+) -> Result<Arc<RegisteredClient>, OAuthError> {
     let basic = from_basic(headers)?;
     let post_secret = form.get("client_secret");
     let presented = match (basic, post_secret) {
         (Some(_), Some(_)) => {
-            return Err(OAuthError::invalid_request("use one client authentication method, not HTTP Basic and client_secret together"));
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not HTTP Basic and client_secret together",
+            ));
         }
         (Some(basic), None) => {
-            if form.get("client_id").is_some_and(|id| id != basic.client_id) {
-                return Err(OAuthError::invalid_request("client_id in the body differs from the HTTP Basic user"));
+            if form
+                .get("client_id")
+                .is_some_and(|id| id != basic.client_id)
+            {
+                return Err(OAuthError::invalid_request(
+                    "client_id in the body differs from the HTTP Basic user",
+                ));
             }
             basic
         }
         (None, Some(secret)) => Presented {
-            client_id: form.get("client_id").ok_or_else(|| OAuthError::invalid_request("client_secret given without client_id"))?.to_string(),
+            client_id: form
+                .get("client_id")
+                .ok_or_else(|| {
+                    OAuthError::invalid_request("client_secret given without client_id")
+                })?
+                .to_string(),
             secret: secret.to_string(),
             method: TokenEndpointAuthMethod::ClientSecretPost,
         },
         (None, None) => {
-            return Err(OAuthError::invalid_client("client authentication is required").with_basic_challenge());
+            return Err(
+                OAuthError::invalid_client("client authentication is required")
+                    .with_basic_challenge(),
+            );
         }
     };
     let challenge = |e: OAuthError| {
-        if presented.method == TokenEndpointAuthMethod::ClientSecretBasic { e.with_basic_challenge() } else { e }
+        if presented.method == TokenEndpointAuthMethod::ClientSecretBasic {
+            e.with_basic_challenge()
+        } else {
+            e
+        }
     };
     let Some(client) = snapshot.clients.get(&presented.client_id) else {
         // Spend the same work as a known client so timing does not reveal which ids exist.
         let _ = digests_match(&digest_secret(&presented.secret), &[0; 32]);
-        return Err(challenge(OAuthError::invalid_client("client authentication failed")));
+        return Err(challenge(OAuthError::invalid_client(
+            "client authentication failed",
+        )));
     };
     if !client.secret.verify(&presented.secret, now) {
-        return Err(challenge(OAuthError::invalid_client("client authentication failed")));
+        return Err(challenge(OAuthError::invalid_client(
+            "client authentication failed",
+        )));
     }
     if client.auth_method != presented.method {
         return Err(challenge(OAuthError::invalid_client(format!(

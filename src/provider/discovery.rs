@@ -13,7 +13,11 @@ fn metadata(state: &ProviderState) -> Value {
     let issuer = &state.issuer;
     let snapshot = state.registry.load();
     let now = Timestamp::now();
-    let mut algs: Vec<String> = snapshot.keys.published(now).map(|k| format!("{:?}", k.algorithm)).collect();
+    let mut algs: Vec<String> = snapshot
+        .keys
+        .published(now)
+        .map(|k| format!("{:?}", k.algorithm))
+        .collect();
     algs.sort();
     algs.dedup();
     let auth_methods = ["client_secret_basic", "client_secret_post"];
@@ -47,12 +51,19 @@ pub async fn openid_configuration(State(state): State<ProviderState>) -> Respons
 /// GET /jwks: every published key (pending, active and retired).
 pub async fn jwks(State(state): State<ProviderState>) -> Response {
     let snapshot = state.registry.load();
-    let keys: Vec<_> = snapshot.keys.published(Timestamp::now()).map(|k| &k.jwk).collect();
+    let keys: Vec<_> = snapshot
+        .keys
+        .published(Timestamp::now())
+        .map(|k| &k.jwk)
+        .collect();
     cached(Json(json!({ "keys": keys })).into_response())
 }
 
 /// Short public caching: resource servers refresh well inside the publish-ahead window.
 fn cached(mut response: Response) -> Response {
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     response
 }

@@ -27,7 +27,12 @@ struct Body<'a> {
 
 impl OAuthError {
     fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
-        Self { status, code, description: description.into(), basic_challenge: false }
+        Self {
+            status,
+            code,
+            description: description.into(),
+            basic_challenge: false,
+        }
     }
 
     /// `invalid_request` (400).
@@ -56,19 +61,35 @@ impl OAuthError {
     }
     /// `temporarily_unavailable` (503).
     pub fn unavailable(d: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", d)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            d,
+        )
     }
     /// `server_error` (500); the cause is logged, never sent.
     pub fn server_error() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "the server could not complete the request")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the server could not complete the request",
+        )
     }
     /// `invalid_request` with 413 for a body over the limit.
     pub fn too_large(limit: usize) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", format!("request body is larger than {limit} bytes"))
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("request body is larger than {limit} bytes"),
+        )
     }
     /// `invalid_request` with 405 for a method other than POST.
     pub fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "use POST with an application/x-www-form-urlencoded body")
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            "use POST with an application/x-www-form-urlencoded body",
+        )
     }
 
     /// Adds a `WWW-Authenticate: Basic` challenge.
@@ -87,16 +108,25 @@ pub fn no_store(response: &mut Response) {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status, Json(Body { error: self.code, error_description: &self.description })).into_response();
+        let mut response = (
+            self.status,
+            Json(Body {
+                error: self.code,
+                error_description: &self.description,
+            }),
+        )
+            .into_response();
         no_store(&mut response);
         if self.basic_challenge {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"kauth\", charset=\"UTF-8\""));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"kauth\", charset=\"UTF-8\""),
+            );
         }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
         response
     }

@@ -18,12 +18,19 @@ pub struct Form {
 impl Form {
     /// Reads and checks the body.
     pub async fn read(headers: &HeaderMap, body: Body) -> Result<Self, OAuthError> {
-        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let mime = content_type.split(';').next().unwrap_or("").trim();
         if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"));
+            return Err(OAuthError::invalid_request(
+                "the body must be application/x-www-form-urlencoded",
+            ));
         }
-        let bytes = to_bytes(body, BODY_LIMIT).await.map_err(|_| OAuthError::too_large(BODY_LIMIT))?;
+        let bytes = to_bytes(body, BODY_LIMIT)
+            .await
+            .map_err(|_| OAuthError::too_large(BODY_LIMIT))?;
         Self::parse(&bytes)
     }
 
@@ -32,7 +39,9 @@ impl Form {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for (k, v) in form_urlencoded::parse(bytes) {
             if k != "resource" && pairs.iter().any(|(seen, _)| *seen == k) {
-                return Err(OAuthError::invalid_request(format!("parameter '{k}' is repeated")));
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter '{k}' is repeated"
+                )));
             }
             pairs.push((k.into_owned(), v.into_owned()));
         }
@@ -41,12 +50,19 @@ impl Form {
 
     /// The value of `name`; an empty value counts as absent (RFC 6749 §3.1).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of a repeatable parameter.
     pub fn all(&self, name: &str) -> Vec<&str> {
-        self.pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 
@@ -57,7 +73,8 @@ mod tests {
     #[test]
     fn repeats_are_refused_except_resource() {
         assert!(Form::parse(b"scope=a&scope=b").is_err());
-        let f = Form::parse(b"resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb&scope=x+y").unwrap();
+        let f =
+            Form::parse(b"resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb&scope=x+y").unwrap();
         assert_eq!(f.all("resource"), ["https://a", "https://b"]);
         assert_eq!(f.get("scope"), Some("x y"));
         assert_eq!(Form::parse(b"scope=").unwrap().get("scope"), None);

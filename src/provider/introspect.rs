@@ -19,20 +19,33 @@ use crate::tokens::{AccessTokenClaims, verify};
 /// the caller's namespace (the API's resource server). Anything else introspects as inactive.
 fn may_see(snapshot: &Snapshot, caller: &RegisteredClient, claims: &AccessTokenClaims) -> bool {
     caller.client_id == claims.client_id
-        || claims
-            .aud
-            .iter()
-            .any(|aud| snapshot.audience_owners.get(aud).is_some_and(|owners| owners.contains(&caller.namespace)))
+        || claims.aud.iter().any(|aud| {
+            snapshot
+                .audience_owners
+                .get(aud)
+                .is_some_and(|owners| owners.contains(&caller.namespace))
+        })
 }
 
 /// A token is active when it verifies, is not revoked, and its client still exists.
-fn active_claims(state: &ProviderState, snapshot: &Snapshot, token: &str, now: Timestamp) -> Option<AccessTokenClaims> {
+fn active_claims(
+    state: &ProviderState,
+    snapshot: &Snapshot,
+    token: &str,
+    now: Timestamp,
+) -> Option<AccessTokenClaims> {
     let claims = verify(&snapshot.keys, &state.issuer.url, token, now)?;
-    (!state.revocations.is_revoked(&claims.jti) && snapshot.clients.contains_key(&claims.client_id)).then_some(claims)
+    (!state.revocations.is_revoked(&claims.jti) && snapshot.clients.contains_key(&claims.client_id))
+        .then_some(claims)
 }
 
 /// POST /introspect
-pub async fn introspect(State(state): State<ProviderState>, method: Method, headers: HeaderMap, body: Body) -> Response {
+pub async fn introspect(
+    State(state): State<ProviderState>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         if method != Method::POST {
             return Err(OAuthError::method_not_allowed());
@@ -41,8 +54,12 @@ pub async fn introspect(State(state): State<ProviderState>, method: Method, head
         let snapshot = state.registry.load();
         let now = Timestamp::now();
         let caller = authenticate(&snapshot, &headers, &form, now)?;
-        let token = form.get("token").ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-        let body = match active_claims(&state, &snapshot, token, now).filter(|c| may_see(&snapshot, &caller, c)) {
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let body = match active_claims(&state, &snapshot, token, now)
+            .filter(|c| may_see(&snapshot, &caller, c))
+        {
             Some(c) => json!({
                 "active": true,
                 "token_type": "Bearer",
@@ -66,7 +83,12 @@ pub async fn introspect(State(state): State<ProviderState>, method: Method, head
 }
 
 /// POST /revoke
-pub async fn revoke(State(state): State<ProviderState>, method: Method, headers: HeaderMap, body: Body) -> Response {
+pub async fn revoke(
+    State(state): State<ProviderState>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         if method != Method::POST {
             return Err(OAuthError::method_not_allowed());

@@ -38,15 +38,25 @@ impl Issuer {
         let rest = url
             .strip_prefix("https://")
             .or_else(|| url.strip_prefix("http://"))
-            .ok_or_else(|| format!("issuer '{url}' must start with https:// (or http:// for local use)"))?;
+            .ok_or_else(|| {
+                format!("issuer '{url}' must start with https:// (or http:// for local use)")
+            })?;
         if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace()) {
-            return Err(format!("issuer '{url}' may not contain a query, fragment or spaces"));
+            return Err(format!(
+                "issuer '{url}' may not contain a query, fragment or spaces"
+            ));
         }
-        let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, String::new()));
+        let (host, path) = rest
+            .split_once('/')
+            .map(|(h, p)| (h, format!("/{p}")))
+            .unwrap_or((rest, String::new()));
         if host.is_empty() {
             return Err(format!("issuer '{url}' has no host"));
         }
-        Ok(Self { url: url.to_string(), path })
+        Ok(Self {
+            url: url.to_string(),
+            path,
+        })
     }
 
     /// Absolute URL of an endpoint path such as `/token`.
@@ -71,8 +81,14 @@ pub struct ProviderState {
 /// The provider's router: OAuth endpoints under the issuer's path, operations at the root.
 pub fn router(state: ProviderState) -> Router {
     let oauth = Router::new()
-        .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
-        .route("/.well-known/oauth-authorization-server", get(discovery::authorization_server_metadata))
+        .route(
+            "/.well-known/openid-configuration",
+            get(discovery::openid_configuration),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::authorization_server_metadata),
+        )
         .route("/jwks", get(discovery::jwks))
         .route("/token", any(token::token))
         .route("/introspect", any(introspect::introspect))
@@ -81,16 +97,37 @@ pub fn router(state: ProviderState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics));
-    let routes = if state.issuer.path.is_empty() { oauth.merge(ops) } else { Router::new().nest(&state.issuer.path, oauth).merge(ops) };
-    routes.layer(middleware::from_fn_with_state(state.clone(), record)).with_state(state)
+    let routes = if state.issuer.path.is_empty() {
+        oauth.merge(ops)
+    } else {
+        Router::new().nest(&state.issuer.path, oauth).merge(ops)
+    };
+    routes
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .with_state(state)
 }
 
 async fn record(State(state): State<ProviderState>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
     let started = Instant::now();
     let response = next.run(request).await;
-    state.metrics.http_requests.get_or_create(&HttpLabels { route: route.clone(), status: response.status().as_u16() }).inc();
-    state.metrics.http_latency.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route: route.clone(),
+            status: response.status().as_u16(),
+        })
+        .inc();
+    state
+        .metrics
+        .http_latency
+        .get_or_create(&RouteLabels { route })
+        .observe(started.elapsed().as_secs_f64());
     response
 }
 

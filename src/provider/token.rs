@@ -28,26 +28,41 @@ struct TokenResponse {
 }
 
 /// POST /token
-pub async fn token(State(state): State<ProviderState>, method: Method, headers: HeaderMap, body: Body) -> Response {
+pub async fn token(
+    State(state): State<ProviderState>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     match issue(&state, method, &headers, body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
-async fn issue(state: &ProviderState, method: Method, headers: &HeaderMap, body: Body) -> Result<Response, OAuthError> {
+async fn issue(
+    state: &ProviderState,
+    method: Method,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, OAuthError> {
     if method != Method::POST {
         return Err(OAuthError::method_not_allowed());
     }
     let form = Form::read(headers, body).await?;
-    let grant_type = form.get("grant_type").ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+    let grant_type = form
+        .get("grant_type")
+        .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
     let snapshot = state.registry.load();
     let now = Timestamp::now();
     let client = authenticate(&snapshot, headers, &form, now)?;
     if grant_type != "client_credentials" {
-        return Err(OAuthError::unsupported_grant_type(format!("grant type '{grant_type}' is not supported")));
+        return Err(OAuthError::unsupported_grant_type(format!(
+            "grant type '{grant_type}' is not supported"
+        )));
     }
-    let (scopes, audiences) = decide_scopes_and_audience(&client, form.get("scope"), &form.all("resource"))?;
+    let (scopes, audiences) =
+        decide_scopes_and_audience(&client, form.get("scope"), &form.all("resource"))?;
 
     let lifetime = client.access_token_lifetime.as_secs();
     let iat = now.as_second();
@@ -68,10 +83,18 @@ async fn issue(state: &ProviderState, method: Method, headers: &HeaderMap, body:
     state
         .metrics
         .tokens_issued
-        .get_or_create(&TokenLabels { client_id: client.client_id.clone(), grant_type: "client_credentials".into() })
+        .get_or_create(&TokenLabels {
+            client_id: client.client_id.clone(),
+            grant_type: "client_credentials".into(),
+        })
         .inc();
-    let mut response =
-        Json(TokenResponse { access_token, token_type: "Bearer", expires_in: lifetime, scope: claims.scope }).into_response();
+    let mut response = Json(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: lifetime,
+        scope: claims.scope,
+    })
+    .into_response();
     no_store(&mut response);
     Ok(response)
 }
@@ -85,10 +108,14 @@ fn decide_scopes_and_audience(
 ) -> Result<(Vec<String>, Vec<String>), OAuthError> {
     for r in resources {
         if !is_resource_uri(r) {
-            return Err(OAuthError::invalid_target(format!("resource '{r}' is not an absolute URI without a fragment")));
+            return Err(OAuthError::invalid_target(format!(
+                "resource '{r}' is not an absolute URI without a fragment"
+            )));
         }
         if !client.may_target(r) {
-            return Err(OAuthError::invalid_target(format!("resource '{r}' is not allowed for this client")));
+            return Err(OAuthError::invalid_target(format!(
+                "resource '{r}' is not allowed for this client"
+            )));
         }
     }
     let in_resources = |aud: &Option<String>| aud.as_deref().is_none_or(|a| resources.contains(&a));
@@ -97,10 +124,14 @@ fn decide_scopes_and_audience(
             let mut out: Vec<String> = Vec::new();
             for value in requested.split(' ') {
                 if !is_scope_token(value) {
-                    return Err(OAuthError::invalid_scope("scope must be scope-tokens separated by single spaces"));
+                    return Err(OAuthError::invalid_scope(
+                        "scope must be scope-tokens separated by single spaces",
+                    ));
                 }
                 let Some(audience) = client.scopes.get(value) else {
-                    return Err(OAuthError::invalid_scope(format!("scope '{value}' is not granted to this client")));
+                    return Err(OAuthError::invalid_scope(format!(
+                        "scope '{value}' is not granted to this client"
+                    )));
                 };
                 if !resources.is_empty() && !in_resources(audience) {
                     return Err(OAuthError::invalid_scope(format!(
@@ -127,7 +158,10 @@ fn decide_scopes_and_audience(
         }
     };
     let mut audiences: Vec<String> = if resources.is_empty() {
-        let mut from_scopes: Vec<String> = scopes.iter().filter_map(|s| client.scopes.get(s).cloned().flatten()).collect();
+        let mut from_scopes: Vec<String> = scopes
+            .iter()
+            .filter_map(|s| client.scopes.get(s).cloned().flatten())
+            .collect();
         if from_scopes.is_empty() {
             from_scopes = client.audiences.clone();
         }
@@ -159,7 +193,10 @@ mod tests {
             auth_method: Default::default(),
             secret: CredentialState::first(None, Timestamp::now()).verifier(),
             scopes: [
-                ("orders.read".to_string(), Some("https://orders".to_string())),
+                (
+                    "orders.read".to_string(),
+                    Some("https://orders".to_string()),
+                ),
                 ("stock.read".to_string(), Some("https://stock".to_string())),
                 ("misc".to_string(), None),
             ]
@@ -173,11 +210,29 @@ mod tests {
     fn audience_follows_scopes_or_resources() {
         let c = client();
         let (s, a) = decide_scopes_and_audience(&c, Some("orders.read"), &[]).unwrap();
-        assert_eq!((s, a), (vec!["orders.read".to_string()], vec!["https://orders".to_string()]));
+        assert_eq!(
+            (s, a),
+            (
+                vec!["orders.read".to_string()],
+                vec!["https://orders".to_string()]
+            )
+        );
         let (s, a) = decide_scopes_and_audience(&c, None, &["https://stock"]).unwrap();
-        assert_eq!((s, a), (vec!["misc".to_string(), "stock.read".to_string()], vec!["https://stock".to_string()]));
+        assert_eq!(
+            (s, a),
+            (
+                vec!["misc".to_string(), "stock.read".to_string()],
+                vec!["https://stock".to_string()]
+            )
+        );
         let (s, a) = decide_scopes_and_audience(&c, Some("misc"), &[]).unwrap();
-        assert_eq!((s, a), (vec!["misc".to_string()], vec!["https://reports".to_string()]));
+        assert_eq!(
+            (s, a),
+            (
+                vec!["misc".to_string()],
+                vec!["https://reports".to_string()]
+            )
+        );
         let (_, a) = decide_scopes_and_audience(&c, None, &["https://reports"]).unwrap();
         assert_eq!(a, ["https://reports"]);
     }
@@ -186,10 +241,33 @@ mod tests {
     fn refusals() {
         let c = client();
         let code = |r: Result<_, OAuthError>| r.unwrap_err().code;
-        assert_eq!(code(decide_scopes_and_audience(&c, Some("admin"), &[])), "invalid_scope");
-        assert_eq!(code(decide_scopes_and_audience(&c, Some("orders.read  misc"), &[])), "invalid_scope");
-        assert_eq!(code(decide_scopes_and_audience(&c, None, &["https://elsewhere"])), "invalid_target");
-        assert_eq!(code(decide_scopes_and_audience(&c, None, &["relative"])), "invalid_target");
-        assert_eq!(code(decide_scopes_and_audience(&c, Some("orders.read"), &["https://stock"])), "invalid_scope");
+        assert_eq!(
+            code(decide_scopes_and_audience(&c, Some("admin"), &[])),
+            "invalid_scope"
+        );
+        assert_eq!(
+            code(decide_scopes_and_audience(
+                &c,
+                Some("orders.read  misc"),
+                &[]
+            )),
+            "invalid_scope"
+        );
+        assert_eq!(
+            code(decide_scopes_and_audience(&c, None, &["https://elsewhere"])),
+            "invalid_target"
+        );
+        assert_eq!(
+            code(decide_scopes_and_audience(&c, None, &["relative"])),
+            "invalid_target"
+        );
+        assert_eq!(
+            code(decide_scopes_and_audience(
+                &c,
+                Some("orders.read"),
+                &["https://stock"]
+            )),
+            "invalid_scope"
+        );
     }
 }

@@ -84,7 +84,11 @@ impl TestProvider {
             issuer: Issuer::parse(&url).unwrap(),
             kauth_namespace: "kauth".into(),
         };
-        let revocations = RevocationList::open(&dir.path().join("state/revoked.jsonl"), Timestamp::now().as_second()).unwrap();
+        let revocations = RevocationList::open(
+            &dir.path().join("state/revoked.jsonl"),
+            Timestamp::now().as_second(),
+        )
+        .unwrap();
         let registry = Registry::new();
         let state = ProviderState {
             registry: registry.clone(),
@@ -93,7 +97,13 @@ impl TestProvider {
             metrics: Arc::new(Metrics::new()),
         };
         tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
-        let provider = Self { dir, url, cfg, registry, revocations };
+        let provider = Self {
+            dir,
+            url,
+            cfg,
+            registry,
+            revocations,
+        };
         provider.reload();
         provider
     }

@@ -1,0 +1,168 @@
+//! Standalone tier: the real binary on a copy of examples/, as the README runs it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Running(Child);
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn copy_examples(to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+/// Starts the binary and returns it with its base URL, read from the start-up summary.
+fn start(manifests: &Path, state: &Path) -> (Running, String) {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kauth"))
+        .args(["standalone", "--port", "0", "--manifests"])
+        .arg(manifests)
+        .arg("--state-dir")
+        .arg(state)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split("issuer ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    eprintln!(
+        "standalone printed its summary after {:?}",
+        started.elapsed()
+    );
+    std::thread::spawn(move || lines.for_each(|l| eprintln!("kauth: {}", l.unwrap_or_default())));
+    (Running(child), url)
+}
+
+async fn token(url: &str, state: &Path, scope: &str) -> (u16, Value) {
+    let dir = state.join("secrets/shop/shop-backend-oauth");
+    let id = std::fs::read_to_string(dir.join("CLIENT_ID")).unwrap();
+    let secret = std::fs::read_to_string(dir.join("CLIENT_SECRET")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("TOKEN_URL")).unwrap(),
+        format!("{url}/token")
+    );
+    let res = reqwest::Client::new()
+        .post(format!("{url}/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials"), ("scope", scope)])
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what} did not take effect within one second");
+}
+
+#[tokio::test]
+async fn serves_examples_keeps_secrets_and_follows_edits_within_a_second() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifests = tmp.path().join("examples");
+    let state = tmp.path().join("state");
+    copy_examples(&manifests);
+
+    let (server, url) = start(&manifests, &state);
+    let (status, body) = token(&url, &state, "orders.read").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    let secret =
+        std::fs::read_to_string(state.join("secrets/shop/shop-backend-oauth/CLIENT_SECRET"))
+            .unwrap();
+    drop(server);
+
+    // Restart: same secret, still works.
+    let (_server, url) = start(&manifests, &state);
+    assert_eq!(
+        std::fs::read_to_string(state.join("secrets/shop/shop-backend-oauth/CLIENT_SECRET"))
+            .unwrap(),
+        secret
+    );
+    assert_eq!(token(&url, &state, "orders.read").await.0, 200);
+
+    // Withdraw the grant: refused within a second.
+    let scope_file = manifests.join("scope-orders.yaml");
+    let text = std::fs::read_to_string(&scope_file).unwrap();
+    std::fs::write(
+        &scope_file,
+        text.replace("namespaces: [shop]", "namespaces: []"),
+    )
+    .unwrap();
+    let took = wait_for("grant withdrawal", async || {
+        token(&url, &state, "orders.read").await.1["error"] == "invalid_scope"
+    })
+    .await;
+    eprintln!("grant withdrawal took effect after {took:?}");
+
+    // Delete the client: refused within a second.
+    std::fs::remove_file(manifests.join("client-m2m.yaml")).unwrap();
+    wait_for("client deletion", async || {
+        token(&url, &state, "orders.read").await.1["error"] == "invalid_client"
+    })
+    .await;
+}
+
+#[test]
+fn invalid_manifests_are_reported_by_file_resource_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("bad.yaml"),
+        "apiVersion: kauth.dev/v1alpha1\nkind: OAuthClient\nmetadata: {name: app, namespace: team}\nspec:\n  accessTokenLifetime: forever\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kauth"))
+        .args(["standalone", "--port", "0", "--manifests"])
+        .arg(tmp.path())
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = Running(out);
+    let mut lines = BufReader::new(running.0.stdout.take().unwrap()).lines();
+    let _issuer = lines.next();
+    let problem = lines.next().unwrap().unwrap();
+    assert!(problem.contains("bad.yaml (document 1): OAuthClient team/app: spec.accessTokenLifetime: 'forever' is not a duration"), "{problem}");
+}
+
+#[test]
+fn crds_folder_matches_the_types() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kauth"))
+        .arg("crds")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let checked_in =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/kauth.dev.yaml"))
+            .unwrap();
+    assert!(
+        String::from_utf8(out.stdout).unwrap() == checked_in,
+        "crds/kauth.dev.yaml is stale: run `make crds` and commit the result"
+    );
+}
