@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod crd;
+pub mod controller;
 pub mod credentials;
 pub mod keys;
 pub mod manifests;
@@ -9,6 +10,7 @@ pub mod metrics;
 pub mod provider;
 pub mod registry;
 pub mod revocation;
+pub mod run;
 pub mod standalone;
 pub mod telemetry;
 pub mod tokens;

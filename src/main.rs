@@ -42,6 +42,27 @@ enum Command {
         #[arg(long, default_value = "kauth")]
         namespace: String,
     },
+    /// Run the controller and the provider against a cluster (in-cluster or KUBECONFIG).
+    Run {
+        /// Issuer URL, e.g. https://auth.example.com.
+        #[arg(long, env = "KAUTH_ISSUER")]
+        issuer: String,
+        /// kauth's own namespace (SigningKeys live there).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "kauth")]
+        namespace: String,
+        /// Address the provider listens on.
+        #[arg(long, env = "KAUTH_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Where the revocation list is kept.
+        #[arg(long, env = "KAUTH_STATE_DIR", default_value = "/var/lib/kauth")]
+        state_dir: PathBuf,
+        /// Run only the provider (no controller writes).
+        #[arg(long, conflicts_with = "no_provider")]
+        no_controller: bool,
+        /// Run only the controller.
+        #[arg(long)]
+        no_provider: bool,
+    },
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
 }
@@ -54,6 +75,23 @@ async fn main() -> ExitCode {
         Command::Crds => {
             print!("{}", kauth::crd::crds_yaml());
             ExitCode::SUCCESS
+        }
+        Command::Run { issuer, namespace, listen, state_dir, no_controller, no_provider } => {
+            let issuer = match Issuer::parse(&issuer) {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("error: --issuer: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let cfg = kauth::run::RunConfig { issuer, namespace, listen, state_dir, controller: !no_controller, provider: !no_provider };
+            match kauth::run::run(cfg).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Standalone {
             manifests,

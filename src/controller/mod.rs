@@ -1,0 +1,168 @@
+//! The controller: reconcilers for OAuthClient, Scope and SigningKey, the reflector cache they
+//! and the registry share, and the loop that turns that cache into registry snapshots.
+
+mod cache;
+mod oauth_client;
+mod scope;
+pub mod secrets;
+mod signing_key;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+
+pub use cache::{Cache, run_registry};
+pub use oauth_client::reconcile as reconcile_client;
+pub use scope::reconcile as reconcile_scope;
+pub use signing_key::{ensure_default_signing_key, reconcile as reconcile_signing_key};
+
+use crate::crd::{OAuthClient, Scope, SigningKey};
+use crate::metrics::Metrics;
+use crate::provider::Issuer;
+
+/// Field manager and event reporter name.
+pub const MANAGER: &str = "kauth";
+
+/// A reconcile failure; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The apiserver refused or failed a call.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A signing key could not be generated or read.
+    #[error("signing key: {0}")]
+    Keys(#[from] crate::keys::KeyError),
+}
+
+impl Error {
+    /// Metric label of the error class.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Keys(_) => "keys",
+        }
+    }
+}
+
+/// What the reconcilers share.
+#[derive(Clone)]
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Reflector stores.
+    pub cache: Cache,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Issuer (written into credential Secrets).
+    pub issuer: Arc<Issuer>,
+    /// kauth's own namespace (SigningKeys live there).
+    pub namespace: String,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// A context with a recorder named after kauth.
+    pub fn new(client: Client, cache: Cache, issuer: Arc<Issuer>, namespace: String, metrics: Arc<Metrics>) -> Self {
+        let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Self { client, cache, recorder, issuer, namespace, metrics }
+    }
+
+    /// Publishes an Event about `obj`; a failure is logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
+        let ev = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "cannot publish event");
+        }
+    }
+}
+
+fn error_policy<K: ResourceExt>(obj: Arc<K>, error: &Error, ctx: Arc<Context>, kind: &str) -> Action {
+    tracing::warn!(kind, name = %obj.name_any(), namespace = ?obj.namespace(), %error, "reconcile failed");
+    ctx.metrics.reconciled(kind, Some(error.class()));
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the three controllers until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static) {
+    let client = ctx.client.clone();
+    let generated = watcher::Config::default().labels(&format!("{}={}", secrets::CREDENTIALS_LABEL, secrets::GENERATED));
+    let key_secrets = watcher::Config::default().labels(&format!("{}={}", secrets::CREDENTIALS_LABEL, secrets::SIGNING_KEYS));
+
+    // A Scope change can grant or withdraw scopes of any client that requests scopes; a client
+    // change can free or take another client's id.
+    let cache = ctx.cache.clone();
+    let scope_to_clients = move |_: Scope| {
+        cache.clients.state().into_iter().filter(|c| !c.spec.scopes.is_empty()).map(|c| ObjectRef::from_obj(&*c)).collect::<Vec<_>>()
+    };
+    let cache = ctx.cache.clone();
+    let client_to_peers = move |changed: OAuthClient| {
+        let id = |c: &OAuthClient| c.spec.client_id.clone();
+        let wanted = id(&changed);
+        cache
+            .clients
+            .state()
+            .into_iter()
+            .filter(|c| wanted.is_some() && id(c) == wanted && c.uid() != changed.uid())
+            .map(|c| ObjectRef::from_obj(&*c))
+            .collect::<Vec<_>>()
+    };
+    let clients = Controller::new(Api::<OAuthClient>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Secret>::all(client.clone()), generated)
+        .watches(Api::<Scope>::all(client.clone()), watcher::Config::default(), scope_to_clients)
+        .watches(Api::<OAuthClient>::all(client.clone()), watcher::Config::default(), client_to_peers)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_client, |o, e, c| error_policy(o, e, c, "OAuthClient"), ctx.clone())
+        .for_each(|_| async {});
+
+    let cache = ctx.cache.clone();
+    let scope_to_peers = move |changed: Scope| {
+        cache
+            .scopes
+            .state()
+            .into_iter()
+            .filter(|s| s.spec.value == changed.spec.value && s.uid() != changed.uid())
+            .map(|s| ObjectRef::from_obj(&*s))
+            .collect::<Vec<_>>()
+    };
+    let scopes = Controller::new(Api::<Scope>::all(client.clone()), watcher::Config::default())
+        .watches(Api::<Scope>::all(client.clone()), watcher::Config::default(), scope_to_peers)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_scope, |o, e, c| error_policy(o, e, c, "Scope"), ctx.clone())
+        .for_each(|_| async {});
+
+    let keys = Controller::new(Api::<SigningKey>::namespaced(client.clone(), &ctx.namespace), watcher::Config::default())
+        .owns(Api::<Secret>::namespaced(client.clone(), &ctx.namespace), key_secrets)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_signing_key, |o, e, c| error_policy(o, e, c, "SigningKey"), ctx.clone())
+        .for_each(|_| async {});
+
+    let defaults = async {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = ensure_default_signing_key(&ctx).await {
+                tracing::warn!(error = %e, "cannot ensure a default SigningKey");
+            }
+        }
+    };
+    tokio::select! {
+        _ = futures::future::join3(clients, scopes, keys) => {}
+        _ = defaults => {}
+        _ = shutdown => {}
+    }
+}

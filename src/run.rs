@@ -1,0 +1,105 @@
+//! `kauth run`: controller and provider in one process against a cluster, sharing one cache.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::controller::{self, Cache, Context};
+use crate::metrics::Metrics;
+use crate::provider::{Issuer, ProviderState, router};
+use crate::registry::Registry;
+use crate::revocation::RevocationList;
+
+/// Settings of `kauth run`.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Issuer URL.
+    pub issuer: Issuer,
+    /// kauth's namespace.
+    pub namespace: String,
+    /// Address the provider listens on.
+    pub listen: String,
+    /// Where the revocation list is kept.
+    pub state_dir: PathBuf,
+    /// Run the controller half.
+    pub controller: bool,
+    /// Run the provider half.
+    pub provider: bool,
+}
+
+/// A failure that stops `kauth run`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RunError(String);
+
+async fn check_crds(client: &Client) -> Result<(), RunError> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    for name in ["oauthclients.kauth.dev", "scopes.kauth.dev", "signingkeys.kauth.dev"] {
+        match api.get_opt(name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(RunError(format!("CRD {name} is not installed: apply crds/kauth.dev.yaml (or install the Helm chart) first"))),
+            // Reading CRDs may be forbidden by least-privilege RBAC; the watches will tell.
+            Err(kube::Error::Api(s)) if s.code == 403 => return Ok(()),
+            Err(e) => return Err(RunError(format!("cannot reach the Kubernetes API: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Runs until SIGTERM or Ctrl-C; in-flight requests finish before it returns.
+pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(|e| RunError(format!("no Kubernetes configuration: {e}")))?;
+    check_crds(&client).await?;
+    let metrics = Arc::new(Metrics::new());
+    let changed = Arc::new(Notify::new());
+    let (cache, reflectors) = Cache::start(client.clone(), &cfg.namespace, changed.clone());
+    let issuer = Arc::new(cfg.issuer.clone());
+    let registry = Registry::new();
+
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+        tracing::info!("shutting down");
+    };
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+
+    let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = reflectors;
+    tasks.push(Box::pin(controller::run_registry(cache.clone(), changed, registry.clone(), cfg.namespace.clone(), metrics.clone())));
+    if cfg.controller {
+        let ctx = Arc::new(Context::new(client.clone(), cache.clone(), issuer.clone(), cfg.namespace.clone(), metrics.clone()));
+        let sd = shutdown.clone();
+        tasks.push(Box::pin(async move {
+            if let Err(e) = controller::ensure_default_signing_key(&ctx).await {
+                tracing::warn!(error = %e, "cannot ensure a default SigningKey");
+            }
+            controller::run(ctx, sd).await
+        }));
+    }
+    let server = if cfg.provider {
+        let revocations = RevocationList::open(&cfg.state_dir.join("revoked.jsonl"), Timestamp::now().as_second())
+            .map_err(|e| RunError(e.to_string()))?;
+        let listener = TcpListener::bind(&cfg.listen).await.map_err(|e| RunError(format!("cannot listen on {}: {e}", cfg.listen)))?;
+        tracing::info!(address = %cfg.listen, issuer = %cfg.issuer.url, "provider listening");
+        let state = ProviderState { registry, issuer, revocations, metrics };
+        let sd = shutdown.clone();
+        Some(axum::serve(listener, router(state)).with_graceful_shutdown(async move { sd.await }))
+    } else {
+        None
+    };
+    let background = futures::future::join_all(tasks);
+    match server {
+        Some(server) => tokio::select! {
+            r = server => r.map_err(|e| RunError(format!("server failed: {e}"))),
+            _ = background => Ok(()),
+        },
+        None => tokio::select! {
+            _ = shutdown => Ok(()),
+            _ = background => Ok(()),
+        },
+    }
+}
