@@ -1,8 +1,8 @@
 //! kauth: a Kubernetes-native OAuth 2.0 / OpenID Connect provider and client operator.
 
 pub mod catalog;
-pub mod crd;
 pub mod controller;
+pub mod crd;
 pub mod credentials;
 pub mod keys;
 pub mod manifests;

@@ -76,7 +76,14 @@ async fn main() -> ExitCode {
             print!("{}", kauth::crd::crds_yaml());
             ExitCode::SUCCESS
         }
-        Command::Run { issuer, namespace, listen, state_dir, no_controller, no_provider } => {
+        Command::Run {
+            issuer,
+            namespace,
+            listen,
+            state_dir,
+            no_controller,
+            no_provider,
+        } => {
             let issuer = match Issuer::parse(&issuer) {
                 Ok(i) => i,
                 Err(e) => {
@@ -84,7 +91,14 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let cfg = kauth::run::RunConfig { issuer, namespace, listen, state_dir, controller: !no_controller, provider: !no_provider };
+            let cfg = kauth::run::RunConfig {
+                issuer,
+                namespace,
+                listen,
+                state_dir,
+                controller: !no_controller,
+                provider: !no_provider,
+            };
             match kauth::run::run(cfg).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -39,10 +39,18 @@ pub struct RunError(String);
 async fn check_crds(client: &Client) -> Result<(), RunError> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-    for name in ["oauthclients.kauth.dev", "scopes.kauth.dev", "signingkeys.kauth.dev"] {
+    for name in [
+        "oauthclients.kauth.dev",
+        "scopes.kauth.dev",
+        "signingkeys.kauth.dev",
+    ] {
         match api.get_opt(name).await {
             Ok(Some(_)) => {}
-            Ok(None) => return Err(RunError(format!("CRD {name} is not installed: apply crds/kauth.dev.yaml (or install the Helm chart) first"))),
+            Ok(None) => {
+                return Err(RunError(format!(
+                    "CRD {name} is not installed: apply crds/kauth.dev.yaml (or install the Helm chart) first"
+                )));
+            }
             // Reading CRDs may be forbidden by least-privilege RBAC; the watches will tell.
             Err(kube::Error::Api(s)) if s.code == 403 => return Ok(()),
             Err(e) => return Err(RunError(format!("cannot reach the Kubernetes API: {e}"))),
@@ -53,7 +61,9 @@ async fn check_crds(client: &Client) -> Result<(), RunError> {
 
 /// Runs until SIGTERM or Ctrl-C; in-flight requests finish before it returns.
 pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
-    let client = Client::try_default().await.map_err(|e| RunError(format!("no Kubernetes configuration: {e}")))?;
+    let client = Client::try_default()
+        .await
+        .map_err(|e| RunError(format!("no Kubernetes configuration: {e}")))?;
     check_crds(&client).await?;
     let metrics = Arc::new(Metrics::new());
     let changed = Arc::new(Notify::new());
@@ -62,16 +72,29 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     let registry = Registry::new();
 
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
         tracing::info!("shutting down");
     };
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
 
     let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = reflectors;
-    tasks.push(Box::pin(controller::run_registry(cache.clone(), changed, registry.clone(), cfg.namespace.clone(), metrics.clone())));
+    tasks.push(Box::pin(controller::run_registry(
+        cache.clone(),
+        changed,
+        registry.clone(),
+        cfg.namespace.clone(),
+        metrics.clone(),
+    )));
     if cfg.controller {
-        let ctx = Arc::new(Context::new(client.clone(), cache.clone(), issuer.clone(), cfg.namespace.clone(), metrics.clone()));
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            cache.clone(),
+            issuer.clone(),
+            cfg.namespace.clone(),
+            metrics.clone(),
+        ));
         let sd = shutdown.clone();
         tasks.push(Box::pin(async move {
             if let Err(e) = controller::ensure_default_signing_key(&ctx).await {
@@ -81,11 +104,21 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         }));
     }
     let server = if cfg.provider {
-        let revocations = RevocationList::open(&cfg.state_dir.join("revoked.jsonl"), Timestamp::now().as_second())
-            .map_err(|e| RunError(e.to_string()))?;
-        let listener = TcpListener::bind(&cfg.listen).await.map_err(|e| RunError(format!("cannot listen on {}: {e}", cfg.listen)))?;
+        let revocations = RevocationList::open(
+            &cfg.state_dir.join("revoked.jsonl"),
+            Timestamp::now().as_second(),
+        )
+        .map_err(|e| RunError(e.to_string()))?;
+        let listener = TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|e| RunError(format!("cannot listen on {}: {e}", cfg.listen)))?;
         tracing::info!(address = %cfg.listen, issuer = %cfg.issuer.url, "provider listening");
-        let state = ProviderState { registry, issuer, revocations, metrics };
+        let state = ProviderState {
+            registry,
+            issuer,
+            revocations,
+            metrics,
+        };
         let sd = shutdown.clone();
         Some(axum::serve(listener, router(state)).with_graceful_shutdown(async move { sd.await }))
     } else {

@@ -36,7 +36,13 @@ pub struct Cache {
 /// Sorts resources oldest first (then by namespace and name): the precedence for conflicts.
 fn by_age<K: ResourceExt>(mut items: Vec<Arc<K>>) -> Vec<Arc<K>> {
     items.sort_by(|a, b| {
-        let key = |k: &K| (k.creation_timestamp().map(|t| t.0), k.namespace(), k.name_any());
+        let key = |k: &K| {
+            (
+                k.creation_timestamp().map(|t| t.0),
+                k.namespace(),
+                k.name_any(),
+            )
+        };
         key(a).cmp(&key(b))
     });
     items
@@ -44,10 +50,24 @@ fn by_age<K: ResourceExt>(mut items: Vec<Arc<K>>) -> Vec<Arc<K>> {
 
 impl Cache {
     /// Starts the reflectors; `changed` is notified on every event.
-    pub fn start(client: Client, namespace: &str, changed: Arc<Notify>) -> (Self, Vec<futures::future::BoxFuture<'static, ()>>) {
-        fn reflect<K>(api: Api<K>, cfg: watcher::Config, changed: Arc<Notify>) -> (Store<K>, futures::future::BoxFuture<'static, ()>)
+    pub fn start(
+        client: Client,
+        namespace: &str,
+        changed: Arc<Notify>,
+    ) -> (Self, Vec<futures::future::BoxFuture<'static, ()>>) {
+        fn reflect<K>(
+            api: Api<K>,
+            cfg: watcher::Config,
+            changed: Arc<Notify>,
+        ) -> (Store<K>, futures::future::BoxFuture<'static, ()>)
         where
-            K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+            K: kube::Resource<DynamicType = ()>
+                + Clone
+                + serde::de::DeserializeOwned
+                + std::fmt::Debug
+                + Send
+                + Sync
+                + 'static,
         {
             let (reader, writer) = reflector::store();
             let stream = reflector::reflector(writer, watcher(api, cfg))
@@ -61,11 +81,31 @@ impl Cache {
             (reader, Box::pin(stream))
         }
         let any = watcher::Config::default;
-        let (clients, a) = reflect(Api::<OAuthClient>::all(client.clone()), any(), changed.clone());
+        let (clients, a) = reflect(
+            Api::<OAuthClient>::all(client.clone()),
+            any(),
+            changed.clone(),
+        );
         let (scopes, b) = reflect(Api::<Scope>::all(client.clone()), any(), changed.clone());
-        let (signing_keys, c) = reflect(Api::<SigningKey>::namespaced(client.clone(), namespace), any(), changed.clone());
-        let (secrets, d) = reflect(Api::<Secret>::all(client), any().labels(CREDENTIALS_LABEL), changed);
-        (Self { clients, scopes, signing_keys, secrets }, vec![a, b, c, d])
+        let (signing_keys, c) = reflect(
+            Api::<SigningKey>::namespaced(client.clone(), namespace),
+            any(),
+            changed.clone(),
+        );
+        let (secrets, d) = reflect(
+            Api::<Secret>::all(client),
+            any().labels(CREDENTIALS_LABEL),
+            changed,
+        );
+        (
+            Self {
+                clients,
+                scopes,
+                signing_keys,
+                secrets,
+            },
+            vec![a, b, c, d],
+        )
     }
 
     /// True once every store has its first full list.
@@ -88,32 +128,59 @@ impl Cache {
         }
         let clients = by_age(clients);
         let scopes = by_age(self.scopes.state());
-        let names: Vec<(String, String)> = clients.iter().map(|c| (c.namespace().unwrap_or_default(), c.name_any())).collect();
-        let scope_names: Vec<(String, String)> = scopes.iter().map(|s| (s.namespace().unwrap_or_default(), s.name_any())).collect();
-        let client_inputs: Vec<ClientInput> =
-            clients.iter().zip(&names).map(|(c, (ns, n))| ClientInput { namespace: ns, name: n, spec: &c.spec }).collect();
-        let scope_inputs: Vec<ScopeInput> =
-            scopes.iter().zip(&scope_names).map(|(s, (ns, n))| ScopeInput { namespace: ns, name: n, spec: &s.spec }).collect();
+        let names: Vec<(String, String)> = clients
+            .iter()
+            .map(|c| (c.namespace().unwrap_or_default(), c.name_any()))
+            .collect();
+        let scope_names: Vec<(String, String)> = scopes
+            .iter()
+            .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
+            .collect();
+        let client_inputs: Vec<ClientInput> = clients
+            .iter()
+            .zip(&names)
+            .map(|(c, (ns, n))| ClientInput {
+                namespace: ns,
+                name: n,
+                spec: &c.spec,
+            })
+            .collect();
+        let scope_inputs: Vec<ScopeInput> = scopes
+            .iter()
+            .zip(&scope_names)
+            .map(|(s, (ns, n))| ScopeInput {
+                namespace: ns,
+                name: n,
+                spec: &s.spec,
+            })
+            .collect();
         (Catalog::evaluate(&client_inputs, &scope_inputs), clients)
     }
 
     fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
-        self.secrets.get(&reflector::ObjectRef::new(name).within(namespace))
+        self.secrets
+            .get(&reflector::ObjectRef::new(name).within(namespace))
     }
 
     /// The serving snapshot.
     pub fn snapshot(&self, kauth_namespace: &str) -> Snapshot {
         let (catalog, clients) = self.catalog(None);
-        let by_key: HashMap<(String, String), &Arc<OAuthClient>> =
-            clients.iter().map(|c| ((c.namespace().unwrap_or_default(), c.name_any()), c)).collect();
+        let by_key: HashMap<(String, String), &Arc<OAuthClient>> = clients
+            .iter()
+            .map(|c| ((c.namespace().unwrap_or_default(), c.name_any()), c))
+            .collect();
         let mut key_sets = Vec::new();
         for sk in self.signing_keys.state() {
-            if sk.namespace().as_deref() != Some(kauth_namespace) || validate_signing_key(&sk.spec).is_err() {
+            if sk.namespace().as_deref() != Some(kauth_namespace)
+                || validate_signing_key(&sk.spec).is_err()
+            {
                 continue;
             }
             let Some(uid) = sk.uid() else { continue };
-            if let Some(secret) = self.secret(kauth_namespace, &secrets::key_set_secret_name(&sk.name_any()))
-                && secrets::owned_by(&secret, &uid)
+            if let Some(secret) = self.secret(
+                kauth_namespace,
+                &secrets::key_set_secret_name(&sk.name_any()),
+            ) && secrets::owned_by(&secret, &uid)
                 && let Some(keys) = secrets::key_set(&secret)
             {
                 key_sets.push(keys);
@@ -125,21 +192,38 @@ impl Cache {
         }
         Snapshot::build(
             &catalog,
-            |v| by_key.get(&(v.key.namespace.clone(), v.key.name.clone())).map(|c| c.spec.audiences.clone()).unwrap_or_default(),
+            |v| {
+                by_key
+                    .get(&(v.key.namespace.clone(), v.key.name.clone()))
+                    .map(|c| c.spec.audiences.clone())
+                    .unwrap_or_default()
+            },
             |v, settings| {
                 let client = by_key.get(&(v.key.namespace.clone(), v.key.name.clone()))?;
                 let secret = self.secret(&v.key.namespace, settings.secret.secret_name())?;
                 match &settings.secret {
                     SecretSource::Generated { .. } => {
                         // Only a Secret this very client owns counts: a look-alike is ignored.
-                        (secrets::owned_by(&secret, &client.uid()?) && secrets::labelled(&secret, secrets::GENERATED))
-                            .then(|| secrets::credential_state(&secret))
-                            .flatten()
-                            .map(|s| s.verifier())
+                        (secrets::owned_by(&secret, &client.uid()?)
+                            && secrets::labelled(&secret, secrets::GENERATED))
+                        .then(|| secrets::credential_state(&secret))
+                        .flatten()
+                        .map(|s| s.verifier())
                     }
                     SecretSource::Existing(existing) => {
-                        let value = secrets::labelled(&secret, secrets::EXTERNAL).then(|| secrets::external_secret_value(&secret, &existing.key)).flatten()?;
-                        Some(crate::credentials::CredentialState { secret: value.to_string(), version: 1, rotated_at: k8s_openapi::jiff::Timestamp::now(), trigger: None, previous: None }.verifier())
+                        let value = secrets::labelled(&secret, secrets::EXTERNAL)
+                            .then(|| secrets::external_secret_value(&secret, &existing.key))
+                            .flatten()?;
+                        Some(
+                            crate::credentials::CredentialState {
+                                secret: value.to_string(),
+                                version: 1,
+                                rotated_at: k8s_openapi::jiff::Timestamp::now(),
+                                trigger: None,
+                                previous: None,
+                            }
+                            .verifier(),
+                        )
                     }
                 }
             },
@@ -150,11 +234,19 @@ impl Cache {
 
 /// Rebuilds and publishes the snapshot after every change (coalesced over 20 ms), once the
 /// caches have synced. Never returns.
-pub async fn run_registry(cache: Cache, changed: Arc<Notify>, registry: Registry, kauth_namespace: String, metrics: Arc<Metrics>) {
+pub async fn run_registry(
+    cache: Cache,
+    changed: Arc<Notify>,
+    registry: Registry,
+    kauth_namespace: String,
+    metrics: Arc<Metrics>,
+) {
     cache.synced().await;
     loop {
         let snapshot = cache.snapshot(&kauth_namespace);
-        metrics.registered_clients.set(snapshot.clients.len() as i64);
+        metrics
+            .registered_clients
+            .set(snapshot.clients.len() as i64);
         registry.publish(snapshot);
         changed.notified().await;
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -29,7 +29,14 @@ struct SecretOutcome {
 
 impl SecretOutcome {
     fn failed(reason: &'static str, message: String) -> Self {
-        Self { ready: false, reason, message, version: None, rotated_at: None, recheck_at: None }
+        Self {
+            ready: false,
+            reason,
+            message,
+            version: None,
+            rotated_at: None,
+            recheck_at: None,
+        }
     }
 }
 
@@ -40,11 +47,21 @@ async fn generated_secret(
     settings: &ClientSettings,
     now: Timestamp,
 ) -> Result<SecretOutcome, Error> {
-    let SecretSource::Generated { name, keys, rotation } = &settings.secret else { unreachable!("called for generated secrets") };
+    let SecretSource::Generated {
+        name,
+        keys,
+        rotation,
+    } = &settings.secret
+    else {
+        unreachable!("called for generated secrets")
+    };
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(owner) = secrets::owner_reference(obj) else {
-        return Ok(SecretOutcome::failed("Pending", "the OAuthClient has no uid yet".into()));
+        return Ok(SecretOutcome::failed(
+            "Pending",
+            "the OAuthClient has no uid yet".into(),
+        ));
     };
     let token_endpoint = ctx.issuer.endpoint("/token");
     let layout = CredentialsSecret {
@@ -63,7 +80,9 @@ async fn generated_secret(
     {
         return Ok(SecretOutcome::failed(
             "SecretConflict",
-            format!("Secret {name} exists and was not created by kauth for this client; kauth leaves it alone (set spec.secret.name to another name)"),
+            format!(
+                "Secret {name} exists and was not created by kauth for this client; kauth leaves it alone (set spec.secret.name to another name)"
+            ),
         ));
     }
     let current = existing.as_ref().and_then(secrets::credential_state);
@@ -81,12 +100,20 @@ async fn generated_secret(
                     api.create(&PostParams::default(), &secret).await?;
                 }
             }
-            ctx.event(obj, false, "SecretCreated", format!("generated credentials in Secret {name}")).await;
+            ctx.event(
+                obj,
+                false,
+                "SecretCreated",
+                format!("generated credentials in Secret {name}"),
+            )
+            .await;
             state
         }
         SecretPlan::Rotate { state, reason } => {
             let mut secret = layout.build(&state);
-            secret.metadata.resource_version = existing.as_ref().and_then(|s| s.metadata.resource_version.clone());
+            secret.metadata.resource_version = existing
+                .as_ref()
+                .and_then(|s| s.metadata.resource_version.clone());
             api.replace(name, &PostParams::default(), &secret).await?;
             let why = match reason {
                 RotationReason::Trigger => "spec.secret.rotation.trigger changed",
@@ -122,24 +149,49 @@ async fn generated_secret(
         message: format!("credentials are in Secret {name}"),
         version: Some(state.version),
         rotated_at: Some(state.rotated_at),
-        recheck_at: rotation.every.map(|every| state.rotated_at + k8s_openapi::jiff::SignedDuration::try_from(every).unwrap_or_default()),
+        recheck_at: rotation.every.map(|every| {
+            state.rotated_at
+                + k8s_openapi::jiff::SignedDuration::try_from(every).unwrap_or_default()
+        }),
     })
 }
 
-async fn existing_secret(ctx: &Context, obj: &OAuthClient, settings: &ClientSettings) -> Result<SecretOutcome, Error> {
-    let SecretSource::Existing(existing) = &settings.secret else { unreachable!("called for existing secrets") };
+async fn existing_secret(
+    ctx: &Context,
+    obj: &OAuthClient,
+    settings: &ClientSettings,
+) -> Result<SecretOutcome, Error> {
+    let SecretSource::Existing(existing) = &settings.secret else {
+        unreachable!("called for existing secrets")
+    };
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let outcome = match api.get_opt(&existing.name).await? {
-        None => SecretOutcome::failed("ExistingSecretNotFound", format!("spec.existingSecret: Secret {} does not exist", existing.name)),
+        None => SecretOutcome::failed(
+            "ExistingSecretNotFound",
+            format!(
+                "spec.existingSecret: Secret {} does not exist",
+                existing.name
+            ),
+        ),
         Some(s) if !secrets::labelled(&s, secrets::EXTERNAL) => SecretOutcome::failed(
             "ExistingSecretNotLabelled",
-            format!("spec.existingSecret: label Secret {} with {}={} so kauth may read it", existing.name, secrets::CREDENTIALS_LABEL, secrets::EXTERNAL),
+            format!(
+                "spec.existingSecret: label Secret {} with {}={} so kauth may read it",
+                existing.name,
+                secrets::CREDENTIALS_LABEL,
+                secrets::EXTERNAL
+            ),
         ),
-        Some(s) if secrets::external_secret_value(&s, &existing.key).is_none() => SecretOutcome::failed(
-            "ExistingSecretKeyMissing",
-            format!("spec.existingSecret.key: Secret {} has no non-empty key {}", existing.name, existing.key),
-        ),
+        Some(s) if secrets::external_secret_value(&s, &existing.key).is_none() => {
+            SecretOutcome::failed(
+                "ExistingSecretKeyMissing",
+                format!(
+                    "spec.existingSecret.key: Secret {} has no non-empty key {}",
+                    existing.name, existing.key
+                ),
+            )
+        }
         Some(_) => SecretOutcome {
             ready: true,
             reason: "SecretReady",
@@ -165,45 +217,116 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
         .expect("the reconciled object is part of its own catalog");
     let generation = obj.metadata.generation;
     let old = obj.status.clone().unwrap_or_default();
-    let mut status = OAuthClientStatus { conditions: old.conditions.clone(), ..Default::default() };
+    let mut status = OAuthClientStatus {
+        conditions: old.conditions.clone(),
+        ..Default::default()
+    };
     status.observed_generation = generation;
     let mut recheck = None;
 
     let ready = match (&verdict.settings, &verdict.id_conflict) {
         (Err(errors), _) => {
             let msg = describe(errors);
-            set_condition(&mut status.conditions, "SecretReady", false, "InvalidSpec", "fix the spec first", generation, now);
-            set_condition(&mut status.conditions, "Ready", false, "InvalidSpec", msg, generation, now);
+            set_condition(
+                &mut status.conditions,
+                "SecretReady",
+                false,
+                "InvalidSpec",
+                "fix the spec first",
+                generation,
+                now,
+            );
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "InvalidSpec",
+                msg,
+                generation,
+                now,
+            );
             false
         }
         (Ok(settings), Some(owner)) => {
             status.secret_name = Some(settings.secret.secret_name().to_string());
-            let msg = format!("spec.clientId '{}' is already used by OAuthClient {owner}", verdict.client_id);
-            set_condition(&mut status.conditions, "SecretReady", false, "ClientIdConflict", "no credentials for a conflicting client id", generation, now);
-            set_condition(&mut status.conditions, "Ready", false, "ClientIdConflict", msg, generation, now);
+            let msg = format!(
+                "spec.clientId '{}' is already used by OAuthClient {owner}",
+                verdict.client_id
+            );
+            set_condition(
+                &mut status.conditions,
+                "SecretReady",
+                false,
+                "ClientIdConflict",
+                "no credentials for a conflicting client id",
+                generation,
+                now,
+            );
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "ClientIdConflict",
+                msg,
+                generation,
+                now,
+            );
             false
         }
         (Ok(settings), None) => {
             status.client_id = Some(verdict.client_id.clone());
             status.secret_name = Some(settings.secret.secret_name().to_string());
             let outcome = match &settings.secret {
-                SecretSource::Generated { .. } => generated_secret(&ctx, &obj, &verdict.client_id, settings, now).await?,
+                SecretSource::Generated { .. } => {
+                    generated_secret(&ctx, &obj, &verdict.client_id, settings, now).await?
+                }
                 SecretSource::Existing(_) => existing_secret(&ctx, &obj, settings).await?,
             };
             status.secret_version = outcome.version;
-            status.secret_rotated_at = outcome.rotated_at.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
+            // metav1.Time keeps whole seconds: truncate so an unchanged status compares equal.
+            status.secret_rotated_at = outcome
+                .rotated_at
+                .and_then(|t| Timestamp::from_second(t.as_second()).ok())
+                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
             recheck = outcome.recheck_at;
-            set_condition(&mut status.conditions, "SecretReady", outcome.ready, outcome.reason, outcome.message.clone(), generation, now);
+            set_condition(
+                &mut status.conditions,
+                "SecretReady",
+                outcome.ready,
+                outcome.reason,
+                outcome.message.clone(),
+                generation,
+                now,
+            );
             let granted = verdict.missing.is_empty();
             let ready = outcome.ready && granted;
             let (reason, message) = if !outcome.ready {
                 (outcome.reason, outcome.message)
             } else if !granted {
-                ("ScopeNotGranted", verdict.missing.iter().map(|m| m.reason.clone()).collect::<Vec<_>>().join("; "))
+                (
+                    "ScopeNotGranted",
+                    verdict
+                        .missing
+                        .iter()
+                        .map(|m| m.reason.clone())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
             } else {
-                ("Ready", format!("client id {} can get tokens", verdict.client_id))
+                (
+                    "Ready",
+                    format!("client id {} can get tokens", verdict.client_id),
+                )
             };
-            set_condition(&mut status.conditions, "Ready", ready, reason, message, generation, now);
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                ready,
+                reason,
+                message,
+                generation,
+                now,
+            );
             ready
         }
     };
@@ -211,13 +334,38 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
     let granted_msg = if verdict.missing.is_empty() {
         "every requested scope is granted".to_string()
     } else {
-        verdict.missing.iter().map(|m| m.reason.clone()).collect::<Vec<_>>().join("; ")
+        verdict
+            .missing
+            .iter()
+            .map(|m| m.reason.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
     };
-    set_condition(&mut status.conditions, "ScopesGranted", verdict.missing.is_empty(), if verdict.missing.is_empty() { "Granted" } else { "ScopeNotGranted" }, granted_msg, generation, now);
+    set_condition(
+        &mut status.conditions,
+        "ScopesGranted",
+        verdict.missing.is_empty(),
+        if verdict.missing.is_empty() {
+            "Granted"
+        } else {
+            "ScopeNotGranted"
+        },
+        granted_msg,
+        generation,
+        now,
+    );
 
     // Tell about changes of Ready (and its reason), not about every reconcile.
-    let before = old.conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
-    let after = status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+    let before = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+    let after = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
     if before != after
         && let Some((_, reason, message)) = &after
     {
@@ -225,7 +373,12 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
     }
     if status != old {
         let api: Api<OAuthClient> = Api::namespaced(ctx.client.clone(), &key.0);
-        api.patch_status(&key.1, &PatchParams::apply(MANAGER), &Patch::Merge(json!({ "status": status }))).await?;
+        api.patch_status(
+            &key.1,
+            &PatchParams::apply(MANAGER),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await?;
     }
     let requeue = recheck
         .and_then(|t| (t - now).try_into().ok())

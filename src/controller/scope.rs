@@ -22,25 +22,61 @@ pub async fn reconcile(obj: Arc<Scope>, ctx: Arc<Context>) -> Result<Action, Err
     let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
     let (catalog, _) = ctx.cache.catalog(None);
     // The cache may not have this object yet: requeue shortly rather than guess.
-    let Some((_, verdict)) = catalog.scopes.iter().find(|(k, _)| k.namespace == ns && k.name == name) else {
+    let Some((_, verdict)) = catalog
+        .scopes
+        .iter()
+        .find(|(k, _)| k.namespace == ns && k.name == name)
+    else {
         return Ok(Action::requeue(Duration::from_millis(200)));
     };
     let generation = obj.metadata.generation;
     let old = obj.status.clone().unwrap_or_default();
-    let mut status = ScopeStatus { observed_generation: generation, conditions: old.conditions.clone() };
-    let (accepted, reason, message) = match verdict {
-        ScopeVerdict::Accepted => (true, "Accepted", format!("'{}' is offered by this Scope", obj.spec.value)),
-        ScopeVerdict::Invalid(errors) => (false, "InvalidSpec", describe(errors)),
-        ScopeVerdict::Conflict { owner } => (false, "Conflict", format!("spec.value '{}' is already owned by Scope {owner}; this Scope is ignored", obj.spec.value)),
+    let mut status = ScopeStatus {
+        observed_generation: generation,
+        conditions: old.conditions.clone(),
     };
-    set_condition(&mut status.conditions, "Accepted", accepted, reason, message.clone(), generation, now);
+    let (accepted, reason, message) = match verdict {
+        ScopeVerdict::Accepted => (
+            true,
+            "Accepted",
+            format!("'{}' is offered by this Scope", obj.spec.value),
+        ),
+        ScopeVerdict::Invalid(errors) => (false, "InvalidSpec", describe(errors)),
+        ScopeVerdict::Conflict { owner } => (
+            false,
+            "Conflict",
+            format!(
+                "spec.value '{}' is already owned by Scope {owner}; this Scope is ignored",
+                obj.spec.value
+            ),
+        ),
+    };
+    set_condition(
+        &mut status.conditions,
+        "Accepted",
+        accepted,
+        reason,
+        message.clone(),
+        generation,
+        now,
+    );
     if status != old {
-        let changed_reason = old.conditions.iter().find(|c| c.type_ == "Accepted").map(|c| c.reason.as_str()) != Some(reason);
+        let changed_reason = old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Accepted")
+            .map(|c| c.reason.as_str())
+            != Some(reason);
         if changed_reason {
             ctx.event(&*obj, !accepted, reason, message).await;
         }
         let api: Api<Scope> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({ "status": status }))).await?;
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await?;
     }
     Ok(Action::requeue(Duration::from_secs(3600)))
 }

@@ -9,8 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 
-use crate::credentials::{CredentialState, PreviousSecret};
 use crate::crd::SecretKeys;
+use crate::credentials::{CredentialState, PreviousSecret};
 use crate::keys::KeySet;
 
 /// Label on every Secret kauth reads; its value says what the Secret holds.
@@ -56,11 +56,20 @@ pub fn owned_by(secret: &Secret, uid: &str) -> bool {
 
 /// True when the Secret carries kauth's label with `value`.
 pub fn labelled(secret: &Secret, value: &str) -> bool {
-    secret.metadata.labels.as_ref().and_then(|l| l.get(CREDENTIALS_LABEL)).is_some_and(|v| v == value)
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(CREDENTIALS_LABEL))
+        .is_some_and(|v| v == value)
 }
 
 fn data_str<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
-    secret.data.as_ref()?.get(key).and_then(|b| std::str::from_utf8(&b.0).ok())
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .and_then(|b| std::str::from_utf8(&b.0).ok())
 }
 
 /// Everything a credentials Secret holds besides the secret itself.
@@ -112,7 +121,10 @@ impl CredentialsSecret<'_> {
                 name: Some(self.name.to_string()),
                 namespace: Some(self.namespace.to_string()),
                 labels: Some(BTreeMap::from([
-                    ("app.kubernetes.io/managed-by".to_string(), "kauth".to_string()),
+                    (
+                        "app.kubernetes.io/managed-by".to_string(),
+                        "kauth".to_string(),
+                    ),
                     (CREDENTIALS_LABEL.to_string(), GENERATED.to_string()),
                     ("kauth.dev/client".to_string(), self.client_name.to_string()),
                 ])),
@@ -138,7 +150,10 @@ pub fn credential_state(secret: &Secret) -> Option<CredentialState> {
     let a = secret.metadata.annotations.as_ref()?;
     let secret_value = data_str(secret, a.get(A_SECRET_KEY)?)?;
     let previous = match (a.get(A_PREVIOUS), a.get(A_PREVIOUS_UNTIL)) {
-        (Some(sha256), Some(until)) => Some(PreviousSecret { sha256: sha256.clone(), valid_until: until.parse::<Timestamp>().ok()? }),
+        (Some(sha256), Some(until)) => Some(PreviousSecret {
+            sha256: sha256.clone(),
+            valid_until: until.parse::<Timestamp>().ok()?,
+        }),
         _ => None,
     };
     Some(CredentialState {
@@ -152,7 +167,9 @@ pub fn credential_state(secret: &Secret) -> Option<CredentialState> {
 
 /// Reads a user-managed secret value.
 pub fn external_secret_value<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
-    data_str(secret, key).map(|s| s.trim_end_matches(['\n', '\r'])).filter(|s| !s.is_empty())
+    data_str(secret, key)
+        .map(|s| s.trim_end_matches(['\n', '\r']))
+        .filter(|s| !s.is_empty())
 }
 
 /// The Secret holding a SigningKey's key set.
@@ -163,7 +180,10 @@ pub fn key_set_secret(name: &str, namespace: &str, owner: OwnerReference, keys: 
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
             labels: Some(BTreeMap::from([
-                ("app.kubernetes.io/managed-by".to_string(), "kauth".to_string()),
+                (
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "kauth".to_string(),
+                ),
                 (CREDENTIALS_LABEL.to_string(), SIGNING_KEYS.to_string()),
             ])),
             owner_references: Some(vec![owner]),

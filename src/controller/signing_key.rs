@@ -14,14 +14,27 @@ use serde_json::json;
 
 use super::secrets;
 use super::{Context, Error, MANAGER};
-use crate::crd::{KeyAlgorithm, KeyRotation, PublishedKey, SigningKey, SigningKeySpec, SigningKeyStatus, set_condition};
+use crate::crd::{
+    KeyAlgorithm, KeyRotation, PublishedKey, SigningKey, SigningKeySpec, SigningKeyStatus,
+    set_condition,
+};
 use crate::keys::{KeyChange, KeySet, KeyState, plan_keys};
 use crate::validation::describe;
 
-async fn write_status(ctx: &Context, obj: &SigningKey, status: &SigningKeyStatus) -> Result<(), Error> {
+async fn write_status(
+    ctx: &Context,
+    obj: &SigningKey,
+    status: &SigningKeyStatus,
+) -> Result<(), Error> {
     if obj.status.as_ref() != Some(status) {
-        let api: Api<SigningKey> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-        api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER), &Patch::Merge(json!({ "status": status }))).await?;
+        let api: Api<SigningKey> =
+            Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+        api.patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(MANAGER),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -32,11 +45,26 @@ pub async fn reconcile(obj: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action
     let now = Timestamp::now();
     let generation = obj.metadata.generation;
     let old = obj.status.clone().unwrap_or_default();
-    let mut status = SigningKeyStatus { observed_generation: generation, conditions: old.conditions.clone(), ..Default::default() };
+    let mut status = SigningKeyStatus {
+        observed_generation: generation,
+        conditions: old.conditions.clone(),
+        ..Default::default()
+    };
     let ns = obj.namespace().unwrap_or_default();
     if ns != ctx.namespace {
-        let msg = format!("SigningKeys are only read in kauth's namespace '{}'", ctx.namespace);
-        set_condition(&mut status.conditions, "Ready", false, "WrongNamespace", msg, generation, now);
+        let msg = format!(
+            "SigningKeys are only read in kauth's namespace '{}'",
+            ctx.namespace
+        );
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            false,
+            "WrongNamespace",
+            msg,
+            generation,
+            now,
+        );
         write_status(&ctx, &obj, &status).await?;
         return Ok(Action::await_change());
     }
@@ -44,34 +72,62 @@ pub async fn reconcile(obj: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action
         Ok(v) => v,
         Err(errors) => {
             let msg = describe(&errors);
-            if old.conditions.iter().all(|c| c.reason != "InvalidSpec" || c.message != msg) {
+            if old
+                .conditions
+                .iter()
+                .all(|c| c.reason != "InvalidSpec" || c.message != msg)
+            {
                 ctx.event(&*obj, true, "InvalidSpec", msg.clone()).await;
             }
-            set_condition(&mut status.conditions, "Ready", false, "InvalidSpec", msg, generation, now);
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "InvalidSpec",
+                msg,
+                generation,
+                now,
+            );
             write_status(&ctx, &obj, &status).await?;
             return Ok(Action::await_change());
         }
     };
-    let Some(owner) = secrets::owner_reference(&*obj) else { return Ok(Action::requeue(Duration::from_secs(1))) };
+    let Some(owner) = secrets::owner_reference(&*obj) else {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
     let secret_name = secrets::key_set_secret_name(&obj.name_any());
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = api.get_opt(&secret_name).await?;
     if let Some(existing) = &existing
         && !secrets::owned_by(existing, &owner.uid)
     {
-        let msg = format!("Secret {secret_name} exists and was not created by kauth for this SigningKey; kauth leaves it alone");
-        set_condition(&mut status.conditions, "Ready", false, "SecretConflict", msg, generation, now);
+        let msg = format!(
+            "Secret {secret_name} exists and was not created by kauth for this SigningKey; kauth leaves it alone"
+        );
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            false,
+            "SecretConflict",
+            msg,
+            generation,
+            now,
+        );
         write_status(&ctx, &obj, &status).await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
-    let current: KeySet = existing.as_ref().and_then(secrets::key_set).unwrap_or_default();
+    let current: KeySet = existing
+        .as_ref()
+        .and_then(secrets::key_set)
+        .unwrap_or_default();
     let plan = plan_keys(alg, &schedule, &current, now)?;
     if plan.keys != current {
         let mut secret = secrets::key_set_secret(&secret_name, &ns, owner, &plan.keys);
         match &existing {
             Some(old) => {
                 secret.metadata.resource_version = old.metadata.resource_version.clone();
-                api.replace(&secret_name, &PostParams::default(), &secret).await?;
+                api.replace(&secret_name, &PostParams::default(), &secret)
+                    .await?;
             }
             None => {
                 api.create(&PostParams::default(), &secret).await?;
@@ -80,7 +136,13 @@ pub async fn reconcile(obj: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action
     }
     for change in &plan.changes {
         let (reason, note) = match change {
-            KeyChange::Generated { kid, activates_at } => ("KeyGenerated", format!("generated {} key {kid}; it signs from {activates_at}", alg.as_str())),
+            KeyChange::Generated { kid, activates_at } => (
+                "KeyGenerated",
+                format!(
+                    "generated {} key {kid}; it signs from {activates_at}",
+                    alg.as_str()
+                ),
+            ),
             KeyChange::Removed { kid } => ("KeyRemoved", format!("key {kid} left the JWKS")),
         };
         ctx.event(&*obj, false, reason, note).await;
@@ -101,27 +163,59 @@ pub async fn reconcile(obj: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action
             })
         })
         .collect();
-    status.active_kid = plan.keys.keys.iter().filter(|k| k.state(now) == KeyState::Active).max_by_key(|k| k.activates_at).map(|k| k.kid.clone());
+    status.active_kid = plan
+        .keys
+        .keys
+        .iter()
+        .filter(|k| k.state(now) == KeyState::Active)
+        .max_by_key(|k| k.activates_at)
+        .map(|k| k.kid.clone());
     status.next_rotation_step = plan.next_step.map(Time);
     let active = status.active_kid.clone().unwrap_or_default();
-    set_condition(&mut status.conditions, "Ready", true, "KeyActive", format!("key {active} signs"), generation, now);
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        true,
+        "KeyActive",
+        format!("key {active} signs"),
+        generation,
+        now,
+    );
     write_status(&ctx, &obj, &status).await?;
-    let wait = plan.next_step.and_then(|t| Duration::try_from(t - now).ok()).unwrap_or(Duration::from_secs(3600));
-    Ok(Action::requeue(wait.clamp(Duration::from_secs(1), Duration::from_secs(3600))))
+    let wait = plan
+        .next_step
+        .and_then(|t| Duration::try_from(t - now).ok())
+        .unwrap_or(Duration::from_secs(3600));
+    Ok(Action::requeue(
+        wait.clamp(Duration::from_secs(1), Duration::from_secs(3600)),
+    ))
 }
 
 /// Creates `default` (ES256, 30-day rotation) in kauth's namespace when no SigningKey exists,
 /// so a fresh install can sign at once.
 pub async fn ensure_default_signing_key(ctx: &Context) -> Result<(), Error> {
     let api: Api<SigningKey> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    if !api.list_metadata(&ListParams::default().limit(1)).await?.items.is_empty() {
+    if !api
+        .list_metadata(&ListParams::default().limit(1))
+        .await?
+        .items
+        .is_empty()
+    {
         return Ok(());
     }
     let key = SigningKey {
-        metadata: ObjectMeta { name: Some("default".into()), namespace: Some(ctx.namespace.clone()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("default".into()),
+            namespace: Some(ctx.namespace.clone()),
+            ..Default::default()
+        },
         spec: SigningKeySpec {
             algorithm: KeyAlgorithm::ES256,
-            rotation: Some(KeyRotation { every: "720h".into(), publish_ahead: None, retain_after: None }),
+            rotation: Some(KeyRotation {
+                every: "720h".into(),
+                publish_ahead: None,
+                retain_after: None,
+            }),
         },
         status: None,
     };
