@@ -120,7 +120,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             metrics,
         };
         let sd = shutdown.clone();
-        Some(axum::serve(listener, router(state)).with_graceful_shutdown(async move { sd.await }))
+        Some(axum::serve(listener, router(state)).with_graceful_shutdown(sd))
     } else {
         None
     };
