@@ -40,3 +40,22 @@ run "client_credentials (ES256) via /token" "$url/token" "grant_type=client_cred
 run "introspection via /introspect" "$url/introspect" "token=$token"
 AUTH="" run "ceiling: bare endpoint that only signs the same JWT" "$ceiling/sign" "x=1"
 echo "provider RSS after load: $(ps -o rss= -p "${pids[0]}") KiB"
+
+# Memory with 10,000 clients: one Scope granted everywhere, 10,000 OAuthClients requesting it.
+many="$work/many"
+mkdir -p "$many"
+{
+  printf 'apiVersion: kauth.dev/v1alpha1\nkind: Scope\nmetadata: {name: s, namespace: api}\nspec: {value: api.read, audience: "https://api.example.com", grantedTo: {namespaces: ["*"]}}\n'
+  for i in $(seq 1 10000); do
+    printf -- '---\napiVersion: kauth.dev/v1alpha1\nkind: OAuthClient\nmetadata: {name: c%d, namespace: team%d}\nspec: {scopes: [api.read]}\n' "$i" "$((i % 100))"
+  done
+} >"$many/clients.yaml"
+start=$(date +%s%N)
+./target/release/kauth standalone --manifests "$many" --state-dir "$work/many-state" --port 0 >"$work/many-out" 2>"$work/many-log" &
+pids+=($!)
+for _ in $(seq 1 1200); do grep -q "Get a token" "$work/many-out" 2>/dev/null && break; sleep 0.05; done
+grep -q "Get a token" "$work/many-out" || { echo "10,000 clients: not ready in 60 s"; grep problem "$work/many-out" | head -3; exit 1; }
+many_url=$(head -1 "$work/many-out" | sed 's/.*issuer \([^ ]*\).*/\1/')
+until curl -sf "$many_url/readyz" >/dev/null; do sleep 0.01; done
+echo "10,000 clients: first start (generating 10,000 secrets) to ready: $(( ($(date +%s%N) - start) / 1000000 )) ms"
+echo "10,000 clients: provider RSS: $(ps -o rss= -p "${pids[-1]}") KiB"

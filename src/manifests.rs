@@ -114,6 +114,13 @@ impl Manifests {
         // YAML 1.2 booleans only: a namespace called `n` or `on` stays a string.
         let mut options = serde_saphyr::Options::default();
         options.strict_booleans = true;
+        // The default budget (1,024 documents) guards untrusted input; a platform's own
+        // manifest folder may hold thousands of resources in one file.
+        let mut budget = serde_saphyr::Budget::default();
+        budget.max_documents = 1_000_000;
+        budget.max_nodes = 100_000_000;
+        budget.max_events = 1_000_000_000;
+        options.budget = Some(budget);
         let docs: Vec<Value> = match serde_saphyr::from_multiple_with_options(text, options) {
             Ok(docs) => docs,
             Err(e) => {
@@ -266,6 +273,18 @@ metadata: {name: w}
             "{msg}"
         );
         assert!(m.errors[1].message.contains("'Widget'"));
+    }
+
+    #[test]
+    fn thousands_of_documents_in_one_file_load() {
+        let doc = "apiVersion: kauth.dev/v1alpha1\nkind: Scope\nmetadata: {name: s, namespace: n}\nspec: {value: x}\n";
+        let text: String = (0..3000)
+            .map(|i| format!("---\n{}", doc.replace("name: s", &format!("name: s{i}"))))
+            .collect();
+        let mut m = Manifests::default();
+        m.add_text(Path::new("many.yaml"), &text);
+        assert!(m.errors.is_empty(), "{:?}", m.errors.first());
+        assert_eq!(m.scopes.len(), 3000);
     }
 
     #[test]

@@ -113,12 +113,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             .await
             .map_err(|e| RunError(format!("cannot listen on {}: {e}", cfg.listen)))?;
         tracing::info!(address = %cfg.listen, issuer = %cfg.issuer.url, "provider listening");
-        let state = ProviderState {
-            registry,
-            issuer,
-            revocations,
-            metrics,
-        };
+        let state = ProviderState::new(registry, cfg.issuer.clone(), revocations, metrics);
         let sd = shutdown.clone();
         Some(axum::serve(listener, router(state)).with_graceful_shutdown(sd))
     } else {

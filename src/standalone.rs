@@ -556,12 +556,12 @@ pub async fn run(
     let mut next_step = first.next_step;
     registry.publish(first.snapshot);
 
-    let state = ProviderState {
-        registry: registry.clone(),
-        issuer: Arc::new(cfg.issuer.clone()),
-        revocations: revocations.clone(),
-        metrics: metrics.clone(),
-    };
+    let state = ProviderState::new(
+        registry.clone(),
+        cfg.issuer.clone(),
+        revocations.clone(),
+        metrics.clone(),
+    );
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(async {
         let _ = tokio::signal::ctrl_c().await;
     });

@@ -1,6 +1,9 @@
 //! RFC 9068 JWT access tokens: the claims, signing, and verification against the key ring.
 
-use aws_lc_rs::rand;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use aws_lc_rs::{digest, rand};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Header, Validation};
@@ -103,6 +106,15 @@ pub fn verify(
     token: &str,
     now: Timestamp,
 ) -> Option<AccessTokenClaims> {
+    verify_with_kid(keys, issuer, token, now).map(|(_, claims)| claims)
+}
+
+fn verify_with_kid(
+    keys: &KeyRing,
+    issuer: &str,
+    token: &str,
+    now: Timestamp,
+) -> Option<(String, AccessTokenClaims)> {
     let header = jsonwebtoken::decode_header(token).ok()?;
     if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
         return None;
@@ -120,7 +132,55 @@ pub fn verify(
     let claims = jsonwebtoken::decode::<AccessTokenClaims>(token, &key.decoding, &validation)
         .ok()?
         .claims;
-    (claims.exp > now.as_second()).then_some(claims)
+    (claims.exp > now.as_second()).then(|| (key.kid.clone(), claims))
+}
+
+/// SHA-256 of a token's compact serialisation.
+type TokenDigest = [u8; 32];
+
+/// The kid that verified a token, and its claims.
+type Verified = (String, Arc<AccessTokenClaims>);
+
+/// Most tokens remembered by [`VerifiedTokens`]; past it, expired entries go, then all.
+const VERIFIED_CAPACITY: usize = 50_000;
+
+/// Claims of tokens whose signature already verified. A resource server introspects the same
+/// token many times over its life; a repeat then costs a SHA-256 instead of an ECDSA
+/// verification. Expiry and the signing key's publication are still checked on every use.
+#[derive(Clone, Default)]
+pub struct VerifiedTokens {
+    seen: Arc<RwLock<HashMap<TokenDigest, Verified>>>,
+}
+
+impl VerifiedTokens {
+    /// Like [`verify`], remembering the result.
+    pub fn verify(
+        &self,
+        keys: &KeyRing,
+        issuer: &str,
+        token: &str,
+        now: Timestamp,
+    ) -> Option<Arc<AccessTokenClaims>> {
+        let id: TokenDigest = digest::digest(&digest::SHA256, token.as_bytes())
+            .as_ref()
+            .try_into()
+            .expect("32 bytes");
+        if let Some((kid, claims)) = self.seen.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            let live = claims.exp > now.as_second() && keys.verifier(kid, now).is_some();
+            return live.then(|| claims.clone());
+        }
+        let (kid, claims) = verify_with_kid(keys, issuer, token, now)?;
+        let claims = Arc::new(claims);
+        let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= VERIFIED_CAPACITY {
+            seen.retain(|_, (_, c)| c.exp > now.as_second());
+            if seen.len() >= VERIFIED_CAPACITY {
+                seen.clear();
+            }
+        }
+        seen.insert(id, (kid, claims.clone()));
+        Some(claims)
+    }
 }
 
 #[cfg(test)]
@@ -205,6 +265,42 @@ mod tests {
             )
             .is_none(),
             "alg confusion"
+        );
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire_and_follow_key_removal() {
+        let keys = ring(KeyAlgorithm::ES256);
+        let cache = VerifiedTokens::default();
+        let token = sign(&keys, &claims(100), at(10)).unwrap();
+        assert!(
+            cache
+                .verify(&keys, "https://auth", &token, at(50))
+                .is_some()
+        );
+        assert!(
+            cache
+                .verify(&keys, "https://auth", &token, at(60))
+                .is_some(),
+            "served from the cache"
+        );
+        assert!(
+            cache
+                .verify(&keys, "https://auth", &token, at(100))
+                .is_none(),
+            "expiry is checked on hits"
+        );
+        let other = ring(KeyAlgorithm::ES256);
+        assert!(
+            cache
+                .verify(&other, "https://auth", &token, at(60))
+                .is_none(),
+            "its key must still be published"
+        );
+        assert!(
+            cache
+                .verify(&keys, "https://auth", "not-a-token", at(60))
+                .is_none()
         );
     }
 

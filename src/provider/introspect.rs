@@ -33,8 +33,10 @@ fn active_claims(
     snapshot: &Snapshot,
     token: &str,
     now: Timestamp,
-) -> Option<AccessTokenClaims> {
-    let claims = verify(&snapshot.keys, &state.issuer.url, token, now)?;
+) -> Option<std::sync::Arc<AccessTokenClaims>> {
+    let claims = state
+        .verified
+        .verify(&snapshot.keys, &state.issuer.url, token, now)?;
     (!state.revocations.is_revoked(&claims.jti) && snapshot.clients.contains_key(&claims.client_id))
         .then_some(claims)
 }

@@ -21,6 +21,7 @@ use axum::routing::{any, get};
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 use crate::registry::Registry;
 use crate::revocation::RevocationList;
+use crate::tokens::VerifiedTokens;
 
 /// The issuer URL and the endpoint URLs derived from it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +77,26 @@ pub struct ProviderState {
     pub revocations: RevocationList,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Tokens whose signatures already verified.
+    pub verified: VerifiedTokens,
+}
+
+impl ProviderState {
+    /// State for a provider serving `registry` as `issuer`.
+    pub fn new(
+        registry: Registry,
+        issuer: Issuer,
+        revocations: RevocationList,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            registry,
+            issuer: Arc::new(issuer),
+            revocations,
+            metrics,
+            verified: VerifiedTokens::default(),
+        }
+    }
 }
 
 /// The provider's router: OAuth endpoints under the issuer's path, operations at the root.

@@ -90,12 +90,12 @@ impl TestProvider {
         )
         .unwrap();
         let registry = Registry::new();
-        let state = ProviderState {
-            registry: registry.clone(),
-            issuer: Arc::new(cfg.issuer.clone()),
-            revocations: revocations.clone(),
-            metrics: Arc::new(Metrics::new()),
-        };
+        let state = ProviderState::new(
+            registry.clone(),
+            cfg.issuer.clone(),
+            revocations.clone(),
+            Arc::new(Metrics::new()),
+        );
         tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
         let provider = Self {
             dir,
