@@ -204,12 +204,10 @@ impl Catalog {
                         scope: value.clone(),
                         reason: format!("no accepted Scope offers '{value}'"),
                     }),
-                    Some((spec, owner_ns)) if grants(spec, owner_ns, &key) => {
-                        granted.push(GrantedScope {
-                            value: value.clone(),
-                            audience: spec.audience.clone(),
-                        })
-                    }
+                    Some((spec, owner_ns)) if grants(spec, owner_ns, &key) => granted.push(GrantedScope {
+                        value: value.clone(),
+                        audience: spec.audience.clone(),
+                    }),
                     Some((_, _)) => {
                         let owner = &catalog.scope_values[value.as_str()].owner;
                         missing.push(MissingGrant {
@@ -319,16 +317,8 @@ mod tests {
             "Scope orders/write does not grant 'orders.write' to namespace shop (add it to spec.grantedTo)"
         );
         assert_eq!(shop.missing[1].reason, "no accepted Scope offers 'nope'");
-        assert_eq!(
-            cat.clients[1].granted.len(),
-            1,
-            "granted to one client by name"
-        );
-        assert_eq!(
-            cat.clients[2].granted.len(),
-            1,
-            "the owner namespace is always granted"
-        );
+        assert_eq!(cat.clients[1].granted.len(), 1, "granted to one client by name");
+        assert_eq!(cat.clients[2].granted.len(), 1, "the owner namespace is always granted");
     }
 
     #[test]
@@ -355,10 +345,7 @@ mod tests {
                 owner: ObjectKey::new("orders", "read")
             }
         );
-        assert_eq!(
-            cat.scope_values["orders.read"].owner,
-            ObjectKey::new("orders", "read")
-        );
+        assert_eq!(cat.scope_values["orders.read"].owner, ObjectKey::new("orders", "read"));
     }
 
     #[test]

@@ -148,11 +148,7 @@ pub enum RotationReason {
 
 /// Decides whether a generated secret must be created or rotated. It never re-randomises a
 /// secret for any other reason.
-pub fn plan_secret(
-    policy: &RotationPolicy,
-    current: Option<&CredentialState>,
-    now: Timestamp,
-) -> SecretPlan {
+pub fn plan_secret(policy: &RotationPolicy, current: Option<&CredentialState>, now: Timestamp) -> SecretPlan {
     let Some(current) = current else {
         return SecretPlan::Create(CredentialState::first(policy.trigger.clone(), now));
     };
@@ -164,17 +160,14 @@ pub fn plan_secret(
         };
     }
     if let Some(every) = policy.every {
-        let due =
-            current.rotated_at + SignedDuration::try_from(every).unwrap_or(SignedDuration::MAX);
+        let due = current.rotated_at + SignedDuration::try_from(every).unwrap_or(SignedDuration::MAX);
         if now >= due {
             return SecretPlan::Rotate {
                 state: current.rotated(current.trigger.clone(), policy.overlap, now),
                 reason: RotationReason::Schedule,
             };
         }
-        return SecretPlan::Keep {
-            recheck_at: Some(due),
-        };
+        return SecretPlan::Keep { recheck_at: Some(due) };
     }
     SecretPlan::Keep { recheck_at: None }
 }
@@ -201,10 +194,7 @@ mod tests {
         let b = generate_secret();
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
-        assert!(
-            a.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-        );
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
     }
 
     #[test]
@@ -237,10 +227,7 @@ mod tests {
 
         let v = state.verifier();
         assert!(v.verify(&state.secret, t(100)));
-        assert!(
-            v.verify(&first.secret, t(159)),
-            "old secret works inside the overlap"
-        );
+        assert!(v.verify(&first.secret, t(159)), "old secret works inside the overlap");
         assert!(!v.verify(&first.secret, t(160)), "and not after it");
         assert!(!v.verify("guess", t(101)));
     }

@@ -166,10 +166,7 @@ pub struct KeySet {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyChange {
     /// A key was generated and published; it signs from `activates_at`.
-    Generated {
-        kid: String,
-        activates_at: Timestamp,
-    },
+    Generated { kid: String, activates_at: Timestamp },
     /// A retired key left the JWKS.
     Removed { kid: String },
 }
@@ -326,8 +323,7 @@ impl KeyRing {
         for key in sets.into_iter().flat_map(|s| &s.keys) {
             let built = key.encoding_key().and_then(|enc| {
                 let jwk = public_jwk(&enc, key.algorithm)?;
-                let decoding = DecodingKey::from_jwk(&jwk)
-                    .map_err(|e| KeyError(format!("key {}: {e}", key.kid)))?;
+                let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| KeyError(format!("key {}: {e}", key.kid)))?;
                 Ok((enc, jwk, decoding))
             });
             match built {
@@ -396,11 +392,7 @@ mod tests {
 
     #[test]
     fn every_algorithm_generates_a_usable_key() {
-        for alg in [
-            KeyAlgorithm::ES256,
-            KeyAlgorithm::EdDSA,
-            KeyAlgorithm::RS256,
-        ] {
+        for alg in [KeyAlgorithm::ES256, KeyAlgorithm::EdDSA, KeyAlgorithm::RS256] {
             let key = generate_key(alg, t(0)).unwrap();
             assert_eq!(key.kid.len(), 43, "{alg:?} kid is a SHA-256 thumbprint");
             let (ring, errors) = KeyRing::from_sets([&KeySet {
@@ -410,9 +402,7 @@ mod tests {
             let signer = ring.signer(t(1)).unwrap();
             let mut header = jsonwebtoken::Header::new(signer.algorithm);
             header.kid = Some(signer.kid.clone());
-            let token =
-                jsonwebtoken::encode(&header, &serde_json::json!({"sub": "x"}), &signer.encoding)
-                    .unwrap();
+            let token = jsonwebtoken::encode(&header, &serde_json::json!({"sub": "x"}), &signer.encoding).unwrap();
             let verifier = ring.verifier(&key.kid, t(1)).unwrap();
             let mut v = jsonwebtoken::Validation::new(verifier.algorithm);
             v.required_spec_claims.clear();
@@ -423,23 +413,11 @@ mod tests {
 
     #[test]
     fn first_key_signs_at_once_and_never_rotates_without_schedule() {
-        let plan = plan_keys(
-            KeyAlgorithm::ES256,
-            &schedule(None),
-            &KeySet::default(),
-            t(0),
-        )
-        .unwrap();
+        let plan = plan_keys(KeyAlgorithm::ES256, &schedule(None), &KeySet::default(), t(0)).unwrap();
         assert_eq!(plan.keys.keys.len(), 1);
         assert_eq!(plan.keys.keys[0].state(t(0)), KeyState::Active);
         assert_eq!(plan.next_step, None);
-        let later = plan_keys(
-            KeyAlgorithm::ES256,
-            &schedule(None),
-            &plan.keys,
-            t(1_000_000),
-        )
-        .unwrap();
+        let later = plan_keys(KeyAlgorithm::ES256, &schedule(None), &plan.keys, t(1_000_000)).unwrap();
         assert!(later.changes.is_empty());
     }
 
@@ -471,15 +449,8 @@ mod tests {
             k2.kid,
             "new key signs from then on"
         );
-        assert_eq!(
-            ring.published(t(9 * 3600)).count(),
-            2,
-            "new key is published ahead"
-        );
-        assert!(
-            ring.verifier(&k1, t(12 * 3600 - 1)).is_some(),
-            "old key retained after"
-        );
+        assert_eq!(ring.published(t(9 * 3600)).count(), 2, "new key is published ahead");
+        assert!(ring.verifier(&k1, t(12 * 3600 - 1)).is_some(), "old key retained after");
         assert!(ring.verifier(&k1, t(12 * 3600)).is_none());
 
         let cleaned = plan_keys(KeyAlgorithm::ES256, &s, &ahead.keys, t(12 * 3600)).unwrap();
@@ -494,10 +465,7 @@ mod tests {
         let late = plan_keys(KeyAlgorithm::ES256, &s, &first.keys, t(20 * 3600)).unwrap();
         assert_eq!(late.keys.keys[1].activates_at, t(21 * 3600));
         let (ring, _) = KeyRing::from_sets([&late.keys]);
-        assert_eq!(
-            ring.signer(t(20 * 3600)).unwrap().kid,
-            first.keys.keys[0].kid
-        );
+        assert_eq!(ring.signer(t(20 * 3600)).unwrap().kid, first.keys.keys[0].kid);
     }
 
     #[test]

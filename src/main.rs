@@ -62,6 +62,12 @@ enum Command {
         /// Run only the controller.
         #[arg(long)]
         no_provider: bool,
+        /// Identity in the leader Lease (default: pod name, else host name and process id).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// How long the leader Lease holds without renewal, e.g. 15s.
+        #[arg(long, default_value = "15s", value_parser = kauth::validation::parse_duration)]
+        lease_duration: std::time::Duration,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
@@ -83,6 +89,8 @@ async fn main() -> ExitCode {
             state_dir,
             no_controller,
             no_provider,
+            identity,
+            lease_duration,
         } => {
             let issuer = match Issuer::parse(&issuer) {
                 Ok(i) => i,
@@ -98,6 +106,11 @@ async fn main() -> ExitCode {
                 state_dir,
                 controller: !no_controller,
                 provider: !no_provider,
+                identity: identity.unwrap_or_else(|| {
+                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                    format!("{}-{}", host.trim(), std::process::id())
+                }),
+                lease_duration,
             };
             match kauth::run::run(cfg).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -123,9 +136,7 @@ async fn main() -> ExitCode {
                 }
             };
             let cfg = StandaloneConfig {
-                manifests: manifests
-                    .map(ManifestSource::Dir)
-                    .unwrap_or(ManifestSource::Embedded),
+                manifests: manifests.map(ManifestSource::Dir).unwrap_or(ManifestSource::Embedded),
                 state_dir,
                 issuer,
                 kauth_namespace: namespace,

@@ -72,11 +72,7 @@ pub fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn typed<K: Resource + DeserializeOwned>(
-    value: Value,
-    kind: &str,
-    origin: &Origin,
-) -> Result<K, ManifestError> {
+fn typed<K: Resource + DeserializeOwned>(value: Value, kind: &str, origin: &Origin) -> Result<K, ManifestError> {
     let name = value
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -89,11 +85,7 @@ fn typed<K: Resource + DeserializeOwned>(
         .to_string();
     serde_path_to_error::deserialize::<_, K>(value).map_err(|e| ManifestError {
         origin: origin.clone(),
-        message: format!(
-            "{kind} {namespace}/{name}: field {}: {}",
-            e.path(),
-            e.inner()
-        ),
+        message: format!("{kind} {namespace}/{name}: field {}: {}", e.path(), e.inner()),
     })
 }
 
@@ -148,18 +140,12 @@ impl Manifests {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            let kind = doc
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+            let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
             if !api_version.starts_with("kauth.dev/") {
                 continue;
             }
             if api_version != "kauth.dev/v1alpha1" {
-                let message = format!(
-                    "{kind}: apiVersion {api_version} is not served; use kauth.dev/v1alpha1"
-                );
+                let message = format!("{kind}: apiVersion {api_version} is not served; use kauth.dev/v1alpha1");
                 self.errors.push(ManifestError { origin, message });
                 continue;
             }
@@ -170,17 +156,16 @@ impl Manifests {
                 meta.insert("namespace".into(), Value::String("default".into()));
             }
             let result = match kind.as_str() {
-                "OAuthClient" => typed::<OAuthClient>(doc, &kind, &origin)
-                    .map(|r| self.clients.push((origin.clone(), r))),
-                "Scope" => typed::<Scope>(doc, &kind, &origin)
-                    .map(|r| self.scopes.push((origin.clone(), r))),
-                "SigningKey" => typed::<SigningKey>(doc, &kind, &origin)
-                    .map(|r| self.signing_keys.push((origin.clone(), r))),
+                "OAuthClient" => {
+                    typed::<OAuthClient>(doc, &kind, &origin).map(|r| self.clients.push((origin.clone(), r)))
+                }
+                "Scope" => typed::<Scope>(doc, &kind, &origin).map(|r| self.scopes.push((origin.clone(), r))),
+                "SigningKey" => {
+                    typed::<SigningKey>(doc, &kind, &origin).map(|r| self.signing_keys.push((origin.clone(), r)))
+                }
                 other => Err(ManifestError {
                     origin: origin.clone(),
-                    message: format!(
-                        "kind '{other}' is not a kauth.dev kind (OAuthClient, Scope, SigningKey)"
-                    ),
+                    message: format!("kind '{other}' is not a kauth.dev kind (OAuthClient, Scope, SigningKey)"),
                 }),
             };
             if let Err(e) = result {
@@ -190,11 +175,7 @@ impl Manifests {
     }
 
     fn reject_duplicates(&mut self) {
-        fn dedup<K: Resource>(
-            items: &mut Vec<(Origin, K)>,
-            kind: &str,
-            errors: &mut Vec<ManifestError>,
-        ) {
+        fn dedup<K: Resource>(items: &mut Vec<(Origin, K)>, kind: &str, errors: &mut Vec<ManifestError>) {
             let mut seen = HashSet::new();
             items.retain(|(origin, r)| {
                 let key = (
@@ -267,9 +248,7 @@ metadata: {name: w}
         assert_eq!(m.errors[0].origin.document, 3);
         let msg = m.errors[0].to_string();
         assert!(
-            msg.starts_with(
-                "x.yaml (document 3): OAuthClient shop/broken: field spec.scopes: invalid type"
-            ),
+            msg.starts_with("x.yaml (document 3): OAuthClient shop/broken: field spec.scopes: invalid type"),
             "{msg}"
         );
         assert!(m.errors[1].message.contains("'Widget'"));

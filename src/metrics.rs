@@ -98,11 +98,7 @@ impl Metrics {
             "Access tokens issued by client and grant type",
             tokens_issued.clone(),
         );
-        registry.register(
-            "reconciles",
-            "Reconciles by resource kind",
-            reconciles.clone(),
-        );
+        registry.register("reconciles", "Reconciles by resource kind", reconciles.clone());
         registry.register(
             "reconcile_errors",
             "Reconcile errors by resource kind and class",
@@ -127,9 +123,7 @@ impl Metrics {
     /// Records a reconcile of `kind`, and its error class if it failed.
     pub fn reconciled(&self, kind: &str, error: Option<&str>) {
         self.reconciles
-            .get_or_create(&ReconcileLabels {
-                kind: kind.to_string(),
-            })
+            .get_or_create(&ReconcileLabels { kind: kind.to_string() })
             .inc();
         if let Some(error) = error {
             self.reconcile_errors
@@ -144,8 +138,7 @@ impl Metrics {
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }

@@ -62,8 +62,7 @@ impl RegisteredClient {
 
     /// True when this client may ask for `resource` as a token audience.
     pub fn may_target(&self, resource: &str) -> bool {
-        self.audiences.iter().any(|a| a == resource)
-            || self.scopes.values().any(|a| a.as_deref() == Some(resource))
+        self.audiences.iter().any(|a| a == resource) || self.scopes.values().any(|a| a.as_deref() == Some(resource))
     }
 }
 
@@ -96,8 +95,7 @@ impl Snapshot {
                 continue;
             };
             if let Some(secret) = secret_of(verdict, settings) {
-                let client =
-                    RegisteredClient::new(verdict, settings, &audiences_of(verdict), secret);
+                let client = RegisteredClient::new(verdict, settings, &audiences_of(verdict), secret);
                 clients.insert(client.client_id.clone(), Arc::new(client));
             }
         }

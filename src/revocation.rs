@@ -91,10 +91,7 @@ impl RevocationList {
 
     /// True when `jti` was revoked.
     pub fn is_revoked(&self, jti: &str) -> bool {
-        self.revoked
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(jti)
+        self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains_key(jti)
     }
 
     /// Forgets entries whose tokens have expired; returns how many are left.
@@ -120,10 +117,7 @@ mod tests {
         drop(list);
         let reopened = RevocationList::open(&path, 160).unwrap();
         assert!(reopened.is_revoked("a"));
-        assert!(
-            !reopened.is_revoked("b"),
-            "expired entries are dropped on load"
-        );
+        assert!(!reopened.is_revoked("b"), "expired entries are dropped on load");
         assert_eq!(reopened.sweep(201), 0);
     }
 }

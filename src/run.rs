@@ -1,13 +1,15 @@
 //! `kauth run`: controller and provider in one process against a cluster, sharing one cache.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
+use crate::controller::leader::{self, LeaseConfig};
 use crate::controller::{self, Cache, Context};
 use crate::metrics::Metrics;
 use crate::provider::{Issuer, ProviderState, router};
@@ -29,6 +31,10 @@ pub struct RunConfig {
     pub controller: bool,
     /// Run the provider half.
     pub provider: bool,
+    /// This replica's identity for the leader Lease.
+    pub identity: String,
+    /// How long the leader Lease holds without renewal.
+    pub lease_duration: std::time::Duration,
 }
 
 /// A failure that stops `kauth run`.
@@ -39,11 +45,7 @@ pub struct RunError(String);
 async fn check_crds(client: &Client) -> Result<(), RunError> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-    for name in [
-        "oauthclients.kauth.dev",
-        "scopes.kauth.dev",
-        "signingkeys.kauth.dev",
-    ] {
+    for name in ["oauthclients.kauth.dev", "scopes.kauth.dev", "signingkeys.kauth.dev"] {
         match api.get_opt(name).await {
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -72,8 +74,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     let registry = Registry::new();
 
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
         tracing::info!("shutting down");
     };
@@ -87,6 +89,13 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         cfg.namespace.clone(),
         metrics.clone(),
     )));
+    let lease = LeaseConfig {
+        name: "kauth-controller".into(),
+        namespace: cfg.namespace.clone(),
+        identity: cfg.identity.clone(),
+        duration: cfg.lease_duration,
+        renew_every: (cfg.lease_duration / 3).max(std::time::Duration::from_millis(200)),
+    };
     if cfg.controller {
         let ctx = Arc::new(Context::new(
             client.clone(),
@@ -95,20 +104,13 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             cfg.namespace.clone(),
             metrics.clone(),
         ));
-        let sd = shutdown.clone();
-        tasks.push(Box::pin(async move {
-            if let Err(e) = controller::ensure_default_signing_key(&ctx).await {
-                tracing::warn!(error = %e, "cannot ensure a default SigningKey");
-            }
-            controller::run(ctx, sd).await
-        }));
+        let (leading_tx, leading) = watch::channel(false);
+        tasks.push(Box::pin(leader::hold_lease(client.clone(), lease.clone(), leading_tx)));
+        tasks.push(Box::pin(lead_while_holding(ctx, leading, shutdown.clone())));
     }
     let server = if cfg.provider {
-        let revocations = RevocationList::open(
-            &cfg.state_dir.join("revoked.jsonl"),
-            Timestamp::now().as_second(),
-        )
-        .map_err(|e| RunError(e.to_string()))?;
+        let revocations = RevocationList::open(&cfg.state_dir.join("revoked.jsonl"), Timestamp::now().as_second())
+            .map_err(|e| RunError(e.to_string()))?;
         let listener = TcpListener::bind(&cfg.listen)
             .await
             .map_err(|e| RunError(format!("cannot listen on {}: {e}", cfg.listen)))?;
@@ -120,7 +122,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         None
     };
     let background = futures::future::join_all(tasks);
-    match server {
+    let result = match server {
         Some(server) => tokio::select! {
             r = server => r.map_err(|e| RunError(format!("server failed: {e}"))),
             _ = background => Ok(()),
@@ -129,5 +131,34 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             _ = shutdown => Ok(()),
             _ = background => Ok(()),
         },
+    };
+    if cfg.controller {
+        leader::release(client, &lease).await;
+    }
+    result
+}
+
+/// Runs the reconcilers while this replica leads, and aborts them the moment it stops
+/// leading, so a former leader writes nothing more.
+async fn lead_while_holding(
+    ctx: Arc<Context>,
+    mut leading: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    loop {
+        if leading.wait_for(|l| *l).await.is_err() {
+            return;
+        }
+        let ctx = ctx.clone();
+        let sd = shutdown.clone();
+        let reconcilers = tokio::spawn(async move {
+            if let Err(e) = controller::ensure_default_signing_key(&ctx).await {
+                tracing::warn!(error = %e, "cannot ensure a default SigningKey");
+            }
+            controller::run(ctx, sd).await
+        });
+        let _ = leading.wait_for(|l| !*l).await;
+        reconcilers.abort();
+        tracing::info!("reconcilers stopped: not the leader");
     }
 }

@@ -22,9 +22,7 @@ use crate::metrics::Metrics;
 use crate::provider::{Issuer, ProviderState, router};
 use crate::registry::{Registry, Snapshot};
 use crate::revocation::RevocationList;
-use crate::validation::{
-    ClientSettings, KeySchedule, SecretSource, describe, validate_signing_key,
-};
+use crate::validation::{ClientSettings, KeySchedule, SecretSource, describe, validate_signing_key};
 
 /// Name of the file beside the key files that records the secret's rotation state.
 const CREDENTIAL_STATE_FILE: &str = ".kauth-credential.json";
@@ -36,18 +34,12 @@ pub const EMBEDDED_EXAMPLES: &[(&str, &str)] = &[
         "examples/scope-orders.yaml",
         include_str!("../examples/scope-orders.yaml"),
     ),
-    (
-        "examples/client-m2m.yaml",
-        include_str!("../examples/client-m2m.yaml"),
-    ),
+    ("examples/client-m2m.yaml", include_str!("../examples/client-m2m.yaml")),
     (
         "examples/signing-key.yaml",
         include_str!("../examples/signing-key.yaml"),
     ),
-    (
-        "examples/workload.yaml",
-        include_str!("../examples/workload.yaml"),
-    ),
+    ("examples/workload.yaml", include_str!("../examples/workload.yaml")),
 ];
 
 /// Where manifests come from.
@@ -114,9 +106,7 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> StandaloneError {
 
 fn load_manifests(source: &ManifestSource) -> Result<Manifests, StandaloneError> {
     match source {
-        ManifestSource::Dir(dir) => {
-            Manifests::load_dir(dir).map_err(|e| io_err("cannot read manifests in", dir, e))
-        }
+        ManifestSource::Dir(dir) => Manifests::load_dir(dir).map_err(|e| io_err("cannot read manifests in", dir, e)),
         ManifestSource::Embedded => {
             let mut m = Manifests::default();
             for (file, text) in EMBEDDED_EXAMPLES {
@@ -144,8 +134,7 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), StandaloneError> {
 
 fn private_dir(path: &Path) -> Result<(), StandaloneError> {
     fs::create_dir_all(path).map_err(|e| io_err("cannot create", path, e))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
-        .map_err(|e| io_err("cannot protect", path, e))
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(|e| io_err("cannot protect", path, e))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StandaloneError> {
@@ -180,7 +169,10 @@ impl StandaloneConfig {
             SecretSource::Existing(existing) => {
                 let path = dir.join(&existing.key);
                 let secret = fs::read_to_string(&path).map_err(|_| {
-                    format!("spec.existingSecret: put the client secret into {} (standalone stands in for the Secret)", path.display())
+                    format!(
+                        "spec.existingSecret: put the client secret into {} (standalone stands in for the Secret)",
+                        path.display()
+                    )
                 })?;
                 let secret = secret.trim_end_matches(['\n', '\r']);
                 let state = CredentialState {
@@ -194,14 +186,11 @@ impl StandaloneConfig {
             }
             SecretSource::Generated { keys, rotation, .. } => {
                 let state_path = dir.join(CREDENTIAL_STATE_FILE);
-                let current: Option<CredentialState> =
-                    read_json(&state_path).map_err(|e| e.to_string())?;
+                let current: Option<CredentialState> = read_json(&state_path).map_err(|e| e.to_string())?;
                 let state = match plan_secret(rotation, current.as_ref(), now) {
                     SecretPlan::Keep { recheck_at } => {
                         *next_step = min_time(*next_step, recheck_at);
-                        current
-                            .clone()
-                            .expect("Keep is only planned for an existing secret")
+                        current.clone().expect("Keep is only planned for an existing secret")
                     }
                     SecretPlan::Create(state) => {
                         changes.push(format!(
@@ -262,10 +251,9 @@ impl StandaloneConfig {
             }
             match validate_signing_key(&sk.spec) {
                 Ok((alg, schedule)) => wanted.push((format!("{ns}.{name}.json"), alg, schedule)),
-                Err(errors) => pass.problems.push(format!(
-                    "{origin}: SigningKey {ns}/{name}: {}",
-                    describe(&errors)
-                )),
+                Err(errors) => pass
+                    .problems
+                    .push(format!("{origin}: SigningKey {ns}/{name}: {}", describe(&errors))),
             }
         }
         if wanted.is_empty() {
@@ -284,13 +272,9 @@ impl StandaloneConfig {
         for (file, alg, schedule) in wanted {
             let path = keys_dir.join(&file);
             let current: KeySet = read_json(&path)?.unwrap_or_default();
-            let plan = plan_keys(alg, &schedule, &current, now)
-                .map_err(|e| StandaloneError(e.to_string()))?;
+            let plan = plan_keys(alg, &schedule, &current, now).map_err(|e| StandaloneError(e.to_string()))?;
             if plan.keys != current {
-                write_private(
-                    &path,
-                    &serde_json::to_vec_pretty(&plan.keys).expect("keys serialise"),
-                )?;
+                write_private(&path, &serde_json::to_vec_pretty(&plan.keys).expect("keys serialise"))?;
             }
             for change in &plan.changes {
                 pass.changes.push(format!("signing key {file}: {change:?}"));
@@ -299,8 +283,7 @@ impl StandaloneConfig {
             sets.push(plan.keys);
         }
         let (ring, errors) = KeyRing::from_sets(&sets);
-        pass.problems
-            .extend(errors.into_iter().map(|e| e.to_string()));
+        pass.problems.extend(errors.into_iter().map(|e| e.to_string()));
         Ok(ring)
     }
 
@@ -308,9 +291,7 @@ impl StandaloneConfig {
     pub fn pass(&self, now: Timestamp) -> Result<Pass, StandaloneError> {
         let manifests = load_manifests(&self.manifests)?;
         let mut notes = PassNotes::default();
-        notes
-            .problems
-            .extend(manifests.errors.iter().map(ToString::to_string));
+        notes.problems.extend(manifests.errors.iter().map(ToString::to_string));
 
         let name_of = |m: &kube::core::ObjectMeta| {
             (
@@ -318,16 +299,8 @@ impl StandaloneConfig {
                 m.name.clone().unwrap_or_default(),
             )
         };
-        let client_keys: Vec<_> = manifests
-            .clients
-            .iter()
-            .map(|(_, c)| name_of(&c.metadata))
-            .collect();
-        let scope_keys: Vec<_> = manifests
-            .scopes
-            .iter()
-            .map(|(_, s)| name_of(&s.metadata))
-            .collect();
+        let client_keys: Vec<_> = manifests.clients.iter().map(|(_, c)| name_of(&c.metadata)).collect();
+        let scope_keys: Vec<_> = manifests.scopes.iter().map(|(_, s)| name_of(&s.metadata)).collect();
         let clients: Vec<ClientInput> = manifests
             .clients
             .iter()
@@ -382,17 +355,20 @@ impl StandaloneConfig {
                     continue;
                 }
                 (Ok(_), Some(owner)) => {
-                    notes.problems.push(format!("{origin}: OAuthClient {key}: spec.clientId '{}' is already used by OAuthClient {owner}", verdict.client_id));
+                    notes.problems.push(format!(
+                        "{origin}: OAuthClient {key}: spec.clientId '{}' is already used by OAuthClient {owner}",
+                        verdict.client_id
+                    ));
                     continue;
                 }
                 (Ok(s), None) => s,
             };
             let secret_name = settings.secret.secret_name().to_string();
-            if let Some(other) = secret_owner.insert(
-                (key.namespace.clone(), secret_name.clone()),
-                key.name.clone(),
-            ) {
-                notes.problems.push(format!("{origin}: OAuthClient {key}: Secret {secret_name} already belongs to OAuthClient {}/{other}", key.namespace));
+            if let Some(other) = secret_owner.insert((key.namespace.clone(), secret_name.clone()), key.name.clone()) {
+                notes.problems.push(format!(
+                    "{origin}: OAuthClient {key}: Secret {secret_name} already belongs to OAuthClient {}/{other}",
+                    key.namespace
+                ));
                 continue;
             }
             for missing in &verdict.missing {
@@ -401,19 +377,11 @@ impl StandaloneConfig {
                     missing.scope, missing.reason
                 ));
             }
-            match self.credentials(
-                verdict,
-                settings,
-                now,
-                &mut notes.changes,
-                &mut notes.next_step,
-            ) {
+            match self.credentials(verdict, settings, now, &mut notes.changes, &mut notes.next_step) {
                 Ok(v) => {
                     verifiers.insert(verdict.client_id.clone(), v);
                     let (id_key, secret_key) = match &settings.secret {
-                        SecretSource::Generated { keys, .. } => {
-                            (keys.client_id.clone(), keys.client_secret.clone())
-                        }
+                        SecretSource::Generated { keys, .. } => (keys.client_id.clone(), keys.client_secret.clone()),
                         SecretSource::Existing(e) => (String::new(), e.key.clone()),
                     };
                     ready.push(ReadyClient {
@@ -425,9 +393,7 @@ impl StandaloneConfig {
                         secret_key,
                     });
                 }
-                Err(problem) => notes
-                    .problems
-                    .push(format!("{origin}: OAuthClient {key}: {problem}")),
+                Err(problem) => notes.problems.push(format!("{origin}: OAuthClient {key}: {problem}")),
             }
         }
 
@@ -491,10 +457,7 @@ fn min_time(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
 
 /// The start-up summary: where credentials are and a ready-to-paste curl.
 pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str) -> String {
-    let mut out = format!(
-        "kauth standalone: issuer {} (listening on {listen})\n",
-        cfg.issuer.url
-    );
+    let mut out = format!("kauth standalone: issuer {} (listening on {listen})\n", cfg.issuer.url);
     for problem in &pass.problems {
         out.push_str(&format!("  problem: {problem}\n"));
     }
@@ -509,11 +472,7 @@ pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str) -> String {
     }
     if let Some(c) = pass.ready.iter().find(|c| !c.id_key.is_empty()) {
         let dir = c.credentials_dir.display();
-        let scope = c
-            .scopes
-            .first()
-            .map(|s| format!(" -d scope={s}"))
-            .unwrap_or_default();
+        let scope = c.scopes.first().map(|s| format!(" -d scope={s}")).unwrap_or_default();
         out.push_str(&format!(
             "\nGet a token:\n  curl -s -u \"$(cat {dir}/{}):$(cat {dir}/{})\" -d grant_type=client_credentials{scope} {}\n",
             c.id_key,
@@ -526,32 +485,21 @@ pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str) -> String {
 
 /// Runs standalone until Ctrl-C: serves on 127.0.0.1:`port` and re-reads the manifests when
 /// a file changes (checked twice a second) or a rotation step is due.
-pub async fn run(
-    mut cfg: StandaloneConfig,
-    port: u16,
-    issuer_given: bool,
-) -> Result<(), StandaloneError> {
+pub async fn run(mut cfg: StandaloneConfig, port: u16, issuer_given: bool) -> Result<(), StandaloneError> {
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| StandaloneError(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StandaloneError(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| StandaloneError(e.to_string()))?;
     if !issuer_given {
         cfg.issuer = Issuer::parse(&format!("http://{addr}")).map_err(StandaloneError)?;
     }
     private_dir(&cfg.state_dir)?;
-    let revocations = RevocationList::open(
-        &cfg.state_dir.join("revoked.jsonl"),
-        Timestamp::now().as_second(),
-    )
-    .map_err(|e| StandaloneError(e.to_string()))?;
+    let revocations = RevocationList::open(&cfg.state_dir.join("revoked.jsonl"), Timestamp::now().as_second())
+        .map_err(|e| StandaloneError(e.to_string()))?;
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::new());
     let first = cfg.pass(Timestamp::now())?;
-    metrics
-        .registered_clients
-        .set(first.snapshot.clients.len() as i64);
+    metrics.registered_clients.set(first.snapshot.clients.len() as i64);
     print!("{}", summary(&cfg, &first, &addr.to_string()));
     let mut next_step = first.next_step;
     registry.publish(first.snapshot);
@@ -586,9 +534,7 @@ pub async fn run(
                         tracing::warn!("{problem}");
                     }
                     tracing::info!(clients = pass.snapshot.clients.len(), "manifests reloaded");
-                    metrics
-                        .registered_clients
-                        .set(pass.snapshot.clients.len() as i64);
+                    metrics.registered_clients.set(pass.snapshot.clients.len() as i64);
                     next_step = pass.next_step;
                     registry.publish(pass.snapshot);
                 }

@@ -86,11 +86,7 @@ pub enum SignError {
 }
 
 /// Signs claims with the key active at `now`.
-pub fn sign(
-    keys: &KeyRing,
-    claims: &AccessTokenClaims,
-    now: Timestamp,
-) -> Result<String, SignError> {
+pub fn sign(keys: &KeyRing, claims: &AccessTokenClaims, now: Timestamp) -> Result<String, SignError> {
     let signer = keys.signer(now).ok_or(SignError::NoActiveKey)?;
     let mut header = Header::new(signer.algorithm);
     header.kid = Some(signer.kid.clone());
@@ -100,21 +96,11 @@ pub fn sign(
 
 /// Verifies a token's signature, issuer, type and lifetime. The algorithm comes from the key
 /// named by `kid`, never from the token, so `alg: none` and algorithm confusion fail.
-pub fn verify(
-    keys: &KeyRing,
-    issuer: &str,
-    token: &str,
-    now: Timestamp,
-) -> Option<AccessTokenClaims> {
+pub fn verify(keys: &KeyRing, issuer: &str, token: &str, now: Timestamp) -> Option<AccessTokenClaims> {
     verify_with_kid(keys, issuer, token, now).map(|(_, claims)| claims)
 }
 
-fn verify_with_kid(
-    keys: &KeyRing,
-    issuer: &str,
-    token: &str,
-    now: Timestamp,
-) -> Option<(String, AccessTokenClaims)> {
+fn verify_with_kid(keys: &KeyRing, issuer: &str, token: &str, now: Timestamp) -> Option<(String, AccessTokenClaims)> {
     let header = jsonwebtoken::decode_header(token).ok()?;
     if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
         return None;
@@ -154,13 +140,7 @@ pub struct VerifiedTokens {
 
 impl VerifiedTokens {
     /// Like [`verify`], remembering the result.
-    pub fn verify(
-        &self,
-        keys: &KeyRing,
-        issuer: &str,
-        token: &str,
-        now: Timestamp,
-    ) -> Option<Arc<AccessTokenClaims>> {
+    pub fn verify(&self, keys: &KeyRing, issuer: &str, token: &str, now: Timestamp) -> Option<Arc<AccessTokenClaims>> {
         let id: TokenDigest = digest::digest(&digest::SHA256, token.as_bytes())
             .as_ref()
             .try_into()
@@ -221,10 +201,7 @@ mod tests {
             verify(&keys, "https://auth", &token, at(100)).is_none(),
             "expired at exp"
         );
-        assert!(
-            verify(&keys, "https://other", &token, at(50)).is_none(),
-            "wrong issuer"
-        );
+        assert!(verify(&keys, "https://other", &token, at(50)).is_none(), "wrong issuer");
     }
 
     #[test]
@@ -232,14 +209,12 @@ mod tests {
         let keys = ring(KeyAlgorithm::ES256);
         let other = ring(KeyAlgorithm::ES256);
         let token = sign(&other, &claims(100), at(10)).unwrap();
-        assert!(
-            verify(&keys, "https://auth", &token, at(50)).is_none(),
-            "unknown kid"
-        );
+        assert!(verify(&keys, "https://auth", &token, at(50)).is_none(), "unknown kid");
 
         let token = sign(&keys, &claims(100), at(10)).unwrap();
         let mut parts: Vec<&str> = token.split('.').collect();
-        let forged = URL_SAFE_NO_PAD.encode(br#"{"iss":"https://auth","sub":"x","aud":"y","client_id":"x","jti":"j","iat":1,"exp":99999}"#);
+        let forged = URL_SAFE_NO_PAD
+            .encode(br#"{"iss":"https://auth","sub":"x","aud":"y","client_id":"x","jti":"j","iat":1,"exp":99999}"#);
         parts[1] = &forged;
         assert!(
             verify(&keys, "https://auth", &parts.join("."), at(50)).is_none(),
@@ -247,23 +222,12 @@ mod tests {
         );
 
         let kid = keys.signer(at(10)).unwrap().kid.clone();
-        let none_header =
-            URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{kid}"}}"#));
+        let none_header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{kid}"}}"#));
         let unsigned = format!("{none_header}.{}.", parts[1]);
+        assert!(verify(&keys, "https://auth", &unsigned, at(50)).is_none(), "alg none");
+        let hs_header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"HS256","typ":"at+jwt","kid":"{kid}"}}"#));
         assert!(
-            verify(&keys, "https://auth", &unsigned, at(50)).is_none(),
-            "alg none"
-        );
-        let hs_header =
-            URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"HS256","typ":"at+jwt","kid":"{kid}"}}"#));
-        assert!(
-            verify(
-                &keys,
-                "https://auth",
-                &format!("{hs_header}.{}.AAAA", parts[1]),
-                at(50)
-            )
-            .is_none(),
+            verify(&keys, "https://auth", &format!("{hs_header}.{}.AAAA", parts[1]), at(50)).is_none(),
             "alg confusion"
         );
     }
@@ -273,35 +237,21 @@ mod tests {
         let keys = ring(KeyAlgorithm::ES256);
         let cache = VerifiedTokens::default();
         let token = sign(&keys, &claims(100), at(10)).unwrap();
+        assert!(cache.verify(&keys, "https://auth", &token, at(50)).is_some());
         assert!(
-            cache
-                .verify(&keys, "https://auth", &token, at(50))
-                .is_some()
-        );
-        assert!(
-            cache
-                .verify(&keys, "https://auth", &token, at(60))
-                .is_some(),
+            cache.verify(&keys, "https://auth", &token, at(60)).is_some(),
             "served from the cache"
         );
         assert!(
-            cache
-                .verify(&keys, "https://auth", &token, at(100))
-                .is_none(),
+            cache.verify(&keys, "https://auth", &token, at(100)).is_none(),
             "expiry is checked on hits"
         );
         let other = ring(KeyAlgorithm::ES256);
         assert!(
-            cache
-                .verify(&other, "https://auth", &token, at(60))
-                .is_none(),
+            cache.verify(&other, "https://auth", &token, at(60)).is_none(),
             "its key must still be published"
         );
-        assert!(
-            cache
-                .verify(&keys, "https://auth", "not-a-token", at(60))
-                .is_none()
-        );
+        assert!(cache.verify(&keys, "https://auth", "not-a-token", at(60)).is_none());
     }
 
     impl AccessTokenClaims {

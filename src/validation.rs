@@ -5,8 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::crd::{
-    ExistingSecret, KeyAlgorithm, OAuthClientSpec, ScopeSpec, SecretKeys, SigningKeySpec,
-    TokenEndpointAuthMethod,
+    ExistingSecret, KeyAlgorithm, OAuthClientSpec, ScopeSpec, SecretKeys, SigningKeySpec, TokenEndpointAuthMethod,
 };
 
 /// One invalid field, named by its path (`spec.scopes[1]`).
@@ -35,22 +34,11 @@ impl fmt::Display for FieldError {
 
 /// Joins field errors into one status message.
 pub fn describe(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// OpenID Connect scope values kauth reserves for sign-in; no Scope resource may claim them.
-pub const RESERVED_SCOPES: &[&str] = &[
-    "openid",
-    "profile",
-    "email",
-    "address",
-    "phone",
-    "offline_access",
-];
+pub const RESERVED_SCOPES: &[&str] = &["openid", "profile", "email", "address", "phone", "offline_access"];
 
 /// An OAuthClient's settings after validation, with defaults applied.
 #[derive(Clone, Debug, PartialEq)]
@@ -123,10 +111,7 @@ fn duration_in(
         Ok(d) if d < min => {
             errors.push(FieldError::new(
                 field,
-                format!(
-                    "'{raw}' is shorter than {}",
-                    humantime::format_duration(min)
-                ),
+                format!("'{raw}' is shorter than {}", humantime::format_duration(min)),
             ));
             default
         }
@@ -184,33 +169,22 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 /// Characters allowed in an explicit client id: unreserved URI characters except '.', so the id
 /// needs no escaping in HTTP Basic or URLs and never collides with a default `<ns>.<name>` id.
 pub fn is_client_id_override(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_~-".contains(&b))
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_~-".contains(&b))
 }
 
 fn is_secret_key(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
 }
 
 /// Validates an OAuthClient spec; `name` is the resource name (for the default Secret name).
-pub fn validate_client(
-    name: &str,
-    spec: &OAuthClientSpec,
-) -> Result<ClientSettings, Vec<FieldError>> {
+pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSettings, Vec<FieldError>> {
     let mut errors = Vec::new();
     if let Some(id) = &spec.client_id
         && !is_client_id_override(id)
     {
         errors.push(FieldError::new(
             "spec.clientId",
-            format!(
-                "'{id}' may only contain letters, digits, '_', '~' and '-' (1 to 128 characters)"
-            ),
+            format!("'{id}' may only contain letters, digits, '_', '~' and '-' (1 to 128 characters)"),
         ));
     }
     if spec.grant_types.is_empty() {
@@ -271,10 +245,7 @@ pub fn validate_client(
         }
         (secret, None) => {
             let secret = secret.clone().unwrap_or_default();
-            let secret_name = secret
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("{name}-oauth"));
+            let secret_name = secret.name.clone().unwrap_or_else(|| format!("{name}-oauth"));
             if !is_dns_subdomain(&secret_name) {
                 errors.push(FieldError::new(
                     "spec.secret.name",
@@ -395,11 +366,7 @@ pub fn validate_scope(spec: &ScopeSpec) -> Result<(), Vec<FieldError>> {
             ));
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
 /// A SigningKey's rotation schedule after validation.
@@ -417,9 +384,7 @@ pub struct KeySchedule {
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Validates a SigningKey spec.
-pub fn validate_signing_key(
-    spec: &SigningKeySpec,
-) -> Result<(KeyAlgorithm, KeySchedule), Vec<FieldError>> {
+pub fn validate_signing_key(spec: &SigningKeySpec) -> Result<(KeyAlgorithm, KeySchedule), Vec<FieldError>> {
     let mut errors = Vec::new();
     let rotation = spec.rotation.clone();
     let every = rotation.as_ref().map(|r| {
@@ -450,9 +415,7 @@ pub fn validate_signing_key(
     );
     let publish_ahead = match every {
         // A period shorter than the default publish-ahead publishes half a period ahead.
-        Some(every) if rotation.as_ref().is_some_and(|r| r.publish_ahead.is_none()) => {
-            publish_ahead.min(every / 2)
-        }
+        Some(every) if rotation.as_ref().is_some_and(|r| r.publish_ahead.is_none()) => publish_ahead.min(every / 2),
         Some(every) if publish_ahead >= every => {
             errors.push(FieldError::new(
                 "spec.rotation.publishAhead",
@@ -493,11 +456,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.access_token_lifetime, DEFAULT_TOKEN_LIFETIME);
         match s.secret {
-            SecretSource::Generated {
-                name,
-                keys,
-                rotation,
-            } => {
+            SecretSource::Generated { name, keys, rotation } => {
                 assert_eq!(name, "app-oauth");
                 assert_eq!(keys.client_secret, "CLIENT_SECRET");
                 assert_eq!(rotation.overlap, DEFAULT_SECRET_OVERLAP);
@@ -546,10 +505,7 @@ mod tests {
                 "spec.secret.rotation.overlap",
             ]
         );
-        assert!(
-            describe(&errors)
-                .contains("spec.scopes[1]: 'bad scope' is not an RFC 6749 scope-token")
-        );
+        assert!(describe(&errors).contains("spec.scopes[1]: 'bad scope' is not an RFC 6749 scope-token"));
     }
 
     #[test]
@@ -647,9 +603,6 @@ mod tests {
             .into_iter()
             .map(|e| e.field)
             .collect();
-        assert_eq!(
-            fields,
-            ["spec.rotation.retainAfter", "spec.rotation.publishAhead"]
-        );
+        assert_eq!(fields, ["spec.rotation.retainAfter", "spec.rotation.publishAhead"]);
     }
 }

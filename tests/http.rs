@@ -8,8 +8,8 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation, decode, decode_header};
 use oauth2::basic::BasicClient;
 use oauth2::{
-    AuthType, ClientId, ClientSecret, IntrospectionUrl, RevocationUrl, Scope,
-    TokenIntrospectionResponse, TokenResponse, TokenUrl,
+    AuthType, ClientId, ClientSecret, IntrospectionUrl, RevocationUrl, Scope, TokenIntrospectionResponse,
+    TokenResponse, TokenUrl,
 };
 use serde_json::Value;
 use support::{CLIENTS, SCOPES, TestProvider};
@@ -85,10 +85,7 @@ async fn client_credentials_token_verifies_against_jwks() {
     assert_eq!(claims["scope"], "orders.read");
     assert_eq!(claims["aud"], "https://orders.example.com");
     assert!(claims["jti"].as_str().unwrap().len() >= 22);
-    assert_eq!(
-        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
-        3600
-    );
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 3600);
 }
 
 #[tokio::test]
@@ -171,11 +168,7 @@ async fn post_form(
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
-        headers,
-    )
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null), headers)
 }
 
 #[tokio::test]
@@ -186,13 +179,7 @@ async fn errors_follow_rfc_6749() {
     // (what, basic credentials, body, status, error code)
     type Case<'a> = (&'a str, Option<(&'a str, &'a str)>, String, u16, &'a str);
     let cases: Vec<Case> = vec![
-        (
-            "wrong secret",
-            Some((&id, "wrong")),
-            cc.into(),
-            401,
-            "invalid_client",
-        ),
+        ("wrong secret", Some((&id, "wrong")), cc.into(), 401, "invalid_client"),
         (
             "unknown client",
             Some(("nobody.here", &secret)),
@@ -270,18 +257,13 @@ async fn errors_follow_rfc_6749() {
         assert_eq!(got_status, status, "{what}: {json}");
         assert_eq!(json["error"], code, "{what}: {json}");
         assert!(
-            json["error_description"]
-                .as_str()
-                .is_some_and(|d| !d.is_empty()),
+            json["error_description"].as_str().is_some_and(|d| !d.is_empty()),
             "{what}"
         );
         assert_eq!(headers["cache-control"], "no-store", "{what}");
         if status == 401 {
             assert!(
-                headers["www-authenticate"]
-                    .to_str()
-                    .unwrap()
-                    .starts_with("Basic"),
+                headers["www-authenticate"].to_str().unwrap().starts_with("Basic"),
                 "{what}"
             );
         }
@@ -296,17 +278,11 @@ async fn errors_follow_rfc_6749() {
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"],
-        "invalid_request"
-    );
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_request");
     // Not POST.
     let res = http().get(format!("{}/token", p.url)).send().await.unwrap();
     assert_eq!(res.status(), 405);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"],
-        "invalid_request"
-    );
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_request");
 }
 
 #[tokio::test]
@@ -329,25 +305,12 @@ async fn introspection_respects_namespaces_and_revocation_survives_restart() {
     // The orders API's own client (the resource server) may introspect tokens for its audience.
     let (api_id, api_secret) = p.credentials("orders", "api");
     let api = oauth_client(&p, &api_id, &api_secret);
-    assert!(
-        api.introspect(at)
-            .request_async(&http())
-            .await
-            .unwrap()
-            .active()
-    );
+    assert!(api.introspect(at).request_async(&http()).await.unwrap().active());
 
     // A client in an unrelated namespace learns nothing.
     let (other_id, other_secret) = p.credentials("elsewhere", "other");
     let other = oauth_client(&p, &other_id, &other_secret);
-    assert!(
-        !other
-            .introspect(at)
-            .request_async(&http())
-            .await
-            .unwrap()
-            .active()
-    );
+    assert!(!other.introspect(at).request_async(&http()).await.unwrap().active());
     // ...and may not revoke it.
     let (status, json, _) = post_form(
         &p,
@@ -356,10 +319,7 @@ async fn introspection_respects_namespaces_and_revocation_survives_restart() {
         &format!("token={}", at.secret()),
     )
     .await;
-    assert_eq!(
-        (status, json["error"].as_str()),
-        (400, Some("unauthorized_client"))
-    );
+    assert_eq!((status, json["error"].as_str()), (400, Some("unauthorized_client")));
 
     // oauth2 refuses to revoke over plain http, so this one is a plain RFC 7009 request.
     let (status, _, _) = post_form(
@@ -370,23 +330,11 @@ async fn introspection_respects_namespaces_and_revocation_survives_restart() {
     )
     .await;
     assert_eq!(status, 200);
-    assert!(
-        !backend
-            .introspect(at)
-            .request_async(&http())
-            .await
-            .unwrap()
-            .active()
-    );
+    assert!(!backend.introspect(at).request_async(&http()).await.unwrap().active());
 
     // A restarted provider reads the same deny list.
-    let reopened =
-        kauth::revocation::RevocationList::open(&p.dir.path().join("state/revoked.jsonl"), 0)
-            .unwrap();
-    let jti = jwt_claims(&p, at.secret()).await["jti"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let reopened = kauth::revocation::RevocationList::open(&p.dir.path().join("state/revoked.jsonl"), 0).unwrap();
+    let jti = jwt_claims(&p, at.secret()).await["jti"].as_str().unwrap().to_string();
     assert!(reopened.is_revoked(&jti));
 
     // Garbage tokens are not an error at /revoke, and are inactive at /introspect.
@@ -395,20 +343,14 @@ async fn introspection_respects_namespaces_and_revocation_survives_restart() {
     let (_, json, _) = post_form(&p, "/introspect", Some((&id, &secret)), "token=garbage").await;
     assert_eq!(json, serde_json::json!({"active": false}));
     let (status, json, _) = post_form(&p, "/introspect", None, "token=garbage").await;
-    assert_eq!(
-        (status, json["error"].as_str()),
-        (401, Some("invalid_client"))
-    );
+    assert_eq!((status, json["error"].as_str()), (401, Some("invalid_client")));
 }
 
 #[tokio::test]
 async fn rotated_out_secret_works_inside_the_overlap_and_fails_after() {
     let p = provider().await;
     let (id, old) = p.credentials("shop", "backend");
-    p.write(
-        "clients.yaml",
-        &CLIENTS.replace("trigger: one", "trigger: two"),
-    );
+    p.write("clients.yaml", &CLIENTS.replace("trigger: one", "trigger: two"));
     p.reload();
     let (_, new) = p.credentials("shop", "backend");
     assert_ne!(old, new);
@@ -423,10 +365,7 @@ async fn rotated_out_secret_works_inside_the_overlap_and_fails_after() {
         }
     };
     assert!(ok(new.clone()).await, "new secret works");
-    assert!(
-        ok(old.clone()).await,
-        "old secret works inside the 2s overlap"
-    );
+    assert!(ok(old.clone()).await, "old secret works inside the 2s overlap");
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert!(!ok(old).await, "old secret fails after the overlap");
     assert!(ok(new).await);
@@ -455,10 +394,7 @@ async fn grant_changes_and_deletions_take_effect_on_the_next_snapshot() {
     assert!(granted.is_ok());
     p.write(
         "scopes.yaml",
-        &SCOPES.replace(
-            "grantedTo: {namespaces: [shop]}",
-            "grantedTo: {namespaces: []}",
-        ),
+        &SCOPES.replace("grantedTo: {namespaces: [shop]}", "grantedTo: {namespaces: []}"),
     );
     p.reload();
     let (status, json, _) = post_form(
@@ -468,23 +404,11 @@ async fn grant_changes_and_deletions_take_effect_on_the_next_snapshot() {
         "grant_type=client_credentials&scope=orders.read",
     )
     .await;
-    assert_eq!(
-        (status, json["error"].as_str()),
-        (400, Some("invalid_scope"))
-    );
+    assert_eq!((status, json["error"].as_str()), (400, Some("invalid_scope")));
     std::fs::remove_file(p.dir.path().join("manifests/clients.yaml")).unwrap();
     p.reload();
-    let (status, json, _) = post_form(
-        &p,
-        "/token",
-        Some((&id, &secret)),
-        "grant_type=client_credentials",
-    )
-    .await;
-    assert_eq!(
-        (status, json["error"].as_str()),
-        (401, Some("invalid_client"))
-    );
+    let (status, json, _) = post_form(&p, "/token", Some((&id, &secret)), "grant_type=client_credentials").await;
+    assert_eq!((status, json["error"].as_str()), (401, Some("invalid_client")));
 }
 
 #[tokio::test]
@@ -500,10 +424,7 @@ async fn discovery_health_and_metrics() {
         .unwrap();
     assert_eq!(meta["issuer"], p.url.as_str());
     assert_eq!(meta["token_endpoint"], format!("{}/token", p.url));
-    assert_eq!(
-        meta["grant_types_supported"],
-        serde_json::json!(["client_credentials"])
-    );
+    assert_eq!(meta["grant_types_supported"], serde_json::json!(["client_credentials"]));
     let oidc: Value = http()
         .get(format!("{}/.well-known/openid-configuration", p.url))
         .send()
@@ -514,12 +435,7 @@ async fn discovery_health_and_metrics() {
         .unwrap();
     assert_eq!(oidc["jwks_uri"], format!("{}/jwks", p.url));
     assert_eq!(
-        http()
-            .get(format!("{}/readyz", p.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        http().get(format!("{}/readyz", p.url)).send().await.unwrap().status(),
         200
     );
     let (id, secret) = p.credentials("shop", "backend");
@@ -536,7 +452,10 @@ async fn discovery_health_and_metrics() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains(r#"kauth_tokens_issued_total{client_id="shop.backend",grant_type="client_credentials"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"kauth_tokens_issued_total{client_id="shop.backend",grant_type="client_credentials"} 1"#),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(r#"kauth_http_requests_total{route="/token",status="200"} 1"#),
         "{metrics}"

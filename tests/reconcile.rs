@@ -43,10 +43,7 @@ fn apiserver(secrets: Vec<Secret>) -> (Client, Calls) {
             });
             let (status, reply) = if method == Method::GET && path.contains("/secrets/") {
                 let name = path.rsplit('/').next().unwrap();
-                match secrets
-                    .iter()
-                    .find(|s| s.metadata.name.as_deref() == Some(name))
-                {
+                match secrets.iter().find(|s| s.metadata.name.as_deref() == Some(name)) {
                     Some(s) => (StatusCode::OK, serde_json::to_value(s).unwrap()),
                     None => (
                         StatusCode::NOT_FOUND,
@@ -165,12 +162,9 @@ async fn secret_is_created_once_and_not_regenerated() {
         "2026-01-01T00:00:00Z",
     )];
     let (api, calls) = apiserver(vec![]);
-    reconcile_client(
-        Arc::new(obj.clone()),
-        ctx(api, vec![obj.clone()], scopes.clone()),
-    )
-    .await
-    .unwrap();
+    reconcile_client(Arc::new(obj.clone()), ctx(api, vec![obj.clone()], scopes.clone()))
+        .await
+        .unwrap();
 
     let created = writes(&calls, "/secrets");
     assert_eq!(created.len(), 1);
@@ -214,10 +208,7 @@ async fn secret_is_created_once_and_not_regenerated() {
         writes(&calls, "/secrets").is_empty(),
         "an existing secret is never re-randomised"
     );
-    assert!(
-        writes(&calls, "/status").is_empty(),
-        "unchanged status is not written"
-    );
+    assert!(writes(&calls, "/status").is_empty(), "unchanged status is not written");
 }
 
 #[tokio::test]
@@ -284,17 +275,17 @@ async fn rotation_trigger_replaces_the_secret_and_keeps_the_old_one_valid() {
 #[tokio::test]
 async fn foreign_secret_is_left_alone() {
     let obj = client(json!({"audiences": ["https://a.example.com"]}), "uid-web");
-    let foreign: Secret = serde_json::from_value(json!({"metadata": {"name": "web-oauth", "namespace": "shop"}, "data": {"CLIENT_SECRET": "c2VjcmV0"}})).unwrap();
+    let foreign: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "web-oauth", "namespace": "shop"}, "data": {"CLIENT_SECRET": "c2VjcmV0"}}),
+    )
+    .unwrap();
     let (api, calls) = apiserver(vec![foreign]);
     reconcile_client(Arc::new(obj.clone()), ctx(api, vec![obj], vec![]))
         .await
         .unwrap();
     assert!(writes(&calls, "/secrets").is_empty());
     let status = status_patch(&calls);
-    assert_eq!(
-        condition(&status, "SecretReady")["reason"],
-        "SecretConflict"
-    );
+    assert_eq!(condition(&status, "SecretReady")["reason"], "SecretConflict");
     assert_eq!(condition(&status, "Ready")["status"], "False");
 }
 
@@ -353,20 +344,11 @@ async fn invalid_client_gets_a_condition_naming_the_field_and_no_secret() {
 #[tokio::test]
 async fn second_scope_claimant_gets_a_conflict() {
     let first = scope("orders", "read", "orders.read", &[], "2026-01-01T00:00:00Z");
-    let second = scope(
-        "evil",
-        "read",
-        "orders.read",
-        &["*"],
-        "2026-02-01T00:00:00Z",
-    );
+    let second = scope("evil", "read", "orders.read", &["*"], "2026-02-01T00:00:00Z");
     let (api, calls) = apiserver(vec![]);
-    reconcile_scope(
-        Arc::new(second.clone()),
-        ctx(api, vec![], vec![second.clone(), first]),
-    )
-    .await
-    .unwrap();
+    reconcile_scope(Arc::new(second.clone()), ctx(api, vec![], vec![second.clone(), first]))
+        .await
+        .unwrap();
     let accepted = condition(&status_patch(&calls), "Accepted").clone();
     assert_eq!(accepted["status"], "False");
     assert_eq!(accepted["reason"], "Conflict");
@@ -400,10 +382,7 @@ async fn signing_key_gets_a_private_key_secret_and_public_keys_in_status() {
     assert_eq!(status["activeKid"], keys.keys[0].kid.as_str());
     assert_eq!(status["keys"][0]["state"], "Active");
     assert!(
-        !status["keys"][0]["publicJwk"]
-            .as_str()
-            .unwrap()
-            .contains("\"d\""),
+        !status["keys"][0]["publicJwk"].as_str().unwrap().contains("\"d\""),
         "no private part in status"
     );
     assert!(status["nextRotationStep"].is_string());
@@ -416,8 +395,5 @@ async fn signing_key_gets_a_private_key_secret_and_public_keys_in_status() {
         .await
         .unwrap();
     assert!(writes(&calls, "/secrets").is_empty());
-    assert_eq!(
-        condition(&status_patch(&calls), "Ready")["reason"],
-        "WrongNamespace"
-    );
+    assert_eq!(condition(&status_patch(&calls), "Ready")["reason"], "WrongNamespace");
 }

@@ -44,10 +44,7 @@ fn start(manifests: &Path, state: &Path) -> (Running, String) {
         .next()
         .unwrap()
         .to_string();
-    eprintln!(
-        "standalone printed its summary after {:?}",
-        started.elapsed()
-    );
+    eprintln!("standalone printed its summary after {:?}", started.elapsed());
     std::thread::spawn(move || lines.for_each(|l| eprintln!("kauth: {}", l.unwrap_or_default())));
     (Running(child), url)
 }
@@ -92,16 +89,13 @@ async fn serves_examples_keeps_secrets_and_follows_edits_within_a_second() {
     let (status, body) = token(&url, &state, "orders.read").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["token_type"], "Bearer");
-    let secret =
-        std::fs::read_to_string(state.join("secrets/shop/shop-backend-oauth/CLIENT_SECRET"))
-            .unwrap();
+    let secret = std::fs::read_to_string(state.join("secrets/shop/shop-backend-oauth/CLIENT_SECRET")).unwrap();
     drop(server);
 
     // Restart: same secret, still works.
     let (_server, url) = start(&manifests, &state);
     assert_eq!(
-        std::fs::read_to_string(state.join("secrets/shop/shop-backend-oauth/CLIENT_SECRET"))
-            .unwrap(),
+        std::fs::read_to_string(state.join("secrets/shop/shop-backend-oauth/CLIENT_SECRET")).unwrap(),
         secret
     );
     assert_eq!(token(&url, &state, "orders.read").await.0, 200);
@@ -109,11 +103,7 @@ async fn serves_examples_keeps_secrets_and_follows_edits_within_a_second() {
     // Withdraw the grant: refused within a second.
     let scope_file = manifests.join("scope-orders.yaml");
     let text = std::fs::read_to_string(&scope_file).unwrap();
-    std::fs::write(
-        &scope_file,
-        text.replace("namespaces: [shop]", "namespaces: []"),
-    )
-    .unwrap();
+    std::fs::write(&scope_file, text.replace("namespaces: [shop]", "namespaces: []")).unwrap();
     let took = wait_for("grant withdrawal", async || {
         token(&url, &state, "orders.read").await.1["error"] == "invalid_scope"
     })
@@ -148,19 +138,19 @@ fn invalid_manifests_are_reported_by_file_resource_and_field() {
     let mut lines = BufReader::new(running.0.stdout.take().unwrap()).lines();
     let _issuer = lines.next();
     let problem = lines.next().unwrap().unwrap();
-    assert!(problem.contains("bad.yaml (document 1): OAuthClient team/app: spec.accessTokenLifetime: 'forever' is not a duration"), "{problem}");
+    assert!(
+        problem.contains(
+            "bad.yaml (document 1): OAuthClient team/app: spec.accessTokenLifetime: 'forever' is not a duration"
+        ),
+        "{problem}"
+    );
 }
 
 #[test]
 fn crds_folder_matches_the_types() {
-    let out = Command::new(env!("CARGO_BIN_EXE_kauth"))
-        .arg("crds")
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kauth")).arg("crds").output().unwrap();
     assert!(out.status.success());
-    let checked_in =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/kauth.dev.yaml"))
-            .unwrap();
+    let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/kauth.dev.yaml")).unwrap();
     assert!(
         String::from_utf8(out.stdout).unwrap() == checked_in,
         "crds/kauth.dev.yaml is stale: run `make crds` and commit the result"

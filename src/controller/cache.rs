@@ -36,13 +36,7 @@ pub struct Cache {
 /// Sorts resources oldest first (then by namespace and name): the precedence for conflicts.
 fn by_age<K: ResourceExt>(mut items: Vec<Arc<K>>) -> Vec<Arc<K>> {
     items.sort_by(|a, b| {
-        let key = |k: &K| {
-            (
-                k.creation_timestamp().map(|t| t.0),
-                k.namespace(),
-                k.name_any(),
-            )
-        };
+        let key = |k: &K| (k.creation_timestamp().map(|t| t.0), k.namespace(), k.name_any());
         key(a).cmp(&key(b))
     });
     items
@@ -81,22 +75,14 @@ impl Cache {
             (reader, Box::pin(stream))
         }
         let any = watcher::Config::default;
-        let (clients, a) = reflect(
-            Api::<OAuthClient>::all(client.clone()),
-            any(),
-            changed.clone(),
-        );
+        let (clients, a) = reflect(Api::<OAuthClient>::all(client.clone()), any(), changed.clone());
         let (scopes, b) = reflect(Api::<Scope>::all(client.clone()), any(), changed.clone());
         let (signing_keys, c) = reflect(
             Api::<SigningKey>::namespaced(client.clone(), namespace),
             any(),
             changed.clone(),
         );
-        let (secrets, d) = reflect(
-            Api::<Secret>::all(client),
-            any().labels(CREDENTIALS_LABEL),
-            changed,
-        );
+        let (secrets, d) = reflect(Api::<Secret>::all(client), any().labels(CREDENTIALS_LABEL), changed);
         (
             Self {
                 clients,
@@ -158,8 +144,7 @@ impl Cache {
     }
 
     fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
-        self.secrets
-            .get(&reflector::ObjectRef::new(name).within(namespace))
+        self.secrets.get(&reflector::ObjectRef::new(name).within(namespace))
     }
 
     /// The serving snapshot.
@@ -171,16 +156,12 @@ impl Cache {
             .collect();
         let mut key_sets = Vec::new();
         for sk in self.signing_keys.state() {
-            if sk.namespace().as_deref() != Some(kauth_namespace)
-                || validate_signing_key(&sk.spec).is_err()
-            {
+            if sk.namespace().as_deref() != Some(kauth_namespace) || validate_signing_key(&sk.spec).is_err() {
                 continue;
             }
             let Some(uid) = sk.uid() else { continue };
-            if let Some(secret) = self.secret(
-                kauth_namespace,
-                &secrets::key_set_secret_name(&sk.name_any()),
-            ) && secrets::owned_by(&secret, &uid)
+            if let Some(secret) = self.secret(kauth_namespace, &secrets::key_set_secret_name(&sk.name_any()))
+                && secrets::owned_by(&secret, &uid)
                 && let Some(keys) = secrets::key_set(&secret)
             {
                 key_sets.push(keys);
@@ -204,11 +185,10 @@ impl Cache {
                 match &settings.secret {
                     SecretSource::Generated { .. } => {
                         // Only a Secret this very client owns counts: a look-alike is ignored.
-                        (secrets::owned_by(&secret, &client.uid()?)
-                            && secrets::labelled(&secret, secrets::GENERATED))
-                        .then(|| secrets::credential_state(&secret))
-                        .flatten()
-                        .map(|s| s.verifier())
+                        (secrets::owned_by(&secret, &client.uid()?) && secrets::labelled(&secret, secrets::GENERATED))
+                            .then(|| secrets::credential_state(&secret))
+                            .flatten()
+                            .map(|s| s.verifier())
                     }
                     SecretSource::Existing(existing) => {
                         let value = secrets::labelled(&secret, secrets::EXTERNAL)
@@ -244,9 +224,7 @@ pub async fn run_registry(
     cache.synced().await;
     loop {
         let snapshot = cache.snapshot(&kauth_namespace);
-        metrics
-            .registered_clients
-            .set(snapshot.clients.len() as i64);
+        metrics.registered_clients.set(snapshot.clients.len() as i64);
         registry.publish(snapshot);
         changed.notified().await;
         tokio::time::sleep(Duration::from_millis(20)).await;

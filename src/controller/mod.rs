@@ -2,6 +2,7 @@
 //! and the registry share, and the loop that turns that cache into registry snapshots.
 
 mod cache;
+pub mod leader;
 mod oauth_client;
 mod scope;
 pub mod secrets;
@@ -70,13 +71,7 @@ pub struct Context {
 
 impl Context {
     /// A context with a recorder named after kauth.
-    pub fn new(
-        client: Client,
-        cache: Cache,
-        issuer: Arc<Issuer>,
-        namespace: String,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(client: Client, cache: Cache, issuer: Arc<Issuer>, namespace: String, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -93,19 +88,9 @@ impl Context {
     }
 
     /// Publishes an Event about `obj`; a failure is logged, never fatal.
-    pub async fn event<K: Resource<DynamicType = ()>>(
-        &self,
-        obj: &K,
-        warning: bool,
-        reason: &str,
-        note: String,
-    ) {
+    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
         let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
+            type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.into(),
             note: Some(note),
             action: reason.into(),
@@ -117,33 +102,19 @@ impl Context {
     }
 }
 
-fn error_policy<K: ResourceExt>(
-    obj: Arc<K>,
-    error: &Error,
-    ctx: Arc<Context>,
-    kind: &str,
-) -> Action {
+fn error_policy<K: ResourceExt>(obj: Arc<K>, error: &Error, ctx: Arc<Context>, kind: &str) -> Action {
     tracing::warn!(kind, name = %obj.name_any(), namespace = ?obj.namespace(), %error, "reconcile failed");
     ctx.metrics.reconciled(kind, Some(error.class()));
     Action::requeue(Duration::from_secs(5))
 }
 
 /// Runs the three controllers until `shutdown` resolves.
-pub async fn run(
-    ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
-) {
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static) {
     let client = ctx.client.clone();
-    let generated = watcher::Config::default().labels(&format!(
-        "{}={}",
-        secrets::CREDENTIALS_LABEL,
-        secrets::GENERATED
-    ));
-    let key_secrets = watcher::Config::default().labels(&format!(
-        "{}={}",
-        secrets::CREDENTIALS_LABEL,
-        secrets::SIGNING_KEYS
-    ));
+    let generated =
+        watcher::Config::default().labels(&format!("{}={}", secrets::CREDENTIALS_LABEL, secrets::GENERATED));
+    let key_secrets =
+        watcher::Config::default().labels(&format!("{}={}", secrets::CREDENTIALS_LABEL, secrets::SIGNING_KEYS));
 
     // A Scope change can grant or withdraw scopes of any client that requests scopes; a client
     // change can free or take another client's id.
@@ -169,28 +140,25 @@ pub async fn run(
             .map(|c| ObjectRef::from_obj(&*c))
             .collect::<Vec<_>>()
     };
-    let clients = Controller::new(
-        Api::<OAuthClient>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Secret>::all(client.clone()), generated)
-    .watches(
-        Api::<Scope>::all(client.clone()),
-        watcher::Config::default(),
-        scope_to_clients,
-    )
-    .watches(
-        Api::<OAuthClient>::all(client.clone()),
-        watcher::Config::default(),
-        client_to_peers,
-    )
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        reconcile_client,
-        |o, e, c| error_policy(o, e, c, "OAuthClient"),
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
+    let clients = Controller::new(Api::<OAuthClient>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Secret>::all(client.clone()), generated)
+        .watches(
+            Api::<Scope>::all(client.clone()),
+            watcher::Config::default(),
+            scope_to_clients,
+        )
+        .watches(
+            Api::<OAuthClient>::all(client.clone()),
+            watcher::Config::default(),
+            client_to_peers,
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            reconcile_client,
+            |o, e, c| error_policy(o, e, c, "OAuthClient"),
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
 
     let cache = ctx.cache.clone();
     let scope_to_peers = move |changed: Scope| {
@@ -202,31 +170,21 @@ pub async fn run(
             .map(|s| ObjectRef::from_obj(&*s))
             .collect::<Vec<_>>()
     };
-    let scopes = Controller::new(
-        Api::<Scope>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .watches(
-        Api::<Scope>::all(client.clone()),
-        watcher::Config::default(),
-        scope_to_peers,
-    )
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        reconcile_scope,
-        |o, e, c| error_policy(o, e, c, "Scope"),
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
+    let scopes = Controller::new(Api::<Scope>::all(client.clone()), watcher::Config::default())
+        .watches(
+            Api::<Scope>::all(client.clone()),
+            watcher::Config::default(),
+            scope_to_peers,
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_scope, |o, e, c| error_policy(o, e, c, "Scope"), ctx.clone())
+        .for_each(|_| async {});
 
     let keys = Controller::new(
         Api::<SigningKey>::namespaced(client.clone(), &ctx.namespace),
         watcher::Config::default(),
     )
-    .owns(
-        Api::<Secret>::namespaced(client.clone(), &ctx.namespace),
-        key_secrets,
-    )
+    .owns(Api::<Secret>::namespaced(client.clone(), &ctx.namespace), key_secrets)
     .graceful_shutdown_on(shutdown.clone())
     .run(
         reconcile_signing_key,

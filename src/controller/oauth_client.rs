@@ -47,12 +47,7 @@ async fn generated_secret(
     settings: &ClientSettings,
     now: Timestamp,
 ) -> Result<SecretOutcome, Error> {
-    let SecretSource::Generated {
-        name,
-        keys,
-        rotation,
-    } = &settings.secret
-    else {
+    let SecretSource::Generated { name, keys, rotation } = &settings.secret else {
         unreachable!("called for generated secrets")
     };
     let ns = obj.namespace().unwrap_or_default();
@@ -111,16 +106,23 @@ async fn generated_secret(
         }
         SecretPlan::Rotate { state, reason } => {
             let mut secret = layout.build(&state);
-            secret.metadata.resource_version = existing
-                .as_ref()
-                .and_then(|s| s.metadata.resource_version.clone());
+            secret.metadata.resource_version = existing.as_ref().and_then(|s| s.metadata.resource_version.clone());
             api.replace(name, &PostParams::default(), &secret).await?;
             let why = match reason {
                 RotationReason::Trigger => "spec.secret.rotation.trigger changed",
                 RotationReason::Schedule => "spec.secret.rotation.every elapsed",
             };
             let overlap = humantime::format_duration(rotation.overlap);
-            ctx.event(obj, false, "SecretRotated", format!("rotated the client secret to version {} ({why}); the previous secret works for {overlap}", state.version)).await;
+            ctx.event(
+                obj,
+                false,
+                "SecretRotated",
+                format!(
+                    "rotated the client secret to version {} ({why}); the previous secret works for {overlap}",
+                    state.version
+                ),
+            )
+            .await;
             state
         }
         SecretPlan::Keep { recheck_at } => {
@@ -149,18 +151,13 @@ async fn generated_secret(
         message: format!("credentials are in Secret {name}"),
         version: Some(state.version),
         rotated_at: Some(state.rotated_at),
-        recheck_at: rotation.every.map(|every| {
-            state.rotated_at
-                + k8s_openapi::jiff::SignedDuration::try_from(every).unwrap_or_default()
-        }),
+        recheck_at: rotation
+            .every
+            .map(|every| state.rotated_at + k8s_openapi::jiff::SignedDuration::try_from(every).unwrap_or_default()),
     })
 }
 
-async fn existing_secret(
-    ctx: &Context,
-    obj: &OAuthClient,
-    settings: &ClientSettings,
-) -> Result<SecretOutcome, Error> {
+async fn existing_secret(ctx: &Context, obj: &OAuthClient, settings: &ClientSettings) -> Result<SecretOutcome, Error> {
     let SecretSource::Existing(existing) = &settings.secret else {
         unreachable!("called for existing secrets")
     };
@@ -169,10 +166,7 @@ async fn existing_secret(
     let outcome = match api.get_opt(&existing.name).await? {
         None => SecretOutcome::failed(
             "ExistingSecretNotFound",
-            format!(
-                "spec.existingSecret: Secret {} does not exist",
-                existing.name
-            ),
+            format!("spec.existingSecret: Secret {} does not exist", existing.name),
         ),
         Some(s) if !secrets::labelled(&s, secrets::EXTERNAL) => SecretOutcome::failed(
             "ExistingSecretNotLabelled",
@@ -183,15 +177,13 @@ async fn existing_secret(
                 secrets::EXTERNAL
             ),
         ),
-        Some(s) if secrets::external_secret_value(&s, &existing.key).is_none() => {
-            SecretOutcome::failed(
-                "ExistingSecretKeyMissing",
-                format!(
-                    "spec.existingSecret.key: Secret {} has no non-empty key {}",
-                    existing.name, existing.key
-                ),
-            )
-        }
+        Some(s) if secrets::external_secret_value(&s, &existing.key).is_none() => SecretOutcome::failed(
+            "ExistingSecretKeyMissing",
+            format!(
+                "spec.existingSecret.key: Secret {} has no non-empty key {}",
+                existing.name, existing.key
+            ),
+        ),
         Some(_) => SecretOutcome {
             ready: true,
             reason: "SecretReady",
@@ -313,20 +305,9 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
                         .join("; "),
                 )
             } else {
-                (
-                    "Ready",
-                    format!("client id {} can get tokens", verdict.client_id),
-                )
+                ("Ready", format!("client id {} can get tokens", verdict.client_id))
             };
-            set_condition(
-                &mut status.conditions,
-                "Ready",
-                ready,
-                reason,
-                message,
-                generation,
-                now,
-            );
+            set_condition(&mut status.conditions, "Ready", ready, reason, message, generation, now);
             ready
         }
     };

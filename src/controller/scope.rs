@@ -22,11 +22,7 @@ pub async fn reconcile(obj: Arc<Scope>, ctx: Arc<Context>) -> Result<Action, Err
     let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
     let (catalog, _) = ctx.cache.catalog(None);
     // The cache may not have this object yet: requeue shortly rather than guess.
-    let Some((_, verdict)) = catalog
-        .scopes
-        .iter()
-        .find(|(k, _)| k.namespace == ns && k.name == name)
-    else {
+    let Some((_, verdict)) = catalog.scopes.iter().find(|(k, _)| k.namespace == ns && k.name == name) else {
         return Ok(Action::requeue(Duration::from_millis(200)));
     };
     let generation = obj.metadata.generation;

@@ -121,10 +121,7 @@ impl CredentialsSecret<'_> {
                 name: Some(self.name.to_string()),
                 namespace: Some(self.namespace.to_string()),
                 labels: Some(BTreeMap::from([
-                    (
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "kauth".to_string(),
-                    ),
+                    ("app.kubernetes.io/managed-by".to_string(), "kauth".to_string()),
                     (CREDENTIALS_LABEL.to_string(), GENERATED.to_string()),
                     ("kauth.dev/client".to_string(), self.client_name.to_string()),
                 ])),
@@ -180,10 +177,7 @@ pub fn key_set_secret(name: &str, namespace: &str, owner: OwnerReference, keys: 
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
             labels: Some(BTreeMap::from([
-                (
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "kauth".to_string(),
-                ),
+                ("app.kubernetes.io/managed-by".to_string(), "kauth".to_string()),
                 (CREDENTIALS_LABEL.to_string(), SIGNING_KEYS.to_string()),
             ])),
             owner_references: Some(vec![owner]),

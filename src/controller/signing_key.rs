@@ -15,20 +15,14 @@ use serde_json::json;
 use super::secrets;
 use super::{Context, Error, MANAGER};
 use crate::crd::{
-    KeyAlgorithm, KeyRotation, PublishedKey, SigningKey, SigningKeySpec, SigningKeyStatus,
-    set_condition,
+    KeyAlgorithm, KeyRotation, PublishedKey, SigningKey, SigningKeySpec, SigningKeyStatus, set_condition,
 };
 use crate::keys::{KeyChange, KeySet, KeyState, plan_keys};
 use crate::validation::describe;
 
-async fn write_status(
-    ctx: &Context,
-    obj: &SigningKey,
-    status: &SigningKeyStatus,
-) -> Result<(), Error> {
+async fn write_status(ctx: &Context, obj: &SigningKey, status: &SigningKeyStatus) -> Result<(), Error> {
     if obj.status.as_ref() != Some(status) {
-        let api: Api<SigningKey> =
-            Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+        let api: Api<SigningKey> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
         api.patch_status(
             &obj.name_any(),
             &PatchParams::apply(MANAGER),
@@ -52,10 +46,7 @@ pub async fn reconcile(obj: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action
     };
     let ns = obj.namespace().unwrap_or_default();
     if ns != ctx.namespace {
-        let msg = format!(
-            "SigningKeys are only read in kauth's namespace '{}'",
-            ctx.namespace
-        );
+        let msg = format!("SigningKeys are only read in kauth's namespace '{}'", ctx.namespace);
         set_condition(
             &mut status.conditions,
             "Ready",
@@ -116,18 +107,14 @@ pub async fn reconcile(obj: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action
         write_status(&ctx, &obj, &status).await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
-    let current: KeySet = existing
-        .as_ref()
-        .and_then(secrets::key_set)
-        .unwrap_or_default();
+    let current: KeySet = existing.as_ref().and_then(secrets::key_set).unwrap_or_default();
     let plan = plan_keys(alg, &schedule, &current, now)?;
     if plan.keys != current {
         let mut secret = secrets::key_set_secret(&secret_name, &ns, owner, &plan.keys);
         match &existing {
             Some(old) => {
                 secret.metadata.resource_version = old.metadata.resource_version.clone();
-                api.replace(&secret_name, &PostParams::default(), &secret)
-                    .await?;
+                api.replace(&secret_name, &PostParams::default(), &secret).await?;
             }
             None => {
                 api.create(&PostParams::default(), &secret).await?;
@@ -138,10 +125,7 @@ pub async fn reconcile(obj: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action
         let (reason, note) = match change {
             KeyChange::Generated { kid, activates_at } => (
                 "KeyGenerated",
-                format!(
-                    "generated {} key {kid}; it signs from {activates_at}",
-                    alg.as_str()
-                ),
+                format!("generated {} key {kid}; it signs from {activates_at}", alg.as_str()),
             ),
             KeyChange::Removed { kid } => ("KeyRemoved", format!("key {kid} left the JWKS")),
         };

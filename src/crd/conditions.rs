@@ -43,9 +43,7 @@ pub fn set_condition(
 
 /// True when the condition `type_` exists with status "True".
 pub fn condition_is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
+    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
 }
 
 #[cfg(test)]

@@ -77,9 +77,7 @@ fn default_grant_types() -> Vec<GrantType> {
 }
 
 /// Token endpoint authentication methods (RFC 7591 §2).
-#[derive(
-    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum TokenEndpointAuthMethod {
     /// HTTP Basic with the client id and secret.
     #[default]

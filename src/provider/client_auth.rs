@@ -33,17 +33,15 @@ fn from_basic(headers: &HeaderMap) -> Result<Option<Presented>, OAuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let bad =
-        || OAuthError::invalid_client("malformed HTTP Basic credentials").with_basic_challenge();
+    let bad = || OAuthError::invalid_client("malformed HTTP Basic credentials").with_basic_challenge();
     let value = value.to_str().map_err(|_| bad())?;
     let Some((scheme, encoded)) = value.split_once(' ') else {
         return Err(bad());
     };
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(OAuthError::invalid_client(
-            "only HTTP Basic client authentication is supported",
-        )
-        .with_basic_challenge());
+        return Err(
+            OAuthError::invalid_client("only HTTP Basic client authentication is supported").with_basic_challenge(),
+        );
     }
     let raw = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
@@ -72,10 +70,7 @@ pub fn authenticate(
             ));
         }
         (Some(basic), None) => {
-            if form
-                .get("client_id")
-                .is_some_and(|id| id != basic.client_id)
-            {
+            if form.get("client_id").is_some_and(|id| id != basic.client_id) {
                 return Err(OAuthError::invalid_request(
                     "client_id in the body differs from the HTTP Basic user",
                 ));
@@ -85,18 +80,13 @@ pub fn authenticate(
         (None, Some(secret)) => Presented {
             client_id: form
                 .get("client_id")
-                .ok_or_else(|| {
-                    OAuthError::invalid_request("client_secret given without client_id")
-                })?
+                .ok_or_else(|| OAuthError::invalid_request("client_secret given without client_id"))?
                 .to_string(),
             secret: secret.to_string(),
             method: TokenEndpointAuthMethod::ClientSecretPost,
         },
         (None, None) => {
-            return Err(
-                OAuthError::invalid_client("client authentication is required")
-                    .with_basic_challenge(),
-            );
+            return Err(OAuthError::invalid_client("client authentication is required").with_basic_challenge());
         }
     };
     let challenge = |e: OAuthError| {
@@ -109,14 +99,10 @@ pub fn authenticate(
     let Some(client) = snapshot.clients.get(&presented.client_id) else {
         // Spend the same work as a known client so timing does not reveal which ids exist.
         let _ = digests_match(&digest_secret(&presented.secret), &[0; 32]);
-        return Err(challenge(OAuthError::invalid_client(
-            "client authentication failed",
-        )));
+        return Err(challenge(OAuthError::invalid_client("client authentication failed")));
     };
     if !client.secret.verify(&presented.secret, now) {
-        return Err(challenge(OAuthError::invalid_client(
-            "client authentication failed",
-        )));
+        return Err(challenge(OAuthError::invalid_client("client authentication failed")));
     }
     if client.auth_method != presented.method {
         return Err(challenge(OAuthError::invalid_client(format!(

@@ -51,19 +51,14 @@ pub async fn openid_configuration(State(state): State<ProviderState>) -> Respons
 /// GET /jwks: every published key (pending, active and retired).
 pub async fn jwks(State(state): State<ProviderState>) -> Response {
     let snapshot = state.registry.load();
-    let keys: Vec<_> = snapshot
-        .keys
-        .published(Timestamp::now())
-        .map(|k| &k.jwk)
-        .collect();
+    let keys: Vec<_> = snapshot.keys.published(Timestamp::now()).map(|k| &k.jwk).collect();
     cached(Json(json!({ "keys": keys })).into_response())
 }
 
 /// Short public caching: resource servers refresh well inside the publish-ahead window.
 fn cached(mut response: Response) -> Response {
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     response
 }

@@ -61,11 +61,7 @@ impl OAuthError {
     }
     /// `temporarily_unavailable` (503).
     pub fn unavailable(d: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            d,
-        )
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", d)
     }
     /// `server_error` (500); the cause is logged, never sent.
     pub fn server_error() -> Self {

@@ -39,9 +39,7 @@ impl Form {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for (k, v) in form_urlencoded::parse(bytes) {
             if k != "resource" && pairs.iter().any(|(seen, _)| *seen == k) {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter '{k}' is repeated"
-                )));
+                return Err(OAuthError::invalid_request(format!("parameter '{k}' is repeated")));
             }
             pairs.push((k.into_owned(), v.into_owned()));
         }
@@ -73,8 +71,7 @@ mod tests {
     #[test]
     fn repeats_are_refused_except_resource() {
         assert!(Form::parse(b"scope=a&scope=b").is_err());
-        let f =
-            Form::parse(b"resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb&scope=x+y").unwrap();
+        let f = Form::parse(b"resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb&scope=x+y").unwrap();
         assert_eq!(f.all("resource"), ["https://a", "https://b"]);
         assert_eq!(f.get("scope"), Some("x y"));
         assert_eq!(Form::parse(b"scope=").unwrap().get("scope"), None);

@@ -34,11 +34,8 @@ fn active_claims(
     token: &str,
     now: Timestamp,
 ) -> Option<std::sync::Arc<AccessTokenClaims>> {
-    let claims = state
-        .verified
-        .verify(&snapshot.keys, &state.issuer.url, token, now)?;
-    (!state.revocations.is_revoked(&claims.jti) && snapshot.clients.contains_key(&claims.client_id))
-        .then_some(claims)
+    let claims = state.verified.verify(&snapshot.keys, &state.issuer.url, token, now)?;
+    (!state.revocations.is_revoked(&claims.jti) && snapshot.clients.contains_key(&claims.client_id)).then_some(claims)
 }
 
 /// POST /introspect
@@ -59,9 +56,7 @@ pub async fn introspect(
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-        let body = match active_claims(&state, &snapshot, token, now)
-            .filter(|c| may_see(&snapshot, &caller, c))
-        {
+        let body = match active_claims(&state, &snapshot, token, now).filter(|c| may_see(&snapshot, &caller, c)) {
             Some(c) => json!({
                 "active": true,
                 "token_type": "Bearer",
@@ -85,12 +80,7 @@ pub async fn introspect(
 }
 
 /// POST /revoke
-pub async fn revoke(
-    State(state): State<ProviderState>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn revoke(State(state): State<ProviderState>, method: Method, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         if method != Method::POST {
             return Err(OAuthError::method_not_allowed());
@@ -99,11 +89,15 @@ pub async fn revoke(
         let snapshot = state.registry.load();
         let now = Timestamp::now();
         let caller = authenticate(&snapshot, &headers, &form, now)?;
-        let token = form.get("token").ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
         // Invalid, expired or unknown tokens are not an error (RFC 7009 §2.2).
         if let Some(claims) = verify(&snapshot.keys, &state.issuer.url, token, now) {
             if claims.client_id != caller.client_id {
-                return Err(OAuthError::unauthorized_client("the token was not issued to this client"));
+                return Err(OAuthError::unauthorized_client(
+                    "the token was not issued to this client",
+                ));
             }
             state.revocations.revoke(&claims.jti, claims.exp).map_err(|e| {
                 tracing::error!(error = %e, "cannot persist a revocation");

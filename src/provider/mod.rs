@@ -39,13 +39,9 @@ impl Issuer {
         let rest = url
             .strip_prefix("https://")
             .or_else(|| url.strip_prefix("http://"))
-            .ok_or_else(|| {
-                format!("issuer '{url}' must start with https:// (or http:// for local use)")
-            })?;
+            .ok_or_else(|| format!("issuer '{url}' must start with https:// (or http:// for local use)"))?;
         if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace()) {
-            return Err(format!(
-                "issuer '{url}' may not contain a query, fragment or spaces"
-            ));
+            return Err(format!("issuer '{url}' may not contain a query, fragment or spaces"));
         }
         let (host, path) = rest
             .split_once('/')
@@ -83,12 +79,7 @@ pub struct ProviderState {
 
 impl ProviderState {
     /// State for a provider serving `registry` as `issuer`.
-    pub fn new(
-        registry: Registry,
-        issuer: Issuer,
-        revocations: RevocationList,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(registry: Registry, issuer: Issuer, revocations: RevocationList, metrics: Arc<Metrics>) -> Self {
         Self {
             registry,
             issuer: Arc::new(issuer),

@@ -28,24 +28,14 @@ struct TokenResponse {
 }
 
 /// POST /token
-pub async fn token(
-    State(state): State<ProviderState>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn token(State(state): State<ProviderState>, method: Method, headers: HeaderMap, body: Body) -> Response {
     match issue(&state, method, &headers, body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
-async fn issue(
-    state: &ProviderState,
-    method: Method,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, OAuthError> {
+async fn issue(state: &ProviderState, method: Method, headers: &HeaderMap, body: Body) -> Result<Response, OAuthError> {
     if method != Method::POST {
         return Err(OAuthError::method_not_allowed());
     }
@@ -61,8 +51,7 @@ async fn issue(
             "grant type '{grant_type}' is not supported"
         )));
     }
-    let (scopes, audiences) =
-        decide_scopes_and_audience(&client, form.get("scope"), &form.all("resource"))?;
+    let (scopes, audiences) = decide_scopes_and_audience(&client, form.get("scope"), &form.all("resource"))?;
 
     let lifetime = client.access_token_lifetime.as_secs();
     let iat = now.as_second();
@@ -193,10 +182,7 @@ mod tests {
             auth_method: Default::default(),
             secret: CredentialState::first(None, Timestamp::now()).verifier(),
             scopes: [
-                (
-                    "orders.read".to_string(),
-                    Some("https://orders".to_string()),
-                ),
+                ("orders.read".to_string(), Some("https://orders".to_string())),
                 ("stock.read".to_string(), Some("https://stock".to_string())),
                 ("misc".to_string(), None),
             ]
@@ -212,10 +198,7 @@ mod tests {
         let (s, a) = decide_scopes_and_audience(&c, Some("orders.read"), &[]).unwrap();
         assert_eq!(
             (s, a),
-            (
-                vec!["orders.read".to_string()],
-                vec!["https://orders".to_string()]
-            )
+            (vec!["orders.read".to_string()], vec!["https://orders".to_string()])
         );
         let (s, a) = decide_scopes_and_audience(&c, None, &["https://stock"]).unwrap();
         assert_eq!(
@@ -226,13 +209,7 @@ mod tests {
             )
         );
         let (s, a) = decide_scopes_and_audience(&c, Some("misc"), &[]).unwrap();
-        assert_eq!(
-            (s, a),
-            (
-                vec!["misc".to_string()],
-                vec!["https://reports".to_string()]
-            )
-        );
+        assert_eq!((s, a), (vec!["misc".to_string()], vec!["https://reports".to_string()]));
         let (_, a) = decide_scopes_and_audience(&c, None, &["https://reports"]).unwrap();
         assert_eq!(a, ["https://reports"]);
     }
@@ -246,11 +223,7 @@ mod tests {
             "invalid_scope"
         );
         assert_eq!(
-            code(decide_scopes_and_audience(
-                &c,
-                Some("orders.read  misc"),
-                &[]
-            )),
+            code(decide_scopes_and_audience(&c, Some("orders.read  misc"), &[])),
             "invalid_scope"
         );
         assert_eq!(
@@ -262,11 +235,7 @@ mod tests {
             "invalid_target"
         );
         assert_eq!(
-            code(decide_scopes_and_audience(
-                &c,
-                Some("orders.read"),
-                &["https://stock"]
-            )),
+            code(decide_scopes_and_audience(&c, Some("orders.read"), &["https://stock"])),
             "invalid_scope"
         );
     }

@@ -84,11 +84,8 @@ impl TestProvider {
             issuer: Issuer::parse(&url).unwrap(),
             kauth_namespace: "kauth".into(),
         };
-        let revocations = RevocationList::open(
-            &dir.path().join("state/revoked.jsonl"),
-            Timestamp::now().as_second(),
-        )
-        .unwrap();
+        let revocations =
+            RevocationList::open(&dir.path().join("state/revoked.jsonl"), Timestamp::now().as_second()).unwrap();
         let registry = Registry::new();
         let state = ProviderState::new(
             registry.clone(),
