@@ -1,7 +1,7 @@
 # kauth — common tasks. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: run test lint crds check-crds bench fmt
+.PHONY: run test test-cluster lint crds bench fmt
 
 run: ## Serve the bundled examples on 127.0.0.1:8080 without a cluster
 	$(CARGO) run --release -- standalone --manifests examples/
@@ -11,14 +11,18 @@ test: ## Format check, lints, and every test tier that needs no cluster
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
 
+test-cluster: ## Cluster tier: against KUBECONFIG, or a local etcd + kube-apiserver it builds and starts
+	tests/cluster/run.sh
+
 lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
 
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ (and the chart's copy) from the Rust types
 	$(CARGO) run -q -- crds > crds/kauth.dev.yaml
+	cp crds/kauth.dev.yaml charts/kauth/crds/kauth.dev.yaml
 
 bench: ## Throughput and latency of the token and introspection endpoints (needs wrk)
 	bench/run.sh

@@ -56,7 +56,8 @@ done
 export GOPATH="$work/gopath" GOFLAGS=-mod=vendor GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=0 GOCACHE="$work/gocache"
 log "fix 2: generating pkg/generated/openapi (openapi-gen)"
 go build -o "$work/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen
-pkgs=$(grep -rl --include=doc.go '+k8s:openapi-gen=' pkg staging/src/k8s.io vendor/k8s.io 2>/dev/null \
+# Tagged packages: the tag sits in doc.go or on single types (resource.Quantity), so read every file.
+pkgs=$(grep -rl --include='*.go' --exclude='*_test.go' '+k8s:openapi-gen=' pkg staging/src/k8s.io vendor 2>/dev/null \
   | xargs -n1 dirname | sort -u \
   | sed -e 's#^staging/src/#vendor/#' -e 's#^vendor/##' -e 's#^pkg/#k8s.io/kubernetes/pkg/#' | paste -sd, -)
 (cd "$work/gopath/src/k8s.io/kubernetes" && GO111MODULE=off GOFLAGS= "$work/openapi-gen" \

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# make test-cluster: the cluster tier against KUBECONFIG, or a local etcd + kube-apiserver
+# started (and stopped) here.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+state=$(mktemp -d)
+trap 'tests/cluster/down.sh "$state"; rm -rf "$state"' EXIT
+KUBECONFIG=$(tests/cluster/up.sh "$state")
+export KUBECONFIG
+export KAUTH_TOOLS=$(tests/cluster/tools.sh)
+cargo build --bin kauth
+cargo test --test cluster -- --ignored --test-threads=1 "$@"
