@@ -149,87 +149,138 @@ fn grants(scope: &ScopeSpec, owner_ns: &str, client: &ObjectKey) -> bool {
             .any(|c| c.namespace == client.namespace && c.name == client.name)
 }
 
+/// The accepted scopes, by value, with the spec and namespace of their owner.
+type ScopeIndex<'a> = HashMap<&'a str, (&'a ScopeSpec, &'a str)>;
+
+impl ClientInput<'_> {
+    /// The client id this client asks for.
+    pub fn client_id(&self) -> String {
+        self.spec
+            .client_id
+            .clone()
+            .unwrap_or_else(|| default_client_id(self.namespace, self.name))
+    }
+}
+
 impl Catalog {
     /// Evaluates everything. Inputs come in precedence order (oldest first): on a conflict the
     /// earlier Scope keeps its value and the earlier client keeps its id.
     pub fn evaluate(clients: &[ClientInput<'_>], scopes: &[ScopeInput<'_>]) -> Self {
         let mut catalog = Catalog::default();
-        let mut scope_specs: HashMap<&str, (&ScopeSpec, &str)> = HashMap::new();
-        for s in scopes {
-            let key = ObjectKey::new(s.namespace, s.name);
-            let verdict = match validate_scope(s.spec) {
-                Err(errors) => ScopeVerdict::Invalid(errors),
-                Ok(()) => match catalog.scope_values.get(&s.spec.value) {
-                    Some(existing) => ScopeVerdict::Conflict {
-                        owner: existing.owner.clone(),
-                    },
-                    None => {
-                        catalog.scope_values.insert(
-                            s.spec.value.clone(),
-                            AcceptedScope {
-                                owner: key.clone(),
-                                audience: s.spec.audience.clone(),
-                            },
-                        );
-                        scope_specs.insert(&s.spec.value, (s.spec, s.namespace));
-                        ScopeVerdict::Accepted
-                    }
-                },
-            };
-            catalog.scopes.push((key, verdict));
-        }
-
+        let index = catalog.index_scopes(scopes);
         let mut id_owner: HashMap<String, ObjectKey> = HashMap::new();
         for c in clients {
-            let key = ObjectKey::new(c.namespace, c.name);
             let settings = validate_client(c.name, c.spec);
-            let client_id = c
-                .spec
-                .client_id
-                .clone()
-                .unwrap_or_else(|| default_client_id(c.namespace, c.name));
+            let client_id = c.client_id();
             let id_conflict = match (&settings, id_owner.get(&client_id)) {
                 (Ok(_), Some(owner)) => Some(owner.clone()),
                 (Ok(_), None) => {
-                    id_owner.insert(client_id.clone(), key.clone());
+                    id_owner.insert(client_id.clone(), ObjectKey::new(c.namespace, c.name));
                     None
                 }
                 (Err(_), _) => None,
             };
-            let mut granted = Vec::new();
-            let mut missing = Vec::new();
-            for value in &c.spec.scopes {
-                match scope_specs.get(value.as_str()) {
-                    None => missing.push(MissingGrant {
-                        scope: value.clone(),
-                        reason: format!("no accepted Scope offers '{value}'"),
-                    }),
-                    Some((spec, owner_ns)) if grants(spec, owner_ns, &key) => granted.push(GrantedScope {
-                        value: value.clone(),
-                        audience: spec.audience.clone(),
-                    }),
-                    Some((_, _)) => {
-                        let owner = &catalog.scope_values[value.as_str()].owner;
-                        missing.push(MissingGrant {
-                            scope: value.clone(),
-                            reason: format!(
-                                "Scope {owner} does not grant '{value}' to namespace {} (add it to spec.grantedTo)",
-                                key.namespace
-                            ),
-                        })
-                    }
-                }
-            }
-            catalog.clients.push(ClientVerdict {
-                key,
-                settings,
-                client_id,
-                id_conflict,
-                granted,
-                missing,
-            });
+            let verdict = catalog.client_verdict(c, settings, client_id, id_conflict, &index);
+            catalog.clients.push(verdict);
         }
         catalog
+    }
+
+    /// Evaluates one client (`clients[target]`) without evaluating the others: only the
+    /// earlier clients asking for the same id are validated. What a reconcile needs, in
+    /// O(clients) string comparisons and no per-client allocation.
+    pub fn evaluate_client(clients: &[ClientInput<'_>], target: usize, scopes: &[ScopeInput<'_>]) -> ClientVerdict {
+        let mut catalog = Catalog::default();
+        let index = catalog.index_scopes(scopes);
+        let c = &clients[target];
+        let settings = validate_client(c.name, c.spec);
+        let client_id = c.client_id();
+        let id_conflict = settings.is_ok().then(|| {
+            clients[..target]
+                .iter()
+                .find(|other| {
+                    let same = match &other.spec.client_id {
+                        Some(id) => *id == client_id,
+                        None => {
+                            other.spec.client_id.is_none()
+                                && default_client_id(other.namespace, other.name) == client_id
+                        }
+                    };
+                    same && validate_client(other.name, other.spec).is_ok()
+                })
+                .map(|owner| ObjectKey::new(owner.namespace, owner.name))
+        });
+        catalog.client_verdict(c, settings, client_id, id_conflict.flatten(), &index)
+    }
+
+    /// Decides every Scope and returns the index of accepted ones.
+    fn index_scopes<'a>(&mut self, scopes: &[ScopeInput<'a>]) -> ScopeIndex<'a> {
+        let mut index: ScopeIndex<'a> = HashMap::new();
+        for s in scopes {
+            let key = ObjectKey::new(s.namespace, s.name);
+            let verdict = match validate_scope(s.spec) {
+                Err(errors) => ScopeVerdict::Invalid(errors),
+                Ok(()) => match self.scope_values.get(&s.spec.value) {
+                    Some(existing) => ScopeVerdict::Conflict {
+                        owner: existing.owner.clone(),
+                    },
+                    None => {
+                        let accepted = AcceptedScope {
+                            owner: key.clone(),
+                            audience: s.spec.audience.clone(),
+                        };
+                        self.scope_values.insert(s.spec.value.clone(), accepted);
+                        index.insert(s.spec.value.as_str(), (s.spec, s.namespace));
+                        ScopeVerdict::Accepted
+                    }
+                },
+            };
+            self.scopes.push((key, verdict));
+        }
+        index
+    }
+
+    fn client_verdict(
+        &self,
+        c: &ClientInput<'_>,
+        settings: Result<ClientSettings, Vec<FieldError>>,
+        client_id: String,
+        id_conflict: Option<ObjectKey>,
+        index: &ScopeIndex<'_>,
+    ) -> ClientVerdict {
+        let key = ObjectKey::new(c.namespace, c.name);
+        let mut granted = Vec::new();
+        let mut missing = Vec::new();
+        for value in &c.spec.scopes {
+            match index.get(value.as_str()) {
+                None => missing.push(MissingGrant {
+                    scope: value.clone(),
+                    reason: format!("no accepted Scope offers '{value}'"),
+                }),
+                Some((spec, owner_ns)) if grants(spec, owner_ns, &key) => granted.push(GrantedScope {
+                    value: value.clone(),
+                    audience: spec.audience.clone(),
+                }),
+                Some((_, _)) => {
+                    let owner = &self.scope_values[value.as_str()].owner;
+                    missing.push(MissingGrant {
+                        scope: value.clone(),
+                        reason: format!(
+                            "Scope {owner} does not grant '{value}' to namespace {} (add it to spec.grantedTo)",
+                            key.namespace
+                        ),
+                    })
+                }
+            }
+        }
+        ClientVerdict {
+            key,
+            settings,
+            client_id,
+            id_conflict,
+            granted,
+            missing,
+        }
     }
 }
 
@@ -369,6 +420,56 @@ mod tests {
         assert!(cat.clients[0].servable());
         assert_eq!(cat.clients[1].id_conflict, Some(ObjectKey::new("one", "a")));
         assert!(!cat.clients[1].servable());
+    }
+
+    #[test]
+    fn evaluating_one_client_agrees_with_evaluating_all() {
+        let mut shared = client(&["ok"]);
+        shared.client_id = Some("shared".into());
+        let mut invalid_claim = shared.clone();
+        invalid_claim.access_token_lifetime = Some("forever".into());
+        let plain = client(&["ok", "missing"]);
+        let scope = scope("ok", &["a"], &[]);
+        let scopes = [ScopeInput {
+            namespace: "s",
+            name: "ok",
+            spec: &scope,
+        }];
+        let clients = [
+            ClientInput {
+                namespace: "a",
+                name: "invalid",
+                spec: &invalid_claim,
+            },
+            ClientInput {
+                namespace: "a",
+                name: "first",
+                spec: &shared,
+            },
+            ClientInput {
+                namespace: "a",
+                name: "second",
+                spec: &shared,
+            },
+            ClientInput {
+                namespace: "a",
+                name: "plain",
+                spec: &plain,
+            },
+        ];
+        let all = Catalog::evaluate(&clients, &scopes);
+        for i in 0..clients.len() {
+            assert_eq!(
+                Catalog::evaluate_client(&clients, i, &scopes),
+                all.clients[i],
+                "client {i}"
+            );
+        }
+        assert_eq!(
+            all.clients[2].id_conflict,
+            Some(ObjectKey::new("a", "first")),
+            "an invalid claimant owns nothing"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::Notify;
 
 use super::secrets::{self, CREDENTIALS_LABEL};
-use crate::catalog::{Catalog, ClientInput, ScopeInput};
+use crate::catalog::{Catalog, ClientInput, ClientVerdict, ObjectKey, ScopeInput, ScopeVerdict};
 use crate::crd::{OAuthClient, Scope, SigningKey};
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
@@ -40,6 +40,59 @@ fn by_age<K: ResourceExt>(mut items: Vec<Arc<K>>) -> Vec<Arc<K>> {
         key(a).cmp(&key(b))
     });
     items
+}
+
+/// Cached resources in precedence order, with the names the catalog's inputs borrow.
+struct Ordered {
+    clients: Vec<Arc<OAuthClient>>,
+    client_names: Vec<(String, String)>,
+    scopes: Vec<Arc<Scope>>,
+    scope_names: Vec<(String, String)>,
+}
+
+impl Ordered {
+    fn new(clients: Vec<Arc<OAuthClient>>, scopes: Vec<Arc<Scope>>) -> Self {
+        let clients = by_age(clients);
+        let scopes = by_age(scopes);
+        let client_names = clients
+            .iter()
+            .map(|c| (c.namespace().unwrap_or_default(), c.name_any()))
+            .collect();
+        let scope_names = scopes
+            .iter()
+            .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
+            .collect();
+        Self {
+            clients,
+            client_names,
+            scopes,
+            scope_names,
+        }
+    }
+
+    fn client_inputs(&self) -> Vec<ClientInput<'_>> {
+        self.clients
+            .iter()
+            .zip(&self.client_names)
+            .map(|(c, (ns, n))| ClientInput {
+                namespace: ns,
+                name: n,
+                spec: &c.spec,
+            })
+            .collect()
+    }
+
+    fn scope_inputs(&self) -> Vec<ScopeInput<'_>> {
+        self.scopes
+            .iter()
+            .zip(&self.scope_names)
+            .map(|(s, (ns, n))| ScopeInput {
+                namespace: ns,
+                name: n,
+                spec: &s.spec,
+            })
+            .collect()
+    }
 }
 
 impl Cache {
@@ -104,43 +157,32 @@ impl Cache {
         );
     }
 
-    /// Evaluates every client and scope; `fresh` replaces its cached copy (the reconciled
-    /// object may be newer than the cache).
-    pub fn catalog(&self, fresh: Option<&OAuthClient>) -> (Catalog, Vec<Arc<OAuthClient>>) {
+    /// Evaluates every client and scope (the registry's view).
+    pub fn catalog(&self) -> (Catalog, Vec<Arc<OAuthClient>>) {
+        let ordered = Ordered::new(self.clients.state(), self.scopes.state());
+        let catalog = Catalog::evaluate(&ordered.client_inputs(), &ordered.scope_inputs());
+        (catalog, ordered.clients)
+    }
+
+    /// Every Scope's verdict (clients are not evaluated).
+    pub fn scope_verdicts(&self) -> Vec<(ObjectKey, ScopeVerdict)> {
+        let ordered = Ordered::new(Vec::new(), self.scopes.state());
+        Catalog::evaluate(&[], &ordered.scope_inputs()).scopes
+    }
+
+    /// Evaluates one client against the cache; `fresh` (possibly newer than the cache) stands
+    /// in for its cached copy.
+    pub fn client_verdict(&self, fresh: &OAuthClient) -> ClientVerdict {
         let mut clients = self.clients.state();
-        if let Some(fresh) = fresh {
-            clients.retain(|c| c.uid() != fresh.uid());
-            clients.push(Arc::new(fresh.clone()));
-        }
-        let clients = by_age(clients);
-        let scopes = by_age(self.scopes.state());
-        let names: Vec<(String, String)> = clients
+        clients.retain(|c| c.uid() != fresh.uid());
+        clients.push(Arc::new(fresh.clone()));
+        let ordered = Ordered::new(clients, self.scopes.state());
+        let target = ordered
+            .clients
             .iter()
-            .map(|c| (c.namespace().unwrap_or_default(), c.name_any()))
-            .collect();
-        let scope_names: Vec<(String, String)> = scopes
-            .iter()
-            .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
-            .collect();
-        let client_inputs: Vec<ClientInput> = clients
-            .iter()
-            .zip(&names)
-            .map(|(c, (ns, n))| ClientInput {
-                namespace: ns,
-                name: n,
-                spec: &c.spec,
-            })
-            .collect();
-        let scope_inputs: Vec<ScopeInput> = scopes
-            .iter()
-            .zip(&scope_names)
-            .map(|(s, (ns, n))| ScopeInput {
-                namespace: ns,
-                name: n,
-                spec: &s.spec,
-            })
-            .collect();
-        (Catalog::evaluate(&client_inputs, &scope_inputs), clients)
+            .position(|c| c.uid() == fresh.uid())
+            .expect("the fresh client is in the list");
+        Catalog::evaluate_client(&ordered.client_inputs(), target, &ordered.scope_inputs())
     }
 
     fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
@@ -149,7 +191,7 @@ impl Cache {
 
     /// The serving snapshot.
     pub fn snapshot(&self, kauth_namespace: &str) -> Snapshot {
-        let (catalog, clients) = self.catalog(None);
+        let (catalog, clients) = self.catalog();
         let by_key: HashMap<(String, String), &Arc<OAuthClient>> = clients
             .iter()
             .map(|c| ((c.namespace().unwrap_or_default(), c.name_any()), c))

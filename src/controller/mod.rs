@@ -108,6 +108,14 @@ fn error_policy<K: ResourceExt>(obj: Arc<K>, error: &Error, ctx: Arc<Context>, k
     Action::requeue(Duration::from_secs(5))
 }
 
+/// At most this many reconciles of one kind run at once: enough to keep the apiserver busy,
+/// few enough that a burst of thousands of changes does not hold thousands in memory.
+const RECONCILE_CONCURRENCY: u16 = 16;
+
+fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY)
+}
+
 /// Runs the three controllers until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static) {
     let client = ctx.client.clone();
@@ -176,6 +184,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             watcher::Config::default(),
             scope_to_peers,
         )
+        .with_config(controller_config())
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile_scope, |o, e, c| error_policy(o, e, c, "Scope"), ctx.clone())
         .for_each(|_| async {});

@@ -200,13 +200,9 @@ async fn existing_secret(ctx: &Context, obj: &OAuthClient, settings: &ClientSett
 pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled("OAuthClient", None);
     let now = Timestamp::now();
-    let (catalog, _) = ctx.cache.catalog(Some(&obj));
+    // Only this client's verdict: nothing the size of the cluster lives across the awaits.
+    let verdict = ctx.cache.client_verdict(&obj);
     let key = (obj.namespace().unwrap_or_default(), obj.name_any());
-    let verdict = catalog
-        .clients
-        .iter()
-        .find(|v| v.key.namespace == key.0 && v.key.name == key.1)
-        .expect("the reconciled object is part of its own catalog");
     let generation = obj.metadata.generation;
     let old = obj.status.clone().unwrap_or_default();
     let mut status = OAuthClientStatus {

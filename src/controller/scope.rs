@@ -20,9 +20,9 @@ pub async fn reconcile(obj: Arc<Scope>, ctx: Arc<Context>) -> Result<Action, Err
     ctx.metrics.reconciled("Scope", None);
     let now = Timestamp::now();
     let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-    let (catalog, _) = ctx.cache.catalog(None);
+    let scopes = ctx.cache.scope_verdicts();
     // The cache may not have this object yet: requeue shortly rather than guess.
-    let Some((_, verdict)) = catalog.scopes.iter().find(|(k, _)| k.namespace == ns && k.name == name) else {
+    let Some((_, verdict)) = scopes.into_iter().find(|(k, _)| k.namespace == ns && k.name == name) else {
         return Ok(Action::requeue(Duration::from_millis(200)));
     };
     let generation = obj.metadata.generation;
@@ -31,7 +31,7 @@ pub async fn reconcile(obj: Arc<Scope>, ctx: Arc<Context>) -> Result<Action, Err
         observed_generation: generation,
         conditions: old.conditions.clone(),
     };
-    let (accepted, reason, message) = match verdict {
+    let (accepted, reason, message) = match &verdict {
         ScopeVerdict::Accepted => (
             true,
             "Accepted",

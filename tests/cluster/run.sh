@@ -8,5 +8,6 @@ trap 'tests/cluster/down.sh "$state"; rm -rf "$state"' EXIT
 KUBECONFIG=$(tests/cluster/up.sh "$state")
 export KUBECONFIG
 export KAUTH_TOOLS=$(tests/cluster/tools.sh)
-cargo build --bin kauth
+cargo build --release --bin kauth
+export KAUTH_BIN="$PWD/target/release/kauth"
 cargo test --test cluster -- --ignored --test-threads=1 "$@"

@@ -1,0 +1,785 @@
+//! Cluster tier: `kauth run` against a real kube-apiserver. Run with `make test-cluster`
+//! (KUBECONFIG, or a local etcd + kube-apiserver started by tests/cluster/up.sh). Each test
+//! works in namespaces of its own and starts its own `kauth run` processes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kauth::crd::{OAuthClient, Scope, SigningKey, condition_is_true};
+use kauth::manifests::Manifests;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{:x}{:x}", std::process::id() % 0xfff, nanos % 0xfffff)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn client() -> Client {
+    let client = Client::try_default()
+        .await
+        .expect("KUBECONFIG points at a cluster (make test-cluster)");
+    install_crds(&client).await;
+    client
+}
+
+/// Installs crds/ with create/replace (server-side apply of CEL rules fails on old servers).
+async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let text = std::fs::read_to_string(root().join("crds/kauth.dev.yaml")).unwrap();
+    let crds: Vec<CustomResourceDefinition> = serde_saphyr::from_multiple(&text).unwrap();
+    for crd in crds {
+        let name = crd.name_any();
+        match api.get_opt(&name).await.unwrap() {
+            None => {
+                api.create(&PostParams::default(), &crd).await.unwrap();
+            }
+            Some(existing) => {
+                let mut crd = crd;
+                crd.metadata.resource_version = existing.resource_version();
+                api.replace(&name, &PostParams::default(), &crd).await.unwrap();
+            }
+        }
+        wait_until("CRD established", Duration::from_secs(20), async || {
+            api.get(&name)
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+        })
+        .await;
+    }
+}
+
+async fn namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("namespace {name}: {e}"),
+    }
+}
+
+/// Polls `check` every 20 ms until it holds; panics after `limit`. Returns the time it took.
+async fn wait_until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A `kauth run` child process.
+struct Kauth {
+    child: Child,
+    url: String,
+    log: PathBuf,
+    _state: tempfile::TempDir,
+}
+
+impl Kauth {
+    async fn start(kauth_ns: &str, identity: &str, kubeconfig: Option<&Path>) -> Self {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let state = tempfile::tempdir().unwrap();
+        let log = state.path().join("kauth.log");
+        // make test-cluster points KAUTH_BIN at the release build, so figures are real.
+        let bin = std::env::var("KAUTH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kauth").to_string());
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "run",
+            "--issuer",
+            &url,
+            "--namespace",
+            kauth_ns,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--identity", identity, "--lease-duration", "3s"])
+        .env("POD_NAME", identity)
+        .env("RUST_LOG", "info,kube=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(kc) = kubeconfig {
+            cmd.env("KUBECONFIG", kc);
+        }
+        let child = cmd.spawn().unwrap();
+        let k = Self {
+            child,
+            url,
+            log,
+            _state: state,
+        };
+        let http = reqwest::Client::new();
+        let ready = format!("{}/readyz", k.url);
+        let log = k.log.clone();
+        let start = Instant::now();
+        while !http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "kauth run did not become ready:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        k
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Kauth {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The examples, moved into this test's namespaces and scope values.
+fn examples(id: &str) -> Manifests {
+    let mut m = Manifests::default();
+    for file in ["scope-orders.yaml", "client-m2m.yaml", "signing-key.yaml"] {
+        let text = std::fs::read_to_string(root().join("examples").join(file)).unwrap();
+        let text = text
+            .replace("namespace: shop", &format!("namespace: shop-{id}"))
+            .replace("namespaces: [shop]", &format!("namespaces: [shop-{id}]"))
+            .replace("namespace: orders", &format!("namespace: orders-{id}"))
+            .replace("namespace: kauth", &format!("namespace: kauth-{id}"))
+            .replace("namespace: billing", &format!("namespace: billing-{id}"))
+            .replace("orders.read", &format!("orders.read.{id}"))
+            .replace("orders.write", &format!("orders.write.{id}"));
+        m.add_text(Path::new(file), &text);
+    }
+    assert!(m.errors.is_empty(), "{:?}", m.errors);
+    m
+}
+
+async fn create<K>(client: &Client, obj: &K) -> K
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap());
+    api.create(&PostParams::default(), obj).await.unwrap()
+}
+
+async fn ready_client(client: &Client, ns: &str, name: &str) -> OAuthClient {
+    let api: Api<OAuthClient> = Api::namespaced(client.clone(), ns);
+    let mut found = None;
+    wait_until(
+        &format!("OAuthClient {ns}/{name} Ready"),
+        Duration::from_secs(30),
+        async || {
+            found = api.get(name).await.ok().filter(|c| {
+                c.status
+                    .as_ref()
+                    .is_some_and(|s| condition_is_true(&s.conditions, "Ready"))
+            });
+            found.is_some()
+        },
+    )
+    .await;
+    found.unwrap()
+}
+
+async fn secret_data(client: &Client, ns: &str, name: &str) -> BTreeMap<String, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let s = api.get(name).await.unwrap();
+    s.data
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+        .collect()
+}
+
+async fn token(url: &str, id: &str, secret: &str, scope: &str) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{url}/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials"), ("scope", scope)])
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn examples_become_ready_and_changes_reach_the_token_endpoint_within_a_second() {
+    let client = client().await;
+    let id = unique();
+    for ns in ["kauth", "shop", "orders", "billing"] {
+        namespace(&client, &format!("{ns}-{id}")).await;
+    }
+    let m = examples(&id);
+    for (_, k) in &m.signing_keys {
+        create(&client, k).await;
+    }
+    let kauth = Kauth::start(&format!("kauth-{id}"), "solo", None).await;
+    for (_, s) in &m.scopes {
+        create(&client, s).await;
+    }
+    let applied = Instant::now();
+    create(&client, &m.clients[0].1).await;
+    let shop = format!("shop-{id}");
+    let oac = ready_client(&client, &shop, "shop-backend").await;
+    eprintln!("OAuthClient Ready {:?} after it was applied", applied.elapsed());
+    let status = oac.status.unwrap();
+    assert_eq!(
+        status.client_id.as_deref(),
+        Some(format!("shop-{id}.shop-backend").as_str())
+    );
+    assert_eq!(status.granted_scopes, [format!("orders.read.{id}")]);
+
+    let data = secret_data(&client, &shop, "shop-backend-oauth").await;
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        ["CLIENT_ID", "CLIENT_SECRET", "ISSUER_URL", "TOKEN_URL"]
+    );
+    assert_eq!(data["TOKEN_URL"], format!("{}/token", kauth.url));
+    let scope = format!("orders.read.{id}");
+    let took = wait_until("token obtainable", Duration::from_secs(5), async || {
+        token(&kauth.url, &data["CLIENT_ID"], &data["CLIENT_SECRET"], &scope)
+            .await
+            .0
+            == 200
+    })
+    .await;
+    eprintln!(
+        "token obtainable {:?} after Ready ({:?} after apply)",
+        took,
+        applied.elapsed()
+    );
+
+    // The signing key reconciled into a Secret and status.
+    let sk: SigningKey = Api::namespaced(client.clone(), &format!("kauth-{id}"))
+        .get("default")
+        .await
+        .unwrap();
+    assert!(sk.status.unwrap().active_kid.is_some());
+
+    // Withdraw the grant: refused within a second.
+    let scopes: Api<Scope> = Api::namespaced(client.clone(), &format!("orders-{id}"));
+    scopes
+        .patch(
+            "orders-read",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"grantedTo": {"namespaces": []}}})),
+        )
+        .await
+        .unwrap();
+    let took = wait_until("grant withdrawal at /token", Duration::from_secs(1), async || {
+        token(&kauth.url, &data["CLIENT_ID"], &data["CLIENT_SECRET"], &scope)
+            .await
+            .1["error"]
+            == "invalid_scope"
+    })
+    .await;
+    eprintln!("grant withdrawal took effect after {took:?}");
+    scopes
+        .patch(
+            "orders-read",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"grantedTo": {"namespaces": [shop.clone()]}}})),
+        )
+        .await
+        .unwrap();
+    wait_until("grant restored", Duration::from_secs(1), async || {
+        token(&kauth.url, &data["CLIENT_ID"], &data["CLIENT_SECRET"], &scope)
+            .await
+            .0
+            == 200
+    })
+    .await;
+
+    // Rotate: the new secret works within a second, the old one still inside the overlap.
+    let clients: Api<OAuthClient> = Api::namespaced(client.clone(), &shop);
+    clients
+        .patch(
+            "shop-backend",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"secret": {"rotation": {"trigger": "second"}}}})),
+        )
+        .await
+        .unwrap();
+    let mut rotated = None;
+    let took = wait_until("rotated secret at /token", Duration::from_secs(1), async || {
+        let now = secret_data(&client, &shop, "shop-backend-oauth").await;
+        if now["CLIENT_SECRET"] == data["CLIENT_SECRET"] {
+            return false;
+        }
+        let ok = token(&kauth.url, &now["CLIENT_ID"], &now["CLIENT_SECRET"], &scope)
+            .await
+            .0
+            == 200;
+        rotated = Some(now);
+        ok
+    })
+    .await;
+    eprintln!("rotation took effect after {took:?}");
+    assert_eq!(
+        token(&kauth.url, &data["CLIENT_ID"], &data["CLIENT_SECRET"], &scope)
+            .await
+            .0,
+        200,
+        "old secret inside the overlap"
+    );
+    let rotated = rotated.unwrap();
+
+    // Delete the client: refused within a second.
+    clients.delete("shop-backend", &DeleteParams::default()).await.unwrap();
+    let took = wait_until("client deletion at /token", Duration::from_secs(1), async || {
+        token(&kauth.url, &rotated["CLIENT_ID"], &rotated["CLIENT_SECRET"], &scope)
+            .await
+            .1["error"]
+            == "invalid_client"
+    })
+    .await;
+    eprintln!("deletion took effect after {took:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn invalid_client_gets_a_condition_and_an_event_naming_the_field() {
+    let client = client().await;
+    let id = unique();
+    let ns = format!("team-{id}");
+    namespace(&client, &ns).await;
+    namespace(&client, &format!("kauth-{id}")).await;
+    let _kauth = Kauth::start(&format!("kauth-{id}"), "solo", None).await;
+    let bad: OAuthClient = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": "bad", "namespace": ns},
+        "spec": {"accessTokenLifetime": "forever", "audiences": ["https://api.example.com"]}
+    }))
+    .unwrap();
+    create(&client, &bad).await;
+    let api: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
+    wait_until("InvalidSpec condition", Duration::from_secs(10), async || {
+        api.get("bad").await.ok().and_then(|c| c.status).is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "Ready" && c.reason == "InvalidSpec" && c.message.contains("spec.accessTokenLifetime")
+            })
+        })
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    wait_until("InvalidSpec event", Duration::from_secs(10), async || {
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("InvalidSpec")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("spec.accessTokenLifetime"))
+            })
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        secrets.get_opt("bad-oauth").await.unwrap().is_none(),
+        "no credentials for an invalid client"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn a_secret_kauth_did_not_create_is_never_touched() {
+    let client = client().await;
+    let id = unique();
+    let ns = format!("team-{id}");
+    namespace(&client, &ns).await;
+    namespace(&client, &format!("kauth-{id}")).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let foreign = Secret {
+        metadata: kube::core::ObjectMeta {
+            name: Some("app-oauth".into()),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "CLIENT_SECRET".to_string(),
+            ByteString(b"mine".to_vec()),
+        )])),
+        ..Default::default()
+    };
+    let foreign = secrets.create(&PostParams::default(), &foreign).await.unwrap();
+    let _kauth = Kauth::start(&format!("kauth-{id}"), "solo", None).await;
+    let app: OAuthClient = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": "app", "namespace": ns},
+        "spec": {"audiences": ["https://api.example.com"]}
+    }))
+    .unwrap();
+    create(&client, &app).await;
+    let api: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
+    wait_until("SecretConflict condition", Duration::from_secs(10), async || {
+        api.get("app")
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .is_some_and(|s| s.conditions.iter().any(|c| c.reason == "SecretConflict"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = secrets.get("app-oauth").await.unwrap();
+    assert_eq!(after.resource_version(), foreign.resource_version(), "never written");
+    assert_eq!(after.data, foreign.data);
+}
+
+async fn lease_holder(client: &Client, ns: &str) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    leases
+        .get_opt("kauth-controller")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+fn m2m_client(ns: &str, name: &str) -> OAuthClient {
+    serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"audiences": ["https://api.example.com"]}
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn one_leader_writes_another_takes_over_and_every_replica_serves() {
+    let client = client().await;
+    let id = unique();
+    let kns = format!("kauth-{id}");
+    let ns = format!("team-{id}");
+    namespace(&client, &kns).await;
+    namespace(&client, &ns).await;
+    let mut a = Kauth::start(&kns, "replica-a", None).await;
+    wait_until("replica-a leads", Duration::from_secs(10), async || {
+        lease_holder(&client, &kns).await.as_deref() == Some("replica-a")
+    })
+    .await;
+    let b = Kauth::start(&kns, "replica-b", None).await;
+
+    create(&client, &m2m_client(&ns, "first")).await;
+    ready_client(&client, &ns, "first").await;
+    let data = secret_data(&client, &ns, "first-oauth").await;
+    for url in [&a.url, &b.url] {
+        wait_until("both replicas serve", Duration::from_secs(5), async || {
+            token(url, &data["CLIENT_ID"], &data["CLIENT_SECRET"], "").await.0 == 200
+        })
+        .await;
+    }
+    // Only the leader wrote: every kauth Event so far comes from replica-a.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let reporters: Vec<Option<String>> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| e.reporting_instance)
+        .collect();
+    assert!(!reporters.is_empty());
+    assert!(
+        reporters.iter().all(|r| r.as_deref() == Some("replica-a")),
+        "{reporters:?}"
+    );
+    assert_eq!(lease_holder(&client, &kns).await.as_deref(), Some("replica-a"));
+
+    // Kill the leader without a goodbye: replica-b takes over within the lease duration.
+    a.kill();
+    let killed = Instant::now();
+    let took = wait_until("replica-b takes over", Duration::from_secs(8), async || {
+        assert_eq!(
+            token(&b.url, &data["CLIENT_ID"], &data["CLIENT_SECRET"], "").await.0,
+            200,
+            "replica-b serves throughout"
+        );
+        lease_holder(&client, &kns).await.as_deref() == Some("replica-b")
+    })
+    .await;
+    eprintln!("replica-b took the lease {took:?} after replica-a died");
+    create(&client, &m2m_client(&ns, "second")).await;
+    ready_client(&client, &ns, "second").await;
+    eprintln!(
+        "a client applied after the failover was Ready {:?} after the kill",
+        killed.elapsed()
+    );
+}
+
+/// Renders the chart and applies its ServiceAccount and RBAC; returns a kubeconfig for a
+/// TokenRequest token of that ServiceAccount.
+async fn chart_identity(client: &Client, kns: &str, release: &str, dir: &Path) -> PathBuf {
+    let helm = PathBuf::from(std::env::var("KAUTH_TOOLS").expect("KAUTH_TOOLS (tests/cluster/tools.sh)")).join("helm");
+    let out = Command::new(helm)
+        .args([
+            "template",
+            release,
+            "charts/kauth",
+            "-n",
+            kns,
+            "--set",
+            "issuer=http://127.0.0.1",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let pp = PostParams::default();
+    for doc in docs.into_iter().filter(|d| !d.is_null()) {
+        match doc["kind"].as_str().unwrap() {
+            "ServiceAccount" => drop(
+                Api::<ServiceAccount>::namespaced(client.clone(), kns)
+                    .create(&pp, &serde_json::from_value(doc).unwrap())
+                    .await
+                    .unwrap(),
+            ),
+            "ClusterRole" => drop(
+                Api::<ClusterRole>::all(client.clone())
+                    .create(&pp, &serde_json::from_value(doc).unwrap())
+                    .await
+                    .unwrap(),
+            ),
+            "ClusterRoleBinding" => drop(
+                Api::<ClusterRoleBinding>::all(client.clone())
+                    .create(&pp, &serde_json::from_value(doc).unwrap())
+                    .await
+                    .unwrap(),
+            ),
+            "Role" => drop(
+                Api::<Role>::namespaced(client.clone(), kns)
+                    .create(&pp, &serde_json::from_value(doc).unwrap())
+                    .await
+                    .unwrap(),
+            ),
+            "RoleBinding" => drop(
+                Api::<RoleBinding>::namespaced(client.clone(), kns)
+                    .create(&pp, &serde_json::from_value(doc).unwrap())
+                    .await
+                    .unwrap(),
+            ),
+            _ => {}
+        }
+    }
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), kns);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let sa_name = format!("{release}-kauth");
+    let token = sas
+        .create_token_request(&sa_name, &pp, &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+        .unwrap();
+    // The admin kubeconfig with the ServiceAccount's token instead of the admin's.
+    let admin = kube::config::Kubeconfig::read().unwrap();
+    let mut kc = admin.clone();
+    for auth in &mut kc.auth_infos {
+        if let Some(info) = auth.auth_info.as_mut() {
+            info.token = Some(token.clone().into());
+        }
+    }
+    let path = dir.join("sa-kubeconfig");
+    std::fs::write(&path, serde_json::to_string(&kc).unwrap()).unwrap();
+    path
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn the_charts_rbac_is_enough_and_no_more() {
+    let client = client().await;
+    let id = unique();
+    let kns = format!("kauth-{id}");
+    let ns = format!("team-{id}");
+    namespace(&client, &kns).await;
+    namespace(&client, &ns).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = chart_identity(&client, &kns, &format!("r{id}"), dir.path()).await;
+    let kauth = Kauth::start(&kns, "rbac", Some(&kubeconfig)).await;
+
+    create(&client, &m2m_client(&ns, "app")).await;
+    ready_client(&client, &ns, "app").await;
+    let data = secret_data(&client, &ns, "app-oauth").await;
+    wait_until("token with the chart's identity", Duration::from_secs(5), async || {
+        token(&kauth.url, &data["CLIENT_ID"], &data["CLIENT_SECRET"], "")
+            .await
+            .0
+            == 200
+    })
+    .await;
+    wait_until("default SigningKey created", Duration::from_secs(5), async || {
+        Api::<SigningKey>::namespaced(client.clone(), &kns)
+            .get_opt("default")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+
+    // The same identity may not write outside its rules.
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let sa_client = Client::try_from(config).unwrap();
+    let forbidden = |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
+    let sa_secrets: Api<Secret> = Api::namespaced(sa_client.clone(), &ns);
+    assert!(
+        forbidden(
+            sa_secrets
+                .delete("app-oauth", &DeleteParams::default())
+                .await
+                .map(|_| ())
+        ),
+        "delete Secret"
+    );
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "x", "namespace": ns}})).unwrap();
+    assert!(
+        forbidden(
+            Api::<ConfigMap>::namespaced(sa_client.clone(), &ns)
+                .create(&PostParams::default(), &cm)
+                .await
+                .map(|_| ())
+        ),
+        "create ConfigMap"
+    );
+    let spec_patch = Patch::Merge(json!({"spec": {"audiences": ["https://evil.example.com"]}}));
+    assert!(
+        forbidden(
+            Api::<OAuthClient>::namespaced(sa_client.clone(), &ns)
+                .patch("app", &PatchParams::default(), &spec_patch)
+                .await
+                .map(|_| ())
+        ),
+        "patch an OAuthClient's spec"
+    );
+    let other_ns_key: SigningKey =
+        serde_json::from_value(json!({"metadata": {"name": "k", "namespace": ns}, "spec": {}})).unwrap();
+    assert!(
+        forbidden(
+            Api::<SigningKey>::namespaced(sa_client, &ns)
+                .create(&PostParams::default(), &other_ns_key)
+                .await
+                .map(|_| ())
+        ),
+        "SigningKey outside kauth's namespace"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn scale_a_thousand_clients_become_ready() {
+    let client = client().await;
+    let id = unique();
+    let kns = format!("kauth-{id}");
+    let ns = format!("scale-{id}");
+    namespace(&client, &kns).await;
+    namespace(&client, &ns).await;
+    let kauth = Kauth::start(&kns, "scale", None).await;
+    let scope: Scope = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
+        "metadata": {"name": "read", "namespace": ns},
+        "spec": {"value": format!("scale.read.{id}"), "audience": "https://scale.example.com"}
+    }))
+    .unwrap();
+    create(&client, &scope).await;
+    let n = 1000;
+    let started = Instant::now();
+    let api: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let obj: OAuthClient = serde_json::from_value(json!({
+                "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+                "metadata": {"name": format!("c{i}"), "namespace": ns},
+                "spec": {"scopes": [format!("scale.read.{id}")]}
+            }))
+            .unwrap();
+            async move { api.create(&PostParams::default(), &obj).await.map(|_| ()) }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let applied = started.elapsed();
+    let took = wait_until("1,000 clients Ready", Duration::from_secs(300), async || {
+        let list = api.list(&ListParams::default()).await.unwrap();
+        list.items
+            .iter()
+            .filter(|c| {
+                c.status
+                    .as_ref()
+                    .is_some_and(|s| condition_is_true(&s.conditions, "Ready"))
+            })
+            .count()
+            == n
+    })
+    .await;
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", kauth.child.id()))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .map(|l| l.to_string())
+        .unwrap_or_default();
+    eprintln!(
+        "scale: {n} OAuthClients applied in {applied:?}; all Ready {:?} after the first was applied; kauth {rss}",
+        started.elapsed()
+    );
+    let _ = took;
+}
