@@ -9,7 +9,7 @@ run: ## Serve the bundled examples on 127.0.0.1:8080 without a cluster
 test: ## Format check, lints, and every test tier that needs no cluster
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) test --all-targets
+	$(CARGO) test
 
 test-cluster: ## Cluster tier: against KUBECONFIG, or a local etcd + kube-apiserver it builds and starts
 	tests/cluster/run.sh

@@ -15,3 +15,4 @@ pub mod standalone;
 pub mod telemetry;
 pub mod tokens;
 pub mod validation;
+pub mod workload_identity;
