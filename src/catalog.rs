@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::crd::{OAuthClientSpec, ScopeSpec};
+use crate::crd::{GrantType, OAuthClientSpec, ScopeSpec};
 use crate::validation::{ClientSettings, FieldError, validate_client, validate_scope};
 
 /// Namespace and name of an object.
@@ -109,6 +109,10 @@ pub struct ClientVerdict {
     pub granted: Vec<GrantedScope>,
     /// Requested and not granted scopes.
     pub missing: Vec<MissingGrant>,
+    /// Resource indicators it may request besides its scopes' audiences.
+    pub audiences: Vec<String>,
+    /// Grant types it may use.
+    pub grant_types: Vec<GrantType>,
 }
 
 impl ClientVerdict {
@@ -280,6 +284,8 @@ impl Catalog {
             id_conflict,
             granted,
             missing,
+            audiences: c.spec.audiences.clone(),
+            grant_types: c.spec.grant_types.clone(),
         }
     }
 }

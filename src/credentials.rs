@@ -44,6 +44,14 @@ pub struct SecretVerifier {
 }
 
 impl SecretVerifier {
+    /// A verifier for one secret with no previous one (user-managed secrets).
+    pub fn for_secret(secret: &str) -> Self {
+        Self {
+            current: digest_secret(secret),
+            previous: None,
+        }
+    }
+
     /// True when `presented` is the current secret, or the previous one inside its window.
     pub fn verify(&self, presented: &str, now: Timestamp) -> bool {
         let d = digest_secret(presented);

@@ -65,6 +65,12 @@ enum Command {
         /// Identity in the leader Lease (default: pod name, else host name and process id).
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
+        /// Expected issuer of ServiceAccount tokens (default: read from the cluster).
+        #[arg(long, env = "KAUTH_SERVICE_ACCOUNT_ISSUER")]
+        service_account_issuer: Option<String>,
+        /// Extra audience accepted in ServiceAccount tokens (repeatable).
+        #[arg(long = "service-account-audience")]
+        service_account_audiences: Vec<String>,
         /// How long the leader Lease holds without renewal, e.g. 15s.
         #[arg(long, default_value = "15s", value_parser = kauth::validation::parse_duration)]
         lease_duration: std::time::Duration,
@@ -91,6 +97,8 @@ async fn main() -> ExitCode {
             no_provider,
             identity,
             lease_duration,
+            service_account_issuer,
+            service_account_audiences,
         } => {
             let issuer = match Issuer::parse(&issuer) {
                 Ok(i) => i,
@@ -111,6 +119,8 @@ async fn main() -> ExitCode {
                     format!("{}-{}", host.trim(), std::process::id())
                 }),
                 lease_duration,
+                service_account_issuer,
+                service_account_audiences,
             };
             match kauth::run::run(cfg).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -10,10 +10,20 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::catalog::{Catalog, ClientVerdict};
-use crate::crd::TokenEndpointAuthMethod;
+use crate::crd::{GrantType, TokenEndpointAuthMethod};
 use crate::credentials::SecretVerifier;
 use crate::keys::KeyRing;
-use crate::validation::ClientSettings;
+use crate::validation::{ClientSettings, CredentialSource};
+use crate::workload_identity::ServiceAccountRef;
+
+/// What a client presents to authenticate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientCredential {
+    /// A client secret, checked against its digests.
+    Secret(SecretVerifier),
+    /// A projected token of this ServiceAccount.
+    ServiceAccount(ServiceAccountRef),
+}
 
 /// A client the provider accepts.
 #[derive(Clone, Debug)]
@@ -24,10 +34,12 @@ pub struct RegisteredClient {
     pub namespace: String,
     /// Name of the OAuthClient.
     pub name: String,
-    /// Registered token endpoint authentication method.
+    /// Registered authentication method for secret clients.
     pub auth_method: TokenEndpointAuthMethod,
-    /// Checks presented secrets.
-    pub secret: SecretVerifier,
+    /// How the client authenticates.
+    pub credential: ClientCredential,
+    /// Grant types it may use.
+    pub grant_types: Vec<GrantType>,
     /// Scopes it may request and was granted, with their audiences.
     pub scopes: HashMap<String, Option<String>>,
     /// Resource indicators it may request besides its scopes' audiences.
@@ -37,25 +49,21 @@ pub struct RegisteredClient {
 }
 
 impl RegisteredClient {
-    /// Builds a registered client from a servable verdict and its secret.
-    pub fn new(
-        verdict: &ClientVerdict,
-        settings: &ClientSettings,
-        audiences: &[String],
-        secret: SecretVerifier,
-    ) -> Self {
+    /// Builds a registered client from a servable verdict and its credential.
+    pub fn new(verdict: &ClientVerdict, settings: &ClientSettings, credential: ClientCredential) -> Self {
         Self {
             client_id: verdict.client_id.clone(),
             namespace: verdict.key.namespace.clone(),
             name: verdict.key.name.clone(),
             auth_method: settings.auth_method,
-            secret,
+            credential,
+            grant_types: verdict.grant_types.clone(),
             scopes: verdict
                 .granted
                 .iter()
                 .map(|g| (g.value.clone(), g.audience.clone()))
                 .collect(),
-            audiences: audiences.to_vec(),
+            audiences: verdict.audiences.clone(),
             access_token_lifetime: settings.access_token_lifetime,
         }
     }
@@ -64,6 +72,11 @@ impl RegisteredClient {
     pub fn may_target(&self, resource: &str) -> bool {
         self.audiences.iter().any(|a| a == resource) || self.scopes.values().any(|a| a.as_deref() == Some(resource))
     }
+
+    /// True when the client registered this grant type.
+    pub fn allows(&self, grant: GrantType) -> bool {
+        self.grant_types.contains(&grant)
+    }
 }
 
 /// One consistent view of clients, scopes and keys.
@@ -71,6 +84,8 @@ impl RegisteredClient {
 pub struct Snapshot {
     /// Clients by client id.
     pub clients: HashMap<String, Arc<RegisteredClient>>,
+    /// Client ids bound to each ServiceAccount.
+    pub by_service_account: HashMap<ServiceAccountRef, Vec<String>>,
     /// For each audience, the namespaces whose accepted Scopes name it: clients there act as
     /// that API's resource servers and may introspect its tokens.
     pub audience_owners: HashMap<String, HashSet<String>>,
@@ -81,23 +96,36 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds the serving view from a catalog; `secret_of` finds each servable client's
+    /// Builds the serving view from a catalog; `secret_of` finds each servable secret client's
     /// secret (None: not yet available, the client is left out).
     pub fn build(
         catalog: &Catalog,
-        audiences_of: impl Fn(&ClientVerdict) -> Vec<String>,
         secret_of: impl Fn(&ClientVerdict, &ClientSettings) -> Option<SecretVerifier>,
         keys: KeyRing,
     ) -> Self {
         let mut clients = HashMap::new();
+        let mut by_service_account: HashMap<ServiceAccountRef, Vec<String>> = HashMap::new();
         for verdict in catalog.clients.iter().filter(|v| v.servable()) {
-            let Ok(settings) = &verdict.settings else {
-                continue;
+            let Ok(settings) = &verdict.settings else { continue };
+            let credential = match &settings.secret {
+                CredentialSource::ServiceAccount(name) => {
+                    let sa = ServiceAccountRef {
+                        namespace: verdict.key.namespace.clone(),
+                        name: name.clone(),
+                    };
+                    by_service_account
+                        .entry(sa.clone())
+                        .or_default()
+                        .push(verdict.client_id.clone());
+                    ClientCredential::ServiceAccount(sa)
+                }
+                _ => match secret_of(verdict, settings) {
+                    Some(secret) => ClientCredential::Secret(secret),
+                    None => continue,
+                },
             };
-            if let Some(secret) = secret_of(verdict, settings) {
-                let client = RegisteredClient::new(verdict, settings, &audiences_of(verdict), secret);
-                clients.insert(client.client_id.clone(), Arc::new(client));
-            }
+            let client = RegisteredClient::new(verdict, settings, credential);
+            clients.insert(client.client_id.clone(), Arc::new(client));
         }
         let mut audience_owners: HashMap<String, HashSet<String>> = HashMap::new();
         for scope in catalog.scope_values.values() {
@@ -110,6 +138,7 @@ impl Snapshot {
         }
         Self {
             clients,
+            by_service_account,
             audience_owners,
             keys,
             complete: true,

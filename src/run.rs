@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::provider::{Issuer, ProviderState, router};
 use crate::registry::Registry;
 use crate::revocation::RevocationList;
+use crate::workload_identity::{KubeIssuerKeys, ServiceAccountTokens};
 
 /// Settings of `kauth run`.
 #[derive(Clone, Debug)]
@@ -35,6 +36,10 @@ pub struct RunConfig {
     pub identity: String,
     /// How long the leader Lease holds without renewal.
     pub lease_duration: std::time::Duration,
+    /// Expected `iss` of ServiceAccount tokens (default: the cluster's discovery document).
+    pub service_account_issuer: Option<String>,
+    /// Audiences accepted in ServiceAccount tokens besides kauth's issuer and token endpoint.
+    pub service_account_audiences: Vec<String>,
 }
 
 /// A failure that stops `kauth run`.
@@ -115,7 +120,10 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             .await
             .map_err(|e| RunError(format!("cannot listen on {}: {e}", cfg.listen)))?;
         tracing::info!(address = %cfg.listen, issuer = %cfg.issuer.url, "provider listening");
-        let state = ProviderState::new(registry, cfg.issuer.clone(), revocations, metrics);
+        let mut state = ProviderState::new(registry, cfg.issuer.clone(), revocations, metrics);
+        if let Some(tokens) = service_account_tokens(&client, &cfg).await {
+            state = state.with_service_accounts(tokens);
+        }
         let sd = shutdown.clone();
         Some(axum::serve(listener, router(state)).with_graceful_shutdown(sd))
     } else {
@@ -136,6 +144,34 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         leader::release(client, &lease).await;
     }
     result
+}
+
+/// The verifier for secretless clients: the cluster's service-account issuer (configured, or
+/// read from the apiserver's discovery document) and its keys, fetched through the API.
+async fn service_account_tokens(client: &Client, cfg: &RunConfig) -> Option<Arc<ServiceAccountTokens>> {
+    let issuer = match &cfg.service_account_issuer {
+        Some(issuer) => issuer.clone(),
+        None => match KubeIssuerKeys::discover_issuer(client).await {
+            Ok(issuer) => issuer,
+            Err(e) => {
+                tracing::warn!(error = %e, "ServiceAccount tokens disabled: cannot read the cluster's issuer discovery document");
+                return None;
+            }
+        },
+    };
+    // A projected token's audience: kauth's issuer or token endpoint (as documented).
+    let mut audiences = vec![cfg.issuer.url.clone(), cfg.issuer.endpoint("/token")];
+    audiences.extend(cfg.service_account_audiences.iter().cloned());
+    let tokens = Arc::new(ServiceAccountTokens::new(
+        issuer.clone(),
+        audiences,
+        Arc::new(KubeIssuerKeys::new(client.clone())),
+    ));
+    if !tokens.refresh().await {
+        tracing::warn!(%issuer, "the ServiceAccount issuer's keys are not readable yet; they are fetched again on first use");
+    }
+    tracing::info!(%issuer, "accepting ServiceAccount tokens from this issuer");
+    Some(tokens)
 }
 
 /// Runs the reconcilers while this replica leads, and aborts them the moment it stops

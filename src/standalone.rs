@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::provider::{Issuer, ProviderState, router};
 use crate::registry::{Registry, Snapshot};
 use crate::revocation::RevocationList;
-use crate::validation::{ClientSettings, KeySchedule, SecretSource, describe, validate_signing_key};
+use crate::validation::{ClientSettings, CredentialSource, KeySchedule, describe, validate_signing_key};
 
 /// Name of the file beside the key files that records the secret's rotation state.
 const CREDENTIAL_STATE_FILE: &str = ".kauth-credential.json";
@@ -164,9 +164,13 @@ impl StandaloneConfig {
         changes: &mut Vec<String>,
         next_step: &mut Option<Timestamp>,
     ) -> Result<SecretVerifier, String> {
-        let dir = self.secret_dir(&verdict.key.namespace, settings.secret.secret_name());
+        let Some(secret_name) = settings.secret.secret_name() else {
+            return Err("spec.serviceAccount: this client has no secret".into());
+        };
+        let dir = self.secret_dir(&verdict.key.namespace, secret_name);
         match &settings.secret {
-            SecretSource::Existing(existing) => {
+            CredentialSource::ServiceAccount(_) => Err("spec.serviceAccount: this client has no secret".into()),
+            CredentialSource::Existing(existing) => {
                 let path = dir.join(&existing.key);
                 let secret = fs::read_to_string(&path).map_err(|_| {
                     format!(
@@ -175,16 +179,9 @@ impl StandaloneConfig {
                     )
                 })?;
                 let secret = secret.trim_end_matches(['\n', '\r']);
-                let state = CredentialState {
-                    secret: secret.to_string(),
-                    version: 1,
-                    rotated_at: now,
-                    trigger: None,
-                    previous: None,
-                };
-                Ok(state.verifier())
+                Ok(SecretVerifier::for_secret(secret))
             }
-            SecretSource::Generated { keys, rotation, .. } => {
+            CredentialSource::Generated { keys, rotation, .. } => {
                 let state_path = dir.join(CREDENTIAL_STATE_FILE);
                 let current: Option<CredentialState> = read_json(&state_path).map_err(|e| e.to_string())?;
                 let state = match plan_secret(rotation, current.as_ref(), now) {
@@ -363,7 +360,12 @@ impl StandaloneConfig {
                 }
                 (Ok(s), None) => s,
             };
-            let secret_name = settings.secret.secret_name().to_string();
+            let Some(secret_name) = settings.secret.secret_name().map(str::to_string) else {
+                notes.problems.push(format!(
+                    "{origin}: OAuthClient {key}: spec.serviceAccount: ServiceAccount tokens are verified against a cluster's issuer; run this client with `kauth run`"
+                ));
+                continue;
+            };
             if let Some(other) = secret_owner.insert((key.namespace.clone(), secret_name.clone()), key.name.clone()) {
                 notes.problems.push(format!(
                     "{origin}: OAuthClient {key}: Secret {secret_name} already belongs to OAuthClient {}/{other}",
@@ -381,8 +383,11 @@ impl StandaloneConfig {
                 Ok(v) => {
                     verifiers.insert(verdict.client_id.clone(), v);
                     let (id_key, secret_key) = match &settings.secret {
-                        SecretSource::Generated { keys, .. } => (keys.client_id.clone(), keys.client_secret.clone()),
-                        SecretSource::Existing(e) => (String::new(), e.key.clone()),
+                        CredentialSource::Generated { keys, .. } => {
+                            (keys.client_id.clone(), keys.client_secret.clone())
+                        }
+                        CredentialSource::Existing(e) => (String::new(), e.key.clone()),
+                        CredentialSource::ServiceAccount(_) => (String::new(), String::new()),
                     };
                     ready.push(ReadyClient {
                         resource: key.to_string(),
@@ -398,22 +403,7 @@ impl StandaloneConfig {
         }
 
         let keys = self.key_ring(&manifests, now, &mut notes)?;
-        let audiences: HashMap<_, _> = manifests
-            .clients
-            .iter()
-            .map(|(_, c)| (name_of(&c.metadata), c.spec.audiences.clone()))
-            .collect();
-        let snapshot = Snapshot::build(
-            &catalog,
-            |v| {
-                audiences
-                    .get(&(v.key.namespace.clone(), v.key.name.clone()))
-                    .cloned()
-                    .unwrap_or_default()
-            },
-            |v, _| verifiers.get(&v.client_id).cloned(),
-            keys,
-        );
+        let snapshot = Snapshot::build(&catalog, |v, _| verifiers.get(&v.client_id).cloned(), keys);
         Ok(Pass {
             snapshot,
             ready,

@@ -50,28 +50,31 @@ pub struct ClientSettings {
     /// Lifetime of access tokens.
     pub access_token_lifetime: Duration,
     /// Where the secret comes from.
-    pub secret: SecretSource,
+    pub secret: CredentialSource,
 }
 
-/// Where a client's secret lives.
+/// How a client proves who it is.
 #[derive(Clone, Debug, PartialEq)]
-pub enum SecretSource {
-    /// kauth generates it and writes it into the named Secret.
+pub enum CredentialSource {
+    /// A secret kauth generates and writes into the named Secret.
     Generated {
         name: String,
         keys: SecretKeys,
         rotation: RotationPolicy,
     },
-    /// The user manages the Secret; kauth reads `key`.
+    /// A secret in a Secret the user manages; kauth reads `key`.
     Existing(ExistingSecret),
+    /// The projected token of this ServiceAccount (in the client's namespace); no secret.
+    ServiceAccount(String),
 }
 
-impl SecretSource {
-    /// Name of the Secret in the client's namespace.
-    pub fn secret_name(&self) -> &str {
+impl CredentialSource {
+    /// Name of the Secret in the client's namespace, if the client has one.
+    pub fn secret_name(&self) -> Option<&str> {
         match self {
-            Self::Generated { name, .. } => name,
-            Self::Existing(e) => &e.name,
+            Self::Generated { name, .. } => Some(name),
+            Self::Existing(e) => Some(&e.name),
+            Self::ServiceAccount(_) => None,
         }
     }
 }
@@ -220,7 +223,30 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
         Duration::from_secs(60),
         Some(Duration::from_secs(24 * 3600)),
     );
+    let grants_exchange = spec.grant_types.contains(&crate::crd::GrantType::TokenExchange);
+    if grants_exchange && spec.service_account.is_none() {
+        errors.push(FieldError::new(
+            "spec.grantTypes",
+            "token exchange needs spec.serviceAccount (the subject token is its token)",
+        ));
+    }
     let secret = match (&spec.secret, &spec.existing_secret) {
+        _ if spec.service_account.is_some() => {
+            let sa = spec.service_account.clone().unwrap_or_default();
+            if !is_dns_subdomain(&sa) {
+                errors.push(FieldError::new(
+                    "spec.serviceAccount",
+                    format!("'{sa}' is not a ServiceAccount name"),
+                ));
+            }
+            if spec.secret.is_some() || spec.existing_secret.is_some() {
+                errors.push(FieldError::new(
+                    "spec.serviceAccount",
+                    "a client with a ServiceAccount has no secret: remove spec.secret and spec.existingSecret",
+                ));
+            }
+            Some(CredentialSource::ServiceAccount(sa))
+        }
         (Some(_), Some(_)) => {
             errors.push(FieldError::new(
                 "spec.existingSecret",
@@ -241,7 +267,7 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
                     format!("'{}' is not a valid Secret key", existing.key),
                 ));
             }
-            Some(SecretSource::Existing(existing.clone()))
+            Some(CredentialSource::Existing(existing.clone()))
         }
         (secret, None) => {
             let secret = secret.clone().unwrap_or_default();
@@ -300,7 +326,7 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
                     "must be shorter than spec.secret.rotation.every",
                 ));
             }
-            Some(SecretSource::Generated {
+            Some(CredentialSource::Generated {
                 name: secret_name,
                 keys,
                 rotation: RotationPolicy {
@@ -456,7 +482,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.access_token_lifetime, DEFAULT_TOKEN_LIFETIME);
         match s.secret {
-            SecretSource::Generated { name, keys, rotation } => {
+            CredentialSource::Generated { name, keys, rotation } => {
                 assert_eq!(name, "app-oauth");
                 assert_eq!(keys.client_secret, "CLIENT_SECRET");
                 assert_eq!(rotation.overlap, DEFAULT_SECRET_OVERLAP);
@@ -506,6 +532,33 @@ mod tests {
             ]
         );
         assert!(describe(&errors).contains("spec.scopes[1]: 'bad scope' is not an RFC 6749 scope-token"));
+    }
+
+    #[test]
+    fn service_account_clients() {
+        use crate::crd::GrantType;
+        let spec = OAuthClientSpec {
+            grant_types: vec![GrantType::ClientCredentials, GrantType::TokenExchange],
+            service_account: Some("backend".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            validate_client("a", &spec).unwrap().secret,
+            CredentialSource::ServiceAccount("backend".into())
+        );
+        let with_secret = OAuthClientSpec {
+            secret: Some(SecretSpec::default()),
+            ..spec.clone()
+        };
+        assert_eq!(
+            validate_client("a", &with_secret).unwrap_err()[0].field,
+            "spec.serviceAccount"
+        );
+        let no_sa = OAuthClientSpec {
+            service_account: None,
+            ..spec
+        };
+        assert_eq!(validate_client("a", &no_sa).unwrap_err()[0].field, "spec.grantTypes");
     }
 
     #[test]

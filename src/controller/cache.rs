@@ -15,10 +15,11 @@ use tokio::sync::Notify;
 use super::secrets::{self, CREDENTIALS_LABEL};
 use crate::catalog::{Catalog, ClientInput, ClientVerdict, ObjectKey, ScopeInput, ScopeVerdict};
 use crate::crd::{OAuthClient, Scope, SigningKey};
+use crate::credentials::SecretVerifier;
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, Snapshot};
-use crate::validation::{SecretSource, validate_signing_key};
+use crate::validation::{CredentialSource, validate_signing_key};
 
 /// Read-only views of the watched resources.
 #[derive(Clone)]
@@ -215,38 +216,22 @@ impl Cache {
         }
         Snapshot::build(
             &catalog,
-            |v| {
-                by_key
-                    .get(&(v.key.namespace.clone(), v.key.name.clone()))
-                    .map(|c| c.spec.audiences.clone())
-                    .unwrap_or_default()
-            },
             |v, settings| {
                 let client = by_key.get(&(v.key.namespace.clone(), v.key.name.clone()))?;
-                let secret = self.secret(&v.key.namespace, settings.secret.secret_name())?;
+                let secret = self.secret(&v.key.namespace, settings.secret.secret_name()?)?;
                 match &settings.secret {
-                    SecretSource::Generated { .. } => {
+                    CredentialSource::Generated { .. } => {
                         // Only a Secret this very client owns counts: a look-alike is ignored.
                         (secrets::owned_by(&secret, &client.uid()?) && secrets::labelled(&secret, secrets::GENERATED))
                             .then(|| secrets::credential_state(&secret))
                             .flatten()
                             .map(|s| s.verifier())
                     }
-                    SecretSource::Existing(existing) => {
-                        let value = secrets::labelled(&secret, secrets::EXTERNAL)
-                            .then(|| secrets::external_secret_value(&secret, &existing.key))
-                            .flatten()?;
-                        Some(
-                            crate::credentials::CredentialState {
-                                secret: value.to_string(),
-                                version: 1,
-                                rotated_at: k8s_openapi::jiff::Timestamp::now(),
-                                trigger: None,
-                                previous: None,
-                            }
-                            .verifier(),
-                        )
-                    }
+                    CredentialSource::Existing(existing) => secrets::labelled(&secret, secrets::EXTERNAL)
+                        .then(|| secrets::external_secret_value(&secret, &existing.key))
+                        .flatten()
+                        .map(SecretVerifier::for_secret),
+                    CredentialSource::ServiceAccount(_) => None,
                 }
             },
             keys,

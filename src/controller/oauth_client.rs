@@ -15,7 +15,7 @@ use super::secrets::{self, CredentialsSecret};
 use super::{Context, Error, MANAGER};
 use crate::crd::{OAuthClient, OAuthClientStatus, set_condition};
 use crate::credentials::{RotationReason, SecretPlan, plan_secret};
-use crate::validation::{ClientSettings, SecretSource, describe};
+use crate::validation::{ClientSettings, CredentialSource, describe};
 
 /// Outcome of the Secret step: condition status, reason, message, and when to look again.
 struct SecretOutcome {
@@ -47,7 +47,7 @@ async fn generated_secret(
     settings: &ClientSettings,
     now: Timestamp,
 ) -> Result<SecretOutcome, Error> {
-    let SecretSource::Generated { name, keys, rotation } = &settings.secret else {
+    let CredentialSource::Generated { name, keys, rotation } = &settings.secret else {
         unreachable!("called for generated secrets")
     };
     let ns = obj.namespace().unwrap_or_default();
@@ -158,7 +158,7 @@ async fn generated_secret(
 }
 
 async fn existing_secret(ctx: &Context, obj: &OAuthClient, settings: &ClientSettings) -> Result<SecretOutcome, Error> {
-    let SecretSource::Existing(existing) = &settings.secret else {
+    let CredentialSource::Existing(existing) = &settings.secret else {
         unreachable!("called for existing secrets")
     };
     let ns = obj.namespace().unwrap_or_default();
@@ -236,7 +236,7 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
             false
         }
         (Ok(settings), Some(owner)) => {
-            status.secret_name = Some(settings.secret.secret_name().to_string());
+            status.secret_name = settings.secret.secret_name().map(str::to_string);
             let msg = format!(
                 "spec.clientId '{}' is already used by OAuthClient {owner}",
                 verdict.client_id
@@ -263,12 +263,22 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
         }
         (Ok(settings), None) => {
             status.client_id = Some(verdict.client_id.clone());
-            status.secret_name = Some(settings.secret.secret_name().to_string());
+            status.secret_name = settings.secret.secret_name().map(str::to_string);
             let outcome = match &settings.secret {
-                SecretSource::Generated { .. } => {
+                CredentialSource::Generated { .. } => {
                     generated_secret(&ctx, &obj, &verdict.client_id, settings, now).await?
                 }
-                SecretSource::Existing(_) => existing_secret(&ctx, &obj, settings).await?,
+                CredentialSource::Existing(_) => existing_secret(&ctx, &obj, settings).await?,
+                CredentialSource::ServiceAccount(sa) => SecretOutcome {
+                    ready: true,
+                    reason: "ServiceAccount",
+                    message: format!(
+                        "no Secret: the client authenticates with projected tokens of ServiceAccount {sa}"
+                    ),
+                    version: None,
+                    rotated_at: None,
+                    recheck_at: None,
+                },
             };
             status.secret_version = outcome.version;
             // metav1.Time keeps whole seconds: truncate so an unchanged status compares equal.

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("!(has(self.spec.existingSecret) && has(self.spec.secret))").message("spec.existingSecret and spec.secret are mutually exclusive")
+    validation = Rule::new("!(has(self.spec.existingSecret) && has(self.spec.secret))").message("spec.existingSecret and spec.secret are mutually exclusive"),
+    validation = Rule::new("!has(self.spec.serviceAccount) || !(has(self.spec.existingSecret) || has(self.spec.secret))").message("a client with spec.serviceAccount has no secret")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OAuthClientSpec {
@@ -62,6 +63,11 @@ pub struct OAuthClientSpec {
     /// Bring your own client secret (for example from External Secrets). kauth only reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing_secret: Option<ExistingSecret>,
+
+    /// Secretless: a ServiceAccount in this namespace whose projected token is the client's
+    /// credential (client assertion, or token exchange). No Secret is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
 }
 
 /// OAuth grant types kauth implements for machine clients.
@@ -70,6 +76,9 @@ pub enum GrantType {
     /// RFC 6749 §4.4.
     #[serde(rename = "client_credentials")]
     ClientCredentials,
+    /// RFC 8693, with the client's ServiceAccount token as the subject token.
+    #[serde(rename = "urn:ietf:params:oauth:grant-type:token-exchange")]
+    TokenExchange,
 }
 
 fn default_grant_types() -> Vec<GrantType> {

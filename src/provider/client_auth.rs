@@ -8,11 +8,13 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::jiff::Timestamp;
 
+use super::ProviderState;
 use super::error::OAuthError;
 use super::form::Form;
 use crate::crd::TokenEndpointAuthMethod;
 use crate::credentials::{digest_secret, digests_match};
-use crate::registry::{RegisteredClient, Snapshot};
+use crate::registry::{ClientCredential, RegisteredClient, Snapshot};
+use crate::workload_identity::{AssertionError, JWT_BEARER_ASSERTION, ServiceAccountRef};
 
 struct Presented {
     client_id: String,
@@ -53,14 +55,82 @@ fn from_basic(headers: &HeaderMap) -> Result<Option<Presented>, OAuthError> {
     }))
 }
 
-/// Authenticates the calling client. Every failure is `invalid_client`, with no hint whether
-/// the id or the secret was wrong.
-pub fn authenticate(
+/// True when the request carries any client credentials.
+pub fn presents_credentials(headers: &HeaderMap, form: &Form) -> bool {
+    headers.contains_key(header::AUTHORIZATION)
+        || form.get("client_secret").is_some()
+        || form.get("client_assertion").is_some()
+}
+
+/// The client bound to a ServiceAccount; `client_id`, when sent, must be one of them.
+pub fn client_for_service_account(
+    snapshot: &Snapshot,
+    sa: &ServiceAccountRef,
+    client_id: Option<&str>,
+) -> Result<Arc<RegisteredClient>, OAuthError> {
+    let ids = snapshot.by_service_account.get(sa).map(Vec::as_slice).unwrap_or(&[]);
+    let id = match (client_id, ids) {
+        (Some(id), _) if ids.iter().any(|i| i == id) => id,
+        (Some(_), _) => {
+            return Err(OAuthError::invalid_client(
+                "this client is not bound to the token's ServiceAccount",
+            ));
+        }
+        (None, [one]) => one.as_str(),
+        (None, []) => {
+            let msg = format!("no OAuthClient is bound to ServiceAccount {}/{}", sa.namespace, sa.name);
+            return Err(OAuthError::invalid_client(msg));
+        }
+        (None, _) => {
+            return Err(OAuthError::invalid_client(
+                "several OAuthClients use this ServiceAccount: send client_id",
+            ));
+        }
+    };
+    snapshot
+        .clients
+        .get(id)
+        .cloned()
+        .ok_or_else(|| OAuthError::invalid_client("client authentication failed"))
+}
+
+/// Verifies a ServiceAccount token presented as a credential and returns its ServiceAccount.
+pub async fn verify_service_account_token(state: &ProviderState, token: &str) -> Result<ServiceAccountRef, OAuthError> {
+    let verifier = state
+        .service_accounts
+        .as_ref()
+        .ok_or_else(|| OAuthError::invalid_client(AssertionError::Disabled.to_string()))?;
+    let now = Timestamp::now().as_second().max(0) as u64;
+    verifier
+        .verify(token, now)
+        .await
+        .map_err(|e| OAuthError::invalid_client(format!("ServiceAccount token refused: {e}")))
+}
+
+/// Authenticates the calling client: a client secret (HTTP Basic or in the body) or a
+/// ServiceAccount token as a JWT client assertion, exactly one. Every failure is
+/// `invalid_client`, with no hint whether the id or the secret was wrong.
+pub async fn authenticate(
+    state: &ProviderState,
     snapshot: &Snapshot,
     headers: &HeaderMap,
     form: &Form,
     now: Timestamp,
 ) -> Result<Arc<RegisteredClient>, OAuthError> {
+    if let Some(assertion) = form.get("client_assertion") {
+        if headers.contains_key(header::AUTHORIZATION) || form.get("client_secret").is_some() {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not a secret and an assertion",
+            ));
+        }
+        if form.get("client_assertion_type") != Some(JWT_BEARER_ASSERTION) {
+            return Err(OAuthError::invalid_client(format!(
+                "client_assertion_type must be {JWT_BEARER_ASSERTION}"
+            )));
+        }
+        let sa = verify_service_account_token(state, assertion).await?;
+        return client_for_service_account(snapshot, &sa, form.get("client_id"));
+    }
     let basic = from_basic(headers)?;
     let post_secret = form.get("client_secret");
     let presented = match (basic, post_secret) {
@@ -96,14 +166,23 @@ pub fn authenticate(
             e
         }
     };
-    let Some(client) = snapshot.clients.get(&presented.client_id) else {
-        // Spend the same work as a known client so timing does not reveal which ids exist.
-        let _ = digests_match(&digest_secret(&presented.secret), &[0; 32]);
+    let client = snapshot.clients.get(&presented.client_id);
+    let verified = match client.map(|c| &c.credential) {
+        Some(ClientCredential::Secret(secret)) => secret.verify(&presented.secret, now),
+        Some(ClientCredential::ServiceAccount(_)) => {
+            return Err(OAuthError::invalid_client(
+                "this client authenticates with its ServiceAccount token, not a secret",
+            ));
+        }
+        None => {
+            // Spend the same work as a known client so timing does not reveal which ids exist.
+            let _ = digests_match(&digest_secret(&presented.secret), &[0; 32]);
+            false
+        }
+    };
+    let Some(client) = client.filter(|_| verified) else {
         return Err(challenge(OAuthError::invalid_client("client authentication failed")));
     };
-    if !client.secret.verify(&presented.secret, now) {
-        return Err(challenge(OAuthError::invalid_client("client authentication failed")));
-    }
     if client.auth_method != presented.method {
         return Err(challenge(OAuthError::invalid_client(format!(
             "this client is registered for {}",

@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::ProviderState;
+use crate::workload_identity::TOKEN_EXCHANGE_GRANT;
 
 fn metadata(state: &ProviderState) -> Value {
     let issuer = &state.issuer;
@@ -20,14 +21,21 @@ fn metadata(state: &ProviderState) -> Value {
         .collect();
     algs.sort();
     algs.dedup();
-    let auth_methods = ["client_secret_basic", "client_secret_post"];
+    let secretless = state.service_accounts.is_some();
+    // private_key_jwt: a JWT client assertion, here a projected ServiceAccount token.
+    let mut auth_methods = vec!["client_secret_basic", "client_secret_post"];
+    let mut grants = vec!["client_credentials"];
+    if secretless {
+        auth_methods.push("private_key_jwt");
+        grants.push(TOKEN_EXCHANGE_GRANT);
+    }
     json!({
         "issuer": issuer.url,
         "token_endpoint": issuer.endpoint("/token"),
         "jwks_uri": issuer.endpoint("/jwks"),
         "introspection_endpoint": issuer.endpoint("/introspect"),
         "revocation_endpoint": issuer.endpoint("/revoke"),
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": grants,
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,

@@ -1,5 +1,5 @@
 //! Reading an OAuth form body: size limit, content type, and RFC 6749 §3.1's rule that a
-//! parameter appears at most once (RFC 8707's `resource` may repeat).
+//! parameter appears at most once (RFC 8707's `resource` and RFC 8693's `audience` may repeat).
 
 use axum::body::{Body, to_bytes};
 use axum::http::{HeaderMap, header};
@@ -38,7 +38,8 @@ impl Form {
     pub fn parse(bytes: &[u8]) -> Result<Self, OAuthError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for (k, v) in form_urlencoded::parse(bytes) {
-            if k != "resource" && pairs.iter().any(|(seen, _)| *seen == k) {
+            let repeatable = k == "resource" || k == "audience";
+            if !repeatable && pairs.iter().any(|(seen, _)| *seen == k) {
                 return Err(OAuthError::invalid_request(format!("parameter '{k}' is repeated")));
             }
             pairs.push((k.into_owned(), v.into_owned()));

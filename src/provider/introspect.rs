@@ -52,7 +52,7 @@ pub async fn introspect(
         let form = Form::read(&headers, body).await?;
         let snapshot = state.registry.load();
         let now = Timestamp::now();
-        let caller = authenticate(&snapshot, &headers, &form, now)?;
+        let caller = authenticate(&state, &snapshot, &headers, &form, now).await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
@@ -88,7 +88,7 @@ pub async fn revoke(State(state): State<ProviderState>, method: Method, headers:
         let form = Form::read(&headers, body).await?;
         let snapshot = state.registry.load();
         let now = Timestamp::now();
-        let caller = authenticate(&snapshot, &headers, &form, now)?;
+        let caller = authenticate(&state, &snapshot, &headers, &form, now).await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is required"))?;

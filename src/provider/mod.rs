@@ -22,6 +22,7 @@ use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 use crate::registry::Registry;
 use crate::revocation::RevocationList;
 use crate::tokens::VerifiedTokens;
+use crate::workload_identity::ServiceAccountTokens;
 
 /// The issuer URL and the endpoint URLs derived from it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +76,8 @@ pub struct ProviderState {
     pub metrics: Arc<Metrics>,
     /// Tokens whose signatures already verified.
     pub verified: VerifiedTokens,
+    /// Verifies ServiceAccount tokens (None: secretless clients are not accepted).
+    pub service_accounts: Option<Arc<ServiceAccountTokens>>,
 }
 
 impl ProviderState {
@@ -86,7 +89,14 @@ impl ProviderState {
             revocations,
             metrics,
             verified: VerifiedTokens::default(),
+            service_accounts: None,
         }
+    }
+
+    /// Accepts ServiceAccount tokens verified by `tokens`.
+    pub fn with_service_accounts(mut self, tokens: Arc<ServiceAccountTokens>) -> Self {
+        self.service_accounts = Some(tokens);
+        self
     }
 }
 

@@ -10,13 +10,19 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use super::ProviderState;
-use super::client_auth::authenticate;
+use super::client_auth::{
+    authenticate, client_for_service_account, presents_credentials, verify_service_account_token,
+};
 use super::error::{OAuthError, no_store};
 use super::form::Form;
 use crate::metrics::TokenLabels;
-use crate::registry::RegisteredClient;
+use std::sync::Arc;
+
+use crate::crd::GrantType;
+use crate::registry::{ClientCredential, RegisteredClient, Snapshot};
 use crate::tokens::{AccessTokenClaims, Audience, new_jti, sign};
 use crate::validation::{is_resource_uri, is_scope_token};
+use crate::workload_identity::{ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
 
 #[derive(Serialize)]
 struct TokenResponse {
@@ -25,6 +31,8 @@ struct TokenResponse {
     expires_in: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_token_type: Option<&'static str>,
 }
 
 /// POST /token
@@ -45,13 +53,27 @@ async fn issue(state: &ProviderState, method: Method, headers: &HeaderMap, body:
         .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
     let snapshot = state.registry.load();
     let now = Timestamp::now();
-    let client = authenticate(&snapshot, headers, &form, now)?;
-    if grant_type != "client_credentials" {
-        return Err(OAuthError::unsupported_grant_type(format!(
-            "grant type '{grant_type}' is not supported"
-        )));
-    }
-    let (scopes, audiences) = decide_scopes_and_audience(&client, form.get("scope"), &form.all("resource"))?;
+    let (client, resources, exchange) = match grant_type {
+        TOKEN_EXCHANGE_GRANT => {
+            let (client, resources) = token_exchange(state, &snapshot, headers, &form, now).await?;
+            (client, resources, true)
+        }
+        _ => {
+            let client = authenticate(state, &snapshot, headers, &form, now).await?;
+            if grant_type != "client_credentials" {
+                return Err(OAuthError::unsupported_grant_type(format!(
+                    "grant type '{grant_type}' is not supported"
+                )));
+            }
+            if !client.allows(GrantType::ClientCredentials) {
+                return Err(OAuthError::unauthorized_client(
+                    "this client may not use client_credentials",
+                ));
+            }
+            (client, form.all("resource"), false)
+        }
+    };
+    let (scopes, audiences) = decide_scopes_and_audience(&client, form.get("scope"), &resources)?;
 
     let lifetime = client.access_token_lifetime.as_secs();
     let iat = now.as_second();
@@ -69,16 +91,22 @@ async fn issue(state: &ProviderState, method: Method, headers: &HeaderMap, body:
         tracing::error!(error = %e, "cannot sign access token");
         OAuthError::unavailable("no signing key is available yet")
     })?;
+    let grant_label = if exchange {
+        "token_exchange"
+    } else {
+        "client_credentials"
+    };
     state
         .metrics
         .tokens_issued
         .get_or_create(&TokenLabels {
             client_id: client.client_id.clone(),
-            grant_type: "client_credentials".into(),
+            grant_type: grant_label.into(),
         })
         .inc();
     let mut response = Json(TokenResponse {
         access_token,
+        issued_token_type: exchange.then_some(ACCESS_TOKEN_TYPE),
         token_type: "Bearer",
         expires_in: lifetime,
         scope: claims.scope,
@@ -86,6 +114,59 @@ async fn issue(state: &ProviderState, method: Method, headers: &HeaderMap, body:
     .into_response();
     no_store(&mut response);
     Ok(response)
+}
+
+/// RFC 8693: a workload trades its ServiceAccount token for an access token. The subject
+/// token identifies the client (or must match the client that authenticated), and the
+/// requested `audience`/`resource` values must be ones the client was granted.
+async fn token_exchange<'f>(
+    state: &ProviderState,
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+    form: &'f Form,
+    now: Timestamp,
+) -> Result<(Arc<RegisteredClient>, Vec<&'f str>), OAuthError> {
+    let subject = form
+        .get("subject_token")
+        .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?;
+    if form.get("subject_token_type") != Some(JWT_TOKEN_TYPE) {
+        return Err(OAuthError::invalid_request(format!(
+            "subject_token_type must be {JWT_TOKEN_TYPE}"
+        )));
+    }
+    if form.get("requested_token_type").is_some_and(|t| t != ACCESS_TOKEN_TYPE) {
+        return Err(OAuthError::invalid_request(format!(
+            "only {ACCESS_TOKEN_TYPE} can be requested"
+        )));
+    }
+    if form.get("actor_token").is_some() {
+        return Err(OAuthError::invalid_request(
+            "delegation with actor_token is not supported",
+        ));
+    }
+    let client = if presents_credentials(headers, form) {
+        let client = authenticate(state, snapshot, headers, form, now).await?;
+        let sa = verify_service_account_token(state, subject)
+            .await
+            .map_err(|e| OAuthError::invalid_request(e.description))?;
+        if client.credential != ClientCredential::ServiceAccount(sa) {
+            return Err(OAuthError::invalid_request(
+                "subject_token is not the token of this client's ServiceAccount",
+            ));
+        }
+        client
+    } else {
+        let sa = verify_service_account_token(state, subject).await?;
+        client_for_service_account(snapshot, &sa, form.get("client_id"))?
+    };
+    if !client.allows(GrantType::TokenExchange) {
+        return Err(OAuthError::unauthorized_client(
+            "this client may not use token exchange (add it to spec.grantTypes)",
+        ));
+    }
+    let mut resources = form.all("audience");
+    resources.extend(form.all("resource"));
+    Ok((client, resources))
 }
 
 /// Picks the token's scopes and audiences. Requested scopes must all be granted; requested
@@ -180,7 +261,8 @@ mod tests {
             namespace: "shop".into(),
             name: "web".into(),
             auth_method: Default::default(),
-            secret: CredentialState::first(None, Timestamp::now()).verifier(),
+            credential: ClientCredential::Secret(CredentialState::first(None, Timestamp::now()).verifier()),
+            grant_types: vec![GrantType::ClientCredentials],
             scopes: [
                 ("orders.read".to_string(), Some("https://orders".to_string())),
                 ("stock.read".to_string(), Some("https://stock".to_string())),
