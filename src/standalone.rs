@@ -40,6 +40,10 @@ pub const EMBEDDED_EXAMPLES: &[(&str, &str)] = &[
         include_str!("../examples/signing-key.yaml"),
     ),
     ("examples/workload.yaml", include_str!("../examples/workload.yaml")),
+    (
+        "examples/workload-secretless.yaml",
+        include_str!("../examples/workload-secretless.yaml"),
+    ),
 ];
 
 /// Where manifests come from.
@@ -89,6 +93,8 @@ pub struct Pass {
     pub ready: Vec<ReadyClient>,
     /// Problems, each naming the file, the resource and the field.
     pub problems: Vec<String>,
+    /// Valid resources standalone mode does not serve (secretless clients need a cluster).
+    pub notices: Vec<String>,
     /// Events worth telling (created or rotated secrets, new keys).
     pub changes: Vec<String>,
     /// Earliest time a schedule needs another pass.
@@ -361,8 +367,8 @@ impl StandaloneConfig {
                 (Ok(s), None) => s,
             };
             let Some(secret_name) = settings.secret.secret_name().map(str::to_string) else {
-                notes.problems.push(format!(
-                    "{origin}: OAuthClient {key}: spec.serviceAccount: ServiceAccount tokens are verified against a cluster's issuer; run this client with `kauth run`"
+                notes.notices.push(format!(
+                    "OAuthClient {key} is secretless (spec.serviceAccount): ServiceAccount tokens need a cluster's issuer, so `kauth run` serves it, not standalone"
                 ));
                 continue;
             };
@@ -408,6 +414,7 @@ impl StandaloneConfig {
             snapshot,
             ready,
             problems: notes.problems,
+            notices: notes.notices,
             changes: notes.changes,
             next_step: notes.next_step,
         })
@@ -434,6 +441,7 @@ impl StandaloneConfig {
 #[derive(Default)]
 struct PassNotes {
     problems: Vec<String>,
+    notices: Vec<String>,
     changes: Vec<String>,
     next_step: Option<Timestamp>,
 }
@@ -450,6 +458,9 @@ pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str) -> String {
     let mut out = format!("kauth standalone: issuer {} (listening on {listen})\n", cfg.issuer.url);
     for problem in &pass.problems {
         out.push_str(&format!("  problem: {problem}\n"));
+    }
+    for notice in &pass.notices {
+        out.push_str(&format!("  note: {notice}\n"));
     }
     for c in &pass.ready {
         out.push_str(&format!(

@@ -670,6 +670,31 @@ async fn the_charts_rbac_is_enough_and_no_more() {
     })
     .await;
 
+    // The chart's identity may read the ServiceAccount issuer's keys: secretless clients work.
+    service_account(&client, &ns, "worker").await;
+    let sa_client: OAuthClient = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": "worker", "namespace": ns},
+        "spec": {"serviceAccount": "worker", "audiences": ["https://api.example.com"]}
+    }))
+    .unwrap();
+    create(&client, &sa_client).await;
+    ready_client(&client, &ns, "worker").await;
+    let projected = mint(&client, &ns, "worker", &kauth.url).await;
+    wait_until(
+        "ServiceAccount token with the chart's identity",
+        Duration::from_secs(5),
+        async || {
+            let form = [
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", kauth::workload_identity::JWT_BEARER_ASSERTION),
+                ("client_assertion", projected.as_str()),
+            ];
+            assert_token(&kauth.url, &form).await.0 == 200
+        },
+    )
+    .await;
+
     // The same identity may not write outside its rules.
     let config = kube::Config::from_custom_kubeconfig(
         kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
@@ -782,4 +807,201 @@ async fn scale_a_thousand_clients_become_ready() {
         started.elapsed()
     );
     let _ = took;
+}
+
+async fn service_account(client: &Client, ns: &str, name: &str) {
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}})).unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+}
+
+/// A projected-style token for a ServiceAccount, from the TokenRequest API.
+async fn mint(client: &Client, ns: &str, sa: &str, audience: &str) -> String {
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec![audience.to_string()]),
+            expiration_seconds: Some(600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    api.create_token_request(sa, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+        .unwrap()
+}
+
+async fn assert_token(url: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{url}/token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn service_account_tokens_are_client_credentials() {
+    use kauth::workload_identity::{JWT_BEARER_ASSERTION, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
+    let client = client().await;
+    let id = unique();
+    let (kns, ns, other_ns, api_ns) = (
+        format!("kauth-{id}"),
+        format!("team-{id}"),
+        format!("other-{id}"),
+        format!("api-{id}"),
+    );
+    for n in [&kns, &ns, &other_ns, &api_ns] {
+        namespace(&client, n).await;
+    }
+    service_account(&client, &ns, "backend").await;
+    service_account(&client, &ns, "frontend").await;
+    service_account(&client, &other_ns, "backend").await;
+    let audience = format!("https://api-{id}.example.com");
+    let scope: Scope = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
+        "metadata": {"name": "read", "namespace": api_ns},
+        "spec": {"value": format!("sa.read.{id}"), "audience": audience, "grantedTo": {"namespaces": [ns]}}
+    }))
+    .unwrap();
+    create(&client, &scope).await;
+    let kauth = Kauth::start(&kns, "sa", None).await;
+    let oac: OAuthClient = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": "backend", "namespace": ns},
+        "spec": {
+            "serviceAccount": "backend",
+            "grantTypes": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
+            "scopes": [format!("sa.read.{id}")]
+        }
+    }))
+    .unwrap();
+    create(&client, &oac).await;
+    let ready = ready_client(&client, &ns, "backend").await;
+    let conditions = ready.status.unwrap().conditions;
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "SecretReady" && c.reason == "ServiceAccount")
+    );
+    assert!(
+        Api::<Secret>::namespaced(client.clone(), &ns)
+            .get_opt("backend-oauth")
+            .await
+            .unwrap()
+            .is_none(),
+        "no Secret is written"
+    );
+
+    let assert_with = |token: String| {
+        let url = kauth.url.clone();
+        async move {
+            assert_token(
+                &url,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion_type", JWT_BEARER_ASSERTION),
+                    ("client_assertion", &token),
+                ],
+            )
+            .await
+        }
+    };
+    let good = mint(&client, &ns, "backend", &kauth.url).await;
+    wait_until("ServiceAccount token accepted", Duration::from_secs(5), async || {
+        assert_with(good.clone()).await.0 == 200
+    })
+    .await;
+    let (_, body) = assert_with(good.clone()).await;
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(body["access_token"].as_str().unwrap())
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], format!("{ns}.backend"));
+    assert_eq!(claims["aud"], audience.as_str());
+
+    let refused = [
+        (
+            "another ServiceAccount",
+            mint(&client, &ns, "frontend", &kauth.url).await,
+        ),
+        (
+            "another namespace",
+            mint(&client, &other_ns, "backend", &kauth.url).await,
+        ),
+        (
+            "wrong audience",
+            mint(&client, &ns, "backend", "https://not-kauth.example.com").await,
+        ),
+        ("unknown key", {
+            let stranger =
+                kauth::keys::generate_key(kauth::crd::KeyAlgorithm::RS256, k8s_openapi::jiff::Timestamp::now())
+                    .unwrap();
+            let good_claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&good).unwrap().claims;
+            let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+            h.kid = Some("not-a-cluster-key".into());
+            jsonwebtoken::encode(&h, &good_claims, &stranger.encoding_key().unwrap()).unwrap()
+        }),
+    ];
+    for (what, token) in refused {
+        let (status, body) = assert_with(token).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{what}: {body}"
+        );
+    }
+    // Expired: signed with the cluster's own key (only where the harness started the cluster).
+    if let Ok(key_path) = std::env::var("KAUTH_SA_SIGNING_KEY") {
+        let header = jsonwebtoken::decode_header(&good).unwrap();
+        let mut claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&good).unwrap().claims;
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        claims["exp"] = json!(now - 3600);
+        claims["iat"] = json!(now - 7200);
+        claims["nbf"] = json!(now - 7200);
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(key_path).unwrap()).unwrap();
+        let expired = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        let (status, body) = assert_with(expired).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "expired: {body}"
+        );
+    }
+
+    // Token exchange: only audiences the client was granted.
+    let exchange = |aud: String| {
+        let (url, good) = (kauth.url.clone(), good.clone());
+        async move {
+            assert_token(
+                &url,
+                &[
+                    ("grant_type", TOKEN_EXCHANGE_GRANT),
+                    ("subject_token", &good),
+                    ("subject_token_type", JWT_TOKEN_TYPE),
+                    ("audience", &aud),
+                ],
+            )
+            .await
+        }
+    };
+    let (status, body) = exchange(audience.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    let (status, body) = exchange("https://payments.example.com".into()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_target")),
+        "{body}"
+    );
 }

@@ -7,6 +7,8 @@ state=$(mktemp -d)
 trap 'tests/cluster/down.sh "$state"; rm -rf "$state"' EXIT
 KUBECONFIG=$(tests/cluster/up.sh "$state")
 export KUBECONFIG
+# The local apiserver's ServiceAccount signing key lets a test forge an expired cluster token.
+[ -f "$state/sa.key" ] && export KAUTH_SA_SIGNING_KEY="$state/sa.key"
 export KAUTH_TOOLS=$(tests/cluster/tools.sh)
 cargo build --release --bin kauth
 export KAUTH_BIN="$PWD/target/release/kauth"
