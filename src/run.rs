@@ -47,21 +47,40 @@ pub struct RunConfig {
 #[error("{0}")]
 pub struct RunError(String);
 
-async fn check_crds(client: &Client) -> Result<(), RunError> {
+/// The CRDs kauth serves.
+const CRDS: [&str; 3] = ["oauthclients.kauth.dev", "scopes.kauth.dev", "signingkeys.kauth.dev"];
+
+/// The first kauth CRD that is not installed, if any.
+async fn missing_crd(client: &Client) -> Result<Option<&'static str>, RunError> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-    for name in ["oauthclients.kauth.dev", "scopes.kauth.dev", "signingkeys.kauth.dev"] {
+    for name in CRDS {
         match api.get_opt(name).await {
             Ok(Some(_)) => {}
-            Ok(None) => {
-                return Err(RunError(format!(
-                    "CRD {name} is not installed: apply crds/kauth.dev.yaml (or install the Helm chart) first"
-                )));
-            }
-            // Reading CRDs may be forbidden by least-privilege RBAC; the watches will tell.
-            Err(kube::Error::Api(s)) if s.code == 403 => return Ok(()),
+            Ok(None) => return Ok(Some(name)),
+            // Reading CRDs may be forbidden by a narrower RBAC; the watches will tell.
+            Err(kube::Error::Api(s)) if s.code == 403 => return Ok(None),
             Err(e) => return Err(RunError(format!("cannot reach the Kubernetes API: {e}"))),
         }
+    }
+    Ok(None)
+}
+
+/// Waits until the CRDs are installed, saying clearly which one is missing and how to fix it.
+async fn wait_for_crds(client: &Client) -> Result<(), RunError> {
+    let mut told = false;
+    while let Some(name) = missing_crd(client).await? {
+        if !told {
+            tracing::warn!(
+                crd = name,
+                "kauth's CRDs are not installed: apply crds/kauth.dev.yaml (or install the Helm chart); waiting for them"
+            );
+            told = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    if told {
+        tracing::info!("kauth's CRDs are installed");
     }
     Ok(())
 }
@@ -71,7 +90,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     let client = Client::try_default()
         .await
         .map_err(|e| RunError(format!("no Kubernetes configuration: {e}")))?;
-    check_crds(&client).await?;
+    wait_for_crds(&client).await?;
     let metrics = Arc::new(Metrics::new());
     let changed = Arc::new(Notify::new());
     let (cache, reflectors) = Cache::start(client.clone(), &cfg.namespace, changed.clone());

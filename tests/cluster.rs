@@ -110,6 +110,12 @@ struct Kauth {
 
 impl Kauth {
     async fn start(kauth_ns: &str, identity: &str, kubeconfig: Option<&Path>) -> Self {
+        let k = Self::spawn(kauth_ns, identity, kubeconfig);
+        k.wait_ready(Duration::from_secs(30)).await;
+        k
+    }
+
+    fn spawn(kauth_ns: &str, identity: &str, kubeconfig: Option<&Path>) -> Self {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let state = tempfile::tempdir().unwrap();
@@ -137,25 +143,30 @@ impl Kauth {
             cmd.env("KUBECONFIG", kc);
         }
         let child = cmd.spawn().unwrap();
-        let k = Self {
+        Self {
             child,
             url,
             log,
             _state: state,
-        };
+        }
+    }
+
+    async fn wait_ready(&self, limit: Duration) {
         let http = reqwest::Client::new();
-        let ready = format!("{}/readyz", k.url);
-        let log = k.log.clone();
+        let ready = format!("{}/readyz", self.url);
         let start = Instant::now();
         while !http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
             assert!(
-                start.elapsed() < Duration::from_secs(30),
+                start.elapsed() < limit,
                 "kauth run did not become ready:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                self.log_text()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        k
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn kill(&mut self) {
@@ -1004,4 +1015,36 @@ async fn service_account_tokens_are_client_credentials() {
         (400, Some("invalid_target")),
         "{body}"
     );
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn kauth_run_waits_for_missing_crds_and_says_so() {
+    let client = client().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in ["oauthclients.kauth.dev", "scopes.kauth.dev", "signingkeys.kauth.dev"] {
+        let _ = crds.delete(name, &DeleteParams::default()).await;
+    }
+    wait_until("CRDs gone", Duration::from_secs(60), async || {
+        crds.get_opt("oauthclients.kauth.dev").await.unwrap().is_none()
+            && crds.get_opt("scopes.kauth.dev").await.unwrap().is_none()
+            && crds.get_opt("signingkeys.kauth.dev").await.unwrap().is_none()
+    })
+    .await;
+    let id = unique();
+    namespace(&client, &format!("kauth-{id}")).await;
+    let kauth = Kauth::spawn(&format!("kauth-{id}"), "waiter", None);
+    wait_until(
+        "a clear message about the missing CRDs",
+        Duration::from_secs(10),
+        async || {
+            kauth
+                .log_text()
+                .contains("kauth's CRDs are not installed: apply crds/kauth.dev.yaml")
+        },
+    )
+    .await;
+    install_crds(&client).await;
+    kauth.wait_ready(Duration::from_secs(30)).await;
+    assert!(kauth.log_text().contains("kauth's CRDs are installed"));
 }
