@@ -71,6 +71,10 @@ enum Command {
         /// Extra audience accepted in ServiceAccount tokens (repeatable).
         #[arg(long = "service-account-audience")]
         service_account_audiences: Vec<String>,
+        /// Also ask the cluster (TokenReview, cached 5 s) whether a ServiceAccount token is still
+        /// valid: pod-bound tokens stop working within ~15 s of their pod's deletion.
+        #[arg(long)]
+        service_account_token_review: bool,
         /// How long the leader Lease holds without renewal, e.g. 15s.
         #[arg(long, default_value = "15s", value_parser = kauth::validation::parse_duration)]
         lease_duration: std::time::Duration,
@@ -99,6 +103,7 @@ async fn main() -> ExitCode {
             lease_duration,
             service_account_issuer,
             service_account_audiences,
+            service_account_token_review,
         } => {
             let issuer = match Issuer::parse(&issuer) {
                 Ok(i) => i,
@@ -121,6 +126,7 @@ async fn main() -> ExitCode {
                 lease_duration,
                 service_account_issuer,
                 service_account_audiences,
+                service_account_token_review,
             };
             match kauth::run::run(cfg).await {
                 Ok(()) => ExitCode::SUCCESS,

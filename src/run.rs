@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::provider::{Issuer, ProviderState, router};
 use crate::registry::Registry;
 use crate::revocation::RevocationList;
-use crate::workload_identity::{KubeIssuerKeys, ServiceAccountTokens};
+use crate::workload_identity::{KubeIssuerKeys, KubeTokenReviewer, ServiceAccountTokens};
 
 /// Settings of `kauth run`.
 #[derive(Clone, Debug)]
@@ -40,6 +40,8 @@ pub struct RunConfig {
     pub service_account_issuer: Option<String>,
     /// Audiences accepted in ServiceAccount tokens besides kauth's issuer and token endpoint.
     pub service_account_audiences: Vec<String>,
+    /// Also ask the cluster (TokenReview) whether a ServiceAccount token is still valid.
+    pub service_account_token_review: bool,
 }
 
 /// A failure that stops `kauth run`.
@@ -181,11 +183,12 @@ async fn service_account_tokens(client: &Client, cfg: &RunConfig) -> Option<Arc<
     // A projected token's audience: kauth's issuer or token endpoint (as documented).
     let mut audiences = vec![cfg.issuer.url.clone(), cfg.issuer.endpoint("/token")];
     audiences.extend(cfg.service_account_audiences.iter().cloned());
-    let tokens = Arc::new(ServiceAccountTokens::new(
-        issuer.clone(),
-        audiences,
-        Arc::new(KubeIssuerKeys::new(client.clone())),
-    ));
+    let mut tokens =
+        ServiceAccountTokens::new(issuer.clone(), audiences, Arc::new(KubeIssuerKeys::new(client.clone())));
+    if cfg.service_account_token_review {
+        tokens = tokens.with_token_review(Arc::new(KubeTokenReviewer::new(client.clone())));
+    }
+    let tokens = Arc::new(tokens);
     if !tokens.refresh().await {
         tracing::warn!(%issuer, "the ServiceAccount issuer's keys are not readable yet; they are fetched again on first use");
     }

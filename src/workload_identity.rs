@@ -3,6 +3,7 @@
 //! verified offline against the cluster's service-account issuer keys, which are cached and
 //! fetched again (at most once per interval) when a token names an unknown key.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,17 @@ pub trait KeySource: Send + Sync {
     fn fetch(&self) -> BoxFuture<'_, Result<JwkSet, String>>;
 }
 
+/// Asks the cluster whether a token is still valid (TokenReview): a pod-bound token stops
+/// being valid when its pod (or other bound object) is deleted, which a signature cannot tell.
+/// The apiserver itself remembers positive answers for about 10 s.
+pub trait TokenReviewer: Send + Sync {
+    /// The username the token authenticates as, or None when the cluster refuses it.
+    fn review<'a>(&'a self, token: &'a str, audiences: &'a [String]) -> BoxFuture<'a, Result<Option<String>, String>>;
+}
+
+/// How long a TokenReview answer is reused.
+pub const REVIEW_CACHE_TTL: Duration = Duration::from_secs(5);
+
 /// Verifies ServiceAccount tokens.
 pub struct ServiceAccountTokens {
     issuer: String,
@@ -84,6 +96,8 @@ pub struct ServiceAccountTokens {
     source: Arc<dyn KeySource>,
     keys: RwLock<Arc<JwkSet>>,
     last_fetch: Mutex<Option<Instant>>,
+    reviewer: Option<Arc<dyn TokenReviewer>>,
+    reviewed: RwLock<HashMap<[u8; 32], (bool, Instant)>>,
 }
 
 #[derive(Deserialize)]
@@ -114,7 +128,44 @@ impl ServiceAccountTokens {
             source,
             keys: RwLock::new(Arc::new(JwkSet { keys: vec![] })),
             last_fetch: Mutex::new(None),
+            reviewer: None,
+            reviewed: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Also asks the cluster (TokenReview) whether each token is still valid, answers cached
+    /// for [`REVIEW_CACHE_TTL`].
+    pub fn with_token_review(mut self, reviewer: Arc<dyn TokenReviewer>) -> Self {
+        self.reviewer = Some(reviewer);
+        self
+    }
+
+    /// The cluster's answer for a token that verified offline as `sa`.
+    async fn still_valid(
+        &self,
+        reviewer: &dyn TokenReviewer,
+        token: &str,
+        sa: &ServiceAccountRef,
+    ) -> Result<bool, AssertionError> {
+        let id: [u8; 32] = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+            .as_ref()
+            .try_into()
+            .expect("32 bytes");
+        if let Some((valid, at)) = self.reviewed.read().unwrap_or_else(|p| p.into_inner()).get(&id)
+            && at.elapsed() < REVIEW_CACHE_TTL
+        {
+            return Ok(*valid);
+        }
+        let username = reviewer.review(token, &self.audiences).await.map_err(|e| {
+            tracing::warn!(error = %e, "TokenReview failed");
+            AssertionError::Invalid("the cluster could not review the token")
+        })?;
+        let expected = format!("system:serviceaccount:{}:{}", sa.namespace, sa.name);
+        let valid = username.as_deref() == Some(expected.as_str());
+        let mut reviewed = self.reviewed.write().unwrap_or_else(|p| p.into_inner());
+        reviewed.retain(|_, (_, at)| at.elapsed() < REVIEW_CACHE_TTL);
+        reviewed.insert(id, (valid, Instant::now()));
+        Ok(valid)
     }
 
     /// The issuer tokens must carry.
@@ -177,7 +228,16 @@ impl ServiceAccountTokens {
             ErrorKind::InvalidAlgorithm => AssertionError::AlgorithmMismatch,
             _ => AssertionError::Invalid("malformed claims"),
         })?;
-        ServiceAccountRef::from_subject(&claims.sub).ok_or(AssertionError::Invalid("subject is not a ServiceAccount"))
+        let sa = ServiceAccountRef::from_subject(&claims.sub)
+            .ok_or(AssertionError::Invalid("subject is not a ServiceAccount"))?;
+        if let Some(reviewer) = &self.reviewer
+            && !self.still_valid(reviewer.as_ref(), token, &sa).await?
+        {
+            return Err(AssertionError::Invalid(
+                "the cluster no longer accepts the token (its pod or bound object is gone)",
+            ));
+        }
+        Ok(sa)
     }
 }
 
@@ -241,6 +301,44 @@ impl KeySource for KubeIssuerKeys {
                 .body(Vec::new())
                 .map_err(|e| e.to_string())?;
             self.client.request::<JwkSet>(req).await.map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// TokenReview through the Kubernetes API.
+pub struct KubeTokenReviewer {
+    client: kube::Client,
+}
+
+impl KubeTokenReviewer {
+    /// Reviews with `client` (needs `create` on `tokenreviews`).
+    pub fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+}
+
+impl TokenReviewer for KubeTokenReviewer {
+    fn review<'a>(&'a self, token: &'a str, audiences: &'a [String]) -> BoxFuture<'a, Result<Option<String>, String>> {
+        use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+        Box::pin(async move {
+            let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
+            let review = TokenReview {
+                spec: TokenReviewSpec {
+                    token: token.to_string(),
+                    audiences: Some(audiences.to_vec()),
+                },
+                ..Default::default()
+            };
+            let answer = api
+                .create(&kube::api::PostParams::default(), &review)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = answer.status.unwrap_or_default();
+            Ok(status
+                .authenticated
+                .unwrap_or(false)
+                .then(|| status.user.and_then(|u| u.username))
+                .flatten())
         })
     }
 }
@@ -428,6 +526,36 @@ mod tests {
                 .is_ok(),
             "refetched on unknown kid"
         );
+    }
+
+    struct Reviewer(std::sync::Mutex<(Option<String>, usize)>);
+
+    impl TokenReviewer for Reviewer {
+        fn review<'a>(&'a self, _: &'a str, _: &'a [String]) -> BoxFuture<'a, Result<Option<String>, String>> {
+            let mut state = self.0.lock().unwrap();
+            state.1 += 1;
+            let answer = state.0.clone();
+            Box::pin(async move { Ok(answer) })
+        }
+    }
+
+    #[tokio::test]
+    async fn token_review_refuses_tokens_the_cluster_revoked_and_caches_briefly() {
+        let s = signer(KeyAlgorithm::ES256);
+        let reviewer = Arc::new(Reviewer(std::sync::Mutex::new((Some(SUB.to_string()), 0))));
+        let v = verifier(&[&s]).with_token_review(reviewer.clone());
+        let token = sign(&s, Algorithm::ES256, claims(SUB, NOW + 600));
+        assert!(v.verify(&token, NOW).await.is_ok());
+        assert!(v.verify(&token, NOW).await.is_ok());
+        assert_eq!(reviewer.0.lock().unwrap().1, 1, "the second answer came from the cache");
+        // The bound pod is deleted: the cluster stops vouching for the token.
+        reviewer.0.lock().unwrap().0 = None;
+        v.reviewed.write().unwrap().clear();
+        assert!(matches!(v.verify(&token, NOW).await, Err(AssertionError::Invalid(_))));
+        // A token the cluster attributes to someone else is refused too.
+        reviewer.0.lock().unwrap().0 = Some("system:serviceaccount:shop:other".into());
+        v.reviewed.write().unwrap().clear();
+        assert!(v.verify(&token, NOW).await.is_err());
     }
 
     #[test]

@@ -116,6 +116,10 @@ impl Kauth {
     }
 
     fn spawn(kauth_ns: &str, identity: &str, kubeconfig: Option<&Path>) -> Self {
+        Self::spawn_with(kauth_ns, identity, kubeconfig, &[])
+    }
+
+    fn spawn_with(kauth_ns: &str, identity: &str, kubeconfig: Option<&Path>, extra: &[&str]) -> Self {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let state = tempfile::tempdir().unwrap();
@@ -135,6 +139,7 @@ impl Kauth {
         .arg("--state-dir")
         .arg(state.path())
         .args(["--identity", identity, "--lease-duration", "3s"])
+        .args(extra)
         .env("POD_NAME", identity)
         .env("RUST_LOG", "info,kube=warn")
         .stdout(Stdio::null())
@@ -1047,4 +1052,74 @@ async fn kauth_run_waits_for_missing_crds_and_says_so() {
     install_crds(&client).await;
     kauth.wait_ready(Duration::from_secs(30)).await;
     assert!(kauth.log_text().contains("kauth's CRDs are installed"));
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn token_review_refuses_a_bound_token_once_its_object_is_gone() {
+    use k8s_openapi::api::authentication::v1::BoundObjectReference;
+    let client = client().await;
+    let id = unique();
+    let (kns, ns) = (format!("kauth-{id}"), format!("team-{id}"));
+    namespace(&client, &kns).await;
+    namespace(&client, &ns).await;
+    service_account(&client, &ns, "job").await;
+    let kauth = Kauth::spawn_with(&kns, "review", None, &["--service-account-token-review"]);
+    kauth.wait_ready(Duration::from_secs(30)).await;
+    create(&client, &m2m_client_for_sa(&ns, "job")).await;
+    ready_client(&client, &ns, "job").await;
+
+    // A token bound to an object (a Secret here; a Pod in real life) dies with it.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let anchor: Secret = serde_json::from_value(json!({"metadata": {"name": "anchor", "namespace": ns}})).unwrap();
+    let anchor = secrets.create(&PostParams::default(), &anchor).await.unwrap();
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec![kauth.url.clone()]),
+            expiration_seconds: Some(600),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+                name: Some("anchor".into()),
+                uid: anchor.uid(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .create_token_request("job", &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+        .unwrap();
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", kauth::workload_identity::JWT_BEARER_ASSERTION),
+        ("client_assertion", token.as_str()),
+    ];
+    wait_until("bound token accepted", Duration::from_secs(5), async || {
+        assert_token(&kauth.url, &form).await.0 == 200
+    })
+    .await;
+    secrets.delete("anchor", &DeleteParams::default()).await.unwrap();
+    // The apiserver caches its own answers about 10 s, kauth 5 s more.
+    let took = wait_until(
+        "bound token refused after its object is deleted",
+        Duration::from_secs(20),
+        async || assert_token(&kauth.url, &form).await.1["error"] == "invalid_client",
+    )
+    .await;
+    eprintln!("a deleted object's token was refused {took:?} after the deletion");
+}
+
+fn m2m_client_for_sa(ns: &str, sa: &str) -> OAuthClient {
+    serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": sa, "namespace": ns},
+        "spec": {"serviceAccount": sa, "audiences": ["https://api.example.com"]}
+    }))
+    .unwrap()
 }
