@@ -3,8 +3,10 @@
 //! turns it into status; the registry turns it into what the provider serves. Standalone
 //! mode uses it unchanged, so a manifest behaves the same with or without a cluster.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+
+use kube::core::{Selector, SelectorExt};
 
 use crate::crd::{GrantType, OAuthClientSpec, ScopeSpec};
 use crate::validation::{ClientSettings, FieldError, validate_client, validate_scope};
@@ -139,7 +141,19 @@ pub fn default_client_id(namespace: &str, name: &str) -> String {
     format!("{namespace}.{name}")
 }
 
-fn grants(scope: &ScopeSpec, owner_ns: &str, client: &ObjectKey) -> bool {
+/// Labels of each namespace, for Scopes granted by namespace selector.
+pub type NamespaceLabels = HashMap<String, BTreeMap<String, String>>;
+
+fn grants(scope: &ScopeSpec, owner_ns: &str, client: &ObjectKey, labels: &NamespaceLabels) -> bool {
+    let by_selector = || {
+        let Some(selector) = &scope.granted_to.namespace_selector else {
+            return false;
+        };
+        let (Ok(selector), Some(labels)) = (Selector::try_from(selector.clone()), labels.get(&client.namespace)) else {
+            return false;
+        };
+        selector.matches(labels)
+    };
     owner_ns == client.namespace
         || scope
             .granted_to
@@ -151,6 +165,7 @@ fn grants(scope: &ScopeSpec, owner_ns: &str, client: &ObjectKey) -> bool {
             .clients
             .iter()
             .any(|c| c.namespace == client.namespace && c.name == client.name)
+        || by_selector()
 }
 
 /// The accepted scopes, by value, with the spec and namespace of their owner.
@@ -169,7 +184,7 @@ impl ClientInput<'_> {
 impl Catalog {
     /// Evaluates everything. Inputs come in precedence order (oldest first): on a conflict the
     /// earlier Scope keeps its value and the earlier client keeps its id.
-    pub fn evaluate(clients: &[ClientInput<'_>], scopes: &[ScopeInput<'_>]) -> Self {
+    pub fn evaluate(clients: &[ClientInput<'_>], scopes: &[ScopeInput<'_>], labels: &NamespaceLabels) -> Self {
         let mut catalog = Catalog::default();
         let index = catalog.index_scopes(scopes);
         let mut id_owner: HashMap<String, ObjectKey> = HashMap::new();
@@ -184,7 +199,7 @@ impl Catalog {
                 }
                 (Err(_), _) => None,
             };
-            let verdict = catalog.client_verdict(c, settings, client_id, id_conflict, &index);
+            let verdict = catalog.client_verdict(labels, c, settings, client_id, id_conflict, &index);
             catalog.clients.push(verdict);
         }
         catalog
@@ -193,7 +208,12 @@ impl Catalog {
     /// Evaluates one client (`clients[target]`) without evaluating the others: only the
     /// earlier clients asking for the same id are validated. What a reconcile needs, in
     /// O(clients) string comparisons and no per-client allocation.
-    pub fn evaluate_client(clients: &[ClientInput<'_>], target: usize, scopes: &[ScopeInput<'_>]) -> ClientVerdict {
+    pub fn evaluate_client(
+        clients: &[ClientInput<'_>],
+        target: usize,
+        scopes: &[ScopeInput<'_>],
+        labels: &NamespaceLabels,
+    ) -> ClientVerdict {
         let mut catalog = Catalog::default();
         let index = catalog.index_scopes(scopes);
         let c = &clients[target];
@@ -214,7 +234,7 @@ impl Catalog {
                 })
                 .map(|owner| ObjectKey::new(owner.namespace, owner.name))
         });
-        catalog.client_verdict(c, settings, client_id, id_conflict.flatten(), &index)
+        catalog.client_verdict(labels, c, settings, client_id, id_conflict.flatten(), &index)
     }
 
     /// Decides every Scope and returns the index of accepted ones.
@@ -246,6 +266,7 @@ impl Catalog {
 
     fn client_verdict(
         &self,
+        labels: &NamespaceLabels,
         c: &ClientInput<'_>,
         settings: Result<ClientSettings, Vec<FieldError>>,
         client_id: String,
@@ -261,7 +282,7 @@ impl Catalog {
                     scope: value.clone(),
                     reason: format!("no accepted Scope offers '{value}'"),
                 }),
-                Some((spec, owner_ns)) if grants(spec, owner_ns, &key) => granted.push(GrantedScope {
+                Some((spec, owner_ns)) if grants(spec, owner_ns, &key, labels) => granted.push(GrantedScope {
                     value: value.clone(),
                     audience: spec.audience.clone(),
                 }),
@@ -308,6 +329,7 @@ mod tests {
             value: value.into(),
             audience: Some("https://orders.example.com".into()),
             granted_to: ScopeGrants {
+                namespace_selector: None,
                 namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
                 clients: clients
                     .iter()
@@ -363,7 +385,7 @@ mod tests {
                 spec: &own,
             },
         ];
-        let cat = Catalog::evaluate(&clients, &scopes);
+        let cat = Catalog::evaluate(&clients, &scopes, &NamespaceLabels::new());
         let shop = &cat.clients[0];
         assert_eq!(shop.client_id, "shop.web");
         let granted: Vec<_> = shop.granted.iter().map(|g| g.value.as_str()).collect();
@@ -376,6 +398,56 @@ mod tests {
         assert_eq!(shop.missing[1].reason, "no accepted Scope offers 'nope'");
         assert_eq!(cat.clients[1].granted.len(), 1, "granted to one client by name");
         assert_eq!(cat.clients[2].granted.len(), 1, "the owner namespace is always granted");
+    }
+
+    #[test]
+    fn namespace_selectors_grant_by_label() {
+        let mut by_label = scope("payments.read", &[], &[]);
+        by_label.granted_to.namespace_selector = Some(
+            serde_json::from_value(serde_json::json!({
+                "matchLabels": {"team": "payments"},
+                "matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["sandbox"]}]
+            }))
+            .unwrap(),
+        );
+        let scopes = [ScopeInput {
+            namespace: "payments-api",
+            name: "read",
+            spec: &by_label,
+        }];
+        let spec = client(&["payments.read"]);
+        let clients = [
+            ClientInput {
+                namespace: "checkout",
+                name: "a",
+                spec: &spec,
+            },
+            ClientInput {
+                namespace: "sandbox",
+                name: "b",
+                spec: &spec,
+            },
+            ClientInput {
+                namespace: "unlabelled",
+                name: "c",
+                spec: &spec,
+            },
+        ];
+        let labels: NamespaceLabels = [
+            (
+                "checkout".to_string(),
+                BTreeMap::from([("team".to_string(), "payments".to_string())]),
+            ),
+            (
+                "sandbox".to_string(),
+                BTreeMap::from([("team".into(), "payments".into()), ("env".into(), "sandbox".into())]),
+            ),
+        ]
+        .into();
+        let cat = Catalog::evaluate(&clients, &scopes, &labels);
+        assert_eq!(cat.clients[0].granted.len(), 1, "label matches");
+        assert_eq!(cat.clients[1].granted.len(), 0, "excluded by the expression");
+        assert_eq!(cat.clients[2].granted.len(), 0, "no labels, no grant");
     }
 
     #[test]
@@ -394,7 +466,7 @@ mod tests {
                 spec: &b,
             },
         ];
-        let cat = Catalog::evaluate(&[], &scopes);
+        let cat = Catalog::evaluate(&[], &scopes, &NamespaceLabels::new());
         assert_eq!(cat.scopes[0].1, ScopeVerdict::Accepted);
         assert_eq!(
             cat.scopes[1].1,
@@ -422,7 +494,7 @@ mod tests {
                 spec: &b,
             },
         ];
-        let cat = Catalog::evaluate(&clients, &[]);
+        let cat = Catalog::evaluate(&clients, &[], &NamespaceLabels::new());
         assert!(cat.clients[0].servable());
         assert_eq!(cat.clients[1].id_conflict, Some(ObjectKey::new("one", "a")));
         assert!(!cat.clients[1].servable());
@@ -463,10 +535,10 @@ mod tests {
                 spec: &plain,
             },
         ];
-        let all = Catalog::evaluate(&clients, &scopes);
+        let all = Catalog::evaluate(&clients, &scopes, &NamespaceLabels::new());
         for i in 0..clients.len() {
             assert_eq!(
-                Catalog::evaluate_client(&clients, i, &scopes),
+                Catalog::evaluate_client(&clients, i, &scopes, &NamespaceLabels::new()),
                 all.clients[i],
                 "client {i}"
             );
@@ -513,6 +585,7 @@ mod tests {
                     spec: &good_scope,
                 },
             ],
+            &NamespaceLabels::new(),
         );
         assert!(matches!(cat.scopes[0].1, ScopeVerdict::Invalid(_)));
         assert!(!cat.clients[0].servable());

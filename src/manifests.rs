@@ -50,6 +50,8 @@ pub struct Manifests {
     pub scopes: Vec<(Origin, Scope)>,
     /// SigningKeys with their origin.
     pub signing_keys: Vec<(Origin, SigningKey)>,
+    /// Labels of the `Namespace` manifests found, for Scopes granted by namespace selector.
+    pub namespace_labels: crate::catalog::NamespaceLabels,
     /// Documents that could not be loaded.
     pub errors: Vec<ManifestError>,
 }
@@ -141,6 +143,25 @@ impl Manifests {
                 .unwrap_or_default()
                 .to_string();
             let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+            if api_version == "v1" && kind == "Namespace" {
+                // Standalone has no apiserver: Namespace manifests carry the labels selectors match.
+                let name = doc
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let labels = doc
+                    .pointer("/metadata/labels")
+                    .and_then(Value::as_object)
+                    .map(|l| {
+                        l.iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.namespace_labels.insert(name, labels);
+                continue;
+            }
             if !api_version.starts_with("kauth.dev/") {
                 continue;
             }

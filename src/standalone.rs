@@ -324,7 +324,7 @@ impl StandaloneConfig {
                 spec: &s.spec,
             })
             .collect();
-        let catalog = Catalog::evaluate(&clients, &scopes);
+        let catalog = Catalog::evaluate(&clients, &scopes, &manifests.namespace_labels);
 
         let origin_of_scope: HashMap<_, _> = manifests
             .scopes

@@ -378,6 +378,18 @@ pub fn validate_scope(spec: &ScopeSpec) -> Result<(), Vec<FieldError>> {
             ));
         }
     }
+    if let Some(selector) = &spec.granted_to.namespace_selector {
+        let empty = selector.match_labels.as_ref().is_none_or(|l| l.is_empty())
+            && selector.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+        if empty {
+            errors.push(FieldError::new(
+                "spec.grantedTo.namespaceSelector",
+                "an empty selector would match every namespace; say namespaces: [\"*\"] to mean that",
+            ));
+        } else if let Err(e) = kube::core::Selector::try_from(selector.clone()) {
+            errors.push(FieldError::new("spec.grantedTo.namespaceSelector", e.to_string()));
+        }
+    }
     for (i, c) in spec.granted_to.clients.iter().enumerate() {
         if !is_dns_label(&c.namespace) {
             errors.push(FieldError::new(
@@ -601,6 +613,7 @@ mod tests {
         spec.value = "ok".into();
         spec.audience = Some("https://x#frag".into());
         spec.granted_to = ScopeGrants {
+            namespace_selector: None,
             namespaces: vec!["*".into(), "Team".into()],
             clients: vec![ClientRef {
                 namespace: "a".into(),
@@ -613,6 +626,28 @@ mod tests {
             .map(|e| e.field)
             .collect();
         assert_eq!(fields, ["spec.audience", "spec.grantedTo.namespaces[1]"]);
+    }
+
+    #[test]
+    fn empty_and_malformed_selectors_are_refused() {
+        let mut spec = ScopeSpec {
+            value: "x".into(),
+            ..Default::default()
+        };
+        spec.granted_to.namespace_selector = Some(Default::default());
+        assert!(
+            validate_scope(&spec).unwrap_err()[0]
+                .message
+                .contains("every namespace")
+        );
+        spec.granted_to.namespace_selector = Some(
+            serde_json::from_value(serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Sometimes"}]}))
+                .unwrap(),
+        );
+        assert_eq!(
+            validate_scope(&spec).unwrap_err()[0].field,
+            "spec.grantedTo.namespaceSelector"
+        );
     }
 
     #[test]

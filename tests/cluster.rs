@@ -1123,3 +1123,71 @@ fn m2m_client_for_sa(ns: &str, sa: &str) -> OAuthClient {
     }))
     .unwrap()
 }
+
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn namespace_labels_grant_and_withdraw_scopes_within_a_second() {
+    let client = client().await;
+    let id = unique();
+    let (kns, ns, api_ns) = (format!("kauth-{id}"), format!("team-{id}"), format!("api-{id}"));
+    for n in [&kns, &ns, &api_ns] {
+        namespace(&client, n).await;
+    }
+    let kauth = Kauth::start(&kns, "selector", None).await;
+    let value = format!("labelled.read.{id}");
+    let scope: Scope = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
+        "metadata": {"name": "read", "namespace": api_ns},
+        "spec": {"value": value, "audience": "https://labelled.example.com",
+                 "grantedTo": {"namespaceSelector": {"matchLabels": {"kauth-test/team": id}}}}
+    }))
+    .unwrap();
+    create(&client, &scope).await;
+    let app: OAuthClient = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": "app", "namespace": ns},
+        "spec": {"scopes": [value], "audiences": ["https://fallback.example.com"]}
+    }))
+    .unwrap();
+    create(&client, &app).await;
+    let api: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
+    wait_until(
+        "ScopeNotGranted before the label",
+        Duration::from_secs(10),
+        async || {
+            api.get("app")
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .is_some_and(|s| s.conditions.iter().any(|c| c.reason == "ScopeNotGranted"))
+        },
+    )
+    .await;
+    let data = secret_data(&client, &ns, "app-oauth").await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let label = |v: Value| Patch::Merge(json!({"metadata": {"labels": {"kauth-test/team": v}}}));
+    namespaces
+        .patch(&ns, &PatchParams::default(), &label(json!(id)))
+        .await
+        .unwrap();
+    let took = wait_until("granted by label", Duration::from_secs(1), async || {
+        token(&kauth.url, &data["CLIENT_ID"], &data["CLIENT_SECRET"], &value)
+            .await
+            .0
+            == 200
+    })
+    .await;
+    eprintln!("a namespace label granted the scope after {took:?}");
+    ready_client(&client, &ns, "app").await;
+    namespaces
+        .patch(&ns, &PatchParams::default(), &label(Value::Null))
+        .await
+        .unwrap();
+    wait_until("withdrawn with the label", Duration::from_secs(1), async || {
+        token(&kauth.url, &data["CLIENT_ID"], &data["CLIENT_SECRET"], &value)
+            .await
+            .1["error"]
+            == "invalid_scope"
+    })
+    .await;
+}

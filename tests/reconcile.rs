@@ -92,6 +92,7 @@ fn ctx(client: Client, clients: Vec<OAuthClient>, scopes: Vec<Scope>) -> Arc<Con
         scopes: store(scopes),
         signing_keys: store(vec![]),
         secrets: store(vec![]),
+        namespaces: store(vec![]),
     };
     Arc::new(Context::new(
         client,

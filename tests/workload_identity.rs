@@ -84,7 +84,7 @@ async fn start() -> Setup {
             spec: &s.spec,
         })
         .collect();
-    let catalog = Catalog::evaluate(&clients, &scopes);
+    let catalog = Catalog::evaluate(&clients, &scopes, &m.namespace_labels);
     let signing = generate_key(KeyAlgorithm::ES256, Timestamp::from_second(0).unwrap()).unwrap();
     let (ring, _) = KeyRing::from_sets([&KeySet { keys: vec![signing] }]);
     let registry = Registry::new();

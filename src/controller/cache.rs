@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::Notify;
 
 use super::secrets::{self, CREDENTIALS_LABEL};
-use crate::catalog::{Catalog, ClientInput, ClientVerdict, ObjectKey, ScopeInput, ScopeVerdict};
+use crate::catalog::{Catalog, ClientInput, ClientVerdict, NamespaceLabels, ObjectKey, ScopeInput, ScopeVerdict};
 use crate::crd::{OAuthClient, Scope, SigningKey};
 use crate::credentials::SecretVerifier;
 use crate::keys::KeyRing;
@@ -32,6 +32,8 @@ pub struct Cache {
     pub signing_keys: Store<SigningKey>,
     /// Secrets carrying kauth's credentials label.
     pub secrets: Store<Secret>,
+    /// Namespaces, for Scopes granted by namespace selector.
+    pub namespaces: Store<Namespace>,
 }
 
 /// Sorts resources oldest first (then by namespace and name): the precedence for conflicts.
@@ -136,15 +138,21 @@ impl Cache {
             any(),
             changed.clone(),
         );
-        let (secrets, d) = reflect(Api::<Secret>::all(client), any().labels(CREDENTIALS_LABEL), changed);
+        let (secrets, d) = reflect(
+            Api::<Secret>::all(client.clone()),
+            any().labels(CREDENTIALS_LABEL),
+            changed.clone(),
+        );
+        let (namespaces, e) = reflect(Api::<Namespace>::all(client), any(), changed);
         (
             Self {
                 clients,
                 scopes,
                 signing_keys,
+                namespaces,
                 secrets,
             },
-            vec![a, b, c, d],
+            vec![a, b, c, d, e],
         )
     }
 
@@ -154,21 +162,35 @@ impl Cache {
             self.clients.wait_until_ready(),
             self.scopes.wait_until_ready(),
             self.signing_keys.wait_until_ready(),
-            self.secrets.wait_until_ready()
+            self.secrets.wait_until_ready(),
+            self.namespaces.wait_until_ready()
         );
+    }
+
+    /// Namespace labels, collected only when some Scope grants by namespace selector.
+    fn namespace_labels(&self, scopes: &[ScopeInput<'_>]) -> NamespaceLabels {
+        if scopes.iter().all(|s| s.spec.granted_to.namespace_selector.is_none()) {
+            return NamespaceLabels::new();
+        }
+        self.namespaces
+            .state()
+            .iter()
+            .map(|ns| (ns.name_any(), ns.labels().clone()))
+            .collect()
     }
 
     /// Evaluates every client and scope (the registry's view).
     pub fn catalog(&self) -> (Catalog, Vec<Arc<OAuthClient>>) {
         let ordered = Ordered::new(self.clients.state(), self.scopes.state());
-        let catalog = Catalog::evaluate(&ordered.client_inputs(), &ordered.scope_inputs());
+        let scopes = ordered.scope_inputs();
+        let catalog = Catalog::evaluate(&ordered.client_inputs(), &scopes, &self.namespace_labels(&scopes));
         (catalog, ordered.clients)
     }
 
     /// Every Scope's verdict (clients are not evaluated).
     pub fn scope_verdicts(&self) -> Vec<(ObjectKey, ScopeVerdict)> {
         let ordered = Ordered::new(Vec::new(), self.scopes.state());
-        Catalog::evaluate(&[], &ordered.scope_inputs()).scopes
+        Catalog::evaluate(&[], &ordered.scope_inputs(), &NamespaceLabels::new()).scopes
     }
 
     /// Evaluates one client against the cache; `fresh` (possibly newer than the cache) stands
@@ -183,7 +205,13 @@ impl Cache {
             .iter()
             .position(|c| c.uid() == fresh.uid())
             .expect("the fresh client is in the list");
-        Catalog::evaluate_client(&ordered.client_inputs(), target, &ordered.scope_inputs())
+        let scopes = ordered.scope_inputs();
+        Catalog::evaluate_client(
+            &ordered.client_inputs(),
+            target,
+            &scopes,
+            &self.namespace_labels(&scopes),
+        )
     }
 
     fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -148,6 +148,18 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             .map(|c| ObjectRef::from_obj(&*c))
             .collect::<Vec<_>>()
     };
+    // A namespace's labels decide selector grants for the clients in it.
+    let cache = ctx.cache.clone();
+    let namespace_to_clients = move |ns: Namespace| {
+        let name = ns.name_any();
+        cache
+            .clients
+            .state()
+            .into_iter()
+            .filter(|c| c.namespace().as_deref() == Some(name.as_str()) && !c.spec.scopes.is_empty())
+            .map(|c| ObjectRef::from_obj(&*c))
+            .collect::<Vec<_>>()
+    };
     let clients = Controller::new(Api::<OAuthClient>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Secret>::all(client.clone()), generated)
         .watches(
@@ -160,6 +172,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             watcher::Config::default(),
             client_to_peers,
         )
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+            namespace_to_clients,
+        )
+        .with_config(controller_config())
         .graceful_shutdown_on(shutdown.clone())
         .run(
             reconcile_client,
@@ -194,6 +212,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         watcher::Config::default(),
     )
     .owns(Api::<Secret>::namespaced(client.clone(), &ctx.namespace), key_secrets)
+    .with_config(controller_config())
     .graceful_shutdown_on(shutdown.clone())
     .run(
         reconcile_signing_key,

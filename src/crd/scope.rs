@@ -2,7 +2,7 @@
 // Each printcolumn(...) repeats `type_ = "string"`, which clippy mistakes for a duplicate.
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +62,10 @@ pub struct ScopeGrants {
     /// Namespaces whose clients may request the scope; `"*"` means every namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// Namespaces whose labels match this selector may request the scope (for example every
+    /// namespace labelled `team=payments`). An empty selector is refused: use `namespaces: ["*"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
     /// Individual clients that may request the scope.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<ClientRef>,
