@@ -92,6 +92,40 @@ fn typed<K: Resource + DeserializeOwned>(value: Value, kind: &str, origin: &Orig
 }
 
 impl Manifests {
+    /// Evaluates the loaded clients and scopes, in file order (the first definition wins).
+    pub fn catalog(&self) -> crate::catalog::Catalog {
+        use crate::catalog::{Catalog, ClientInput, ScopeInput};
+        let key = |m: &kube::core::ObjectMeta| {
+            (
+                m.namespace.clone().unwrap_or_default(),
+                m.name.clone().unwrap_or_default(),
+            )
+        };
+        let client_keys: Vec<_> = self.clients.iter().map(|(_, c)| key(&c.metadata)).collect();
+        let scope_keys: Vec<_> = self.scopes.iter().map(|(_, s)| key(&s.metadata)).collect();
+        let clients: Vec<ClientInput> = self
+            .clients
+            .iter()
+            .zip(&client_keys)
+            .map(|((_, c), (ns, n))| ClientInput {
+                namespace: ns,
+                name: n,
+                spec: &c.spec,
+            })
+            .collect();
+        let scopes: Vec<ScopeInput> = self
+            .scopes
+            .iter()
+            .zip(&scope_keys)
+            .map(|((_, s), (ns, n))| ScopeInput {
+                namespace: ns,
+                name: n,
+                spec: &s.spec,
+            })
+            .collect();
+        Catalog::evaluate(&clients, &scopes, &self.namespace_labels)
+    }
+
     /// Loads every YAML file below `dir`.
     pub fn load_dir(dir: &Path) -> std::io::Result<Self> {
         let mut manifests = Self::default();

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::jiff::Timestamp;
 use tokio::net::TcpListener;
 
-use crate::catalog::{Catalog, ClientInput, ClientVerdict, ScopeInput, ScopeVerdict};
+use crate::catalog::{ClientVerdict, ScopeVerdict};
 use crate::crd::KeyAlgorithm;
 use crate::credentials::{CredentialState, SecretPlan, SecretVerifier, plan_secret};
 use crate::keys::{KeyRing, KeySet, plan_keys};
@@ -302,29 +302,8 @@ impl StandaloneConfig {
                 m.name.clone().unwrap_or_default(),
             )
         };
-        let client_keys: Vec<_> = manifests.clients.iter().map(|(_, c)| name_of(&c.metadata)).collect();
+        let catalog = manifests.catalog();
         let scope_keys: Vec<_> = manifests.scopes.iter().map(|(_, s)| name_of(&s.metadata)).collect();
-        let clients: Vec<ClientInput> = manifests
-            .clients
-            .iter()
-            .zip(&client_keys)
-            .map(|((_, c), (ns, n))| ClientInput {
-                namespace: ns,
-                name: n,
-                spec: &c.spec,
-            })
-            .collect();
-        let scopes: Vec<ScopeInput> = manifests
-            .scopes
-            .iter()
-            .zip(&scope_keys)
-            .map(|((_, s), (ns, n))| ScopeInput {
-                namespace: ns,
-                name: n,
-                spec: &s.spec,
-            })
-            .collect();
-        let catalog = Catalog::evaluate(&clients, &scopes, &manifests.namespace_labels);
 
         let origin_of_scope: HashMap<_, _> = manifests
             .scopes

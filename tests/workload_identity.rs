@@ -7,7 +7,6 @@ use std::sync::{Arc, RwLock};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use k8s_openapi::jiff::Timestamp;
-use kauth::catalog::{Catalog, ClientInput, ScopeInput};
 use kauth::crd::KeyAlgorithm;
 use kauth::keys::{KeyRing, KeySet, StoredKey, generate_key};
 use kauth::manifests::Manifests;
@@ -54,37 +53,7 @@ async fn start() -> Setup {
     let mut m = Manifests::default();
     m.add_text(Path::new("t.yaml"), MANIFESTS);
     assert!(m.errors.is_empty(), "{:?}", m.errors);
-    let names: Vec<(String, String)> = m
-        .clients
-        .iter()
-        .map(|(_, c)| (c.metadata.namespace.clone().unwrap(), c.metadata.name.clone().unwrap()))
-        .collect();
-    let clients: Vec<ClientInput> = m
-        .clients
-        .iter()
-        .zip(&names)
-        .map(|((_, c), (ns, n))| ClientInput {
-            namespace: ns,
-            name: n,
-            spec: &c.spec,
-        })
-        .collect();
-    let scope_names: Vec<(String, String)> = m
-        .scopes
-        .iter()
-        .map(|(_, s)| (s.metadata.namespace.clone().unwrap(), s.metadata.name.clone().unwrap()))
-        .collect();
-    let scopes: Vec<ScopeInput> = m
-        .scopes
-        .iter()
-        .zip(&scope_names)
-        .map(|((_, s), (ns, n))| ScopeInput {
-            namespace: ns,
-            name: n,
-            spec: &s.spec,
-        })
-        .collect();
-    let catalog = Catalog::evaluate(&clients, &scopes, &m.namespace_labels);
+    let catalog = m.catalog();
     let signing = generate_key(KeyAlgorithm::ES256, Timestamp::from_second(0).unwrap()).unwrap();
     let (ring, _) = KeyRing::from_sets([&KeySet { keys: vec![signing] }]);
     let registry = Registry::new();

@@ -12,6 +12,8 @@ use super::ProviderState;
 use super::client_auth::authenticate;
 use super::error::{OAuthError, no_store};
 use super::form::Form;
+use std::sync::Arc;
+
 use crate::registry::{RegisteredClient, Snapshot};
 use crate::tokens::{AccessTokenClaims, verify};
 
@@ -38,6 +40,40 @@ fn active_claims(
     (!state.revocations.is_revoked(&claims.jti) && snapshot.clients.contains_key(&claims.client_id)).then_some(claims)
 }
 
+/// What introspection and revocation both start from.
+struct TokenRequest {
+    snapshot: Arc<Snapshot>,
+    caller: Arc<RegisteredClient>,
+    token: String,
+    now: Timestamp,
+}
+
+/// A POSTed form from an authenticated client, with its `token` parameter.
+async fn read_request(
+    state: &ProviderState,
+    method: Method,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<TokenRequest, OAuthError> {
+    if method != Method::POST {
+        return Err(OAuthError::method_not_allowed());
+    }
+    let form = Form::read(headers, body).await?;
+    let snapshot = state.registry.load();
+    let now = Timestamp::now();
+    let caller = authenticate(state, &snapshot, headers, &form, now).await?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| OAuthError::invalid_request("token is required"))?
+        .to_string();
+    Ok(TokenRequest {
+        snapshot,
+        caller,
+        token,
+        now,
+    })
+}
+
 /// POST /introspect
 pub async fn introspect(
     State(state): State<ProviderState>,
@@ -46,16 +82,13 @@ pub async fn introspect(
     body: Body,
 ) -> Response {
     let result = async {
-        if method != Method::POST {
-            return Err(OAuthError::method_not_allowed());
-        }
-        let form = Form::read(&headers, body).await?;
-        let snapshot = state.registry.load();
-        let now = Timestamp::now();
-        let caller = authenticate(&state, &snapshot, &headers, &form, now).await?;
-        let token = form
-            .get("token")
-            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let TokenRequest {
+            snapshot,
+            caller,
+            token,
+            now,
+        } = read_request(&state, method, &headers, body).await?;
+        let token = token.as_str();
         let body = match active_claims(&state, &snapshot, token, now).filter(|c| may_see(&snapshot, &caller, c)) {
             Some(c) => json!({
                 "active": true,
@@ -73,7 +106,7 @@ pub async fn introspect(
         };
         let mut response = Json(body).into_response();
         no_store(&mut response);
-        Ok(response)
+        Ok::<_, OAuthError>(response)
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -82,16 +115,13 @@ pub async fn introspect(
 /// POST /revoke
 pub async fn revoke(State(state): State<ProviderState>, method: Method, headers: HeaderMap, body: Body) -> Response {
     let result = async {
-        if method != Method::POST {
-            return Err(OAuthError::method_not_allowed());
-        }
-        let form = Form::read(&headers, body).await?;
-        let snapshot = state.registry.load();
-        let now = Timestamp::now();
-        let caller = authenticate(&state, &snapshot, &headers, &form, now).await?;
-        let token = form
-            .get("token")
-            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let TokenRequest {
+            snapshot,
+            caller,
+            token,
+            now,
+        } = read_request(&state, method, &headers, body).await?;
+        let token = token.as_str();
         // Invalid, expired or unknown tokens are not an error (RFC 7009 §2.2).
         if let Some(claims) = verify(&snapshot.keys, &state.issuer.url, token, now) {
             if claims.client_id != caller.client_id {
@@ -107,7 +137,7 @@ pub async fn revoke(State(state): State<ProviderState>, method: Method, headers:
         }
         let mut response = StatusCode::OK.into_response();
         no_store(&mut response);
-        Ok(response)
+        Ok::<_, OAuthError>(response)
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
