@@ -1191,3 +1191,27 @@ async fn namespace_labels_grant_and_withdraw_scopes_within_a_second() {
     })
     .await;
 }
+
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn sigterm_stops_cleanly_and_hands_the_lease_over() {
+    let client = client().await;
+    let id = unique();
+    let kns = format!("kauth-{id}");
+    namespace(&client, &kns).await;
+    let mut kauth = Kauth::start(&kns, "leaving", None).await;
+    wait_until("leads", Duration::from_secs(10), async || {
+        lease_holder(&client, &kns).await.as_deref() == Some("leaving")
+    })
+    .await;
+    let pid = kauth.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = kauth.child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}\n{}", kauth.log_text());
+    assert_eq!(
+        lease_holder(&client, &kns).await,
+        None,
+        "the lease is released for the next replica"
+    );
+    assert!(kauth.log_text().contains("shutting down"));
+}

@@ -156,3 +156,31 @@ fn crds_folder_matches_the_types() {
         "crds/kauth.dev.yaml is stale: run `make crds` and commit the result"
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_examples(&tmp.path().join("examples"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kauth"))
+        .args(["--log-format", "json", "standalone", "--port", "0", "--manifests"])
+        .arg(tmp.path().join("examples"))
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Removing a file makes the reload log a line; give it time, then stop.
+    std::thread::sleep(Duration::from_millis(700));
+    std::fs::remove_file(tmp.path().join("examples/client-m2m.yaml")).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for line in lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{line}");
+    }
+}
