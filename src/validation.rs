@@ -348,10 +348,18 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
     }
 }
 
+/// Longest scope value (the CRD's maxLength).
+pub const MAX_SCOPE_LENGTH: usize = 256;
+
 /// Validates a Scope spec.
 pub fn validate_scope(spec: &ScopeSpec) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
-    if !is_scope_token(&spec.value) {
+    if spec.value.len() > MAX_SCOPE_LENGTH {
+        errors.push(FieldError::new(
+            "spec.value",
+            format!("is longer than {MAX_SCOPE_LENGTH} characters"),
+        ));
+    } else if !is_scope_token(&spec.value) {
         errors.push(FieldError::new(
             "spec.value",
             format!("'{}' is not an RFC 6749 scope-token", spec.value),
@@ -610,6 +618,12 @@ mod tests {
         assert_eq!(validate_scope(&spec).unwrap_err()[0].field, "spec.value");
         spec.value = "a\"b".into();
         assert!(validate_scope(&spec).is_err());
+        spec.value = "x".repeat(MAX_SCOPE_LENGTH + 1);
+        assert!(
+            validate_scope(&spec).unwrap_err()[0]
+                .message
+                .contains("longer than 256")
+        );
         spec.value = "ok".into();
         spec.audience = Some("https://x#frag".into());
         spec.granted_to = ScopeGrants {

@@ -31,6 +31,8 @@ pub struct OAuthClientSpec {
     /// Explicit client id. Default: `<namespace>.<name>`, stable across delete and re-create.
     /// An explicit id may not contain '.', so it can never take another namespace's default id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // maxLength bounds the CEL cost estimate, which modern apiservers check.
+    #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_~-]{1,128}$')").message("clientId may only contain letters, digits, '_', '~' and '-' (at most 128)"))]
     pub client_id: Option<String>,
 

@@ -35,6 +35,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct ScopeSpec {
     /// The scope string clients request (RFC 6749 §3.3 scope-token), e.g. `orders.read`.
+    // maxLength bounds the CEL cost estimate, which modern apiservers check.
+    #[schemars(length(min = 1, max = 256))]
     #[x_kube(validation = Rule::new("self.matches('^[!#-\\\\[\\\\]-~]+$')").message("value must be an RFC 6749 scope-token: printable ASCII without spaces, '\"' or '\\\\'"))]
     pub value: String,
     /// Shown to people on the consent screen.
