@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
 
 use crate::catalog::{Catalog, ClientVerdict};
 use crate::crd::{GrantType, TokenEndpointAuthMethod};
@@ -150,7 +149,6 @@ impl Snapshot {
 #[derive(Clone)]
 pub struct Registry {
     current: Arc<ArcSwap<Snapshot>>,
-    version: watch::Sender<u64>,
 }
 
 impl Default for Registry {
@@ -164,7 +162,6 @@ impl Registry {
     pub fn new() -> Self {
         Self {
             current: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
-            version: watch::Sender::new(0),
         }
     }
 
@@ -176,11 +173,5 @@ impl Registry {
     /// Replaces the snapshot.
     pub fn publish(&self, snapshot: Snapshot) {
         self.current.store(Arc::new(snapshot));
-        self.version.send_modify(|v| *v += 1);
-    }
-
-    /// Notified on every publish (tests and readiness waiters).
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.version.subscribe()
     }
 }

@@ -17,10 +17,10 @@ struct Entry {
 }
 
 /// Revoked token ids with their expiry (Unix seconds).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RevocationList {
     revoked: Arc<RwLock<HashMap<String, i64>>>,
-    log: Option<Arc<Mutex<File>>>,
+    log: Arc<Mutex<File>>,
 }
 
 /// The deny list file could not be read or written.
@@ -32,11 +32,6 @@ pub struct RevocationError {
 }
 
 impl RevocationList {
-    /// An in-memory list (tests; a provider without a state directory).
-    pub fn in_memory() -> Self {
-        Self::default()
-    }
-
     /// Opens (or creates) the list at `path`, dropping entries expired before `now`.
     pub fn open(path: &Path, now: i64) -> Result<Self, RevocationError> {
         let err = |source| RevocationError {
@@ -71,14 +66,14 @@ impl RevocationList {
         let log = OpenOptions::new().append(true).open(path).map_err(err)?;
         Ok(Self {
             revoked: Arc::new(RwLock::new(revoked)),
-            log: Some(Arc::new(Mutex::new(log))),
+            log: Arc::new(Mutex::new(log)),
         })
     }
 
     /// Revokes `jti` until `exp`; durable before it returns.
     pub fn revoke(&self, jti: &str, exp: i64) -> std::io::Result<()> {
-        if let Some(log) = &self.log {
-            let mut file = log.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut file = self.log.lock().unwrap_or_else(|p| p.into_inner());
             writeln!(file, "{}", serde_json::json!({"jti": jti, "exp": exp}))?;
             file.sync_data()?;
         }

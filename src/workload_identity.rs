@@ -168,11 +168,6 @@ impl ServiceAccountTokens {
         Ok(valid)
     }
 
-    /// The issuer tokens must carry.
-    pub fn issuer(&self) -> &str {
-        &self.issuer
-    }
-
     /// Fetches the keys (rate-limited); returns whether a fetch happened and succeeded.
     pub async fn refresh(&self) -> bool {
         let mut last = self.last_fetch.lock().await;

@@ -211,28 +211,21 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
     };
     status.observed_generation = generation;
     let mut recheck = None;
+    let missing = verdict
+        .missing
+        .iter()
+        .map(|m| m.reason.clone())
+        .collect::<Vec<_>>()
+        .join("; ");
+    // Captures only status.conditions, so the other status fields stay writable beside it.
+    let mut condition = |type_: &str, ok: bool, reason: &str, message: String| {
+        set_condition(&mut status.conditions, type_, ok, reason, message, generation, now)
+    };
 
     let ready = match (&verdict.settings, &verdict.id_conflict) {
         (Err(errors), _) => {
-            let msg = describe(errors);
-            set_condition(
-                &mut status.conditions,
-                "SecretReady",
-                false,
-                "InvalidSpec",
-                "fix the spec first",
-                generation,
-                now,
-            );
-            set_condition(
-                &mut status.conditions,
-                "Ready",
-                false,
-                "InvalidSpec",
-                msg,
-                generation,
-                now,
-            );
+            condition("SecretReady", false, "InvalidSpec", "fix the spec first".into());
+            condition("Ready", false, "InvalidSpec", describe(errors));
             false
         }
         (Ok(settings), Some(owner)) => {
@@ -241,24 +234,13 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
                 "spec.clientId '{}' is already used by OAuthClient {owner}",
                 verdict.client_id
             );
-            set_condition(
-                &mut status.conditions,
+            condition(
                 "SecretReady",
                 false,
                 "ClientIdConflict",
-                "no credentials for a conflicting client id",
-                generation,
-                now,
+                "no credentials for a conflicting client id".into(),
             );
-            set_condition(
-                &mut status.conditions,
-                "Ready",
-                false,
-                "ClientIdConflict",
-                msg,
-                generation,
-                now,
-            );
+            condition("Ready", false, "ClientIdConflict", msg);
             false
         }
         (Ok(settings), None) => {
@@ -287,60 +269,31 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
                 .and_then(|t| Timestamp::from_second(t.as_second()).ok())
                 .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
             recheck = outcome.recheck_at;
-            set_condition(
-                &mut status.conditions,
-                "SecretReady",
-                outcome.ready,
-                outcome.reason,
-                outcome.message.clone(),
-                generation,
-                now,
-            );
+            condition("SecretReady", outcome.ready, outcome.reason, outcome.message.clone());
             let granted = verdict.missing.is_empty();
             let ready = outcome.ready && granted;
             let (reason, message) = if !outcome.ready {
                 (outcome.reason, outcome.message)
             } else if !granted {
-                (
-                    "ScopeNotGranted",
-                    verdict
-                        .missing
-                        .iter()
-                        .map(|m| m.reason.clone())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                )
+                ("ScopeNotGranted", missing.clone())
             } else {
                 ("Ready", format!("client id {} can get tokens", verdict.client_id))
             };
-            set_condition(&mut status.conditions, "Ready", ready, reason, message, generation, now);
+            condition("Ready", ready, reason, message);
             ready
         }
     };
     status.granted_scopes = verdict.granted.iter().map(|g| g.value.clone()).collect();
-    let granted_msg = if verdict.missing.is_empty() {
-        "every requested scope is granted".to_string()
+    if verdict.missing.is_empty() {
+        condition(
+            "ScopesGranted",
+            true,
+            "Granted",
+            "every requested scope is granted".into(),
+        );
     } else {
-        verdict
-            .missing
-            .iter()
-            .map(|m| m.reason.clone())
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    set_condition(
-        &mut status.conditions,
-        "ScopesGranted",
-        verdict.missing.is_empty(),
-        if verdict.missing.is_empty() {
-            "Granted"
-        } else {
-            "ScopeNotGranted"
-        },
-        granted_msg,
-        generation,
-        now,
-    );
+        condition("ScopesGranted", false, "ScopeNotGranted", missing);
+    }
 
     // Tell about changes of Ready (and its reason), not about every reconcile.
     let before = old
