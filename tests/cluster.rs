@@ -246,14 +246,23 @@ async fn secret_data(client: &Client, ns: &str, name: &str) -> BTreeMap<String, 
         .collect()
 }
 
+/// client_credentials with HTTP Basic.
 async fn token(url: &str, id: &str, secret: &str, scope: &str) -> (u16, Value) {
-    let res = reqwest::Client::new()
-        .post(format!("{url}/token"))
-        .basic_auth(id, Some(secret))
-        .form(&[("grant_type", "client_credentials"), ("scope", scope)])
-        .send()
-        .await
-        .unwrap();
+    post_token(
+        url,
+        Some((id, secret)),
+        &[("grant_type", "client_credentials"), ("scope", scope)],
+    )
+    .await
+}
+
+/// POST /token with a form (and HTTP Basic if given); the status and JSON body.
+async fn post_token(url: &str, basic: Option<(&str, &str)>, form: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(format!("{url}/token")).form(form);
+    if let Some((id, secret)) = basic {
+        req = req.basic_auth(id, Some(secret));
+    }
+    let res = req.send().await.unwrap();
     (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
 }
 
@@ -706,7 +715,7 @@ async fn the_charts_rbac_is_enough_and_no_more() {
                 ("client_assertion_type", kauth::workload_identity::JWT_BEARER_ASSERTION),
                 ("client_assertion", projected.as_str()),
             ];
-            assert_token(&kauth.url, &form).await.0 == 200
+            post_token(&kauth.url, None, &form).await.0 == 200
         },
     )
     .await;
@@ -853,16 +862,6 @@ async fn mint(client: &Client, ns: &str, sa: &str, audience: &str) -> String {
         .unwrap()
 }
 
-async fn assert_token(url: &str, form: &[(&str, &str)]) -> (u16, Value) {
-    let res = reqwest::Client::new()
-        .post(format!("{url}/token"))
-        .form(form)
-        .send()
-        .await
-        .unwrap();
-    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 #[ignore = "needs a cluster: make test-cluster"]
 async fn service_account_tokens_are_client_credentials() {
@@ -920,8 +919,9 @@ async fn service_account_tokens_are_client_credentials() {
     let assert_with = |token: String| {
         let url = kauth.url.clone();
         async move {
-            assert_token(
+            post_token(
                 &url,
+                None,
                 &[
                     ("grant_type", "client_credentials"),
                     ("client_assertion_type", JWT_BEARER_ASSERTION),
@@ -996,8 +996,9 @@ async fn service_account_tokens_are_client_credentials() {
     let exchange = |aud: String| {
         let (url, good) = (kauth.url.clone(), good.clone());
         async move {
-            assert_token(
+            post_token(
                 &url,
+                None,
                 &[
                     ("grant_type", TOKEN_EXCHANGE_GRANT),
                     ("subject_token", &good),
@@ -1101,7 +1102,7 @@ async fn token_review_refuses_a_bound_token_once_its_object_is_gone() {
         ("client_assertion", token.as_str()),
     ];
     wait_until("bound token accepted", Duration::from_secs(5), async || {
-        assert_token(&kauth.url, &form).await.0 == 200
+        post_token(&kauth.url, None, &form).await.0 == 200
     })
     .await;
     secrets.delete("anchor", &DeleteParams::default()).await.unwrap();
@@ -1109,7 +1110,7 @@ async fn token_review_refuses_a_bound_token_once_its_object_is_gone() {
     let took = wait_until(
         "bound token refused after its object is deleted",
         Duration::from_secs(20),
-        async || assert_token(&kauth.url, &form).await.1["error"] == "invalid_client",
+        async || post_token(&kauth.url, None, &form).await.1["error"] == "invalid_client",
     )
     .await;
     eprintln!("a deleted object's token was refused {took:?} after the deletion");
