@@ -205,6 +205,27 @@ impl Catalog {
         catalog
     }
 
+    /// Clients whose verdict differs from (or is absent in) `previous`: the ones a reconcile
+    /// must look at again. Removed clients need none.
+    pub fn changed_clients(&self, previous: &Catalog) -> Vec<ObjectKey> {
+        let before: HashMap<&ObjectKey, &ClientVerdict> = previous.clients.iter().map(|v| (&v.key, v)).collect();
+        self.clients
+            .iter()
+            .filter(|v| before.get(&v.key) != Some(v))
+            .map(|v| v.key.clone())
+            .collect()
+    }
+
+    /// Scopes whose verdict differs from (or is absent in) `previous`.
+    pub fn changed_scopes(&self, previous: &Catalog) -> Vec<ObjectKey> {
+        let before: HashMap<&ObjectKey, &ScopeVerdict> = previous.scopes.iter().map(|(k, v)| (k, v)).collect();
+        self.scopes
+            .iter()
+            .filter(|(k, v)| before.get(k) != Some(&v))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Evaluates one client (`clients[target]`) without evaluating the others: only the
     /// earlier clients asking for the same id are validated. What a reconcile needs, in
     /// O(clients) string comparisons and no per-client allocation.
@@ -448,6 +469,47 @@ mod tests {
         assert_eq!(cat.clients[0].granted.len(), 1, "label matches");
         assert_eq!(cat.clients[1].granted.len(), 0, "excluded by the expression");
         assert_eq!(cat.clients[2].granted.len(), 0, "no labels, no grant");
+    }
+
+    #[test]
+    fn a_label_change_marks_exactly_the_clients_it_regrants() {
+        let mut by_label = scope("payments.read", &[], &[]);
+        by_label.granted_to.namespace_selector =
+            Some(serde_json::from_value(serde_json::json!({"matchLabels": {"team": "payments"}})).unwrap());
+        let scopes = [ScopeInput {
+            namespace: "payments-api",
+            name: "read",
+            spec: &by_label,
+        }];
+        let spec = client(&["payments.read"]);
+        let clients = [
+            ClientInput {
+                namespace: "checkout",
+                name: "a",
+                spec: &spec,
+            },
+            ClientInput {
+                namespace: "other",
+                name: "b",
+                spec: &spec,
+            },
+        ];
+        let before = Catalog::evaluate(&clients, &scopes, &NamespaceLabels::new());
+        let labels: NamespaceLabels = [(
+            "checkout".to_string(),
+            BTreeMap::from([("team".to_string(), "payments".to_string())]),
+        )]
+        .into();
+        let after = Catalog::evaluate(&clients, &scopes, &labels);
+        assert_eq!(after.changed_clients(&before), vec![ObjectKey::new("checkout", "a")]);
+        assert!(after.changed_scopes(&before).is_empty());
+        assert!(after.changed_clients(&after).is_empty());
+        let fresh = Catalog::default();
+        assert_eq!(after.changed_clients(&fresh).len(), 2, "new clients count as changed");
+        assert_eq!(
+            after.changed_scopes(&fresh),
+            vec![ObjectKey::new("payments-api", "read")]
+        );
     }
 
     #[test]

@@ -1152,18 +1152,17 @@ async fn namespace_labels_grant_and_withdraw_scopes_within_a_second() {
     .unwrap();
     create(&client, &app).await;
     let api: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
-    wait_until(
-        "ScopeNotGranted before the label",
-        Duration::from_secs(10),
-        async || {
+    let not_granted = async |what: &str| {
+        wait_until(what, Duration::from_secs(5), async || {
             api.get("app")
                 .await
                 .ok()
                 .and_then(|c| c.status)
                 .is_some_and(|s| s.conditions.iter().any(|c| c.reason == "ScopeNotGranted"))
-        },
-    )
-    .await;
+        })
+        .await
+    };
+    not_granted("ScopeNotGranted before the label").await;
     let data = secret_data(&client, &ns, "app-oauth").await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let label = |v: Value| Patch::Merge(json!({"metadata": {"labels": {"kauth-test/team": v}}}));
@@ -1179,7 +1178,16 @@ async fn namespace_labels_grant_and_withdraw_scopes_within_a_second() {
     })
     .await;
     eprintln!("a namespace label granted the scope after {took:?}");
-    ready_client(&client, &ns, "app").await;
+    // The status follows the label too, although nothing about the client itself changed.
+    let took = wait_until("Ready by label", Duration::from_secs(5), async || {
+        api.get("app")
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .is_some_and(|s| condition_is_true(&s.conditions, "Ready"))
+    })
+    .await;
+    eprintln!("the client's status became Ready after {took:?}");
     namespaces
         .patch(&ns, &PatchParams::default(), &label(Value::Null))
         .await
@@ -1191,6 +1199,7 @@ async fn namespace_labels_grant_and_withdraw_scopes_within_a_second() {
             == "invalid_scope"
     })
     .await;
+    not_granted("ScopeNotGranted after the label is gone").await;
 }
 
 #[tokio::test]

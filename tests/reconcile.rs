@@ -93,6 +93,7 @@ fn ctx(client: Client, clients: Vec<OAuthClient>, scopes: Vec<Scope>) -> Arc<Con
         signing_keys: store(vec![]),
         secrets: store(vec![]),
         namespaces: store(vec![]),
+        verdicts: Default::default(),
     };
     Arc::new(Context::new(
         client,

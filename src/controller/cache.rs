@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::secrets::{self, CREDENTIALS_LABEL};
 use crate::catalog::{Catalog, ClientInput, ClientVerdict, NamespaceLabels, ObjectKey, ScopeInput, ScopeVerdict};
@@ -34,6 +34,10 @@ pub struct Cache {
     pub secrets: Store<Secret>,
     /// Namespaces, for Scopes granted by namespace selector.
     pub namespaces: Store<Namespace>,
+    /// The catalog the registry loop last built from these stores. Reconciles are triggered by
+    /// verdict changes here, not by watches of their own: such a watch can fire before these
+    /// stores see the change, and the reconcile would judge the old state and stop.
+    pub verdicts: Arc<watch::Sender<Arc<Catalog>>>,
 }
 
 /// Sorts resources oldest first (then by namespace and name): the precedence for conflicts.
@@ -151,6 +155,7 @@ impl Cache {
                 signing_keys,
                 namespaces,
                 secrets,
+                verdicts: Arc::new(watch::Sender::new(Arc::default())),
             },
             vec![a, b, c, d, e],
         )
@@ -180,7 +185,7 @@ impl Cache {
     }
 
     /// Evaluates every client and scope (the registry's view).
-    pub fn catalog(&self) -> (Catalog, Vec<Arc<OAuthClient>>) {
+    fn catalog(&self) -> (Catalog, Vec<Arc<OAuthClient>>) {
         let ordered = Ordered::new(self.clients.state(), self.scopes.state());
         let scopes = ordered.scope_inputs();
         let catalog = Catalog::evaluate(&ordered.client_inputs(), &scopes, &self.namespace_labels(&scopes));
@@ -218,9 +223,8 @@ impl Cache {
         self.secrets.get(&reflector::ObjectRef::new(name).within(namespace))
     }
 
-    /// The serving snapshot.
-    pub fn snapshot(&self, kauth_namespace: &str) -> Snapshot {
-        let (catalog, clients) = self.catalog();
+    /// The serving snapshot of `catalog`, which [`Cache::catalog`] built with `clients`.
+    fn snapshot(&self, catalog: &Catalog, clients: &[Arc<OAuthClient>], kauth_namespace: &str) -> Snapshot {
         let by_key: HashMap<(String, String), &Arc<OAuthClient>> = clients
             .iter()
             .map(|c| ((c.namespace().unwrap_or_default(), c.name_any()), c))
@@ -243,7 +247,7 @@ impl Cache {
             tracing::warn!(error = %e, "unusable signing key skipped");
         }
         Snapshot::build(
-            &catalog,
+            catalog,
             |v, settings| {
                 let client = by_key.get(&(v.key.namespace.clone(), v.key.name.clone()))?;
                 let secret = self.secret(&v.key.namespace, settings.secret.secret_name()?)?;
@@ -267,8 +271,8 @@ impl Cache {
     }
 }
 
-/// Rebuilds and publishes the snapshot after every change (coalesced over 20 ms), once the
-/// caches have synced. Never returns.
+/// Rebuilds and publishes the snapshot and the catalog after every change (coalesced over
+/// 20 ms), once the caches have synced. Never returns.
 pub async fn run_registry(
     cache: Cache,
     changed: Arc<Notify>,
@@ -278,9 +282,11 @@ pub async fn run_registry(
 ) {
     cache.synced().await;
     loop {
-        let snapshot = cache.snapshot(&kauth_namespace);
+        let (catalog, clients) = cache.catalog();
+        let snapshot = cache.snapshot(&catalog, &clients, &kauth_namespace);
         metrics.registered_clients.set(snapshot.clients.len() as i64);
         registry.publish(snapshot);
+        cache.verdicts.send_replace(Arc::new(catalog));
         changed.notified().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -24,6 +24,7 @@ pub use oauth_client::reconcile as reconcile_client;
 pub use scope::reconcile as reconcile_scope;
 pub use signing_key::{ensure_default_signing_key, reconcile as reconcile_signing_key};
 
+use crate::catalog::{Catalog, ObjectKey};
 use crate::crd::{OAuthClient, Scope, SigningKey};
 use crate::metrics::Metrics;
 use crate::provider::Issuer;
@@ -116,6 +117,29 @@ fn controller_config() -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY)
 }
 
+/// The objects whose verdict changes in each catalog the registry loop publishes from now on,
+/// as `changed(new, previous)` finds them.
+fn verdict_changes<K>(
+    cache: &Cache,
+    changed: fn(&Catalog, &Catalog) -> Vec<ObjectKey>,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    let mut published = cache.verdicts.subscribe();
+    let seen = published.borrow_and_update().clone();
+    futures::stream::unfold((published, seen), move |(mut published, previous)| async move {
+        published.changed().await.ok()?;
+        let next = published.borrow_and_update().clone();
+        let refs: Vec<ObjectRef<K>> = changed(&next, &previous)
+            .into_iter()
+            .map(|k| ObjectRef::new(&k.name).within(&k.namespace))
+            .collect();
+        Some((futures::stream::iter(refs), (published, next)))
+    })
+    .flatten()
+}
+
 /// Runs the three controllers until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static) {
     let client = ctx.client.clone();
@@ -124,59 +148,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let key_secrets =
         watcher::Config::default().labels(&format!("{}={}", secrets::CREDENTIALS_LABEL, secrets::SIGNING_KEYS));
 
-    // A Scope change can grant or withdraw scopes of any client that requests scopes; a client
-    // change can free or take another client's id.
-    let cache = ctx.cache.clone();
-    let scope_to_clients = move |_: Scope| {
-        cache
-            .clients
-            .state()
-            .into_iter()
-            .filter(|c| !c.spec.scopes.is_empty())
-            .map(|c| ObjectRef::from_obj(&*c))
-            .collect::<Vec<_>>()
-    };
-    let cache = ctx.cache.clone();
-    let client_to_peers = move |changed: OAuthClient| {
-        let id = |c: &OAuthClient| c.spec.client_id.clone();
-        let wanted = id(&changed);
-        cache
-            .clients
-            .state()
-            .into_iter()
-            .filter(|c| wanted.is_some() && id(c) == wanted && c.uid() != changed.uid())
-            .map(|c| ObjectRef::from_obj(&*c))
-            .collect::<Vec<_>>()
-    };
-    // A namespace's labels decide selector grants for the clients in it.
-    let cache = ctx.cache.clone();
-    let namespace_to_clients = move |ns: Namespace| {
-        let name = ns.name_any();
-        cache
-            .clients
-            .state()
-            .into_iter()
-            .filter(|c| c.namespace().as_deref() == Some(name.as_str()) && !c.spec.scopes.is_empty())
-            .map(|c| ObjectRef::from_obj(&*c))
-            .collect::<Vec<_>>()
-    };
+    // Other clients, Scopes and namespace labels decide a client's verdict, and other Scopes a
+    // Scope's: each is reconciled when the registry loop sees its verdict change.
     let clients = Controller::new(Api::<OAuthClient>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Secret>::all(client.clone()), generated)
-        .watches(
-            Api::<Scope>::all(client.clone()),
-            watcher::Config::default(),
-            scope_to_clients,
-        )
-        .watches(
-            Api::<OAuthClient>::all(client.clone()),
-            watcher::Config::default(),
-            client_to_peers,
-        )
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            watcher::Config::default(),
-            namespace_to_clients,
-        )
+        .reconcile_on(verdict_changes(&ctx.cache, Catalog::changed_clients))
         .with_config(controller_config())
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -186,22 +162,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         )
         .for_each(|_| async {});
 
-    let cache = ctx.cache.clone();
-    let scope_to_peers = move |changed: Scope| {
-        cache
-            .scopes
-            .state()
-            .into_iter()
-            .filter(|s| s.spec.value == changed.spec.value && s.uid() != changed.uid())
-            .map(|s| ObjectRef::from_obj(&*s))
-            .collect::<Vec<_>>()
-    };
     let scopes = Controller::new(Api::<Scope>::all(client.clone()), watcher::Config::default())
-        .watches(
-            Api::<Scope>::all(client.clone()),
-            watcher::Config::default(),
-            scope_to_peers,
-        )
+        .reconcile_on(verdict_changes(&ctx.cache, Catalog::changed_scopes))
         .with_config(controller_config())
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile_scope, |o, e, c| error_policy(o, e, c, "Scope"), ctx.clone())
