@@ -6,10 +6,10 @@ CARGO ?= cargo
 run: ## Serve the bundled examples on 127.0.0.1:8080 without a cluster
 	$(CARGO) run --release -- standalone --manifests examples/
 
-test: ## Format check, lints, and every test tier that needs no cluster
+test: ## Format check, lints, and every test tier that needs no cluster (starts a throwaway PostgreSQL)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) test
+	tests/postgres/run.sh $(CARGO) test
 
 test-cluster: ## Cluster tier: against KUBECONFIG, or a local etcd + kube-apiserver it builds and starts
 	tests/cluster/run.sh

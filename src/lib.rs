@@ -12,6 +12,7 @@ pub mod registry;
 pub mod revocation;
 pub mod run;
 pub mod standalone;
+pub mod store;
 pub mod telemetry;
 pub mod tokens;
 pub mod validation;

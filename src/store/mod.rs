@@ -1,0 +1,531 @@
+//! The grant store: the provider's only mutable state (authorization codes, refresh-token
+//! families, sessions, consents, pending sign-ins and revocations).
+//!
+//! One implementation over sqlx's `Any` driver serves both backends with the same SQL:
+//! SQLite (a file, the single-replica default) and PostgreSQL (shared by several replicas).
+//! Every operation that must happen once is one conditional `UPDATE ... RETURNING` (or a
+//! transaction that starts with one), so it is atomic on both.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Row, SqlSafeStr};
+
+/// The schema, applied once per database by sqlx's migrator.
+const SCHEMA: &str = include_str!("schema.sql");
+
+/// How long a redeemed code is kept after it expired, so a late replay still revokes what the
+/// code issued.
+const REDEEMED_CODE_KEPT: i64 = 24 * 3600;
+
+/// The store could not be reached or answered unexpectedly.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("grant store: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("grant store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("grant store holds unreadable data: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("grant store URL {0:?}: use sqlite://<file> or postgres://...")]
+    Url(String),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// What a person authorized, carried from the code to every token of its refresh family.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub client_id: String,
+    pub subject: String,
+    pub scopes: Vec<String>,
+    pub audiences: Vec<String>,
+    pub redirect_uri: String,
+    pub nonce: Option<String>,
+    /// PKCE S256 challenge, when the request carried one.
+    pub code_challenge: Option<String>,
+    /// When the person last authenticated (Unix seconds).
+    pub auth_time: i64,
+}
+
+/// An access token (by jti) that a code or refresh token issued, with its expiry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issued {
+    pub jti: String,
+    pub exp: i64,
+}
+
+/// The outcome of presenting an authorization code.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Redemption {
+    /// First use: the grant to issue tokens for.
+    Granted(Grant),
+    /// Second use: everything the first use issued is now revoked (listed here).
+    Replayed(Vec<Issued>),
+    /// Unknown or expired.
+    Invalid,
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// The token was current: it is now used up and its successor stored.
+    Rotated(Grant),
+    /// The token had been used before: the whole family is revoked (access tokens listed).
+    Reused(Vec<Issued>),
+    /// Unknown, expired, or of a revoked family.
+    Invalid,
+}
+
+/// A pending `/authorize` request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRequest {
+    /// Digest of the browser-binding cookie it was started with.
+    pub browser: String,
+    pub csrf: String,
+    /// The validated request (JSON, the provider's own shape).
+    pub request: String,
+}
+
+/// A signed-in browser.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub subject: String,
+    pub auth_time: i64,
+}
+
+/// A revocation as the mirror of each replica reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub jti: String,
+    pub exp: i64,
+    pub revoked_at: i64,
+}
+
+/// The grant store (cheap to clone: a connection pool).
+#[derive(Clone, Debug)]
+pub struct GrantStore {
+    pool: AnyPool,
+}
+
+impl GrantStore {
+    /// Connects to `url` (`sqlite://<file>`, created when missing, or `postgres://...`) and
+    /// applies the schema.
+    pub async fn open(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (url, connections) = if let Some(path) = url.strip_prefix("sqlite://") {
+            // SQLite takes one writer at a time; a few readers beside it are plenty.
+            let sep = if path.contains('?') { '&' } else { '?' };
+            (format!("sqlite://{path}{sep}mode=rwc"), 4)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (url.to_string(), 16)
+        } else {
+            return Err(StoreError::Url(url.to_string()));
+        };
+        let pool = AnyPoolOptions::new().max_connections(connections).connect(&url).await?;
+        let migration = Migration::new(
+            1,
+            Cow::Borrowed("grants"),
+            MigrationType::Simple,
+            SCHEMA.into_sql_str(),
+            false,
+        );
+        Migrator::with_migrations(vec![migration]).run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Opens a SQLite store in `dir/grants.db`.
+    pub async fn open_file(dir: &std::path::Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Sql(sqlx::Error::Io(e)))?;
+        Self::open(&format!("sqlite://{}", dir.join("grants.db").display())).await
+    }
+
+    // ---- pending sign-ins -------------------------------------------------------------
+
+    /// Stores a pending `/authorize` request under `id` until `expires_at`.
+    pub async fn put_auth_request(&self, id: &str, pending: &PendingRequest, expires_at: i64) -> Result<()> {
+        sqlx::query("INSERT INTO auth_requests (id, browser, csrf, request, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(&pending.browser)
+            .bind(&pending.csrf)
+            .bind(&pending.request)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The pending request `id`, unless it expired or was finished.
+    pub async fn auth_request(&self, id: &str, now: i64) -> Result<Option<PendingRequest>> {
+        let row = sqlx::query("SELECT browser, csrf, request FROM auth_requests WHERE id = $1 AND expires_at > $2")
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| PendingRequest {
+            browser: r.get("browser"),
+            csrf: r.get("csrf"),
+            request: r.get("request"),
+        }))
+    }
+
+    /// Ends the pending request `id`; true only for the one caller that ended it.
+    pub async fn finish_auth_request(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM auth_requests WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- sessions and people ----------------------------------------------------------
+
+    /// Starts a session (`id` is the cookie's digest).
+    pub async fn create_session(&self, id: &str, session: &Session, expires_at: i64) -> Result<()> {
+        sqlx::query("INSERT INTO sessions (id, subject, auth_time, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(&session.subject)
+            .bind(session.auth_time)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The live session `id`.
+    pub async fn session(&self, id: &str, now: i64) -> Result<Option<Session>> {
+        let row = sqlx::query("SELECT subject, auth_time FROM sessions WHERE id = $1 AND expires_at > $2")
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| Session {
+            subject: r.get("subject"),
+            auth_time: r.get("auth_time"),
+        }))
+    }
+
+    /// Ends the session `id`.
+    pub async fn end_session(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a person's current claims (a JSON object).
+    pub async fn save_subject(&self, subject: &str, claims: &serde_json::Value, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO subjects (subject, claims, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (subject) DO UPDATE SET claims = excluded.claims, updated_at = excluded.updated_at",
+        )
+        .bind(subject)
+        .bind(claims.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A person's claims as last recorded.
+    pub async fn subject(&self, subject: &str) -> Result<Option<serde_json::Value>> {
+        let row = sqlx::query("SELECT claims FROM subjects WHERE subject = $1")
+            .bind(subject)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(serde_json::from_str(&r.get::<String, _>("claims"))?),
+            None => None,
+        })
+    }
+
+    /// The scopes `subject` allowed `client_id` before.
+    pub async fn consent(&self, subject: &str, client_id: &str) -> Result<Vec<String>> {
+        let row = sqlx::query("SELECT scopes FROM consents WHERE subject = $1 AND client_id = $2")
+            .bind(subject)
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| {
+                r.get::<String, _>("scopes")
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Remembers that `subject` allowed `client_id` these scopes (replacing what it allowed).
+    pub async fn remember_consent(&self, subject: &str, client_id: &str, scopes: &[String], now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO consents (subject, client_id, scopes, granted_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (subject, client_id) DO UPDATE SET scopes = excluded.scopes, granted_at = excluded.granted_at",
+        )
+        .bind(subject)
+        .bind(client_id)
+        .bind(scopes.join(" "))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- authorization codes ----------------------------------------------------------
+
+    /// Stores a new code (`id` is its digest).
+    pub async fn insert_code(&self, id: &str, grant: &Grant, expires_at: i64) -> Result<()> {
+        sqlx::query("INSERT INTO codes (id, client_id, grant_data, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(&grant.client_id)
+            .bind(serde_json::to_string(grant)?)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Redeems the code `id` once. `issue` is the access token the caller will issue, recorded
+    /// in the same statement so that a replay, however soon, revokes it.
+    pub async fn redeem_code(&self, id: &str, now: i64, issue: &Issued) -> Result<Redemption> {
+        let first = sqlx::query(
+            "UPDATE codes SET redeemed_at = $1, access_jti = $2, access_exp = $3 \
+             WHERE id = $4 AND redeemed_at IS NULL AND expires_at > $1 RETURNING grant_data",
+        )
+        .bind(now)
+        .bind(&issue.jti)
+        .bind(issue.exp)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = first {
+            return Ok(Redemption::Granted(serde_json::from_str(
+                &row.get::<String, _>("grant_data"),
+            )?));
+        }
+        // Not redeemable: a replay if it was redeemed before. Marking it takes the row lock, so
+        // a family being started for it is either visible here or refused after.
+        let mut tx = self.pool.begin().await?;
+        let replay = sqlx::query(
+            "UPDATE codes SET family = COALESCE(family, '-') WHERE id = $1 AND redeemed_at IS NOT NULL \
+             RETURNING family, access_jti, access_exp",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = replay else {
+            return Ok(Redemption::Invalid);
+        };
+        let mut revoked = issued(&row);
+        let family: String = row.get("family");
+        if family != "-" {
+            revoked.extend(revoke_family(&mut tx, &family, now).await?);
+        }
+        for r in &revoked {
+            insert_revocation(&mut tx, r, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Redemption::Replayed(revoked))
+    }
+
+    /// Starts the refresh family `family` for the redeemed code `code`, with its first token
+    /// (`refresh` is its digest). False when the code was replayed meanwhile: no family then.
+    pub async fn start_family(
+        &self,
+        code: &str,
+        family: &str,
+        refresh: &str,
+        grant: &Grant,
+        refresh_exp: i64,
+        family_exp: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query("UPDATE codes SET family = $1 WHERE id = $2 AND family IS NULL")
+            .bind(family)
+            .bind(code)
+            .execute(&mut *tx)
+            .await?;
+        if claimed.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO refresh_families (id, client_id, grant_data, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(family)
+            .bind(&grant.client_id)
+            .bind(serde_json::to_string(grant)?)
+            .bind(family_exp)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO refresh_tokens (id, family, expires_at) VALUES ($1, $2, $3)")
+            .bind(refresh)
+            .bind(family)
+            .bind(refresh_exp)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Uses the refresh token `id` once and stores its successor `next` (digest, expiry) with
+    /// the access token issued beside it. A second use revokes the whole family.
+    pub async fn use_refresh(&self, id: &str, now: i64, next: (&str, i64), issue: &Issued) -> Result<RefreshUse> {
+        let mut tx = self.pool.begin().await?;
+        let current = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND expires_at > $1 \
+             RETURNING family",
+        )
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = current {
+            let family: String = row.get("family");
+            let live = sqlx::query(
+                "SELECT grant_data FROM refresh_families WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
+            )
+            .bind(&family)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(live) = live else {
+                return Ok(RefreshUse::Invalid);
+            };
+            let grant = serde_json::from_str(&live.get::<String, _>("grant_data"))?;
+            sqlx::query(
+                "INSERT INTO refresh_tokens (id, family, access_jti, access_exp, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(next.0)
+            .bind(&family)
+            .bind(&issue.jti)
+            .bind(issue.exp)
+            .bind(next.1)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(RefreshUse::Rotated(grant));
+        }
+        let used = sqlx::query("SELECT family FROM refresh_tokens WHERE id = $1 AND used_at IS NOT NULL")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = used else {
+            return Ok(RefreshUse::Invalid);
+        };
+        let revoked = revoke_family(&mut tx, &row.get::<String, _>("family"), now).await?;
+        for r in &revoked {
+            insert_revocation(&mut tx, r, now).await?;
+        }
+        tx.commit().await?;
+        Ok(RefreshUse::Reused(revoked))
+    }
+
+    /// Revokes the family of the refresh token `id` (RFC 7009 on a refresh token). Returns
+    /// the access tokens revoked with it; nothing for an unknown token.
+    pub async fn revoke_refresh(&self, id: &str, now: i64) -> Result<Vec<Issued>> {
+        let mut tx = self.pool.begin().await?;
+        // A write first, so SQLite takes its lock before reading.
+        let row =
+            sqlx::query("UPDATE refresh_tokens SET used_at = COALESCE(used_at, $1) WHERE id = $2 RETURNING family")
+                .bind(now)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(row) = row else {
+            return Ok(Vec::new());
+        };
+        let revoked = revoke_family(&mut tx, &row.get::<String, _>("family"), now).await?;
+        for r in &revoked {
+            insert_revocation(&mut tx, r, now).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    // ---- revocations ------------------------------------------------------------------
+
+    /// Revokes the access token `issued` (idempotent).
+    pub async fn revoke(&self, issued: &Issued, now: i64) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        insert_revocation(&mut conn, issued, now).await
+    }
+
+    /// Unexpired revocations recorded at or after `since` (Unix seconds), for the in-memory
+    /// deny list of every replica.
+    pub async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>> {
+        let rows = sqlx::query(
+            "SELECT jti, expires_at, revoked_at FROM revocations WHERE revoked_at >= $1 AND expires_at > $2",
+        )
+        .bind(since)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Revocation {
+                jti: r.get("jti"),
+                exp: r.get("expires_at"),
+                revoked_at: r.get("revoked_at"),
+            })
+            .collect())
+    }
+
+    // ---- housekeeping -----------------------------------------------------------------
+
+    /// Deletes everything that expired before `now`; returns how many rows went.
+    pub async fn sweep(&self, now: i64) -> Result<u64> {
+        let statements: [(&'static str, i64); 7] = [
+            ("DELETE FROM auth_requests WHERE expires_at <= $1", now),
+            ("DELETE FROM sessions WHERE expires_at <= $1", now),
+            ("DELETE FROM codes WHERE expires_at <= $1", now - REDEEMED_CODE_KEPT),
+            ("DELETE FROM refresh_tokens WHERE expires_at <= $1", now),
+            ("DELETE FROM refresh_families WHERE expires_at <= $1", now),
+            ("DELETE FROM revocations WHERE expires_at <= $1", now),
+            // Consent is kept for a year unless given again.
+            ("DELETE FROM consents WHERE granted_at <= $1", now - 365 * 24 * 3600),
+        ];
+        let mut gone = 0;
+        for (sql, cutoff) in statements {
+            gone += sqlx::query(sql).bind(cutoff).execute(&self.pool).await?.rows_affected();
+        }
+        Ok(gone)
+    }
+}
+
+/// The access token recorded on a code or refresh-token row, if any.
+fn issued(row: &AnyRow) -> Vec<Issued> {
+    match (
+        row.get::<Option<String>, _>("access_jti"),
+        row.get::<Option<i64>, _>("access_exp"),
+    ) {
+        (Some(jti), Some(exp)) => vec![Issued { jti, exp }],
+        _ => Vec::new(),
+    }
+}
+
+/// Marks `family` revoked and lists the access tokens its refresh tokens issued.
+async fn revoke_family(conn: &mut sqlx::AnyConnection, family: &str, now: i64) -> Result<Vec<Issued>> {
+    sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(family)
+        .execute(&mut *conn)
+        .await?;
+    let rows = sqlx::query("SELECT access_jti, access_exp FROM refresh_tokens WHERE family = $1")
+        .bind(family)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.iter().flat_map(issued).collect())
+}
+
+async fn insert_revocation(conn: &mut sqlx::AnyConnection, issued: &Issued, now: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO revocations (jti, revoked_at, expires_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(&issued.jti)
+    .bind(now)
+    .bind(issued.exp)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,431 @@
+//! One grant-store suite, run against SQLite and PostgreSQL.
+//!
+//! PostgreSQL comes from `KAUTH_TEST_POSTGRES_URL` (`make test` starts a throwaway server on
+//! 127.0.0.1 and sets it); every test gets a database of its own.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use kauth::store::{Grant, GrantStore, Issued, PendingRequest, Redemption, RefreshUse, Session};
+use sqlx::SqlSafeStr;
+
+const NOW: i64 = 1_800_000_000;
+
+/// A store location: `(url, keep-alive)`; the temp dir must outlive the store.
+struct Backend {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    Backend {
+        url: format!("sqlite://{}", dir.path().join("grants.db").display()),
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres() -> Backend {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let admin = std::env::var("KAUTH_TEST_POSTGRES_URL")
+        .expect("KAUTH_TEST_POSTGRES_URL is not set: run `make test`, which starts a throwaway PostgreSQL");
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&admin)
+        .await
+        .expect("connect to KAUTH_TEST_POSTGRES_URL");
+    let name = format!("kauth_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")).into_sql_str())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').expect("a database in the URL").0;
+    Backend {
+        url: format!("{base}/{name}"),
+        _dir: None,
+    }
+}
+
+fn grant() -> Grant {
+    Grant {
+        client_id: "shop.web".into(),
+        subject: "alice".into(),
+        scopes: vec!["openid".into(), "offline_access".into()],
+        audiences: vec!["https://orders.example.com".into()],
+        redirect_uri: "https://shop.example.com/cb".into(),
+        nonce: Some("n-0S6_WzA2Mj".into()),
+        code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+        auth_time: NOW - 5,
+    }
+}
+
+fn issue(jti: &str) -> Issued {
+    Issued {
+        jti: jti.into(),
+        exp: NOW + 300,
+    }
+}
+
+async fn code_is_redeemed_once_even_when_raced(b: Backend) {
+    let store = GrantStore::open(&b.url).await.unwrap();
+    store.insert_code("c1", &grant(), NOW + 60).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.redeem_code("c1", NOW, &issue(&format!("at-{i}"))).await.unwrap() })
+        })
+        .collect();
+    let mut granted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Redemption::Granted(g) => {
+                assert_eq!(g, grant());
+                granted += 1;
+            }
+            Redemption::Replayed(_) => {}
+            Redemption::Invalid => panic!("a redeemed code is a replay, not unknown"),
+        }
+    }
+    assert_eq!(granted, 1, "exactly one redemption wins");
+}
+
+async fn replay_revokes_everything_the_code_issued(b: Backend) {
+    let store = GrantStore::open(&b.url).await.unwrap();
+    store.insert_code("c1", &grant(), NOW + 60).await.unwrap();
+    assert!(matches!(
+        store.redeem_code("c1", NOW, &issue("at-1")).await.unwrap(),
+        Redemption::Granted(_)
+    ));
+    assert!(
+        store
+            .start_family("c1", "f1", "r1", &grant(), NOW + 3600, NOW + 86400)
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store
+            .use_refresh("r1", NOW + 1, ("r2", NOW + 3600), &issue("at-2"))
+            .await
+            .unwrap(),
+        RefreshUse::Rotated(_)
+    ));
+    let Redemption::Replayed(revoked) = store.redeem_code("c1", NOW + 2, &issue("at-x")).await.unwrap() else {
+        panic!("second use is a replay")
+    };
+    let mut jtis: Vec<_> = revoked.iter().map(|r| r.jti.as_str()).collect();
+    jtis.sort();
+    assert_eq!(jtis, ["at-1", "at-2"], "the code's token and the family's tokens");
+    let mirrored: Vec<_> = store.revocations_since(0, NOW).await.unwrap();
+    assert_eq!(mirrored.len(), 2, "revocations are recorded for every replica");
+    assert_eq!(
+        store
+            .use_refresh("r2", NOW + 3, ("r3", NOW + 3600), &issue("at-3"))
+            .await
+            .unwrap(),
+        RefreshUse::Invalid,
+        "the family is revoked"
+    );
+}
+
+async fn a_replay_before_the_family_starts_leaves_no_family(b: Backend) {
+    let store = GrantStore::open(&b.url).await.unwrap();
+    store.insert_code("c1", &grant(), NOW + 60).await.unwrap();
+    store.redeem_code("c1", NOW, &issue("at-1")).await.unwrap();
+    let Redemption::Replayed(revoked) = store.redeem_code("c1", NOW, &issue("at-2")).await.unwrap() else {
+        panic!("replay")
+    };
+    assert_eq!(revoked, vec![issue("at-1")]);
+    assert!(
+        !store
+            .start_family("c1", "f1", "r1", &grant(), NOW + 3600, NOW + 86400)
+            .await
+            .unwrap(),
+        "a family for a replayed code is refused"
+    );
+    assert_eq!(
+        store
+            .use_refresh("r1", NOW, ("r2", NOW + 3600), &issue("at-3"))
+            .await
+            .unwrap(),
+        RefreshUse::Invalid
+    );
+}
+
+async fn expired_and_unknown_codes_are_invalid(b: Backend) {
+    let store = GrantStore::open(&b.url).await.unwrap();
+    store.insert_code("c1", &grant(), NOW + 60).await.unwrap();
+    assert_eq!(
+        store.redeem_code("c1", NOW + 60, &issue("a")).await.unwrap(),
+        Redemption::Invalid,
+        "expired at expires_at"
+    );
+    assert_eq!(
+        store.redeem_code("nope", NOW, &issue("a")).await.unwrap(),
+        Redemption::Invalid
+    );
+}
+
+async fn refresh_tokens_rotate_and_reuse_revokes_the_family(b: Backend) {
+    let store = GrantStore::open(&b.url).await.unwrap();
+    store.insert_code("c1", &grant(), NOW + 60).await.unwrap();
+    store.redeem_code("c1", NOW, &issue("at-1")).await.unwrap();
+    store
+        .start_family("c1", "f1", "r1", &grant(), NOW + 3600, NOW + 86400)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .use_refresh("r1", NOW, ("r2", NOW + 3600), &issue("at-2"))
+            .await
+            .unwrap(),
+        RefreshUse::Rotated(grant())
+    );
+    let RefreshUse::Reused(revoked) = store
+        .use_refresh("r1", NOW, ("rx", NOW + 3600), &issue("at-x"))
+        .await
+        .unwrap()
+    else {
+        panic!("reuse of a rotated token")
+    };
+    assert_eq!(revoked, vec![issue("at-2")]);
+    assert_eq!(
+        store
+            .use_refresh("r2", NOW, ("r3", NOW + 3600), &issue("at-3"))
+            .await
+            .unwrap(),
+        RefreshUse::Invalid,
+        "the successor dies with the family"
+    );
+    assert_eq!(
+        store
+            .use_refresh("rx", NOW, ("r4", NOW + 3600), &issue("at-4"))
+            .await
+            .unwrap(),
+        RefreshUse::Invalid,
+        "the reuse stored no successor"
+    );
+}
+
+async fn a_refresh_token_is_used_once_even_when_raced(b: Backend) {
+    let store = GrantStore::open(&b.url).await.unwrap();
+    store.insert_code("c1", &grant(), NOW + 60).await.unwrap();
+    store.redeem_code("c1", NOW, &issue("at-1")).await.unwrap();
+    store
+        .start_family("c1", "f1", "r1", &grant(), NOW + 3600, NOW + 86400)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .use_refresh(
+                        "r1",
+                        NOW,
+                        (&format!("next-{i}"), NOW + 3600),
+                        &issue(&format!("at-{i}")),
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut rotated = 0;
+    for t in tasks {
+        if let RefreshUse::Rotated(_) = t.await.unwrap() {
+            rotated += 1;
+        }
+    }
+    assert_eq!(rotated, 1);
+}
+
+async fn refresh_tokens_and_families_expire(b: Backend) {
+    let store = GrantStore::open(&b.url).await.unwrap();
+    store.insert_code("c1", &grant(), NOW + 60).await.unwrap();
+    store.redeem_code("c1", NOW, &issue("at-1")).await.unwrap();
+    store
+        .start_family("c1", "f1", "r1", &grant(), NOW + 100, NOW + 150)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .use_refresh("r1", NOW + 100, ("r2", NOW + 200), &issue("a"))
+            .await
+            .unwrap(),
+        RefreshUse::Invalid,
+        "the token expired"
+    );
+    store.insert_code("c2", &grant(), NOW + 60).await.unwrap();
+    store.redeem_code("c2", NOW, &issue("at-2")).await.unwrap();
+    store
+        .start_family("c2", "f2", "s1", &grant(), NOW + 1000, NOW + 150)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .use_refresh("s1", NOW + 150, ("s2", NOW + 1000), &issue("b"))
+            .await
+            .unwrap(),
+        RefreshUse::Invalid,
+        "the family outlived its absolute lifetime"
+    );
+}
+
+async fn revoking_a_refresh_token_ends_its_family(b: Backend) {
+    let store = GrantStore::open(&b.url).await.unwrap();
+    store.insert_code("c1", &grant(), NOW + 60).await.unwrap();
+    store.redeem_code("c1", NOW, &issue("at-1")).await.unwrap();
+    store
+        .start_family("c1", "f1", "r1", &grant(), NOW + 3600, NOW + 86400)
+        .await
+        .unwrap();
+    store
+        .use_refresh("r1", NOW, ("r2", NOW + 3600), &issue("at-2"))
+        .await
+        .unwrap();
+    assert_eq!(store.revoke_refresh("r2", NOW).await.unwrap(), vec![issue("at-2")]);
+    assert_eq!(
+        store
+            .use_refresh("r2", NOW, ("r3", NOW + 3600), &issue("at-3"))
+            .await
+            .unwrap(),
+        RefreshUse::Reused(vec![issue("at-2")]),
+        "a revoked token counts as used"
+    );
+    assert!(store.revoke_refresh("unknown", NOW).await.unwrap().is_empty());
+}
+
+async fn sessions_people_consent_and_pending_requests(b: Backend) {
+    let store = GrantStore::open(&b.url).await.unwrap();
+    let session = Session {
+        subject: "alice".into(),
+        auth_time: NOW,
+    };
+    store.create_session("s1", &session, NOW + 100).await.unwrap();
+    assert_eq!(store.session("s1", NOW + 99).await.unwrap(), Some(session));
+    assert_eq!(store.session("s1", NOW + 100).await.unwrap(), None, "expired");
+    store.end_session("s1").await.unwrap();
+    assert_eq!(store.session("s1", NOW).await.unwrap(), None, "ended");
+
+    let claims = serde_json::json!({"email": "alice@example.com", "groups": ["admins"]});
+    store.save_subject("alice", &claims, NOW).await.unwrap();
+    let newer = serde_json::json!({"email": "alice@example.org"});
+    store.save_subject("alice", &newer, NOW + 1).await.unwrap();
+    assert_eq!(store.subject("alice").await.unwrap(), Some(newer));
+    assert_eq!(store.subject("bob").await.unwrap(), None);
+
+    assert!(store.consent("alice", "shop.web").await.unwrap().is_empty());
+    let scopes = vec!["openid".to_string(), "orders.read".to_string()];
+    store.remember_consent("alice", "shop.web", &scopes, NOW).await.unwrap();
+    assert_eq!(store.consent("alice", "shop.web").await.unwrap(), scopes);
+    store
+        .remember_consent("alice", "shop.web", &scopes[..1], NOW)
+        .await
+        .unwrap();
+    assert_eq!(store.consent("alice", "shop.web").await.unwrap(), scopes[..1]);
+
+    let pending = PendingRequest {
+        browser: "b".into(),
+        csrf: "x".into(),
+        request: "{}".into(),
+    };
+    store.put_auth_request("q1", &pending, NOW + 600).await.unwrap();
+    assert_eq!(store.auth_request("q1", NOW).await.unwrap(), Some(pending));
+    assert!(store.finish_auth_request("q1").await.unwrap());
+    assert!(!store.finish_auth_request("q1").await.unwrap(), "finished once");
+    assert_eq!(store.auth_request("q1", NOW).await.unwrap(), None);
+}
+
+async fn state_survives_reopening_and_sweeping_removes_only_expired_rows(b: Backend) {
+    let store = GrantStore::open(&b.url).await.unwrap();
+    store.insert_code("c1", &grant(), NOW + 60).await.unwrap();
+    store
+        .create_session(
+            "old",
+            &Session {
+                subject: "a".into(),
+                auth_time: NOW,
+            },
+            NOW + 10,
+        )
+        .await
+        .unwrap();
+    store
+        .create_session(
+            "new",
+            &Session {
+                subject: "a".into(),
+                auth_time: NOW,
+            },
+            NOW + 1000,
+        )
+        .await
+        .unwrap();
+    store.revoke(&issue("gone"), NOW).await.unwrap();
+    store
+        .revoke(
+            &Issued {
+                jti: "stale".into(),
+                exp: NOW + 5,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let store = GrantStore::open(&b.url)
+        .await
+        .expect("reopening applies no migration twice");
+    assert!(store.session("new", NOW).await.unwrap().is_some());
+    assert_eq!(
+        store.sweep(NOW + 20).await.unwrap(),
+        2,
+        "the old session and the stale revocation"
+    );
+    assert!(store.session("new", NOW).await.unwrap().is_some());
+    let left: Vec<_> = store
+        .revocations_since(0, NOW)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.jti)
+        .collect();
+    assert_eq!(left, ["gone"]);
+    assert!(matches!(
+        store.redeem_code("c1", NOW, &issue("a")).await.unwrap(),
+        Redemption::Granted(_)
+    ));
+}
+
+/// Runs each suite function once per backend.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::sqlite()).await
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::postgres().await).await
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    code_is_redeemed_once_even_when_raced,
+    replay_revokes_everything_the_code_issued,
+    a_replay_before_the_family_starts_leaves_no_family,
+    expired_and_unknown_codes_are_invalid,
+    refresh_tokens_rotate_and_reuse_revokes_the_family,
+    a_refresh_token_is_used_once_even_when_raced,
+    refresh_tokens_and_families_expire,
+    revoking_a_refresh_token_ends_its_family,
+    sessions_people_consent_and_pending_requests,
+    state_survives_reopening_and_sweeping_removes_only_expired_rows,
+);
