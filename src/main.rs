@@ -29,7 +29,7 @@ enum Command {
         /// Folder of YAML manifests (default: the examples built into kauth).
         #[arg(long)]
         manifests: Option<PathBuf>,
-        /// Where generated credentials, keys and revocations are kept.
+        /// Where generated credentials, keys and the grant store are kept.
         #[arg(long, default_value = ".kauth-state")]
         state_dir: PathBuf,
         /// Port on 127.0.0.1 (0 picks a free one).
@@ -53,9 +53,13 @@ enum Command {
         /// Address the provider listens on.
         #[arg(long, env = "KAUTH_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Where the revocation list is kept.
+        /// Where the embedded grant store (SQLite) is kept when --store-url is not given.
         #[arg(long, env = "KAUTH_STATE_DIR", default_value = "/var/lib/kauth")]
         state_dir: PathBuf,
+        /// Shared grant store for several replicas: postgres://user@host/db (the password from
+        /// PGPASSWORD or the URL).
+        #[arg(long, env = "KAUTH_STORE_URL", hide_env_values = true)]
+        store_url: Option<String>,
         /// Run only the provider (no controller writes).
         #[arg(long, conflicts_with = "no_provider")]
         no_controller: bool,
@@ -97,6 +101,7 @@ async fn main() -> ExitCode {
             namespace,
             listen,
             state_dir,
+            store_url,
             no_controller,
             no_provider,
             identity,
@@ -117,6 +122,7 @@ async fn main() -> ExitCode {
                 namespace,
                 listen,
                 state_dir,
+                store_url,
                 controller: !no_controller,
                 provider: !no_provider,
                 identity: identity.unwrap_or_else(|| {

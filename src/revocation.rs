@@ -1,87 +1,55 @@
 //! The deny list of revoked access tokens (by `jti`), kept until each token would have
-//! expired anyway. It is persisted as an append-only JSON-lines file, compacted on load, so a
-//! revoked token stays revoked after a restart.
+//! expired anyway. The grant store holds it durably and for every replica; each replica
+//! mirrors it in memory, so the hot path (introspection, userinfo) never waits on the store.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 
-use serde::{Deserialize, Serialize};
+use crate::store::{GrantStore, Issued, StoreError};
 
-#[derive(Serialize, Deserialize)]
-struct Entry {
-    jti: String,
-    exp: i64,
-}
+/// How far back each sync re-reads, covering clock skew between replicas and transactions
+/// that committed late with an early `revoked_at`.
+const SYNC_OVERLAP_SECONDS: i64 = 60;
 
 /// Revoked token ids with their expiry (Unix seconds).
 #[derive(Clone)]
 pub struct RevocationList {
     revoked: Arc<RwLock<HashMap<String, i64>>>,
-    log: Arc<Mutex<File>>,
-}
-
-/// The deny list file could not be read or written.
-#[derive(Debug, thiserror::Error)]
-#[error("revocation list {path}: {source}")]
-pub struct RevocationError {
-    path: PathBuf,
-    source: std::io::Error,
+    /// The newest `revoked_at` seen in the store.
+    seen_until: Arc<AtomicI64>,
+    store: GrantStore,
 }
 
 impl RevocationList {
-    /// Opens (or creates) the list at `path`, dropping entries expired before `now`.
-    pub fn open(path: &Path, now: i64) -> Result<Self, RevocationError> {
-        let err = |source| RevocationError {
-            path: path.to_path_buf(),
-            source,
+    /// Loads every unexpired revocation from `store`.
+    pub async fn load(store: GrantStore, now: i64) -> Result<Self, StoreError> {
+        let list = Self {
+            revoked: Arc::default(),
+            seen_until: Arc::new(AtomicI64::new(i64::MIN + SYNC_OVERLAP_SECONDS)),
+            store,
         };
-        let mut revoked = HashMap::new();
-        if path.exists() {
-            let reader = BufReader::new(File::open(path).map_err(err)?);
-            for line in reader.lines() {
-                // A torn last line (crash mid-write) is skipped; everything before it counts.
-                if let Ok(entry) = serde_json::from_str::<Entry>(&line.map_err(err)?)
-                    && entry.exp > now
-                {
-                    revoked.insert(entry.jti, entry.exp);
-                }
-            }
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        // Compact: write live entries to a temporary file and rename it over the log.
-        let tmp = path.with_extension("tmp");
-        {
-            let mut out = File::create(&tmp).map_err(err)?;
-            for (jti, exp) in &revoked {
-                writeln!(out, "{}", serde_json::json!({"jti": jti, "exp": exp})).map_err(err)?;
-            }
-            out.sync_all().map_err(err)?;
-        }
-        std::fs::rename(&tmp, path).map_err(err)?;
-        let log = OpenOptions::new().append(true).open(path).map_err(err)?;
-        Ok(Self {
-            revoked: Arc::new(RwLock::new(revoked)),
-            log: Arc::new(Mutex::new(log)),
-        })
+        list.sync(now).await?;
+        Ok(list)
     }
 
-    /// Revokes `jti` until `exp`; durable before it returns.
-    pub fn revoke(&self, jti: &str, exp: i64) -> std::io::Result<()> {
-        {
-            let mut file = self.log.lock().unwrap_or_else(|p| p.into_inner());
-            writeln!(file, "{}", serde_json::json!({"jti": jti, "exp": exp}))?;
-            file.sync_data()?;
-        }
-        self.revoked
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(jti.to_string(), exp);
+    /// Revokes `jti` until `exp`; durable in the store before it returns.
+    pub async fn revoke(&self, jti: &str, exp: i64, now: i64) -> Result<(), StoreError> {
+        let issued = Issued {
+            jti: jti.to_string(),
+            exp,
+        };
+        self.store.revoke(&issued, now).await?;
+        self.remember(std::slice::from_ref(&issued));
         Ok(())
+    }
+
+    /// Adds revocations the store already holds (a replayed code, a reused refresh token).
+    pub fn remember(&self, revoked: &[Issued]) {
+        let mut map = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+        for r in revoked {
+            map.insert(r.jti.clone(), r.exp);
+        }
     }
 
     /// True when `jti` was revoked.
@@ -89,11 +57,18 @@ impl RevocationList {
         self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains_key(jti)
     }
 
-    /// Forgets entries whose tokens have expired; returns how many are left.
-    pub fn sweep(&self, now: i64) -> usize {
-        let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
-        revoked.retain(|_, exp| *exp > now);
-        revoked.len()
+    /// Reads what other replicas revoked since the last sync and forgets expired entries;
+    /// returns how many are held.
+    pub async fn sync(&self, now: i64) -> Result<usize, StoreError> {
+        let since = self.seen_until.load(Ordering::Relaxed) - SYNC_OVERLAP_SECONDS;
+        let fresh = self.store.revocations_since(since, now).await?;
+        let mut map = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+        for r in fresh {
+            self.seen_until.fetch_max(r.revoked_at, Ordering::Relaxed);
+            map.insert(r.jti, r.exp);
+        }
+        map.retain(|_, exp| *exp > now);
+        Ok(map.len())
     }
 }
 
@@ -101,18 +76,26 @@ impl RevocationList {
 mod tests {
     use super::*;
 
-    #[test]
-    fn survives_a_restart_and_forgets_expired_entries() {
+    #[tokio::test]
+    async fn survives_a_restart_sees_other_replicas_and_forgets_expired_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("revoked.jsonl");
-        let list = RevocationList::open(&path, 100).unwrap();
-        list.revoke("a", 200).unwrap();
-        list.revoke("b", 150).unwrap();
+        let store = GrantStore::open_file(dir.path()).await.unwrap();
+        let list = RevocationList::load(store.clone(), 100).await.unwrap();
+        list.revoke("a", 200, 100).await.unwrap();
+        list.revoke("b", 150, 100).await.unwrap();
         assert!(list.is_revoked("a"));
         drop(list);
-        let reopened = RevocationList::open(&path, 160).unwrap();
+        let reopened = RevocationList::load(GrantStore::open_file(dir.path()).await.unwrap(), 160)
+            .await
+            .unwrap();
         assert!(reopened.is_revoked("a"));
-        assert!(!reopened.is_revoked("b"), "expired entries are dropped on load");
-        assert_eq!(reopened.sweep(201), 0);
+        assert!(!reopened.is_revoked("b"), "expired entries are not loaded");
+        // Another replica revokes through the same store.
+        let other = RevocationList::load(store, 160).await.unwrap();
+        other.revoke("c", 300, 161).await.unwrap();
+        assert!(!reopened.is_revoked("c"));
+        assert_eq!(reopened.sync(162).await.unwrap(), 2);
+        assert!(reopened.is_revoked("c"));
+        assert_eq!(reopened.sync(201).await.unwrap(), 1, "a expired");
     }
 }

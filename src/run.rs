@@ -4,7 +4,6 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -14,7 +13,7 @@ use crate::controller::{self, Cache, Context};
 use crate::metrics::Metrics;
 use crate::provider::{Issuer, ProviderState, router};
 use crate::registry::Registry;
-use crate::revocation::RevocationList;
+use crate::store::GrantStore;
 use crate::workload_identity::{KubeIssuerKeys, KubeTokenReviewer, ServiceAccountTokens};
 
 /// Settings of `kauth run`.
@@ -26,8 +25,10 @@ pub struct RunConfig {
     pub namespace: String,
     /// Address the provider listens on.
     pub listen: String,
-    /// Where the revocation list is kept.
+    /// Where the embedded grant store (SQLite) is kept when no `store_url` is given.
     pub state_dir: PathBuf,
+    /// The shared grant store (`postgres://...`); several replicas need one.
+    pub store_url: Option<String>,
     /// Run the controller half.
     pub controller: bool,
     /// Run the provider half.
@@ -135,13 +136,19 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         tasks.push(Box::pin(lead_while_holding(ctx, leading, shutdown.clone())));
     }
     let server = if cfg.provider {
-        let revocations = RevocationList::open(&cfg.state_dir.join("revoked.jsonl"), Timestamp::now().as_second())
-            .map_err(|e| RunError(e.to_string()))?;
+        let store = match &cfg.store_url {
+            Some(url) => GrantStore::open(url).await,
+            None => GrantStore::open_file(&cfg.state_dir).await,
+        }
+        .map_err(|e| RunError(e.to_string()))?;
         let listener = TcpListener::bind(&cfg.listen)
             .await
             .map_err(|e| RunError(format!("cannot listen on {}: {e}", cfg.listen)))?;
         tracing::info!(address = %cfg.listen, issuer = %cfg.issuer.url, "provider listening");
-        let mut state = ProviderState::new(registry, cfg.issuer.clone(), revocations, metrics);
+        let mut state = ProviderState::new(registry, cfg.issuer.clone(), store, metrics)
+            .await
+            .map_err(|e| RunError(e.to_string()))?;
+        tasks.push(Box::pin(state.clone().housekeeping()));
         if let Some(tokens) = service_account_tokens(&client, &cfg).await {
             state = state.with_service_accounts(tokens);
         }

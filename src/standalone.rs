@@ -21,7 +21,7 @@ use crate::manifests::Manifests;
 use crate::metrics::Metrics;
 use crate::provider::{Issuer, ProviderState, router};
 use crate::registry::{Registry, Snapshot};
-use crate::revocation::RevocationList;
+use crate::store::GrantStore;
 use crate::validation::{ClientSettings, CredentialSource, KeySchedule, describe, validate_signing_key};
 
 /// Name of the file beside the key files that records the secret's rotation state.
@@ -474,7 +474,8 @@ pub async fn run(mut cfg: StandaloneConfig, port: u16, issuer_given: bool) -> Re
         cfg.issuer = Issuer::parse(&format!("http://{addr}")).map_err(StandaloneError)?;
     }
     private_dir(&cfg.state_dir)?;
-    let revocations = RevocationList::open(&cfg.state_dir.join("revoked.jsonl"), Timestamp::now().as_second())
+    let store = GrantStore::open_file(&cfg.state_dir)
+        .await
         .map_err(|e| StandaloneError(e.to_string()))?;
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::new());
@@ -484,12 +485,10 @@ pub async fn run(mut cfg: StandaloneConfig, port: u16, issuer_given: bool) -> Re
     let mut next_step = first.next_step;
     registry.publish(first.snapshot);
 
-    let state = ProviderState::new(
-        registry.clone(),
-        cfg.issuer.clone(),
-        revocations.clone(),
-        metrics.clone(),
-    );
+    let state = ProviderState::new(registry.clone(), cfg.issuer.clone(), store, metrics.clone())
+        .await
+        .map_err(|e| StandaloneError(e.to_string()))?;
+    let housekeeping = state.clone().housekeeping();
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(async {
         let _ = tokio::signal::ctrl_c().await;
     });
@@ -504,7 +503,6 @@ pub async fn run(mut cfg: StandaloneConfig, port: u16, issuer_given: bool) -> Re
                 continue;
             }
             seen = fingerprint;
-            revocations.sweep(now.as_second());
             match cfg.pass(now) {
                 Ok(pass) => {
                     for change in &pass.changes {
@@ -526,5 +524,6 @@ pub async fn run(mut cfg: StandaloneConfig, port: u16, issuer_given: bool) -> Re
     tokio::select! {
         result = server => result.map_err(|e| StandaloneError(format!("server failed: {e}"))),
         _ = watcher => Ok(()),
+        _ = housekeeping => Ok(()),
     }
 }

@@ -111,7 +111,25 @@ fn chart_refuses_bad_values() {
         "--set",
         "sharedStore.enabled=true",
     ]);
+    assert!(!ok && out.contains("name"), "the shared store needs the Secret holding its URL: {out}");
+    let (ok, out) = helm_run(&[
+        "template",
+        "kauth",
+        "charts/kauth",
+        "--set",
+        "issuer=https://a",
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "sharedStore.enabled=true",
+        "--set",
+        "sharedStore.urlSecret.name=kauth-db",
+    ]);
     assert!(ok, "{out}");
+    assert!(
+        out.contains("KAUTH_STORE_URL") && out.contains("name: \"kauth-db\", key: \"url\""),
+        "the URL comes from the Secret: {out}"
+    );
 }
 
 #[test]

@@ -333,7 +333,10 @@ async fn introspection_respects_namespaces_and_revocation_survives_restart() {
     assert!(!backend.introspect(at).request_async(&http()).await.unwrap().active());
 
     // A restarted provider reads the same deny list.
-    let reopened = kauth::revocation::RevocationList::open(&p.dir.path().join("state/revoked.jsonl"), 0).unwrap();
+    let store = kauth::store::GrantStore::open_file(&p.dir.path().join("state"))
+        .await
+        .unwrap();
+    let reopened = kauth::revocation::RevocationList::load(store, 0).await.unwrap();
     let jti = jwt_claims(&p, at.secret()).await["jti"].as_str().unwrap().to_string();
     assert!(reopened.is_revoked(&jti));
 

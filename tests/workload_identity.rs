@@ -13,7 +13,7 @@ use kauth::manifests::Manifests;
 use kauth::metrics::Metrics;
 use kauth::provider::{Issuer, ProviderState, router};
 use kauth::registry::{Registry, Snapshot};
-use kauth::revocation::RevocationList;
+use kauth::store::GrantStore;
 use kauth::workload_identity::{
     JWT_BEARER_ASSERTION, JWT_TOKEN_TYPE, ServiceAccountTokens, StaticKeys, TOKEN_EXCHANGE_GRANT,
 };
@@ -71,13 +71,11 @@ async fn start() -> Setup {
         Arc::new(StaticKeys(RwLock::new(jwks))),
     );
     let dir = tempfile::tempdir().unwrap();
-    let state = ProviderState::new(
-        registry,
-        Issuer::parse(&url).unwrap(),
-        RevocationList::open(&dir.path().join("revoked.jsonl"), 0).unwrap(),
-        Arc::new(Metrics::new()),
-    )
-    .with_service_accounts(Arc::new(tokens));
+    let store = GrantStore::open_file(dir.path()).await.unwrap();
+    let state = ProviderState::new(registry, Issuer::parse(&url).unwrap(), store, Arc::new(Metrics::new()))
+        .await
+        .unwrap()
+        .with_service_accounts(Arc::new(tokens));
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
     Setup { url, sa_key, _dir: dir }
 }

@@ -129,10 +129,14 @@ pub async fn revoke(State(state): State<ProviderState>, method: Method, headers:
                     "the token was not issued to this client",
                 ));
             }
-            state.revocations.revoke(&claims.jti, claims.exp).map_err(|e| {
-                tracing::error!(error = %e, "cannot persist a revocation");
-                OAuthError::server_error()
-            })?;
+            state
+                .revocations
+                .revoke(&claims.jti, claims.exp, now.as_second())
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot persist a revocation");
+                    OAuthError::server_error()
+                })?;
             tracing::info!(client_id = %caller.client_id, jti = %claims.jti, "access token revoked");
         }
         let mut response = StatusCode::OK.into_response();

@@ -21,6 +21,7 @@ use axum::routing::{any, get};
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 use crate::registry::Registry;
 use crate::revocation::RevocationList;
+use crate::store::{GrantStore, StoreError};
 use crate::tokens::VerifiedTokens;
 use crate::workload_identity::ServiceAccountTokens;
 
@@ -63,6 +64,11 @@ impl Issuer {
     }
 }
 
+/// The current time in Unix seconds.
+fn now() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_second()
+}
+
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct ProviderState {
@@ -70,7 +76,9 @@ pub struct ProviderState {
     pub registry: Registry,
     /// Issuer and endpoint URLs.
     pub issuer: Arc<Issuer>,
-    /// Revoked token ids.
+    /// Codes, refresh tokens, sessions, consents and revocations.
+    pub store: GrantStore,
+    /// Revoked token ids (an in-memory mirror of the store's).
     pub revocations: RevocationList,
     /// Metrics.
     pub metrics: Arc<Metrics>,
@@ -81,15 +89,43 @@ pub struct ProviderState {
 }
 
 impl ProviderState {
-    /// State for a provider serving `registry` as `issuer`.
-    pub fn new(registry: Registry, issuer: Issuer, revocations: RevocationList, metrics: Arc<Metrics>) -> Self {
-        Self {
+    /// State for a provider serving `registry` as `issuer`, keeping grants in `store`.
+    pub async fn new(
+        registry: Registry,
+        issuer: Issuer,
+        store: GrantStore,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let revocations = RevocationList::load(store.clone(), now()).await?;
+        Ok(Self {
             registry,
             issuer: Arc::new(issuer),
+            store,
             revocations,
             metrics,
             verified: VerifiedTokens::default(),
             service_accounts: None,
+        })
+    }
+
+    /// Runs forever: mirrors other replicas' revocations every second and sweeps expired
+    /// rows from the store every minute.
+    pub async fn housekeeping(self) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut ticks: u64 = 0;
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.revocations.sync(now()).await {
+                tracing::warn!(error = %e, "cannot read revocations from the grant store");
+            }
+            if ticks % 60 == 0 {
+                match self.store.sweep(now()).await {
+                    Ok(n) if n > 0 => tracing::debug!(rows = n, "expired grants swept"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot sweep the grant store"),
+                }
+            }
+            ticks += 1;
         }
     }
 

@@ -9,8 +9,8 @@ use k8s_openapi::jiff::Timestamp;
 use kauth::metrics::Metrics;
 use kauth::provider::{Issuer, ProviderState, router};
 use kauth::registry::Registry;
-use kauth::revocation::RevocationList;
 use kauth::standalone::{ManifestSource, StandaloneConfig};
+use kauth::store::GrantStore;
 use tempfile::TempDir;
 
 pub const SCOPES: &str = r#"
@@ -65,7 +65,7 @@ pub struct TestProvider {
     pub url: String,
     pub cfg: StandaloneConfig,
     pub registry: Registry,
-    pub revocations: RevocationList,
+    pub state: ProviderState,
 }
 
 impl TestProvider {
@@ -84,22 +84,19 @@ impl TestProvider {
             issuer: Issuer::parse(&url).unwrap(),
             kauth_namespace: "kauth".into(),
         };
-        let revocations =
-            RevocationList::open(&dir.path().join("state/revoked.jsonl"), Timestamp::now().as_second()).unwrap();
         let registry = Registry::new();
-        let state = ProviderState::new(
-            registry.clone(),
-            cfg.issuer.clone(),
-            revocations.clone(),
-            Arc::new(Metrics::new()),
-        );
-        tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+        let store = GrantStore::open_file(&dir.path().join("state")).await.unwrap();
+        let state = ProviderState::new(registry.clone(), cfg.issuer.clone(), store, Arc::new(Metrics::new()))
+            .await
+            .unwrap();
+        let serving = state.clone();
+        tokio::spawn(async move { axum::serve(listener, router(serving)).await.unwrap() });
         let provider = Self {
             dir,
             url,
             cfg,
             registry,
-            revocations,
+            state,
         };
         provider.reload();
         provider
