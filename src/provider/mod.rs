@@ -118,7 +118,7 @@ impl ProviderState {
             if let Err(e) = self.revocations.sync(now()).await {
                 tracing::warn!(error = %e, "cannot read revocations from the grant store");
             }
-            if ticks % 60 == 0 {
+            if ticks.is_multiple_of(60) {
                 match self.store.sweep(now()).await {
                     Ok(n) if n > 0 => tracing::debug!(rows = n, "expired grants swept"),
                     Ok(_) => {}
