@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::catalog::{Catalog, ClientVerdict};
-use crate::crd::{GrantType, TokenEndpointAuthMethod};
+use crate::crd::{GrantType, KeyAlgorithm, TokenEndpointAuthMethod};
 use crate::credentials::SecretVerifier;
 use crate::keys::KeyRing;
 use crate::validation::{ClientSettings, CredentialSource};
@@ -22,6 +22,8 @@ pub enum ClientCredential {
     Secret(SecretVerifier),
     /// A projected token of this ServiceAccount.
     ServiceAccount(ServiceAccountRef),
+    /// Nothing: a public client (PKCE protects its codes).
+    None,
 }
 
 /// A client the provider accepts.
@@ -45,6 +47,14 @@ pub struct RegisteredClient {
     pub audiences: Vec<String>,
     /// Access token lifetime.
     pub access_token_lifetime: Duration,
+    /// Redirect URIs, compared exactly.
+    pub redirect_uris: Vec<String>,
+    /// Post-logout redirect URIs, compared exactly.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Algorithm of its ID tokens.
+    pub id_token_alg: KeyAlgorithm,
+    /// Idle lifetime of its refresh tokens.
+    pub refresh_token_lifetime: Duration,
 }
 
 impl RegisteredClient {
@@ -64,7 +74,16 @@ impl RegisteredClient {
                 .collect(),
             audiences: verdict.audiences.clone(),
             access_token_lifetime: settings.access_token_lifetime,
+            redirect_uris: settings.redirect_uris.clone(),
+            post_logout_redirect_uris: settings.post_logout_redirect_uris.clone(),
+            id_token_alg: settings.id_token_alg,
+            refresh_token_lifetime: settings.refresh_token_lifetime,
         }
+    }
+
+    /// True for a public client (no credential; PKCE required).
+    pub fn is_public(&self) -> bool {
+        self.credential == ClientCredential::None
     }
 
     /// True when this client may ask for `resource` as a token audience.
@@ -118,6 +137,7 @@ impl Snapshot {
                         .push(verdict.client_id.clone());
                     ClientCredential::ServiceAccount(sa)
                 }
+                CredentialSource::Public => ClientCredential::None,
                 _ => match secret_of(verdict, settings) {
                     Some(secret) => ClientCredential::Secret(secret),
                     None => continue,

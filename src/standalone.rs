@@ -175,7 +175,7 @@ impl StandaloneConfig {
         };
         let dir = self.secret_dir(&verdict.key.namespace, secret_name);
         match &settings.secret {
-            CredentialSource::ServiceAccount(_) => Err("spec.serviceAccount: this client has no secret".into()),
+            CredentialSource::ServiceAccount(_) | CredentialSource::Public => Err("this client has no secret".into()),
             CredentialSource::Existing(existing) => {
                 let path = dir.join(&existing.key);
                 let secret = fs::read_to_string(&path).map_err(|_| {
@@ -346,9 +346,16 @@ impl StandaloneConfig {
                 (Ok(s), None) => s,
             };
             let Some(secret_name) = settings.secret.secret_name().map(str::to_string) else {
-                notes.notices.push(format!(
-                    "OAuthClient {key} is secretless (spec.serviceAccount): ServiceAccount tokens need a cluster's issuer, so `kauth run` serves it, not standalone"
-                ));
+                notes.notices.push(match settings.secret {
+                    CredentialSource::Public => format!(
+                        "OAuthClient {key} is public: client_id {}, people sign in at {}",
+                        verdict.client_id,
+                        self.issuer.endpoint("/authorize")
+                    ),
+                    _ => format!(
+                        "OAuthClient {key} is secretless (spec.serviceAccount): ServiceAccount tokens need a cluster's issuer, so `kauth run` serves it, not standalone"
+                    ),
+                });
                 continue;
             };
             if let Some(other) = secret_owner.insert((key.namespace.clone(), secret_name.clone()), key.name.clone()) {
@@ -372,7 +379,9 @@ impl StandaloneConfig {
                             (keys.client_id.clone(), keys.client_secret.clone())
                         }
                         CredentialSource::Existing(e) => (String::new(), e.key.clone()),
-                        CredentialSource::ServiceAccount(_) => (String::new(), String::new()),
+                        CredentialSource::ServiceAccount(_) | CredentialSource::Public => {
+                            (String::new(), String::new())
+                        }
                     };
                     ready.push(ReadyClient {
                         resource: key.to_string(),

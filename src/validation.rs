@@ -5,7 +5,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::crd::{
-    ExistingSecret, KeyAlgorithm, OAuthClientSpec, ScopeSpec, SecretKeys, SigningKeySpec, TokenEndpointAuthMethod,
+    ClientType, ExistingSecret, GrantType, KeyAlgorithm, OAuthClientSpec, ScopeSpec, SecretKeys, SigningKeySpec,
+    TokenEndpointAuthMethod,
 };
 
 /// One invalid field, named by its path (`spec.scopes[1]`).
@@ -38,7 +39,15 @@ pub fn describe(errors: &[FieldError]) -> String {
 }
 
 /// OpenID Connect scope values kauth reserves for sign-in; no Scope resource may claim them.
-pub const RESERVED_SCOPES: &[&str] = &["openid", "profile", "email", "address", "phone", "offline_access"];
+pub const RESERVED_SCOPES: &[&str] = &[
+    "openid",
+    "profile",
+    "email",
+    "groups",
+    "address",
+    "phone",
+    "offline_access",
+];
 
 /// An OAuthClient's settings after validation, with defaults applied.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +60,16 @@ pub struct ClientSettings {
     pub access_token_lifetime: Duration,
     /// Where the secret comes from.
     pub secret: CredentialSource,
+    /// Confidential or public.
+    pub client_type: ClientType,
+    /// Registered redirect URIs, compared exactly.
+    pub redirect_uris: Vec<String>,
+    /// Registered post-logout redirect URIs, compared exactly.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Algorithm of its ID tokens.
+    pub id_token_alg: KeyAlgorithm,
+    /// How long an unused refresh token stays valid.
+    pub refresh_token_lifetime: Duration,
 }
 
 /// How a client proves who it is.
@@ -66,6 +85,8 @@ pub enum CredentialSource {
     Existing(ExistingSecret),
     /// The projected token of this ServiceAccount (in the client's namespace); no secret.
     ServiceAccount(String),
+    /// A public client: nothing to prove (PKCE protects its codes).
+    Public,
 }
 
 impl CredentialSource {
@@ -74,7 +95,7 @@ impl CredentialSource {
         match self {
             Self::Generated { name, .. } => Some(name),
             Self::Existing(e) => Some(&e.name),
-            Self::ServiceAccount(_) => None,
+            Self::ServiceAccount(_) | Self::Public => None,
         }
     }
 }
@@ -94,6 +115,43 @@ pub struct RotationPolicy {
 pub const DEFAULT_SECRET_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 /// Default access token lifetime.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Default idle lifetime of a refresh token.
+pub const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Why `uri` cannot be a registered redirect URI, if it cannot. RFC 8252 and the OAuth 2.0
+/// Security BCP: absolute, no fragment, no user info; https, http only to a loopback host, or
+/// (public native apps) a private-use scheme in reverse-domain form.
+pub fn redirect_uri_problem(uri: &str, public: bool) -> Option<String> {
+    let parsed = match url::Url::parse(uri) {
+        Ok(u) => u,
+        Err(e) => return Some(format!("'{uri}' is not an absolute URI ({e})")),
+    };
+    if parsed.as_str() != uri && format!("{uri}/") != parsed.as_str() {
+        return Some(format!("'{uri}' is not in normal form (write it as '{parsed}')"));
+    }
+    if parsed.fragment().is_some() {
+        return Some(format!("'{uri}' has a fragment"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Some(format!("'{uri}' carries user info"));
+    }
+    let loopback = matches!(
+        parsed.host(),
+        Some(url::Host::Domain("localhost"))
+            | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
+            | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
+    );
+    match parsed.scheme() {
+        "https" => None,
+        "http" if loopback => None,
+        "http" => Some(format!("'{uri}' uses http to a host other than loopback: use https")),
+        scheme if public && scheme.contains('.') => None,
+        scheme => Some(format!(
+            "'{uri}': scheme '{scheme}' is not https (native apps: a reverse-domain scheme such as com.example.app:/cb)"
+        )),
+    }
+}
 
 /// Parses a duration such as `15m`, `1h30m` or `720h`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
@@ -223,7 +281,22 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
         Duration::from_secs(60),
         Some(Duration::from_secs(24 * 3600)),
     );
-    let grants_exchange = spec.grant_types.contains(&crate::crd::GrantType::TokenExchange);
+    let public = spec.client_type == ClientType::Public;
+    let auth_method = spec.token_endpoint_auth_method.unwrap_or(if public {
+        TokenEndpointAuthMethod::None
+    } else {
+        TokenEndpointAuthMethod::ClientSecretBasic
+    });
+    let refresh_token_lifetime = duration_in(
+        &mut errors,
+        "spec.refreshTokenLifetime",
+        spec.refresh_token_lifetime.as_deref(),
+        DEFAULT_REFRESH_LIFETIME,
+        Duration::from_secs(3600),
+        Some(Duration::from_secs(90 * 24 * 3600)),
+    );
+    check_sign_in(spec, public, auth_method, &mut errors);
+    let grants_exchange = spec.grant_types.contains(&GrantType::TokenExchange);
     if grants_exchange && spec.service_account.is_none() {
         errors.push(FieldError::new(
             "spec.grantTypes",
@@ -231,6 +304,15 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
         ));
     }
     let secret = match (&spec.secret, &spec.existing_secret) {
+        _ if public => {
+            if spec.secret.is_some() || spec.existing_secret.is_some() || spec.service_account.is_some() {
+                errors.push(FieldError::new(
+                    "spec.clientType",
+                    "a public client has no secret: remove spec.secret, spec.existingSecret and spec.serviceAccount",
+                ));
+            }
+            Some(CredentialSource::Public)
+        }
         _ if spec.service_account.is_some() => {
             let sa = spec.service_account.clone().unwrap_or_default();
             if !is_dns_subdomain(&sa) {
@@ -340,11 +422,85 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
     match secret {
         Some(secret) if errors.is_empty() => Ok(ClientSettings {
             client_id_override: spec.client_id.clone(),
-            auth_method: spec.token_endpoint_auth_method,
+            auth_method,
             access_token_lifetime,
             secret,
+            client_type: spec.client_type,
+            redirect_uris: spec.redirect_uris.clone(),
+            post_logout_redirect_uris: spec.post_logout_redirect_uris.clone(),
+            id_token_alg: spec.id_token_signing_alg.unwrap_or(KeyAlgorithm::RS256),
+            refresh_token_lifetime,
         }),
         _ => Err(errors),
+    }
+}
+
+/// The rules for people-facing clients: grants, redirect URIs and how public clients differ.
+fn check_sign_in(
+    spec: &OAuthClientSpec,
+    public: bool,
+    auth_method: TokenEndpointAuthMethod,
+    errors: &mut Vec<FieldError>,
+) {
+    let has = |g| spec.grant_types.contains(&g);
+    if public {
+        if let Some(g) = spec
+            .grant_types
+            .iter()
+            .find(|g| !matches!(g, GrantType::AuthorizationCode | GrantType::RefreshToken))
+        {
+            errors.push(FieldError::new(
+                "spec.grantTypes",
+                format!(
+                    "a public client cannot use {} (it has no credential): only authorization_code and refresh_token",
+                    g.as_str()
+                ),
+            ));
+        }
+        if auth_method != TokenEndpointAuthMethod::None {
+            errors.push(FieldError::new(
+                "spec.tokenEndpointAuthMethod",
+                "a public client authenticates with none",
+            ));
+        }
+    } else if auth_method == TokenEndpointAuthMethod::None {
+        errors.push(FieldError::new(
+            "spec.tokenEndpointAuthMethod",
+            "none is only for public clients (spec.clientType: public)",
+        ));
+    }
+    if has(GrantType::AuthorizationCode) && spec.redirect_uris.is_empty() {
+        errors.push(FieldError::new(
+            "spec.redirectUris",
+            "authorization_code needs at least one redirect URI",
+        ));
+    }
+    if !has(GrantType::AuthorizationCode) && !spec.redirect_uris.is_empty() {
+        errors.push(FieldError::new(
+            "spec.redirectUris",
+            "redirect URIs are only used with the authorization_code grant",
+        ));
+    }
+    if has(GrantType::RefreshToken) && !has(GrantType::AuthorizationCode) {
+        errors.push(FieldError::new(
+            "spec.grantTypes",
+            "refresh_token needs authorization_code (refresh tokens come from sign-ins)",
+        ));
+    }
+    for (field, uris) in [
+        ("spec.redirectUris", &spec.redirect_uris),
+        ("spec.postLogoutRedirectUris", &spec.post_logout_redirect_uris),
+    ] {
+        for (i, uri) in uris.iter().enumerate() {
+            if let Some(problem) = redirect_uri_problem(uri, public) {
+                errors.push(FieldError::new(format!("{field}[{i}]"), problem));
+            } else if uris[..i].contains(uri) {
+                errors.push(FieldError::new(
+                    format!("{field}[{i}]"),
+                    format!("'{uri}' is listed twice"),
+                ));
+            }
+        }
     }
 }
 
@@ -510,6 +666,79 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn redirect_uris_follow_rfc_8252() {
+        for ok in [
+            "https://app.example.com/cb",
+            "https://app.example.com/cb?tenant=a",
+            "http://127.0.0.1:8400/cb",
+            "http://localhost/cb",
+            "http://[::1]:9000/",
+        ] {
+            assert_eq!(redirect_uri_problem(ok, false), None, "{ok}");
+        }
+        assert_eq!(redirect_uri_problem("com.example.app:/cb", true), None);
+        for (bad, why) in [
+            ("/cb", "absolute"),
+            ("https://app.example.com/cb#x", "fragment"),
+            ("https://user@app.example.com/cb", "user info"),
+            ("http://app.example.com/cb", "http"),
+            ("com.example.app:/cb", "scheme"),
+            ("javascript:alert(1)", "scheme"),
+            ("HTTPS://App.example.com/cb", "normal form"),
+        ] {
+            let problem = redirect_uri_problem(bad, false).unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(problem.contains(why), "{bad}: {problem}");
+        }
+    }
+
+    #[test]
+    fn public_and_sign_in_clients() {
+        use crate::crd::{ClientType, GrantType::*};
+        let public = OAuthClientSpec {
+            client_type: ClientType::Public,
+            grant_types: vec![AuthorizationCode, RefreshToken],
+            redirect_uris: vec!["http://127.0.0.1:9000/cb".into()],
+            ..Default::default()
+        };
+        let s = validate_client("spa", &public).unwrap();
+        assert_eq!(s.secret, CredentialSource::Public);
+        assert_eq!(s.auth_method, TokenEndpointAuthMethod::None);
+        assert_eq!(s.id_token_alg, KeyAlgorithm::RS256);
+        assert_eq!(s.refresh_token_lifetime, DEFAULT_REFRESH_LIFETIME);
+
+        let wrong = OAuthClientSpec {
+            grant_types: vec![ClientCredentials, RefreshToken],
+            token_endpoint_auth_method: Some(TokenEndpointAuthMethod::ClientSecretPost),
+            secret: Some(Default::default()),
+            ..public.clone()
+        };
+        let fields: Vec<String> = validate_client("spa", &wrong)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.grantTypes",
+                "spec.tokenEndpointAuthMethod",
+                "spec.redirectUris",
+                "spec.grantTypes",
+                "spec.clientType"
+            ]
+        );
+
+        let confidential = OAuthClientSpec {
+            grant_types: vec![AuthorizationCode],
+            token_endpoint_auth_method: Some(TokenEndpointAuthMethod::None),
+            ..Default::default()
+        };
+        let errors = describe(&validate_client("web", &confidential).unwrap_err());
+        assert!(errors.contains("none is only for public clients"), "{errors}");
+        assert!(errors.contains("at least one redirect URI"), "{errors}");
     }
 
     #[test]

@@ -111,7 +111,10 @@ fn chart_refuses_bad_values() {
         "--set",
         "sharedStore.enabled=true",
     ]);
-    assert!(!ok && out.contains("name"), "the shared store needs the Secret holding its URL: {out}");
+    assert!(
+        !ok && out.contains("name"),
+        "the shared store needs the Secret holding its URL: {out}"
+    );
     let (ok, out) = helm_run(&[
         "template",
         "kauth",

@@ -263,7 +263,7 @@ impl Cache {
                         .then(|| secrets::external_secret_value(&secret, &existing.key))
                         .flatten()
                         .map(SecretVerifier::for_secret),
-                    CredentialSource::ServiceAccount(_) => None,
+                    CredentialSource::ServiceAccount(_) | CredentialSource::Public => None,
                 }
             },
             keys,

@@ -261,6 +261,14 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
                     rotated_at: None,
                     recheck_at: None,
                 },
+                CredentialSource::Public => SecretOutcome {
+                    ready: true,
+                    reason: "PublicClient",
+                    message: "no Secret: a public client has no credential (PKCE protects its codes)".into(),
+                    version: None,
+                    rotated_at: None,
+                    recheck_at: None,
+                },
             };
             status.secret_version = outcome.version;
             // metav1.Time keeps whole seconds: truncate so an unchanged status compares equal.

@@ -36,13 +36,39 @@ pub struct OAuthClientSpec {
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_~-]{1,128}$')").message("clientId may only contain letters, digits, '_', '~' and '-' (at most 128)"))]
     pub client_id: Option<String>,
 
+    /// `confidential` (default: it holds a secret) or `public` (a browser or native app: no
+    /// secret, PKCE required, authorization_code and refresh_token only).
+    #[serde(default)]
+    pub client_type: ClientType,
+
     /// Grant types the client may use. Default: `[client_credentials]`.
     #[serde(default = "default_grant_types")]
     pub grant_types: Vec<GrantType>,
 
-    /// How the client authenticates at the token endpoint. Default: `client_secret_basic`.
-    #[serde(default)]
-    pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+    /// How the client authenticates at the token endpoint. Default: `client_secret_basic`, or
+    /// `none` for a public client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_method: Option<TokenEndpointAuthMethod>,
+
+    /// Where /authorize may send people back, compared exactly (authorization_code clients).
+    /// https, http only to a loopback host, or a private-use scheme such as
+    /// `com.example.app:/callback` for public native apps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redirect_uris: Vec<String>,
+
+    /// Where RP-initiated logout may send people afterwards, compared exactly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_logout_redirect_uris: Vec<String>,
+
+    /// Algorithm of the ID tokens this client receives. Default: `RS256`, which every OpenID
+    /// relying party supports; otherwise the algorithm of an active SigningKey.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token_signing_alg: Option<crate::crd::KeyAlgorithm>,
+
+    /// How long an unused refresh token stays valid, e.g. `720h` (1h to 90 days). Default
+    /// `720h`. Every use rotates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_lifetime: Option<String>,
 
     /// OAuth scope values the client may request. Each must be offered by a Scope resource that
     /// grants it to this client's namespace (or to this client).
@@ -81,6 +107,35 @@ pub enum GrantType {
     /// RFC 8693, with the client's ServiceAccount token as the subject token.
     #[serde(rename = "urn:ietf:params:oauth:grant-type:token-exchange")]
     TokenExchange,
+    /// RFC 6749 §4.1: people sign in through /authorize.
+    #[serde(rename = "authorization_code")]
+    AuthorizationCode,
+    /// RFC 6749 §6, with rotation on every use.
+    #[serde(rename = "refresh_token")]
+    RefreshToken,
+}
+
+impl GrantType {
+    /// The registered name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientCredentials => "client_credentials",
+            Self::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
+            Self::AuthorizationCode => "authorization_code",
+            Self::RefreshToken => "refresh_token",
+        }
+    }
+}
+
+/// Whether a client can keep a secret (RFC 6749 §2.1).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientType {
+    /// A server-side application with a secret.
+    #[default]
+    Confidential,
+    /// A browser or native application: no secret, PKCE required.
+    Public,
 }
 
 fn default_grant_types() -> Vec<GrantType> {
@@ -97,6 +152,10 @@ pub enum TokenEndpointAuthMethod {
     /// `client_id` and `client_secret` in the form body.
     #[serde(rename = "client_secret_post")]
     ClientSecretPost,
+    /// No authentication: public clients, which send only `client_id` (and prove possession of
+    /// the code with PKCE).
+    #[serde(rename = "none")]
+    None,
 }
 
 impl TokenEndpointAuthMethod {
@@ -105,6 +164,7 @@ impl TokenEndpointAuthMethod {
         match self {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
+            Self::None => "none",
         }
     }
 }

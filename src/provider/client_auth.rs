@@ -1,5 +1,6 @@
 //! Client authentication at the token, introspection and revocation endpoints:
-//! `client_secret_basic` and `client_secret_post` (RFC 6749 §2.3.1), exactly one per request.
+//! `client_secret_basic` and `client_secret_post` (RFC 6749 §2.3.1), a ServiceAccount token as
+//! a JWT assertion, or, for public clients, `none` (just `client_id`): exactly one per request.
 
 use std::sync::Arc;
 
@@ -156,6 +157,12 @@ pub async fn authenticate(
             method: TokenEndpointAuthMethod::ClientSecretPost,
         },
         (None, None) => {
+            // A public client names itself and proves nothing here (PKCE binds its code).
+            if let Some(client) = form.get("client_id").and_then(|id| snapshot.clients.get(id))
+                && client.is_public()
+            {
+                return Ok(client.clone());
+            }
             return Err(OAuthError::invalid_client("client authentication is required").with_basic_challenge());
         }
     };
@@ -173,6 +180,9 @@ pub async fn authenticate(
             return Err(OAuthError::invalid_client(
                 "this client authenticates with its ServiceAccount token, not a secret",
             ));
+        }
+        Some(ClientCredential::None) => {
+            return Err(OAuthError::invalid_client("a public client has no secret"));
         }
         None => {
             // Spend the same work as a known client so timing does not reveal which ids exist.

@@ -271,6 +271,10 @@ mod tests {
             .into(),
             audiences: vec!["https://reports".into()],
             access_token_lifetime: Duration::from_secs(60),
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            id_token_alg: crate::crd::KeyAlgorithm::RS256,
+            refresh_token_lifetime: Duration::from_secs(3600),
         }
     }
 
