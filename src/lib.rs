@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod keys;
 pub mod manifests;
 pub mod metrics;
+pub mod people;
 pub mod provider;
 pub mod registry;
 pub mod revocation;

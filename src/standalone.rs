@@ -271,6 +271,18 @@ impl StandaloneConfig {
                 },
             ));
         }
+        if !wanted.iter().any(|(_, alg, _)| *alg == KeyAlgorithm::RS256) {
+            // As in a cluster: ID tokens need an RS256 key, so one is created.
+            wanted.push((
+                "default-rs256.json".into(),
+                KeyAlgorithm::RS256,
+                KeySchedule {
+                    every: None,
+                    publish_ahead: Duration::from_secs(24 * 3600),
+                    retain_after: Duration::from_secs(25 * 3600),
+                },
+            ));
+        }
         let mut sets = Vec::new();
         for (file, alg, schedule) in wanted {
             let path = keys_dir.join(&file);

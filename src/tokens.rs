@@ -94,6 +94,88 @@ pub fn sign(keys: &KeyRing, claims: &AccessTokenClaims, now: Timestamp) -> Resul
     Ok(jsonwebtoken::encode(&header, claims, &signer.encoding)?)
 }
 
+/// Claims of an OpenID Connect ID token (Core §2), plus the person's claims the granted
+/// scopes release.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IdTokenClaims {
+    pub iss: String,
+    pub sub: String,
+    /// The relying party (one audience).
+    pub aud: String,
+    /// Authorized party: the client, as the only audience.
+    pub azp: String,
+    pub iat: i64,
+    pub exp: i64,
+    /// When the person authenticated.
+    pub auth_time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Hash of the access token issued beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_hash: Option<String>,
+    /// How the person authenticated (RFC 8176), where known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// Profile, email and groups claims, as the scopes allow.
+    #[serde(flatten)]
+    pub person: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The `at_hash` of `access_token` for an ID token signed with `algorithm` (Core §3.1.3.6):
+/// the left half of the hash the algorithm uses, base64url.
+pub fn at_hash(algorithm: jsonwebtoken::Algorithm, access_token: &str) -> String {
+    let hash = match algorithm {
+        jsonwebtoken::Algorithm::EdDSA => &digest::SHA512,
+        jsonwebtoken::Algorithm::ES384 | jsonwebtoken::Algorithm::RS384 | jsonwebtoken::Algorithm::PS384 => {
+            &digest::SHA384
+        }
+        _ => &digest::SHA256,
+    };
+    let d = digest::digest(hash, access_token.as_bytes());
+    let bytes = d.as_ref();
+    URL_SAFE_NO_PAD.encode(&bytes[..bytes.len() / 2])
+}
+
+/// Signs an ID token with the newest key of `algorithm`, filling in `at_hash` when an access
+/// token is issued beside it.
+pub fn sign_id_token(
+    keys: &KeyRing,
+    algorithm: jsonwebtoken::Algorithm,
+    mut claims: IdTokenClaims,
+    access_token: Option<&str>,
+    now: Timestamp,
+) -> Result<String, SignError> {
+    let signer = keys.signer_for(algorithm, now).ok_or(SignError::NoActiveKey)?;
+    claims.at_hash = access_token.map(|t| at_hash(signer.algorithm, t));
+    let mut header = Header::new(signer.algorithm);
+    header.kid = Some(signer.kid.clone());
+    header.typ = Some("JWT".to_string());
+    Ok(jsonwebtoken::encode(&header, &claims, &signer.encoding)?)
+}
+
+/// Reads an ID token kauth issued, as `id_token_hint` at logout: signature and issuer are
+/// checked; expiry is not (a hint may be an expired token, Core RP-Initiated Logout §2).
+pub fn read_id_token_hint(keys: &KeyRing, issuer: &str, token: &str, now: Timestamp) -> Option<IdTokenClaims> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    if header.typ.as_deref() == Some(ACCESS_TOKEN_TYPE) {
+        return None;
+    }
+    let key = keys.verifier(header.kid.as_deref()?, now)?;
+    if header.alg != key.algorithm {
+        return None;
+    }
+    let mut validation = Validation::new(key.algorithm);
+    validation.set_issuer(&[issuer]);
+    validation.validate_aud = false;
+    validation.validate_exp = false;
+    validation.set_required_spec_claims(&["iss", "sub", "aud"]);
+    Some(
+        jsonwebtoken::decode::<IdTokenClaims>(token, &key.decoding, &validation)
+            .ok()?
+            .claims,
+    )
+}
+
 /// Verifies a token's signature, issuer, type and lifetime. The algorithm comes from the key
 /// named by `kid`, never from the token, so `alg: none` and algorithm confusion fail.
 pub fn verify(keys: &KeyRing, issuer: &str, token: &str, now: Timestamp) -> Option<AccessTokenClaims> {

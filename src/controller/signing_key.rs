@@ -175,40 +175,45 @@ pub async fn reconcile(obj: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action
     ))
 }
 
+/// Name of the RS256 SigningKey kauth creates when there is none.
+pub const DEFAULT_RS256_KEY: &str = "default-rs256";
+
 /// Creates `default` (ES256, 30-day rotation) in kauth's namespace when no SigningKey exists,
-/// so a fresh install can sign at once.
+/// so a fresh install can sign at once, and `default-rs256` when no key is RS256.
 pub async fn ensure_default_signing_key(ctx: &Context) -> Result<(), Error> {
     let api: Api<SigningKey> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    if !api
-        .list_metadata(&ListParams::default().limit(1))
-        .await?
-        .items
-        .is_empty()
-    {
-        return Ok(());
+    let existing = api.list(&ListParams::default()).await?.items;
+    let mut wanted = Vec::new();
+    if existing.is_empty() {
+        wanted.push(("default", KeyAlgorithm::ES256));
     }
-    let key = SigningKey {
-        metadata: ObjectMeta {
-            name: Some("default".into()),
-            namespace: Some(ctx.namespace.clone()),
-            ..Default::default()
-        },
-        spec: SigningKeySpec {
-            algorithm: KeyAlgorithm::ES256,
-            rotation: Some(KeyRotation {
-                every: "720h".into(),
-                publish_ahead: None,
-                retain_after: None,
-            }),
-        },
-        status: None,
-    };
-    match api.create(&PostParams::default(), &key).await {
-        Ok(_) => {
-            tracing::info!(namespace = %ctx.namespace, "created the default SigningKey");
-            Ok(())
+    // ID tokens need RS256 for relying parties that support nothing else (OpenID Connect
+    // Core §15.1 makes it the one algorithm every RP implements).
+    if !existing.iter().any(|k| k.spec.algorithm == KeyAlgorithm::RS256) {
+        wanted.push((DEFAULT_RS256_KEY, KeyAlgorithm::RS256));
+    }
+    for (name, algorithm) in wanted {
+        let key = SigningKey {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ctx.namespace.clone()),
+                ..Default::default()
+            },
+            spec: SigningKeySpec {
+                algorithm,
+                rotation: Some(KeyRotation {
+                    every: "720h".into(),
+                    publish_ahead: None,
+                    retain_after: None,
+                }),
+            },
+            status: None,
+        };
+        match api.create(&PostParams::default(), &key).await {
+            Ok(_) => tracing::info!(namespace = %ctx.namespace, name, "created a default SigningKey"),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
         }
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
     }
+    Ok(())
 }
