@@ -76,6 +76,10 @@ pub struct AcceptedScope {
     pub owner: ObjectKey,
     /// Token audience of the scope, if any.
     pub audience: Option<String>,
+    /// What the scope allows, for the consent page.
+    pub description: Option<String>,
+    /// Whether people must consent before a client gets it.
+    pub consent_required: bool,
 }
 
 /// Why a requested scope is not granted.
@@ -273,6 +277,8 @@ impl Catalog {
                         let accepted = AcceptedScope {
                             owner: key.clone(),
                             audience: s.spec.audience.clone(),
+                            description: s.spec.description.clone(),
+                            consent_required: s.spec.consent_required,
                         };
                         self.scope_values.insert(s.spec.value.clone(), accepted);
                         index.insert(s.spec.value.as_str(), (s.spec, s.namespace));

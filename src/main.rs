@@ -60,6 +60,9 @@ enum Command {
         /// PGPASSWORD or the URL).
         #[arg(long, env = "KAUTH_STORE_URL", hide_env_values = true)]
         store_url: Option<String>,
+        /// Local people who may sign in: a users.yaml (the chart mounts the kauth-users Secret).
+        #[arg(long, env = "KAUTH_USERS_FILE")]
+        users_file: Option<PathBuf>,
         /// Run only the provider (no controller writes).
         #[arg(long, conflicts_with = "no_provider")]
         no_controller: bool,
@@ -85,6 +88,8 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
+    /// Read a password from standard input and print its argon2id hash for users.yaml.
+    HashPassword,
 }
 
 #[tokio::main]
@@ -96,12 +101,22 @@ async fn main() -> ExitCode {
             print!("{}", kauth::crd::crds_yaml());
             ExitCode::SUCCESS
         }
+        Command::HashPassword => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() || line.trim_end_matches(['\r', '\n']).is_empty() {
+                eprintln!("error: give the password on standard input, e.g. `kauth hash-password < file`");
+                return ExitCode::from(2);
+            }
+            println!("{}", kauth::people::hash_password(line.trim_end_matches(['\r', '\n'])));
+            ExitCode::SUCCESS
+        }
         Command::Run {
             issuer,
             namespace,
             listen,
             state_dir,
             store_url,
+            users_file,
             no_controller,
             no_provider,
             identity,
@@ -123,6 +138,7 @@ async fn main() -> ExitCode {
                 listen,
                 state_dir,
                 store_url,
+                users_file,
                 controller: !no_controller,
                 provider: !no_provider,
                 identity: identity.unwrap_or_else(|| {

@@ -1,7 +1,9 @@
 //! Loading kauth resources from a folder of YAML manifests (standalone mode). Other kinds in
 //! the same files (Deployments, Services) are skipped, so one folder can hold a whole app.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use base64::Engine;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -52,6 +54,9 @@ pub struct Manifests {
     pub signing_keys: Vec<(Origin, SigningKey)>,
     /// Labels of the `Namespace` manifests found, for Scopes granted by namespace selector.
     pub namespace_labels: crate::catalog::NamespaceLabels,
+    /// `v1` Secrets by (namespace, name): their decoded data (standalone reads kauth's own,
+    /// such as the local people, from here).
+    pub secrets: HashMap<SecretKey, (Origin, BTreeMap<String, String>)>,
     /// Documents that could not be loaded.
     pub errors: Vec<ManifestError>,
 }
@@ -196,6 +201,15 @@ impl Manifests {
                 self.namespace_labels.insert(name, labels);
                 continue;
             }
+            if api_version == "v1" && kind == "Secret" {
+                match secret_data(&doc) {
+                    Ok((key, data)) => {
+                        self.secrets.insert(key, (origin, data));
+                    }
+                    Err(message) => self.errors.push(ManifestError { origin, message }),
+                }
+                continue;
+            }
             if !api_version.starts_with("kauth.dev/") {
                 continue;
             }
@@ -259,6 +273,37 @@ impl Manifests {
         dedup(&mut self.scopes, "Scope", &mut self.errors);
         dedup(&mut self.signing_keys, "SigningKey", &mut self.errors);
     }
+}
+
+/// A Secret's (namespace, name).
+type SecretKey = (String, String);
+
+/// A Secret manifest's (namespace, name) and data: `stringData` over base64 `data`, as the
+/// apiserver merges them.
+fn secret_data(doc: &Value) -> Result<(SecretKey, BTreeMap<String, String>), String> {
+    let text = |p: &str| doc.pointer(p).and_then(Value::as_str).map(str::to_string);
+    let name = text("/metadata/name").ok_or("Secret: metadata.name is required")?;
+    let namespace = text("/metadata/namespace").unwrap_or_else(|| "default".into());
+    let mut data = BTreeMap::new();
+    if let Some(encoded) = doc.get("data").and_then(Value::as_object) {
+        for (k, v) in encoded {
+            let decoded = v
+                .as_str()
+                .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| format!("Secret {namespace}/{name}: data.{k} is not base64 of UTF-8 text"))?;
+            data.insert(k.clone(), decoded);
+        }
+    }
+    if let Some(plain) = doc.get("stringData").and_then(Value::as_object) {
+        for (k, v) in plain {
+            let v = v
+                .as_str()
+                .ok_or_else(|| format!("Secret {namespace}/{name}: stringData.{k} is not a string"))?;
+            data.insert(k.clone(), v.to_string());
+        }
+    }
+    Ok(((namespace, name), data))
 }
 
 #[cfg(test)]

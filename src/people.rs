@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 
 /// The Secret key holding the document.
 pub const USERS_KEY: &str = "users.yaml";
+/// The Secret (in kauth's namespace) the chart mounts and standalone reads.
+pub const USERS_SECRET: &str = "kauth-users";
 
 /// One local account as written in `users.yaml`.
 #[derive(Clone, Debug, Deserialize)]
@@ -166,6 +168,38 @@ impl Directory {
         let parsed = PasswordHash::new(hash).ok()?;
         let ok = argon2id().verify_password(password.as_bytes(), &parsed).is_ok();
         user.filter(|_| ok)
+    }
+}
+
+/// Keeps `target` in step with the file at `path` (a mounted Secret: the kubelet swaps it in
+/// place), checked every two seconds. A bad edit is logged and the previous accounts stay.
+pub async fn follow_file(path: std::path::PathBuf, target: std::sync::Arc<arc_swap::ArcSwap<Directory>>) {
+    let mut seen: Option<String> = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let text = match tokio::fs::read_to_string(&path).await {
+            Ok(t) => t,
+            Err(e) => {
+                if seen.is_some() || e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read the local people file");
+                }
+                continue;
+            }
+        };
+        if seen.as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        match Directory::parse(&text) {
+            Ok(d) => {
+                tracing::info!(path = %path.display(), people = d.len(), "local people loaded");
+                target.store(std::sync::Arc::new(d));
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "local people file is invalid; keeping the previous accounts")
+            }
+        }
+        seen = Some(text);
     }
 }
 

@@ -97,6 +97,15 @@ impl RegisteredClient {
     }
 }
 
+/// What people are told about a scope, and whether they must agree to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeInfo {
+    /// The Scope's description (its value when it has none).
+    pub description: Option<String>,
+    /// Whether the consent page must ask for it.
+    pub consent_required: bool,
+}
+
 /// One consistent view of clients, scopes and keys.
 #[derive(Clone, Default)]
 pub struct Snapshot {
@@ -107,6 +116,8 @@ pub struct Snapshot {
     /// For each audience, the namespaces whose accepted Scopes name it: clients there act as
     /// that API's resource servers and may introspect its tokens.
     pub audience_owners: HashMap<String, HashSet<String>>,
+    /// Accepted scopes by value: what the consent page shows.
+    pub scopes: HashMap<String, ScopeInfo>,
     /// Signing and verification keys.
     pub keys: KeyRing,
     /// True once every source has been read at least once.
@@ -155,10 +166,22 @@ impl Snapshot {
                     .insert(scope.owner.namespace.clone());
             }
         }
+        let scopes = catalog
+            .scope_values
+            .iter()
+            .map(|(value, s)| {
+                let info = ScopeInfo {
+                    description: s.description.clone(),
+                    consent_required: s.consent_required,
+                };
+                (value.clone(), info)
+            })
+            .collect();
         Self {
             clients,
             by_service_account,
             audience_owners,
+            scopes,
             keys,
             complete: true,
         }

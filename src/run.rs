@@ -29,6 +29,8 @@ pub struct RunConfig {
     pub state_dir: PathBuf,
     /// The shared grant store (`postgres://...`); several replicas need one.
     pub store_url: Option<String>,
+    /// Local people (`users.yaml`, usually a mounted Secret), followed as it changes.
+    pub users_file: Option<PathBuf>,
     /// Run the controller half.
     pub controller: bool,
     /// Run the provider half.
@@ -149,11 +151,20 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             .await
             .map_err(|e| RunError(e.to_string()))?;
         tasks.push(Box::pin(state.clone().housekeeping()));
+        if let Some(path) = &cfg.users_file {
+            tasks.push(Box::pin(crate::people::follow_file(path.clone(), state.people.clone())));
+        }
         if let Some(tokens) = service_account_tokens(&client, &cfg).await {
             state = state.with_service_accounts(tokens);
         }
         let sd = shutdown.clone();
-        Some(axum::serve(listener, router(state)).with_graceful_shutdown(sd))
+        Some(
+            axum::serve(
+                listener,
+                router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(sd),
+        )
     } else {
         None
     };

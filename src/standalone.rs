@@ -19,6 +19,7 @@ use crate::credentials::{CredentialState, SecretPlan, SecretVerifier, plan_secre
 use crate::keys::{KeyRing, KeySet, plan_keys};
 use crate::manifests::Manifests;
 use crate::metrics::Metrics;
+use crate::people::{Directory, USERS_KEY, USERS_SECRET};
 use crate::provider::{Issuer, ProviderState, router};
 use crate::registry::{Registry, Snapshot};
 use crate::store::GrantStore;
@@ -99,6 +100,9 @@ pub struct Pass {
     pub changes: Vec<String>,
     /// Earliest time a schedule needs another pass.
     pub next_step: Option<Timestamp>,
+    /// Local people from the `kauth-users` Secret manifest (None: it is missing or invalid,
+    /// and the problem is listed).
+    pub people: Option<Directory>,
 }
 
 /// A standalone failure that stops the pass (unreadable folders, unwritable state).
@@ -410,7 +414,9 @@ impl StandaloneConfig {
 
         let keys = self.key_ring(&manifests, now, &mut notes)?;
         let snapshot = Snapshot::build(&catalog, |v, _| verifiers.get(&v.client_id).cloned(), keys);
+        let people = self.people(&manifests, &mut notes);
         Ok(Pass {
+            people,
             snapshot,
             ready,
             problems: notes.problems,
@@ -418,6 +424,29 @@ impl StandaloneConfig {
             changes: notes.changes,
             next_step: notes.next_step,
         })
+    }
+
+    /// The local people of the `kauth-users` Secret in kauth's namespace, as a cluster would
+    /// mount it.
+    fn people(&self, manifests: &Manifests, notes: &mut PassNotes) -> Option<Directory> {
+        let key = (self.kauth_namespace.clone(), USERS_SECRET.to_string());
+        let (origin, data) = manifests.secrets.get(&key)?;
+        let Some(text) = data.get(USERS_KEY) else {
+            notes.problems.push(format!(
+                "{origin}: Secret {}/{USERS_SECRET}: no key {USERS_KEY}",
+                self.kauth_namespace
+            ));
+            return None;
+        };
+        match Directory::parse(text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                notes
+                    .problems
+                    .push(format!("{origin}: Secret {}/{USERS_SECRET}: {e}", self.kauth_namespace));
+                None
+            }
+        }
     }
 
     /// A cheap fingerprint of the manifest folder: a change triggers a new pass.
@@ -509,8 +538,14 @@ pub async fn run(mut cfg: StandaloneConfig, port: u16, issuer_given: bool) -> Re
     let state = ProviderState::new(registry.clone(), cfg.issuer.clone(), store, metrics.clone())
         .await
         .map_err(|e| StandaloneError(e.to_string()))?;
+    let people = state.people.clone();
+    people.store(Arc::new(first.people.unwrap_or_default()));
     let housekeeping = state.clone().housekeeping();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async {
+    let server = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
         let _ = tokio::signal::ctrl_c().await;
     });
     let watcher = async move {
@@ -536,6 +571,7 @@ pub async fn run(mut cfg: StandaloneConfig, port: u16, issuer_given: bool) -> Re
                     metrics.registered_clients.set(pass.snapshot.clients.len() as i64);
                     next_step = pass.next_step;
                     registry.publish(pass.snapshot);
+                    people.store(Arc::new(pass.people.unwrap_or_default()));
                 }
                 // Keep serving the last good snapshot.
                 Err(e) => tracing::error!("reload failed, still serving the previous state: {e}"),

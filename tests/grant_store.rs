@@ -102,7 +102,7 @@ async fn replay_revokes_everything_the_code_issued(b: Backend) {
     );
     assert!(matches!(
         store
-            .use_refresh("r1", NOW + 1, ("r2", NOW + 3600), &issue("at-2"))
+            .use_refresh("r1", "shop.web", NOW + 1, ("r2", NOW + 3600), &issue("at-2"))
             .await
             .unwrap(),
         RefreshUse::Rotated(_)
@@ -117,7 +117,7 @@ async fn replay_revokes_everything_the_code_issued(b: Backend) {
     assert_eq!(mirrored.len(), 2, "revocations are recorded for every replica");
     assert_eq!(
         store
-            .use_refresh("r2", NOW + 3, ("r3", NOW + 3600), &issue("at-3"))
+            .use_refresh("r2", "shop.web", NOW + 3, ("r3", NOW + 3600), &issue("at-3"))
             .await
             .unwrap(),
         RefreshUse::Invalid,
@@ -142,7 +142,7 @@ async fn a_replay_before_the_family_starts_leaves_no_family(b: Backend) {
     );
     assert_eq!(
         store
-            .use_refresh("r1", NOW, ("r2", NOW + 3600), &issue("at-3"))
+            .use_refresh("r1", "shop.web", NOW, ("r2", NOW + 3600), &issue("at-3"))
             .await
             .unwrap(),
         RefreshUse::Invalid
@@ -173,13 +173,29 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(b: Backend) {
         .unwrap();
     assert_eq!(
         store
-            .use_refresh("r1", NOW, ("r2", NOW + 3600), &issue("at-2"))
+            .use_refresh("r1", "other.client", NOW, ("rx", NOW + 3600), &issue("at-x"))
+            .await
+            .unwrap(),
+        RefreshUse::Invalid,
+        "another client's refresh token is refused"
+    );
+    assert_eq!(
+        store
+            .use_refresh("r1", "shop.web", NOW, ("r2", NOW + 3600), &issue("at-2"))
             .await
             .unwrap(),
         RefreshUse::Rotated(grant())
     );
+    assert_eq!(
+        store
+            .use_refresh("r1", "other.client", NOW, ("ry", NOW + 3600), &issue("at-y"))
+            .await
+            .unwrap(),
+        RefreshUse::Invalid,
+        "another client cannot trigger the reuse response"
+    );
     let RefreshUse::Reused(revoked) = store
-        .use_refresh("r1", NOW, ("rx", NOW + 3600), &issue("at-x"))
+        .use_refresh("r1", "shop.web", NOW, ("rx", NOW + 3600), &issue("at-x"))
         .await
         .unwrap()
     else {
@@ -188,7 +204,7 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(b: Backend) {
     assert_eq!(revoked, vec![issue("at-2")]);
     assert_eq!(
         store
-            .use_refresh("r2", NOW, ("r3", NOW + 3600), &issue("at-3"))
+            .use_refresh("r2", "shop.web", NOW, ("r3", NOW + 3600), &issue("at-3"))
             .await
             .unwrap(),
         RefreshUse::Invalid,
@@ -196,7 +212,7 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(b: Backend) {
     );
     assert_eq!(
         store
-            .use_refresh("rx", NOW, ("r4", NOW + 3600), &issue("at-4"))
+            .use_refresh("rx", "shop.web", NOW, ("r4", NOW + 3600), &issue("at-4"))
             .await
             .unwrap(),
         RefreshUse::Invalid,
@@ -219,6 +235,7 @@ async fn a_refresh_token_is_used_once_even_when_raced(b: Backend) {
                 store
                     .use_refresh(
                         "r1",
+                        "shop.web",
                         NOW,
                         (&format!("next-{i}"), NOW + 3600),
                         &issue(&format!("at-{i}")),
@@ -247,7 +264,7 @@ async fn refresh_tokens_and_families_expire(b: Backend) {
         .unwrap();
     assert_eq!(
         store
-            .use_refresh("r1", NOW + 100, ("r2", NOW + 200), &issue("a"))
+            .use_refresh("r1", "shop.web", NOW + 100, ("r2", NOW + 200), &issue("a"))
             .await
             .unwrap(),
         RefreshUse::Invalid,
@@ -261,7 +278,7 @@ async fn refresh_tokens_and_families_expire(b: Backend) {
         .unwrap();
     assert_eq!(
         store
-            .use_refresh("s1", NOW + 150, ("s2", NOW + 1000), &issue("b"))
+            .use_refresh("s1", "shop.web", NOW + 150, ("s2", NOW + 1000), &issue("b"))
             .await
             .unwrap(),
         RefreshUse::Invalid,
@@ -278,19 +295,36 @@ async fn revoking_a_refresh_token_ends_its_family(b: Backend) {
         .await
         .unwrap();
     store
-        .use_refresh("r1", NOW, ("r2", NOW + 3600), &issue("at-2"))
+        .use_refresh("r1", "shop.web", NOW, ("r2", NOW + 3600), &issue("at-2"))
         .await
         .unwrap();
-    assert_eq!(store.revoke_refresh("r2", NOW).await.unwrap(), vec![issue("at-2")]);
+    assert_eq!(
+        store.revoke_refresh_of("r2", "shop.web", NOW).await.unwrap(),
+        vec![issue("at-2")]
+    );
     assert_eq!(
         store
-            .use_refresh("r2", NOW, ("r3", NOW + 3600), &issue("at-3"))
+            .use_refresh("r2", "shop.web", NOW, ("r3", NOW + 3600), &issue("at-3"))
             .await
             .unwrap(),
         RefreshUse::Reused(vec![issue("at-2")]),
         "a revoked token counts as used"
     );
-    assert!(store.revoke_refresh("unknown", NOW).await.unwrap().is_empty());
+    assert!(
+        store
+            .revoke_refresh_of("unknown", "shop.web", NOW)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .revoke_refresh_of("r2", "other.client", NOW)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not its token"
+    );
 }
 
 async fn sessions_people_consent_and_pending_requests(b: Backend) {

@@ -427,7 +427,22 @@ async fn discovery_health_and_metrics() {
         .unwrap();
     assert_eq!(meta["issuer"], p.url.as_str());
     assert_eq!(meta["token_endpoint"], format!("{}/token", p.url));
-    assert_eq!(meta["grant_types_supported"], serde_json::json!(["client_credentials"]));
+    assert_eq!(
+        meta["grant_types_supported"],
+        serde_json::json!(["client_credentials", "authorization_code", "refresh_token"]),
+        "token exchange only with a ServiceAccount verifier"
+    );
+    assert_eq!(meta["authorization_endpoint"], format!("{}/authorize", p.url));
+    assert_eq!(meta["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(meta["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+    assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
+    // Every endpoint discovery names answers (none is a 404).
+    for endpoint in ["authorization_endpoint", "userinfo_endpoint", "end_session_endpoint", "jwks_uri"] {
+        let status = http().get(meta[endpoint].as_str().unwrap()).send().await.unwrap().status();
+        assert_ne!(status, 404, "{endpoint}");
+    }
+    let algs = meta["id_token_signing_alg_values_supported"].as_array().unwrap();
+    assert!(algs.contains(&serde_json::json!("RS256")), "RS256 is always there: {algs:?}");
     let oidc: Value = http()
         .get(format!("{}/.well-known/openid-configuration", p.url))
         .send()

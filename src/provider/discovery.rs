@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::ProviderState;
+use super::authorize::IDENTITY_SCOPES;
 use crate::workload_identity::TOKEN_EXCHANGE_GRANT;
 
 fn metadata(state: &ProviderState) -> Value {
@@ -24,24 +25,47 @@ fn metadata(state: &ProviderState) -> Value {
     let secretless = state.service_accounts.is_some();
     // private_key_jwt: a JWT client assertion, here a projected ServiceAccount token.
     let mut auth_methods = vec!["client_secret_basic", "client_secret_post"];
-    let mut grants = vec!["client_credentials"];
+    let mut grants = vec!["client_credentials", "authorization_code", "refresh_token"];
     if secretless {
         auth_methods.push("private_key_jwt");
         grants.push(TOKEN_EXCHANGE_GRANT);
     }
+    // Public clients authenticate with none at the token endpoint (never at introspection).
+    let mut token_auth_methods = auth_methods.clone();
+    token_auth_methods.push("none");
+    let id_token_algs: Vec<&str> = ["RS256", "ES256", "EdDSA"]
+        .into_iter()
+        .filter(|a| algs.iter().any(|have| have == a))
+        .collect();
     json!({
         "issuer": issuer.url,
+        "authorization_endpoint": issuer.endpoint("/authorize"),
         "token_endpoint": issuer.endpoint("/token"),
+        "userinfo_endpoint": issuer.endpoint("/userinfo"),
+        "end_session_endpoint": issuer.endpoint("/end_session"),
         "jwks_uri": issuer.endpoint("/jwks"),
         "introspection_endpoint": issuer.endpoint("/introspect"),
         "revocation_endpoint": issuer.endpoint("/revoke"),
+        "scopes_supported": IDENTITY_SCOPES.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
         "grant_types_supported": grants,
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": auth_methods,
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": token_auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": token_auth_methods,
         "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": id_token_algs,
         "access_token_signing_alg_values_supported": algs,
+        "claims_supported": [
+            "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp", "amr",
+            "name", "preferred_username", "email", "email_verified", "groups"
+        ],
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "authorization_response_iss_parameter_supported": true,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "claims_parameter_supported": false,
     })
 }
 
@@ -50,8 +74,8 @@ pub async fn authorization_server_metadata(State(state): State<ProviderState>) -
     cached(Json(metadata(&state)).into_response())
 }
 
-/// GET /.well-known/openid-configuration: the same facts; sign-in endpoints join with the
-/// browser flows.
+/// GET /.well-known/openid-configuration: the same facts (RFC 8414 and OpenID Connect
+/// Discovery share their names).
 pub async fn openid_configuration(State(state): State<ProviderState>) -> Response {
     cached(Json(metadata(&state)).into_response())
 }

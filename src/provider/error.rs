@@ -51,6 +51,18 @@ impl OAuthError {
     pub fn unsupported_grant_type(d: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", d)
     }
+    /// `invalid_grant` (400): a bad, expired, replayed or foreign code or refresh token.
+    pub fn invalid_grant(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", d)
+    }
+    /// `invalid_token` (401, RFC 6750) at the userinfo endpoint.
+    pub fn invalid_token(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_token", d)
+    }
+    /// `insufficient_scope` (403, RFC 6750).
+    pub fn insufficient_scope(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "insufficient_scope", d)
+    }
     /// `invalid_scope` (400).
     pub fn invalid_scope(d: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_scope", d)
@@ -118,6 +130,17 @@ impl IntoResponse for OAuthError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"kauth\", charset=\"UTF-8\""),
             );
+        }
+        if matches!(self.code, "invalid_token" | "insufficient_scope") {
+            // RFC 6750 §3: the error is named in the Bearer challenge too.
+            let challenge = format!(
+                "Bearer realm=\"kauth\", error=\"{}\", error_description=\"{}\"",
+                self.code,
+                self.description.replace(['"', '\\'], "'")
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
         }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             response

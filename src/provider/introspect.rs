@@ -9,6 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
 use super::ProviderState;
+use super::browser::handle_digest;
 use super::client_auth::authenticate;
 use super::error::{OAuthError, no_store};
 use super::form::Form;
@@ -88,6 +89,10 @@ pub async fn introspect(
             token,
             now,
         } = read_request(&state, method, &headers, body).await?;
+        if caller.is_public() {
+            // Introspection is for resource servers, which can keep a secret (RFC 7662 §2.1).
+            return Err(OAuthError::invalid_client("public clients cannot introspect tokens"));
+        }
         let token = token.as_str();
         let body = match active_claims(&state, &snapshot, token, now).filter(|c| may_see(&snapshot, &caller, c)) {
             Some(c) => json!({
@@ -122,8 +127,19 @@ pub async fn revoke(State(state): State<ProviderState>, method: Method, headers:
             now,
         } = read_request(&state, method, &headers, body).await?;
         let token = token.as_str();
-        // Invalid, expired or unknown tokens are not an error (RFC 7009 §2.2).
-        if let Some(claims) = verify(&snapshot.keys, &state.issuer.url, token, now) {
+        // Invalid, expired or unknown tokens are not an error (RFC 7009 §2.2). A token that is
+        // not a JWT may be a refresh token: revoking it ends its whole family.
+        if !token.contains('.') {
+            let revoked = state
+                .store
+                .revoke_refresh_of(&handle_digest(token), &caller.client_id, now.as_second())
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot revoke a refresh token");
+                    OAuthError::unavailable("the grant store is unavailable; retry shortly")
+                })?;
+            state.revocations.remember(&revoked);
+        } else if let Some(claims) = verify(&snapshot.keys, &state.issuer.url, token, now) {
             if claims.client_id != caller.client_id {
                 return Err(OAuthError::unauthorized_client(
                     "the token was not issued to this client",

@@ -1,12 +1,19 @@
 //! The authorization server's HTTP surface (axum). Handlers read only the registry snapshot
 //! and the revocation list; they never call the Kubernetes API.
 
+mod authorize;
+mod browser;
 mod client_auth;
 mod discovery;
 pub mod error;
 mod form;
+mod grants;
 mod introspect;
+mod oidc;
 mod ops;
+mod pages;
+mod signin;
+mod throttle;
 mod token;
 
 use std::sync::Arc;
@@ -18,7 +25,10 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{any, get};
 
+use arc_swap::ArcSwap;
+
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+use crate::people::Directory;
 use crate::registry::Registry;
 use crate::revocation::RevocationList;
 use crate::store::{GrantStore, StoreError};
@@ -86,6 +96,10 @@ pub struct ProviderState {
     pub verified: VerifiedTokens,
     /// Verifies ServiceAccount tokens (None: secretless clients are not accepted).
     pub service_accounts: Option<Arc<ServiceAccountTokens>>,
+    /// Local people who may sign in (replaced whole when their file changes).
+    pub people: Arc<ArcSwap<Directory>>,
+    /// Failed sign-in attempts.
+    pub throttle: Arc<throttle::Throttle>,
 }
 
 impl ProviderState {
@@ -105,6 +119,8 @@ impl ProviderState {
             metrics,
             verified: VerifiedTokens::default(),
             service_accounts: None,
+            people: Arc::default(),
+            throttle: Arc::default(),
         })
     }
 
@@ -150,7 +166,12 @@ pub fn router(state: ProviderState) -> Router {
         .route("/jwks", get(discovery::jwks))
         .route("/token", any(token::token))
         .route("/introspect", any(introspect::introspect))
-        .route("/revoke", any(introspect::revoke));
+        .route("/revoke", any(introspect::revoke))
+        .route("/authorize", get(authorize::authorize).post(authorize::authorize))
+        .route("/login", get(signin::login_page).post(signin::login_submit))
+        .route("/consent", get(signin::consent_page).post(signin::consent_submit))
+        .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
+        .route("/end_session", get(oidc::end_session).post(oidc::end_session));
     let ops = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -1,5 +1,5 @@
-//! The token endpoint: `client_credentials` with scope and RFC 8707 resource checks, issuing
-//! RFC 9068 JWT access tokens.
+//! The token endpoint: `client_credentials` and token exchange with scope and RFC 8707
+//! resource checks, issuing RFC 9068 JWT access tokens; the people's grants live in `grants`.
 
 use axum::Json;
 use axum::body::Body;
@@ -15,6 +15,7 @@ use super::client_auth::{
 };
 use super::error::{OAuthError, no_store};
 use super::form::Form;
+use super::grants;
 use crate::metrics::TokenLabels;
 use std::sync::Arc;
 
@@ -57,6 +58,14 @@ async fn issue(state: &ProviderState, method: Method, headers: &HeaderMap, body:
         TOKEN_EXCHANGE_GRANT => {
             let (client, resources) = token_exchange(state, &snapshot, headers, &form, now).await?;
             (client, resources, true)
+        }
+        "authorization_code" => {
+            let client = authenticate(state, &snapshot, headers, &form, now).await?;
+            return grants::authorization_code(state, &snapshot, client, &form, now).await;
+        }
+        "refresh_token" => {
+            let client = authenticate(state, &snapshot, headers, &form, now).await?;
+            return grants::refresh_token(state, &snapshot, client, &form, now).await;
         }
         _ => {
             let client = authenticate(state, &snapshot, headers, &form, now).await?;

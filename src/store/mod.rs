@@ -20,6 +20,16 @@ const SCHEMA: &str = include_str!("schema.sql");
 /// code issued.
 const REDEEMED_CODE_KEPT: i64 = 24 * 3600;
 
+/// The SHA-256 digest (hex) under which codes, refresh tokens and session cookies are
+/// stored: a copy of the database hands out nothing usable.
+pub fn handle_digest(handle: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, handle.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The store could not be reached or answered unexpectedly.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -368,16 +378,25 @@ impl GrantStore {
         Ok(true)
     }
 
-    /// Uses the refresh token `id` once and stores its successor `next` (digest, expiry) with
-    /// the access token issued beside it. A second use revokes the whole family.
-    pub async fn use_refresh(&self, id: &str, now: i64, next: (&str, i64), issue: &Issued) -> Result<RefreshUse> {
+    /// Uses the refresh token `id` of `client_id` once and stores its successor `next`
+    /// (digest, expiry) with the access token issued beside it. A second use revokes the whole
+    /// family; another client's token is merely invalid (and stays unused).
+    pub async fn use_refresh(
+        &self,
+        id: &str,
+        client_id: &str,
+        now: i64,
+        next: (&str, i64),
+        issue: &Issued,
+    ) -> Result<RefreshUse> {
         let mut tx = self.pool.begin().await?;
         let current = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND expires_at > $1 \
-             RETURNING family",
+             AND family IN (SELECT id FROM refresh_families WHERE client_id = $3) RETURNING family",
         )
         .bind(now)
         .bind(id)
+        .bind(client_id)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = current {
@@ -406,10 +425,14 @@ impl GrantStore {
             tx.commit().await?;
             return Ok(RefreshUse::Rotated(grant));
         }
-        let used = sqlx::query("SELECT family FROM refresh_tokens WHERE id = $1 AND used_at IS NOT NULL")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let used = sqlx::query(
+            "SELECT family FROM refresh_tokens WHERE id = $1 AND used_at IS NOT NULL \
+             AND family IN (SELECT id FROM refresh_families WHERE client_id = $2)",
+        )
+        .bind(id)
+        .bind(client_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = used else {
             return Ok(RefreshUse::Invalid);
         };
@@ -421,17 +444,20 @@ impl GrantStore {
         Ok(RefreshUse::Reused(revoked))
     }
 
-    /// Revokes the family of the refresh token `id` (RFC 7009 on a refresh token). Returns
-    /// the access tokens revoked with it; nothing for an unknown token.
-    pub async fn revoke_refresh(&self, id: &str, now: i64) -> Result<Vec<Issued>> {
+    /// Revokes the family of `client_id`'s refresh token `id` (RFC 7009 on a refresh token).
+    /// Returns the access tokens revoked with it; nothing for an unknown or foreign token.
+    pub async fn revoke_refresh_of(&self, id: &str, client_id: &str, now: i64) -> Result<Vec<Issued>> {
         let mut tx = self.pool.begin().await?;
         // A write first, so SQLite takes its lock before reading.
-        let row =
-            sqlx::query("UPDATE refresh_tokens SET used_at = COALESCE(used_at, $1) WHERE id = $2 RETURNING family")
-                .bind(now)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let row = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = COALESCE(used_at, $1) WHERE id = $2 \
+             AND family IN (SELECT id FROM refresh_families WHERE client_id = $3) RETURNING family",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(client_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = row else {
             return Ok(Vec::new());
         };

@@ -90,7 +90,14 @@ impl TestProvider {
             .await
             .unwrap();
         let serving = state.clone();
-        tokio::spawn(async move { axum::serve(listener, router(serving)).await.unwrap() });
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router(serving).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+            .unwrap()
+        });
         let provider = Self {
             dir,
             url,
@@ -106,6 +113,7 @@ impl TestProvider {
     pub fn reload(&self) {
         let pass = self.cfg.pass(Timestamp::now()).unwrap();
         self.registry.publish(pass.snapshot);
+        self.state.people.store(Arc::new(pass.people.unwrap_or_default()));
     }
 
     pub fn write(&self, name: &str, text: &str) {

@@ -1,0 +1,252 @@
+//! The server-rendered pages people see: sign-in, consent, sign-out and errors. Plain HTML
+//! forms (no JavaScript), labelled fields, visible focus, text contrast above WCAG AA, and
+//! every value escaped by askama.
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+use super::browser::page_headers;
+
+/// Shared look: system fonts, one column, a strong focus ring. Inline, because the pages'
+/// Content-Security-Policy allows no other source.
+const STYLE: &str = "
+*{box-sizing:border-box}
+body{margin:0;font:16px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1a1a1a;background:#f4f5f7}
+main{max-width:26rem;margin:4rem auto;padding:2rem;background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.15)}
+h1{font-size:1.4rem;margin:0 0 1rem}
+p.meta{color:#4a4a4a;margin:0 0 1.25rem}
+label{display:block;font-weight:600;margin:.75rem 0 .25rem}
+input[type=text],input[type=password]{width:100%;padding:.6rem;border:1px solid #6b6b6b;border-radius:4px;font:inherit}
+button{font:inherit;padding:.6rem 1.2rem;border-radius:4px;border:1px solid #0b4f9c;cursor:pointer;margin-top:1.25rem}
+button.primary{background:#0b4f9c;color:#fff}
+button.secondary{background:#fff;color:#0b4f9c}
+:focus-visible{outline:3px solid #e8a200;outline-offset:2px}
+.alert{border-left:4px solid #b00020;background:#fdecee;color:#5c0011;padding:.75rem;margin-bottom:1rem}
+ul.scopes{padding-left:1.2rem}
+ul.scopes li{margin:.4rem 0}
+code{font-size:.9em;color:#333}
+";
+
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Sign in · {{ client }}</title><style>{{ style|safe }}</style></head>
+<body><main>
+<h1>Sign in</h1>
+<p class="meta">to continue to <strong>{{ client }}</strong></p>
+{% if let Some(error) = error %}<div class="alert" role="alert" id="error">{{ error }}</div>{% endif %}
+<form method="post" action="{{ action }}">
+<input type="hidden" name="request" value="{{ request }}">
+<input type="hidden" name="csrf" value="{{ csrf }}">
+<label for="username">Username</label>
+<input type="text" id="username" name="username" value="{{ username }}" autocomplete="username" autocapitalize="none" spellcheck="false" required{% if username.is_empty() %} autofocus{% endif %}{% if error.is_some() %} aria-describedby="error"{% endif %}>
+<label for="password">Password</label>
+<input type="password" id="password" name="password" autocomplete="current-password" required{% if !username.is_empty() %} autofocus{% endif %}>
+<button type="submit" class="primary">Sign in</button>
+</form>
+</main></body></html>"#
+)]
+struct LoginPage<'a> {
+    style: &'a str,
+    client: &'a str,
+    action: &'a str,
+    request: &'a str,
+    csrf: &'a str,
+    username: &'a str,
+    error: Option<&'a str>,
+}
+
+/// One line on the consent page.
+pub struct ScopeLine {
+    pub value: String,
+    pub description: String,
+}
+
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Allow access · {{ client }}</title><style>{{ style|safe }}</style></head>
+<body><main>
+<h1>Allow {{ client }}?</h1>
+<p class="meta">Signed in as <strong>{{ person }}</strong>. {{ client }} asks to:</p>
+<ul class="scopes">
+{% for s in scopes %}<li>{{ s.description }} <code>{{ s.value }}</code></li>
+{% endfor %}</ul>
+<form method="post" action="{{ action }}">
+<input type="hidden" name="request" value="{{ request }}">
+<input type="hidden" name="csrf" value="{{ csrf }}">
+<button type="submit" name="decision" value="allow" class="primary" autofocus>Allow</button>
+<button type="submit" name="decision" value="deny" class="secondary">Deny</button>
+</form>
+</main></body></html>"#
+)]
+struct ConsentPage<'a> {
+    style: &'a str,
+    client: &'a str,
+    person: &'a str,
+    scopes: &'a [ScopeLine],
+    action: &'a str,
+    request: &'a str,
+    csrf: &'a str,
+}
+
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{{ title }}</title><style>{{ style|safe }}</style></head>
+<body><main>
+<h1>{{ title }}</h1>
+<p{% if alert %} class="alert" role="alert"{% endif %}>{{ text }}</p>
+{% if let Some((action, csrf)) = confirm %}<form method="post" action="{{ action }}">
+<input type="hidden" name="csrf" value="{{ csrf }}">
+{% for (name, value) in carried %}<input type="hidden" name="{{ name }}" value="{{ value }}">
+{% endfor %}
+<button type="submit" name="confirm" value="yes" class="primary" autofocus>Sign out</button>
+</form>{% endif %}
+</main></body></html>"#
+)]
+struct MessagePage<'a> {
+    style: &'a str,
+    title: &'a str,
+    text: &'a str,
+    alert: bool,
+    confirm: Option<(&'a str, &'a str)>,
+    /// Parameters the confirmation form passes on.
+    carried: &'a [(&'a str, &'a str)],
+}
+
+fn page(status: StatusCode, rendered: Result<String, askama::Error>) -> Response {
+    let mut response = match rendered {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render a page");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    };
+    page_headers(&mut response);
+    response
+}
+
+/// The sign-in form for a pending request.
+pub fn login(
+    status: StatusCode,
+    client: &str,
+    action: &str,
+    request: &str,
+    csrf: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
+    let p = LoginPage {
+        style: STYLE,
+        client,
+        action,
+        request,
+        csrf,
+        username,
+        error,
+    };
+    page(status, p.render())
+}
+
+/// The consent form for a pending request.
+pub fn consent(client: &str, person: &str, scopes: &[ScopeLine], action: &str, request: &str, csrf: &str) -> Response {
+    let p = ConsentPage {
+        style: STYLE,
+        client,
+        person,
+        scopes,
+        action,
+        request,
+        csrf,
+    };
+    page(StatusCode::OK, p.render())
+}
+
+/// An error page: what went wrong, and no link back to a client that may not be genuine.
+pub fn error(status: StatusCode, text: &str) -> Response {
+    let p = MessagePage {
+        style: STYLE,
+        title: "Sign-in failed",
+        text,
+        alert: true,
+        confirm: None,
+        carried: &[],
+    };
+    page(status, p.render())
+}
+
+/// A plain message.
+pub fn message(title: &str, text: &str) -> Response {
+    let p = MessagePage {
+        style: STYLE,
+        title,
+        text,
+        alert: false,
+        confirm: None,
+        carried: &[],
+    };
+    page(StatusCode::OK, p.render())
+}
+
+/// Asks whether to sign out (a logout request that did not prove where it came from),
+/// passing the request's `carried` parameters on.
+pub fn confirm_logout(action: &str, csrf: &str, carried: &[(&str, &str)]) -> Response {
+    let p = MessagePage {
+        style: STYLE,
+        title: "Sign out?",
+        text: "Sign out of kauth on this browser.",
+        alert: false,
+        confirm: Some((action, csrf)),
+        carried,
+    };
+    page(StatusCode::OK, p.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(r: Response) -> String {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn pages_escape_what_they_show_and_label_their_fields() {
+        let r = login(
+            StatusCode::UNAUTHORIZED,
+            "<script>x</script>",
+            "/login",
+            "req",
+            "tok",
+            "a\"b",
+            Some("wrong username or password"),
+        );
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()["x-frame-options"], "DENY");
+        let html = body(r).await;
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&#60;script&#62;"), "{html}");
+        assert!(
+            html.contains(r#"value="a&#34;b""#) || html.contains(r#"value="a&quot;b""#),
+            "{html}"
+        );
+        assert!(html.contains(r#"<label for="username">"#) && html.contains(r#"id="username""#));
+        assert!(html.contains(r#"role="alert""#));
+        let lines = [ScopeLine {
+            value: "orders.read".into(),
+            description: "Read <b>orders</b>".into(),
+        }];
+        let html = body(consent("shop/web", "alice", &lines, "/consent", "r", "c")).await;
+        assert!(html.contains("Read &#60;b&#62;orders&#60;/b&#62;"), "{html}");
+        assert!(html.contains(r#"value="allow""#) && html.contains(r#"value="deny""#));
+    }
+}

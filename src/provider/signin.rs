@@ -1,0 +1,310 @@
+//! The sign-in and consent pages of a pending authorization request.
+//!
+//! Each form carries the request id and its CSRF token, and is accepted only from the browser
+//! that started the request (its binding cookie). Failed passwords are throttled per account
+//! and per address.
+
+use std::time::Instant;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use k8s_openapi::jiff::Timestamp;
+use serde::Deserialize;
+
+use super::ProviderState;
+use super::authorize::{AuthRequest, ClientRedirect, IDENTITY_SCOPES, SESSION_LIFETIME_SECS, consent_needed, proceed};
+use super::browser::{CookieName, client_ip, handle_digest, random_handle, read_cookie, same_secret, set_cookie};
+use super::form::Form;
+use super::pages::{self, ScopeLine};
+use crate::store::{PendingRequest, Session, StoreError};
+
+#[derive(Deserialize)]
+pub struct PendingQuery {
+    request: Option<String>,
+}
+
+const EXPIRED: &str = "This sign-in has expired or was already used. Go back to the application and start again.";
+
+/// A pending request this browser started, with its checked contents.
+struct Pending {
+    id: String,
+    stored: PendingRequest,
+    request: AuthRequest,
+}
+
+async fn load_pending(
+    state: &ProviderState,
+    headers: &HeaderMap,
+    id: Option<&str>,
+) -> Result<Option<Pending>, StoreError> {
+    let Some(id) = id else { return Ok(None) };
+    let now = Timestamp::now().as_second();
+    let Some(stored) = state.store.auth_request(id, now).await? else {
+        return Ok(None);
+    };
+    // Only the browser that started the request may continue it.
+    let browser = read_cookie(headers, &state.issuer, CookieName::Browser).map(|b| handle_digest(&b));
+    if !browser.is_some_and(|b| same_secret(&b, &stored.browser)) {
+        return Ok(None);
+    }
+    let Ok(request) = serde_json::from_str(&stored.request) else {
+        return Ok(None);
+    };
+    Ok(Some(Pending {
+        id: id.to_string(),
+        stored,
+        request,
+    }))
+}
+
+fn client_label(state: &ProviderState, client_id: &str) -> String {
+    match state.registry.load().clients.get(client_id) {
+        Some(c) => format!("{}/{}", c.namespace, c.name),
+        None => client_id.to_string(),
+    }
+}
+
+fn unavailable(e: StoreError) -> Response {
+    tracing::error!(error = %e, "grant store unavailable during sign-in");
+    pages::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Signing in is not possible right now. Try again shortly.",
+    )
+}
+
+/// GET /login?request=ID
+pub async fn login_page(
+    State(state): State<ProviderState>,
+    headers: HeaderMap,
+    Query(q): Query<PendingQuery>,
+) -> Response {
+    match load_pending(&state, &headers, q.request.as_deref()).await {
+        Ok(Some(p)) => pages::login(
+            StatusCode::OK,
+            &client_label(&state, &p.request.client_id),
+            &state.issuer.endpoint("/login"),
+            &p.id,
+            &p.stored.csrf,
+            p.request.login_hint.as_deref().unwrap_or(""),
+            None,
+        ),
+        Ok(None) => pages::error(StatusCode::BAD_REQUEST, EXPIRED),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Reads a page's form and the pending request it continues, checking the CSRF token.
+async fn form_and_pending(
+    state: &ProviderState,
+    request: Request,
+) -> Result<(HeaderMap, Form, Pending, Option<std::net::IpAddr>), Response> {
+    let ip = client_ip(&request);
+    let (parts, body) = request.into_parts();
+    if parts.method != Method::POST {
+        return Err(pages::error(StatusCode::METHOD_NOT_ALLOWED, "Use the form."));
+    }
+    let form = Form::read(&parts.headers, body)
+        .await
+        .map_err(|e| pages::error(StatusCode::BAD_REQUEST, &e.description))?;
+    let pending = match load_pending(state, &parts.headers, form.get("request")).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Err(pages::error(StatusCode::BAD_REQUEST, EXPIRED)),
+        Err(e) => return Err(unavailable(e)),
+    };
+    if !form.get("csrf").is_some_and(|c| same_secret(c, &pending.stored.csrf)) {
+        return Err(pages::error(
+            StatusCode::FORBIDDEN,
+            "The form was not sent from this sign-in page. Start again from the application.",
+        ));
+    }
+    Ok((parts.headers, form, pending, ip))
+}
+
+/// POST /login
+pub async fn login_submit(State(state): State<ProviderState>, request: Request) -> Response {
+    let (headers, form, pending, ip) = match form_and_pending(&state, request).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let client = client_label(&state, &pending.request.client_id);
+    let action = state.issuer.endpoint("/login");
+    let username = form.get("username").unwrap_or("").trim().to_string();
+    let again = |status, error: &str| {
+        pages::login(
+            status,
+            &client,
+            &action,
+            &pending.id,
+            &pending.stored.csrf,
+            &username,
+            Some(error),
+        )
+    };
+    let started = Instant::now();
+    if let Some(wait) = state.throttle.blocked(&username, ip, started) {
+        let minutes = wait.as_secs().div_ceil(60);
+        return again(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("Too many failed attempts. Try again in {minutes} minute(s)."),
+        );
+    }
+    let password = form.get("password").unwrap_or("").to_string();
+    let people = state.people.load_full();
+    let name = username.clone();
+    // argon2id takes tens of milliseconds of CPU: off the async threads.
+    let user = tokio::task::spawn_blocking(move || people.verify(&name, &password).cloned())
+        .await
+        .ok()
+        .flatten();
+    let Some(user) = user else {
+        state.throttle.failed(&username, ip, started);
+        tracing::info!(client = %client, "failed sign-in");
+        return again(StatusCode::UNAUTHORIZED, "Wrong username or password.");
+    };
+    state.throttle.succeeded(&username);
+    let now = Timestamp::now().as_second();
+    let session = Session {
+        subject: user.username.clone(),
+        auth_time: now,
+    };
+    // A new session id on every sign-in: a planted cookie never becomes a session.
+    let cookie = random_handle();
+    let stored = async {
+        state.store.save_subject(&user.username, &user.claims(), now).await?;
+        state
+            .store
+            .create_session(&handle_digest(&cookie), &session, now + SESSION_LIFETIME_SECS)
+            .await
+    };
+    if let Err(e) = stored.await {
+        return unavailable(e);
+    }
+    tracing::info!(subject = %user.username, client = %client, "signed in");
+    let snapshot = state.registry.load();
+    let next = proceed(
+        &state,
+        &snapshot,
+        &headers,
+        Some(session),
+        &pending.request,
+        Some(&pending.id),
+        false,
+    );
+    let mut response = match next.await {
+        Ok(r) => r,
+        Err(e) => return unavailable(e),
+    };
+    set_cookie(
+        &mut response,
+        &state.issuer,
+        CookieName::Session,
+        Some(&cookie),
+        SESSION_LIFETIME_SECS,
+    );
+    response
+}
+
+/// GET /consent?request=ID
+pub async fn consent_page(
+    State(state): State<ProviderState>,
+    headers: HeaderMap,
+    Query(q): Query<PendingQuery>,
+) -> Response {
+    let pending = match load_pending(&state, &headers, q.request.as_deref()).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return pages::error(StatusCode::BAD_REQUEST, EXPIRED),
+        Err(e) => return unavailable(e),
+    };
+    let now = Timestamp::now().as_second();
+    let session = match super::authorize::current_session(&state, &headers, now).await {
+        Ok(Some((_, s))) => s,
+        Ok(None) => return pages::error(StatusCode::BAD_REQUEST, EXPIRED),
+        Err(e) => return unavailable(e),
+    };
+    let snapshot = state.registry.load();
+    let remembered = match state.store.consent(&session.subject, &pending.request.client_id).await {
+        Ok(r) => r,
+        Err(e) => return unavailable(e),
+    };
+    let lines: Vec<ScopeLine> = consent_needed(&snapshot, &pending.request, &remembered)
+        .into_iter()
+        .map(|value| {
+            let description = IDENTITY_SCOPES
+                .iter()
+                .find(|(v, _)| *v == value)
+                .map(|(_, d)| d.to_string())
+                .or_else(|| snapshot.scopes.get(&value).and_then(|s| s.description.clone()))
+                .unwrap_or_else(|| format!("Use {value}"));
+            ScopeLine { value, description }
+        })
+        .collect();
+    pages::consent(
+        &client_label(&state, &pending.request.client_id),
+        &session.subject,
+        &lines,
+        &state.issuer.endpoint("/consent"),
+        &pending.id,
+        &pending.stored.csrf,
+    )
+}
+
+/// POST /consent
+pub async fn consent_submit(State(state): State<ProviderState>, request: Request) -> Response {
+    let (headers, form, pending, _) = match form_and_pending(&state, request).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let now = Timestamp::now().as_second();
+    let session = match super::authorize::current_session(&state, &headers, now).await {
+        Ok(Some((_, s))) => s,
+        Ok(None) => return pages::error(StatusCode::BAD_REQUEST, EXPIRED),
+        Err(e) => return unavailable(e),
+    };
+    let req = &pending.request;
+    if form.get("decision") != Some("allow") {
+        if let Err(e) = state.store.finish_auth_request(&pending.id).await {
+            return unavailable(e);
+        }
+        tracing::info!(subject = %session.subject, client_id = %req.client_id, "consent denied");
+        let back = ClientRedirect {
+            redirect_uri: &req.redirect_uri,
+            state: req.state.as_deref(),
+            issuer: &state.issuer.url,
+        };
+        return back.error("access_denied", "the person denied the request");
+    }
+    let remember = async {
+        let mut allowed = state.store.consent(&session.subject, &req.client_id).await?;
+        for s in &req.scopes {
+            if !allowed.contains(s) {
+                allowed.push(s.clone());
+            }
+        }
+        state
+            .store
+            .remember_consent(&session.subject, &req.client_id, &allowed, now)
+            .await
+    };
+    if let Err(e) = remember.await {
+        return unavailable(e);
+    }
+    let snapshot = state.registry.load();
+    // The consent is recorded: proceed no longer asks, even for prompt=consent.
+    let mut req = req.clone();
+    req.force_consent = false;
+    match proceed(
+        &state,
+        &snapshot,
+        &headers,
+        Some(session),
+        &req,
+        Some(&pending.id),
+        false,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => unavailable(e),
+    }
+}

@@ -1,0 +1,696 @@
+//! People sign in: the authorization code flow through the real /authorize, login and
+//! consent pages (a cookie-keeping HTTP client stands in for the browser), with a relying
+//! party built on the `openidconnect` crate validating what it gets. The same flows in a
+//! real headless browser are in tests/browser.rs.
+
+mod support;
+
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AccessTokenHash, AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, RefreshToken, Scope, TokenResponse,
+};
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use support::{SCOPES, TestProvider};
+
+const WEB_CB: &str = "https://shop.example.com/callback";
+const SPA_CB: &str = "http://127.0.0.1:8401/callback";
+
+pub const SIGN_IN_CLIENTS: &str = r#"
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: web, namespace: shop}
+spec:
+  grantTypes: [authorization_code, refresh_token]
+  redirectUris: ["https://shop.example.com/callback"]
+  postLogoutRedirectUris: ["https://shop.example.com/bye"]
+  scopes: [orders.read]
+---
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: spa, namespace: shop}
+spec:
+  clientType: public
+  grantTypes: [authorization_code, refresh_token]
+  redirectUris: ["http://127.0.0.1:8401/callback"]
+---
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: other, namespace: shop}
+spec:
+  grantTypes: [authorization_code]
+  redirectUris: ["https://other.example.com/cb"]
+---
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: machine, namespace: shop}
+spec:
+  scopes: [orders.read]
+"#;
+
+/// alice / wonderland, bob / builder (hashes made with `kauth hash-password`).
+fn people() -> String {
+    let alice = kauth::people::hash_password("wonderland");
+    let bob = kauth::people::hash_password("builder");
+    format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: kauth-users, namespace: kauth}}
+stringData:
+  users.yaml: |
+    users:
+      - username: alice
+        name: Alice Liddell
+        email: alice@example.com
+        emailVerified: true
+        groups: [shop-admins]
+        passwordHash: "{alice}"
+      - username: bob
+        passwordHash: "{bob}"
+"#
+    )
+}
+
+async fn provider() -> TestProvider {
+    TestProvider::start(&[
+        ("scopes.yaml", SCOPES),
+        ("clients.yaml", SIGN_IN_CLIENTS),
+        ("people.yaml", &people()),
+    ])
+    .await
+}
+
+/// A browser: keeps cookies, does not follow redirects (each step is checked).
+struct Browser {
+    http: reqwest::Client,
+}
+
+/// One response, reduced to what the flow needs.
+struct Step {
+    status: StatusCode,
+    location: Option<String>,
+    body: String,
+}
+
+impl Browser {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn step(r: reqwest::Response) -> Step {
+        let status = r.status();
+        let location = r.headers().get("location").map(|l| l.to_str().unwrap().to_string());
+        Step {
+            status,
+            location,
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&self, url: &str) -> Step {
+        Self::step(self.http.get(url).send().await.unwrap()).await
+    }
+
+    async fn post(&self, url: &str, form: &[(&str, &str)]) -> Step {
+        Self::step(self.http.post(url).form(form).send().await.unwrap()).await
+    }
+
+    /// Follows the flow from `url` through the login and consent pages, signing in as
+    /// `user` and allowing everything; returns where kauth finally sent the browser.
+    async fn sign_in(&self, p: &TestProvider, url: &str, user: (&str, &str)) -> url::Url {
+        let mut step = self.get(url).await;
+        loop {
+            assert_eq!(step.status, StatusCode::SEE_OTHER, "{}", step.body);
+            let to = step.location.clone().unwrap();
+            if !to.starts_with(&p.url) {
+                return url::Url::parse(&to).unwrap();
+            }
+            let page = self.get(&to).await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+            let request = hidden(&page.body, "request");
+            let csrf = hidden(&page.body, "csrf");
+            step = if to.contains("/login") {
+                let form = [
+                    ("request", request.as_str()),
+                    ("csrf", csrf.as_str()),
+                    ("username", user.0),
+                    ("password", user.1),
+                ];
+                self.post(&format!("{}/login", p.url), &form).await
+            } else {
+                let form = [
+                    ("request", request.as_str()),
+                    ("csrf", csrf.as_str()),
+                    ("decision", "allow"),
+                ];
+                self.post(&format!("{}/consent", p.url), &form).await
+            };
+        }
+    }
+}
+
+/// The value of a hidden form field.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field in {html}"))
+        + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_string()
+}
+
+fn param(url: &url::Url, name: &str) -> Option<String> {
+    url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+fn rp_http() -> reqwest::Client {
+    reqwest::Client::builder().redirect(Policy::none()).build().unwrap()
+}
+
+async fn relying_party(
+    p: &TestProvider,
+    client_id: &str,
+    secret: Option<String>,
+    redirect: &str,
+) -> CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+> {
+    let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(p.url.clone()).unwrap(), &rp_http())
+        .await
+        .unwrap();
+    let client =
+        CoreClient::from_provider_metadata(metadata, ClientId::new(client_id.into()), secret.map(ClientSecret::new))
+            .set_redirect_uri(RedirectUrl::new(redirect.into()).unwrap());
+    if client_id.ends_with("spa") {
+        client.set_auth_type(AuthType::RequestBody)
+    } else {
+        client
+    }
+}
+
+#[tokio::test]
+async fn a_confidential_client_signs_a_person_in_and_the_relying_party_validates_the_id_token() {
+    let p = provider().await;
+    let (id, secret) = p.credentials("shop", "web");
+    let rp = relying_party(&p, &id, Some(secret.clone()), WEB_CB).await;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (auth_url, csrf, nonce) = rp
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("profile".into()))
+        .add_scope(Scope::new("email".into()))
+        .add_scope(Scope::new("orders.read".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let browser = Browser::new();
+    let back = browser.sign_in(&p, auth_url.as_str(), ("alice", "wonderland")).await;
+    assert!(back.as_str().starts_with(WEB_CB), "{back}");
+    assert_eq!(param(&back, "state").as_deref(), Some(csrf.secret().as_str()));
+    assert_eq!(param(&back, "iss").as_deref(), Some(p.url.as_str()), "RFC 9207");
+    let code = param(&back, "code").unwrap();
+
+    let tokens = rp
+        .exchange_code(AuthorizationCode::new(code.clone()))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&rp_http())
+        .await
+        .unwrap();
+    let id_token = tokens.id_token().expect("an ID token for openid");
+    let verifier = rp.id_token_verifier();
+    let claims = id_token
+        .claims(&verifier, &nonce)
+        .expect("signature, iss, aud, exp and nonce");
+    assert_eq!(claims.subject().as_str(), "alice");
+    assert_eq!(claims.email().map(|e| e.as_str()), Some("alice@example.com"));
+    let expected = AccessTokenHash::from_token(
+        tokens.access_token(),
+        id_token.signing_alg().unwrap(),
+        id_token.signing_key(&verifier).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims.access_token_hash(), Some(&expected), "at_hash");
+    assert!(claims.auth_time().is_some());
+    assert_eq!(claims.authorized_party().map(|a| a.as_str()), Some(id.as_str()), "azp");
+    let header = jwt_header(id_token.to_string().as_str());
+    assert_eq!(header["alg"], "RS256", "RS256 by default, for every relying party");
+
+    // The access token is for the orders API and the person.
+    let at = jwt_payload(tokens.access_token().secret());
+    assert_eq!(at["sub"], "alice");
+    assert_eq!(at["aud"], "https://orders.example.com");
+    assert_eq!(at["client_id"], id.as_str());
+
+    // userinfo releases what the scopes allow.
+    let info: openidconnect::core::CoreUserInfoClaims = rp
+        .user_info(tokens.access_token().clone(), None)
+        .unwrap()
+        .request_async(&rp_http())
+        .await
+        .unwrap();
+    assert_eq!(info.subject().as_str(), "alice");
+    assert_eq!(
+        info.name().and_then(|n| n.get(None)).map(|n| n.as_str()),
+        Some("Alice Liddell")
+    );
+
+    // The second sign-in of the same person to the same client: session and consent are
+    // remembered, so the browser goes straight back with a code.
+    let (auth_url, _, _) = rp
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .url();
+    let step = browser.get(auth_url.as_str()).await;
+    assert!(step.location.unwrap().starts_with(WEB_CB), "no page in between");
+
+    // Refresh: rotation on every use; the old token then revokes the family.
+    let first_refresh = tokens
+        .refresh_token()
+        .expect("the client has the refresh_token grant")
+        .clone();
+    let renewed = rp
+        .exchange_refresh_token(&first_refresh)
+        .unwrap()
+        .request_async(&rp_http())
+        .await
+        .unwrap();
+    let second_refresh = renewed.refresh_token().unwrap().clone();
+    assert_ne!(second_refresh.secret(), first_refresh.secret());
+    let renewed_id = renewed.id_token().expect("openid stays granted");
+    renewed_id
+        .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+        .expect("a refreshed ID token verifies (without a nonce)");
+    let reuse = refresh_error(&p, &id, &secret, first_refresh.secret()).await;
+    assert_eq!(reuse, "invalid_grant", "the rotated-out token is refused");
+    let after = refresh_error(&p, &id, &secret, second_refresh.secret()).await;
+    assert_eq!(after, "invalid_grant", "its reuse revoked the whole family");
+    let status = rp_http()
+        .get(format!("{}/userinfo", p.url))
+        .bearer_auth(renewed.access_token().secret())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401, "and the family's access tokens");
+}
+
+/// POSTs a refresh and returns the error code.
+async fn refresh_error(p: &TestProvider, id: &str, secret: &str, token: &str) -> String {
+    let r = rp_http()
+        .post(format!("{}/token", p.url))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", token)])
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["error"].as_str().unwrap_or("none").to_string()
+}
+
+fn jwt_part(token: &str, i: usize) -> serde_json::Value {
+    use base64::Engine;
+    let part = token.split('.').nth(i).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+fn jwt_header(token: &str) -> serde_json::Value {
+    jwt_part(token, 0)
+}
+
+fn jwt_payload(token: &str) -> serde_json::Value {
+    jwt_part(token, 1)
+}
+
+#[tokio::test]
+async fn a_public_client_needs_pkce_s256_and_gets_tokens_without_a_secret() {
+    let p = provider().await;
+    let id = "shop.spa";
+    let browser = Browser::new();
+    let base = format!(
+        "{}/authorize?client_id={id}&response_type=code&scope=openid&redirect_uri={}&state=s1",
+        p.url,
+        urlencode(SPA_CB)
+    );
+    // No PKCE: refused, back at the (registered) redirect URI with the reason.
+    let back = url::Url::parse(&browser.get(&base).await.location.unwrap()).unwrap();
+    assert_eq!(param(&back, "error").as_deref(), Some("invalid_request"));
+    assert!(param(&back, "error_description").unwrap().contains("PKCE"));
+    assert_eq!(param(&back, "state").as_deref(), Some("s1"));
+    // plain is refused too.
+    let plain = format!("{base}&code_challenge={}&code_challenge_method=plain", "a".repeat(43));
+    let back = url::Url::parse(&browser.get(&plain).await.location.unwrap()).unwrap();
+    assert!(param(&back, "error_description").unwrap().contains("plain"));
+
+    let rp = relying_party(&p, id, None, SPA_CB).await;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (auth_url, _, nonce) = rp
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge)
+        .url();
+    let back = browser.sign_in(&p, auth_url.as_str(), ("bob", "builder")).await;
+    let code = param(&back, "code").unwrap();
+    let tokens = rp
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&rp_http())
+        .await
+        .unwrap();
+    let claims = tokens
+        .id_token()
+        .unwrap()
+        .claims(&rp.id_token_verifier(), &nonce)
+        .unwrap();
+    assert_eq!(claims.subject().as_str(), "bob");
+    // A public client cannot introspect.
+    let r = rp_http()
+        .post(format!("{}/introspect", p.url))
+        .form(&[("client_id", id), ("token", tokens.access_token().secret().as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Its refresh token rotates with client_id alone.
+    let renewed = rp
+        .exchange_refresh_token(&RefreshToken::new(tokens.refresh_token().unwrap().secret().clone()))
+        .unwrap()
+        .request_async(&rp_http())
+        .await
+        .unwrap();
+    assert!(renewed.refresh_token().is_some());
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn redirect_uri_variants_are_refused_on_a_page_and_never_redirected() {
+    let p = provider().await;
+    let browser = Browser::new();
+    for variant in [
+        "https://shop.example.com/callback/",
+        "https://SHOP.example.com/callback",
+        "https://shop.example.com/Callback",
+        "https://shop.example.com/callback/extra",
+        "https://shop.example.com/callback?x=1",
+        "https://shop.example.com/callback#frag",
+        "https://shop.example.com@evil.example.com/callback",
+        "https://evil.example.com@shop.example.com/callback",
+        "https://shop.example.com:443/callback",
+        "http://shop.example.com/callback",
+    ] {
+        let url = format!(
+            "{}/authorize?client_id=shop.web&response_type=code&scope=openid&state=x&redirect_uri={}",
+            p.url,
+            urlencode(variant)
+        );
+        let step = browser.get(&url).await;
+        assert_eq!(step.status, StatusCode::BAD_REQUEST, "{variant}");
+        assert_eq!(step.location, None, "{variant} must not be redirected to");
+        assert!(step.body.contains("has not registered"), "{variant}: {}", step.body);
+    }
+    // An unknown client also gets a page, not a redirect.
+    let step = browser
+        .get(&format!(
+            "{}/authorize?client_id=nobody&response_type=code&redirect_uri={}",
+            p.url,
+            urlencode(WEB_CB)
+        ))
+        .await;
+    assert_eq!((step.status, step.location), (StatusCode::BAD_REQUEST, None));
+}
+
+#[tokio::test]
+async fn implicit_flow_and_password_grant_are_refused() {
+    let p = provider().await;
+    let browser = Browser::new();
+    for response_type in ["token", "id_token", "code%20id_token", "id_token%20token"] {
+        let url = format!(
+            "{}/authorize?client_id=shop.web&response_type={response_type}&scope=openid&state=z&redirect_uri={}",
+            p.url,
+            urlencode(WEB_CB)
+        );
+        let back = url::Url::parse(&browser.get(&url).await.location.unwrap()).unwrap();
+        assert_eq!(
+            param(&back, "error").as_deref(),
+            Some("unsupported_response_type"),
+            "{response_type}"
+        );
+        assert!(back.fragment().is_none(), "nothing in a fragment");
+        assert_eq!(param(&back, "iss").as_deref(), Some(p.url.as_str()));
+    }
+    let (id, secret) = p.credentials("shop", "web");
+    let r = rp_http()
+        .post(format!("{}/token", p.url))
+        .basic_auth(&id, Some(&secret))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "wonderland"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "unsupported_grant_type");
+    // A client without the grant cannot start the flow.
+    let url = format!(
+        "{}/authorize?client_id=shop.machine&response_type=code&redirect_uri={}",
+        p.url,
+        urlencode(WEB_CB)
+    );
+    assert_eq!(browser.get(&url).await.status, StatusCode::BAD_REQUEST);
+}
+
+/// Signs alice in for shop.web and returns the code (and the PKCE verifier).
+async fn code_for_web(p: &TestProvider, browser: &Browser) -> (String, String) {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let url = format!(
+        "{}/authorize?client_id=shop.web&response_type=code&scope=openid%20orders.read&state=q&nonce=n&redirect_uri={}&code_challenge={}&code_challenge_method=S256",
+        p.url,
+        urlencode(WEB_CB),
+        challenge.as_str()
+    );
+    let back = browser.sign_in(p, &url, ("alice", "wonderland")).await;
+    (param(&back, "code").unwrap(), verifier.secret().clone())
+}
+
+async fn redeem(p: &TestProvider, client: (&str, &str), code: &str, verifier: &str) -> (u16, serde_json::Value) {
+    let r = rp_http()
+        .post(format!("{}/token", p.url))
+        .basic_auth(client.0, Some(client.1))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", WEB_CB),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_replayed_code_fails_and_revokes_what_its_first_use_issued() {
+    let p = provider().await;
+    let browser = Browser::new();
+    let (id, secret) = p.credentials("shop", "web");
+    let (code, verifier) = code_for_web(&p, &browser).await;
+    let (status, first) = redeem(&p, (&id, &secret), &code, &verifier).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, second) = redeem(&p, (&id, &secret), &code, &verifier).await;
+    assert_eq!((status, second["error"].as_str()), (400, Some("invalid_grant")));
+    // The first use's access token is now inactive, and its refresh token dead.
+    let introspected: serde_json::Value = rp_http()
+        .post(format!("{}/introspect", p.url))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("token", first["access_token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["active"], false);
+    let refresh = first["refresh_token"].as_str().unwrap();
+    assert_eq!(refresh_error(&p, &id, &secret, refresh).await, "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_code_is_bound_to_its_client_verifier_and_lifetime() {
+    let p = provider().await;
+    let browser = Browser::new();
+    let (id, secret) = p.credentials("shop", "web");
+    let (other_id, other_secret) = p.credentials("shop", "other");
+    // Another client cannot redeem it (and spends it).
+    let (code, verifier) = code_for_web(&p, &browser).await;
+    let (status, body) = redeem(&p, (&other_id, &other_secret), &code, &verifier).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("another client"));
+    // A wrong verifier fails.
+    let (code, _) = code_for_web(&p, &browser).await;
+    let wrong = "x".repeat(43);
+    let (status, body) = redeem(&p, (&id, &secret), &code, &wrong).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    // An expired code fails: one stored with a lifetime already over.
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let grant = kauth::store::Grant {
+        client_id: id.clone(),
+        subject: "alice".into(),
+        scopes: vec!["openid".into()],
+        audiences: vec![],
+        redirect_uri: WEB_CB.into(),
+        nonce: None,
+        code_challenge: None,
+        auth_time: now - 100,
+    };
+    p.state
+        .store
+        .insert_code(&kauth::store::handle_digest("expired-code"), &grant, now - 1)
+        .await
+        .unwrap();
+    let r = rp_http()
+        .post(format!("{}/token", p.url))
+        .basic_auth(&id, Some(&secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "expired-code"),
+            ("redirect_uri", WEB_CB),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+    assert!(body["error_description"].as_str().unwrap().contains("expired"));
+}
+
+#[tokio::test]
+async fn sign_in_pages_refuse_wrong_passwords_forged_forms_and_too_many_attempts() {
+    let p = provider().await;
+    let browser = Browser::new();
+    let url = format!(
+        "{}/authorize?client_id=shop.web&response_type=code&scope=openid&redirect_uri={}",
+        p.url,
+        urlencode(WEB_CB)
+    );
+    let to_login = browser.get(&url).await.location.unwrap();
+    let page = browser.get(&to_login).await;
+    let (request, csrf) = (hidden(&page.body, "request"), hidden(&page.body, "csrf"));
+    let attempt = |password: &'static str, csrf: String, request: String| {
+        let browser = &browser;
+        let p = &p;
+        async move {
+            browser
+                .post(
+                    &format!("{}/login", p.url),
+                    &[
+                        ("request", &request),
+                        ("csrf", &csrf),
+                        ("username", "bob"),
+                        ("password", password),
+                    ],
+                )
+                .await
+        }
+    };
+    let wrong = attempt("nope", csrf.clone(), request.clone()).await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("Wrong username or password"));
+    // A form without the right CSRF token, or from another browser, is refused.
+    let forged = attempt("builder", "forged".into(), request.clone()).await;
+    assert_eq!(forged.status, 403);
+    let elsewhere = Browser::new()
+        .post(
+            &format!("{}/login", p.url),
+            &[
+                ("request", &request),
+                ("csrf", &csrf),
+                ("username", "bob"),
+                ("password", "builder"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        elsewhere.status, 400,
+        "the pending request belongs to the first browser"
+    );
+    for _ in 1..ACCOUNT_LIMIT {
+        attempt("nope", csrf.clone(), request.clone()).await;
+    }
+    let blocked = attempt("builder", csrf.clone(), request.clone()).await;
+    assert_eq!(
+        blocked.status, 429,
+        "even the right password waits once the account is throttled"
+    );
+    // prompt=none with no session comes back with login_required.
+    let none = format!("{url}&prompt=none&state=p");
+    let back = url::Url::parse(&Browser::new().get(&none).await.location.unwrap()).unwrap();
+    assert_eq!(param(&back, "error").as_deref(), Some("login_required"));
+}
+
+/// Failed attempts an account is allowed per window (as documented in the README).
+const ACCOUNT_LIMIT: usize = 5;
+
+#[tokio::test]
+async fn logout_goes_only_to_registered_post_logout_uris() {
+    let p = provider().await;
+    let browser = Browser::new();
+    let (id, secret) = p.credentials("shop", "web");
+    let (code, verifier) = code_for_web(&p, &browser).await;
+    let (_, tokens) = redeem(&p, (&id, &secret), &code, &verifier).await;
+    let hint = tokens["id_token"].as_str().unwrap();
+    let unregistered = browser
+        .get(&format!(
+            "{}/end_session?id_token_hint={hint}&post_logout_redirect_uri={}",
+            p.url,
+            urlencode("https://evil.example.com/")
+        ))
+        .await;
+    assert_eq!(
+        (unregistered.status, unregistered.location),
+        (StatusCode::BAD_REQUEST, None)
+    );
+    let out = browser
+        .get(&format!(
+            "{}/end_session?id_token_hint={hint}&post_logout_redirect_uri={}&state=bye",
+            p.url,
+            urlencode("https://shop.example.com/bye")
+        ))
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(out.location.as_deref(), Some("https://shop.example.com/bye?state=bye"));
+    // Signed out: the next authorization asks for the password again.
+    let url = format!(
+        "{}/authorize?client_id=shop.web&response_type=code&scope=openid&redirect_uri={}",
+        p.url,
+        urlencode(WEB_CB)
+    );
+    assert!(browser.get(&url).await.location.unwrap().contains("/login"));
+}
