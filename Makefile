@@ -1,7 +1,7 @@
 # kauth — common tasks. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: run test test-cluster lint crds bench fmt
+.PHONY: run test test-browser test-cluster lint crds bench fmt
 
 run: ## Serve the bundled examples on 127.0.0.1:8080 without a cluster
 	$(CARGO) run --release -- standalone --manifests examples/
@@ -10,6 +10,9 @@ test: ## Format check, lints, and every test tier that needs no cluster (starts 
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	tests/postgres/run.sh $(CARGO) test
+
+test-browser: ## Browser tier: headless Chromium signs a person in (needs chromium and chromium-driver)
+	$(CARGO) test --test browser -- --ignored
 
 test-cluster: ## Cluster tier: against KUBECONFIG, or a local etcd + kube-apiserver it builds and starts
 	tests/cluster/run.sh

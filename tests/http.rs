@@ -437,12 +437,25 @@ async fn discovery_health_and_metrics() {
     assert_eq!(meta["code_challenge_methods_supported"], serde_json::json!(["S256"]));
     assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
     // Every endpoint discovery names answers (none is a 404).
-    for endpoint in ["authorization_endpoint", "userinfo_endpoint", "end_session_endpoint", "jwks_uri"] {
-        let status = http().get(meta[endpoint].as_str().unwrap()).send().await.unwrap().status();
+    for endpoint in [
+        "authorization_endpoint",
+        "userinfo_endpoint",
+        "end_session_endpoint",
+        "jwks_uri",
+    ] {
+        let status = http()
+            .get(meta[endpoint].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status();
         assert_ne!(status, 404, "{endpoint}");
     }
     let algs = meta["id_token_signing_alg_values_supported"].as_array().unwrap();
-    assert!(algs.contains(&serde_json::json!("RS256")), "RS256 is always there: {algs:?}");
+    assert!(
+        algs.contains(&serde_json::json!("RS256")),
+        "RS256 is always there: {algs:?}"
+    );
     let oidc: Value = http()
         .get(format!("{}/.well-known/openid-configuration", p.url))
         .send()

@@ -5,10 +5,10 @@
 
 mod support;
 
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::CoreAuthenticationFlow;
 use openidconnect::{
-    AccessTokenHash, AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, RefreshToken, Scope, TokenResponse,
+    AccessTokenHash, AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge, RefreshToken, Scope,
+    TokenResponse,
 };
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
@@ -172,33 +172,11 @@ fn param(url: &url::Url, name: &str) -> Option<String> {
 }
 
 fn rp_http() -> reqwest::Client {
-    reqwest::Client::builder().redirect(Policy::none()).build().unwrap()
+    support::rp_http()
 }
 
-async fn relying_party(
-    p: &TestProvider,
-    client_id: &str,
-    secret: Option<String>,
-    redirect: &str,
-) -> CoreClient<
-    openidconnect::EndpointSet,
-    openidconnect::EndpointNotSet,
-    openidconnect::EndpointNotSet,
-    openidconnect::EndpointNotSet,
-    openidconnect::EndpointMaybeSet,
-    openidconnect::EndpointMaybeSet,
-> {
-    let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(p.url.clone()).unwrap(), &rp_http())
-        .await
-        .unwrap();
-    let client =
-        CoreClient::from_provider_metadata(metadata, ClientId::new(client_id.into()), secret.map(ClientSecret::new))
-            .set_redirect_uri(RedirectUrl::new(redirect.into()).unwrap());
-    if client_id.ends_with("spa") {
-        client.set_auth_type(AuthType::RequestBody)
-    } else {
-        client
-    }
+async fn relying_party(p: &TestProvider, client_id: &str, secret: Option<String>, redirect: &str) -> support::RpClient {
+    support::relying_party(&p.url, client_id, secret, redirect).await
 }
 
 #[tokio::test]

@@ -133,3 +133,40 @@ impl TestProvider {
         )
     }
 }
+
+/// An HTTP client for relying parties: no redirects followed.
+pub fn rp_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// An `openidconnect` client configured from discovery (token and userinfo endpoints set).
+pub type RpClient = openidconnect::core::CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
+/// A relying party of the provider at `issuer`, from its discovery document. Without a
+/// secret it is a public client and sends its id in the body.
+pub async fn relying_party(issuer: &str, client_id: &str, secret: Option<String>, redirect: &str) -> RpClient {
+    use openidconnect::core::{CoreClient, CoreProviderMetadata};
+    use openidconnect::{AuthType, ClientId, ClientSecret, IssuerUrl, RedirectUrl};
+    let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(issuer.to_string()).unwrap(), &rp_http())
+        .await
+        .unwrap();
+    let public = secret.is_none();
+    let client =
+        CoreClient::from_provider_metadata(metadata, ClientId::new(client_id.into()), secret.map(ClientSecret::new))
+            .set_redirect_uri(RedirectUrl::new(redirect.into()).unwrap());
+    if public {
+        client.set_auth_type(AuthType::RequestBody)
+    } else {
+        client
+    }
+}

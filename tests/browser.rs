@@ -1,0 +1,314 @@
+//! Browser tier: headless Chromium (Debian `chromium` + `chromium-driver`) driven over
+//! WebDriver signs a local person in through kauth's real login and consent pages, for a
+//! confidential relying party and a public one with PKCE. Each relying party is a small web
+//! app built on the `openidconnect` crate that validates the ID token (signature, iss, aud,
+//! nonce, at_hash) before it greets the person.
+//!
+//! `make test-browser` runs these (`.ci/run` installs Chromium first).
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use fantoccini::{Client, ClientBuilder, Locator};
+use openidconnect::core::CoreAuthenticationFlow;
+use openidconnect::{
+    AccessTokenHash, AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    Scope, TokenResponse,
+};
+use support::{RpClient, SCOPES, TestProvider, relying_party, rp_http};
+
+/// A relying-party web app: `/` starts sign-in, `/callback` finishes it.
+#[derive(Clone)]
+struct RelyingParty {
+    client: Arc<RpClient>,
+    pending: Arc<Mutex<HashMap<String, (Nonce, PkceCodeVerifier)>>>,
+}
+
+async fn start_sign_in(State(rp): State<RelyingParty>) -> Response {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, csrf, nonce) = rp
+        .client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("profile".into()))
+        .add_scope(Scope::new("email".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    rp.pending
+        .lock()
+        .unwrap()
+        .insert(csrf.secret().clone(), (nonce, verifier));
+    Redirect::to(url.as_str()).into_response()
+}
+
+async fn callback(State(rp): State<RelyingParty>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some((nonce, verifier)) = q.get("state").and_then(|s| rp.pending.lock().unwrap().remove(s)) else {
+        return Html("<p id=result>unknown state</p>").into_response();
+    };
+    let Some(code) = q.get("code") else {
+        return Html(format!(
+            "<p id=result>error {}</p>",
+            q.get("error").cloned().unwrap_or_default()
+        ))
+        .into_response();
+    };
+    let tokens = match rp
+        .client
+        .exchange_code(AuthorizationCode::new(code.clone()))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&rp_http())
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return Html(format!("<p id=result>token error {e:?}</p>")).into_response(),
+    };
+    let id_token = tokens.id_token().expect("an ID token");
+    let id_verifier = rp.client.id_token_verifier();
+    let claims = match id_token.claims(&id_verifier, &nonce) {
+        Ok(c) => c,
+        Err(e) => return Html(format!("<p id=result>ID token refused: {e}</p>")).into_response(),
+    };
+    let expected = AccessTokenHash::from_token(
+        tokens.access_token(),
+        id_token.signing_alg().unwrap(),
+        id_token.signing_key(&id_verifier).unwrap(),
+    )
+    .unwrap();
+    if claims.access_token_hash() != Some(&expected) {
+        return Html("<p id=result>at_hash mismatch</p>").into_response();
+    }
+    let email = claims.email().map(|e| e.as_str().to_string()).unwrap_or_default();
+    Html(format!(
+        "<p id=result>signed in as {} ({email})</p>",
+        claims.subject().as_str()
+    ))
+    .into_response()
+}
+
+/// A chromedriver on a free 127.0.0.1 port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn chromedriver() -> Driver {
+    let bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+    let port = free_port();
+    let child = Command::new(&bin)
+        .arg(format!("--port={port}"))
+        .arg("--allowed-ips=127.0.0.1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin} ({e}): apt-get install chromium chromium-driver"));
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{url}/status")).await.is_ok() {
+            return Driver { child, url };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("chromedriver did not start on {url}");
+}
+
+async fn headless(driver: &Driver, profile: &std::path::Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+            // --no-sandbox: CI runs as root, where Chromium's sandbox cannot start.
+            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     format!("--user-data-dir={}", profile.display())]
+        }),
+    );
+    ClientBuilder::rustls()
+        .unwrap()
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session")
+}
+
+/// Starts the relying-party app on `listener` for `client_id`.
+async fn serve_rp(listener: tokio::net::TcpListener, issuer: &str, client_id: &str, secret: Option<String>) {
+    let redirect = format!("http://{}/callback", listener.local_addr().unwrap());
+    let rp = RelyingParty {
+        client: Arc::new(relying_party(issuer, client_id, secret, &redirect).await),
+        pending: Arc::default(),
+    };
+    let app = axum::Router::new()
+        .route("/", get(start_sign_in))
+        .route("/callback", get(callback))
+        .with_state(rp);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+}
+
+fn clients(web_port: u16, spa_port: u16) -> String {
+    format!(
+        r#"
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {{name: web, namespace: shop}}
+spec:
+  grantTypes: [authorization_code, refresh_token]
+  redirectUris: ["http://127.0.0.1:{web_port}/callback"]
+  scopes: [orders.read]
+---
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {{name: spa, namespace: shop}}
+spec:
+  clientType: public
+  grantTypes: [authorization_code]
+  redirectUris: ["http://127.0.0.1:{spa_port}/callback"]
+"#
+    )
+}
+
+fn people() -> String {
+    let hash = kauth::people::hash_password("wonderland");
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: kauth-users, namespace: kauth}}\nstringData:\n  users.yaml: |\n    users:\n      - username: alice\n        email: alice@example.com\n        emailVerified: true\n        passwordHash: \"{hash}\"\n"
+    )
+}
+
+async fn text_of(browser: &Client, css: &str) -> String {
+    browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Signs alice in through the pages as a person would: type, press Enter, click Allow.
+async fn sign_in_through_pages(browser: &Client, start: &str, expect_consent: bool) {
+    browser.goto(start).await.unwrap();
+    let username = browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Id("username"))
+        .await
+        .unwrap();
+    // Accessibility basics: the first field has focus and every field a label.
+    let focused = browser.active_element().await.unwrap();
+    assert_eq!(
+        focused.attr("id").await.unwrap().as_deref(),
+        Some("username"),
+        "autofocus"
+    );
+    for id in ["username", "password"] {
+        browser
+            .find(Locator::Css(&format!("label[for={id}]")))
+            .await
+            .expect("a label");
+    }
+    assert_eq!(browser.title().await.unwrap().split(' ').next(), Some("Sign"));
+    username.send_keys("alice").await.unwrap();
+    let password = browser.find(Locator::Id("password")).await.unwrap();
+    password.send_keys("wonderland\u{E007}").await.unwrap(); // Enter submits the form
+    if expect_consent {
+        let allow = browser
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("button[value=allow]"))
+            .await
+            .unwrap();
+        let listed = browser
+            .find(Locator::Css("ul.scopes"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(listed.contains("See your email address"), "{listed}");
+        allow.click().await.unwrap();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium and chromedriver: make test-browser"]
+async fn a_person_signs_in_with_chromium_to_a_confidential_and_a_public_client() {
+    let web_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let spa_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (web_port, spa_port) = (
+        web_listener.local_addr().unwrap().port(),
+        spa_listener.local_addr().unwrap().port(),
+    );
+    let p = TestProvider::start(&[
+        ("scopes.yaml", SCOPES),
+        ("clients.yaml", &clients(web_port, spa_port)),
+        ("people.yaml", &people()),
+    ])
+    .await;
+    let (id, secret) = p.credentials("shop", "web");
+    serve_rp(web_listener, &p.url, &id, Some(secret)).await;
+    serve_rp(spa_listener, &p.url, "shop.spa", None).await;
+
+    let driver = chromedriver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = headless(&driver, profile.path()).await;
+    let result = async {
+        sign_in_through_pages(&browser, &format!("http://127.0.0.1:{web_port}/"), true).await;
+        assert_eq!(
+            text_of(&browser, "#result").await,
+            "signed in as alice (alice@example.com)"
+        );
+        // Same browser, the public client: the session holds, only its consent is asked.
+        browser.goto(&format!("http://127.0.0.1:{spa_port}/")).await.unwrap();
+        let allow = browser
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("button[value=allow]"))
+            .await
+            .unwrap();
+        allow.click().await.unwrap();
+        assert_eq!(
+            text_of(&browser, "#result").await,
+            "signed in as alice (alice@example.com)"
+        );
+        // And again: consent remembered, no page in between.
+        browser.goto(&format!("http://127.0.0.1:{spa_port}/")).await.unwrap();
+        assert_eq!(
+            text_of(&browser, "#result").await,
+            "signed in as alice (alice@example.com)"
+        );
+        // The cookies kauth set are HttpOnly: no script on the page could read them.
+        browser.goto(&format!("{}/jwks", p.url)).await.unwrap();
+        let visible = browser.execute("return document.cookie", vec![]).await.unwrap();
+        assert_eq!(visible, serde_json::json!(""), "session cookies are HttpOnly");
+    }
+    .await;
+    browser.close().await.unwrap();
+    result
+}
