@@ -127,14 +127,18 @@ async fn chromedriver() -> Driver {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {bin} ({e}): apt-get install chromium chromium-driver"));
-    let url = format!("http://127.0.0.1:{port}");
+    // From here the Driver owns the process and kills it on drop, also when this panics.
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
     for _ in 0..100 {
-        if reqwest::get(format!("{url}/status")).await.is_ok() {
-            return Driver { child, url };
+        if reqwest::get(format!("{}/status", driver.url)).await.is_ok() {
+            return driver;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("chromedriver did not start on {url}");
+    panic!("chromedriver did not start on {}", driver.url);
 }
 
 async fn headless(driver: &Driver, profile: &std::path::Path) -> Client {
