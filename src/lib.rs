@@ -1,9 +1,11 @@
 //! kauth: a Kubernetes-native OAuth 2.0 / OpenID Connect provider and client operator.
 
 pub mod catalog;
+pub mod connectors;
 pub mod controller;
 pub mod crd;
 pub mod credentials;
+pub mod followed;
 pub mod keys;
 pub mod manifests;
 pub mod metrics;

@@ -63,6 +63,12 @@ enum Command {
         /// Local people who may sign in: a users.yaml (the chart mounts the kauth-users Secret).
         #[arg(long, env = "KAUTH_USERS_FILE")]
         users_file: Option<PathBuf>,
+        /// Upstream OpenID providers people may sign in with: a connectors.yaml.
+        #[arg(long, env = "KAUTH_CONNECTORS_FILE")]
+        connectors_file: Option<PathBuf>,
+        /// Where Secrets referenced by connectors are mounted, as <dir>/<name>/<key>.
+        #[arg(long, env = "KAUTH_SECRETS_DIR", default_value = "/etc/kauth/secrets")]
+        secrets_dir: PathBuf,
         /// Run only the provider (no controller writes).
         #[arg(long, conflicts_with = "no_provider")]
         no_controller: bool,
@@ -117,6 +123,8 @@ async fn main() -> ExitCode {
             state_dir,
             store_url,
             users_file,
+            connectors_file,
+            secrets_dir,
             no_controller,
             no_provider,
             identity,
@@ -139,6 +147,8 @@ async fn main() -> ExitCode {
                 state_dir,
                 store_url,
                 users_file,
+                connectors_file,
+                secrets_dir,
                 controller: !no_controller,
                 provider: !no_provider,
                 identity: identity.unwrap_or_else(|| {

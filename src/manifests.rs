@@ -57,6 +57,8 @@ pub struct Manifests {
     /// `v1` Secrets by (namespace, name): their decoded data (standalone reads kauth's own,
     /// such as the local people, from here).
     pub secrets: HashMap<SecretKey, (Origin, BTreeMap<String, String>)>,
+    /// `v1` ConfigMaps by (namespace, name): their data (kauth's connectors).
+    pub config_maps: HashMap<SecretKey, (Origin, BTreeMap<String, String>)>,
     /// Documents that could not be loaded.
     pub errors: Vec<ManifestError>,
 }
@@ -201,6 +203,15 @@ impl Manifests {
                 self.namespace_labels.insert(name, labels);
                 continue;
             }
+            if api_version == "v1" && kind == "ConfigMap" {
+                match secret_data(&doc) {
+                    Ok((key, data)) => {
+                        self.config_maps.insert(key, (origin, data));
+                    }
+                    Err(message) => self.errors.push(ManifestError { origin, message }),
+                }
+                continue;
+            }
             if api_version == "v1" && kind == "Secret" {
                 match secret_data(&doc) {
                     Ok((key, data)) => {
@@ -278,13 +289,23 @@ impl Manifests {
 /// A Secret's (namespace, name).
 type SecretKey = (String, String);
 
-/// A Secret manifest's (namespace, name) and data: `stringData` over base64 `data`, as the
-/// apiserver merges them.
+/// A Secret or ConfigMap manifest's (namespace, name) and data: for Secrets `stringData`
+/// over base64 `data`, as the apiserver merges them; a ConfigMap's `data` is plain text.
 fn secret_data(doc: &Value) -> Result<(SecretKey, BTreeMap<String, String>), String> {
     let text = |p: &str| doc.pointer(p).and_then(Value::as_str).map(str::to_string);
-    let name = text("/metadata/name").ok_or("Secret: metadata.name is required")?;
+    let kind = text("/kind").unwrap_or_default();
+    let name = text("/metadata/name").ok_or(format!("{kind}: metadata.name is required"))?;
     let namespace = text("/metadata/namespace").unwrap_or_else(|| "default".into());
     let mut data = BTreeMap::new();
+    if kind == "ConfigMap" {
+        for (k, v) in doc.get("data").and_then(Value::as_object).into_iter().flatten() {
+            let v = v
+                .as_str()
+                .ok_or_else(|| format!("ConfigMap {namespace}/{name}: data.{k} is not a string"))?;
+            data.insert(k.clone(), v.to_string());
+        }
+        return Ok(((namespace, name), data));
+    }
     if let Some(encoded) = doc.get("data").and_then(Value::as_object) {
         for (k, v) in encoded {
             let decoded = v

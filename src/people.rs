@@ -171,38 +171,6 @@ impl Directory {
     }
 }
 
-/// Keeps `target` in step with the file at `path` (a mounted Secret: the kubelet swaps it in
-/// place), checked every two seconds. A bad edit is logged and the previous accounts stay.
-pub async fn follow_file(path: std::path::PathBuf, target: std::sync::Arc<arc_swap::ArcSwap<Directory>>) {
-    let mut seen: Option<String> = None;
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-    loop {
-        tick.tick().await;
-        let text = match tokio::fs::read_to_string(&path).await {
-            Ok(t) => t,
-            Err(e) => {
-                if seen.is_some() || e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot read the local people file");
-                }
-                continue;
-            }
-        };
-        if seen.as_deref() == Some(text.as_str()) {
-            continue;
-        }
-        match Directory::parse(&text) {
-            Ok(d) => {
-                tracing::info!(path = %path.display(), people = d.len(), "local people loaded");
-                target.store(std::sync::Arc::new(d));
-            }
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "local people file is invalid; keeping the previous accounts")
-            }
-        }
-        seen = Some(text);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,9 +8,12 @@ use kube::Client;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
+use crate::connectors::{Connectors, mounted_secret};
 use crate::controller::leader::{self, LeaseConfig};
 use crate::controller::{self, Cache, Context};
+use crate::followed;
 use crate::metrics::Metrics;
+use crate::people::Directory;
 use crate::provider::{Issuer, ProviderState, router};
 use crate::registry::Registry;
 use crate::store::GrantStore;
@@ -31,6 +34,10 @@ pub struct RunConfig {
     pub store_url: Option<String>,
     /// Local people (`users.yaml`, usually a mounted Secret), followed as it changes.
     pub users_file: Option<PathBuf>,
+    /// Upstream OpenID providers (`connectors.yaml`, usually a mounted ConfigMap).
+    pub connectors_file: Option<PathBuf>,
+    /// Where the Secrets connectors reference are mounted (`<dir>/<name>/<key>`).
+    pub secrets_dir: PathBuf,
     /// Run the controller half.
     pub controller: bool,
     /// Run the provider half.
@@ -152,7 +159,14 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             .map_err(|e| RunError(e.to_string()))?;
         tasks.push(Box::pin(state.clone().housekeeping()));
         if let Some(path) = &cfg.users_file {
-            tasks.push(Box::pin(crate::people::follow_file(path.clone(), state.people.clone())));
+            let follow = followed::follow("local people", path.clone(), Directory::parse, state.people.clone());
+            tasks.push(Box::pin(follow));
+        }
+        if let Some(path) = &cfg.connectors_file {
+            let secrets = cfg.secrets_dir.clone();
+            let parse = move |text: &str| Connectors::parse(text, |name, key| mounted_secret(&secrets, name, key));
+            let follow = followed::follow("connectors", path.clone(), parse, state.connectors.clone());
+            tasks.push(Box::pin(follow));
         }
         if let Some(tokens) = service_account_tokens(&client, &cfg).await {
             state = state.with_service_accounts(tokens);

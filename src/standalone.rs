@@ -14,6 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::net::TcpListener;
 
 use crate::catalog::{ClientVerdict, ScopeVerdict};
+use crate::connectors::{CONNECTORS_CONFIG_MAP, CONNECTORS_KEY, Connectors};
 use crate::crd::KeyAlgorithm;
 use crate::credentials::{CredentialState, SecretPlan, SecretVerifier, plan_secret};
 use crate::keys::{KeyRing, KeySet, plan_keys};
@@ -103,6 +104,8 @@ pub struct Pass {
     /// Local people from the `kauth-users` Secret manifest (None: it is missing or invalid,
     /// and the problem is listed).
     pub people: Option<Directory>,
+    /// Upstream providers from the `kauth-connectors` ConfigMap manifest.
+    pub connectors: Option<Connectors>,
 }
 
 /// A standalone failure that stops the pass (unreadable folders, unwritable state).
@@ -415,8 +418,10 @@ impl StandaloneConfig {
         let keys = self.key_ring(&manifests, now, &mut notes)?;
         let snapshot = Snapshot::build(&catalog, |v, _| verifiers.get(&v.client_id).cloned(), keys);
         let people = self.people(&manifests, &mut notes);
+        let connectors = self.connectors(&manifests, &mut notes);
         Ok(Pass {
             people,
+            connectors,
             snapshot,
             ready,
             problems: notes.problems,
@@ -444,6 +449,34 @@ impl StandaloneConfig {
                 notes
                     .problems
                     .push(format!("{origin}: Secret {}/{USERS_SECRET}: {e}", self.kauth_namespace));
+                None
+            }
+        }
+    }
+
+    /// The upstream providers of the `kauth-connectors` ConfigMap in kauth's namespace, their
+    /// secrets from Secret manifests there.
+    fn connectors(&self, manifests: &Manifests, notes: &mut PassNotes) -> Option<Connectors> {
+        let ns = &self.kauth_namespace;
+        let (origin, data) = manifests
+            .config_maps
+            .get(&(ns.clone(), CONNECTORS_CONFIG_MAP.to_string()))?;
+        let Some(text) = data.get(CONNECTORS_KEY) else {
+            notes.problems.push(format!(
+                "{origin}: ConfigMap {ns}/{CONNECTORS_CONFIG_MAP}: no key {CONNECTORS_KEY}"
+            ));
+            return None;
+        };
+        let secret = |name: &str, key: &str| {
+            let (_, data) = manifests.secrets.get(&(ns.clone(), name.to_string()))?;
+            data.get(key).cloned()
+        };
+        match Connectors::parse(text, secret) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                notes
+                    .problems
+                    .push(format!("{origin}: ConfigMap {ns}/{CONNECTORS_CONFIG_MAP}: {e}"));
                 None
             }
         }
@@ -540,6 +573,8 @@ pub async fn run(mut cfg: StandaloneConfig, port: u16, issuer_given: bool) -> Re
         .map_err(|e| StandaloneError(e.to_string()))?;
     let people = state.people.clone();
     people.store(Arc::new(first.people.unwrap_or_default()));
+    let connectors = state.connectors.clone();
+    connectors.store(Arc::new(first.connectors.unwrap_or_default()));
     let housekeeping = state.clone().housekeeping();
     let server = axum::serve(
         listener,
@@ -572,6 +607,7 @@ pub async fn run(mut cfg: StandaloneConfig, port: u16, issuer_given: bool) -> Re
                     next_step = pass.next_step;
                     registry.publish(pass.snapshot);
                     people.store(Arc::new(pass.people.unwrap_or_default()));
+                    connectors.store(Arc::new(pass.connectors.unwrap_or_default()));
                 }
                 // Keep serving the last good snapshot.
                 Err(e) => tracing::error!("reload failed, still serving the previous state: {e}"),

@@ -672,3 +672,166 @@ async fn logout_goes_only_to_registered_post_logout_uris() {
     );
     assert!(browser.get(&url).await.location.unwrap().contains("/login"));
 }
+
+/// The href of the link whose text contains `label`.
+fn link(html: &str, label: &str) -> String {
+    let at = html.find(label).unwrap_or_else(|| panic!("no '{label}' in {html}"));
+    let start = html[..at].rfind("href=\"").unwrap() + 6;
+    html[start..start + html[start..].find('"').unwrap()].replace("&#38;", "&")
+}
+
+#[tokio::test]
+async fn a_person_signs_in_through_an_upstream_kauth_and_gets_mapped_claims() {
+    let downstream_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let downstream_url = format!("http://{}", downstream_listener.local_addr().unwrap());
+    // The upstream IdP is another kauth, with alice and a client for the downstream kauth.
+    let upstream_client = format!(
+        r#"
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {{name: downstream, namespace: idp}}
+spec:
+  grantTypes: [authorization_code]
+  redirectUris: ["{downstream_url}/connector/corp/callback"]
+"#
+    );
+    let upstream = TestProvider::start(&[("clients.yaml", &upstream_client), ("people.yaml", &people())]).await;
+    let (up_id, up_secret) = upstream.credentials("idp", "downstream");
+    let connectors = format!(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: kauth-connectors, namespace: kauth}}
+data:
+  connectors.yaml: |
+    connectors:
+      - id: corp
+        name: Corp SSO
+        issuer: {}
+        clientId: {up_id}
+        clientSecretRef: {{name: corp-oidc, key: client-secret}}
+        scopes: [profile, email, groups]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: corp-oidc, namespace: kauth}}
+stringData:
+  client-secret: "{up_secret}"
+"#,
+        upstream.url
+    );
+    let downstream = TestProvider::start_on(
+        downstream_listener,
+        &[
+            ("scopes.yaml", SCOPES),
+            ("clients.yaml", SIGN_IN_CLIENTS),
+            ("connectors.yaml", &connectors),
+        ],
+    )
+    .await;
+    let (id, secret) = downstream.credentials("shop", "web");
+    let rp = relying_party(&downstream, &id, Some(secret), WEB_CB).await;
+    let (auth_url, _, nonce) = rp
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("email".into()))
+        .add_scope(Scope::new("groups".into()))
+        .url();
+
+    let browser = Browser::new();
+    let mut next = auth_url.to_string();
+    let mut pages_seen = Vec::new();
+    let back = loop {
+        let step = browser.get(&next).await;
+        if step.status == StatusCode::SEE_OTHER {
+            next = step.location.unwrap();
+            if next.starts_with(WEB_CB) {
+                break url::Url::parse(&next).unwrap();
+            }
+            continue;
+        }
+        assert_eq!(step.status, StatusCode::OK, "{next}: {}", step.body);
+        let base = if next.starts_with(&downstream.url) {
+            &downstream.url
+        } else {
+            &upstream.url
+        };
+        let which = if base == &downstream.url {
+            "downstream"
+        } else {
+            "upstream"
+        };
+        let path = if next.contains("/login") { "login" } else { "consent" };
+        pages_seen.push(format!("{which} {path}"));
+        let (request, csrf) = (hidden(&step.body, "request"), hidden(&step.body, "csrf"));
+        let posted = match (which, path) {
+            ("downstream", "login") => {
+                next = link(&step.body, "Sign in with Corp SSO");
+                continue;
+            }
+            (_, "login") => {
+                let form = [
+                    ("request", request.as_str()),
+                    ("csrf", csrf.as_str()),
+                    ("username", "alice"),
+                    ("password", "wonderland"),
+                ];
+                browser.post(&format!("{base}/login"), &form).await
+            }
+            _ => {
+                let form = [
+                    ("request", request.as_str()),
+                    ("csrf", csrf.as_str()),
+                    ("decision", "allow"),
+                ];
+                browser.post(&format!("{base}/consent"), &form).await
+            }
+        };
+        assert_eq!(posted.status, StatusCode::SEE_OTHER, "{}", posted.body);
+        next = posted.location.unwrap();
+        if next.starts_with(WEB_CB) {
+            break url::Url::parse(&next).unwrap();
+        }
+    };
+    assert_eq!(
+        pages_seen,
+        [
+            "downstream login",
+            "upstream login",
+            "upstream consent",
+            "downstream consent"
+        ]
+    );
+    let tokens = rp
+        .exchange_code(AuthorizationCode::new(param(&back, "code").unwrap()))
+        .unwrap()
+        .request_async(&rp_http())
+        .await
+        .unwrap();
+    let claims = tokens
+        .id_token()
+        .unwrap()
+        .claims(&rp.id_token_verifier(), &nonce)
+        .unwrap();
+    assert_eq!(
+        claims.subject().as_str(),
+        "corp:alice",
+        "federated subjects carry the connector id"
+    );
+    assert_eq!(claims.email().map(|e| e.as_str()), Some("alice@example.com"));
+    let id_token = jwt_payload(&tokens.id_token().unwrap().to_string());
+    assert_eq!(
+        id_token["groups"],
+        serde_json::json!(["shop-admins"]),
+        "groups mapped from upstream"
+    );
+
+    // A callback that does not belong to this browser's sign-in is refused.
+    let forged = Browser::new()
+        .get(&format!("{}/connector/corp/callback?code=x&state=y", downstream.url))
+        .await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST);
+}

@@ -137,7 +137,13 @@ async fn respond(
                 None
             },
             at_hash: None,
-            amr: vec!["pwd".into()],
+            // Local people sign in with a password; for federated ones (`<connector>:<sub>`)
+            // the upstream knows how, kauth does not.
+            amr: if issue.grant.subject.contains(':') {
+                Vec::new()
+            } else {
+                vec!["pwd".into()]
+            },
             person: person.map(|p| released_claims(&p, issue.scopes)).unwrap_or_default(),
         };
         let alg = jose_algorithm(client.id_token_alg);

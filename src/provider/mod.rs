@@ -6,6 +6,7 @@ mod browser;
 mod client_auth;
 mod discovery;
 pub mod error;
+mod federation;
 mod form;
 mod grants;
 mod introspect;
@@ -27,6 +28,7 @@ use axum::routing::{any, get};
 
 use arc_swap::ArcSwap;
 
+use crate::connectors::Connectors;
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 use crate::people::Directory;
 use crate::registry::Registry;
@@ -100,6 +102,10 @@ pub struct ProviderState {
     pub people: Arc<ArcSwap<Directory>>,
     /// Failed sign-in attempts.
     pub throttle: Arc<throttle::Throttle>,
+    /// Upstream OpenID providers people may sign in with.
+    pub connectors: Arc<ArcSwap<Connectors>>,
+    /// Their discovery documents.
+    upstream: Arc<federation::UpstreamMetadata>,
 }
 
 impl ProviderState {
@@ -121,6 +127,8 @@ impl ProviderState {
             service_accounts: None,
             people: Arc::default(),
             throttle: Arc::default(),
+            connectors: Arc::default(),
+            upstream: Arc::default(),
         })
     }
 
@@ -171,7 +179,9 @@ pub fn router(state: ProviderState) -> Router {
         .route("/login", get(signin::login_page).post(signin::login_submit))
         .route("/consent", get(signin::consent_page).post(signin::consent_submit))
         .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
-        .route("/end_session", get(oidc::end_session).post(oidc::end_session));
+        .route("/end_session", get(oidc::end_session).post(oidc::end_session))
+        .route("/connector/{id}/start", get(federation::start))
+        .route("/connector/{id}/callback", get(federation::callback));
     let ops = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -26,6 +26,9 @@ button.secondary{background:#fff;color:#0b4f9c}
 ul.scopes{padding-left:1.2rem}
 ul.scopes li{margin:.4rem 0}
 code{font-size:.9em;color:#333}
+p.or{text-align:center;color:#4a4a4a;margin:1.25rem 0 .5rem}
+ul.upstream{list-style:none;padding:0;margin:0}
+a.button{display:block;text-align:center;padding:.6rem;border:1px solid #0b4f9c;border-radius:4px;color:#0b4f9c;text-decoration:none;margin-top:.5rem}
 ";
 
 #[derive(Template)]
@@ -47,6 +50,8 @@ code{font-size:.9em;color:#333}
 <input type="password" id="password" name="password" autocomplete="current-password" required{% if !username.is_empty() %} autofocus{% endif %}>
 <button type="submit" class="primary">Sign in</button>
 </form>
+{% if !upstream.is_empty() %}<p class="or">or</p>
+<ul class="upstream">{% for (name, href) in upstream %}<li><a class="button" href="{{ href }}">Sign in with {{ name }}</a></li>{% endfor %}</ul>{% endif %}
 </main></body></html>"#
 )]
 struct LoginPage<'a> {
@@ -57,6 +62,19 @@ struct LoginPage<'a> {
     csrf: &'a str,
     username: &'a str,
     error: Option<&'a str>,
+    upstream: &'a [(String, String)],
+}
+
+/// What the sign-in form shows and posts.
+pub struct LoginForm<'a> {
+    pub client: &'a str,
+    pub action: &'a str,
+    pub request: &'a str,
+    pub csrf: &'a str,
+    /// Prefilled username (`login_hint`, or what was typed).
+    pub username: &'a str,
+    /// Upstream providers: (name, start URL).
+    pub upstream: &'a [(String, String)],
 }
 
 /// One line on the consent page.
@@ -135,23 +153,16 @@ fn page(status: StatusCode, rendered: Result<String, askama::Error>) -> Response
 }
 
 /// The sign-in form for a pending request.
-pub fn login(
-    status: StatusCode,
-    client: &str,
-    action: &str,
-    request: &str,
-    csrf: &str,
-    username: &str,
-    error: Option<&str>,
-) -> Response {
+pub fn login(status: StatusCode, form: &LoginForm<'_>, error: Option<&str>) -> Response {
     let p = LoginPage {
         style: STYLE,
-        client,
-        action,
-        request,
-        csrf,
-        username,
+        client: form.client,
+        action: form.action,
+        request: form.request,
+        csrf: form.csrf,
+        username: form.username,
         error,
+        upstream: form.upstream,
     };
     page(status, p.render())
 }
@@ -221,15 +232,19 @@ mod tests {
 
     #[tokio::test]
     async fn pages_escape_what_they_show_and_label_their_fields() {
-        let r = login(
-            StatusCode::UNAUTHORIZED,
-            "<script>x</script>",
-            "/login",
-            "req",
-            "tok",
-            "a\"b",
-            Some("wrong username or password"),
-        );
+        let upstream = [(
+            "Corp <SSO>".to_string(),
+            "/connector/corp/start?request=req".to_string(),
+        )];
+        let form = LoginForm {
+            client: "<script>x</script>",
+            action: "/login",
+            request: "req",
+            csrf: "tok",
+            username: "a\"b",
+            upstream: &upstream,
+        };
+        let r = login(StatusCode::UNAUTHORIZED, &form, Some("wrong username or password"));
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(r.headers()["x-frame-options"], "DENY");
         let html = body(r).await;
@@ -241,6 +256,7 @@ mod tests {
         );
         assert!(html.contains(r#"<label for="username">"#) && html.contains(r#"id="username""#));
         assert!(html.contains(r#"role="alert""#));
+        assert!(html.contains("Sign in with Corp &#60;SSO&#62;"), "{html}");
         let lines = [ScopeLine {
             value: "orders.read".into(),
             description: "Read <b>orders</b>".into(),

@@ -27,13 +27,14 @@ pub struct PendingQuery {
 const EXPIRED: &str = "This sign-in has expired or was already used. Go back to the application and start again.";
 
 /// A pending request this browser started, with its checked contents.
-struct Pending {
-    id: String,
-    stored: PendingRequest,
-    request: AuthRequest,
+pub(super) struct Pending {
+    pub id: String,
+    pub stored: PendingRequest,
+    pub request: AuthRequest,
 }
 
-async fn load_pending(
+/// The pending request `id`, if it is live and this browser started it.
+pub(super) async fn load_pending(
     state: &ProviderState,
     headers: &HeaderMap,
     id: Option<&str>,
@@ -82,11 +83,14 @@ pub async fn login_page(
     match load_pending(&state, &headers, q.request.as_deref()).await {
         Ok(Some(p)) => pages::login(
             StatusCode::OK,
-            &client_label(&state, &p.request.client_id),
-            &state.issuer.endpoint("/login"),
-            &p.id,
-            &p.stored.csrf,
-            p.request.login_hint.as_deref().unwrap_or(""),
+            &pages::LoginForm {
+                client: &client_label(&state, &p.request.client_id),
+                action: &state.issuer.endpoint("/login"),
+                request: &p.id,
+                csrf: &p.stored.csrf,
+                username: p.request.login_hint.as_deref().unwrap_or(""),
+                upstream: &super::federation::options(&state, &p.id),
+            },
             None,
         ),
         Ok(None) => pages::error(StatusCode::BAD_REQUEST, EXPIRED),
@@ -130,16 +134,17 @@ pub async fn login_submit(State(state): State<ProviderState>, request: Request) 
     let client = client_label(&state, &pending.request.client_id);
     let action = state.issuer.endpoint("/login");
     let username = form.get("username").unwrap_or("").trim().to_string();
+    let upstream = super::federation::options(&state, &pending.id);
     let again = |status, error: &str| {
-        pages::login(
-            status,
-            &client,
-            &action,
-            &pending.id,
-            &pending.stored.csrf,
-            &username,
-            Some(error),
-        )
+        let form = pages::LoginForm {
+            client: &client,
+            action: &action,
+            request: &pending.id,
+            csrf: &pending.stored.csrf,
+            username: &username,
+            upstream: &upstream,
+        };
+        pages::login(status, &form, Some(error))
     };
     let started = Instant::now();
     if let Some(wait) = state.throttle.blocked(&username, ip, started) {

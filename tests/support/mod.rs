@@ -71,12 +71,17 @@ pub struct TestProvider {
 impl TestProvider {
     /// Starts a provider serving `files` (name, YAML).
     pub async fn start(files: &[(&str, &str)]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, files).await
+    }
+
+    /// Starts a provider on `listener` (bound earlier, so others can be told its URL).
+    pub async fn start_on(listener: tokio::net::TcpListener, files: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join("manifests").join(name), text).unwrap();
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let cfg = StandaloneConfig {
             manifests: ManifestSource::Dir(dir.path().join("manifests")),
@@ -114,6 +119,9 @@ impl TestProvider {
         let pass = self.cfg.pass(Timestamp::now()).unwrap();
         self.registry.publish(pass.snapshot);
         self.state.people.store(Arc::new(pass.people.unwrap_or_default()));
+        self.state
+            .connectors
+            .store(Arc::new(pass.connectors.unwrap_or_default()));
     }
 
     pub fn write(&self, name: &str, text: &str) {

@@ -1,0 +1,416 @@
+//! Sign-in through an upstream OpenID Connect provider: kauth is the relying party upstream
+//! (authorization code with PKCE, state bound to the browser, nonce, RFC 9207 `iss` check)
+//! and continues the pending downstream request with a session for the mapped person.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::jiff::Timestamp;
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, Scope, TokenResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use super::ProviderState;
+use super::authorize::{PENDING_LIFETIME_SECS, SESSION_LIFETIME_SECS, proceed, see_other};
+use super::browser::{CookieName, handle_digest, random_handle, read_cookie, same_secret, set_cookie};
+use super::pages;
+use super::signin::load_pending;
+use crate::connectors::Connector;
+use crate::store::{PendingRequest, Session};
+
+/// How long a discovery document is trusted before it is fetched again.
+const METADATA_TTL: Duration = Duration::from_secs(300);
+
+/// The client `openidconnect` sends its requests with.
+#[derive(Clone)]
+struct UpstreamHttp(Option<HttpsClient>);
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for UpstreamHttp {
+    type Error = HttpError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<openidconnect::HttpResponse, HttpError>> + Send + 'c>,
+    >;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let client = self
+                .0
+                .as_ref()
+                .ok_or_else(|| HttpError("no TLS trust roots on this system".into()))?;
+            send(client, request).await
+        })
+    }
+}
+
+/// Upstream discovery documents (with their keys), fetched on first use and refreshed, and
+/// the HTTP client that fetches them.
+pub struct UpstreamMetadata {
+    cached: RwLock<HashMap<String, (CoreProviderMetadata, Instant)>>,
+    http: UpstreamHttp,
+}
+
+impl Default for UpstreamMetadata {
+    fn default() -> Self {
+        let client = https_client()
+            .inspect_err(|e| tracing::warn!(error = %e, "upstream sign-in is unavailable"))
+            .ok();
+        Self {
+            cached: RwLock::default(),
+            http: UpstreamHttp(client),
+        }
+    }
+}
+
+/// The HTTP client of upstream exchanges: hyper with rustls (aws-lc-rs) and the system's
+/// trust roots; plain http only for loopback issuers, which connectors config allows for tests.
+type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// An upstream HTTP exchange failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HttpError(String);
+
+/// Largest upstream response read (discovery, keys, tokens are a few KiB).
+const RESPONSE_LIMIT: usize = 1 << 20;
+
+fn https_client() -> Result<HttpsClient, HttpError> {
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider)
+        .map_err(|e| HttpError(format!("TLS roots: {e}")))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector))
+}
+
+/// Sends one request (no redirects followed: the OAuth exchanges must hit exactly the
+/// endpoints discovery named), with a timeout and a size limit.
+async fn send(
+    client: &HttpsClient,
+    request: openidconnect::HttpRequest,
+) -> Result<openidconnect::HttpResponse, HttpError> {
+    use http_body_util::BodyExt;
+    let (parts, body) = request.into_parts();
+    let request = http::Request::from_parts(parts, http_body_util::Full::new(bytes::Bytes::from(body)));
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .map_err(|_| HttpError("timed out".into()))?
+        .map_err(|e| HttpError(e.to_string()))?;
+    let (parts, body) = response.into_parts();
+    let bytes = http_body_util::Limited::new(body, RESPONSE_LIMIT)
+        .collect()
+        .await
+        .map_err(|e| HttpError(e.to_string()))?
+        .to_bytes();
+    Ok(http::Response::from_parts(parts, bytes.to_vec()))
+}
+
+impl UpstreamMetadata {
+    async fn get(&self, issuer: &str) -> Result<CoreProviderMetadata, String> {
+        if let Some((m, at)) = self.cached.read().unwrap_or_else(|p| p.into_inner()).get(issuer)
+            && at.elapsed() < METADATA_TTL
+        {
+            return Ok(m.clone());
+        }
+        let url = IssuerUrl::new(issuer.to_string()).map_err(|e| e.to_string())?;
+        let metadata = CoreProviderMetadata::discover_async(url, &self.http)
+            .await
+            .map_err(|e| format!("discovery of {issuer} failed: {e}"))?;
+        self.cached
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(issuer.to_string(), (metadata.clone(), Instant::now()));
+        Ok(metadata)
+    }
+}
+
+/// What kauth remembers between sending the browser upstream and its return.
+#[derive(Serialize, Deserialize)]
+struct Upstream {
+    /// The downstream pending request this sign-in continues.
+    pending: String,
+    connector: String,
+    nonce: String,
+    verifier: String,
+}
+
+#[derive(Deserialize)]
+pub struct StartQuery {
+    request: Option<String>,
+}
+
+fn callback_url(state: &ProviderState, id: &str) -> String {
+    state.issuer.endpoint(&format!("/connector/{id}/callback"))
+}
+
+async fn client_for(
+    state: &ProviderState,
+    c: &Connector,
+) -> Result<
+    CoreClient<
+        openidconnect::EndpointSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointMaybeSet,
+        openidconnect::EndpointMaybeSet,
+    >,
+    String,
+> {
+    let metadata = state.upstream.get(&c.issuer).await?;
+    let redirect = RedirectUrl::new(callback_url(state, &c.id)).map_err(|e| e.to_string())?;
+    Ok(CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(c.client_id.clone()),
+        Some(ClientSecret::new(c.client_secret.clone())),
+    )
+    .set_redirect_uri(redirect))
+}
+
+fn upstream_failed(connector: &Connector, e: impl std::fmt::Display) -> Response {
+    tracing::warn!(connector = %connector.id, error = %e, "upstream sign-in failed");
+    pages::error(
+        StatusCode::BAD_GATEWAY,
+        &format!(
+            "Signing in with {} did not work. Try again, or ask your administrator.",
+            connector.name
+        ),
+    )
+}
+
+const EXPIRED: &str = "This sign-in has expired or was already used. Go back to the application and start again.";
+
+/// GET /connector/{id}/start?request=ID: off to the upstream provider.
+pub async fn start(
+    State(state): State<ProviderState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<StartQuery>,
+) -> Response {
+    let Some(connector) = state.connectors.load().get(&id).cloned() else {
+        return pages::error(StatusCode::NOT_FOUND, "There is no such sign-in option.");
+    };
+    let pending = match load_pending(&state, &headers, q.request.as_deref()).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return pages::error(StatusCode::BAD_REQUEST, EXPIRED),
+        Err(e) => return upstream_failed(&connector, e),
+    };
+    let client = match client_for(&state, &connector).await {
+        Ok(c) => c,
+        Err(e) => return upstream_failed(&connector, e),
+    };
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let upstream_state = random_handle();
+    let nonce = random_handle();
+    let mut request = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            {
+                let s = upstream_state.clone();
+                move || CsrfToken::new(s)
+            },
+            {
+                let n = nonce.clone();
+                move || Nonce::new(n)
+            },
+        )
+        .set_pkce_challenge(challenge);
+    for s in connector.scopes.iter().filter(|s| *s != "openid") {
+        request = request.add_scope(Scope::new(s.clone()));
+    }
+    let (url, _, _) = request.url();
+    let remembered = Upstream {
+        pending: pending.id.clone(),
+        connector: connector.id.clone(),
+        nonce,
+        verifier: verifier.secret().clone(),
+    };
+    let stored = PendingRequest {
+        browser: pending.stored.browser.clone(),
+        csrf: String::new(),
+        request: serde_json::to_string(&remembered).expect("serialises"),
+    };
+    let now = Timestamp::now().as_second();
+    if let Err(e) = state
+        .store
+        .put_auth_request(&handle_digest(&upstream_state), &stored, now + PENDING_LIFETIME_SECS)
+        .await
+    {
+        return upstream_failed(&connector, e);
+    }
+    see_other(url.as_str())
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    iss: Option<String>,
+    error: Option<String>,
+}
+
+/// The claims of an ID token the crate has verified (signature, iss, aud, exp, nonce).
+fn payload(token: &str) -> Option<serde_json::Value> {
+    let part = token.split('.').nth(1)?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()
+}
+
+/// GET /connector/{id}/callback: back from upstream; sign the person in and continue.
+pub async fn callback(
+    State(state): State<ProviderState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    let Some(connector) = state.connectors.load().get(&id).cloned() else {
+        return pages::error(StatusCode::NOT_FOUND, "There is no such sign-in option.");
+    };
+    let now = Timestamp::now().as_second();
+    // The state is single-use and bound to the browser that left.
+    let Some(upstream_state) = q.state.as_deref() else {
+        return pages::error(StatusCode::BAD_REQUEST, EXPIRED);
+    };
+    let key = handle_digest(upstream_state);
+    let stored = match state.store.auth_request(&key, now).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return pages::error(StatusCode::BAD_REQUEST, EXPIRED),
+        Err(e) => return upstream_failed(&connector, e),
+    };
+    let browser = read_cookie(&headers, &state.issuer, CookieName::Browser).map(|b| handle_digest(&b));
+    if !browser.is_some_and(|b| same_secret(&b, &stored.browser)) {
+        return pages::error(StatusCode::BAD_REQUEST, EXPIRED);
+    }
+    match state.store.finish_auth_request(&key).await {
+        Ok(true) => {}
+        Ok(false) => return pages::error(StatusCode::BAD_REQUEST, EXPIRED),
+        Err(e) => return upstream_failed(&connector, e),
+    }
+    let Ok(remembered) = serde_json::from_str::<Upstream>(&stored.request) else {
+        return pages::error(StatusCode::BAD_REQUEST, EXPIRED);
+    };
+    if remembered.connector != connector.id {
+        return pages::error(StatusCode::BAD_REQUEST, EXPIRED);
+    }
+    // RFC 9207: a response that names another issuer is a mix-up attack.
+    if q.iss.as_deref().is_some_and(|iss| iss != connector.issuer) {
+        return upstream_failed(&connector, "the response names another issuer");
+    }
+    if let Some(error) = &q.error {
+        tracing::info!(connector = %connector.id, error = %error, "upstream refused the sign-in");
+        return pages::error(
+            StatusCode::FORBIDDEN,
+            &format!("{} did not sign you in ({error}).", connector.name),
+        );
+    }
+    let Some(code) = q.code.clone() else {
+        return upstream_failed(&connector, "no code in the response");
+    };
+    let client = match client_for(&state, &connector).await {
+        Ok(c) => c,
+        Err(e) => return upstream_failed(&connector, e),
+    };
+    let exchange = match client.exchange_code(AuthorizationCode::new(code)) {
+        Ok(x) => x,
+        Err(e) => return upstream_failed(&connector, e),
+    };
+    let tokens = match exchange
+        .set_pkce_verifier(PkceCodeVerifier::new(remembered.verifier.clone()))
+        .request_async(&state.upstream.http)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return upstream_failed(&connector, format!("token exchange: {e:?}")),
+    };
+    let Some(id_token) = tokens.id_token() else {
+        return upstream_failed(&connector, "no ID token in the token response");
+    };
+    let verifier = client.id_token_verifier().set_allowed_algs(vec![
+        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+        CoreJwsSigningAlgorithm::EdDsa,
+    ]);
+    let verified = match id_token.claims(&verifier, &Nonce::new(remembered.nonce.clone())) {
+        Ok(c) => c,
+        Err(e) => return upstream_failed(&connector, format!("ID token refused: {e}")),
+    };
+    let Some(upstream_claims) = payload(&id_token.to_string()) else {
+        return upstream_failed(&connector, "unreadable ID token");
+    };
+    let subject = connector.subject(verified.subject().as_str());
+    let session = Session {
+        subject: subject.clone(),
+        auth_time: now,
+    };
+    let cookie = random_handle();
+    let saved = async {
+        state
+            .store
+            .save_subject(&subject, &connector.map_claims(&upstream_claims), now)
+            .await?;
+        state
+            .store
+            .create_session(&handle_digest(&cookie), &session, now + SESSION_LIFETIME_SECS)
+            .await
+    };
+    if let Err(e) = saved.await {
+        return upstream_failed(&connector, e);
+    }
+    tracing::info!(subject = %subject, connector = %connector.id, "signed in upstream");
+    let pending = match load_pending(&state, &headers, Some(&remembered.pending)).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return pages::error(StatusCode::BAD_REQUEST, EXPIRED),
+        Err(e) => return upstream_failed(&connector, e),
+    };
+    let snapshot = state.registry.load();
+    let next = proceed(
+        &state,
+        &snapshot,
+        &headers,
+        Some(session),
+        &pending.request,
+        Some(&pending.id),
+        false,
+    );
+    let mut response = match next.await {
+        Ok(r) => r,
+        Err(e) => return upstream_failed(&connector, e),
+    };
+    set_cookie(
+        &mut response,
+        &state.issuer,
+        CookieName::Session,
+        Some(&cookie),
+        SESSION_LIFETIME_SECS,
+    );
+    response
+}
+
+/// Sign-in buttons for the login page: (name, start URL).
+pub fn options(state: &ProviderState, request: &str) -> Vec<(String, String)> {
+    state
+        .connectors
+        .load()
+        .list
+        .iter()
+        .map(|c| {
+            let url = format!(
+                "{}?request={request}",
+                state.issuer.endpoint(&format!("/connector/{}/start", c.id))
+            );
+            (c.name.clone(), url)
+        })
+        .collect()
+}
