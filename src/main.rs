@@ -41,6 +41,10 @@ enum Command {
         /// kauth's namespace: SigningKeys elsewhere are ignored.
         #[arg(long, default_value = "kauth")]
         namespace: String,
+        /// A grant store shared with other processes (postgres://...); default: a SQLite file
+        /// in the state folder.
+        #[arg(long, env = "KAUTH_STORE_URL", hide_env_values = true)]
+        store_url: Option<String>,
     },
     /// Run the controller and the provider against a cluster (in-cluster or KUBECONFIG).
     Run {
@@ -174,6 +178,7 @@ async fn main() -> ExitCode {
             port,
             issuer,
             namespace,
+            store_url,
         } => {
             let issuer_given = issuer.is_some();
             let issuer = match Issuer::parse(issuer.as_deref().unwrap_or("http://127.0.0.1")) {
@@ -189,7 +194,7 @@ async fn main() -> ExitCode {
                 issuer,
                 kauth_namespace: namespace,
             };
-            match kauth::standalone::run(cfg, port, issuer_given).await {
+            match kauth::standalone::run(cfg, port, issuer_given, store_url).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

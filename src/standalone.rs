@@ -548,7 +548,12 @@ pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str) -> String {
 
 /// Runs standalone until Ctrl-C: serves on 127.0.0.1:`port` and re-reads the manifests when
 /// a file changes (checked twice a second) or a rotation step is due.
-pub async fn run(mut cfg: StandaloneConfig, port: u16, issuer_given: bool) -> Result<(), StandaloneError> {
+pub async fn run(
+    mut cfg: StandaloneConfig,
+    port: u16,
+    issuer_given: bool,
+    store_url: Option<String>,
+) -> Result<(), StandaloneError> {
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| StandaloneError(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
@@ -557,9 +562,11 @@ pub async fn run(mut cfg: StandaloneConfig, port: u16, issuer_given: bool) -> Re
         cfg.issuer = Issuer::parse(&format!("http://{addr}")).map_err(StandaloneError)?;
     }
     private_dir(&cfg.state_dir)?;
-    let store = GrantStore::open_file(&cfg.state_dir)
-        .await
-        .map_err(|e| StandaloneError(e.to_string()))?;
+    let store = match &store_url {
+        Some(url) => GrantStore::open(url).await,
+        None => GrantStore::open_file(&cfg.state_dir).await,
+    }
+    .map_err(|e| StandaloneError(e.to_string()))?;
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::new());
     let first = cfg.pass(Timestamp::now())?;

@@ -3,10 +3,9 @@
 //! PostgreSQL comes from `KAUTH_TEST_POSTGRES_URL` (`make test` starts a throwaway server on
 //! 127.0.0.1 and sets it); every test gets a database of its own.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+mod support;
 
 use kauth::store::{Grant, GrantStore, Issued, PendingRequest, Redemption, RefreshUse, Session};
-use sqlx::SqlSafeStr;
 
 const NOW: i64 = 1_800_000_000;
 
@@ -25,21 +24,8 @@ fn sqlite() -> Backend {
 }
 
 async fn postgres() -> Backend {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let admin = std::env::var("KAUTH_TEST_POSTGRES_URL")
-        .expect("KAUTH_TEST_POSTGRES_URL is not set: run `make test`, which starts a throwaway PostgreSQL");
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&admin)
-        .await
-        .expect("connect to KAUTH_TEST_POSTGRES_URL");
-    let name = format!("kauth_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")).into_sql_str())
-        .execute(&pool)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').expect("a database in the URL").0;
     Backend {
-        url: format!("{base}/{name}"),
+        url: support::fresh_postgres_database().await,
         _dir: None,
     }
 }

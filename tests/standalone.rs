@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod support;
+
 struct Running(Child);
 impl Drop for Running {
     fn drop(&mut self) {
@@ -67,15 +69,19 @@ async fn token(url: &str, state: &Path, scope: &str) -> (u16, Value) {
     (res.status().as_u16(), res.json().await.unwrap())
 }
 
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
+async fn wait_for(what: &str, check: impl AsyncFnMut() -> bool) -> Duration {
+    wait_up_to(Duration::from_secs(1), what, check).await
+}
+
+async fn wait_up_to(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(1) {
+    while start.elapsed() < limit {
         if check().await {
             return start.elapsed();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("{what} did not take effect within one second");
+    panic!("{what} did not take effect within {limit:?}");
 }
 
 #[tokio::test]
@@ -183,4 +189,162 @@ fn json_logs_are_one_object_per_line() {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{line}");
     }
+}
+
+/// Starts the binary as one of several replicas: a fixed issuer (the load balancer's URL), a
+/// shared state folder and a shared PostgreSQL. Returns it with its own address.
+fn start_replica(manifests: &Path, state: &Path, issuer: &str, store: &str) -> (Running, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kauth"))
+        .args([
+            "standalone",
+            "--port",
+            "0",
+            "--issuer",
+            issuer,
+            "--store-url",
+            store,
+            "--manifests",
+        ])
+        .arg(manifests)
+        .arg("--state-dir")
+        .arg(state)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
+    std::thread::spawn(move || lines.for_each(|l| eprintln!("kauth: {}", l.unwrap_or_default())));
+    (Running(child), format!("http://{addr}"))
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} in {html}")) + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_string()
+}
+
+#[tokio::test]
+async fn two_processes_sharing_postgres_complete_one_sign_in_between_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (manifests, state) = (tmp.path().join("manifests"), tmp.path().join("state"));
+    copy_examples(&manifests);
+    let store = support::fresh_postgres_database().await;
+    let issuer = "http://kauth.test";
+    // One after the other, so the first creates the keys and secrets the second reads.
+    let (_a, a) = start_replica(&manifests, &state, issuer, &store);
+    let (_b, b) = start_replica(&manifests, &state, issuer, &store);
+    // A load balancer in front of both: the test sends each request to the replica it likes.
+    let via = |replica: &str, location: &str| location.replacen(issuer, replica, 1);
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |url: String| {
+        let browser = browser.clone();
+        async move { browser.get(url).send().await.unwrap() }
+    };
+    let location = |r: &reqwest::Response| r.headers()["location"].to_str().unwrap().to_string();
+    let callback = "http://127.0.0.1:8400/callback";
+    let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let started = get(format!(
+        "{a}/authorize?client_id=shop.shop-web&response_type=code&scope=openid%20offline_access&state=s&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        url::form_urlencoded::byte_serialize(callback.as_bytes()).collect::<String>()
+    ))
+    .await;
+    assert_eq!(started.status(), 303);
+    // Started on A, signed in on B...
+    let page = get(via(&b, &location(&started))).await.text().await.unwrap();
+    let form = [
+        ("request", hidden(&page, "request")),
+        ("csrf", hidden(&page, "csrf")),
+        ("username", "alice".into()),
+        ("password", "alice-demo-password".into()),
+    ];
+    let signed_in = browser.post(format!("{b}/login")).form(&form).send().await.unwrap();
+    assert_eq!(signed_in.status(), 303, "{}", signed_in.text().await.unwrap());
+    // ... consented on A ...
+    let page = get(via(&a, &location(&signed_in))).await.text().await.unwrap();
+    let form = [
+        ("request", hidden(&page, "request")),
+        ("csrf", hidden(&page, "csrf")),
+        ("decision", "allow".into()),
+    ];
+    let consented = browser.post(format!("{a}/consent")).form(&form).send().await.unwrap();
+    let back = url::Url::parse(&location(&consented)).unwrap();
+    assert!(back.as_str().starts_with(callback), "{back}");
+    let code = back.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    // ... and the code redeemed on B.
+    let creds = state.join("secrets/shop/shop-web-oauth");
+    let (id, secret) = (
+        std::fs::read_to_string(creds.join("CLIENT_ID")).unwrap(),
+        std::fs::read_to_string(creds.join("CLIENT_SECRET")).unwrap(),
+    );
+    let token = |at: String, form: Vec<(&'static str, String)>| {
+        let (id, secret) = (id.clone(), secret.clone());
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{at}/token"))
+                .basic_auth(id, Some(secret))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, tokens) = token(
+        b.clone(),
+        vec![
+            ("grant_type", "authorization_code".into()),
+            ("code", code.clone()),
+            ("redirect_uri", callback.into()),
+            ("code_verifier", verifier.into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert!(tokens["id_token"].is_string());
+    // The code is spent for A too.
+    let (status, replay) = token(
+        a.clone(),
+        vec![
+            ("grant_type", "authorization_code".into()),
+            ("code", code),
+            ("redirect_uri", callback.into()),
+            ("code_verifier", verifier.into()),
+        ],
+    )
+    .await;
+    assert_eq!((status, replay["error"].as_str()), (400, Some("invalid_grant")));
+    // The replay on A revoked the tokens B issued; B's mirror reads the store every second.
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let took = wait_up_to(Duration::from_secs(3), "B sees A's revocation", async || {
+        let r = reqwest::Client::new()
+            .get(format!("{b}/userinfo"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap();
+        r.status() == 401
+    })
+    .await;
+    eprintln!("a revocation on one replica reached the other after {took:?}");
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    let (status, body) = token(
+        a.clone(),
+        vec![("grant_type", "refresh_token".into()), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "the family died with the replay"
+    );
 }

@@ -178,3 +178,24 @@ pub async fn relying_party(issuer: &str, client_id: &str, secret: Option<String>
         client
     }
 }
+
+/// A new, empty database on the PostgreSQL of `KAUTH_TEST_POSTGRES_URL` (`make test` starts a
+/// throwaway server and sets it); returns its URL.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::SqlSafeStr;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let admin = std::env::var("KAUTH_TEST_POSTGRES_URL")
+        .expect("KAUTH_TEST_POSTGRES_URL is not set: run `make test`, which starts a throwaway PostgreSQL");
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&admin)
+        .await
+        .expect("connect to KAUTH_TEST_POSTGRES_URL");
+    let name = format!("kauth_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")).into_sql_str())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').expect("a database in the URL").0;
+    format!("{base}/{name}")
+}
