@@ -8,18 +8,26 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-16}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --bin kauth --bench ceiling -q 2>/dev/null || cargo build --release --bin kauth --benches
-work=$(mktemp -d)
+work=${BENCH_WORK:-$(mktemp -d)}
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${BENCH_WORK:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
 
-start=$(date +%s%N)
-./target/release/kauth standalone --manifests examples --state-dir "$work/state" --port 0 >"$work/out" 2>"$work/log" &
-pids+=($!)
-until grep -q "listening on" "$work/out" 2>/dev/null; do sleep 0.01; done
-url=$(head -1 "$work/out" | sed 's/.*issuer \([^ ]*\).*/\1/')
-until curl -sf "$url/readyz" >/dev/null; do sleep 0.005; done
-echo "standalone start to ready: $(( ($(date +%s%N) - start) / 1000000 )) ms"
+start_standalone() { # label: starts on the examples and prints how long it took to be ready
+  local start
+  start=$(date +%s%N)
+  ./target/release/kauth standalone --manifests examples --state-dir "$work/state" --port 0 >"$work/out" 2>"$work/log" &
+  pids+=($!)
+  until grep -q "listening on" "$work/out" 2>/dev/null; do sleep 0.005; done
+  url=$(head -1 "$work/out" | sed 's/.*issuer \([^ ]*\).*/\1/')
+  until curl -sf "$url/readyz" >/dev/null; do sleep 0.005; done
+  echo "standalone $1 to ready: $(( ($(date +%s%N) - start) / 1000000 )) ms"
+}
+# The first start generates the signing keys (an RSA-2048 one among them) and secrets.
+start_standalone "first start (generates keys and secrets)"
+kill "${pids[-1]}" && wait "${pids[-1]}" 2>/dev/null || true
+rm -f "$work/out"
+start_standalone "restart"
 
 creds="$work/state/secrets/shop/shop-backend-oauth"
 AUTH=$(printf '%s:%s' "$(cat "$creds/CLIENT_ID")" "$(cat "$creds/CLIENT_SECRET")" | base64 -w0)
@@ -39,7 +47,63 @@ run() { # name url body
 run "client_credentials (ES256) via /token" "$url/token" "grant_type=client_credentials&scope=orders.read"
 run "introspection via /introspect" "$url/introspect" "token=$token"
 AUTH="" run "ceiling: bare endpoint that only signs the same JWT" "$ceiling/sign" "x=1"
-echo "provider RSS after load: $(ps -o rss= -p "${pids[0]}") KiB"
+echo "provider RSS after load: $(ps -o rss= -p "${pids[1]}") KiB"
+
+# The refresh_token grant: alice signs in to shop-web once through the real pages, then
+# more authorizations (session and consent remembered) give one refresh family per
+# connection. Each refresh is a grant-store transaction (rotate, record, issue).
+seed_refresh_tokens() { # base_url scope count -> comma-separated refresh tokens
+  local base=$1 scope=$2 count=$3 jar="$work/jar" cb="http%3A%2F%2F127.0.0.1%3A8400%2Fcallback"
+  local authz="$base/authorize?client_id=shop.shop-web&response_type=code&redirect_uri=$cb&state=b&scope=$scope"
+  local web="$work/state/secrets/shop/shop-web-oauth" out=() loc page code
+  field() { sed -n "s/.*name=\"$1\" value=\"\([^\"]*\)\".*/\1/p" <<<"$page" | head -1; }
+  for _ in $(seq 1 "$count"); do
+    loc=$(curl -s -c "$jar" -b "$jar" -o /dev/null -w '%{redirect_url}' "$authz")
+    if [[ $loc == */login* ]]; then
+      page=$(curl -s -c "$jar" -b "$jar" "$loc")
+      loc=$(curl -s -c "$jar" -b "$jar" -o /dev/null -w '%{redirect_url}' --data-urlencode "request=$(field request)" \
+        --data-urlencode "csrf=$(field csrf)" -d username=alice -d password=alice-demo-password "$base/login")
+    fi
+    if [[ $loc == */consent* ]]; then
+      page=$(curl -s -c "$jar" -b "$jar" "$loc")
+      loc=$(curl -s -c "$jar" -b "$jar" -o /dev/null -w '%{redirect_url}' --data-urlencode "request=$(field request)" \
+        --data-urlencode "csrf=$(field csrf)" -d decision=allow "$base/consent")
+    fi
+    code=$(sed -n 's/.*[?&]code=\([^&]*\).*/\1/p' <<<"$loc")
+    out+=("$(curl -s -u "$(cat "$web/CLIENT_ID"):$(cat "$web/CLIENT_SECRET")" -d grant_type=authorization_code \
+      -d "code=$code" -d "redirect_uri=http://127.0.0.1:8400/callback" "$base/token" |
+      sed 's/.*"refresh_token":"\([^"]*\)".*/\1/')")
+  done
+  local IFS=,
+  echo "${out[*]}"
+}
+web="$work/state/secrets/shop/shop-web-oauth"
+REFRESH_AUTH=$(printf '%s:%s' "$(cat "$web/CLIENT_ID")" "$(cat "$web/CLIENT_SECRET")" | base64 -w0)
+refresh_run() { # name url seed
+  echo "== $1"
+  AUTH="$REFRESH_AUTH" SEED="$3" THREADS=2 wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/refresh.lua "$2/token" |
+    grep -E "Requests/sec|50%|99%|Non-2xx|Socket errors" || true
+}
+families=$((CONNS + 2)) # one per connection, and a spare per wrk thread
+refresh_run "refresh_token (access token only), SQLite grant store" "$url" "$(seed_refresh_tokens "$url" orders.read "$families")"
+refresh_run "refresh_token with openid (plus an RS256 ID token), SQLite" "$url" \
+  "$(seed_refresh_tokens "$url" openid%20orders.read "$families")"
+if [ -x tests/postgres/up.sh ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  # Its own folder: the server runs as the postgres user, which cannot enter $work (0700).
+  pg_dir=$(mktemp -d)
+  trap 'tests/postgres/down.sh "$pg_dir" >/dev/null 2>&1 || true; cleanup' EXIT
+  pg_url=$(KAUTH_PG_FSYNC=on tests/postgres/up.sh "$pg_dir")
+  # fsync stays on here: the figure is what a real server pays per rotation.
+  ./target/release/kauth standalone --manifests examples --state-dir "$work/state" --port 0 --store-url "$pg_url" \
+    >"$work/pg-out" 2>"$work/pg-log" &
+  pids+=($!)
+  until grep -q "listening on" "$work/pg-out" 2>/dev/null; do sleep 0.01; done
+  pg_kauth=$(head -1 "$work/pg-out" | sed 's/.*issuer \([^ ]*\).*/\1/')
+  until curl -sf "$pg_kauth/readyz" >/dev/null; do sleep 0.005; done
+  rm -f "$work/jar"
+  refresh_run "refresh_token (access token only), PostgreSQL grant store" "$pg_kauth" \
+    "$(seed_refresh_tokens "$pg_kauth" orders.read "$families")"
+fi
 
 # Memory with 10,000 clients: one Scope granted everywhere, 10,000 OAuthClients requesting it.
 many="$work/many"
