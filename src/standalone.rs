@@ -533,6 +533,18 @@ pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str) -> String {
             c.scopes.join(" ")
         ));
     }
+    if let Some(people) = &pass.people {
+        out.push_str(&format!(
+            "  people: {} local account(s) from Secret {}/{USERS_SECRET} may sign in at {}\n",
+            people.len(),
+            cfg.kauth_namespace,
+            cfg.issuer.endpoint("/authorize")
+        ));
+    }
+    if let Some(connectors) = pass.connectors.as_ref().filter(|c| !c.list.is_empty()) {
+        let names: Vec<&str> = connectors.list.iter().map(|c| c.id.as_str()).collect();
+        out.push_str(&format!("  connectors: {}\n", names.join(", ")));
+    }
     if let Some(c) = pass.ready.iter().find(|c| !c.id_key.is_empty()) {
         let dir = c.credentials_dir.display();
         let scope = c.scopes.first().map(|s| format!(" -d scope={s}")).unwrap_or_default();

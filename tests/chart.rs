@@ -141,3 +141,75 @@ fn chart_crds_are_the_generated_ones() {
     let generated = std::fs::read_to_string(root().join("crds/kauth.dev.yaml")).unwrap();
     assert!(chart == generated, "charts/kauth/crds is stale: run `make crds`");
 }
+
+#[test]
+fn people_and_connectors_are_mounted_and_rendered_as_kauth_reads_them() {
+    let values = root().join("target/chart-sign-in-values.yaml");
+    std::fs::write(
+        &values,
+        r#"
+issuer: https://auth.example.com
+people: {local: {secretName: kauth-users}}
+connectors:
+  - id: corp
+    name: Corporate SSO
+    issuer: https://login.corp.example.com
+    clientId: kauth
+    clientSecretRef: {name: corp-oidc, key: client-secret}
+    scopes: [profile, email]
+    claims: {groups: roles}
+  - id: partner
+    name: Partner
+    issuer: https://idp.partner.example.com
+    clientId: kauth-partner
+    clientSecretRef: {name: corp-oidc, key: partner-secret}
+"#,
+    )
+    .unwrap();
+    let values = values.to_str().unwrap();
+    let (ok, out) = helm_run(&["lint", "--strict", "charts/kauth", "-f", values]);
+    assert!(ok, "{out}");
+    let (ok, out) = helm_run(&["template", "kauth", "charts/kauth", "-f", values]);
+    assert!(ok, "{out}");
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&out).unwrap();
+    let kind = |k: &str| docs.iter().find(|d| d["kind"] == k).unwrap_or_else(|| panic!("no {k}"));
+    let container = &kind("Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let env: Vec<(String, String)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().into(),
+                e["value"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    for (name, value) in [
+        ("KAUTH_USERS_FILE", "/etc/kauth/people/users.yaml"),
+        ("KAUTH_CONNECTORS_FILE", "/etc/kauth/connectors/connectors.yaml"),
+        ("KAUTH_SECRETS_DIR", "/etc/kauth/secrets"),
+    ] {
+        assert!(env.contains(&(name.into(), value.into())), "{name} in {env:?}");
+    }
+    let mounts = container["volumeMounts"].to_string();
+    assert_eq!(
+        mounts.matches("/etc/kauth/secrets/corp-oidc").count(),
+        1,
+        "one mount per Secret: {mounts}"
+    );
+    // The rendered connectors.yaml is what kauth parses, with secrets read from the mounts.
+    let text = kind("ConfigMap")["data"]["connectors.yaml"].as_str().unwrap();
+    let parsed =
+        kauth::connectors::Connectors::parse(text, |name, key| (name == "corp-oidc").then(|| format!("{key}-value")))
+            .unwrap();
+    let corp = parsed.get("corp").unwrap();
+    assert_eq!(corp.client_secret, "client-secret-value");
+    assert_eq!(corp.claims.groups, "roles");
+    assert_eq!(parsed.get("partner").unwrap().client_secret, "partner-secret-value");
+    // A connector without https, or with an inline secret, is refused by the schema.
+    for bad in ["connectors[0].issuer=http://idp", "connectors[0].clientSecret=inline"] {
+        let (ok, out) = helm_run(&["template", "kauth", "charts/kauth", "-f", values, "--set", bad]);
+        assert!(!ok, "{bad} accepted: {out}");
+    }
+}

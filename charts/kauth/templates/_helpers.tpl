@@ -18,3 +18,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "kauth.issuer" -}}
 {{- required "issuer is required, e.g. --set issuer=https://auth.example.com" .Values.issuer -}}
 {{- end -}}
+
+{{/* The distinct Secrets connectors reference, as a JSON array (each is mounted once). */}}
+{{- define "kauth.connectorSecrets" -}}
+{{- $names := list -}}
+{{- range .Values.connectors -}}
+{{- $names = append $names .clientSecretRef.name -}}
+{{- end -}}
+{{- $names | uniq | toJson -}}
+{{- end }}
