@@ -1225,3 +1225,137 @@ async fn sigterm_stops_cleanly_and_hands_the_lease_over() {
     );
     assert!(kauth.log_text().contains("shutting down"));
 }
+
+/// The value of a hidden form field on a kauth page.
+fn hidden_field(html: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} in {html}")) + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_string()
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn a_person_signs_in_through_kauth_run_and_gets_an_rs256_id_token() {
+    let client = client().await;
+    let id = unique();
+    let (kns, ns) = (format!("kauth-{id}"), format!("app-{id}"));
+    for n in [&kns, &ns] {
+        namespace(&client, n).await;
+    }
+    // The chart mounts the kauth-users Secret; here the file stands in for the mount.
+    let people = tempfile::tempdir().unwrap();
+    let users = people.path().join("users.yaml");
+    std::fs::write(
+        &users,
+        format!(
+            "users:\n- username: alice\n  email: alice@example.com\n  passwordHash: '{}'\n",
+            kauth::people::hash_password("wonderland")
+        ),
+    )
+    .unwrap();
+    let kauth = Kauth::spawn_with(&kns, "sign-in", None, &["--users-file", users.to_str().unwrap()]);
+    kauth.wait_ready(Duration::from_secs(30)).await;
+    let web: OAuthClient = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"grantTypes": ["authorization_code"], "redirectUris": ["https://app.example.com/cb"]}
+    }))
+    .unwrap();
+    create(&client, &web).await;
+    ready_client(&client, &ns, "web").await;
+    let creds = secret_data(&client, &ns, "web-oauth").await;
+    // With no SigningKey at all, kauth creates the ES256 default and an RS256 key for ID tokens.
+    let keys: Api<SigningKey> = Api::namespaced(client.clone(), &kns);
+    wait_until("default SigningKeys", Duration::from_secs(10), async || {
+        let names: Vec<String> = keys
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|k| k.name_any())
+            .collect();
+        names.contains(&"default".to_string()) && names.contains(&"default-rs256".to_string())
+    })
+    .await;
+
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let authorize = format!(
+        "{}/authorize?client_id={}&response_type=code&scope=openid%20email&state=s&nonce=n&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb",
+        kauth.url, creds["CLIENT_ID"]
+    );
+    let location = |r: &reqwest::Response| r.headers()["location"].to_str().unwrap().to_string();
+    let mut to_client = None;
+    // The RS256 key may still be on its way into the registry: retry the whole flow briefly.
+    wait_until("sign-in through kauth run", Duration::from_secs(20), async || {
+        let r = browser.get(&authorize).send().await.unwrap();
+        let page = browser.get(location(&r)).send().await.unwrap().text().await.unwrap();
+        let form = [
+            ("request", hidden_field(&page, "request")),
+            ("csrf", hidden_field(&page, "csrf")),
+            ("username", "alice".into()),
+            ("password", "wonderland".into()),
+        ];
+        let r = browser
+            .post(format!("{}/login", kauth.url))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 303 {
+            return false;
+        }
+        let page = browser.get(location(&r)).send().await.unwrap().text().await.unwrap();
+        let form = [
+            ("request", hidden_field(&page, "request")),
+            ("csrf", hidden_field(&page, "csrf")),
+            ("decision", "allow".into()),
+        ];
+        let r = browser
+            .post(format!("{}/consent", kauth.url))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        to_client = Some(location(&r));
+        true
+    })
+    .await;
+    let back = url::Url::parse(&to_client.unwrap()).unwrap();
+    let code = back.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    let tokens: Value = reqwest::Client::new()
+        .post(format!("{}/token", kauth.url))
+        .basic_auth(&creds["CLIENT_ID"], Some(&creds["CLIENT_SECRET"]))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "https://app.example.com/cb"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id_token = tokens["id_token"].as_str().unwrap_or_else(|| panic!("{tokens}"));
+    let header = jsonwebtoken::decode_header(id_token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    let jwks: Value = reqwest::get(format!("{}/jwks", kauth.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"].as_str() == header.kid.as_deref()),
+        "the ID token's key is published"
+    );
+}
