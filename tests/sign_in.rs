@@ -835,3 +835,63 @@ stringData:
         .await;
     assert_eq!(forged.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn browser_apps_may_call_the_token_and_userinfo_endpoints_from_their_own_origin_only() {
+    let p = provider().await;
+    let http = rp_http();
+    let spa_origin = "http://127.0.0.1:8401";
+    let preflight = |origin: &'static str, path: &'static str| {
+        let http = http.clone();
+        let url = format!("{}{path}", p.url);
+        async move {
+            http.request(reqwest::Method::OPTIONS, url)
+                .header("origin", origin)
+                .header("access-control-request-method", "GET")
+                .header("access-control-request-headers", "authorization")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let ok = preflight(spa_origin, "/userinfo").await;
+    assert_eq!(ok.status(), 204);
+    assert_eq!(ok.headers()["access-control-allow-origin"], spa_origin);
+    assert!(
+        ok.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+    let elsewhere = preflight("https://evil.example.com", "/userinfo").await;
+    assert!(elsewhere.headers().get("access-control-allow-origin").is_none());
+    // A token request from the app's page gets its response readable; from elsewhere, not.
+    for (origin, readable) in [(spa_origin, true), ("https://evil.example.com", false)] {
+        let r = http
+            .post(format!("{}/token", p.url))
+            .header("origin", origin)
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "shop.spa"),
+                ("refresh_token", "x"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers().get("access-control-allow-origin").is_some(),
+            readable,
+            "{origin}"
+        );
+    }
+    // Public documents are readable from anywhere; the sign-in pages never cross-origin.
+    let jwks = http
+        .get(format!("{}/jwks", p.url))
+        .header("origin", "https://any.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jwks.headers()["access-control-allow-origin"], "*");
+    let page = preflight(spa_origin, "/login").await;
+    assert!(page.headers().get("access-control-allow-origin").is_none());
+}

@@ -4,6 +4,7 @@
 mod authorize;
 mod browser;
 mod client_auth;
+mod cors;
 mod discovery;
 pub mod error;
 mod federation;
@@ -181,7 +182,8 @@ pub fn router(state: ProviderState) -> Router {
         .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
         .route("/end_session", get(oidc::end_session).post(oidc::end_session))
         .route("/connector/{id}/start", get(federation::start))
-        .route("/connector/{id}/callback", get(federation::callback));
+        .route("/connector/{id}/callback", get(federation::callback))
+        .layer(middleware::from_fn_with_state(state.clone(), cors::cors));
     let ops = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
