@@ -120,6 +120,16 @@ impl Metrics {
         }
     }
 
+    /// Counts a token issued to `client_id` with `grant_type`.
+    pub fn token_issued(&self, client_id: &str, grant_type: &str) {
+        self.tokens_issued
+            .get_or_create(&TokenLabels {
+                client_id: client_id.to_string(),
+                grant_type: grant_type.to_string(),
+            })
+            .inc();
+    }
+
     /// Records a reconcile of `kind`, and its error class if it failed.
     pub fn reconciled(&self, kind: &str, error: Option<&str>) {
         self.reconciles

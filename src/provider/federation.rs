@@ -20,12 +20,12 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 
 use super::ProviderState;
-use super::authorize::{PENDING_LIFETIME_SECS, SESSION_LIFETIME_SECS, proceed, see_other};
-use super::browser::{CookieName, handle_digest, random_handle, read_cookie, same_secret, set_cookie};
+use super::authorize::{PENDING_LIFETIME_SECS, see_other};
+use super::browser::{CookieName, handle_digest, random_handle, read_cookie, same_secret};
 use super::pages;
-use super::signin::load_pending;
+use super::signin::{load_pending, start_session};
 use crate::connectors::Connector;
-use crate::store::{PendingRequest, Session};
+use crate::store::PendingRequest;
 
 /// How long a discovery document is trusted before it is fetched again.
 const METADATA_TTL: Duration = Duration::from_secs(300);
@@ -350,52 +350,24 @@ pub async fn callback(
         return upstream_failed(&connector, "unreadable ID token");
     };
     let subject = connector.subject(verified.subject().as_str());
-    let session = Session {
-        subject: subject.clone(),
-        auth_time: now,
-    };
-    let cookie = random_handle();
-    let saved = async {
-        state
-            .store
-            .save_subject(&subject, &connector.map_claims(&upstream_claims), now)
-            .await?;
-        state
-            .store
-            .create_session(&handle_digest(&cookie), &session, now + SESSION_LIFETIME_SECS)
-            .await
-    };
-    if let Err(e) = saved.await {
-        return upstream_failed(&connector, e);
-    }
-    tracing::info!(subject = %subject, connector = %connector.id, "signed in upstream");
     let pending = match load_pending(&state, &headers, Some(&remembered.pending)).await {
         Ok(Some(p)) => p,
         Ok(None) => return pages::error(StatusCode::BAD_REQUEST, EXPIRED),
         Err(e) => return upstream_failed(&connector, e),
     };
-    let snapshot = state.registry.load();
-    let next = proceed(
+    tracing::info!(subject = %subject, connector = %connector.id, "signed in upstream");
+    match start_session(
         &state,
-        &snapshot,
         &headers,
-        Some(session),
-        &pending.request,
-        Some(&pending.id),
-        false,
-    );
-    let mut response = match next.await {
+        &pending,
+        &subject,
+        &connector.map_claims(&upstream_claims),
+    )
+    .await
+    {
         Ok(r) => r,
-        Err(e) => return upstream_failed(&connector, e),
-    };
-    set_cookie(
-        &mut response,
-        &state.issuer,
-        CookieName::Session,
-        Some(&cookie),
-        SESSION_LIFETIME_SECS,
-    );
-    response
+        Err(e) => upstream_failed(&connector, e),
+    }
 }
 
 /// Sign-in buttons for the login page: (name, start URL).

@@ -20,7 +20,6 @@ use super::error::{OAuthError, no_store};
 use super::form::Form;
 use crate::crd::GrantType;
 use crate::keys::jose_algorithm;
-use crate::metrics::TokenLabels;
 use crate::registry::{RegisteredClient, Snapshot};
 use crate::store::{Grant, Issued, Redemption, RefreshUse, StoreError};
 use crate::tokens::{AccessTokenClaims, Audience, IdTokenClaims, new_jti, sign, sign_id_token};
@@ -156,14 +155,7 @@ async fn respond(
     } else {
         None
     };
-    state
-        .metrics
-        .tokens_issued
-        .get_or_create(&TokenLabels {
-            client_id: client.client_id.clone(),
-            grant_type: grant_label.into(),
-        })
-        .inc();
+    state.metrics.token_issued(&client.client_id, grant_label);
     let mut response = Json(TokenResponse {
         access_token,
         token_type: "Bearer",

@@ -168,38 +168,45 @@ pub async fn login_submit(State(state): State<ProviderState>, request: Request) 
         return again(StatusCode::UNAUTHORIZED, "Wrong username or password.");
     };
     state.throttle.succeeded(&username);
+    tracing::info!(subject = %user.username, client = %client, "signed in");
+    match start_session(&state, &headers, &pending, &user.username, &user.claims()).await {
+        Ok(r) => r,
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Records the person's claims, starts a fresh session for them, and continues the pending
+/// request with it (consent or a code). Every sign-in gets a new session id, so a cookie
+/// planted before it never becomes a session.
+pub(super) async fn start_session(
+    state: &ProviderState,
+    headers: &HeaderMap,
+    pending: &Pending,
+    subject: &str,
+    claims: &serde_json::Value,
+) -> Result<Response, StoreError> {
     let now = Timestamp::now().as_second();
     let session = Session {
-        subject: user.username.clone(),
+        subject: subject.to_string(),
         auth_time: now,
     };
-    // A new session id on every sign-in: a planted cookie never becomes a session.
     let cookie = random_handle();
-    let stored = async {
-        state.store.save_subject(&user.username, &user.claims(), now).await?;
-        state
-            .store
-            .create_session(&handle_digest(&cookie), &session, now + SESSION_LIFETIME_SECS)
-            .await
-    };
-    if let Err(e) = stored.await {
-        return unavailable(e);
-    }
-    tracing::info!(subject = %user.username, client = %client, "signed in");
+    state.store.save_subject(subject, claims, now).await?;
+    state
+        .store
+        .create_session(&handle_digest(&cookie), &session, now + SESSION_LIFETIME_SECS)
+        .await?;
     let snapshot = state.registry.load();
-    let next = proceed(
-        &state,
+    let mut response = proceed(
+        state,
         &snapshot,
-        &headers,
+        headers,
         Some(session),
         &pending.request,
         Some(&pending.id),
         false,
-    );
-    let mut response = match next.await {
-        Ok(r) => r,
-        Err(e) => return unavailable(e),
-    };
+    )
+    .await?;
     set_cookie(
         &mut response,
         &state.issuer,
@@ -207,7 +214,7 @@ pub async fn login_submit(State(state): State<ProviderState>, request: Request) 
         Some(&cookie),
         SESSION_LIFETIME_SECS,
     );
-    response
+    Ok(response)
 }
 
 /// GET /consent?request=ID

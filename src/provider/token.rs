@@ -16,7 +16,6 @@ use super::client_auth::{
 use super::error::{OAuthError, no_store};
 use super::form::Form;
 use super::grants;
-use crate::metrics::TokenLabels;
 use std::sync::Arc;
 
 use crate::crd::GrantType;
@@ -105,14 +104,7 @@ async fn issue(state: &ProviderState, method: Method, headers: &HeaderMap, body:
     } else {
         "client_credentials"
     };
-    state
-        .metrics
-        .tokens_issued
-        .get_or_create(&TokenLabels {
-            client_id: client.client_id.clone(),
-            grant_type: grant_label.into(),
-        })
-        .inc();
+    state.metrics.token_issued(&client.client_id, grant_label);
     let mut response = Json(TokenResponse {
         access_token,
         issued_token_type: exchange.then_some(ACCESS_TOKEN_TYPE),
