@@ -25,19 +25,30 @@ fn copy_examples(to: &Path) {
     }
 }
 
-/// Starts the binary and returns it with its base URL, read from the start-up summary.
-fn start(manifests: &Path, state: &Path) -> (Running, String) {
-    let started = Instant::now();
+/// Starts `kauth standalone` with `args` and returns it with the first line of its summary
+/// (`kauth standalone: issuer URL (listening on ADDR)`); the rest of its output is echoed.
+fn spawn_standalone(args: &[&std::ffi::OsStr]) -> (Running, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kauth"))
-        .args(["standalone", "--port", "0", "--manifests"])
-        .arg(manifests)
-        .arg("--state-dir")
-        .arg(state)
+        .args(["standalone", "--port", "0"])
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
+    std::thread::spawn(move || lines.for_each(|l| eprintln!("kauth: {}", l.unwrap_or_default())));
+    (Running(child), first)
+}
+
+/// Starts the binary and returns it with its base URL, read from the start-up summary.
+fn start(manifests: &Path, state: &Path) -> (Running, String) {
+    let started = Instant::now();
+    let (running, first) = spawn_standalone(&[
+        "--manifests".as_ref(),
+        manifests.as_os_str(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ]);
     let url = first
         .split("issuer ")
         .nth(1)
@@ -47,8 +58,7 @@ fn start(manifests: &Path, state: &Path) -> (Running, String) {
         .unwrap()
         .to_string();
     eprintln!("standalone printed its summary after {:?}", started.elapsed());
-    std::thread::spawn(move || lines.for_each(|l| eprintln!("kauth: {}", l.unwrap_or_default())));
-    (Running(child), url)
+    (running, url)
 }
 
 async fn token(url: &str, state: &Path, scope: &str) -> (u16, Value) {
@@ -194,33 +204,23 @@ fn json_logs_are_one_object_per_line() {
 /// Starts the binary as one of several replicas: a fixed issuer (the load balancer's URL), a
 /// shared state folder and a shared PostgreSQL. Returns it with its own address.
 fn start_replica(manifests: &Path, state: &Path, issuer: &str, store: &str) -> (Running, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kauth"))
-        .args([
-            "standalone",
-            "--port",
-            "0",
-            "--issuer",
-            issuer,
-            "--store-url",
-            store,
-            "--manifests",
-        ])
-        .arg(manifests)
-        .arg("--state-dir")
-        .arg(state)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
+    let (running, first) = spawn_standalone(&[
+        "--issuer".as_ref(),
+        issuer.as_ref(),
+        "--store-url".as_ref(),
+        store.as_ref(),
+        "--manifests".as_ref(),
+        manifests.as_os_str(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ]);
     let addr = first
         .split("listening on ")
         .nth(1)
         .unwrap()
         .trim_end_matches(')')
         .to_string();
-    std::thread::spawn(move || lines.for_each(|l| eprintln!("kauth: {}", l.unwrap_or_default())));
-    (Running(child), format!("http://{addr}"))
+    (running, format!("http://{addr}"))
 }
 
 fn hidden(html: &str, name: &str) -> String {
