@@ -895,3 +895,100 @@ async fn browser_apps_may_call_the_token_and_userinfo_endpoints_from_their_own_o
     let page = preflight(spa_origin, "/login").await;
     assert!(page.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn prompt_and_max_age_decide_when_the_person_is_asked_again() {
+    let p = provider().await;
+    let browser = Browser::new();
+    // Sign in and consent once.
+    let (code, _) = code_for_web(&p, &browser).await;
+    assert!(!code.is_empty());
+    let base = format!(
+        "{}/authorize?client_id=shop.web&response_type=code&scope=openid%20orders.read&redirect_uri={}&state=p",
+        p.url,
+        urlencode(WEB_CB)
+    );
+    let next = |extra: &'static str| {
+        let browser = &browser;
+        let url = format!("{base}{extra}");
+        async move { browser.get(&url).await.location.unwrap() }
+    };
+    // Signed in and consented: prompt=none answers at once with a code.
+    let silent = url::Url::parse(&next("&prompt=none").await).unwrap();
+    assert!(param(&silent, "code").is_some(), "{silent}");
+    // prompt=login and an elapsed max_age ask for the password; prompt=consent asks again.
+    assert!(next("&prompt=login").await.contains("/login?"));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(next("&max_age=0").await.contains("/login?"));
+    // prompt=login cannot be skipped by going to the consent page with the old session.
+    let to_login = next("&prompt=login&nonce=again").await;
+    let request = to_login.split("request=").nth(1).unwrap().to_string();
+    let page = browser.get(&format!("{}/consent?request={request}", p.url)).await;
+    let csrf = hidden(&page.body, "csrf");
+    let skipped = browser
+        .post(
+            &format!("{}/consent", p.url),
+            &[
+                ("request", request.as_str()),
+                ("csrf", csrf.as_str()),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    assert!(
+        skipped.location.unwrap().contains("/login?"),
+        "the password is still asked"
+    );
+    assert!(next("&max_age=3600").await.starts_with(WEB_CB));
+    assert!(next("&prompt=consent").await.contains("/consent?"));
+    // A scope not yet allowed needs consent: prompt=none then says so.
+    let more = format!(
+        "{}/authorize?client_id=shop.web&response_type=code&scope=openid%20email&redirect_uri={}&prompt=none",
+        p.url,
+        urlencode(WEB_CB)
+    );
+    let more = url::Url::parse(&browser.get(&more).await.location.unwrap()).unwrap();
+    assert_eq!(param(&more, "error").as_deref(), Some("consent_required"));
+    // A repeated parameter is malformed: refused on a page, since nothing in it can be trusted.
+    let repeated = browser.get(&format!("{base}&scope=email")).await;
+    assert_eq!((repeated.status, repeated.location), (StatusCode::BAD_REQUEST, None));
+}
+
+#[tokio::test]
+async fn a_client_may_take_id_tokens_signed_with_the_signing_keys_algorithm() {
+    let es256_client = r#"
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: modern, namespace: shop}
+spec:
+  grantTypes: [authorization_code]
+  redirectUris: ["https://modern.example.com/cb"]
+  idTokenSigningAlg: ES256
+"#;
+    let p = TestProvider::start(&[("clients.yaml", es256_client), ("people.yaml", &people())]).await;
+    let (id, secret) = p.credentials("shop", "modern");
+    let rp = relying_party(&p, &id, Some(secret), "https://modern.example.com/cb").await;
+    let (auth_url, _, nonce) = rp
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .url();
+    let back = Browser::new()
+        .sign_in(&p, auth_url.as_str(), ("alice", "wonderland"))
+        .await;
+    let tokens = rp
+        .exchange_code(AuthorizationCode::new(param(&back, "code").unwrap()))
+        .unwrap()
+        .request_async(&rp_http())
+        .await
+        .unwrap();
+    let id_token = tokens.id_token().unwrap();
+    let verifier = rp
+        .id_token_verifier()
+        .set_allowed_algs(vec![openidconnect::core::CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
+    let claims = id_token.claims(&verifier, &nonce).expect("an ES256 ID token verifies");
+    assert_eq!(claims.subject().as_str(), "alice");
+    assert_eq!(jwt_header(&id_token.to_string())["alg"], "ES256");
+}

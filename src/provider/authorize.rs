@@ -57,6 +57,8 @@ pub struct AuthRequest {
     pub force_consent: bool,
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
+    /// When the request arrived: with `prompt=login` the sign-in must be newer.
+    pub started_at: i64,
 }
 
 /// Where an authorization response goes: the client's exact redirect URI.
@@ -336,6 +338,7 @@ fn check(form: &Form, client: &RegisteredClient, redirect_uri: &str) -> Result<A
         force_consent,
         max_age,
         login_hint: form.get("login_hint").map(|h| h.chars().take(128).collect()),
+        started_at: Timestamp::now().as_second(),
     })
 }
 
@@ -422,7 +425,11 @@ pub async fn proceed(
         state: req.state.as_deref(),
         issuer: &state.issuer.url,
     };
-    let fresh_enough = |s: &Session| req.max_age.is_none_or(|m| now - s.auth_time <= m);
+    // max_age bounds the sign-in's age; prompt=login wants one made for this request (the
+    // consent page of a pending request cannot stand in for the password).
+    let fresh_enough = |s: &Session| {
+        req.max_age.is_none_or(|m| now - s.auth_time <= m) && (!req.force_login || s.auth_time >= req.started_at)
+    };
     let Some(session) = session.filter(fresh_enough) else {
         if prompt_none {
             return Ok(back.error("login_required", "the person is not signed in"));
