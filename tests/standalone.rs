@@ -348,3 +348,31 @@ async fn two_processes_sharing_postgres_complete_one_sign_in_between_them() {
         "the family died with the replay"
     );
 }
+
+#[test]
+fn hash_password_prints_an_argon2id_hash_that_users_yaml_accepts() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kauth"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"correct horse\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let people =
+        kauth::people::Directory::parse(&format!("users:\n- username: a\n  passwordHash: '{hash}'\n")).unwrap();
+    assert!(
+        people.verify("a", "correct horse").is_some(),
+        "the newline is not part of the password"
+    );
+    let empty = Command::new(env!("CARGO_BIN_EXE_kauth"))
+        .arg("hash-password")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(empty.status.code(), Some(2), "no password, no hash");
+}
