@@ -1279,6 +1279,17 @@ async fn a_person_signs_in_through_kauth_run_and_gets_an_rs256_id_token() {
     })
     .await;
 
+    // The provider publishes the RS256 key once its Secret reached the cache.
+    wait_until("an RS256 key in the JWKS", Duration::from_secs(20), async || {
+        let jwks: Value = reqwest::get(format!("{}/jwks", kauth.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        jwks["keys"].as_array().unwrap().iter().any(|k| k["kty"] == "RSA")
+    })
+    .await;
     let browser = reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -1290,9 +1301,13 @@ async fn a_person_signs_in_through_kauth_run_and_gets_an_rs256_id_token() {
     );
     let location = |r: &reqwest::Response| r.headers()["location"].to_str().unwrap().to_string();
     let mut to_client = None;
-    // The RS256 key may still be on its way into the registry: retry the whole flow briefly.
+    // The client's Secret may still be on its way into the provider's registry (Ready is
+    // written by the controller, which does not wait for the provider): retry briefly.
     wait_until("sign-in through kauth run", Duration::from_secs(20), async || {
         let r = browser.get(&authorize).send().await.unwrap();
+        if r.status() != 303 {
+            return false;
+        }
         let page = browser.get(location(&r)).send().await.unwrap().text().await.unwrap();
         let form = [
             ("request", hidden_field(&page, "request")),
