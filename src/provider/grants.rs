@@ -6,18 +6,17 @@
 use std::sync::Arc;
 
 use aws_lc_rs::digest;
-use axum::Json;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::jiff::Timestamp;
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::ProviderState;
 use super::browser::{handle_digest, random_handle, same_secret};
-use super::error::{OAuthError, no_store};
+use super::error::OAuthError;
 use super::form::Form;
+use super::token::TokenResponse;
 use crate::crd::GrantType;
 use crate::keys::jose_algorithm;
 use crate::registry::{RegisteredClient, Snapshot};
@@ -26,19 +25,6 @@ use crate::tokens::{AccessTokenClaims, Audience, IdTokenClaims, new_jti, sign, s
 
 /// Longest a refresh family lives, however often it is used: people sign in again after it.
 pub const FAMILY_LIFETIME_SECS: i64 = 90 * 24 * 3600;
-
-#[derive(Serialize)]
-struct TokenResponse {
-    access_token: String,
-    token_type: &'static str,
-    expires_in: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scope: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refresh_token: Option<String>,
-}
 
 fn store_failed(e: StoreError) -> OAuthError {
     tracing::error!(error = %e, "grant store unavailable at the token endpoint");
@@ -156,17 +142,10 @@ async fn respond(
         None
     };
     state.metrics.token_issued(&client.client_id, grant_label);
-    let mut response = Json(TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: lifetime,
-        scope,
-        id_token,
-        refresh_token: issue.refresh_token,
-    })
-    .into_response();
-    no_store(&mut response);
-    Ok(response)
+    let mut response = TokenResponse::bearer(access_token, lifetime, scope);
+    response.id_token = id_token;
+    response.refresh_token = issue.refresh_token;
+    Ok(response.into_response())
 }
 
 /// grant_type=authorization_code

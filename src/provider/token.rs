@@ -24,15 +24,43 @@ use crate::tokens::{AccessTokenClaims, Audience, new_jti, sign};
 use crate::validation::{is_resource_uri, is_scope_token};
 use crate::workload_identity::{ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
 
+/// A successful token response (RFC 6749 §5.1; RFC 8693 §2.2.1), for every grant.
 #[derive(Serialize)]
-struct TokenResponse {
+pub(super) struct TokenResponse {
     access_token: String,
     token_type: &'static str,
     expires_in: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    issued_token_type: Option<&'static str>,
+    pub id_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
+}
+
+impl TokenResponse {
+    /// A Bearer access token valid for `expires_in` seconds.
+    pub fn bearer(access_token: String, expires_in: u64, scope: Option<String>) -> Self {
+        Self {
+            access_token,
+            token_type: "Bearer",
+            expires_in,
+            scope,
+            id_token: None,
+            refresh_token: None,
+            issued_token_type: None,
+        }
+    }
+}
+
+impl IntoResponse for TokenResponse {
+    fn into_response(self) -> Response {
+        let mut response = Json(self).into_response();
+        no_store(&mut response);
+        response
+    }
 }
 
 /// POST /token
@@ -105,16 +133,9 @@ async fn issue(state: &ProviderState, method: Method, headers: &HeaderMap, body:
         "client_credentials"
     };
     state.metrics.token_issued(&client.client_id, grant_label);
-    let mut response = Json(TokenResponse {
-        access_token,
-        issued_token_type: exchange.then_some(ACCESS_TOKEN_TYPE),
-        token_type: "Bearer",
-        expires_in: lifetime,
-        scope: claims.scope,
-    })
-    .into_response();
-    no_store(&mut response);
-    Ok(response)
+    let mut response = TokenResponse::bearer(access_token, lifetime, claims.scope);
+    response.issued_token_type = exchange.then_some(ACCESS_TOKEN_TYPE);
+    Ok(response.into_response())
 }
 
 /// RFC 8693: a workload trades its ServiceAccount token for an access token. The subject
