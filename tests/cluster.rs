@@ -2,6 +2,8 @@
 //! (KUBECONFIG, or a local etcd + kube-apiserver started by tests/cluster/up.sh). Each test
 //! works in namespaces of its own and starts its own `kauth run` processes.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -1226,13 +1228,6 @@ async fn sigterm_stops_cleanly_and_hands_the_lease_over() {
     assert!(kauth.log_text().contains("shutting down"));
 }
 
-/// The value of a hidden form field on a kauth page.
-fn hidden_field(html: &str, name: &str) -> String {
-    let marker = format!(r#"name="{name}" value=""#);
-    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} in {html}")) + marker.len();
-    html[start..start + html[start..].find('"').unwrap()].to_string()
-}
-
 #[tokio::test]
 #[ignore = "needs a cluster: make test-cluster"]
 async fn a_person_signs_in_through_kauth_run_and_gets_an_rs256_id_token() {
@@ -1310,8 +1305,8 @@ async fn a_person_signs_in_through_kauth_run_and_gets_an_rs256_id_token() {
         }
         let page = browser.get(location(&r)).send().await.unwrap().text().await.unwrap();
         let form = [
-            ("request", hidden_field(&page, "request")),
-            ("csrf", hidden_field(&page, "csrf")),
+            ("request", support::hidden_field(&page, "request")),
+            ("csrf", support::hidden_field(&page, "csrf")),
             ("username", "alice".into()),
             ("password", "wonderland".into()),
         ];
@@ -1326,8 +1321,8 @@ async fn a_person_signs_in_through_kauth_run_and_gets_an_rs256_id_token() {
         }
         let page = browser.get(location(&r)).send().await.unwrap().text().await.unwrap();
         let form = [
-            ("request", hidden_field(&page, "request")),
-            ("csrf", hidden_field(&page, "csrf")),
+            ("request", support::hidden_field(&page, "request")),
+            ("csrf", support::hidden_field(&page, "csrf")),
             ("decision", "allow".into()),
         ];
         let r = browser

@@ -135,8 +135,8 @@ impl Browser {
             }
             let page = self.get(&to).await;
             assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-            let request = hidden(&page.body, "request");
-            let csrf = hidden(&page.body, "csrf");
+            let request = support::hidden_field(&page.body, "request");
+            let csrf = support::hidden_field(&page.body, "csrf");
             step = if to.contains("/login") {
                 let form = [
                     ("request", request.as_str()),
@@ -155,16 +155,6 @@ impl Browser {
             };
         }
     }
-}
-
-/// The value of a hidden form field.
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!(r#"name="{name}" value=""#);
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} field in {html}"))
-        + marker.len();
-    html[start..start + html[start..].find('"').unwrap()].to_string()
 }
 
 fn param(url: &url::Url, name: &str) -> Option<String> {
@@ -580,7 +570,10 @@ async fn sign_in_pages_refuse_wrong_passwords_forged_forms_and_too_many_attempts
     );
     let to_login = browser.get(&url).await.location.unwrap();
     let page = browser.get(&to_login).await;
-    let (request, csrf) = (hidden(&page.body, "request"), hidden(&page.body, "csrf"));
+    let (request, csrf) = (
+        support::hidden_field(&page.body, "request"),
+        support::hidden_field(&page.body, "csrf"),
+    );
     let attempt = |password: &'static str, csrf: String, request: String| {
         let browser = &browser;
         let p = &p;
@@ -766,7 +759,10 @@ stringData:
         };
         let path = if next.contains("/login") { "login" } else { "consent" };
         pages_seen.push(format!("{which} {path}"));
-        let (request, csrf) = (hidden(&step.body, "request"), hidden(&step.body, "csrf"));
+        let (request, csrf) = (
+            support::hidden_field(&step.body, "request"),
+            support::hidden_field(&step.body, "csrf"),
+        );
         let posted = match (which, path) {
             ("downstream", "login") => {
                 next = link(&step.body, "Sign in with Corp SSO");
@@ -924,7 +920,7 @@ async fn prompt_and_max_age_decide_when_the_person_is_asked_again() {
     let to_login = next("&prompt=login&nonce=again").await;
     let request = to_login.split("request=").nth(1).unwrap().to_string();
     let page = browser.get(&format!("{}/consent?request={request}", p.url)).await;
-    let csrf = hidden(&page.body, "csrf");
+    let csrf = support::hidden_field(&page.body, "csrf");
     let skipped = browser
         .post(
             &format!("{}/consent", p.url),

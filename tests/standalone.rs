@@ -223,12 +223,6 @@ fn start_replica(manifests: &Path, state: &Path, issuer: &str, store: &str) -> (
     (running, format!("http://{addr}"))
 }
 
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!(r#"name="{name}" value=""#);
-    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} in {html}")) + marker.len();
-    html[start..start + html[start..].find('"').unwrap()].to_string()
-}
-
 #[tokio::test]
 async fn two_processes_sharing_postgres_complete_one_sign_in_between_them() {
     let tmp = tempfile::tempdir().unwrap();
@@ -262,8 +256,8 @@ async fn two_processes_sharing_postgres_complete_one_sign_in_between_them() {
     // Started on A, signed in on B...
     let page = get(via(&b, &location(&started))).await.text().await.unwrap();
     let form = [
-        ("request", hidden(&page, "request")),
-        ("csrf", hidden(&page, "csrf")),
+        ("request", support::hidden_field(&page, "request")),
+        ("csrf", support::hidden_field(&page, "csrf")),
         ("username", "alice".into()),
         ("password", "alice-demo-password".into()),
     ];
@@ -272,8 +266,8 @@ async fn two_processes_sharing_postgres_complete_one_sign_in_between_them() {
     // ... consented on A ...
     let page = get(via(&a, &location(&signed_in))).await.text().await.unwrap();
     let form = [
-        ("request", hidden(&page, "request")),
-        ("csrf", hidden(&page, "csrf")),
+        ("request", support::hidden_field(&page, "request")),
+        ("csrf", support::hidden_field(&page, "csrf")),
         ("decision", "allow".into()),
     ];
     let consented = browser.post(format!("{a}/consent")).form(&form).send().await.unwrap();

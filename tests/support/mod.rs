@@ -199,3 +199,13 @@ pub async fn fresh_postgres_database() -> String {
     let base = admin.rsplit_once('/').expect("a database in the URL").0;
     format!("{base}/{name}")
 }
+
+/// The value of a hidden field on one of kauth's pages.
+pub fn hidden_field(html: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field in {html}"))
+        + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_string()
+}
