@@ -50,6 +50,21 @@ fn issue(jti: &str) -> Issued {
     }
 }
 
+/// A store in which code `c1` was redeemed (access token `at-1`) and started family `f1`
+/// with refresh token `r1` (valid an hour, the family a day).
+async fn with_family(b: &Backend) -> GrantStore {
+    let store = GrantStore::open(&b.url).await.unwrap();
+    store.insert_code("c1", &grant(), NOW + 60).await.unwrap();
+    store.redeem_code("c1", NOW, &issue("at-1")).await.unwrap();
+    assert!(
+        store
+            .start_family("c1", "f1", "r1", &grant(), NOW + 3600, NOW + 86400)
+            .await
+            .unwrap()
+    );
+    store
+}
+
 async fn code_is_redeemed_once_even_when_raced(b: Backend) {
     let store = GrantStore::open(&b.url).await.unwrap();
     store.insert_code("c1", &grant(), NOW + 60).await.unwrap();
@@ -150,13 +165,7 @@ async fn expired_and_unknown_codes_are_invalid(b: Backend) {
 }
 
 async fn refresh_tokens_rotate_and_reuse_revokes_the_family(b: Backend) {
-    let store = GrantStore::open(&b.url).await.unwrap();
-    store.insert_code("c1", &grant(), NOW + 60).await.unwrap();
-    store.redeem_code("c1", NOW, &issue("at-1")).await.unwrap();
-    store
-        .start_family("c1", "f1", "r1", &grant(), NOW + 3600, NOW + 86400)
-        .await
-        .unwrap();
+    let store = with_family(&b).await;
     assert_eq!(
         store
             .use_refresh("r1", "other.client", NOW, ("rx", NOW + 3600), &issue("at-x"))
@@ -207,13 +216,7 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(b: Backend) {
 }
 
 async fn a_refresh_token_is_used_once_even_when_raced(b: Backend) {
-    let store = GrantStore::open(&b.url).await.unwrap();
-    store.insert_code("c1", &grant(), NOW + 60).await.unwrap();
-    store.redeem_code("c1", NOW, &issue("at-1")).await.unwrap();
-    store
-        .start_family("c1", "f1", "r1", &grant(), NOW + 3600, NOW + 86400)
-        .await
-        .unwrap();
+    let store = with_family(&b).await;
     let tasks: Vec<_> = (0..8)
         .map(|i| {
             let store = store.clone();
@@ -273,13 +276,7 @@ async fn refresh_tokens_and_families_expire(b: Backend) {
 }
 
 async fn revoking_a_refresh_token_ends_its_family(b: Backend) {
-    let store = GrantStore::open(&b.url).await.unwrap();
-    store.insert_code("c1", &grant(), NOW + 60).await.unwrap();
-    store.redeem_code("c1", NOW, &issue("at-1")).await.unwrap();
-    store
-        .start_family("c1", "f1", "r1", &grant(), NOW + 3600, NOW + 86400)
-        .await
-        .unwrap();
+    let store = with_family(&b).await;
     store
         .use_refresh("r1", "shop.web", NOW, ("r2", NOW + 3600), &issue("at-2"))
         .await
