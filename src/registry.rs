@@ -118,6 +118,9 @@ pub struct Snapshot {
     pub audience_owners: HashMap<String, HashSet<String>>,
     /// Accepted scopes by value: what the consent page shows.
     pub scopes: HashMap<String, ScopeInfo>,
+    /// Web origins of public clients' redirect URIs: the browser apps that may call the token
+    /// and userinfo endpoints cross-origin.
+    pub browser_origins: HashSet<String>,
     /// Signing and verification keys.
     pub keys: KeyRing,
     /// True once every source has been read at least once.
@@ -177,15 +180,29 @@ impl Snapshot {
                 (value.clone(), info)
             })
             .collect();
+        let browser_origins = clients
+            .values()
+            .filter(|c| c.is_public())
+            .flat_map(|c| &c.redirect_uris)
+            .filter_map(|uri| web_origin(uri))
+            .collect();
         Self {
             clients,
             by_service_account,
             audience_owners,
             scopes,
+            browser_origins,
             keys,
             complete: true,
         }
     }
+}
+
+/// The origin (`scheme://host[:port]`) of a URL as browsers send it; None for schemes without
+/// one (a native app's `com.example.app:/cb`).
+pub fn web_origin(uri: &str) -> Option<String> {
+    let origin = url::Url::parse(uri).ok()?.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
 /// Holds the current snapshot; cheap to clone and share.

@@ -11,7 +11,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ProviderState;
-use crate::registry::Snapshot;
 
 /// What a path allows cross-origin.
 enum Policy {
@@ -31,23 +30,6 @@ fn policy(path: &str, issuer_path: &str) -> Policy {
     }
 }
 
-/// The origin (`scheme://host[:port]`) of a URL, as browsers send it.
-fn origin_of(uri: &str) -> Option<String> {
-    let url = url::Url::parse(uri).ok()?;
-    let origin = url.origin();
-    origin.is_tuple().then(|| origin.ascii_serialization())
-}
-
-/// True when `origin` is where some public client's redirect URI lives.
-fn client_origin(snapshot: &Snapshot, origin: &str) -> bool {
-    snapshot
-        .clients
-        .values()
-        .filter(|c| c.is_public())
-        .flat_map(|c| &c.redirect_uris)
-        .any(|r| origin_of(r).as_deref() == Some(origin))
-}
-
 /// Adds CORS headers, and answers preflight requests, per [`policy`].
 pub async fn cors(State(state): State<ProviderState>, request: Request, next: Next) -> Response {
     let origin = request
@@ -60,7 +42,9 @@ pub async fn cors(State(state): State<ProviderState>, request: Request, next: Ne
     };
     let allowed = match policy(request.uri().path(), &state.issuer.path) {
         Policy::Public => Some(HeaderValue::from_static("*")),
-        Policy::Clients if client_origin(&state.registry.load(), &origin) => HeaderValue::from_str(&origin).ok(),
+        Policy::Clients if state.registry.load().browser_origins.contains(&origin) => {
+            HeaderValue::from_str(&origin).ok()
+        }
         _ => None,
     };
     let preflight =
@@ -97,16 +81,17 @@ mod tests {
 
     #[test]
     fn origins_and_policies() {
+        use crate::registry::web_origin;
         assert_eq!(
-            origin_of("http://127.0.0.1:8401/callback").as_deref(),
+            web_origin("http://127.0.0.1:8401/callback").as_deref(),
             Some("http://127.0.0.1:8401")
         );
         assert_eq!(
-            origin_of("https://app.example.com/cb?x=1").as_deref(),
+            web_origin("https://app.example.com/cb?x=1").as_deref(),
             Some("https://app.example.com")
         );
         assert_eq!(
-            origin_of("com.example.app:/cb"),
+            web_origin("com.example.app:/cb"),
             None,
             "native schemes have no web origin"
         );
