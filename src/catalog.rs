@@ -8,8 +8,9 @@ use std::fmt;
 
 use kube::core::{Selector, SelectorExt};
 
+use crate::claims::{ClaimRules, Claimant, Ledger, RELEASE_ANNOTATION, settle};
 use crate::crd::{GrantType, OAuthClientSpec, ScopeSpec};
-use crate::validation::{ClientSettings, FieldError, validate_client, validate_scope};
+use crate::validation::{ClientSettings, FieldError, is_client_id_override, validate_client, validate_scope};
 
 /// Namespace and name of an object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,13 +37,24 @@ impl fmt::Display for ObjectKey {
     }
 }
 
+/// True when an object's annotations give its claims up (see [`RELEASE_ANNOTATION`]).
+pub fn releases_claims(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.get(RELEASE_ANNOTATION).is_some_and(|v| v == "true")
+}
+
 /// An OAuthClient as the catalog sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientInput<'a> {
-    /// Namespace and name.
+    /// Namespace.
     pub namespace: &'a str,
     /// Name.
     pub name: &'a str,
+    /// The object's identity: grants and consents belong to it, not to the client id.
+    pub uid: &'a str,
+    /// `metadata.generation`, so a reconcile can tell a verdict about its own spec.
+    pub generation: Option<i64>,
+    /// The object gives its explicit client id up.
+    pub releasing: bool,
     /// Spec.
     pub spec: &'a OAuthClientSpec,
 }
@@ -54,8 +66,51 @@ pub struct ScopeInput<'a> {
     pub namespace: &'a str,
     /// Name.
     pub name: &'a str,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The object gives its value and audience up.
+    pub releasing: bool,
     /// Spec.
     pub spec: &'a ScopeSpec,
+}
+
+impl<'a> ScopeInput<'a> {
+    /// A Scope with no generation or annotation (tests and one-off checks).
+    pub fn of(namespace: &'a str, name: &'a str, spec: &'a ScopeSpec) -> Self {
+        Self {
+            namespace,
+            name,
+            generation: None,
+            releasing: false,
+            spec,
+        }
+    }
+}
+
+/// Who holds a name another object asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// Another namespace claimed it first (or still holds it in its grace period).
+    Namespace(String),
+    /// An older object of the same namespace.
+    Object(ObjectKey),
+    /// This object gives its claims up (the release annotation): it is not served.
+    Released,
+}
+
+impl Holder {
+    /// The sentence status conditions, Events and standalone's problems use.
+    pub fn describe(&self, field: &str, value: &str, kind: &str) -> String {
+        match self {
+            Self::Namespace(ns) => format!(
+                "{field} '{value}' is claimed by namespace {ns}, which claimed it first; this {kind} is ignored"
+            ),
+            Self::Object(key) => format!("{field} '{value}' is already used by {kind} {key}; this {kind} is ignored"),
+            Self::Released => format!(
+                "{field} '{value}' is given up by the annotation {RELEASE_ANNOTATION}; this {kind} is not served"
+            ),
+        }
+    }
 }
 
 /// The verdict on one Scope.
@@ -65,8 +120,25 @@ pub enum ScopeVerdict {
     Accepted,
     /// Invalid fields; ignored.
     Invalid(Vec<FieldError>),
-    /// Another Scope claimed the value first; ignored.
-    Conflict { owner: ObjectKey },
+    /// Its value or audience belongs to someone else; ignored.
+    Conflict {
+        /// `spec.value` or `spec.audience`.
+        field: &'static str,
+        /// The value of that field.
+        value: String,
+        /// Who has it.
+        holder: Holder,
+    },
+}
+
+impl ScopeVerdict {
+    /// What a conflict means, in one sentence.
+    pub fn conflict_message(&self) -> Option<String> {
+        match self {
+            Self::Conflict { field, value, holder } => Some(holder.describe(field, value, "Scope")),
+            _ => None,
+        }
+    }
 }
 
 /// An accepted scope value.
@@ -82,11 +154,11 @@ pub struct AcceptedScope {
     pub consent_required: bool,
 }
 
-/// Why a requested scope is not granted.
+/// Why a requested scope or audience is not granted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MissingGrant {
-    /// The scope value.
-    pub scope: String,
+    /// The scope value or audience.
+    pub name: String,
     /// Human-readable reason naming the grant that is missing.
     pub reason: String,
 }
@@ -105,18 +177,25 @@ pub struct GrantedScope {
 pub struct ClientVerdict {
     /// Namespace and name.
     pub key: ObjectKey,
+    /// The object's uid.
+    pub uid: String,
+    /// The generation judged.
+    pub generation: Option<i64>,
     /// Validated settings, or the invalid fields.
     pub settings: Result<ClientSettings, Vec<FieldError>>,
     /// The client id it asks for (default or override).
     pub client_id: String,
-    /// Set when another client holds the id; this one is then not served.
-    pub id_conflict: Option<ObjectKey>,
+    /// Set when someone else holds the id; this one is then not served.
+    pub id_conflict: Option<Holder>,
     /// Requested and granted scopes.
     pub granted: Vec<GrantedScope>,
     /// Requested and not granted scopes.
     pub missing: Vec<MissingGrant>,
-    /// Resource indicators it may request besides its scopes' audiences.
+    /// `spec.audiences` entries that a granted scope covers: the default audiences of its
+    /// tokens when no scope names one.
     pub audiences: Vec<String>,
+    /// `spec.audiences` entries no granted scope covers (not usable).
+    pub missing_audiences: Vec<MissingGrant>,
     /// Grant types it may use.
     pub grant_types: Vec<GrantType>,
 }
@@ -126,6 +205,12 @@ impl ClientVerdict {
     pub fn servable(&self) -> bool {
         self.settings.is_ok() && self.id_conflict.is_none()
     }
+
+    /// What an id conflict means, in one sentence.
+    pub fn conflict_message(&self) -> Option<String> {
+        let holder = self.id_conflict.as_ref()?;
+        Some(holder.describe("spec.clientId", &self.client_id, "OAuthClient"))
+    }
 }
 
 /// The evaluation of all clients and scopes.
@@ -133,10 +218,22 @@ impl ClientVerdict {
 pub struct Catalog {
     /// Scope verdicts, in input order.
     pub scopes: Vec<(ObjectKey, ScopeVerdict)>,
+    /// Where each Scope's verdict is in `scopes`, with the generation judged.
+    scope_index: HashMap<ObjectKey, (usize, Option<i64>)>,
     /// Accepted scopes by value.
     pub scope_values: HashMap<String, AcceptedScope>,
+    /// The namespace owning each claimed audience (also while its Scopes are invalid or
+    /// deleted, within the grace period): clients there are its resource servers.
+    pub audience_owners: HashMap<String, String>,
     /// Client verdicts, in input order.
     pub clients: Vec<ClientVerdict>,
+    /// Where each client's verdict is in `clients`.
+    client_index: HashMap<ObjectKey, usize>,
+    /// The claims after this evaluation: what kauth records for the next.
+    pub ledger: Ledger,
+    /// False only for the empty catalog that stands in before the first evaluation (whose
+    /// empty ledger must never be recorded over the real one).
+    pub settled: bool,
 }
 
 /// The default client id: `<namespace>.<name>`. Namespaces hold no '.', so the first '.'
@@ -175,7 +272,19 @@ fn grants(scope: &ScopeSpec, owner_ns: &str, client: &ObjectKey, labels: &Namesp
 /// The accepted scopes, by value, with the spec and namespace of their owner.
 type ScopeIndex<'a> = HashMap<&'a str, (&'a ScopeSpec, &'a str)>;
 
-impl ClientInput<'_> {
+impl<'a> ClientInput<'a> {
+    /// A client with no uid, generation or annotation (tests and one-off checks).
+    pub fn of(namespace: &'a str, name: &'a str, spec: &'a OAuthClientSpec) -> Self {
+        Self {
+            namespace,
+            name,
+            uid: "",
+            generation: None,
+            releasing: false,
+            spec,
+        }
+    }
+
     /// The client id this client asks for.
     pub fn client_id(&self) -> String {
         self.spec
@@ -185,37 +294,88 @@ impl ClientInput<'_> {
     }
 }
 
+/// The field a claim is about is well-formed, whatever else is wrong with the object: a
+/// broken object keeps what it claimed.
+fn claimable(errors: &Result<(), Vec<FieldError>>, field: &str) -> bool {
+    errors.as_ref().err().is_none_or(|e| e.iter().all(|e| e.field != field))
+}
+
 impl Catalog {
-    /// Evaluates everything. Inputs come in precedence order (oldest first): on a conflict the
-    /// earlier Scope keeps its value and the earlier client keeps its id.
+    /// Evaluates everything with no recorded claims (tests and one-off checks).
     pub fn evaluate(clients: &[ClientInput<'_>], scopes: &[ScopeInput<'_>], labels: &NamespaceLabels) -> Self {
-        let mut catalog = Catalog::default();
-        let index = catalog.index_scopes(scopes);
-        let mut id_owner: HashMap<String, ObjectKey> = HashMap::new();
-        for c in clients {
-            let settings = validate_client(c.name, c.spec);
+        Self::evaluate_with(clients, scopes, labels, &Ledger::default(), ClaimRules::default())
+    }
+
+    /// Evaluates everything. Inputs come in precedence order (oldest first): a name nobody
+    /// has claimed goes to its oldest claimant; `ledger` holds the claims made before.
+    pub fn evaluate_with(
+        clients: &[ClientInput<'_>],
+        scopes: &[ScopeInput<'_>],
+        labels: &NamespaceLabels,
+        ledger: &Ledger,
+        rules: ClaimRules,
+    ) -> Self {
+        let mut catalog = Catalog {
+            settled: true,
+            ..Default::default()
+        };
+        let index = catalog.index_scopes(scopes, ledger, rules);
+        let checked: Vec<_> = clients.iter().map(|c| validate_client(c.name, c.spec)).collect();
+        let id_claimants: Vec<Claimant<'_>> = clients
+            .iter()
+            .filter_map(|c| {
+                let id = c.spec.client_id.as_deref()?;
+                is_client_id_override(id).then_some(Claimant {
+                    name: id,
+                    namespace: c.namespace,
+                    releasing: c.releasing,
+                })
+            })
+            .collect();
+        let (id_owners, client_ids) = settle(&ledger.client_ids, &id_claimants, rules);
+        catalog.ledger.client_ids = client_ids;
+        // Inside the owning namespace, the oldest valid object serves the id.
+        let mut id_served_by: HashMap<String, ObjectKey> = HashMap::new();
+        for (c, settings) in clients.iter().zip(checked) {
             let client_id = c.client_id();
-            let id_conflict = match (&settings, id_owner.get(&client_id)) {
-                (Ok(_), Some(owner)) => Some(owner.clone()),
-                (Ok(_), None) => {
-                    id_owner.insert(client_id.clone(), ObjectKey::new(c.namespace, c.name));
-                    None
-                }
-                (Err(_), _) => None,
+            let key = ObjectKey::new(c.namespace, c.name);
+            let id_conflict = match id_owners.get(&client_id) {
+                Some(owner) if owner != c.namespace => Some(Holder::Namespace(owner.clone())),
+                _ if c.releasing && c.spec.client_id.is_some() => Some(Holder::Released),
+                _ if settings.is_err() => None,
+                _ => match id_served_by.get(&client_id) {
+                    Some(first) => Some(Holder::Object(first.clone())),
+                    None => {
+                        id_served_by.insert(client_id.clone(), key.clone());
+                        None
+                    }
+                },
             };
             let verdict = catalog.client_verdict(labels, c, settings, client_id, id_conflict, &index);
+            catalog.client_index.insert(verdict.key.clone(), catalog.clients.len());
             catalog.clients.push(verdict);
         }
         catalog
     }
 
+    /// The verdict on one client.
+    pub fn client(&self, key: &ObjectKey) -> Option<&ClientVerdict> {
+        self.client_index.get(key).map(|&i| &self.clients[i])
+    }
+
+    /// The verdict on one Scope, with the generation it judged.
+    pub fn scope(&self, key: &ObjectKey) -> Option<(&ScopeVerdict, Option<i64>)> {
+        self.scope_index
+            .get(key)
+            .map(|&(i, generation)| (&self.scopes[i].1, generation))
+    }
+
     /// Clients whose verdict differs from (or is absent in) `previous`: the ones a reconcile
     /// must look at again. Removed clients need none.
     pub fn changed_clients(&self, previous: &Catalog) -> Vec<ObjectKey> {
-        let before: HashMap<&ObjectKey, &ClientVerdict> = previous.clients.iter().map(|v| (&v.key, v)).collect();
         self.clients
             .iter()
-            .filter(|v| before.get(&v.key) != Some(v))
+            .filter(|v| previous.client(&v.key) != Some(v))
             .map(|v| v.key.clone())
             .collect()
     }
@@ -230,64 +390,75 @@ impl Catalog {
             .collect()
     }
 
-    /// Evaluates one client (`clients[target]`) without evaluating the others: only the
-    /// earlier clients asking for the same id are validated. What a reconcile needs, in
-    /// O(clients) string comparisons and no per-client allocation.
-    pub fn evaluate_client(
-        clients: &[ClientInput<'_>],
-        target: usize,
-        scopes: &[ScopeInput<'_>],
-        labels: &NamespaceLabels,
-    ) -> ClientVerdict {
-        let mut catalog = Catalog::default();
-        let index = catalog.index_scopes(scopes);
-        let c = &clients[target];
-        let settings = validate_client(c.name, c.spec);
-        let client_id = c.client_id();
-        let id_conflict = settings.is_ok().then(|| {
-            clients[..target]
-                .iter()
-                .find(|other| {
-                    let same = match &other.spec.client_id {
-                        Some(id) => *id == client_id,
-                        None => {
-                            other.spec.client_id.is_none()
-                                && default_client_id(other.namespace, other.name) == client_id
-                        }
-                    };
-                    same && validate_client(other.name, other.spec).is_ok()
-                })
-                .map(|owner| ObjectKey::new(owner.namespace, owner.name))
-        });
-        catalog.client_verdict(labels, c, settings, client_id, id_conflict.flatten(), &index)
-    }
-
-    /// Decides every Scope and returns the index of accepted ones.
-    fn index_scopes<'a>(&mut self, scopes: &[ScopeInput<'a>]) -> ScopeIndex<'a> {
+    /// Settles value and audience claims, decides every Scope and returns the index of
+    /// accepted ones.
+    fn index_scopes<'a>(&mut self, scopes: &[ScopeInput<'a>], ledger: &Ledger, rules: ClaimRules) -> ScopeIndex<'a> {
+        let checked: Vec<_> = scopes.iter().map(|s| validate_scope(s.spec)).collect();
+        let mut value_claimants = Vec::new();
+        let mut audience_claimants = Vec::new();
+        for (s, errors) in scopes.iter().zip(&checked) {
+            if claimable(errors, "spec.value") {
+                value_claimants.push(Claimant {
+                    name: &s.spec.value,
+                    namespace: s.namespace,
+                    releasing: s.releasing,
+                });
+            }
+            if let Some(aud) = &s.spec.audience
+                && claimable(errors, "spec.audience")
+            {
+                audience_claimants.push(Claimant {
+                    name: aud,
+                    namespace: s.namespace,
+                    releasing: s.releasing,
+                });
+            }
+        }
+        let (value_owners, scope_values) = settle(&ledger.scope_values, &value_claimants, rules);
+        let (audience_owners, audiences) = settle(&ledger.audiences, &audience_claimants, rules);
+        self.ledger.scope_values = scope_values;
+        self.ledger.audiences = audiences;
+        let elsewhere = |owners: &HashMap<String, String>, name: &str, ns: &str| {
+            owners.get(name).filter(|owner| owner.as_str() != ns).cloned()
+        };
         let mut index: ScopeIndex<'a> = HashMap::new();
-        for s in scopes {
+        for (s, errors) in scopes.iter().zip(checked) {
             let key = ObjectKey::new(s.namespace, s.name);
-            let verdict = match validate_scope(s.spec) {
-                Err(errors) => ScopeVerdict::Invalid(errors),
-                Ok(()) => match self.scope_values.get(&s.spec.value) {
-                    Some(existing) => ScopeVerdict::Conflict {
-                        owner: existing.owner.clone(),
-                    },
-                    None => {
-                        let accepted = AcceptedScope {
-                            owner: key.clone(),
-                            audience: s.spec.audience.clone(),
-                            description: s.spec.description.clone(),
-                            consent_required: s.spec.consent_required,
-                        };
-                        self.scope_values.insert(s.spec.value.clone(), accepted);
-                        index.insert(s.spec.value.as_str(), (s.spec, s.namespace));
-                        ScopeVerdict::Accepted
-                    }
-                },
+            let conflict = |field, value: &str, holder| ScopeVerdict::Conflict {
+                field,
+                value: value.to_string(),
+                holder,
             };
+            let audience_elsewhere = s
+                .spec
+                .audience
+                .as_deref()
+                .and_then(|aud| elsewhere(&audience_owners, aud, s.namespace).map(|owner| (aud, owner)));
+            let verdict = if let Err(errors) = errors {
+                ScopeVerdict::Invalid(errors)
+            } else if let Some(owner) = elsewhere(&value_owners, &s.spec.value, s.namespace) {
+                conflict("spec.value", &s.spec.value, Holder::Namespace(owner))
+            } else if let Some((aud, owner)) = audience_elsewhere {
+                conflict("spec.audience", aud, Holder::Namespace(owner))
+            } else if s.releasing {
+                conflict("spec.value", &s.spec.value, Holder::Released)
+            } else if let Some(existing) = self.scope_values.get(&s.spec.value) {
+                conflict("spec.value", &s.spec.value, Holder::Object(existing.owner.clone()))
+            } else {
+                let accepted = AcceptedScope {
+                    owner: key.clone(),
+                    audience: s.spec.audience.clone(),
+                    description: s.spec.description.clone(),
+                    consent_required: s.spec.consent_required,
+                };
+                self.scope_values.insert(s.spec.value.clone(), accepted);
+                index.insert(s.spec.value.as_str(), (s.spec, s.namespace));
+                ScopeVerdict::Accepted
+            };
+            self.scope_index.insert(key.clone(), (self.scopes.len(), s.generation));
             self.scopes.push((key, verdict));
         }
+        self.audience_owners = audience_owners;
         index
     }
 
@@ -297,7 +468,7 @@ impl Catalog {
         c: &ClientInput<'_>,
         settings: Result<ClientSettings, Vec<FieldError>>,
         client_id: String,
-        id_conflict: Option<ObjectKey>,
+        id_conflict: Option<Holder>,
         index: &ScopeIndex<'_>,
     ) -> ClientVerdict {
         let key = ObjectKey::new(c.namespace, c.name);
@@ -306,7 +477,7 @@ impl Catalog {
         for value in &c.spec.scopes {
             match index.get(value.as_str()) {
                 None => missing.push(MissingGrant {
-                    scope: value.clone(),
+                    name: value.clone(),
                     reason: format!("no accepted Scope offers '{value}'"),
                 }),
                 Some((spec, owner_ns)) if grants(spec, owner_ns, &key, labels) => granted.push(GrantedScope {
@@ -316,7 +487,7 @@ impl Catalog {
                 Some((_, _)) => {
                     let owner = &self.scope_values[value.as_str()].owner;
                     missing.push(MissingGrant {
-                        scope: value.clone(),
+                        name: value.clone(),
                         reason: format!(
                             "Scope {owner} does not grant '{value}' to namespace {} (add it to spec.grantedTo)",
                             key.namespace
@@ -325,14 +496,36 @@ impl Catalog {
                 }
             }
         }
+        // An audience is reachable only through a granted Scope of its owner.
+        let (audiences, missing_audiences) = c
+            .spec
+            .audiences
+            .iter()
+            .partition::<Vec<_>, _>(|aud| granted.iter().any(|g| g.audience.as_deref() == Some(aud.as_str())));
+        let missing_audiences = missing_audiences
+            .into_iter()
+            .map(|aud| MissingGrant {
+                name: aud.clone(),
+                reason: match self.audience_owners.get(aud) {
+                    Some(owner) => format!(
+                        "audience '{aud}' belongs to namespace {owner}: request one of its Scopes that is granted to namespace {} in spec.scopes",
+                        key.namespace
+                    ),
+                    None => format!("no accepted Scope declares audience '{aud}'"),
+                },
+            })
+            .collect();
         ClientVerdict {
             key,
+            uid: c.uid.to_string(),
+            generation: c.generation,
             settings,
             client_id,
             id_conflict,
             granted,
             missing,
-            audiences: c.spec.audiences.clone(),
+            audiences: audiences.into_iter().cloned().collect(),
+            missing_audiences,
             grant_types: c.spec.grant_types.clone(),
         }
     }
@@ -374,43 +567,20 @@ mod tests {
     fn grants_by_namespace_client_owner_and_wildcard() {
         let read = scope("orders.read", &["shop"], &[]);
         let write = scope("orders.write", &[], &[("billing", "invoicer")]);
-        let public = scope("catalog.read", &["*"], &[]);
+        let mut public = scope("catalog.read", &["*"], &[]);
+        public.audience = Some("https://catalog.example.com".into());
         let scopes = [
-            ScopeInput {
-                namespace: "orders",
-                name: "read",
-                spec: &read,
-            },
-            ScopeInput {
-                namespace: "orders",
-                name: "write",
-                spec: &write,
-            },
-            ScopeInput {
-                namespace: "catalog",
-                name: "read",
-                spec: &public,
-            },
+            ScopeInput::of("orders", "read", &read),
+            ScopeInput::of("orders", "write", &write),
+            ScopeInput::of("catalog", "read", &public),
         ];
         let shop = client(&["orders.read", "orders.write", "catalog.read", "nope"]);
         let invoicer = client(&["orders.write"]);
         let own = client(&["orders.write"]);
         let clients = [
-            ClientInput {
-                namespace: "shop",
-                name: "web",
-                spec: &shop,
-            },
-            ClientInput {
-                namespace: "billing",
-                name: "invoicer",
-                spec: &invoicer,
-            },
-            ClientInput {
-                namespace: "orders",
-                name: "self",
-                spec: &own,
-            },
+            ClientInput::of("shop", "web", &shop),
+            ClientInput::of("billing", "invoicer", &invoicer),
+            ClientInput::of("orders", "self", &own),
         ];
         let cat = Catalog::evaluate(&clients, &scopes, &NamespaceLabels::new());
         let shop = &cat.clients[0];
@@ -437,28 +607,12 @@ mod tests {
             }))
             .unwrap(),
         );
-        let scopes = [ScopeInput {
-            namespace: "payments-api",
-            name: "read",
-            spec: &by_label,
-        }];
+        let scopes = [ScopeInput::of("payments-api", "read", &by_label)];
         let spec = client(&["payments.read"]);
         let clients = [
-            ClientInput {
-                namespace: "checkout",
-                name: "a",
-                spec: &spec,
-            },
-            ClientInput {
-                namespace: "sandbox",
-                name: "b",
-                spec: &spec,
-            },
-            ClientInput {
-                namespace: "unlabelled",
-                name: "c",
-                spec: &spec,
-            },
+            ClientInput::of("checkout", "a", &spec),
+            ClientInput::of("sandbox", "b", &spec),
+            ClientInput::of("unlabelled", "c", &spec),
         ];
         let labels: NamespaceLabels = [
             (
@@ -482,23 +636,11 @@ mod tests {
         let mut by_label = scope("payments.read", &[], &[]);
         by_label.granted_to.namespace_selector =
             Some(serde_json::from_value(serde_json::json!({"matchLabels": {"team": "payments"}})).unwrap());
-        let scopes = [ScopeInput {
-            namespace: "payments-api",
-            name: "read",
-            spec: &by_label,
-        }];
+        let scopes = [ScopeInput::of("payments-api", "read", &by_label)];
         let spec = client(&["payments.read"]);
         let clients = [
-            ClientInput {
-                namespace: "checkout",
-                name: "a",
-                spec: &spec,
-            },
-            ClientInput {
-                namespace: "other",
-                name: "b",
-                spec: &spec,
-            },
+            ClientInput::of("checkout", "a", &spec),
+            ClientInput::of("other", "b", &spec),
         ];
         let before = Catalog::evaluate(&clients, &scopes, &NamespaceLabels::new());
         let labels: NamespaceLabels = [(
@@ -523,24 +665,19 @@ mod tests {
         let a = scope("orders.read", &["*"], &[]);
         let b = scope("orders.read", &["*"], &[]);
         let scopes = [
-            ScopeInput {
-                namespace: "orders",
-                name: "read",
-                spec: &a,
-            },
-            ScopeInput {
-                namespace: "evil",
-                name: "read",
-                spec: &b,
-            },
+            ScopeInput::of("orders", "read", &a),
+            ScopeInput::of("evil", "read", &b),
+            ScopeInput::of("orders", "read-again", &b),
         ];
         let cat = Catalog::evaluate(&[], &scopes, &NamespaceLabels::new());
         assert_eq!(cat.scopes[0].1, ScopeVerdict::Accepted);
         assert_eq!(
-            cat.scopes[1].1,
-            ScopeVerdict::Conflict {
-                owner: ObjectKey::new("orders", "read")
-            }
+            cat.scopes[1].1.conflict_message().unwrap(),
+            "spec.value 'orders.read' is claimed by namespace orders, which claimed it first; this Scope is ignored"
+        );
+        assert_eq!(
+            cat.scopes[2].1.conflict_message().unwrap(),
+            "spec.value 'orders.read' is already used by Scope orders/read; this Scope is ignored"
         );
         assert_eq!(cat.scope_values["orders.read"].owner, ObjectKey::new("orders", "read"));
     }
@@ -551,71 +688,171 @@ mod tests {
         a.client_id = Some("legacy".into());
         let b = a.clone();
         let clients = [
-            ClientInput {
-                namespace: "one",
-                name: "a",
-                spec: &a,
-            },
-            ClientInput {
-                namespace: "two",
-                name: "b",
-                spec: &b,
-            },
+            ClientInput::of("one", "a", &a),
+            ClientInput::of("two", "b", &b),
+            ClientInput::of("one", "c", &b),
         ];
         let cat = Catalog::evaluate(&clients, &[], &NamespaceLabels::new());
         assert!(cat.clients[0].servable());
-        assert_eq!(cat.clients[1].id_conflict, Some(ObjectKey::new("one", "a")));
+        assert_eq!(cat.clients[1].id_conflict, Some(Holder::Namespace("one".into())));
         assert!(!cat.clients[1].servable());
+        assert_eq!(
+            cat.clients[2].id_conflict,
+            Some(Holder::Object(ObjectKey::new("one", "a"))),
+            "inside the owning namespace the oldest object serves the id"
+        );
+    }
+
+    /// Attack: the owner's object turns invalid (or is deleted and re-created); a squatter in
+    /// another namespace waits for that moment.
+    #[test]
+    fn claims_survive_invalid_and_deleted_owners() {
+        let rules = |now| ClaimRules {
+            now,
+            grace: std::time::Duration::from_secs(3600),
+        };
+        let owner = scope("orders.write", &[], &[]);
+        let mut broken = owner.clone();
+        broken.granted_to.namespaces = vec!["Billing".into()];
+        let squatter = scope("orders.write", &["*"], &[]);
+        let mut legacy = client(&[]);
+        legacy.client_id = Some("legacy".into());
+        let mut legacy_broken = legacy.clone();
+        legacy_broken.access_token_lifetime = Some("forever".into());
+        let labels = NamespaceLabels::new();
+
+        let first = Catalog::evaluate_with(
+            &[ClientInput::of("one", "app", &legacy)],
+            &[ScopeInput::of("orders", "write", &owner)],
+            &labels,
+            &Ledger::default(),
+            rules(0),
+        );
+        // Invalid owners keep their names; the squatters are refused and serve nothing.
+        let invalid = Catalog::evaluate_with(
+            &[
+                ClientInput::of("one", "app", &legacy_broken),
+                ClientInput::of("two", "app", &legacy),
+            ],
+            &[
+                ScopeInput::of("orders", "write", &broken),
+                ScopeInput::of("evil", "write", &squatter),
+            ],
+            &labels,
+            &first.ledger,
+            rules(10),
+        );
+        assert!(matches!(invalid.scopes[0].1, ScopeVerdict::Invalid(_)));
+        assert!(matches!(invalid.scopes[1].1, ScopeVerdict::Conflict { .. }));
+        assert!(invalid.scope_values.is_empty(), "nobody serves orders.write");
+        assert_eq!(invalid.clients[1].id_conflict, Some(Holder::Namespace("one".into())));
+        // Deleted: the claim holds for the grace period; the re-created owner takes it back.
+        let deleted = Catalog::evaluate_with(
+            &[ClientInput::of("two", "app", &legacy)],
+            &[ScopeInput::of("evil", "write", &squatter)],
+            &labels,
+            &invalid.ledger,
+            rules(20),
+        );
+        assert!(matches!(deleted.scopes[0].1, ScopeVerdict::Conflict { .. }));
+        assert!(!deleted.clients[0].servable());
+        let recreated = Catalog::evaluate_with(
+            &[
+                ClientInput::of("two", "app", &legacy),
+                ClientInput::of("one", "app", &legacy),
+            ],
+            &[
+                ScopeInput::of("evil", "write", &squatter),
+                ScopeInput::of("orders", "write", &owner),
+            ],
+            &labels,
+            &deleted.ledger,
+            rules(30),
+        );
+        assert_eq!(recreated.scope_values["orders.write"].owner.namespace, "orders");
+        assert!(recreated.clients[1].servable() && !recreated.clients[0].servable());
+        // Only after the grace period does an abandoned name change hands.
+        let lapsed = Catalog::evaluate_with(
+            &[ClientInput::of("two", "app", &legacy)],
+            &[ScopeInput::of("evil", "write", &squatter)],
+            &labels,
+            &deleted.ledger,
+            rules(20 + 3600),
+        );
+        assert_eq!(lapsed.scope_values["orders.write"].owner.namespace, "evil");
+        assert!(lapsed.clients[0].servable());
+    }
+
+    /// Attack: a Scope in another namespace names the orders API's audience, to become its
+    /// "resource server" or to hand tokens for it to its own clients.
+    #[test]
+    fn audiences_belong_to_the_first_namespace_that_declares_them() {
+        let orders = scope("orders.read", &["shop"], &[]);
+        let evil_scope = scope("evil.read", &["*"], &[]);
+        let mut own_audience = scope("reports.read", &[], &[]);
+        own_audience.audience = Some("https://reports.example.com".into());
+        let scopes = [
+            ScopeInput::of("orders", "read", &orders),
+            ScopeInput::of("evil", "read", &evil_scope),
+            ScopeInput::of("orders", "reports", &own_audience),
+        ];
+        let mut wants_orders = client(&["evil.read"]);
+        wants_orders.audiences = vec!["https://orders.example.com".into()];
+        let mut shop = client(&["orders.read"]);
+        shop.audiences = vec!["https://orders.example.com".into(), "https://nobody.example.com".into()];
+        let clients = [
+            ClientInput::of("evil", "app", &wants_orders),
+            ClientInput::of("shop", "app", &shop),
+        ];
+        let cat = Catalog::evaluate(&clients, &scopes, &NamespaceLabels::new());
+        assert_eq!(
+            cat.scopes[1].1.conflict_message().unwrap(),
+            "spec.audience 'https://orders.example.com' is claimed by namespace orders, which claimed it first; this Scope is ignored"
+        );
+        assert_eq!(
+            cat.scopes[2].1,
+            ScopeVerdict::Accepted,
+            "one namespace, many Scopes per audience"
+        );
+        assert_eq!(cat.audience_owners["https://orders.example.com"], "orders");
+        let evil = &cat.clients[0];
+        assert!(evil.audiences.is_empty());
+        assert_eq!(
+            evil.missing_audiences[0].reason,
+            "audience 'https://orders.example.com' belongs to namespace orders: request one of its Scopes that is granted to namespace evil in spec.scopes"
+        );
+        let shop = &cat.clients[1];
+        assert_eq!(shop.audiences, ["https://orders.example.com"]);
+        assert_eq!(
+            shop.missing_audiences[0].reason,
+            "no accepted Scope declares audience 'https://nobody.example.com'"
+        );
     }
 
     #[test]
-    fn evaluating_one_client_agrees_with_evaluating_all() {
-        let mut shared = client(&["ok"]);
-        shared.client_id = Some("shared".into());
-        let mut invalid_claim = shared.clone();
-        invalid_claim.access_token_lifetime = Some("forever".into());
-        let plain = client(&["ok", "missing"]);
-        let scope = scope("ok", &["a"], &[]);
-        let scopes = [ScopeInput {
-            namespace: "s",
-            name: "ok",
-            spec: &scope,
-        }];
-        let clients = [
-            ClientInput {
-                namespace: "a",
-                name: "invalid",
-                spec: &invalid_claim,
-            },
-            ClientInput {
-                namespace: "a",
-                name: "first",
-                spec: &shared,
-            },
-            ClientInput {
-                namespace: "a",
-                name: "second",
-                spec: &shared,
-            },
-            ClientInput {
-                namespace: "a",
-                name: "plain",
-                spec: &plain,
-            },
-        ];
-        let all = Catalog::evaluate(&clients, &scopes, &NamespaceLabels::new());
-        for i in 0..clients.len() {
-            assert_eq!(
-                Catalog::evaluate_client(&clients, i, &scopes, &NamespaceLabels::new()),
-                all.clients[i],
-                "client {i}"
-            );
-        }
-        assert_eq!(
-            all.clients[2].id_conflict,
-            Some(ObjectKey::new("a", "first")),
-            "an invalid claimant owns nothing"
+    fn the_release_annotation_gives_a_name_up_at_once() {
+        let owner = scope("orders.read", &[], &[]);
+        let first = Catalog::evaluate(
+            &[],
+            &[ScopeInput::of("orders", "read", &owner)],
+            &NamespaceLabels::new(),
         );
+        let releasing = ScopeInput {
+            releasing: true,
+            ..ScopeInput::of("orders", "read", &owner)
+        };
+        let next = Catalog::evaluate_with(
+            &[],
+            &[releasing, ScopeInput::of("billing", "read", &owner)],
+            &NamespaceLabels::new(),
+            &first.ledger,
+            ClaimRules::default(),
+        );
+        assert_eq!(
+            next.scopes[0].1.conflict_message().unwrap(),
+            "spec.value 'orders.read' is claimed by namespace billing, which claimed it first; this Scope is ignored"
+        );
+        assert_eq!(next.scope_values["orders.read"].owner.namespace, "billing");
     }
 
     #[test]
@@ -630,28 +867,12 @@ mod tests {
         let good_client = client(&["ok"]);
         let cat = Catalog::evaluate(
             &[
-                ClientInput {
-                    namespace: "a",
-                    name: "bad",
-                    spec: &bad_client,
-                },
-                ClientInput {
-                    namespace: "a",
-                    name: "good",
-                    spec: &good_client,
-                },
+                ClientInput::of("a", "bad", &bad_client),
+                ClientInput::of("a", "good", &good_client),
             ],
             &[
-                ScopeInput {
-                    namespace: "s",
-                    name: "bad",
-                    spec: &bad_scope,
-                },
-                ScopeInput {
-                    namespace: "s",
-                    name: "ok",
-                    spec: &good_scope,
-                },
+                ScopeInput::of("s", "bad", &bad_scope),
+                ScopeInput::of("s", "ok", &good_scope),
             ],
             &NamespaceLabels::new(),
         );

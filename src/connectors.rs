@@ -111,6 +111,10 @@ pub struct Connectors {
     pub list: Vec<Arc<Connector>>,
 }
 
+/// The one connector id refused: subjects `client:...` belong to clients
+/// ([`crate::tokens::CLIENT_SUBJECT_PREFIX`]).
+const RESERVED_CONNECTOR_ID: &str = "client";
+
 /// Connector ids appear in URLs and subjects.
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -131,6 +135,13 @@ impl Connectors {
             if !valid_id(&e.id) {
                 problems.push(format!(
                     "{at}.id '{}': lower-case letters, digits and '-' (1 to 32)",
+                    e.id
+                ));
+                continue;
+            }
+            if e.id == RESERVED_CONNECTOR_ID {
+                problems.push(format!(
+                    "{at}.id '{}' is reserved: clients' own tokens have subjects 'client:<client id>'",
                     e.id
                 ));
                 continue;
@@ -231,6 +242,13 @@ connectors:
             Connectors::parse(&bad, |_, _| Some("x".into()))
                 .unwrap_err()
                 .contains("connectors[0].id")
+        );
+        // A connector called `client` would give people the subjects of clients' own tokens.
+        let posing = DOC.replace("id: corp", "id: client");
+        assert!(
+            Connectors::parse(&posing, |_, _| Some("x".into()))
+                .unwrap_err()
+                .contains("'client' is reserved")
         );
         let insecure = DOC.replace("https://login", "http://login");
         assert!(

@@ -1,6 +1,7 @@
 //! kauth: a Kubernetes-native OAuth 2.0 / OpenID Connect provider and client operator.
 
 pub mod catalog;
+pub mod claims;
 pub mod connectors;
 pub mod controller;
 pub mod crd;

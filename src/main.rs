@@ -22,6 +22,24 @@ struct Cli {
     command: Command,
 }
 
+/// Tenancy settings of the platform team, the same in both modes.
+#[derive(clap::Args)]
+struct Tenancy {
+    /// How long a Scope value, audience or explicit client id stays with its namespace after
+    /// the last object claiming it is gone, e.g. 48h (at least 24h, the longest token
+    /// lifetime).
+    #[arg(long, env = "KAUTH_CLAIM_GRACE", default_value = "24h", value_parser = kauth::claims::parse_grace)]
+    claim_grace: std::time::Duration,
+    /// Namespace whose clients are first-party: people are not asked before they are
+    /// identified to them (repeatable, or comma-separated).
+    #[arg(
+        long = "first-party-namespace",
+        env = "KAUTH_FIRST_PARTY_NAMESPACES",
+        value_delimiter = ','
+    )]
+    first_party_namespaces: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve manifests from a folder without a cluster, on 127.0.0.1.
@@ -45,6 +63,8 @@ enum Command {
         /// in the state folder.
         #[arg(long, env = "KAUTH_STORE_URL", hide_env_values = true)]
         store_url: Option<String>,
+        #[command(flatten)]
+        tenancy: Tenancy,
     },
     /// Run the controller and the provider against a cluster (in-cluster or KUBECONFIG).
     Run {
@@ -95,6 +115,8 @@ enum Command {
         /// How long the leader Lease holds without renewal, e.g. 15s.
         #[arg(long, default_value = "15s", value_parser = kauth::validation::parse_duration)]
         lease_duration: std::time::Duration,
+        #[command(flatten)]
+        tenancy: Tenancy,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
@@ -136,6 +158,7 @@ async fn main() -> ExitCode {
             service_account_issuer,
             service_account_audiences,
             service_account_token_review,
+            tenancy,
         } => {
             let issuer = match Issuer::parse(&issuer) {
                 Ok(i) => i,
@@ -163,6 +186,8 @@ async fn main() -> ExitCode {
                 service_account_issuer,
                 service_account_audiences,
                 service_account_token_review,
+                claim_grace: tenancy.claim_grace,
+                first_party_namespaces: tenancy.first_party_namespaces,
             };
             match kauth::run::run(cfg).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -179,6 +204,7 @@ async fn main() -> ExitCode {
             issuer,
             namespace,
             store_url,
+            tenancy,
         } => {
             let issuer_given = issuer.is_some();
             let issuer = match Issuer::parse(issuer.as_deref().unwrap_or("http://127.0.0.1")) {
@@ -193,6 +219,8 @@ async fn main() -> ExitCode {
                 state_dir,
                 issuer,
                 kauth_namespace: namespace,
+                claim_grace: tenancy.claim_grace,
+                first_party_namespaces: tenancy.first_party_namespaces,
             };
             match kauth::standalone::run(cfg, port, issuer_given, store_url).await {
                 Ok(()) => ExitCode::SUCCESS,

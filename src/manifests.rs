@@ -99,9 +99,10 @@ fn typed<K: Resource + DeserializeOwned>(value: Value, kind: &str, origin: &Orig
 }
 
 impl Manifests {
-    /// Evaluates the loaded clients and scopes, in file order (the first definition wins).
-    pub fn catalog(&self) -> crate::catalog::Catalog {
-        use crate::catalog::{Catalog, ClientInput, ScopeInput};
+    /// Evaluates the loaded clients and scopes, in file order (the first definition wins),
+    /// against the claims recorded before.
+    pub fn catalog(&self, ledger: &crate::claims::Ledger, rules: crate::claims::ClaimRules) -> crate::catalog::Catalog {
+        use crate::catalog::{Catalog, ClientInput, ScopeInput, releases_claims};
         let key = |m: &kube::core::ObjectMeta| {
             (
                 m.namespace.clone().unwrap_or_default(),
@@ -109,14 +110,26 @@ impl Manifests {
             )
         };
         let client_keys: Vec<_> = self.clients.iter().map(|(_, c)| key(&c.metadata)).collect();
+        // Without a cluster an object is its namespace and name (unless the manifest says
+        // otherwise): grants never pass to another namespace's client.
+        let client_uids: Vec<String> = self
+            .clients
+            .iter()
+            .zip(&client_keys)
+            .map(|((_, c), (ns, n))| c.metadata.uid.clone().unwrap_or_else(|| format!("standalone:{ns}/{n}")))
+            .collect();
         let scope_keys: Vec<_> = self.scopes.iter().map(|(_, s)| key(&s.metadata)).collect();
         let clients: Vec<ClientInput> = self
             .clients
             .iter()
             .zip(&client_keys)
-            .map(|((_, c), (ns, n))| ClientInput {
+            .zip(&client_uids)
+            .map(|(((_, c), (ns, n)), uid)| ClientInput {
                 namespace: ns,
                 name: n,
+                uid,
+                generation: c.metadata.generation,
+                releasing: c.metadata.annotations.as_ref().is_some_and(releases_claims),
                 spec: &c.spec,
             })
             .collect();
@@ -127,10 +140,12 @@ impl Manifests {
             .map(|((_, s), (ns, n))| ScopeInput {
                 namespace: ns,
                 name: n,
+                generation: s.metadata.generation,
+                releasing: s.metadata.annotations.as_ref().is_some_and(releases_claims),
                 spec: &s.spec,
             })
             .collect();
-        Catalog::evaluate(&clients, &scopes, &self.namespace_labels)
+        Catalog::evaluate_with(&clients, &scopes, &self.namespace_labels, ledger, rules)
     }
 
     /// Loads every YAML file below `dir`.

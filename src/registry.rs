@@ -35,6 +35,9 @@ pub struct RegisteredClient {
     pub namespace: String,
     /// Name of the OAuthClient.
     pub name: String,
+    /// The OAuthClient object's uid: codes, refresh families and consents belong to it, so a
+    /// client id that changes hands (or a re-created object) inherits none of them.
+    pub uid: String,
     /// Registered authentication method for secret clients.
     pub auth_method: TokenEndpointAuthMethod,
     /// How the client authenticates.
@@ -43,7 +46,8 @@ pub struct RegisteredClient {
     pub grant_types: Vec<GrantType>,
     /// Scopes it may request and was granted, with their audiences.
     pub scopes: HashMap<String, Option<String>>,
-    /// Resource indicators it may request besides its scopes' audiences.
+    /// Its default token audiences when no granted scope names one (`spec.audiences`, only
+    /// those a granted scope covers).
     pub audiences: Vec<String>,
     /// Access token lifetime.
     pub access_token_lifetime: Duration,
@@ -64,6 +68,7 @@ impl RegisteredClient {
             client_id: verdict.client_id.clone(),
             namespace: verdict.key.namespace.clone(),
             name: verdict.key.name.clone(),
+            uid: verdict.uid.clone(),
             auth_method: settings.auth_method,
             credential,
             grant_types: verdict.grant_types.clone(),
@@ -86,9 +91,10 @@ impl RegisteredClient {
         self.credential == ClientCredential::None
     }
 
-    /// True when this client may ask for `resource` as a token audience.
+    /// True when this client may ask for `resource` as a token audience: only the audience of
+    /// a Scope granted to it (audiences belong to the API teams that declare them).
     pub fn may_target(&self, resource: &str) -> bool {
-        self.audiences.iter().any(|a| a == resource) || self.scopes.values().any(|a| a.as_deref() == Some(resource))
+        self.scopes.values().any(|a| a.as_deref() == Some(resource))
     }
 
     /// True when the client registered this grant type.
@@ -113,9 +119,12 @@ pub struct Snapshot {
     pub clients: HashMap<String, Arc<RegisteredClient>>,
     /// Client ids bound to each ServiceAccount.
     pub by_service_account: HashMap<ServiceAccountRef, Vec<String>>,
-    /// For each audience, the namespaces whose accepted Scopes name it: clients there act as
-    /// that API's resource servers and may introspect its tokens.
-    pub audience_owners: HashMap<String, HashSet<String>>,
+    /// For each claimed audience, the namespace that owns it: clients there act as that API's
+    /// resource servers and may introspect its tokens.
+    pub audience_owners: HashMap<String, String>,
+    /// The uid of every OAuthClient object that exists (served or not): grants held for any
+    /// other uid belong to a deleted client.
+    pub client_uids: HashSet<String>,
     /// Accepted scopes by value: what the consent page shows.
     pub scopes: HashMap<String, ScopeInfo>,
     /// Web origins of public clients' redirect URIs: the browser apps that may call the token
@@ -160,15 +169,8 @@ impl Snapshot {
             let client = RegisteredClient::new(verdict, settings, credential);
             clients.insert(client.client_id.clone(), Arc::new(client));
         }
-        let mut audience_owners: HashMap<String, HashSet<String>> = HashMap::new();
-        for scope in catalog.scope_values.values() {
-            if let Some(aud) = &scope.audience {
-                audience_owners
-                    .entry(aud.clone())
-                    .or_default()
-                    .insert(scope.owner.namespace.clone());
-            }
-        }
+        let audience_owners = catalog.audience_owners.clone();
+        let client_uids = catalog.clients.iter().map(|v| v.uid.clone()).collect();
         let scopes = catalog
             .scope_values
             .iter()
@@ -190,6 +192,7 @@ impl Snapshot {
             clients,
             by_service_account,
             audience_owners,
+            client_uids,
             scopes,
             browser_origins,
             keys,

@@ -52,6 +52,10 @@ pub struct RunConfig {
     pub service_account_audiences: Vec<String>,
     /// Also ask the cluster (TokenReview) whether a ServiceAccount token is still valid.
     pub service_account_token_review: bool,
+    /// How long a claim outlives the last object that made it.
+    pub claim_grace: std::time::Duration,
+    /// Namespaces whose clients are first-party (no consent to identify people).
+    pub first_party_namespaces: Vec<String>,
 }
 
 /// A failure that stops `kauth run`.
@@ -124,6 +128,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         registry.clone(),
         cfg.namespace.clone(),
         metrics.clone(),
+        cfg.claim_grace,
     )));
     let lease = LeaseConfig {
         name: "kauth-controller".into(),
@@ -156,7 +161,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         tracing::info!(address = %cfg.listen, issuer = %cfg.issuer.url, "provider listening");
         let mut state = ProviderState::new(registry, cfg.issuer.clone(), store, metrics)
             .await
-            .map_err(|e| RunError(e.to_string()))?;
+            .map_err(|e| RunError(e.to_string()))?
+            .with_first_party_namespaces(cfg.first_party_namespaces.clone());
         tasks.push(Box::pin(state.clone().housekeeping()));
         if let Some(path) = &cfg.users_file {
             let follow = followed::follow("local people", path.clone(), Directory::parse, state.people.clone());

@@ -14,6 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::net::TcpListener;
 
 use crate::catalog::{ClientVerdict, ScopeVerdict};
+use crate::claims::{ClaimRules, Ledger};
 use crate::connectors::{CONNECTORS_CONFIG_MAP, CONNECTORS_KEY, Connectors};
 use crate::crd::KeyAlgorithm;
 use crate::credentials::{CredentialState, SecretPlan, SecretVerifier, plan_secret};
@@ -25,6 +26,9 @@ use crate::provider::{Issuer, ProviderState, router};
 use crate::registry::{Registry, Snapshot};
 use crate::store::GrantStore;
 use crate::validation::{ClientSettings, CredentialSource, KeySchedule, describe, validate_signing_key};
+
+/// The claims record in the state folder (who owns which Scope value, audience, client id).
+const CLAIMS_FILE: &str = "claims.json";
 
 /// Name of the file beside the key files that records the secret's rotation state.
 const CREDENTIAL_STATE_FILE: &str = ".kauth-credential.json";
@@ -68,6 +72,10 @@ pub struct StandaloneConfig {
     pub issuer: Issuer,
     /// Only SigningKeys in this namespace are used (as in a cluster, kauth's own namespace).
     pub kauth_namespace: String,
+    /// How long a claim outlives the last object that made it.
+    pub claim_grace: Duration,
+    /// Namespaces whose clients are first-party (no consent to identify people).
+    pub first_party_namespaces: Vec<String>,
 }
 
 /// A client that is served, for the start-up summary.
@@ -321,7 +329,27 @@ impl StandaloneConfig {
                 m.name.clone().unwrap_or_default(),
             )
         };
-        let catalog = manifests.catalog();
+        let claims_path = self.state_dir.join(CLAIMS_FILE);
+        let recorded: Ledger = read_json(&claims_path)
+            .unwrap_or_else(|e| {
+                notes
+                    .problems
+                    .push(format!("{e}; claims are settled again from the manifests"));
+                None
+            })
+            .unwrap_or_default();
+        let rules = ClaimRules {
+            now: now.as_second(),
+            grace: self.claim_grace,
+        };
+        let catalog = manifests.catalog(&recorded, rules);
+        if catalog.ledger != recorded {
+            private_dir(&self.state_dir)?;
+            write_private(&claims_path, catalog.ledger.to_json().as_bytes())?;
+        }
+        if let Some(lapse) = catalog.ledger.next_lapse(self.claim_grace) {
+            notes.next_step = min_time(notes.next_step, Timestamp::from_second(lapse).ok());
+        }
         let scope_keys: Vec<_> = manifests.scopes.iter().map(|(_, s)| name_of(&s.metadata)).collect();
 
         let origin_of_scope: HashMap<_, _> = manifests
@@ -337,8 +365,9 @@ impl StandaloneConfig {
                 ScopeVerdict::Invalid(errors) => notes
                     .problems
                     .push(format!("{origin}: Scope {key}: {}", describe(errors))),
-                ScopeVerdict::Conflict { owner } => notes.problems.push(format!(
-                    "{origin}: Scope {key}: spec.value is already owned by Scope {owner}; ignored"
+                ScopeVerdict::Conflict { .. } => notes.problems.push(format!(
+                    "{origin}: Scope {key}: {}",
+                    verdict.conflict_message().unwrap_or_default()
                 )),
             }
         }
@@ -355,10 +384,10 @@ impl StandaloneConfig {
                         .push(format!("{origin}: OAuthClient {key}: {}", describe(errors)));
                     continue;
                 }
-                (Ok(_), Some(owner)) => {
+                (Ok(_), Some(_)) => {
                     notes.problems.push(format!(
-                        "{origin}: OAuthClient {key}: spec.clientId '{}' is already used by OAuthClient {owner}",
-                        verdict.client_id
+                        "{origin}: OAuthClient {key}: {}",
+                        verdict.conflict_message().unwrap_or_default()
                     ));
                     continue;
                 }
@@ -387,7 +416,13 @@ impl StandaloneConfig {
             for missing in &verdict.missing {
                 notes.problems.push(format!(
                     "{origin}: OAuthClient {key}: spec.scopes '{}': {}",
-                    missing.scope, missing.reason
+                    missing.name, missing.reason
+                ));
+            }
+            for missing in &verdict.missing_audiences {
+                notes.problems.push(format!(
+                    "{origin}: OAuthClient {key}: spec.audiences '{}': {}",
+                    missing.name, missing.reason
                 ));
             }
             match self.credentials(verdict, settings, now, &mut notes.changes, &mut notes.next_step) {
@@ -589,7 +624,8 @@ pub async fn run(
 
     let state = ProviderState::new(registry.clone(), cfg.issuer.clone(), store, metrics.clone())
         .await
-        .map_err(|e| StandaloneError(e.to_string()))?;
+        .map_err(|e| StandaloneError(e.to_string()))?
+        .with_first_party_namespaces(cfg.first_party_namespaces.clone());
     let people = state.people.clone();
     people.store(Arc::new(first.people.unwrap_or_default()));
     let connectors = state.connectors.clone();

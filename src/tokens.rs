@@ -45,12 +45,22 @@ impl Audience {
     }
 }
 
+/// What every client's own subject starts with. People's subjects are local usernames (no
+/// ':') or `<connector>:<upstream sub>`, and no connector may be called `client`, so a token a
+/// client obtains for itself never carries a person's subject (RFC 9068 §5).
+pub const CLIENT_SUBJECT_PREFIX: &str = "client:";
+
+/// The subject of tokens a client obtains for itself (client_credentials, token exchange).
+pub fn client_subject(client_id: &str) -> String {
+    format!("{CLIENT_SUBJECT_PREFIX}{client_id}")
+}
+
 /// Claims of a kauth access token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessTokenClaims {
     /// Issuer URL.
     pub iss: String,
-    /// Subject: the client id for client_credentials.
+    /// Subject: a person, or `client:<client id>` for a client's own tokens.
     pub sub: String,
     /// Audiences (resource indicators).
     pub aud: Audience,

@@ -200,7 +200,12 @@ fn examples(id: &str) -> Manifests {
             .replace("namespace: kauth", &format!("namespace: kauth-{id}"))
             .replace("namespace: billing", &format!("namespace: billing-{id}"))
             .replace("orders.read", &format!("orders.read.{id}"))
-            .replace("orders.write", &format!("orders.write.{id}"));
+            .replace("orders.write", &format!("orders.write.{id}"))
+            // Audiences belong to the first namespace that declares them: one per test.
+            .replace(
+                "https://orders.example.com",
+                &format!("https://orders-{id}.example.com"),
+            );
         m.add_text(Path::new(file), &text);
     }
     assert!(m.errors.is_empty(), "{:?}", m.errors);
@@ -508,11 +513,24 @@ async fn lease_holder(client: &Client, ns: &str) -> Option<String> {
         .and_then(|s| s.holder_identity)
 }
 
+/// The Scope of a namespace's own API (audience `https://<ns>.example.com`): a Scope's own
+/// namespace is always granted, and a client gets tokens only for audiences of its Scopes.
+async fn own_api(client: &Client, ns: &str) {
+    let scope: Scope = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
+        "metadata": {"name": "api", "namespace": ns},
+        "spec": {"value": format!("api.{ns}"), "audience": format!("https://{ns}.example.com")}
+    }))
+    .unwrap();
+    create(client, &scope).await;
+}
+
+/// A client of its namespace's own API ([`own_api`]).
 fn m2m_client(ns: &str, name: &str) -> OAuthClient {
     serde_json::from_value(json!({
         "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
         "metadata": {"name": name, "namespace": ns},
-        "spec": {"audiences": ["https://api.example.com"]}
+        "spec": {"scopes": [format!("api.{ns}")]}
     }))
     .unwrap()
 }
@@ -533,6 +551,7 @@ async fn one_leader_writes_another_takes_over_and_every_replica_serves() {
     .await;
     let b = Kauth::start(&kns, "replica-b", None).await;
 
+    own_api(&client, &ns).await;
     create(&client, &m2m_client(&ns, "first")).await;
     ready_client(&client, &ns, "first").await;
     let data = secret_data(&client, &ns, "first-oauth").await;
@@ -678,6 +697,7 @@ async fn the_charts_rbac_is_enough_and_no_more() {
     let kubeconfig = chart_identity(&client, &kns, &format!("r{id}"), dir.path()).await;
     let kauth = Kauth::start(&kns, "rbac", Some(&kubeconfig)).await;
 
+    own_api(&client, &ns).await;
     create(&client, &m2m_client(&ns, "app")).await;
     ready_client(&client, &ns, "app").await;
     let data = secret_data(&client, &ns, "app-oauth").await;
@@ -702,7 +722,7 @@ async fn the_charts_rbac_is_enough_and_no_more() {
     let sa_client: OAuthClient = serde_json::from_value(json!({
         "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
         "metadata": {"name": "worker", "namespace": ns},
-        "spec": {"serviceAccount": "worker", "audiences": ["https://api.example.com"]}
+        "spec": {"serviceAccount": "worker", "scopes": [format!("api.{ns}")]}
     }))
     .unwrap();
     create(&client, &sa_client).await;
@@ -787,7 +807,7 @@ async fn scale_a_thousand_clients_become_ready() {
     let scope: Scope = serde_json::from_value(json!({
         "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
         "metadata": {"name": "read", "namespace": ns},
-        "spec": {"value": format!("scale.read.{id}"), "audience": "https://scale.example.com"}
+        "spec": {"value": format!("scale.read.{id}"), "audience": format!("https://scale-{id}.example.com")}
     }))
     .unwrap();
     create(&client, &scope).await;
@@ -942,7 +962,11 @@ async fn service_account_tokens_are_client_credentials() {
     let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(body["access_token"].as_str().unwrap())
         .unwrap()
         .claims;
-    assert_eq!(claims["sub"], format!("{ns}.backend"));
+    assert_eq!(
+        claims["sub"],
+        format!("client:{ns}.backend"),
+        "never a person's subject"
+    );
     assert_eq!(claims["aud"], audience.as_str());
 
     let refused = [
@@ -1069,6 +1093,7 @@ async fn token_review_refuses_a_bound_token_once_its_object_is_gone() {
     service_account(&client, &ns, "job").await;
     let kauth = Kauth::spawn_with(&kns, "review", None, &["--service-account-token-review"]);
     kauth.wait_ready(Duration::from_secs(30)).await;
+    own_api(&client, &ns).await;
     create(&client, &m2m_client_for_sa(&ns, "job")).await;
     ready_client(&client, &ns, "job").await;
 
@@ -1118,11 +1143,12 @@ async fn token_review_refuses_a_bound_token_once_its_object_is_gone() {
     eprintln!("a deleted object's token was refused {took:?} after the deletion");
 }
 
+/// A secretless client of its namespace's own API ([`own_api`]).
 fn m2m_client_for_sa(ns: &str, sa: &str) -> OAuthClient {
     serde_json::from_value(json!({
         "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
         "metadata": {"name": sa, "namespace": ns},
-        "spec": {"serviceAccount": sa, "audiences": ["https://api.example.com"]}
+        "spec": {"serviceAccount": sa, "scopes": [format!("api.{ns}")]}
     }))
     .unwrap()
 }
@@ -1141,7 +1167,7 @@ async fn namespace_labels_grant_and_withdraw_scopes_within_a_second() {
     let scope: Scope = serde_json::from_value(json!({
         "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
         "metadata": {"name": "read", "namespace": api_ns},
-        "spec": {"value": value, "audience": "https://labelled.example.com",
+        "spec": {"value": value, "audience": format!("https://labelled-{id}.example.com"),
                  "grantedTo": {"namespaceSelector": {"matchLabels": {"kauth-test/team": id}}}}
     }))
     .unwrap();
@@ -1149,7 +1175,7 @@ async fn namespace_labels_grant_and_withdraw_scopes_within_a_second() {
     let app: OAuthClient = serde_json::from_value(json!({
         "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
         "metadata": {"name": "app", "namespace": ns},
-        "spec": {"scopes": [value], "audiences": ["https://fallback.example.com"]}
+        "spec": {"scopes": [value]}
     }))
     .unwrap();
     create(&client, &app).await;

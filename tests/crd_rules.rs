@@ -64,3 +64,53 @@ fn scope_value_rule_matches_rfc_6749() {
         assert!(validate_cel(&scope(bad)).is_err(), "{bad}");
     }
 }
+
+fn scope_spec(spec: serde_json::Value) -> Scope {
+    serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
+        "metadata": {"name": "s", "namespace": "api"}, "spec": spec
+    }))
+    .unwrap()
+}
+
+/// What the apiserver can refuse at admission, so fewer typos reach the controller (where a
+/// broken Scope still keeps its claims).
+#[test]
+fn scope_rules_refuse_reserved_values_and_empty_selectors() {
+    let refused = |spec: serde_json::Value, fragment: &str| {
+        let err = validate_cel(&scope_spec(spec.clone())).expect_err(&spec.to_string());
+        assert!(format!("{err:?}").contains(fragment), "{spec}: {err:?}");
+    };
+    refused(json!({"value": "openid"}), "reserved for OpenID Connect");
+    refused(json!({"value": "offline_access"}), "reserved for OpenID Connect");
+    refused(
+        json!({"value": "x", "grantedTo": {"namespaceSelector": {}}}),
+        "empty namespaceSelector",
+    );
+    refused(
+        json!({"value": "x", "grantedTo": {"namespaceSelector": {"matchLabels": {}}}}),
+        "empty namespaceSelector",
+    );
+    let labelled = json!({"value": "x", "grantedTo": {"namespaceSelector": {"matchLabels": {"team": "a"}}}});
+    assert!(validate_cel(&scope_spec(labelled)).is_ok());
+    let expressions = json!({"value": "x", "grantedTo": {"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "Exists"}]}}});
+    assert!(validate_cel(&scope_spec(expressions)).is_ok());
+}
+
+/// Patterns every apiserver enforces (also the 1.20 test apiserver, which ignores CEL).
+#[test]
+fn scope_schema_constrains_namespaces_clients_and_audience() {
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(Scope::crd()).unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    let grants = &spec["grantedTo"]["properties"];
+    assert_eq!(
+        grants["namespaces"]["items"]["pattern"],
+        r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$"
+    );
+    assert_eq!(grants["namespaces"]["items"]["maxLength"], 63);
+    let client = &grants["clients"]["items"]["properties"];
+    assert_eq!(client["namespace"]["pattern"], r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$");
+    assert!(client["name"]["pattern"].is_string());
+    assert_eq!(spec["audience"]["pattern"], r"^[A-Za-z][A-Za-z0-9+.-]*:[^#\s]+$");
+}

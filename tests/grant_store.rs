@@ -5,9 +5,25 @@
 
 mod support;
 
-use kauth::store::{Grant, GrantStore, Issued, PendingRequest, Redemption, RefreshUse, Session};
+use kauth::store::{ClientObject, Grant, GrantStore, Issued, PendingRequest, Redemption, RefreshUse, Session};
 
 const NOW: i64 = 1_800_000_000;
+
+/// The client object the grants below belong to.
+const WEB: ClientObject = ClientObject {
+    id: "shop.web",
+    uid: "uid-web",
+};
+/// Another client.
+const OTHER: ClientObject = ClientObject {
+    id: "other.client",
+    uid: "uid-other",
+};
+/// The same client id held by a re-created object (a new uid).
+const WEB_RECREATED: ClientObject = ClientObject {
+    id: "shop.web",
+    uid: "uid-web-2",
+};
 
 /// A store location: `(url, keep-alive)`; the temp dir must outlive the store.
 struct Backend {
@@ -33,6 +49,7 @@ async fn postgres() -> Backend {
 fn grant() -> Grant {
     Grant {
         client_id: "shop.web".into(),
+        client_uid: "uid-web".into(),
         subject: "alice".into(),
         scopes: vec!["openid".into(), "offline_access".into()],
         audiences: vec!["https://orders.example.com".into()],
@@ -103,7 +120,7 @@ async fn replay_revokes_everything_the_code_issued(b: Backend) {
     );
     assert!(matches!(
         store
-            .use_refresh("r1", "shop.web", NOW + 1, ("r2", NOW + 3600), &issue("at-2"))
+            .use_refresh("r1", &WEB, NOW + 1, ("r2", NOW + 3600), &issue("at-2"))
             .await
             .unwrap(),
         RefreshUse::Rotated(_)
@@ -118,7 +135,7 @@ async fn replay_revokes_everything_the_code_issued(b: Backend) {
     assert_eq!(mirrored.len(), 2, "revocations are recorded for every replica");
     assert_eq!(
         store
-            .use_refresh("r2", "shop.web", NOW + 3, ("r3", NOW + 3600), &issue("at-3"))
+            .use_refresh("r2", &WEB, NOW + 3, ("r3", NOW + 3600), &issue("at-3"))
             .await
             .unwrap(),
         RefreshUse::Invalid,
@@ -143,7 +160,7 @@ async fn a_replay_before_the_family_starts_leaves_no_family(b: Backend) {
     );
     assert_eq!(
         store
-            .use_refresh("r1", "shop.web", NOW, ("r2", NOW + 3600), &issue("at-3"))
+            .use_refresh("r1", &WEB, NOW, ("r2", NOW + 3600), &issue("at-3"))
             .await
             .unwrap(),
         RefreshUse::Invalid
@@ -168,7 +185,7 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(b: Backend) {
     let store = with_family(&b).await;
     assert_eq!(
         store
-            .use_refresh("r1", "other.client", NOW, ("rx", NOW + 3600), &issue("at-x"))
+            .use_refresh("r1", &OTHER, NOW, ("rx", NOW + 3600), &issue("at-x"))
             .await
             .unwrap(),
         RefreshUse::Invalid,
@@ -176,21 +193,21 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(b: Backend) {
     );
     assert_eq!(
         store
-            .use_refresh("r1", "shop.web", NOW, ("r2", NOW + 3600), &issue("at-2"))
+            .use_refresh("r1", &WEB, NOW, ("r2", NOW + 3600), &issue("at-2"))
             .await
             .unwrap(),
         RefreshUse::Rotated(grant())
     );
     assert_eq!(
         store
-            .use_refresh("r1", "other.client", NOW, ("ry", NOW + 3600), &issue("at-y"))
+            .use_refresh("r1", &OTHER, NOW, ("ry", NOW + 3600), &issue("at-y"))
             .await
             .unwrap(),
         RefreshUse::Invalid,
         "another client cannot trigger the reuse response"
     );
     let RefreshUse::Reused(revoked) = store
-        .use_refresh("r1", "shop.web", NOW, ("rx", NOW + 3600), &issue("at-x"))
+        .use_refresh("r1", &WEB, NOW, ("rx", NOW + 3600), &issue("at-x"))
         .await
         .unwrap()
     else {
@@ -199,7 +216,7 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(b: Backend) {
     assert_eq!(revoked, vec![issue("at-2")]);
     assert_eq!(
         store
-            .use_refresh("r2", "shop.web", NOW, ("r3", NOW + 3600), &issue("at-3"))
+            .use_refresh("r2", &WEB, NOW, ("r3", NOW + 3600), &issue("at-3"))
             .await
             .unwrap(),
         RefreshUse::Invalid,
@@ -207,7 +224,7 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(b: Backend) {
     );
     assert_eq!(
         store
-            .use_refresh("rx", "shop.web", NOW, ("r4", NOW + 3600), &issue("at-4"))
+            .use_refresh("rx", &WEB, NOW, ("r4", NOW + 3600), &issue("at-4"))
             .await
             .unwrap(),
         RefreshUse::Invalid,
@@ -224,7 +241,7 @@ async fn a_refresh_token_is_used_once_even_when_raced(b: Backend) {
                 store
                     .use_refresh(
                         "r1",
-                        "shop.web",
+                        &WEB,
                         NOW,
                         (&format!("next-{i}"), NOW + 3600),
                         &issue(&format!("at-{i}")),
@@ -253,7 +270,7 @@ async fn refresh_tokens_and_families_expire(b: Backend) {
         .unwrap();
     assert_eq!(
         store
-            .use_refresh("r1", "shop.web", NOW + 100, ("r2", NOW + 200), &issue("a"))
+            .use_refresh("r1", &WEB, NOW + 100, ("r2", NOW + 200), &issue("a"))
             .await
             .unwrap(),
         RefreshUse::Invalid,
@@ -267,7 +284,7 @@ async fn refresh_tokens_and_families_expire(b: Backend) {
         .unwrap();
     assert_eq!(
         store
-            .use_refresh("s1", "shop.web", NOW + 150, ("s2", NOW + 1000), &issue("b"))
+            .use_refresh("s1", &WEB, NOW + 150, ("s2", NOW + 1000), &issue("b"))
             .await
             .unwrap(),
         RefreshUse::Invalid,
@@ -278,34 +295,24 @@ async fn refresh_tokens_and_families_expire(b: Backend) {
 async fn revoking_a_refresh_token_ends_its_family(b: Backend) {
     let store = with_family(&b).await;
     store
-        .use_refresh("r1", "shop.web", NOW, ("r2", NOW + 3600), &issue("at-2"))
+        .use_refresh("r1", &WEB, NOW, ("r2", NOW + 3600), &issue("at-2"))
         .await
         .unwrap();
     assert_eq!(
-        store.revoke_refresh_of("r2", "shop.web", NOW).await.unwrap(),
+        store.revoke_refresh_of("r2", &WEB, NOW).await.unwrap(),
         vec![issue("at-2")]
     );
     assert_eq!(
         store
-            .use_refresh("r2", "shop.web", NOW, ("r3", NOW + 3600), &issue("at-3"))
+            .use_refresh("r2", &WEB, NOW, ("r3", NOW + 3600), &issue("at-3"))
             .await
             .unwrap(),
         RefreshUse::Reused(vec![issue("at-2")]),
         "a revoked token counts as used"
     );
+    assert!(store.revoke_refresh_of("unknown", &WEB, NOW).await.unwrap().is_empty());
     assert!(
-        store
-            .revoke_refresh_of("unknown", "shop.web", NOW)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .revoke_refresh_of("r2", "other.client", NOW)
-            .await
-            .unwrap()
-            .is_empty(),
+        store.revoke_refresh_of("r2", &OTHER, NOW).await.unwrap().is_empty(),
         "not its token"
     );
 }
@@ -329,15 +336,29 @@ async fn sessions_people_consent_and_pending_requests(b: Backend) {
     assert_eq!(store.subject("alice").await.unwrap(), Some(newer));
     assert_eq!(store.subject("bob").await.unwrap(), None);
 
-    assert!(store.consent("alice", "shop.web").await.unwrap().is_empty());
+    assert_eq!(store.consent("alice", "uid-web").await.unwrap(), None, "never approved");
     let scopes = vec!["openid".to_string(), "orders.read".to_string()];
-    store.remember_consent("alice", "shop.web", &scopes, NOW).await.unwrap();
-    assert_eq!(store.consent("alice", "shop.web").await.unwrap(), scopes);
+    store.remember_consent("alice", "uid-web", &scopes, NOW).await.unwrap();
+    assert_eq!(store.consent("alice", "uid-web").await.unwrap(), Some(scopes.clone()));
     store
-        .remember_consent("alice", "shop.web", &scopes[..1], NOW)
+        .remember_consent("alice", "uid-web", &scopes[..1], NOW)
         .await
         .unwrap();
-    assert_eq!(store.consent("alice", "shop.web").await.unwrap(), scopes[..1]);
+    assert_eq!(
+        store.consent("alice", "uid-web").await.unwrap(),
+        Some(scopes[..1].to_vec())
+    );
+    assert_eq!(
+        store.consent("alice", "uid-web-2").await.unwrap(),
+        None,
+        "consent belongs to the client object, not to its id"
+    );
+    store.remember_consent("alice", "uid-quiet", &[], NOW).await.unwrap();
+    assert_eq!(
+        store.consent("alice", "uid-quiet").await.unwrap(),
+        Some(Vec::new()),
+        "approving sign-in alone is remembered"
+    );
 
     let pending = PendingRequest {
         browser: "b".into(),
@@ -412,6 +433,63 @@ async fn state_survives_reopening_and_sweeping_removes_only_expired_rows(b: Back
     ));
 }
 
+/// Attack: a client is deleted and re-created under the same client id (or the id passes to
+/// another namespace): the new object must not refresh the old one's tokens, and deleting a
+/// client revokes its families with the access tokens they issued.
+async fn refresh_families_belong_to_the_client_object(b: Backend) {
+    let store = with_family(&b).await;
+    assert_eq!(
+        store
+            .use_refresh("r1", &WEB_RECREATED, NOW, ("rx", NOW + 3600), &issue("at-x"))
+            .await
+            .unwrap(),
+        RefreshUse::Invalid,
+        "same client id, another object"
+    );
+    assert!(
+        store
+            .revoke_refresh_of("r1", &WEB_RECREATED, NOW)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .use_refresh("r1", &WEB, NOW, ("r2", NOW + 3600), &issue("at-2"))
+        .await
+        .unwrap();
+    let existing: std::collections::HashSet<String> = ["uid-web".to_string()].into();
+    assert!(
+        store
+            .revoke_families_of_deleted_clients(&existing, NOW)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a client that exists keeps its families"
+    );
+    let revoked = store
+        .revoke_families_of_deleted_clients(&Default::default(), NOW)
+        .await
+        .unwrap();
+    assert_eq!(revoked, vec![issue("at-2")]);
+    assert!(
+        store
+            .revocations_since(0, NOW)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.jti == "at-2"),
+        "the access token is revoked too"
+    );
+    assert_eq!(
+        store
+            .use_refresh("r2", &WEB, NOW, ("r3", NOW + 3600), &issue("at-3"))
+            .await
+            .unwrap(),
+        RefreshUse::Invalid,
+        "the family is gone"
+    );
+}
+
 /// Runs each suite function once per backend.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
@@ -445,4 +523,5 @@ suite!(
     revoking_a_refresh_token_ends_its_family,
     sessions_people_consent_and_pending_requests,
     state_survives_reopening_and_sweeping_removes_only_expired_rows,
+    refresh_families_belong_to_the_client_object,
 );

@@ -93,8 +93,11 @@ fn ctx(client: Client, clients: Vec<OAuthClient>, scopes: Vec<Scope>) -> Arc<Con
         signing_keys: store(vec![]),
         secrets: store(vec![]),
         namespaces: store(vec![]),
+        claims: store(vec![]),
         verdicts: Default::default(),
     };
+    // What the registry loop does before any reconcile runs.
+    cache.publish_catalog(kauth::claims::DEFAULT_CLAIM_GRACE);
     Arc::new(Context::new(
         client,
         cache,
@@ -358,7 +361,7 @@ async fn second_scope_claimant_gets_a_conflict() {
         accepted["message"]
             .as_str()
             .unwrap()
-            .contains("already owned by Scope orders/read")
+            .contains("'orders.read' is claimed by namespace orders, which claimed it first")
     );
 }
 

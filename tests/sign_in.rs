@@ -530,6 +530,7 @@ async fn a_code_is_bound_to_its_client_verifier_and_lifetime() {
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     let grant = kauth::store::Grant {
         client_id: id.clone(),
+        client_uid: "standalone:shop/web".into(),
         subject: "alice".into(),
         scopes: vec!["openid".into()],
         audiences: vec![],

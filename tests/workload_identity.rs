@@ -53,7 +53,7 @@ async fn start() -> Setup {
     let mut m = Manifests::default();
     m.add_text(Path::new("t.yaml"), MANIFESTS);
     assert!(m.errors.is_empty(), "{:?}", m.errors);
-    let catalog = m.catalog();
+    let catalog = m.catalog(&Default::default(), Default::default());
     let signing = generate_key(KeyAlgorithm::ES256, Timestamp::from_second(0).unwrap()).unwrap();
     let (ring, _) = KeyRing::from_sets([&KeySet { keys: vec![signing] }]);
     let registry = Registry::new();
@@ -136,7 +136,7 @@ async fn the_bound_service_account_gets_a_token_without_any_secret() {
     let (status, body) = assertion(&s, &token).await;
     assert_eq!(status, 200, "{body}");
     let claims = claims_of(body["access_token"].as_str().unwrap());
-    assert_eq!(claims["sub"], "shop.backend");
+    assert_eq!(claims["sub"], "client:shop.backend");
     assert_eq!(claims["aud"], "https://orders.example.com");
     // The token endpoint URL is an accepted audience too.
     let token = sa_token(&s.sa_key, None, json!({"aud": format!("{}/token", s.url)}));

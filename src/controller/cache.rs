@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{Notify, watch};
 
 use super::secrets::{self, CREDENTIALS_LABEL};
-use crate::catalog::{Catalog, ClientInput, ClientVerdict, NamespaceLabels, ObjectKey, ScopeInput, ScopeVerdict};
+use crate::catalog::{Catalog, ClientInput, NamespaceLabels, ScopeInput, releases_claims};
+use crate::claims::{ClaimRules, Ledger};
 use crate::crd::{OAuthClient, Scope, SigningKey};
 use crate::credentials::SecretVerifier;
 use crate::keys::KeyRing;
@@ -34,11 +35,19 @@ pub struct Cache {
     pub secrets: Store<Secret>,
     /// Namespaces, for Scopes granted by namespace selector.
     pub namespaces: Store<Namespace>,
+    /// The claims record ([`CLAIMS_CONFIG_MAP`] in kauth's namespace): who owns which Scope
+    /// value, audience and client id, kept across restarts and leader changes.
+    pub claims: Store<ConfigMap>,
     /// The catalog the registry loop last built from these stores. Reconciles are triggered by
     /// verdict changes here, not by watches of their own: such a watch can fire before these
     /// stores see the change, and the reconcile would judge the old state and stop.
     pub verdicts: Arc<watch::Sender<Arc<Catalog>>>,
 }
+
+/// The ConfigMap in kauth's namespace that records the claims; only kauth writes it.
+pub const CLAIMS_CONFIG_MAP: &str = "kauth-claims";
+/// Its key holding the ledger (JSON).
+pub const CLAIMS_KEY: &str = "claims.json";
 
 /// Sorts resources oldest first (then by namespace and name): the precedence for conflicts.
 fn by_age<K: ResourceExt>(mut items: Vec<Arc<K>>) -> Vec<Arc<K>> {
@@ -84,6 +93,9 @@ impl Ordered {
             .map(|(c, (ns, n))| ClientInput {
                 namespace: ns,
                 name: n,
+                uid: c.metadata.uid.as_deref().unwrap_or_default(),
+                generation: c.metadata.generation,
+                releasing: releases_claims(c.annotations()),
                 spec: &c.spec,
             })
             .collect()
@@ -96,6 +108,8 @@ impl Ordered {
             .map(|(s, (ns, n))| ScopeInput {
                 namespace: ns,
                 name: n,
+                generation: s.metadata.generation,
+                releasing: releases_claims(s.annotations()),
                 spec: &s.spec,
             })
             .collect()
@@ -147,7 +161,12 @@ impl Cache {
             any().labels(CREDENTIALS_LABEL),
             changed.clone(),
         );
-        let (namespaces, e) = reflect(Api::<Namespace>::all(client), any(), changed);
+        let (namespaces, e) = reflect(Api::<Namespace>::all(client.clone()), any(), changed.clone());
+        let (claims, f) = reflect(
+            Api::<ConfigMap>::namespaced(client, namespace),
+            any().fields(&format!("metadata.name={CLAIMS_CONFIG_MAP}")),
+            changed,
+        );
         (
             Self {
                 clients,
@@ -155,9 +174,10 @@ impl Cache {
                 signing_keys,
                 namespaces,
                 secrets,
+                claims,
                 verdicts: Arc::new(watch::Sender::new(Arc::default())),
             },
-            vec![a, b, c, d, e],
+            vec![a, b, c, d, e, f],
         )
     }
 
@@ -168,7 +188,8 @@ impl Cache {
             self.scopes.wait_until_ready(),
             self.signing_keys.wait_until_ready(),
             self.secrets.wait_until_ready(),
-            self.namespaces.wait_until_ready()
+            self.namespaces.wait_until_ready(),
+            self.claims.wait_until_ready()
         );
     }
 
@@ -184,39 +205,53 @@ impl Cache {
             .collect()
     }
 
-    /// Evaluates every client and scope (the registry's view).
-    fn catalog(&self) -> (Catalog, Vec<Arc<OAuthClient>>) {
+    /// The claims kauth recorded last (empty before the first record, or when it is
+    /// unreadable: claims are then settled again from the objects' ages).
+    pub fn recorded_claims(&self) -> Ledger {
+        let Some(cm) = self.claims.state().into_iter().next() else {
+            return Ledger::default();
+        };
+        let text = cm.data.as_ref().and_then(|d| d.get(CLAIMS_KEY));
+        match text.map(|t| Ledger::parse(t)) {
+            Some(Ok(ledger)) => ledger,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, config_map = CLAIMS_CONFIG_MAP, "claims record ignored");
+                Ledger::default()
+            }
+            None => Ledger::default(),
+        }
+    }
+
+    /// Evaluates every client and scope against the recorded claims (the registry's view).
+    fn catalog(&self, grace: Duration) -> (Catalog, Vec<Arc<OAuthClient>>) {
         let ordered = Ordered::new(self.clients.state(), self.scopes.state());
         let scopes = ordered.scope_inputs();
-        let catalog = Catalog::evaluate(&ordered.client_inputs(), &scopes, &self.namespace_labels(&scopes));
+        let rules = ClaimRules {
+            now: k8s_openapi::jiff::Timestamp::now().as_second(),
+            grace,
+        };
+        let catalog = Catalog::evaluate_with(
+            &ordered.client_inputs(),
+            &scopes,
+            &self.namespace_labels(&scopes),
+            &self.recorded_claims(),
+            rules,
+        );
         (catalog, ordered.clients)
     }
 
-    /// Every Scope's verdict (clients are not evaluated).
-    pub fn scope_verdicts(&self) -> Vec<(ObjectKey, ScopeVerdict)> {
-        let ordered = Ordered::new(Vec::new(), self.scopes.state());
-        Catalog::evaluate(&[], &ordered.scope_inputs(), &NamespaceLabels::new()).scopes
+    /// Evaluates everything and publishes the catalog to the reconcilers; returns it with the
+    /// clients it was built from.
+    pub fn publish_catalog(&self, grace: Duration) -> (Arc<Catalog>, Vec<Arc<OAuthClient>>) {
+        let (catalog, clients) = self.catalog(grace);
+        let catalog = Arc::new(catalog);
+        self.verdicts.send_replace(catalog.clone());
+        (catalog, clients)
     }
 
-    /// Evaluates one client against the cache; `fresh` (possibly newer than the cache) stands
-    /// in for its cached copy.
-    pub fn client_verdict(&self, fresh: &OAuthClient) -> ClientVerdict {
-        let mut clients = self.clients.state();
-        clients.retain(|c| c.uid() != fresh.uid());
-        clients.push(Arc::new(fresh.clone()));
-        let ordered = Ordered::new(clients, self.scopes.state());
-        let target = ordered
-            .clients
-            .iter()
-            .position(|c| c.uid() == fresh.uid())
-            .expect("the fresh client is in the list");
-        let scopes = ordered.scope_inputs();
-        Catalog::evaluate_client(
-            &ordered.client_inputs(),
-            target,
-            &scopes,
-            &self.namespace_labels(&scopes),
-        )
+    /// The catalog last published.
+    pub fn published(&self) -> Arc<Catalog> {
+        self.verdicts.borrow().clone()
     }
 
     fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
@@ -279,15 +314,17 @@ pub async fn run_registry(
     registry: Registry,
     kauth_namespace: String,
     metrics: Arc<Metrics>,
+    claim_grace: Duration,
 ) {
     cache.synced().await;
     loop {
-        let (catalog, clients) = cache.catalog();
+        let (catalog, clients) = cache.catalog(claim_grace);
         let snapshot = cache.snapshot(&catalog, &clients, &kauth_namespace);
         metrics.registered_clients.set(snapshot.clients.len() as i64);
         registry.publish(snapshot);
         cache.verdicts.send_replace(Arc::new(catalog));
-        changed.notified().await;
+        // A vacant claim lapses with time, not with an event: look again at least each minute.
+        let _ = tokio::time::timeout(Duration::from_secs(60), changed.notified()).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

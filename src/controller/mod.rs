@@ -12,19 +12,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
-pub use cache::{Cache, run_registry};
+pub use cache::{CLAIMS_CONFIG_MAP, CLAIMS_KEY, Cache, run_registry};
 pub use oauth_client::reconcile as reconcile_client;
 pub use scope::reconcile as reconcile_scope;
 pub use signing_key::{ensure_default_signing_key, reconcile as reconcile_signing_key};
 
 use crate::catalog::{Catalog, ObjectKey};
+use crate::claims::Ledger;
 use crate::crd::{OAuthClient, Scope, SigningKey};
 use crate::metrics::Metrics;
 use crate::provider::Issuer;
@@ -140,6 +142,52 @@ where
     .flatten()
 }
 
+/// Keeps the claims record (the `kauth-claims` ConfigMap) equal to the ledger of the catalog
+/// the registry loop published last, so claims survive restarts and leader changes. Only the
+/// leader runs it; every replica reads the record.
+async fn record_claims(ctx: Arc<Context>) {
+    let mut published = ctx.cache.verdicts.subscribe();
+    loop {
+        let ledger = {
+            let catalog = published.borrow_and_update();
+            catalog.settled.then(|| catalog.ledger.clone())
+        };
+        if let Some(ledger) = ledger
+            && ledger != ctx.cache.recorded_claims()
+            && let Err(e) = write_claims(&ctx, &ledger).await
+        {
+            tracing::warn!(error = %e, "cannot record claims; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        if published.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write_claims(ctx: &Context, ledger: &Ledger) -> Result<(), kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let record = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": CLAIMS_CONFIG_MAP,
+            "labels": {"app.kubernetes.io/managed-by": MANAGER},
+            "annotations": {"kauth.dev/purpose": "which namespace owns each Scope value, audience and explicit client id; written by kauth only"},
+        },
+        "data": {CLAIMS_KEY: ledger.to_json()},
+    });
+    api.patch(
+        CLAIMS_CONFIG_MAP,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(record),
+    )
+    .await?;
+    tracing::info!("claims recorded");
+    Ok(())
+}
+
 /// Runs the three controllers until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static) {
     let client = ctx.client.clone();
@@ -183,6 +231,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     )
     .for_each(|_| async {});
 
+    let claims = record_claims(ctx.clone());
+
     let defaults = async {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -194,6 +244,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     };
     tokio::select! {
         _ = futures::future::join3(clients, scopes, keys) => {}
+        _ = claims => {}
         _ = defaults => {}
         _ = shutdown => {}
     }

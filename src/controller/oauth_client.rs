@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::secrets::{self, CredentialsSecret};
 use super::{Context, Error, MANAGER};
+use crate::catalog::ObjectKey;
 use crate::crd::{OAuthClient, OAuthClientStatus, set_condition};
 use crate::credentials::{RotationReason, SecretPlan, plan_secret};
 use crate::validation::{ClientSettings, CredentialSource, describe};
@@ -200,9 +201,19 @@ async fn existing_secret(ctx: &Context, obj: &OAuthClient, settings: &ClientSett
 pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled("OAuthClient", None);
     let now = Timestamp::now();
-    // Only this client's verdict: nothing the size of the cluster lives across the awaits.
-    let verdict = ctx.cache.client_verdict(&obj);
     let key = (obj.namespace().unwrap_or_default(), obj.name_any());
+    // The verdict the registry loop published for this very object and generation; until it
+    // has one, the verdict change it publishes next triggers this reconcile again. Only this
+    // client's verdict is kept: nothing the size of the cluster lives across the awaits.
+    let Some(verdict) = ctx
+        .cache
+        .published()
+        .client(&ObjectKey::new(&key.0, &key.1))
+        .filter(|v| Some(v.uid.as_str()) == obj.metadata.uid.as_deref() && v.generation == obj.metadata.generation)
+        .cloned()
+    else {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    };
     let generation = obj.metadata.generation;
     let old = obj.status.clone().unwrap_or_default();
     let mut status = OAuthClientStatus {
@@ -211,9 +222,17 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
     };
     status.observed_generation = generation;
     let mut recheck = None;
+    // Scopes and audiences not granted, each with the grant it needs.
+    let granted = verdict.missing.is_empty() && verdict.missing_audiences.is_empty();
+    let not_granted = if verdict.missing.is_empty() {
+        "AudienceNotGranted"
+    } else {
+        "ScopeNotGranted"
+    };
     let missing = verdict
         .missing
         .iter()
+        .chain(&verdict.missing_audiences)
         .map(|m| m.reason.clone())
         .collect::<Vec<_>>()
         .join("; ");
@@ -228,12 +247,9 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
             condition("Ready", false, "InvalidSpec", describe(errors));
             false
         }
-        (Ok(settings), Some(owner)) => {
+        (Ok(settings), Some(_)) => {
             status.secret_name = settings.secret.secret_name().map(str::to_string);
-            let msg = format!(
-                "spec.clientId '{}' is already used by OAuthClient {owner}",
-                verdict.client_id
-            );
+            let msg = verdict.conflict_message().unwrap_or_default();
             condition(
                 "SecretReady",
                 false,
@@ -278,12 +294,11 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
                 .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
             recheck = outcome.recheck_at;
             condition("SecretReady", outcome.ready, outcome.reason, outcome.message.clone());
-            let granted = verdict.missing.is_empty();
             let ready = outcome.ready && granted;
             let (reason, message) = if !outcome.ready {
                 (outcome.reason, outcome.message)
             } else if !granted {
-                ("ScopeNotGranted", missing.clone())
+                (not_granted, missing.clone())
             } else {
                 ("Ready", format!("client id {} can get tokens", verdict.client_id))
             };
@@ -292,15 +307,15 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
         }
     };
     status.granted_scopes = verdict.granted.iter().map(|g| g.value.clone()).collect();
-    if verdict.missing.is_empty() {
+    if granted {
         condition(
             "ScopesGranted",
             true,
             "Granted",
-            "every requested scope is granted".into(),
+            "every requested scope and audience is granted".into(),
         );
     } else {
-        condition("ScopesGranted", false, "ScopeNotGranted", missing);
+        condition("ScopesGranted", false, not_granted, missing);
     }
 
     // Tell about changes of Ready (and its reason), not about every reconcile.

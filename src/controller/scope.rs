@@ -11,7 +11,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::{Context, Error, MANAGER};
-use crate::catalog::ScopeVerdict;
+use crate::catalog::{ObjectKey, ScopeVerdict};
 use crate::crd::{Scope, ScopeStatus, set_condition};
 use crate::validation::describe;
 
@@ -20,11 +20,17 @@ pub async fn reconcile(obj: Arc<Scope>, ctx: Arc<Context>) -> Result<Action, Err
     ctx.metrics.reconciled("Scope", None);
     let now = Timestamp::now();
     let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-    let scopes = ctx.cache.scope_verdicts();
-    // The cache may not have this object yet: requeue shortly rather than guess.
-    let Some((_, verdict)) = scopes.into_iter().find(|(k, _)| k.namespace == ns && k.name == name) else {
-        return Ok(Action::requeue(Duration::from_millis(200)));
+    // The verdict the registry loop published for this generation; until it has one, the
+    // verdict change it publishes next triggers this reconcile again.
+    let catalog = ctx.cache.published();
+    let Some(verdict) = catalog
+        .scope(&ObjectKey::new(&ns, &name))
+        .filter(|(_, generation)| *generation == obj.metadata.generation)
+        .map(|(v, _)| v.clone())
+    else {
+        return Ok(Action::requeue(Duration::from_millis(500)));
     };
+    drop(catalog);
     let generation = obj.metadata.generation;
     let old = obj.status.clone().unwrap_or_default();
     let mut status = ScopeStatus {
@@ -38,14 +44,7 @@ pub async fn reconcile(obj: Arc<Scope>, ctx: Arc<Context>) -> Result<Action, Err
             format!("'{}' is offered by this Scope", obj.spec.value),
         ),
         ScopeVerdict::Invalid(errors) => (false, "InvalidSpec", describe(errors)),
-        ScopeVerdict::Conflict { owner } => (
-            false,
-            "Conflict",
-            format!(
-                "spec.value '{}' is already owned by Scope {owner}; this Scope is ignored",
-                obj.spec.value
-            ),
-        ),
+        ScopeVerdict::Conflict { .. } => (false, "Conflict", verdict.conflict_message().unwrap_or_default()),
     };
     set_condition(
         &mut status.conditions,

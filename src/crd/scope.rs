@@ -38,15 +38,20 @@ pub struct ScopeSpec {
     // maxLength bounds the CEL cost estimate, which modern apiservers check.
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(validation = Rule::new("self.matches('^[!#-\\\\[\\\\]-~]+$')").message("value must be an RFC 6749 scope-token: printable ASCII without spaces, '\"' or '\\\\'"))]
+    #[x_kube(validation = Rule::new("!(self in ['openid', 'profile', 'email', 'groups', 'address', 'phone', 'offline_access'])").message("value is reserved for OpenID Connect"))]
     pub value: String,
     /// Shown to people on the consent screen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// The API this scope is for (an absolute URI); becomes the token's `aud`.
+    /// The API this scope is for (an absolute URI); becomes the token's `aud`. An audience
+    /// belongs to the first namespace whose Scope declares it: Scopes of other namespaces
+    /// naming it are refused, and only clients granted one of its Scopes get tokens for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^[A-Za-z][A-Za-z0-9+.-]*:[^#\s]+$"))]
     pub audience: Option<String>,
     /// Who may request the scope. The Scope's own namespace always may.
     #[serde(default)]
+    #[x_kube(validation = Rule::new("!has(self.namespaceSelector) || (has(self.namespaceSelector.matchLabels) && size(self.namespaceSelector.matchLabels) > 0) || (has(self.namespaceSelector.matchExpressions) && size(self.namespaceSelector.matchExpressions) > 0)").message("an empty namespaceSelector would match every namespace; write namespaces: [\"*\"] to mean that"))]
     pub granted_to: ScopeGrants,
     /// Whether people must consent before a client gets this scope. Default true.
     #[serde(default = "default_true")]
@@ -63,6 +68,7 @@ fn default_true() -> bool {
 pub struct ScopeGrants {
     /// Namespaces whose clients may request the scope; `"*"` means every namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(length(max = 63), regex(pattern = r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")))]
     pub namespaces: Vec<String>,
     /// Namespaces whose labels match this selector may request the scope (for example every
     /// namespace labelled `team=payments`). An empty selector is refused: use `namespaces: ["*"]`.
@@ -77,8 +83,13 @@ pub struct ScopeGrants {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub struct ClientRef {
     /// Namespace of the OAuthClient.
+    #[schemars(length(max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: String,
     /// Name of the OAuthClient.
+    #[schemars(
+        length(max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 }
 

@@ -34,7 +34,7 @@ const MAX_OPAQUE_LEN: usize = 1024;
 /// The identity scopes kauth implements, with what the consent page says of them.
 /// `openid` itself asks for nothing beyond signing in.
 pub const IDENTITY_SCOPES: &[(&str, &str)] = &[
-    ("openid", ""),
+    ("openid", "Know who you are (your account id)"),
     ("profile", "See your name and username"),
     ("email", "See your email address"),
     ("groups", "See which groups you belong to"),
@@ -45,6 +45,10 @@ pub const IDENTITY_SCOPES: &[(&str, &str)] = &[
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuthRequest {
     pub client_id: String,
+    /// The OAuthClient object the request was made for: the code, refresh family and consent
+    /// belong to it.
+    #[serde(default)]
+    pub client_uid: String,
     pub redirect_uri: String,
     pub scopes: Vec<String>,
     pub audiences: Vec<String>,
@@ -328,6 +332,7 @@ fn check(form: &Form, client: &RegisteredClient, redirect_uri: &str) -> Result<A
     audiences.dedup();
     Ok(AuthRequest {
         client_id: client.client_id.clone(),
+        client_uid: client.uid.clone(),
         redirect_uri: redirect_uri.to_string(),
         scopes,
         audiences,
@@ -392,19 +397,50 @@ pub async fn current_session(
     Ok(state.store.session(&id, now).await?.map(|s| (id, s)))
 }
 
-/// Scopes the person has to agree to: API scopes that require consent and identity scopes
-/// (bar `openid`), less what they allowed this client before.
-pub fn consent_needed(snapshot: &Snapshot, req: &AuthRequest, remembered: &[String]) -> Vec<String> {
-    req.scopes
+/// True when the platform declared the request's client first-party (its namespace is in
+/// kauth's own configuration, which app teams cannot change).
+pub fn first_party(state: &ProviderState, snapshot: &Snapshot, req: &AuthRequest) -> bool {
+    snapshot
+        .clients
+        .get(&req.client_id)
+        .filter(|c| c.uid == req.client_uid)
+        .is_some_and(|c| state.first_party_namespaces.contains(&c.namespace))
+}
+
+/// What the person has to agree to, less what they allowed this client object before
+/// (`remembered`, None when they never approved it):
+/// - being identified at all (`openid`), the first time, so no client learns who is signed in
+///   without the person's say;
+/// - identity scopes;
+/// - API scopes whose Scope requires consent.
+///
+/// A first-party client asks for none of the identity ones; API scopes are their API team's
+/// call either way.
+pub fn consent_needed(
+    snapshot: &Snapshot,
+    req: &AuthRequest,
+    remembered: Option<&[String]>,
+    first_party: bool,
+) -> Vec<String> {
+    let mut needed: Vec<String> = req
+        .scopes
         .iter()
         .filter(|s| s.as_str() != "openid")
         .filter(|s| {
             let identity = IDENTITY_SCOPES.iter().any(|(v, _)| v == s);
-            identity || snapshot.scopes.get(s.as_str()).is_none_or(|i| i.consent_required)
+            if identity {
+                !first_party
+            } else {
+                snapshot.scopes.get(s.as_str()).is_none_or(|i| i.consent_required)
+            }
         })
-        .filter(|s| req.force_consent || !remembered.contains(s))
+        .filter(|s| req.force_consent || !remembered.unwrap_or_default().contains(s))
         .cloned()
-        .collect()
+        .collect();
+    if !first_party && (remembered.is_none() || req.force_consent) {
+        needed.insert(0, "openid".to_string());
+    }
+    needed
 }
 
 /// Decides the next step for a checked request: sign in, consent, or a code. `session` is
@@ -436,8 +472,8 @@ pub async fn proceed(
         }
         return to_page(state, headers, req, pending, "/login").await;
     };
-    let remembered = state.store.consent(&session.subject, &req.client_id).await?;
-    if !consent_needed(snapshot, req, &remembered).is_empty() {
+    let remembered = state.store.consent(&session.subject, &req.client_uid).await?;
+    if !consent_needed(snapshot, req, remembered.as_deref(), first_party(state, snapshot, req)).is_empty() {
         if prompt_none {
             return Ok(back.error(
                 "consent_required",
@@ -469,6 +505,7 @@ pub async fn issue_code(
     let code = random_handle();
     let grant = Grant {
         client_id: req.client_id.clone(),
+        client_uid: req.client_uid.clone(),
         subject: session.subject.clone(),
         scopes: req.scopes.clone(),
         audiences: req.audiences.clone(),
@@ -536,6 +573,7 @@ mod tests {
             client_id: "shop.web".into(),
             namespace: "shop".into(),
             name: "web".into(),
+            uid: "uid-web".into(),
             auth_method: Default::default(),
             credential: if public {
                 ClientCredential::None

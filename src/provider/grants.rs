@@ -20,7 +20,7 @@ use super::token::TokenResponse;
 use crate::crd::GrantType;
 use crate::keys::jose_algorithm;
 use crate::registry::{RegisteredClient, Snapshot};
-use crate::store::{Grant, Issued, Redemption, RefreshUse, StoreError};
+use crate::store::{ClientObject, Grant, Issued, Redemption, RefreshUse, StoreError};
 use crate::tokens::{AccessTokenClaims, Audience, IdTokenClaims, new_jti, sign, sign_id_token};
 
 /// Longest a refresh family lives, however often it is used: people sign in again after it.
@@ -194,7 +194,7 @@ pub async fn authorization_code(
         Redemption::Invalid => return Err(OAuthError::invalid_grant("the code is unknown or expired")),
     };
     // The code is spent whatever follows: a wrong client or verifier cannot try again.
-    if grant.client_id != client.client_id {
+    if grant.client_id != client.client_id || grant.client_uid != client.uid {
         return Err(OAuthError::invalid_grant("the code was issued to another client"));
     }
     if grant.redirect_uri != redirect_uri {
@@ -273,7 +273,10 @@ pub async fn refresh_token(
         .store
         .use_refresh(
             &handle_digest(presented),
-            &client.client_id,
+            &ClientObject {
+                id: &client.client_id,
+                uid: &client.uid,
+            },
             now.as_second(),
             (&handle_digest(&next), next_exp),
             &Issued { jti: jti.clone(), exp },

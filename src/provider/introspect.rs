@@ -16,18 +16,17 @@ use super::form::Form;
 use std::sync::Arc;
 
 use crate::registry::{RegisteredClient, Snapshot};
+use crate::store::ClientObject;
 use crate::tokens::{AccessTokenClaims, verify};
 
-/// A caller may see a token it was issued, or one addressed to an API whose Scope lives in
-/// the caller's namespace (the API's resource server). Anything else introspects as inactive.
+/// A caller may see a token it was issued, or one addressed to an API whose audience the
+/// caller's namespace owns (the API's resource server). Anything else introspects as inactive.
 fn may_see(snapshot: &Snapshot, caller: &RegisteredClient, claims: &AccessTokenClaims) -> bool {
     caller.client_id == claims.client_id
-        || claims.aud.iter().any(|aud| {
-            snapshot
-                .audience_owners
-                .get(aud)
-                .is_some_and(|owners| owners.contains(&caller.namespace))
-        })
+        || claims
+            .aud
+            .iter()
+            .any(|aud| snapshot.audience_owners.get(aud) == Some(&caller.namespace))
 }
 
 /// A token is active when it verifies, is not revoked, and its client still exists.
@@ -132,7 +131,14 @@ pub async fn revoke(State(state): State<ProviderState>, method: Method, headers:
         if !token.contains('.') {
             let revoked = state
                 .store
-                .revoke_refresh_of(&handle_digest(token), &caller.client_id, now.as_second())
+                .revoke_refresh_of(
+                    &handle_digest(token),
+                    &ClientObject {
+                        id: &caller.client_id,
+                        uid: &caller.uid,
+                    },
+                    now.as_second(),
+                )
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, "cannot revoke a refresh token");

@@ -18,6 +18,7 @@ mod signin;
 mod throttle;
 mod token;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -105,6 +106,9 @@ pub struct ProviderState {
     pub throttle: Arc<throttle::Throttle>,
     /// Upstream OpenID providers people may sign in with.
     pub connectors: Arc<ArcSwap<Connectors>>,
+    /// Namespaces the platform declared first-party: their clients identify people without
+    /// asking (set by kauth's own flags, never by an app team's object).
+    pub first_party_namespaces: Arc<HashSet<String>>,
     /// Their discovery documents.
     upstream: Arc<federation::UpstreamMetadata>,
 }
@@ -129,6 +133,7 @@ impl ProviderState {
             people: Arc::default(),
             throttle: Arc::default(),
             connectors: Arc::default(),
+            first_party_namespaces: Arc::default(),
             upstream: Arc::default(),
         })
     }
@@ -144,6 +149,7 @@ impl ProviderState {
                 tracing::warn!(error = %e, "cannot read revocations from the grant store");
             }
             if ticks.is_multiple_of(60) {
+                self.end_grants_of_deleted_clients().await;
                 match self.store.sweep(now()).await {
                     Ok(n) if n > 0 => tracing::debug!(rows = n, "expired grants swept"),
                     Ok(_) => {}
@@ -152,6 +158,38 @@ impl ProviderState {
             }
             ticks += 1;
         }
+    }
+
+    /// Revokes the refresh families (and their access tokens) of OAuthClient objects that no
+    /// longer exist; housekeeping does it every minute. Nothing happens before the registry
+    /// has read every source once, so a replica that is still starting revokes nothing.
+    pub async fn end_grants_of_deleted_clients(&self) {
+        let snapshot = self.registry.load();
+        if !snapshot.complete {
+            return;
+        }
+        match self
+            .store
+            .revoke_families_of_deleted_clients(&snapshot.client_uids, now())
+            .await
+        {
+            Ok(revoked) => {
+                if !revoked.is_empty() {
+                    tracing::info!(
+                        access_tokens = revoked.len(),
+                        "refresh families of deleted clients revoked"
+                    );
+                }
+                self.revocations.remember(&revoked);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot revoke the grants of deleted clients"),
+        }
+    }
+
+    /// Treats the clients of these namespaces as first-party (no consent to identify people).
+    pub fn with_first_party_namespaces(mut self, namespaces: impl IntoIterator<Item = String>) -> Self {
+        self.first_party_namespaces = Arc::new(namespaces.into_iter().collect());
+        self
     }
 
     /// Accepts ServiceAccount tokens verified by `tokens`.

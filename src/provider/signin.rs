@@ -13,7 +13,9 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Deserialize;
 
 use super::ProviderState;
-use super::authorize::{AuthRequest, ClientRedirect, IDENTITY_SCOPES, SESSION_LIFETIME_SECS, consent_needed, proceed};
+use super::authorize::{
+    AuthRequest, ClientRedirect, IDENTITY_SCOPES, SESSION_LIFETIME_SECS, consent_needed, first_party, proceed,
+};
 use super::browser::{CookieName, client_ip, handle_digest, random_handle, read_cookie, same_secret, set_cookie};
 use super::form::Form;
 use super::pages::{self, ScopeLine};
@@ -235,11 +237,12 @@ pub async fn consent_page(
         Err(e) => return unavailable(e),
     };
     let snapshot = state.registry.load();
-    let remembered = match state.store.consent(&session.subject, &pending.request.client_id).await {
+    let remembered = match state.store.consent(&session.subject, &pending.request.client_uid).await {
         Ok(r) => r,
         Err(e) => return unavailable(e),
     };
-    let lines: Vec<ScopeLine> = consent_needed(&snapshot, &pending.request, &remembered)
+    let first_party = first_party(&state, &snapshot, &pending.request);
+    let lines: Vec<ScopeLine> = consent_needed(&snapshot, &pending.request, remembered.as_deref(), first_party)
         .into_iter()
         .map(|value| {
             let description = IDENTITY_SCOPES
@@ -287,7 +290,11 @@ pub async fn consent_submit(State(state): State<ProviderState>, request: Request
         return back.error("access_denied", "the person denied the request");
     }
     let remember = async {
-        let mut allowed = state.store.consent(&session.subject, &req.client_id).await?;
+        let mut allowed = state
+            .store
+            .consent(&session.subject, &req.client_uid)
+            .await?
+            .unwrap_or_default();
         for s in &req.scopes {
             if !allowed.contains(s) {
                 allowed.push(s.clone());
@@ -295,7 +302,7 @@ pub async fn consent_submit(State(state): State<ProviderState>, request: Request
         }
         state
             .store
-            .remember_consent(&session.subject, &req.client_id, &allowed, now)
+            .remember_consent(&session.subject, &req.client_uid, &allowed, now)
             .await
     };
     if let Err(e) = remember.await {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::crd::GrantType;
 use crate::registry::{ClientCredential, RegisteredClient, Snapshot};
-use crate::tokens::{AccessTokenClaims, Audience, new_jti, sign};
+use crate::tokens::{AccessTokenClaims, Audience, client_subject, new_jti, sign};
 use crate::validation::{is_resource_uri, is_scope_token};
 use crate::workload_identity::{ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
 
@@ -115,7 +115,7 @@ async fn issue(state: &ProviderState, method: Method, headers: &HeaderMap, body:
     let iat = now.as_second();
     let claims = AccessTokenClaims {
         iss: state.issuer.url.clone(),
-        sub: client.client_id.clone(),
+        sub: client_subject(&client.client_id),
         aud: Audience::from_list(audiences),
         client_id: client.client_id.clone(),
         scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
@@ -282,12 +282,14 @@ mod tests {
             client_id: "shop.web".into(),
             namespace: "shop".into(),
             name: "web".into(),
+            uid: "uid-web".into(),
             auth_method: Default::default(),
             credential: ClientCredential::Secret(CredentialState::first(None, Timestamp::now()).verifier()),
             grant_types: vec![GrantType::ClientCredentials],
             scopes: [
                 ("orders.read".to_string(), Some("https://orders".to_string())),
                 ("stock.read".to_string(), Some("https://stock".to_string())),
+                ("reports.read".to_string(), Some("https://reports".to_string())),
                 ("misc".to_string(), None),
             ]
             .into(),
@@ -318,8 +320,14 @@ mod tests {
         );
         let (s, a) = decide_scopes_and_audience(&c, Some("misc"), &[]).unwrap();
         assert_eq!((s, a), (vec!["misc".to_string()], vec!["https://reports".to_string()]));
-        let (_, a) = decide_scopes_and_audience(&c, None, &["https://reports"]).unwrap();
-        assert_eq!(a, ["https://reports"]);
+        let (s, a) = decide_scopes_and_audience(&c, None, &["https://reports"]).unwrap();
+        assert_eq!(
+            (s, a),
+            (
+                vec!["misc".to_string(), "reports.read".to_string()],
+                vec!["https://reports".to_string()]
+            )
+        );
     }
 
     #[test]

@@ -13,8 +13,11 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Row, SqlSafeStr};
 
-/// The schema, applied once per database by sqlx's migrator.
-const SCHEMA: &str = include_str!("schema.sql");
+/// The schema, applied once per database by sqlx's migrator, in order.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "grants", include_str!("schema.sql")),
+    (2, "bind to client object", include_str!("bind-to-client-object.sql")),
+];
 
 /// How long a redeemed code is kept after it expired, so a late replay still revokes what the
 /// code issued.
@@ -49,6 +52,10 @@ type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
     pub client_id: String,
+    /// The OAuthClient object the grant belongs to; a client with the same id but another
+    /// uid cannot redeem or refresh it.
+    #[serde(default)]
+    pub client_uid: String,
     pub subject: String,
     pub scopes: Vec<String>,
     pub audiences: Vec<String>,
@@ -87,6 +94,13 @@ pub enum RefreshUse {
     Reused(Vec<Issued>),
     /// Unknown, expired, or of a revoked family.
     Invalid,
+}
+
+/// The client object a refresh token must belong to: its id and its uid.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientObject<'a> {
+    pub id: &'a str,
+    pub uid: &'a str,
 }
 
 /// A pending `/authorize` request.
@@ -138,14 +152,19 @@ impl GrantStore {
             return Err(StoreError::Url(url.to_string()));
         };
         let pool = AnyPoolOptions::new().max_connections(connections).connect(&url).await?;
-        let migration = Migration::new(
-            1,
-            Cow::Borrowed("grants"),
-            MigrationType::Simple,
-            SCHEMA.into_sql_str(),
-            false,
-        );
-        Migrator::with_migrations(vec![migration]).run(&pool).await?;
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*name),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        Migrator::with_migrations(migrations).run(&pool).await?;
         Ok(Self { pool })
     }
 
@@ -255,31 +274,31 @@ impl GrantStore {
         })
     }
 
-    /// The scopes `subject` allowed `client_id` before.
-    pub async fn consent(&self, subject: &str, client_id: &str) -> Result<Vec<String>> {
-        let row = sqlx::query("SELECT scopes FROM consents WHERE subject = $1 AND client_id = $2")
+    /// The scopes `subject` allowed the client object `client_uid` before; None when the
+    /// person never approved it at all.
+    pub async fn consent(&self, subject: &str, client_uid: &str) -> Result<Option<Vec<String>>> {
+        let row = sqlx::query("SELECT scopes FROM consents WHERE subject = $1 AND client_uid = $2")
             .bind(subject)
-            .bind(client_id)
+            .bind(client_uid)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row
-            .map(|r| {
-                r.get::<String, _>("scopes")
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(row.map(|r| {
+            r.get::<String, _>("scopes")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        }))
     }
 
-    /// Remembers that `subject` allowed `client_id` these scopes (replacing what it allowed).
-    pub async fn remember_consent(&self, subject: &str, client_id: &str, scopes: &[String], now: i64) -> Result<()> {
+    /// Remembers that `subject` allowed the client object `client_uid` these scopes
+    /// (replacing what it allowed).
+    pub async fn remember_consent(&self, subject: &str, client_uid: &str, scopes: &[String], now: i64) -> Result<()> {
         sqlx::query(
-            "INSERT INTO consents (subject, client_id, scopes, granted_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (subject, client_id) DO UPDATE SET scopes = excluded.scopes, granted_at = excluded.granted_at",
+            "INSERT INTO consents (subject, client_uid, scopes, granted_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (subject, client_uid) DO UPDATE SET scopes = excluded.scopes, granted_at = excluded.granted_at",
         )
         .bind(subject)
-        .bind(client_id)
+        .bind(client_uid)
         .bind(scopes.join(" "))
         .bind(now)
         .execute(&self.pool)
@@ -364,10 +383,13 @@ impl GrantStore {
         if claimed.rows_affected() != 1 {
             return Ok(false);
         }
-        sqlx::query("INSERT INTO refresh_families (id, client_id, grant_data, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(family)
-            .bind(&grant.client_id)
-            .bind(serde_json::to_string(grant)?)
+        sqlx::query(
+            "INSERT INTO refresh_families (id, client_id, client_uid, grant_data, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(family)
+        .bind(&grant.client_id)
+        .bind(&grant.client_uid)
+        .bind(serde_json::to_string(grant)?)
             .bind(family_exp)
             .execute(&mut *tx)
             .await?;
@@ -381,13 +403,13 @@ impl GrantStore {
         Ok(true)
     }
 
-    /// Uses the refresh token `id` of `client_id` once and stores its successor `next`
-    /// (digest, expiry) with the access token issued beside it. A second use revokes the whole
-    /// family; another client's token is merely invalid (and stays unused).
+    /// Uses the refresh token `id` of the client object `client` once and stores its
+    /// successor `next` (digest, expiry) with the access token issued beside it. A second use
+    /// revokes the whole family; another client's token is merely invalid (and stays unused).
     pub async fn use_refresh(
         &self,
         id: &str,
-        client_id: &str,
+        client: &ClientObject<'_>,
         now: i64,
         next: (&str, i64),
         issue: &Issued,
@@ -395,11 +417,12 @@ impl GrantStore {
         let mut tx = self.pool.begin().await?;
         let current = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND expires_at > $1 \
-             AND family IN (SELECT id FROM refresh_families WHERE client_id = $3) RETURNING family",
+             AND family IN (SELECT id FROM refresh_families WHERE client_id = $3 AND client_uid = $4) RETURNING family",
         )
         .bind(now)
         .bind(id)
-        .bind(client_id)
+        .bind(client.id)
+        .bind(client.uid)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = current {
@@ -430,10 +453,11 @@ impl GrantStore {
         }
         let used = sqlx::query(
             "SELECT family FROM refresh_tokens WHERE id = $1 AND used_at IS NOT NULL \
-             AND family IN (SELECT id FROM refresh_families WHERE client_id = $2)",
+             AND family IN (SELECT id FROM refresh_families WHERE client_id = $2 AND client_uid = $3)",
         )
         .bind(id)
-        .bind(client_id)
+        .bind(client.id)
+        .bind(client.uid)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = used else {
@@ -447,18 +471,19 @@ impl GrantStore {
         Ok(RefreshUse::Reused(revoked))
     }
 
-    /// Revokes the family of `client_id`'s refresh token `id` (RFC 7009 on a refresh token).
+    /// Revokes the family of `client`'s refresh token `id` (RFC 7009 on a refresh token).
     /// Returns the access tokens revoked with it; nothing for an unknown or foreign token.
-    pub async fn revoke_refresh_of(&self, id: &str, client_id: &str, now: i64) -> Result<Vec<Issued>> {
+    pub async fn revoke_refresh_of(&self, id: &str, client: &ClientObject<'_>, now: i64) -> Result<Vec<Issued>> {
         let mut tx = self.pool.begin().await?;
         // A write first, so SQLite takes its lock before reading.
         let row = sqlx::query(
             "UPDATE refresh_tokens SET used_at = COALESCE(used_at, $1) WHERE id = $2 \
-             AND family IN (SELECT id FROM refresh_families WHERE client_id = $3) RETURNING family",
+             AND family IN (SELECT id FROM refresh_families WHERE client_id = $3 AND client_uid = $4) RETURNING family",
         )
         .bind(now)
         .bind(id)
-        .bind(client_id)
+        .bind(client.id)
+        .bind(client.uid)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -469,6 +494,46 @@ impl GrantStore {
             insert_revocation(&mut tx, r, now).await?;
         }
         tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Revokes every live refresh family held by a client object that no longer exists (its
+    /// uid is not in `existing`), with the access tokens they issued: deleting a client ends
+    /// what it holds. Returns those access tokens.
+    pub async fn revoke_families_of_deleted_clients(
+        &self,
+        existing: &std::collections::HashSet<String>,
+        now: i64,
+    ) -> Result<Vec<Issued>> {
+        let holders = sqlx::query("SELECT DISTINCT client_uid FROM refresh_families WHERE revoked_at IS NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut revoked = Vec::new();
+        for holder in holders {
+            let uid: String = holder.get("client_uid");
+            if existing.contains(&uid) {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            let families = sqlx::query(
+                "UPDATE refresh_families SET revoked_at = $1 WHERE client_uid = $2 AND revoked_at IS NULL RETURNING id",
+            )
+            .bind(now)
+            .bind(&uid)
+            .fetch_all(&mut *tx)
+            .await?;
+            for family in families {
+                let rows = sqlx::query("SELECT access_jti, access_exp FROM refresh_tokens WHERE family = $1")
+                    .bind(family.get::<String, _>("id"))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for issued in rows.iter().flat_map(issued) {
+                    insert_revocation(&mut tx, &issued, now).await?;
+                    revoked.push(issued);
+                }
+            }
+            tx.commit().await?;
+        }
         Ok(revoked)
     }
 

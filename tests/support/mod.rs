@@ -28,6 +28,14 @@ metadata: {name: orders-write, namespace: orders}
 spec:
   value: orders.write
   audience: https://orders.example.com
+---
+apiVersion: kauth.dev/v1alpha1
+kind: Scope
+metadata: {name: reports-read, namespace: reports}
+spec:
+  value: reports.read
+  audience: https://reports.example.com
+  grantedTo: {namespaces: [shop]}
 "#;
 
 pub const CLIENTS: &str = r#"
@@ -35,7 +43,7 @@ apiVersion: kauth.dev/v1alpha1
 kind: OAuthClient
 metadata: {name: backend, namespace: shop}
 spec:
-  scopes: [orders.read, orders.write]
+  scopes: [orders.read, orders.write, reports.read]
   audiences: [https://reports.example.com]
   secret:
     rotation: {trigger: one, overlap: 2s}
@@ -88,6 +96,8 @@ impl TestProvider {
             state_dir: dir.path().join("state"),
             issuer: Issuer::parse(&url).unwrap(),
             kauth_namespace: "kauth".into(),
+            claim_grace: kauth::claims::DEFAULT_CLAIM_GRACE,
+            first_party_namespaces: Vec::new(),
         };
         let registry = Registry::new();
         let store = GrantStore::open_file(&dir.path().join("state")).await.unwrap();
