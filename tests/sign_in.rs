@@ -11,8 +11,8 @@ use openidconnect::{
     TokenResponse,
 };
 use reqwest::StatusCode;
-use reqwest::redirect::Policy;
-use support::{SCOPES, TestProvider};
+use support::browser::{Browser, param};
+use support::{SCOPES, TestProvider, people};
 
 const WEB_CB: &str = "https://shop.example.com/callback";
 const SPA_CB: &str = "http://127.0.0.1:8401/callback";
@@ -49,30 +49,6 @@ spec:
   scopes: [orders.read]
 "#;
 
-/// alice / wonderland, bob / builder (hashes made with `kauth hash-password`).
-fn people() -> String {
-    let alice = kauth::people::hash_password("wonderland");
-    let bob = kauth::people::hash_password("builder");
-    format!(
-        r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: kauth-users, namespace: kauth}}
-stringData:
-  users.yaml: |
-    users:
-      - username: alice
-        name: Alice Liddell
-        email: alice@example.com
-        emailVerified: true
-        groups: [shop-admins]
-        passwordHash: "{alice}"
-      - username: bob
-        passwordHash: "{bob}"
-"#
-    )
-}
-
 async fn provider() -> TestProvider {
     TestProvider::start(&[
         ("scopes.yaml", SCOPES),
@@ -80,85 +56,6 @@ async fn provider() -> TestProvider {
         ("people.yaml", &people()),
     ])
     .await
-}
-
-/// A browser: keeps cookies, does not follow redirects (each step is checked).
-struct Browser {
-    http: reqwest::Client,
-}
-
-/// One response, reduced to what the flow needs.
-struct Step {
-    status: StatusCode,
-    location: Option<String>,
-    body: String,
-}
-
-impl Browser {
-    fn new() -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .cookie_store(true)
-                .redirect(Policy::none())
-                .build()
-                .unwrap(),
-        }
-    }
-
-    async fn step(r: reqwest::Response) -> Step {
-        let status = r.status();
-        let location = r.headers().get("location").map(|l| l.to_str().unwrap().to_string());
-        Step {
-            status,
-            location,
-            body: r.text().await.unwrap(),
-        }
-    }
-
-    async fn get(&self, url: &str) -> Step {
-        Self::step(self.http.get(url).send().await.unwrap()).await
-    }
-
-    async fn post(&self, url: &str, form: &[(&str, &str)]) -> Step {
-        Self::step(self.http.post(url).form(form).send().await.unwrap()).await
-    }
-
-    /// Follows the flow from `url` through the login and consent pages, signing in as
-    /// `user` and allowing everything; returns where kauth finally sent the browser.
-    async fn sign_in(&self, p: &TestProvider, url: &str, user: (&str, &str)) -> url::Url {
-        let mut step = self.get(url).await;
-        loop {
-            assert_eq!(step.status, StatusCode::SEE_OTHER, "{}", step.body);
-            let to = step.location.clone().unwrap();
-            if !to.starts_with(&p.url) {
-                return url::Url::parse(&to).unwrap();
-            }
-            let page = self.get(&to).await;
-            assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-            let request = support::hidden_field(&page.body, "request");
-            let csrf = support::hidden_field(&page.body, "csrf");
-            step = if to.contains("/login") {
-                let form = [
-                    ("request", request.as_str()),
-                    ("csrf", csrf.as_str()),
-                    ("username", user.0),
-                    ("password", user.1),
-                ];
-                self.post(&format!("{}/login", p.url), &form).await
-            } else {
-                let form = [
-                    ("request", request.as_str()),
-                    ("csrf", csrf.as_str()),
-                    ("decision", "allow"),
-                ];
-                self.post(&format!("{}/consent", p.url), &form).await
-            };
-        }
-    }
-}
-
-fn param(url: &url::Url, name: &str) -> Option<String> {
-    url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
 fn rp_http() -> reqwest::Client {

@@ -354,7 +354,12 @@ impl GrantStore {
         let mut revoked = issued(&row);
         let family: String = row.get("family");
         if family != "-" {
-            revoked.extend(revoke_family(&mut tx, &family, now).await?);
+            for issued in revoke_family(&mut tx, &family, now).await? {
+                // The family's first token records the code's access token again.
+                if !revoked.contains(&issued) {
+                    revoked.push(issued);
+                }
+            }
         }
         for r in &revoked {
             insert_revocation(&mut tx, r, now).await?;
@@ -393,12 +398,18 @@ impl GrantStore {
             .bind(family_exp)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO refresh_tokens (id, family, expires_at) VALUES ($1, $2, $3)")
-            .bind(refresh)
-            .bind(family)
-            .bind(refresh_exp)
-            .execute(&mut *tx)
-            .await?;
+        // The first refresh token carries the access token the code issued, so revoking the
+        // family (reuse, deletion of the client) revokes that one too.
+        sqlx::query(
+            "INSERT INTO refresh_tokens (id, family, access_jti, access_exp, expires_at) \
+             SELECT $1, $2, access_jti, access_exp, $3 FROM codes WHERE id = $4",
+        )
+        .bind(refresh)
+        .bind(family)
+        .bind(refresh_exp)
+        .bind(code)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(true)
     }

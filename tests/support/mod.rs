@@ -2,6 +2,8 @@
 //! mode feeds it.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -68,6 +70,30 @@ spec:
   audiences: [https://elsewhere.example.com]
 "#;
 
+/// alice / wonderland, bob / builder (hashes made with `kauth hash-password`).
+pub fn people() -> String {
+    let alice = kauth::people::hash_password("wonderland");
+    let bob = kauth::people::hash_password("builder");
+    format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: kauth-users, namespace: kauth}}
+stringData:
+  users.yaml: |
+    users:
+      - username: alice
+        name: Alice Liddell
+        email: alice@example.com
+        emailVerified: true
+        groups: [shop-admins]
+        passwordHash: "{alice}"
+      - username: bob
+        passwordHash: "{bob}"
+"#
+    )
+}
+
 pub struct TestProvider {
     pub dir: TempDir,
     pub url: String,
@@ -85,6 +111,16 @@ impl TestProvider {
 
     /// Starts a provider on `listener` (bound earlier, so others can be told its URL).
     pub async fn start_on(listener: tokio::net::TcpListener, files: &[(&str, &str)]) -> Self {
+        Self::start_with(listener, files, &[]).await
+    }
+
+    /// Starts a provider whose platform declared `first_party` namespaces first-party.
+    pub async fn start_first_party(files: &[(&str, &str)], first_party: &[&str]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_with(listener, files, first_party).await
+    }
+
+    async fn start_with(listener: tokio::net::TcpListener, files: &[(&str, &str)], first_party: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
         for (name, text) in files {
@@ -97,13 +133,14 @@ impl TestProvider {
             issuer: Issuer::parse(&url).unwrap(),
             kauth_namespace: "kauth".into(),
             claim_grace: kauth::claims::DEFAULT_CLAIM_GRACE,
-            first_party_namespaces: Vec::new(),
+            first_party_namespaces: first_party.iter().map(|n| n.to_string()).collect(),
         };
         let registry = Registry::new();
         let store = GrantStore::open_file(&dir.path().join("state")).await.unwrap();
         let state = ProviderState::new(registry.clone(), cfg.issuer.clone(), store, Arc::new(Metrics::new()))
             .await
-            .unwrap();
+            .unwrap()
+            .with_first_party_namespaces(cfg.first_party_namespaces.clone());
         let serving = state.clone();
         tokio::spawn(async move {
             axum::serve(
@@ -126,7 +163,12 @@ impl TestProvider {
 
     /// Re-reads the manifests and publishes the result, as the standalone loop does.
     pub fn reload(&self) {
-        let pass = self.cfg.pass(Timestamp::now()).unwrap();
+        self.reload_at(Timestamp::now());
+    }
+
+    /// A pass as if it ran at `now` (claims' grace periods are judged by it), published.
+    pub fn reload_at(&self, now: Timestamp) {
+        let pass = self.cfg.pass(now).unwrap();
         self.registry.publish(pass.snapshot);
         self.state.people.store(Arc::new(pass.people.unwrap_or_default()));
         self.state
@@ -136,6 +178,15 @@ impl TestProvider {
 
     pub fn write(&self, name: &str, text: &str) {
         std::fs::write(self.dir.path().join("manifests").join(name), text).unwrap();
+    }
+
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.dir.path().join("manifests").join(name)).unwrap();
+    }
+
+    /// The problems the last look at the manifests reports (as standalone prints them).
+    pub fn problems(&self) -> Vec<String> {
+        self.cfg.pass(Timestamp::now()).unwrap().problems
     }
 
     pub fn secret_dir(&self, ns: &str, secret: &str) -> PathBuf {

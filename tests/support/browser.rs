@@ -1,0 +1,86 @@
+//! A browser for the HTTP tier: a cookie-keeping client that walks kauth's sign-in and
+//! consent pages step by step.
+
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+
+use super::TestProvider;
+
+/// A browser: keeps cookies, does not follow redirects (each step is checked).
+pub struct Browser {
+    pub http: reqwest::Client,
+}
+
+/// One response, reduced to what the flow needs.
+pub struct Step {
+    pub status: StatusCode,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn step(r: reqwest::Response) -> Step {
+        let status = r.status();
+        let location = r.headers().get("location").map(|l| l.to_str().unwrap().to_string());
+        Step {
+            status,
+            location,
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> Step {
+        Self::step(self.http.get(url).send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, url: &str, form: &[(&str, &str)]) -> Step {
+        Self::step(self.http.post(url).form(form).send().await.unwrap()).await
+    }
+
+    /// Follows the flow from `url` through the login and consent pages, signing in as
+    /// `user` and allowing everything; returns where kauth finally sent the browser.
+    pub async fn sign_in(&self, p: &TestProvider, url: &str, user: (&str, &str)) -> url::Url {
+        let mut step = self.get(url).await;
+        loop {
+            assert_eq!(step.status, StatusCode::SEE_OTHER, "{}", step.body);
+            let to = step.location.clone().unwrap();
+            if !to.starts_with(&p.url) {
+                return url::Url::parse(&to).unwrap();
+            }
+            let page = self.get(&to).await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+            let request = super::hidden_field(&page.body, "request");
+            let csrf = super::hidden_field(&page.body, "csrf");
+            step = if to.contains("/login") {
+                let form = [
+                    ("request", request.as_str()),
+                    ("csrf", csrf.as_str()),
+                    ("username", user.0),
+                    ("password", user.1),
+                ];
+                self.post(&format!("{}/login", p.url), &form).await
+            } else {
+                let form = [
+                    ("request", request.as_str()),
+                    ("csrf", csrf.as_str()),
+                    ("decision", "allow"),
+                ];
+                self.post(&format!("{}/consent", p.url), &form).await
+            };
+        }
+    }
+}
+
+pub fn param(url: &url::Url, name: &str) -> Option<String> {
+    url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
