@@ -700,6 +700,12 @@ async fn the_charts_rbac_is_enough_and_no_more() {
     own_api(&client, &ns).await;
     create(&client, &m2m_client(&ns, "app")).await;
     ready_client(&client, &ns, "app").await;
+    wait_until(
+        "claims recorded with the chart's identity",
+        Duration::from_secs(5),
+        async || recorded_claims(&client, &kns).await["scopeValues"][format!("api.{ns}")]["namespace"] == json!(ns),
+    )
+    .await;
     let data = secret_data(&client, &ns, "app-oauth").await;
     wait_until("token with the chart's identity", Duration::from_secs(5), async || {
         token(&kauth.url, &data["CLIENT_ID"], &data["CLIENT_SECRET"], "")
@@ -1394,4 +1400,257 @@ async fn a_person_signs_in_through_kauth_run_and_gets_an_rs256_id_token() {
             .any(|k| k["kid"].as_str() == header.kid.as_deref()),
         "the ID token's key is published"
     );
+}
+
+/// The claims kauth recorded in its namespace, as JSON (Null before the first record).
+async fn recorded_claims(client: &Client, kns: &str) -> Value {
+    Api::<ConfigMap>::namespaced(client.clone(), kns)
+        .get_opt(kauth::controller::CLAIMS_CONFIG_MAP)
+        .await
+        .unwrap()
+        .and_then(|cm| cm.data)
+        .and_then(|d| d.get(kauth::controller::CLAIMS_KEY).cloned())
+        .map(|text| serde_json::from_str(&text).unwrap())
+        .unwrap_or(Value::Null)
+}
+
+/// The Accepted condition's reason and message of a Scope.
+async fn scope_condition(client: &Client, ns: &str, name: &str) -> Option<(String, String)> {
+    let scope = Api::<Scope>::namespaced(client.clone(), ns).get(name).await.ok()?;
+    scope
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Accepted")
+        .map(|c| (c.reason, c.message))
+}
+
+/// The Ready condition's reason and message of an OAuthClient.
+async fn client_condition(client: &Client, ns: &str, name: &str) -> Option<(String, String)> {
+    let oac = Api::<OAuthClient>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .ok()?;
+    oac.status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.reason, c.message))
+}
+
+/// The hostile tenant on a real apiserver (DESIGN.md §4a T1 and T3): evil squats a Scope value
+/// and an explicit client id, then waits while the owners' objects are broken, deleted and
+/// re-created, and while kauth is killed and a new leader takes over.
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn claims_hold_through_broken_deleted_recreated_owners_and_a_new_leader() {
+    let client = client().await;
+    let id = unique();
+    let (kns, orders, one, evil) = (
+        format!("kauth-{id}"),
+        format!("orders-{id}"),
+        format!("one-{id}"),
+        format!("evil-{id}"),
+    );
+    for n in [&kns, &orders, &one, &evil] {
+        namespace(&client, n).await;
+    }
+    let mut first = Kauth::start(&kns, "first", None).await;
+    let value = format!("orders.write.{id}");
+    let legacy = format!("legacy-{id}");
+    let owner_scope = |selector: Value| -> Scope {
+        serde_json::from_value(json!({
+            "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
+            "metadata": {"name": "write", "namespace": orders},
+            "spec": {"value": value, "audience": format!("https://orders-{id}.example.com"), "grantedTo": selector}
+        }))
+        .unwrap()
+    };
+    create(&client, &owner_scope(json!({}))).await;
+    let api: OAuthClient = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": "api", "namespace": orders}, "spec": {"scopes": [value]}
+    }))
+    .unwrap();
+    create(&client, &api).await;
+    let legit: OAuthClient = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": "app", "namespace": one}, "spec": {"clientId": legacy}
+    }))
+    .unwrap();
+    create(&client, &legit).await;
+    ready_client(&client, &orders, "api").await;
+    wait_until("claims recorded", Duration::from_secs(5), async || {
+        let record = recorded_claims(&client, &kns).await;
+        record["scopeValues"][&value]["namespace"] == json!(orders)
+            && record["audiences"][format!("https://orders-{id}.example.com")]["namespace"] == json!(orders)
+            && record["clientIds"][&legacy]["namespace"] == json!(one)
+    })
+    .await;
+
+    // The attacker arrives.
+    let squat: Scope = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
+        "metadata": {"name": "squat", "namespace": evil},
+        "spec": {"value": value, "audience": format!("https://evil-{id}.example.com"), "grantedTo": {"namespaces": ["*"]}}
+    }))
+    .unwrap();
+    create(&client, &squat).await;
+    let thief: OAuthClient = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": "thief", "namespace": evil}, "spec": {"scopes": [value]}
+    }))
+    .unwrap();
+    create(&client, &thief).await;
+    let twin: OAuthClient = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": "twin", "namespace": evil}, "spec": {"clientId": legacy}
+    }))
+    .unwrap();
+    create(&client, &twin).await;
+    let squat_refused = async |when: &str| {
+        wait_until(
+            &format!("squatter refused {when}"),
+            Duration::from_secs(10),
+            async || {
+                scope_condition(&client, &evil, "squat")
+                    .await
+                    .is_some_and(|(reason, message)| {
+                        reason == "Conflict" && message.contains(&format!("claimed by namespace {orders}"))
+                    })
+            },
+        )
+        .await;
+        wait_until(&format!("twin refused {when}"), Duration::from_secs(10), async || {
+            client_condition(&client, &evil, "twin")
+                .await
+                .is_some_and(|(reason, message)| {
+                    reason == "ClientIdConflict" && message.contains(&format!("claimed by namespace {one}"))
+                })
+        })
+        .await;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &evil);
+        assert!(
+            secrets.get_opt("twin-oauth").await.unwrap().is_none(),
+            "no credentials for the twin"
+        );
+    };
+    squat_refused("at once").await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &evil);
+    wait_until("a Conflict Event names the owner", Duration::from_secs(5), async || {
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("Conflict")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains(&format!("namespace {orders}")))
+            })
+    })
+    .await;
+    // The thief is served (it has a Secret) but never granted the stolen scope.
+    wait_until("the thief is told what it lacks", Duration::from_secs(10), async || {
+        client_condition(&client, &evil, "thief")
+            .await
+            .is_some_and(|(reason, _)| reason == "ScopeNotGranted")
+    })
+    .await;
+    let thief_secret = secret_data(&client, &evil, "thief-oauth").await;
+    let thief_token = async || {
+        token(
+            &first.url,
+            &thief_secret["CLIENT_ID"],
+            &thief_secret["CLIENT_SECRET"],
+            &value,
+        )
+        .await
+    };
+    wait_until("the thief is served", Duration::from_secs(5), async || {
+        thief_token().await.1["error"] == "invalid_scope"
+    })
+    .await;
+
+    // A typo the schema lets through on this apiserver (CEL is not enforced before 1.25), and
+    // one it refuses at admission.
+    let scopes: Api<Scope> = Api::namespaced(client.clone(), &orders);
+    let typo = Patch::Merge(json!({"spec": {"grantedTo": {"namespaces": ["Billing"]}}}));
+    assert!(
+        scopes.patch("write", &PatchParams::default(), &typo).await.is_err(),
+        "refused at admission"
+    );
+    let broken = Patch::Merge(json!({"spec": {"grantedTo": {"namespaceSelector": {}}}}));
+    scopes.patch("write", &PatchParams::default(), &broken).await.unwrap();
+    wait_until("owner invalid", Duration::from_secs(10), async || {
+        scope_condition(&client, &orders, "write")
+            .await
+            .is_some_and(|(r, _)| r == "InvalidSpec")
+    })
+    .await;
+    squat_refused("while the owner is invalid").await;
+    assert_eq!(thief_token().await.1["error"], "invalid_scope");
+
+    // Deleted (the first half of a GitOps replace), and the leader killed meanwhile.
+    scopes.delete("write", &DeleteParams::default()).await.unwrap();
+    Api::<OAuthClient>::namespaced(client.clone(), &one)
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.kill();
+    let second = Kauth::start(&kns, "second", None).await;
+    wait_until("the second replica leads", Duration::from_secs(10), async || {
+        lease_holder(&client, &kns).await.as_deref() == Some("second")
+    })
+    .await;
+    let record = recorded_claims(&client, &kns).await;
+    assert_eq!(record["scopeValues"][&value]["namespace"], json!(orders), "{record}");
+    assert!(record["scopeValues"][&value]["vacantSince"].is_i64(), "{record}");
+    assert_eq!(record["clientIds"][&legacy]["namespace"], json!(one), "{record}");
+    let thief_token = async || {
+        token(
+            &second.url,
+            &thief_secret["CLIENT_ID"],
+            &thief_secret["CLIENT_SECRET"],
+            &value,
+        )
+        .await
+    };
+    wait_until(
+        "the new replica serves the thief, without the stolen scope",
+        Duration::from_secs(5),
+        async || thief_token().await.1["error"] == "invalid_scope",
+    )
+    .await;
+    // The new leader keeps reporting the squatters as refused.
+    Api::<Scope>::namespaced(client.clone(), &evil)
+        .patch(
+            "squat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"description": "x"}})),
+        )
+        .await
+        .unwrap();
+    squat_refused("after the deletion and the new leader").await;
+
+    // Re-created by its owner: back in force for the owner's client, never for evil.
+    create(&client, &owner_scope(json!({}))).await;
+    let api_secret = secret_data(&client, &orders, "api-oauth").await;
+    wait_until("the owner's scope is back", Duration::from_secs(5), async || {
+        token(
+            &second.url,
+            &api_secret["CLIENT_ID"],
+            &api_secret["CLIENT_SECRET"],
+            &value,
+        )
+        .await
+        .0 == 200
+    })
+    .await;
+    assert_eq!(thief_token().await.1["error"], "invalid_scope");
+    let record = recorded_claims(&client, &kns).await;
+    assert!(record["scopeValues"][&value]["vacantSince"].is_null(), "{record}");
 }
