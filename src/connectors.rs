@@ -109,6 +109,9 @@ impl Connector {
 #[derive(Clone, Debug, Default)]
 pub struct Connectors {
     pub list: Vec<Arc<Connector>>,
+    /// Read from a file (not the empty stand-in before the first read): only then does a
+    /// missing connector mean that its people left.
+    pub loaded: bool,
 }
 
 /// The one connector id refused: subjects `client:...` belong to clients
@@ -180,7 +183,7 @@ impl Connectors {
             }));
         }
         if problems.is_empty() {
-            Ok(Self { list })
+            Ok(Self { list, loaded: true })
         } else {
             Err(problems.join("; "))
         }

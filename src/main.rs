@@ -112,6 +112,10 @@ enum Command {
         /// valid: pod-bound tokens stop working within ~15 s of their pod's deletion.
         #[arg(long)]
         service_account_token_review: bool,
+        /// Longest ServiceAccount token accepted (`exp - iat`), e.g. 1h: a stolen token should
+        /// not work for long.
+        #[arg(long, default_value = "1h", value_parser = kauth::validation::parse_duration)]
+        service_account_token_max_lifetime: std::time::Duration,
         /// How long the leader Lease holds without renewal, e.g. 15s.
         #[arg(long, default_value = "15s", value_parser = kauth::validation::parse_duration)]
         lease_duration: std::time::Duration,
@@ -158,6 +162,7 @@ async fn main() -> ExitCode {
             service_account_issuer,
             service_account_audiences,
             service_account_token_review,
+            service_account_token_max_lifetime,
             tenancy,
         } => {
             let issuer = match Issuer::parse(&issuer) {
@@ -186,6 +191,7 @@ async fn main() -> ExitCode {
                 service_account_issuer,
                 service_account_audiences,
                 service_account_token_review,
+                service_account_token_max_lifetime,
                 claim_grace: tenancy.claim_grace,
                 first_party_namespaces: tenancy.first_party_namespaces,
             };

@@ -10,6 +10,8 @@ use argon2::{Algorithm, Argon2};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::connectors::Connectors;
+
 /// The Secret key holding the document.
 pub const USERS_KEY: &str = "users.yaml";
 /// The Secret (in kauth's namespace) the chart mounts and standalone reads.
@@ -29,6 +31,9 @@ struct UserEntry {
     name: Option<String>,
     #[serde(default)]
     groups: Vec<String>,
+    /// A disabled person cannot sign in, and loses their sessions and refresh tokens.
+    #[serde(default)]
+    disabled: bool,
 }
 
 #[derive(Deserialize)]
@@ -46,10 +51,18 @@ pub struct LocalUser {
     pub email_verified: bool,
     pub name: Option<String>,
     pub groups: Vec<String>,
+    /// Kept in the file but not allowed in: sessions and refresh tokens end.
+    pub disabled: bool,
     password_hash: String,
 }
 
 impl LocalUser {
+    /// Which password this is, without revealing it: sessions remember it, and a new password
+    /// (a new hash) ends the sessions started with the old one.
+    pub fn credential(&self) -> String {
+        crate::store::handle_digest(&self.password_hash)[..16].to_string()
+    }
+
     /// The claims kauth knows about this person (ID token and userinfo pick by scope).
     pub fn claims(&self) -> Value {
         json!({
@@ -66,6 +79,9 @@ impl LocalUser {
 #[derive(Clone, Debug, Default)]
 pub struct Directory {
     users: HashMap<String, LocalUser>,
+    /// Read from a file (not the empty stand-in before the first read): only then does a
+    /// missing account mean that the person left.
+    loaded: bool,
 }
 
 /// A hash nobody's password matches: verifying against it for unknown names costs the same
@@ -134,12 +150,13 @@ impl Directory {
                     email_verified: u.email_verified.unwrap_or(false),
                     name: u.name,
                     groups: u.groups,
+                    disabled: u.disabled,
                     password_hash: u.password_hash,
                 },
             );
         }
         if problems.is_empty() {
-            Ok(Self { users })
+            Ok(Self { users, loaded: true })
         } else {
             Err(problems.join("; "))
         }
@@ -167,7 +184,39 @@ impl Directory {
         let hash = user.map_or(DECOY_HASH.as_str(), |u| u.password_hash.as_str());
         let parsed = PasswordHash::new(hash).ok()?;
         let ok = argon2id().verify_password(password.as_bytes(), &parsed).is_ok();
-        user.filter(|_| ok)
+        user.filter(|u| ok && !u.disabled)
+    }
+}
+
+/// Whether a person may keep what they hold (sessions, refresh tokens).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Still allowed, or kauth cannot tell yet (its people or connectors are not read).
+    Stays,
+    /// Removed, disabled, or their upstream provider is no longer configured.
+    Left,
+    /// Their password changed since `credential`: that session ends, the person stays.
+    NewPassword,
+}
+
+/// The standing of `subject` (a local username, or `<connector>:<sub>`), for a session started
+/// with `credential` (None: a refresh family, which a new password does not end).
+pub fn standing(people: &Directory, connectors: &Connectors, subject: &str, credential: Option<&str>) -> Standing {
+    if let Some((connector, _)) = subject.split_once(':') {
+        return if !connectors.loaded || connectors.get(connector).is_some() {
+            Standing::Stays
+        } else {
+            Standing::Left
+        };
+    }
+    if !people.loaded {
+        return Standing::Stays;
+    }
+    match people.user(subject) {
+        None => Standing::Left,
+        Some(u) if u.disabled => Standing::Left,
+        Some(u) if credential.is_some_and(|c| c != u.credential()) => Standing::NewPassword,
+        Some(_) => Standing::Stays,
     }
 }
 
@@ -209,5 +258,54 @@ mod tests {
             Directory::parse("users:\n- username: a\n  password: x\n").is_err(),
             "unknown fields are refused"
         );
+    }
+
+    #[test]
+    fn removed_disabled_and_re_passworded_people_leave() {
+        let old = hash_password("old");
+        let new = hash_password("new");
+        let people = |hash: &str, disabled: bool| {
+            Directory::parse(&format!(
+                "users:\n- username: alice\n  passwordHash: '{hash}'\n  disabled: {disabled}\n"
+            ))
+            .unwrap()
+        };
+        let before = people(&old, false);
+        let credential = before.user("alice").unwrap().credential();
+        let none = Connectors::default();
+        let with = |dir: &Directory, cred: Option<&str>| standing(dir, &none, "alice", cred);
+        assert_eq!(with(&before, Some(&credential)), Standing::Stays);
+        assert_eq!(with(&people(&new, false), Some(&credential)), Standing::NewPassword);
+        assert_eq!(
+            with(&people(&new, false), None),
+            Standing::Stays,
+            "families outlive a new password"
+        );
+        let disabled = people(&old, true);
+        assert_eq!(with(&disabled, None), Standing::Left);
+        assert!(
+            disabled.verify("alice", "old").is_none(),
+            "a disabled person cannot sign in"
+        );
+        let empty = Directory::parse("users: []").unwrap();
+        assert_eq!(with(&empty, None), Standing::Left, "removed");
+        assert_eq!(
+            with(&Directory::default(), None),
+            Standing::Stays,
+            "not read yet: nobody is thrown out"
+        );
+        let corp = Connectors::parse(
+            "connectors:\n- {id: corp, name: Corp, issuer: 'https://idp.example.com', clientId: k, clientSecretRef: {name: s, key: k}}\n",
+            |_, _| Some("x".into()),
+        )
+        .unwrap();
+        assert_eq!(standing(&empty, &corp, "corp:123", None), Standing::Stays);
+        let gone = Connectors::parse("connectors: []", |_, _| None).unwrap();
+        assert_eq!(
+            standing(&empty, &gone, "corp:123", None),
+            Standing::Left,
+            "connector removed"
+        );
+        assert_eq!(standing(&empty, &none, "corp:123", None), Standing::Stays);
     }
 }

@@ -52,6 +52,8 @@ pub struct RunConfig {
     pub service_account_audiences: Vec<String>,
     /// Also ask the cluster (TokenReview) whether a ServiceAccount token is still valid.
     pub service_account_token_review: bool,
+    /// Longest ServiceAccount token accepted.
+    pub service_account_token_max_lifetime: std::time::Duration,
     /// How long a claim outlives the last object that made it.
     pub claim_grace: std::time::Duration,
     /// Namespaces whose clients are first-party (no consent to identify people).
@@ -222,7 +224,8 @@ async fn service_account_tokens(client: &Client, cfg: &RunConfig) -> Option<Arc<
     let mut audiences = vec![cfg.issuer.url.clone(), cfg.issuer.endpoint("/token")];
     audiences.extend(cfg.service_account_audiences.iter().cloned());
     let mut tokens =
-        ServiceAccountTokens::new(issuer.clone(), audiences, Arc::new(KubeIssuerKeys::new(client.clone())));
+        ServiceAccountTokens::new(issuer.clone(), audiences, Arc::new(KubeIssuerKeys::new(client.clone())))
+            .with_max_lifetime(cfg.service_account_token_max_lifetime);
     if cfg.service_account_token_review {
         tokens = tokens.with_token_review(Arc::new(KubeTokenReviewer::new(client.clone())));
     }

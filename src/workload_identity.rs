@@ -98,11 +98,19 @@ pub struct ServiceAccountTokens {
     last_fetch: Mutex<Option<Instant>>,
     reviewer: Option<Arc<dyn TokenReviewer>>,
     reviewed: RwLock<HashMap<[u8; 32], (bool, Instant)>>,
+    max_lifetime: Duration,
 }
+
+/// Longest lifetime (`exp - iat`) of a ServiceAccount token kauth accepts by default: the
+/// kubelet's projected tokens last an hour unless asked otherwise, and a stolen token should
+/// not work for a year.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    iat: Option<u64>,
+    exp: u64,
 }
 
 /// The algorithm a published key is used with; symmetric keys are refused outright.
@@ -130,7 +138,14 @@ impl ServiceAccountTokens {
             last_fetch: Mutex::new(None),
             reviewer: None,
             reviewed: RwLock::new(HashMap::new()),
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
         }
+    }
+
+    /// Refuses tokens that live longer than `max` (`exp - iat`).
+    pub fn with_max_lifetime(mut self, max: Duration) -> Self {
+        self.max_lifetime = max;
+        self
     }
 
     /// Also asks the cluster (TokenReview) whether each token is still valid, answers cached
@@ -223,6 +238,15 @@ impl ServiceAccountTokens {
             ErrorKind::InvalidAlgorithm => AssertionError::AlgorithmMismatch,
             _ => AssertionError::Invalid("malformed claims"),
         })?;
+        let lifetime = claims
+            .iat
+            .map(|iat| claims.exp.saturating_sub(iat))
+            .ok_or(AssertionError::Invalid("no iat: the token's lifetime is unknown"))?;
+        if lifetime > self.max_lifetime.as_secs() {
+            return Err(AssertionError::Invalid(
+                "the token lives too long: mount one with a shorter expirationSeconds",
+            ));
+        }
         let sa = ServiceAccountRef::from_subject(&claims.sub)
             .ok_or(AssertionError::Invalid("subject is not a ServiceAccount"))?;
         if let Some(reviewer) = &self.reviewer
@@ -396,6 +420,27 @@ mod tests {
     }
 
     const SUB: &str = "system:serviceaccount:shop:backend";
+
+    #[tokio::test]
+    async fn long_lived_tokens_and_tokens_without_iat_are_refused() {
+        let s = signer(KeyAlgorithm::ES256);
+        let v = verifier(&[&s]);
+        let mut long = claims("system:serviceaccount:shop:backend", NOW + 600);
+        long["iat"] = json!(NOW + 600 - 3601);
+        assert_eq!(
+            v.verify(&sign(&s, Algorithm::ES256, long.clone()), NOW).await,
+            Err(AssertionError::Invalid(
+                "the token lives too long: mount one with a shorter expirationSeconds"
+            ))
+        );
+        long["iat"] = json!(NOW + 600 - 3600);
+        assert!(
+            v.verify(&sign(&s, Algorithm::ES256, long.clone()), NOW).await.is_ok(),
+            "an hour is fine"
+        );
+        long.as_object_mut().unwrap().remove("iat");
+        assert!(v.verify(&sign(&s, Algorithm::ES256, long), NOW).await.is_err());
+    }
 
     #[tokio::test]
     async fn a_valid_token_names_its_service_account() {

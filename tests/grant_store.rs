@@ -326,6 +326,7 @@ async fn sessions_people_consent_and_pending_requests(b: Backend) {
     let session = Session {
         subject: "alice".into(),
         auth_time: NOW,
+        credential: "c1".into(),
     };
     store.create_session("s1", &session, NOW + 100).await.unwrap();
     assert_eq!(store.session("s1", NOW + 99).await.unwrap(), Some(session));
@@ -385,6 +386,7 @@ async fn state_survives_reopening_and_sweeping_removes_only_expired_rows(b: Back
             &Session {
                 subject: "a".into(),
                 auth_time: NOW,
+                credential: String::new(),
             },
             NOW + 10,
         )
@@ -396,6 +398,7 @@ async fn state_survives_reopening_and_sweeping_removes_only_expired_rows(b: Back
             &Session {
                 subject: "a".into(),
                 auth_time: NOW,
+                credential: String::new(),
             },
             NOW + 1000,
         )
@@ -494,6 +497,49 @@ async fn refresh_families_belong_to_the_client_object(b: Backend) {
     );
 }
 
+/// People who leave: their sessions (all, or those of an old password) and their refresh
+/// families end, with the access tokens the families issued.
+async fn a_person_who_leaves_loses_sessions_and_families(b: Backend) {
+    let store = with_family(&b).await;
+    for (id, credential) in [("s-old", "pw1"), ("s-new", "pw2")] {
+        let session = Session {
+            subject: "alice".into(),
+            auth_time: NOW,
+            credential: credential.into(),
+        };
+        store.create_session(id, &session, NOW + 100).await.unwrap();
+    }
+    let mut holders = store.people_holding_grants(NOW).await.unwrap();
+    holders.sort();
+    assert_eq!(
+        holders,
+        [
+            ("alice".to_string(), None),
+            ("alice".to_string(), Some("pw1".to_string())),
+            ("alice".to_string(), Some("pw2".to_string())),
+        ]
+    );
+    assert_eq!(store.end_sessions_of("alice", Some("pw1")).await.unwrap(), 1);
+    assert!(
+        store.session("s-old", NOW).await.unwrap().is_none(),
+        "the old password's session"
+    );
+    assert!(store.session("s-new", NOW).await.unwrap().is_some());
+    assert_eq!(
+        store.revoke_families_of_person("alice", NOW).await.unwrap(),
+        vec![issue("at-1")]
+    );
+    assert_eq!(store.end_sessions_of("alice", None).await.unwrap(), 1);
+    assert!(store.people_holding_grants(NOW).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .use_refresh("r1", &WEB, NOW, ("r2", NOW + 3600), &issue("at-2"))
+            .await
+            .unwrap(),
+        RefreshUse::Invalid
+    );
+}
+
 /// Runs each suite function once per backend.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
@@ -528,4 +574,5 @@ suite!(
     sessions_people_consent_and_pending_requests,
     state_survives_reopening_and_sweeping_removes_only_expired_rows,
     refresh_families_belong_to_the_client_object,
+    a_person_who_leaves_loses_sessions_and_families,
 );

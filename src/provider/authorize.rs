@@ -18,6 +18,7 @@ use super::error::OAuthError;
 use super::form::Form;
 use super::pages;
 use crate::crd::GrantType;
+use crate::people::Standing;
 use crate::registry::{RegisteredClient, Snapshot};
 use crate::store::{Grant, PendingRequest, Session};
 use crate::validation::{RESERVED_SCOPES, is_resource_uri, is_scope_token};
@@ -394,7 +395,15 @@ pub async fn current_session(
         return Ok(None);
     };
     let id = handle_digest(&cookie);
-    Ok(state.store.session(&id, now).await?.map(|s| (id, s)))
+    let Some(session) = state.store.session(&id, now).await? else {
+        return Ok(None);
+    };
+    // Someone who left (or changed their password) is not signed in any more.
+    if state.standing(&session.subject, Some(&session.credential)) != Standing::Stays {
+        state.store.end_session(&id).await?;
+        return Ok(None);
+    }
+    Ok(Some((id, session)))
 }
 
 /// True when the platform declared the request's client first-party (its namespace is in

@@ -174,18 +174,11 @@ pub async fn authenticate(
         }
     };
     let client = snapshot.clients.get(&presented.client_id);
+    // Unknown ids, public clients and ServiceAccount-bound clients fail alike, with the same
+    // work and the same words: a caller without the secret learns nothing about an id.
     let verified = match client.map(|c| &c.credential) {
         Some(ClientCredential::Secret(secret)) => secret.verify(&presented.secret, now),
-        Some(ClientCredential::ServiceAccount(_)) => {
-            return Err(OAuthError::invalid_client(
-                "this client authenticates with its ServiceAccount token, not a secret",
-            ));
-        }
-        Some(ClientCredential::None) => {
-            return Err(OAuthError::invalid_client("a public client has no secret"));
-        }
-        None => {
-            // Spend the same work as a known client so timing does not reveal which ids exist.
+        _ => {
             let _ = digests_match(&digest_secret(&presented.secret), &[0; 32]);
             false
         }

@@ -23,7 +23,7 @@ use super::ProviderState;
 use super::authorize::{PENDING_LIFETIME_SECS, see_other};
 use super::browser::{CookieName, handle_digest, random_handle, read_cookie, same_secret};
 use super::pages;
-use super::signin::{load_pending, start_session};
+use super::signin::{Person, load_pending, start_session};
 use crate::connectors::Connector;
 use crate::store::PendingRequest;
 
@@ -356,15 +356,12 @@ pub async fn callback(
         Err(e) => return upstream_failed(&connector, e),
     };
     tracing::info!(subject = %subject, connector = %connector.id, "signed in upstream");
-    match start_session(
-        &state,
-        &headers,
-        &pending,
-        &subject,
-        &connector.map_claims(&upstream_claims),
-    )
-    .await
-    {
+    let person = Person {
+        subject: &subject,
+        claims: &connector.map_claims(&upstream_claims),
+        credential: "",
+    };
+    match start_session(&state, &headers, &pending, person).await {
         Ok(r) => r,
         Err(e) => upstream_failed(&connector, e),
     }

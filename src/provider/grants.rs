@@ -19,6 +19,7 @@ use super::form::Form;
 use super::token::TokenResponse;
 use crate::crd::GrantType;
 use crate::keys::jose_algorithm;
+use crate::people::Standing;
 use crate::registry::{RegisteredClient, Snapshot};
 use crate::store::{ClientObject, Grant, Issued, Redemption, RefreshUse, StoreError};
 use crate::tokens::{AccessTokenClaims, Audience, IdTokenClaims, new_jti, sign, sign_id_token};
@@ -284,6 +285,15 @@ pub async fn refresh_token(
         .await
         .map_err(store_failed)?;
     let grant = match used {
+        RefreshUse::Rotated(g) if state.standing(&g.subject, None) == Standing::Left => {
+            let revoked = state
+                .store
+                .revoke_families_of_person(&g.subject, now.as_second())
+                .await
+                .map_err(store_failed)?;
+            state.revocations.remember(&revoked);
+            return Err(OAuthError::invalid_grant("the person no longer has access"));
+        }
         RefreshUse::Rotated(g) => g,
         RefreshUse::Reused(revoked) => {
             state.revocations.remember(&revoked);

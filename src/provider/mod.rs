@@ -14,10 +14,12 @@ mod introspect;
 mod oidc;
 mod ops;
 mod pages;
+mod password_checks;
 mod signin;
 mod throttle;
 mod token;
 
+pub use password_checks::PasswordChecks;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,7 +34,7 @@ use arc_swap::ArcSwap;
 
 use crate::connectors::Connectors;
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
-use crate::people::Directory;
+use crate::people::{Directory, Standing};
 use crate::registry::Registry;
 use crate::revocation::RevocationList;
 use crate::store::{GrantStore, StoreError};
@@ -104,6 +106,8 @@ pub struct ProviderState {
     pub people: Arc<ArcSwap<Directory>>,
     /// Failed sign-in attempts.
     pub throttle: Arc<throttle::Throttle>,
+    /// Password checks running at once (bounded: each holds ~19 MiB).
+    pub password_checks: PasswordChecks,
     /// Upstream OpenID providers people may sign in with.
     pub connectors: Arc<ArcSwap<Connectors>>,
     /// Namespaces the platform declared first-party: their clients identify people without
@@ -132,6 +136,7 @@ impl ProviderState {
             service_accounts: None,
             people: Arc::default(),
             throttle: Arc::default(),
+            password_checks: PasswordChecks::default(),
             connectors: Arc::default(),
             first_party_namespaces: Arc::default(),
             upstream: Arc::default(),
@@ -150,6 +155,7 @@ impl ProviderState {
             }
             if ticks.is_multiple_of(60) {
                 self.end_grants_of_deleted_clients().await;
+                self.end_access_of_people_who_left().await;
                 match self.store.sweep(now()).await {
                     Ok(n) if n > 0 => tracing::debug!(rows = n, "expired grants swept"),
                     Ok(_) => {}
@@ -157,6 +163,42 @@ impl ProviderState {
                 }
             }
             ticks += 1;
+        }
+    }
+
+    /// The standing of a person (see [`crate::people::standing`]) by the people and
+    /// connectors in force now.
+    pub fn standing(&self, subject: &str, credential: Option<&str>) -> Standing {
+        crate::people::standing(&self.people.load(), &self.connectors.load(), subject, credential)
+    }
+
+    /// Ends the sessions and refresh families of people who left, and the sessions started
+    /// with a password that has changed since; housekeeping does it every minute, on every
+    /// replica, so leaving takes effect within a minute even where nobody presents a token.
+    pub async fn end_access_of_people_who_left(&self) {
+        let result = async {
+            let now = now();
+            let mut ended = 0;
+            for (subject, credential) in self.store.people_holding_grants(now).await? {
+                match self.standing(&subject, credential.as_deref()) {
+                    Standing::Stays => {}
+                    Standing::NewPassword => {
+                        ended += self.store.end_sessions_of(&subject, credential.as_deref()).await?;
+                    }
+                    Standing::Left => {
+                        ended += self.store.end_sessions_of(&subject, None).await?;
+                        let revoked = self.store.revoke_families_of_person(&subject, now).await?;
+                        ended += revoked.len() as u64;
+                        self.revocations.remember(&revoked);
+                    }
+                }
+            }
+            Ok::<_, StoreError>(ended)
+        };
+        match result.await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(ended = n, "sessions and tokens of people who left ended"),
+            Err(e) => tracing::warn!(error = %e, "cannot end the access of people who left"),
         }
     }
 
@@ -184,6 +226,14 @@ impl ProviderState {
             }
             Err(e) => tracing::warn!(error = %e, "cannot revoke the grants of deleted clients"),
         }
+    }
+
+    /// Runs at most `permits` password checks at once (None: sized from the memory limit).
+    pub fn with_password_checks(mut self, permits: Option<usize>) -> Self {
+        if let Some(n) = permits {
+            self.password_checks = PasswordChecks::new(n);
+        }
+        self
     }
 
     /// Treats the clients of these namespaces as first-party (no consent to identify people).

@@ -148,33 +148,57 @@ pub async fn login_submit(State(state): State<ProviderState>, request: Request) 
         };
         pages::login(status, &form, Some(error))
     };
-    let started = Instant::now();
-    if let Some(wait) = state.throttle.blocked(&username, ip, started) {
-        let minutes = wait.as_secs().div_ceil(60);
-        return again(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!("Too many failed attempts. Try again in {minutes} minute(s)."),
-        );
-    }
+    // The attempt is counted before the password is checked, so parallel guesses count.
+    let attempt = match state.throttle.reserve(&username, ip, Instant::now()) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            let minutes = wait.as_secs().div_ceil(60);
+            return again(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("Too many failed attempts. Try again in {minutes} minute(s)."),
+            );
+        }
+    };
     let password = form.get("password").unwrap_or("").to_string();
     let people = state.people.load_full();
-    let name = username.clone();
-    // argon2id takes tens of milliseconds of CPU: off the async threads.
-    let user = tokio::task::spawn_blocking(move || people.verify(&name, &password).cloned())
-        .await
-        .ok()
-        .flatten();
-    let Some(user) = user else {
-        state.throttle.failed(&username, ip, started);
-        tracing::info!(client = %client, "failed sign-in");
-        return again(StatusCode::UNAUTHORIZED, "Wrong username or password.");
+    let checked = state.password_checks.verify(people, username.clone(), password).await;
+    let user = match checked {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            tracing::info!(client = %client, "failed sign-in");
+            return again(StatusCode::UNAUTHORIZED, "Wrong username or password.");
+        }
+        Err(_) => {
+            // Not the person's fault: the attempt does not count against them.
+            state.throttle.succeeded(attempt);
+            tracing::warn!(client = %client, "sign-in turned away: every password check slot is busy");
+            return again(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many people are signing in right now. Try again in a moment.",
+            );
+        }
     };
-    state.throttle.succeeded(&username);
+    state.throttle.succeeded(attempt);
     tracing::info!(subject = %user.username, client = %client, "signed in");
-    match start_session(&state, &headers, &pending, &user.username, &user.claims()).await {
+    let person = Person {
+        subject: &user.username,
+        claims: &user.claims(),
+        credential: &user.credential(),
+    };
+    match start_session(&state, &headers, &pending, person).await {
         Ok(r) => r,
         Err(e) => unavailable(e),
     }
+}
+
+/// A person who just proved who they are.
+pub(super) struct Person<'a> {
+    /// Their subject (a username, or `<connector>:<sub>`).
+    pub subject: &'a str,
+    /// Their claims, as kauth will release them.
+    pub claims: &'a serde_json::Value,
+    /// Which password they used ([`crate::people::LocalUser::credential`]); empty upstream.
+    pub credential: &'a str,
 }
 
 /// Records the person's claims, starts a fresh session for them, and continues the pending
@@ -184,16 +208,16 @@ pub(super) async fn start_session(
     state: &ProviderState,
     headers: &HeaderMap,
     pending: &Pending,
-    subject: &str,
-    claims: &serde_json::Value,
+    person: Person<'_>,
 ) -> Result<Response, StoreError> {
     let now = Timestamp::now().as_second();
     let session = Session {
-        subject: subject.to_string(),
+        subject: person.subject.to_string(),
         auth_time: now,
+        credential: person.credential.to_string(),
     };
     let cookie = random_handle();
-    state.store.save_subject(subject, claims, now).await?;
+    state.store.save_subject(person.subject, person.claims, now).await?;
     state
         .store
         .create_session(&handle_digest(&cookie), &session, now + SESSION_LIFETIME_SECS)

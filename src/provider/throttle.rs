@@ -1,5 +1,7 @@
 //! Failed sign-in attempts, limited per account and per client address: past the limit,
 //! further attempts are refused without checking the password until old failures age out.
+//! An attempt is reserved (and counted as a failure) before its password is checked, so
+//! parallel guesses count like sequential ones; a right password withdraws it.
 //! Kept in memory per replica (an attacker spreading attempts over replicas gets at most
 //! `replicas ×` the limit).
 
@@ -31,56 +33,73 @@ fn address_key(ip: IpAddr) -> String {
     format!("a:{ip}")
 }
 
+/// An attempt that was let through: counted as a failure until [`Throttle::succeeded`].
+#[derive(Debug)]
+pub struct Attempt {
+    account: String,
+    address: Option<String>,
+    at: Instant,
+}
+
 impl Throttle {
-    fn recent(&self, key: &str, now: Instant) -> usize {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(times) = map.get_mut(key) else { return 0 };
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Instant>>> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long until `key` may try again, if it is at `limit`.
+    fn wait(map: &mut HashMap<String, VecDeque<Instant>>, key: &str, limit: usize, now: Instant) -> Option<Duration> {
+        let times = map.get_mut(key)?;
         while times.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
             times.pop_front();
         }
-        times.len()
+        let oldest = *times.front()?;
+        (times.len() >= limit).then(|| WINDOW.saturating_sub(now.duration_since(oldest)))
     }
 
-    /// When attempts for this account or from this address are refused: how long until the
-    /// next one is allowed.
-    pub fn blocked(&self, username: &str, ip: Option<IpAddr>, now: Instant) -> Option<Duration> {
-        let mut limits = vec![(account_key(username), PER_ACCOUNT)];
-        limits.extend(ip.map(|ip| (address_key(ip), PER_ADDRESS)));
-        let map_wait = |key: &str, limit: usize| -> Option<Duration> {
-            if self.recent(key, now) < limit {
-                return None;
-            }
-            let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-            let oldest = *map.get(key)?.front()?;
-            Some(WINDOW.saturating_sub(now.duration_since(oldest)))
-        };
-        limits.iter().filter_map(|(k, l)| map_wait(k, *l)).max()
-    }
-
-    /// Records a failed attempt.
-    pub fn failed(&self, username: &str, ip: Option<IpAddr>, now: Instant) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+    /// Reserves an attempt for this account and address and counts it as a failure at once,
+    /// under one lock: however many arrive together, at most the limit get through. Refused
+    /// with the time until the next attempt is allowed.
+    pub fn reserve(&self, username: &str, ip: Option<IpAddr>, now: Instant) -> Result<Attempt, Duration> {
+        let account = account_key(username);
+        let address = ip.map(address_key);
+        let mut map = self.map();
+        let waits = [
+            Self::wait(&mut map, &account, PER_ACCOUNT, now),
+            address
+                .as_deref()
+                .and_then(|a| Self::wait(&mut map, a, PER_ADDRESS, now)),
+        ];
+        if let Some(wait) = waits.into_iter().flatten().max() {
+            return Err(wait);
+        }
         if map.len() >= CAPACITY {
             map.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
         }
-        let mut keys = vec![account_key(username)];
-        keys.extend(ip.map(address_key));
-        for key in keys {
-            let times = map.entry(key).or_default();
+        for key in std::iter::once(&account).chain(address.as_ref()) {
+            let times = map.entry(key.clone()).or_default();
             times.push_back(now);
             // Never hold more than the largest limit needs.
             while times.len() > PER_ADDRESS {
                 times.pop_front();
             }
         }
+        Ok(Attempt {
+            account,
+            address,
+            at: now,
+        })
     }
 
-    /// Forgets an account's failures after it signed in.
-    pub fn succeeded(&self, username: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&account_key(username));
+    /// The attempt's password was right: the account's failures are forgotten, and the
+    /// address gets its reservation back.
+    pub fn succeeded(&self, attempt: Attempt) {
+        let mut map = self.map();
+        map.remove(&attempt.account);
+        if let Some(times) = attempt.address.and_then(|a| map.get_mut(&a))
+            && let Some(i) = times.iter().rposition(|t| *t == attempt.at)
+        {
+            times.remove(i);
+        }
     }
 }
 
@@ -94,28 +113,58 @@ mod tests {
         let start = Instant::now();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         for _ in 0..PER_ACCOUNT {
-            assert_eq!(t.blocked("Alice", Some(ip), start), None);
-            t.failed("alice", Some(ip), start);
+            t.reserve("Alice", Some(ip), start).expect("under the limit");
         }
-        let wait = t.blocked("ALICE", None, start).expect("account blocked");
+        let wait = t.reserve("ALICE", None, start).expect_err("account blocked");
         assert_eq!(wait, WINDOW);
-        assert_eq!(
-            t.blocked("bob", Some(ip), start),
-            None,
-            "the address is under its own limit"
-        );
+        t.reserve("bob", Some(ip), start)
+            .expect("the address is under its own limit");
         for i in 0..PER_ADDRESS {
-            t.failed(&format!("user{i}"), Some(ip), start);
+            let _ = t.reserve(&format!("user{i}"), Some(ip), start);
         }
         assert!(
-            t.blocked("carol", Some(ip), start).is_some(),
+            t.reserve("carol", Some(ip), start).is_err(),
             "the address is blocked for everyone"
         );
-        assert_eq!(t.blocked("carol", None, start), None);
+        t.reserve("carol", None, start).expect("carol's account is fine");
         let later = start + WINDOW;
-        assert_eq!(t.blocked("alice", Some(ip), later), None, "failures age out");
-        t.failed("dave", None, start);
-        t.succeeded("dave");
-        assert_eq!(t.recent("u:dave", start), 0);
+        t.reserve("alice", Some(ip), later).expect("failures age out");
+    }
+
+    #[test]
+    fn a_right_password_gives_the_reservation_back() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        let ip: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..PER_ACCOUNT - 1 {
+            t.reserve("dave", Some(ip), now).unwrap();
+        }
+        let good = t.reserve("dave", Some(ip), now).unwrap();
+        t.succeeded(good);
+        for _ in 0..PER_ACCOUNT {
+            t.reserve("dave", Some(ip), now).expect("the account starts afresh");
+        }
+        assert_eq!(
+            t.map().get("a:10.0.0.2").map(VecDeque::len),
+            Some(2 * PER_ACCOUNT - 1),
+            "only the successful attempt left the address's count"
+        );
+    }
+
+    /// T8: many guesses at once for one account get exactly the limit through.
+    #[test]
+    fn parallel_reservations_never_exceed_the_limit() {
+        let t = std::sync::Arc::new(Throttle::default());
+        let now = Instant::now();
+        let through: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..64)
+                .map(|_| {
+                    let t = t.clone();
+                    s.spawn(move || t.reserve("erin", None, now).is_ok() as usize)
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(through, PER_ACCOUNT);
     }
 }

@@ -16,7 +16,11 @@ use sqlx::{AnyPool, Row, SqlSafeStr};
 /// The schema, applied once per database by sqlx's migrator, in order.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "grants", include_str!("schema.sql")),
-    (2, "bind to client object", include_str!("bind-to-client-object.sql")),
+    (
+        2,
+        "grants belong to their client and person",
+        include_str!("grants-belong-to-their-client-and-person.sql"),
+    ),
 ];
 
 /// How long a redeemed code is kept after it expired, so a late replay still revokes what the
@@ -42,7 +46,7 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("grant store holds unreadable data: {0}")]
     Corrupt(#[from] serde_json::Error),
-    #[error("grant store URL {0:?}: use sqlite://<file> or postgres://...")]
+    #[error("grant store URL scheme {0:?} is not supported: use sqlite://<file> or postgres://...")]
     Url(String),
 }
 
@@ -118,6 +122,9 @@ pub struct PendingRequest {
 pub struct Session {
     pub subject: String,
     pub auth_time: i64,
+    /// Which password the person signed in with (see `LocalUser::credential`); empty for
+    /// people of an upstream provider.
+    pub credential: String,
 }
 
 /// A revocation as the mirror of each replica reads it.
@@ -149,7 +156,9 @@ impl GrantStore {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (url.to_string(), 16)
         } else {
-            return Err(StoreError::Url(url.to_string()));
+            // Only the scheme: the rest may hold a password.
+            let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+            return Err(StoreError::Url(scheme.chars().take(32).collect()));
         };
         let pool = AnyPoolOptions::new().max_connections(connections).connect(&url).await?;
         let migrations = MIGRATIONS
@@ -216,19 +225,22 @@ impl GrantStore {
 
     /// Starts a session (`id` is the cookie's digest).
     pub async fn create_session(&self, id: &str, session: &Session, expires_at: i64) -> Result<()> {
-        sqlx::query("INSERT INTO sessions (id, subject, auth_time, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(id)
-            .bind(&session.subject)
-            .bind(session.auth_time)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, subject, auth_time, credential, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(&session.subject)
+        .bind(session.auth_time)
+        .bind(&session.credential)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// The live session `id`.
     pub async fn session(&self, id: &str, now: i64) -> Result<Option<Session>> {
-        let row = sqlx::query("SELECT subject, auth_time FROM sessions WHERE id = $1 AND expires_at > $2")
+        let row = sqlx::query("SELECT subject, auth_time, credential FROM sessions WHERE id = $1 AND expires_at > $2")
             .bind(id)
             .bind(now)
             .fetch_optional(&self.pool)
@@ -236,6 +248,7 @@ impl GrantStore {
         Ok(row.map(|r| Session {
             subject: r.get("subject"),
             auth_time: r.get("auth_time"),
+            credential: r.get("credential"),
         }))
     }
 
@@ -246,6 +259,68 @@ impl GrantStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// The people who hold something live: each (subject, credential) of a session, and each
+    /// subject of a live refresh family (credential `None`).
+    pub async fn people_holding_grants(&self, now: i64) -> Result<Vec<(String, Option<String>)>> {
+        let sessions = sqlx::query("SELECT DISTINCT subject, credential FROM sessions WHERE expires_at > $1")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        let families = sqlx::query(
+            "SELECT DISTINCT subject FROM refresh_families WHERE revoked_at IS NULL AND expires_at > $1 AND subject <> ''",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(sessions
+            .iter()
+            .map(|r| (r.get("subject"), Some(r.get("credential"))))
+            .chain(families.iter().map(|r| (r.get("subject"), None)))
+            .collect())
+    }
+
+    /// Ends `subject`'s sessions started with `credential` (every session when None).
+    pub async fn end_sessions_of(&self, subject: &str, credential: Option<&str>) -> Result<u64> {
+        let done = match credential {
+            Some(c) => {
+                sqlx::query("DELETE FROM sessions WHERE subject = $1 AND credential = $2")
+                    .bind(subject)
+                    .bind(c)
+                    .execute(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("DELETE FROM sessions WHERE subject = $1")
+                    .bind(subject)
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        Ok(done.rows_affected())
+    }
+
+    /// Revokes every live refresh family of `subject` with the access tokens they issued
+    /// (a person who left); returns those access tokens.
+    pub async fn revoke_families_of_person(&self, subject: &str, now: i64) -> Result<Vec<Issued>> {
+        let mut tx = self.pool.begin().await?;
+        let families = sqlx::query(
+            "UPDATE refresh_families SET revoked_at = $1 WHERE subject = $2 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(now)
+        .bind(subject)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut revoked = Vec::new();
+        for family in families {
+            revoked.extend(family_access_tokens(&mut tx, &family.get::<String, _>("id")).await?);
+        }
+        for r in &revoked {
+            insert_revocation(&mut tx, r, now).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     /// Records a person's current claims (a JSON object).
@@ -389,15 +464,17 @@ impl GrantStore {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO refresh_families (id, client_id, client_uid, grant_data, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO refresh_families (id, client_id, client_uid, subject, grant_data, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(family)
         .bind(&grant.client_id)
         .bind(&grant.client_uid)
+        .bind(&grant.subject)
         .bind(serde_json::to_string(grant)?)
-            .bind(family_exp)
-            .execute(&mut *tx)
-            .await?;
+        .bind(family_exp)
+        .execute(&mut *tx)
+        .await?;
         // The first refresh token carries the access token the code issued, so revoking the
         // family (reuse, deletion of the client) revokes that one too.
         sqlx::query(
@@ -534,11 +611,7 @@ impl GrantStore {
             .fetch_all(&mut *tx)
             .await?;
             for family in families {
-                let rows = sqlx::query("SELECT access_jti, access_exp FROM refresh_tokens WHERE family = $1")
-                    .bind(family.get::<String, _>("id"))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                for issued in rows.iter().flat_map(issued) {
+                for issued in family_access_tokens(&mut tx, &family.get::<String, _>("id")).await? {
                     insert_revocation(&mut tx, &issued, now).await?;
                     revoked.push(issued);
                 }
@@ -616,6 +689,11 @@ async fn revoke_family(conn: &mut sqlx::AnyConnection, family: &str, now: i64) -
         .bind(family)
         .execute(&mut *conn)
         .await?;
+    family_access_tokens(conn, family).await
+}
+
+/// The access tokens `family`'s refresh tokens issued.
+async fn family_access_tokens(conn: &mut sqlx::AnyConnection, family: &str) -> Result<Vec<Issued>> {
     let rows = sqlx::query("SELECT access_jti, access_exp FROM refresh_tokens WHERE family = $1")
         .bind(family)
         .fetch_all(&mut *conn)
