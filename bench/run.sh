@@ -13,14 +13,18 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${BENCH_WORK:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
 
+ops_url() { # summary file: the operations listener's base URL
+  sed -n 's|.*health and metrics on \(http://[^)]*\)).*|\1|p' "$1" | head -1
+}
+
 start_standalone() { # label: starts on the examples and prints how long it took to be ready
   local start
   start=$(date +%s%N)
-  ./target/release/kauth standalone --manifests examples --state-dir "$work/state" --port 0 >"$work/out" 2>"$work/log" &
+  ./target/release/kauth standalone --manifests examples --state-dir "$work/state" --port 0 --ops-port 0 >"$work/out" 2>"$work/log" &
   pids+=($!)
-  until grep -q "listening on" "$work/out" 2>/dev/null; do sleep 0.005; done
+  until grep -q "health and metrics on" "$work/out" 2>/dev/null; do sleep 0.005; done
   url=$(head -1 "$work/out" | sed 's/.*issuer \([^ ]*\).*/\1/')
-  until curl -sf "$url/readyz" >/dev/null; do sleep 0.005; done
+  until curl -sf "$(ops_url "$work/out")/readyz" >/dev/null; do sleep 0.005; done
   echo "standalone $1 to ready: $(( ($(date +%s%N) - start) / 1000000 )) ms"
 }
 # The first start generates the signing keys (an RSA-2048 one among them) and secrets.
@@ -94,12 +98,12 @@ if [ -x tests/postgres/up.sh ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null
   trap 'tests/postgres/down.sh "$pg_dir" >/dev/null 2>&1 || true; cleanup' EXIT
   pg_url=$(KAUTH_PG_FSYNC=on tests/postgres/up.sh "$pg_dir")
   # fsync stays on here: the figure is what a real server pays per rotation.
-  ./target/release/kauth standalone --manifests examples --state-dir "$work/state" --port 0 --store-url "$pg_url" \
+  ./target/release/kauth standalone --manifests examples --state-dir "$work/state" --port 0 --ops-port 0 --store-url "$pg_url" \
     >"$work/pg-out" 2>"$work/pg-log" &
   pids+=($!)
-  until grep -q "listening on" "$work/pg-out" 2>/dev/null; do sleep 0.01; done
+  until grep -q "health and metrics on" "$work/pg-out" 2>/dev/null; do sleep 0.01; done
   pg_kauth=$(head -1 "$work/pg-out" | sed 's/.*issuer \([^ ]*\).*/\1/')
-  until curl -sf "$pg_kauth/readyz" >/dev/null; do sleep 0.005; done
+  until curl -sf "$(ops_url "$work/pg-out")/readyz" >/dev/null; do sleep 0.005; done
   rm -f "$work/jar"
   refresh_run "refresh_token (access token only), PostgreSQL grant store" "$pg_kauth" \
     "$(seed_refresh_tokens "$pg_kauth" orders.read "$families")"
@@ -115,11 +119,11 @@ mkdir -p "$many"
   done
 } >"$many/clients.yaml"
 start=$(date +%s%N)
-./target/release/kauth standalone --manifests "$many" --state-dir "$work/many-state" --port 0 >"$work/many-out" 2>"$work/many-log" &
+./target/release/kauth standalone --manifests "$many" --state-dir "$work/many-state" --port 0 --ops-port 0 >"$work/many-out" 2>"$work/many-log" &
 pids+=($!)
 for _ in $(seq 1 1200); do grep -q "Get a token" "$work/many-out" 2>/dev/null && break; sleep 0.05; done
 grep -q "Get a token" "$work/many-out" || { echo "10,000 clients: not ready in 60 s"; grep problem "$work/many-out" | head -3; exit 1; }
 many_url=$(head -1 "$work/many-out" | sed 's/.*issuer \([^ ]*\).*/\1/')
-until curl -sf "$many_url/readyz" >/dev/null; do sleep 0.01; done
+until curl -sf "$(ops_url "$work/many-out")/readyz" >/dev/null; do sleep 0.01; done
 echo "10,000 clients: first start (generating 10,000 secrets) to ready: $(( ($(date +%s%N) - start) / 1000000 )) ms"
 echo "10,000 clients: provider RSS: $(ps -o rss= -p "${pids[-1]}") KiB"

@@ -53,6 +53,11 @@ enum Command {
         /// Port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// Port on 127.0.0.1 of liveness, readiness and metrics (0 picks a free one).
+        #[arg(long, default_value_t = 9090)]
+        ops_port: u16,
+        #[command(flatten)]
+        serve: kauth::provider::serve::ServeOptions,
         /// Issuer URL (default: http://127.0.0.1:PORT).
         #[arg(long)]
         issuer: Option<String>,
@@ -77,6 +82,11 @@ enum Command {
         /// Address the provider listens on.
         #[arg(long, env = "KAUTH_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Address of liveness, readiness and metrics (never the provider's listener).
+        #[arg(long, env = "KAUTH_OPS_LISTEN", default_value = "127.0.0.1:9090")]
+        ops_listen: String,
+        #[command(flatten)]
+        serve: kauth::provider::serve::ServeOptions,
         /// Where the embedded grant store (SQLite) is kept when --store-url is not given.
         #[arg(long, env = "KAUTH_STATE_DIR", default_value = "/var/lib/kauth")]
         state_dir: PathBuf,
@@ -150,6 +160,8 @@ async fn main() -> ExitCode {
             issuer,
             namespace,
             listen,
+            ops_listen,
+            serve,
             state_dir,
             store_url,
             users_file,
@@ -176,6 +188,8 @@ async fn main() -> ExitCode {
                 issuer,
                 namespace,
                 listen,
+                ops_listen,
+                serve,
                 state_dir,
                 store_url,
                 users_file,
@@ -207,6 +221,8 @@ async fn main() -> ExitCode {
             manifests,
             state_dir,
             port,
+            ops_port,
+            serve,
             issuer,
             namespace,
             store_url,
@@ -228,7 +244,11 @@ async fn main() -> ExitCode {
                 claim_grace: tenancy.claim_grace,
                 first_party_namespaces: tenancy.first_party_namespaces,
             };
-            match kauth::standalone::run(cfg, port, issuer_given, store_url).await {
+            let ports = kauth::standalone::Ports {
+                provider: port,
+                ops: ops_port,
+            };
+            match kauth::standalone::run(cfg, ports, serve, issuer_given, store_url).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -14,7 +14,8 @@ use crate::controller::{self, Cache, Context};
 use crate::followed;
 use crate::metrics::Metrics;
 use crate::people::Directory;
-use crate::provider::{Issuer, ProviderState, router};
+use crate::provider::serve::{ServeOptions, serve};
+use crate::provider::{Issuer, ProviderState, ops_router, router};
 use crate::registry::Registry;
 use crate::store::GrantStore;
 use crate::workload_identity::{KubeIssuerKeys, KubeTokenReviewer, ServiceAccountTokens};
@@ -52,6 +53,10 @@ pub struct RunConfig {
     pub service_account_audiences: Vec<String>,
     /// Also ask the cluster (TokenReview) whether a ServiceAccount token is still valid.
     pub service_account_token_review: bool,
+    /// Where liveness, readiness and metrics are served.
+    pub ops_listen: String,
+    /// Listener limits and trusted proxies.
+    pub serve: ServeOptions,
     /// Longest ServiceAccount token accepted.
     pub service_account_token_max_lifetime: std::time::Duration,
     /// How long a claim outlives the last object that made it.
@@ -157,14 +162,19 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             None => GrantStore::open_file(&cfg.state_dir).await,
         }
         .map_err(|e| RunError(e.to_string()))?;
-        let listener = TcpListener::bind(&cfg.listen)
-            .await
-            .map_err(|e| RunError(format!("cannot listen on {}: {e}", cfg.listen)))?;
-        tracing::info!(address = %cfg.listen, issuer = %cfg.issuer.url, "provider listening");
+        let bind = async |address: &str| {
+            TcpListener::bind(address)
+                .await
+                .map_err(|e| RunError(format!("cannot listen on {address}: {e}")))
+        };
+        let listener = bind(&cfg.listen).await?;
+        let ops_listener = bind(&cfg.ops_listen).await?;
+        tracing::info!(address = %cfg.listen, operations = %cfg.ops_listen, issuer = %cfg.issuer.url, "provider listening");
         let mut state = ProviderState::new(registry, cfg.issuer.clone(), store, metrics)
             .await
             .map_err(|e| RunError(e.to_string()))?
-            .with_first_party_namespaces(cfg.first_party_namespaces.clone());
+            .with_first_party_namespaces(cfg.first_party_namespaces.clone())
+            .with_password_checks(cfg.serve.max_password_checks);
         tasks.push(Box::pin(state.clone().housekeeping()));
         if let Some(path) = &cfg.users_file {
             let follow = followed::follow("local people", path.clone(), Directory::parse, state.people.clone());
@@ -179,14 +189,15 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         if let Some(tokens) = service_account_tokens(&client, &cfg).await {
             state = state.with_service_accounts(tokens);
         }
-        let sd = shutdown.clone();
-        Some(
-            axum::serve(
-                listener,
-                router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        let (sd, opts) = (shutdown.clone(), cfg.serve.clone());
+        Some(async move {
+            let ops = ops_router(state.clone());
+            futures::try_join!(
+                serve(listener, router(state), &opts, sd.clone()),
+                serve(ops_listener, ops, &opts, sd),
             )
-            .with_graceful_shutdown(sd),
-        )
+            .map(|_| ())
+        })
     } else {
         None
     };

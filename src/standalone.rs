@@ -22,7 +22,8 @@ use crate::keys::{KeyRing, KeySet, plan_keys};
 use crate::manifests::Manifests;
 use crate::metrics::Metrics;
 use crate::people::{Directory, USERS_KEY, USERS_SECRET};
-use crate::provider::{Issuer, ProviderState, router};
+use crate::provider::serve::{ServeOptions, serve};
+use crate::provider::{Issuer, ProviderState, ops_router, router};
 use crate::registry::{Registry, Snapshot};
 use crate::store::GrantStore;
 use crate::validation::{ClientSettings, CredentialSource, KeySchedule, describe, validate_signing_key};
@@ -51,6 +52,15 @@ pub const EMBEDDED_EXAMPLES: &[(&str, &str)] = &[
         include_str!("../examples/workload-secretless.yaml"),
     ),
 ];
+
+/// The ports standalone listens on, both on 127.0.0.1 (0 picks a free one).
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    /// The provider: OAuth endpoints and sign-in pages.
+    pub provider: u16,
+    /// Liveness, readiness and metrics.
+    pub ops: u16,
+}
 
 /// Where manifests come from.
 #[derive(Clone, Debug)]
@@ -551,8 +561,11 @@ fn min_time(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
 }
 
 /// The start-up summary: where credentials are and a ready-to-paste curl.
-pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str) -> String {
-    let mut out = format!("kauth standalone: issuer {} (listening on {listen})\n", cfg.issuer.url);
+pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str, ops: &str) -> String {
+    let mut out = format!(
+        "kauth standalone: issuer {} (listening on {listen}; health and metrics on http://{ops})\n",
+        cfg.issuer.url
+    );
     for problem in &pass.problems {
         out.push_str(&format!("  problem: {problem}\n"));
     }
@@ -597,14 +610,20 @@ pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str) -> String {
 /// a file changes (checked twice a second) or a rotation step is due.
 pub async fn run(
     mut cfg: StandaloneConfig,
-    port: u16,
+    ports: Ports,
+    opts: ServeOptions,
     issuer_given: bool,
     store_url: Option<String>,
 ) -> Result<(), StandaloneError> {
-    let listener = TcpListener::bind(("127.0.0.1", port))
-        .await
-        .map_err(|e| StandaloneError(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+    let bind = async |port: u16, what: &str| {
+        TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| StandaloneError(format!("cannot listen on 127.0.0.1:{port} ({what}): {e}")))
+    };
+    let listener = bind(ports.provider, "--port").await?;
+    let ops_listener = bind(ports.ops, "--ops-port").await?;
     let addr = listener.local_addr().map_err(|e| StandaloneError(e.to_string()))?;
+    let ops_addr = ops_listener.local_addr().map_err(|e| StandaloneError(e.to_string()))?;
     if !issuer_given {
         cfg.issuer = Issuer::parse(&format!("http://{addr}")).map_err(StandaloneError)?;
     }
@@ -618,26 +637,29 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let first = cfg.pass(Timestamp::now())?;
     metrics.registered_clients.set(first.snapshot.clients.len() as i64);
-    print!("{}", summary(&cfg, &first, &addr.to_string()));
+    print!("{}", summary(&cfg, &first, &addr.to_string(), &ops_addr.to_string()));
     let mut next_step = first.next_step;
     registry.publish(first.snapshot);
 
     let state = ProviderState::new(registry.clone(), cfg.issuer.clone(), store, metrics.clone())
         .await
         .map_err(|e| StandaloneError(e.to_string()))?
-        .with_first_party_namespaces(cfg.first_party_namespaces.clone());
+        .with_first_party_namespaces(cfg.first_party_namespaces.clone())
+        .with_password_checks(opts.max_password_checks);
     let people = state.people.clone();
     people.store(Arc::new(first.people.unwrap_or_default()));
     let connectors = state.connectors.clone();
     connectors.store(Arc::new(first.connectors.unwrap_or_default()));
     let housekeeping = state.clone().housekeeping();
-    let server = axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
+    let stop = futures::FutureExt::shared(Box::pin(async {
         let _ = tokio::signal::ctrl_c().await;
-    });
+    }));
+    let server = async {
+        futures::try_join!(
+            serve(listener, router(state.clone()), &opts, stop.clone()),
+            serve(ops_listener, ops_router(state), &opts, stop),
+        )
+    };
     let watcher = async move {
         let mut seen = cfg.fingerprint();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -670,7 +692,7 @@ pub async fn run(
         }
     };
     tokio::select! {
-        result = server => result.map_err(|e| StandaloneError(format!("server failed: {e}"))),
+        result = server => result.map(|_| ()).map_err(|e| StandaloneError(format!("server failed: {e}"))),
         _ = watcher => Ok(()),
         _ = housekeeping => Ok(()),
     }

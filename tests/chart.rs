@@ -213,3 +213,107 @@ connectors:
         assert!(!ok, "{bad} accepted: {out}");
     }
 }
+
+/// Renders the chart with `sets` and parses its documents.
+fn render(sets: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec![
+        "template",
+        "kauth",
+        "charts/kauth",
+        "-n",
+        "kauth",
+        "--set",
+        "issuer=https://auth.example.com",
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let (ok, out) = helm_run(&args);
+    assert!(ok, "{out}");
+    serde_saphyr::from_multiple(&out).unwrap()
+}
+
+fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// Metrics and health live on the operations port: probes and the ServiceMonitor use it, the
+/// provider's Service does not expose it, and the NetworkPolicy (on by default) lets the
+/// provider port in and only DNS and the API out.
+#[test]
+fn operations_listener_is_apart_and_network_policy_is_on_by_default() {
+    let docs = render(&["serviceMonitor.enabled=true", "tenancy.firstPartyNamespaces={portal}"]);
+    let deployment = find(&docs, "Deployment", "kauth");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args = container["args"].to_string();
+    assert!(args.contains("--ops-listen=0.0.0.0:9090"), "{args}");
+    assert!(
+        args.contains("--claim-grace=24h") && args.contains("--first-party-namespace=portal"),
+        "{args}"
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "ops");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "ops");
+    let provider = find(&docs, "Service", "kauth");
+    let ports: Vec<_> = provider["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["targetPort"].clone())
+        .collect();
+    assert_eq!(
+        ports,
+        [serde_json::json!("http")],
+        "the provider's Service exposes only the provider"
+    );
+    let metrics = find(&docs, "Service", "kauth-metrics");
+    assert_eq!(metrics["spec"]["ports"][0]["targetPort"], "ops");
+    let monitor = find(&docs, "ServiceMonitor", "kauth");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "ops");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"],
+        "metrics"
+    );
+
+    let policy = find(&docs, "NetworkPolicy", "kauth");
+    assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Ingress", "Egress"]));
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1, "only the provider port by default: {ingress:?}");
+    assert_eq!(ingress[0]["ports"][0]["port"], "http");
+    let egress = policy["spec"]["egress"].as_array().unwrap();
+    let ports: Vec<i64> = egress
+        .iter()
+        .flat_map(|rule| {
+            rule["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["port"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(ports, [53, 53, 443, 6443], "DNS and the API only: {egress:?}");
+
+    // With a shared store and connectors, their ports open too; trusted proxies become flags.
+    let docs = render(&[
+        "sharedStore.enabled=true",
+        "sharedStore.urlSecret.name=db",
+        "trustedProxies={10.0.0.0/8}",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring",
+    ]);
+    let policy = find(&docs, "NetworkPolicy", "kauth");
+    assert!(policy["spec"]["egress"].to_string().contains("5432"));
+    assert_eq!(policy["spec"]["ingress"][1]["ports"][0]["port"], "ops");
+    let args = find(&docs, "Deployment", "kauth")["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--trusted-proxy=10.0.0.0/8"), "{args}");
+    let (ok, _) = helm_run(&[
+        "template",
+        "kauth",
+        "charts/kauth",
+        "--set",
+        "issuer=https://a",
+        "--set",
+        "trustedProxies={everyone}",
+    ]);
+    assert!(!ok, "a trusted proxy must be a CIDR");
+}

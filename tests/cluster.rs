@@ -106,6 +106,8 @@ async fn wait_until(what: &str, limit: Duration, mut check: impl AsyncFnMut() ->
 struct Kauth {
     child: Child,
     url: String,
+    /// Liveness, readiness and metrics.
+    ops_url: String,
     log: PathBuf,
     _state: tempfile::TempDir,
 }
@@ -124,6 +126,7 @@ impl Kauth {
     fn spawn_with(kauth_ns: &str, identity: &str, kubeconfig: Option<&Path>, extra: &[&str]) -> Self {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
+        let ops_port = free_port();
         let state = tempfile::tempdir().unwrap();
         let log = state.path().join("kauth.log");
         // make test-cluster points KAUTH_BIN at the release build, so figures are real.
@@ -137,6 +140,8 @@ impl Kauth {
             kauth_ns,
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--ops-listen",
+            &format!("127.0.0.1:{ops_port}"),
         ])
         .arg("--state-dir")
         .arg(state.path())
@@ -153,6 +158,7 @@ impl Kauth {
         Self {
             child,
             url,
+            ops_url: format!("http://127.0.0.1:{ops_port}"),
             log,
             _state: state,
         }
@@ -160,7 +166,7 @@ impl Kauth {
 
     async fn wait_ready(&self, limit: Duration) {
         let http = reqwest::Client::new();
-        let ready = format!("{}/readyz", self.url);
+        let ready = format!("{}/readyz", self.ops_url);
         let start = Instant::now();
         while !http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
             assert!(

@@ -466,9 +466,20 @@ async fn discovery_health_and_metrics() {
         .unwrap();
     assert_eq!(oidc["jwks_uri"], format!("{}/jwks", p.url));
     assert_eq!(
-        http().get(format!("{}/readyz", p.url)).send().await.unwrap().status(),
+        http()
+            .get(format!("{}/readyz", p.ops_url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
+    // The provider's listener faces people and apps: no metrics (they name every client),
+    // no health endpoints there.
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        let status = http().get(format!("{}{path}", p.url)).send().await.unwrap().status();
+        assert_eq!(status, 404, "{path} on the provider's listener");
+    }
     let (id, secret) = p.credentials("shop", "backend");
     oauth_client(&p, &id, &secret)
         .exchange_client_credentials()
@@ -476,7 +487,7 @@ async fn discovery_health_and_metrics() {
         .await
         .unwrap();
     let metrics = http()
-        .get(format!("{}/metrics", p.url))
+        .get(format!("{}/metrics", p.ops_url))
         .send()
         .await
         .unwrap()

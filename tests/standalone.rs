@@ -29,7 +29,7 @@ fn copy_examples(to: &Path) {
 /// (`kauth standalone: issuer URL (listening on ADDR)`); the rest of its output is echoed.
 fn spawn_standalone(args: &[&std::ffi::OsStr]) -> (Running, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kauth"))
-        .args(["standalone", "--port", "0"])
+        .args(["standalone", "--port", "0", "--ops-port", "0"])
         .args(args)
         .stdout(Stdio::piped())
         .spawn()
@@ -143,7 +143,7 @@ fn invalid_manifests_are_reported_by_file_resource_and_field() {
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_kauth"))
-        .args(["standalone", "--port", "0", "--manifests"])
+        .args(["standalone", "--port", "0", "--ops-port", "0", "--manifests"])
         .arg(tmp.path())
         .arg("--state-dir")
         .arg(tmp.path().join("state"))
@@ -178,7 +178,16 @@ fn json_logs_are_one_object_per_line() {
     let tmp = tempfile::tempdir().unwrap();
     copy_examples(&tmp.path().join("examples"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_kauth"))
-        .args(["--log-format", "json", "standalone", "--port", "0", "--manifests"])
+        .args([
+            "--log-format",
+            "json",
+            "standalone",
+            "--port",
+            "0",
+            "--ops-port",
+            "0",
+            "--manifests",
+        ])
         .arg(tmp.path().join("examples"))
         .arg("--state-dir")
         .arg(tmp.path().join("state"))

@@ -85,12 +85,18 @@ pub fn set_cookie(response: &mut Response, issuer: &Issuer, which: CookieName, v
     }
 }
 
-/// The peer address of a request, when the server records it.
+/// The client's address, as the server loop resolved it (trusted proxies' forwarding
+/// headers included), else the peer's.
 pub fn client_ip<B>(request: &Request<B>) -> Option<std::net::IpAddr> {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+    let extensions = request.extensions();
+    extensions
+        .get::<super::serve::ClientAddress>()
+        .map(|a| a.0)
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip())
+        })
 }
 
 /// Headers for every page: never cached, never framed (clickjacking a consent button), no

@@ -15,6 +15,7 @@ mod oidc;
 mod ops;
 mod pages;
 mod password_checks;
+pub mod serve;
 mod signin;
 mod throttle;
 mod token;
@@ -249,7 +250,7 @@ impl ProviderState {
     }
 }
 
-/// The provider's router: OAuth endpoints under the issuer's path, operations at the root.
+/// The provider's router: the OAuth endpoints under the issuer's path.
 pub fn router(state: ProviderState) -> Router {
     let oauth = Router::new()
         .route(
@@ -272,17 +273,23 @@ pub fn router(state: ProviderState) -> Router {
         .route("/connector/{id}/start", get(federation::start))
         .route("/connector/{id}/callback", get(federation::callback))
         .layer(middleware::from_fn_with_state(state.clone(), cors::cors));
-    let ops = Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics));
     let routes = if state.issuer.path.is_empty() {
-        oauth.merge(ops)
+        oauth
     } else {
-        Router::new().nest(&state.issuer.path, oauth).merge(ops)
+        Router::new().nest(&state.issuer.path, oauth)
     };
     routes
         .layer(middleware::from_fn_with_state(state.clone(), record))
+        .with_state(state)
+}
+
+/// The operations router: liveness, readiness and metrics, served on a listener of their own
+/// (never the provider's, which faces people and apps: metrics name every client).
+pub fn ops_router(state: ProviderState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .with_state(state)
 }
 

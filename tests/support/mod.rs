@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use kauth::metrics::Metrics;
-use kauth::provider::{Issuer, ProviderState, router};
+use kauth::provider::serve::{ServeOptions, serve};
+use kauth::provider::{Issuer, ProviderState, ops_router, router};
 use kauth::registry::Registry;
 use kauth::standalone::{ManifestSource, StandaloneConfig};
 use kauth::store::GrantStore;
@@ -97,6 +98,8 @@ stringData:
 pub struct TestProvider {
     pub dir: TempDir,
     pub url: String,
+    /// Where liveness, readiness and metrics are served.
+    pub ops_url: String,
     pub cfg: StandaloneConfig,
     pub registry: Registry,
     pub state: ProviderState,
@@ -141,18 +144,21 @@ impl TestProvider {
             .await
             .unwrap()
             .with_first_party_namespaces(cfg.first_party_namespaces.clone());
-        let serving = state.clone();
+        let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ops_url = format!("http://{}", ops.local_addr().unwrap());
+        let (serving, opts) = (state.clone(), ServeOptions::default());
         tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router(serving).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            let never = std::future::pending::<()>;
+            futures::try_join!(
+                serve(listener, router(serving.clone()), &opts, never()),
+                serve(ops, ops_router(serving), &opts, never()),
             )
-            .await
             .unwrap()
         });
         let provider = Self {
             dir,
             url,
+            ops_url,
             cfg,
             registry,
             state,

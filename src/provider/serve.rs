@@ -1,0 +1,262 @@
+//! kauth's HTTP server loop, for the provider and the operations listener alike: every
+//! connection gets a header-read timeout (which also ends idle keep-alive connections), every
+//! request a time limit, and the number of open connections is capped, so slow or idle
+//! clients cannot hold what others need. The client address for throttling comes from the
+//! peer, or from `X-Forwarded-For` / `Forwarded` when the peer is a trusted proxy.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+/// How long in-flight requests may take to finish after shutdown begins.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Limits and trust settings of the listeners (the same flags in both modes).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeOptions {
+    /// How long a client has to send a request's headers; a keep-alive connection idle this
+    /// long is closed too.
+    #[arg(long, env = "KAUTH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = crate::validation::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// How long one request may take, its body included (a slow upload is cut off).
+    #[arg(long, env = "KAUTH_REQUEST_TIMEOUT", default_value = "30s", value_parser = crate::validation::parse_duration)]
+    pub request_timeout: Duration,
+    /// Most connections open at once per listener; more wait in the kernel's backlog.
+    #[arg(long, env = "KAUTH_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// A proxy (CIDR, e.g. 10.0.0.0/8) whose `X-Forwarded-For` or `Forwarded` header names the
+    /// client; repeatable or comma-separated. None by default: the peer is the client.
+    #[arg(long = "trusted-proxy", env = "KAUTH_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Most password checks at once (each holds ~19 MiB); default: sized from the memory limit.
+    #[arg(long, env = "KAUTH_MAX_PASSWORD_CHECKS")]
+    pub max_password_checks: Option<usize>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            trusted_proxies: Vec::new(),
+            max_password_checks: None,
+        }
+    }
+}
+
+/// The address a request came from, as throttling and logs see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddress(pub IpAddr);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// (for at most ten seconds).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    opts: &ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let trusted: Arc<[IpNet]> = opts.trusted_proxies.clone().into();
+    let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    let request_timeout = opts.request_timeout;
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before accept: wait a
+                    // moment rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = per_request(app.clone(), peer, trusted.clone(), request_timeout);
+        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within {DRAIN:?}");
+    }
+    Ok(())
+}
+
+/// The service of one connection: records where each request came from and bounds its time.
+fn per_request(
+    app: Router,
+    peer: SocketAddr,
+    trusted: Arc<[IpNet]>,
+    timeout: Duration,
+) -> impl tower::Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send> + Clone {
+    tower::service_fn(move |mut request: Request<Incoming>| {
+        let client = client_address(peer.ip(), request.headers(), &trusted);
+        request.extensions_mut().insert(ClientAddress(client));
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let app = app.clone();
+        async move {
+            match tokio::time::timeout(timeout, app.oneshot(request.map(Body::new))).await {
+                Ok(response) => response,
+                Err(_) => Ok((StatusCode::REQUEST_TIMEOUT, "the request took too long\n").into_response()),
+            }
+        }
+    })
+}
+
+/// The client of a request from `peer`: the peer itself unless it is a trusted proxy; then
+/// the nearest address in `Forwarded` (RFC 7239) or `X-Forwarded-For` that is not a trusted
+/// proxy, read from the right (the left part is whatever the client claimed). A header that
+/// cannot be read leaves the proxy's own address: shared, but never forged.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops = forwarded_for(headers).or_else(|| x_forwarded_for(headers));
+    let Some(hops) = hops else { return peer };
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        client = *hop;
+        if !is_trusted(hop) {
+            break;
+        }
+    }
+    client
+}
+
+/// The `for=` addresses of every `Forwarded` header, in order; None when there are none or
+/// one cannot be read.
+fn forwarded_for(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
+    let mut hops = Vec::new();
+    for value in headers.get_all("forwarded") {
+        for element in value.to_str().ok()?.split(',') {
+            for pair in element.split(';') {
+                let Some((name, value)) = pair.trim().split_once('=') else {
+                    continue;
+                };
+                if !name.trim().eq_ignore_ascii_case("for") {
+                    continue;
+                }
+                let value = value.trim().trim_matches('"');
+                // `[v6]:port`, `[v6]`, `v4:port` or `v4`.
+                let host = match value.strip_prefix('[') {
+                    Some(rest) => rest.split(']').next()?,
+                    None => value.split(':').next()?,
+                };
+                hops.push(host.parse().ok()?);
+            }
+        }
+    }
+    (!hops.is_empty()).then_some(hops)
+}
+
+/// The addresses of every `X-Forwarded-For` header, in order.
+fn x_forwarded_for(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
+    let mut hops = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        for part in value.to_str().ok()?.split(',') {
+            hops.push(part.trim().parse().ok()?);
+        }
+    }
+    (!hops.is_empty()).then_some(hops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_proxies() {
+        let ingress: IpAddr = "10.0.0.5".parse().unwrap();
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/24".parse().unwrap()];
+        let xff = headers(&[("x-forwarded-for", "203.0.113.7")]);
+        assert_eq!(
+            client_address(ingress, &xff, &trusted),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(
+            client_address(stranger, &xff, &trusted),
+            stranger,
+            "an untrusted peer's header is ignored"
+        );
+        assert_eq!(
+            client_address(ingress, &xff, &[]),
+            ingress,
+            "no proxy is trusted by default"
+        );
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_hop_is_the_client() {
+        let ingress: IpAddr = "10.0.0.5".parse().unwrap();
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/24".parse().unwrap()];
+        // The client claims 1.1.1.1; the edge proxy saw it come from 203.0.113.7.
+        let spoofed = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.7, 10.0.0.9")]);
+        assert_eq!(
+            client_address(ingress, &spoofed, &trusted),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        let rfc7239 = headers(&[("forwarded", r#"for=1.1.1.1, for="[2001:db8::1]:4711";proto=https"#)]);
+        assert_eq!(
+            client_address(ingress, &rfc7239, &trusted),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        let garbage = headers(&[("x-forwarded-for", "not-an-address")]);
+        assert_eq!(
+            client_address(ingress, &garbage, &trusted),
+            ingress,
+            "unreadable: the proxy itself"
+        );
+        let all_trusted = headers(&[("x-forwarded-for", "10.0.0.7")]);
+        assert_eq!(
+            client_address(ingress, &all_trusted, &trusted),
+            "10.0.0.7".parse::<IpAddr>().unwrap()
+        );
+    }
+}
