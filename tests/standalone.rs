@@ -227,7 +227,9 @@ fn start_replica(manifests: &Path, state: &Path, issuer: &str, store: &str) -> (
         .split("listening on ")
         .nth(1)
         .unwrap()
-        .trim_end_matches(')')
+        .split(';')
+        .next()
+        .unwrap()
         .to_string();
     (running, format!("http://{addr}"))
 }
