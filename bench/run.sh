@@ -127,3 +127,61 @@ many_url=$(head -1 "$work/many-out" | sed 's/.*issuer \([^ ]*\).*/\1/')
 until curl -sf "$(ops_url "$work/many-out")/readyz" >/dev/null; do sleep 0.01; done
 echo "10,000 clients: first start (generating 10,000 secrets) to ready: $(( ($(date +%s%N) - start) / 1000000 )) ms"
 echo "10,000 clients: provider RSS: $(ps -o rss= -p "${pids[-1]}") KiB"
+
+# Password bursts (DESIGN.md T8): the throttle reserves attempts before the argon2id check and
+# at most a few checks run at once, so a burst neither exhausts memory nor starves people.
+# kauth trusts 127.0.0.1 as a proxy here, so X-Forwarded-For stands for distinct addresses.
+burst_dir="$work/burst"
+mkdir -p "$burst_dir/m"
+cp examples/*.yaml "$burst_dir/m/"
+{
+  printf 'apiVersion: v1\nkind: Secret\nmetadata: {name: kauth-users, namespace: kauth}\nstringData:\n  users.yaml: |\n    users:\n'
+  printf '      - {username: alice, passwordHash: "%s"}\n' "$(printf 'alice-pw' | ./target/release/kauth hash-password)"
+  printf '      - {username: bob, passwordHash: "%s"}\n' "$(printf 'bob-pw' | ./target/release/kauth hash-password)"
+} >"$burst_dir/m/people.yaml"
+./target/release/kauth standalone --manifests "$burst_dir/m" --state-dir "$burst_dir/state" --port 0 --ops-port 0 \
+  --trusted-proxy 127.0.0.1/32 >"$burst_dir/out" 2>"$burst_dir/log" &
+burst_pid=$!
+pids+=("$burst_pid")
+until grep -q "health and metrics on" "$burst_dir/out" 2>/dev/null; do sleep 0.01; done
+burst_url=$(head -1 "$burst_dir/out" | sed 's/.*issuer \([^ ]*\).*/\1/')
+until curl -sf "$(ops_url "$burst_dir/out")/readyz" >/dev/null; do sleep 0.01; done
+login_page() { # jar -> "request csrf" of a fresh pending sign-in
+  local loc page
+  loc=$(curl -s -c "$1" -b "$1" -o /dev/null -w '%{redirect_url}' \
+    "$burst_url/authorize?client_id=shop.shop-web&response_type=code&redirect_uri=http%3A%2F%2F127.0.0.1%3A8400%2Fcallback&state=b&scope=openid")
+  page=$(curl -s -c "$1" -b "$1" "$loc")
+  printf '%s %s' "$(sed -n 's/.*name="request" value="\([^"]*\)".*/\1/p' <<<"$page" | head -1)" \
+    "$(sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' <<<"$page" | head -1)"
+}
+burst() { # label spread(one|many): 200 wrong passwords at once, bob signs in 10 times meanwhile
+  local label=$1 spread=$2 jar="$burst_dir/jar-$2" req csrf statuses="$burst_dir/statuses-$2" times="$burst_dir/times-$2"
+  rm -f "$statuses" "$times"
+  read -r req csrf <<<"$(login_page "$jar")"
+  local idle; idle=$(awk '/VmRSS/ {print $2}' /proc/$burst_pid/status)
+  local started; started=$(date +%s%N)
+  local attackers=()
+  for i in $(seq 1 200); do
+    local user=alice addr=203.0.113.66
+    if [ "$spread" = many ]; then user="nobody$i"; addr="10.$((i / 250)).$((i % 250)).1"; fi
+    curl -s -o /dev/null -w '%{http_code}\n' -b "$jar" -H "X-Forwarded-For: $addr" --data-urlencode "request=$req" \
+      --data-urlencode "csrf=$csrf" -d "username=$user" -d password=wrong "$burst_url/login" >>"$statuses" &
+    attackers+=($!)
+  done
+  for i in $(seq 1 10); do
+    local bjar="$burst_dir/bob-$spread-$i" breq bcsrf
+    read -r breq bcsrf <<<"$(login_page "$bjar")"
+    curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -b "$bjar" -H "X-Forwarded-For: 198.51.100.7" \
+      --data-urlencode "request=$breq" --data-urlencode "csrf=$bcsrf" -d username=bob -d password=bob-pw \
+      "$burst_url/login" >>"$times"
+  done
+  wait "${attackers[@]}"
+  local took=$(( ($(date +%s%N) - started) / 1000000 ))
+  local peak; peak=$(awk '/VmHWM/ {print $2}' /proc/$burst_pid/status)
+  echo "== password burst: $label"
+  echo "   200 wrong passwords: $(grep -c '^401' "$statuses") checked, $(grep -c '^429' "$statuses") refused by the throttle, $(grep -c '^503' "$statuses") turned away (all check slots busy); burst over in $took ms"
+  echo "   RSS: $idle KiB before, peak $peak KiB (peak - before: $(( (peak - idle) / 1024 )) MiB)"
+  echo "   bob signing in meanwhile (10 times): statuses $(cut -d' ' -f1 "$times" | sort | uniq -c | tr -s ' ' | tr '\n' ';'), slowest $(cut -d' ' -f2 "$times" | sort -n | tail -1) s"
+}
+burst "one address, one account (an attacker)" one
+burst "200 addresses, 200 accounts (a botnet)" many

@@ -381,3 +381,146 @@ fn hash_password_prints_an_argon2id_hash_that_users_yaml_accepts() {
         .unwrap();
     assert_eq!(empty.status.code(), Some(2), "no password, no hash");
 }
+
+/// Slowloris: a connection that sends part of its headers and then nothing is closed after
+/// the header-read timeout, and a full request on another connection is served meanwhile.
+#[tokio::test]
+async fn a_slow_client_is_cut_off_after_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    copy_examples(&tmp.path().join("m"));
+    let (_running, first) = spawn_standalone(&[
+        "--manifests".as_ref(),
+        tmp.path().join("m").as_os_str(),
+        "--state-dir".as_ref(),
+        tmp.path().join("state").as_os_str(),
+        "--header-read-timeout".as_ref(),
+        "1s".as_ref(),
+    ]);
+    let url = first
+        .split("issuer ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let addr = url.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /jwks HTTP/1.1\r\nHost: kauth\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let ok = reqwest::get(format!("{url}/jwks")).await.unwrap().status();
+    assert_eq!(ok, 200, "others are served while the slow client dawdles");
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+        .await
+        .expect("closed within the timeout, not held open");
+    assert!(matches!(read, Ok(0) | Err(_)), "the connection is closed: {read:?}");
+    let held = started.elapsed();
+    assert!(held >= Duration::from_millis(900), "not before the timeout: {held:?}");
+    eprintln!("a slow client was cut off after {held:?}");
+}
+
+/// No secret reaches the output: client secrets, passwords and a store URL's password are
+/// used, right and wrong, and then looked for in everything the process printed.
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifests = tmp.path().join("m");
+    copy_examples(&manifests);
+    let state = tmp.path().join("state");
+    let log = tmp.path().join("log");
+    let process = Command::new(env!("CARGO_BIN_EXE_kauth"))
+        .args([
+            "--log-format",
+            "json",
+            "standalone",
+            "--port",
+            "0",
+            "--ops-port",
+            "0",
+            "--manifests",
+        ])
+        .arg(&manifests)
+        .arg("--state-dir")
+        .arg(&state)
+        .env("RUST_LOG", "debug,hyper=info,sqlx=info")
+        .stdout(std::fs::File::create(tmp.path().join("out")).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let running = Running(process);
+    let out_path = tmp.path().join("out");
+    let url = loop {
+        let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if let Some(line) = out.lines().next().filter(|l| l.contains("listening on")) {
+            break line
+                .split("issuer ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let dir = state.join("secrets/shop/shop-backend-oauth");
+    let id = std::fs::read_to_string(dir.join("CLIENT_ID")).unwrap();
+    let secret = std::fs::read_to_string(dir.join("CLIENT_SECRET")).unwrap();
+    let http = reqwest::Client::new();
+    for attempt in [secret.as_str(), "wrong-secret-d0c5"] {
+        http.post(format!("{url}/token"))
+            .basic_auth(&id, Some(attempt))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+    }
+    http.post(format!("{url}/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &id),
+            ("client_secret", "posted-secret-7e1f"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    drop(running);
+    let store = Command::new(env!("CARGO_BIN_EXE_kauth"))
+        .args([
+            "standalone",
+            "--port",
+            "0",
+            "--ops-port",
+            "0",
+            "--store-url",
+            "postgres-typo://kauth:pg-pass-91b2@db/kauth",
+            "--state-dir",
+        ])
+        .arg(tmp.path().join("other"))
+        .output()
+        .unwrap();
+    assert!(!store.status.success());
+    let everything = format!(
+        "{}{}{}{}",
+        std::fs::read_to_string(&log).unwrap(),
+        std::fs::read_to_string(&out_path).unwrap(),
+        String::from_utf8_lossy(&store.stdout),
+        String::from_utf8_lossy(&store.stderr),
+    );
+    assert!(
+        everything.contains("postgres-typo"),
+        "the store error was printed: {everything}"
+    );
+    for leaked in [
+        secret.as_str(),
+        "wrong-secret-d0c5",
+        "posted-secret-7e1f",
+        "pg-pass-91b2",
+    ] {
+        assert!(!everything.contains(leaked), "{leaked} reached the output");
+    }
+}

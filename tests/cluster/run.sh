@@ -11,5 +11,5 @@ export KUBECONFIG
 [ -f "$state/sa.key" ] && export KAUTH_SA_SIGNING_KEY="$state/sa.key"
 export KAUTH_TOOLS=$(tests/cluster/tools.sh)
 cargo build --release --bin kauth
-export KAUTH_BIN="$PWD/target/release/kauth"
+export KAUTH_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/kauth"
 cargo test --test cluster -- --ignored --test-threads=1 "$@"
