@@ -173,24 +173,22 @@ fn crds_folder_matches_the_types() {
     );
 }
 
+/// `kauth --log-format json standalone` on `manifests`, on free ports.
+fn json_standalone(manifests: &Path, state: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kauth"));
+    cmd.args(["--log-format", "json", "standalone", "--port", "0", "--ops-port", "0"])
+        .arg("--manifests")
+        .arg(manifests)
+        .arg("--state-dir")
+        .arg(state);
+    cmd
+}
+
 #[test]
 fn json_logs_are_one_object_per_line() {
     let tmp = tempfile::tempdir().unwrap();
     copy_examples(&tmp.path().join("examples"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kauth"))
-        .args([
-            "--log-format",
-            "json",
-            "standalone",
-            "--port",
-            "0",
-            "--ops-port",
-            "0",
-            "--manifests",
-        ])
-        .arg(tmp.path().join("examples"))
-        .arg("--state-dir")
-        .arg(tmp.path().join("state"))
+    let mut child = json_standalone(&tmp.path().join("examples"), &tmp.path().join("state"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -432,20 +430,7 @@ async fn secrets_never_reach_the_logs() {
     copy_examples(&manifests);
     let state = tmp.path().join("state");
     let log = tmp.path().join("log");
-    let process = Command::new(env!("CARGO_BIN_EXE_kauth"))
-        .args([
-            "--log-format",
-            "json",
-            "standalone",
-            "--port",
-            "0",
-            "--ops-port",
-            "0",
-            "--manifests",
-        ])
-        .arg(&manifests)
-        .arg("--state-dir")
-        .arg(&state)
+    let process = json_standalone(&manifests, &state)
         .env("RUST_LOG", "debug,hyper=info,sqlx=info")
         .stdout(std::fs::File::create(tmp.path().join("out")).unwrap())
         .stderr(std::fs::File::create(&log).unwrap())
