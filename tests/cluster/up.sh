@@ -7,7 +7,7 @@ STATE=$(mkdir -p "${1:?usage: up.sh STATE_DIR}" && cd "$1" && pwd)
 if [ -n "${KUBECONFIG:-}" ]; then echo "$KUBECONFIG"; exit 0; fi
 here=$(cd "$(dirname "$0")" && pwd)
 APISERVER=$("$here/build-apiserver.sh")
-command -v etcd >/dev/null || { apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null; }
+"$(dirname "$0")/../ensure-packages.sh" etcd-server openssl curl
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 ETCD_PORT=$(free_port); ETCD_PEER_PORT=$(free_port); API_PORT=$(free_port)

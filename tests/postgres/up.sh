@@ -4,9 +4,10 @@
 # server runs as the `postgres` user that Debian's package creates.
 set -euo pipefail
 dir=${1:?usage: up.sh DIR}
+"$(dirname "$0")/../ensure-packages.sh" postgresql python3
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
-  echo "PostgreSQL server binaries not found: apt-get install postgresql (or set KAUTH_TEST_POSTGRES_URL)" >&2
+  echo "PostgreSQL server binaries not found (or set KAUTH_TEST_POSTGRES_URL)" >&2
   exit 1
 fi
 as_owner=()
