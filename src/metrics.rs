@@ -63,6 +63,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ReconcileErrorLabels, Counter>,
     /// Clients the provider currently serves.
     pub registered_clients: Gauge,
+    /// 1 while the grant store answers, 0 while it does not (checked every second).
+    pub store_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -83,6 +85,12 @@ impl Metrics {
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let reconcile_errors = Family::<ReconcileErrorLabels, Counter>::default();
         let registered_clients = Gauge::default();
+        let store_up = Gauge::default();
+        registry.register(
+            "store_up",
+            "1 while the grant store answers within its deadline, else 0",
+            store_up.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -117,6 +125,7 @@ impl Metrics {
             reconciles,
             reconcile_errors,
             registered_clients,
+            store_up,
         }
     }
 

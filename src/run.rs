@@ -157,11 +157,13 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         tasks.push(Box::pin(lead_while_holding(ctx, leading, shutdown.clone())));
     }
     let server = if cfg.provider {
-        let store = match &cfg.store_url {
-            Some(url) => GrantStore::open(url).await,
-            None => GrantStore::open_file(&cfg.state_dir).await,
-        }
-        .map_err(|e| RunError(e.to_string()))?;
+        let url = match &cfg.store_url {
+            Some(url) => url.clone(),
+            None => GrantStore::file_url(&cfg.state_dir).map_err(|e| RunError(e.to_string()))?,
+        };
+        let store = GrantStore::open_with_deadline(&url, cfg.serve.store_timeout)
+            .await
+            .map_err(|e| RunError(e.to_string()))?;
         let bind = async |address: &str| {
             TcpListener::bind(address)
                 .await

@@ -628,11 +628,13 @@ pub async fn run(
         cfg.issuer = Issuer::parse(&format!("http://{addr}")).map_err(StandaloneError)?;
     }
     private_dir(&cfg.state_dir)?;
-    let store = match &store_url {
-        Some(url) => GrantStore::open(url).await,
-        None => GrantStore::open_file(&cfg.state_dir).await,
-    }
-    .map_err(|e| StandaloneError(e.to_string()))?;
+    let url = match store_url {
+        Some(url) => url,
+        None => GrantStore::file_url(&cfg.state_dir).map_err(|e| StandaloneError(e.to_string()))?,
+    };
+    let store = GrantStore::open_with_deadline(&url, opts.store_timeout)
+        .await
+        .map_err(|e| StandaloneError(e.to_string()))?;
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::new());
     let first = cfg.pass(Timestamp::now())?;

@@ -41,7 +41,7 @@ fn authorize(p: &TestProvider, prompt: &str) -> String {
 
 /// Signs `user` in to shop.web and redeems the code: (access token, refresh token).
 async fn tokens_for(p: &TestProvider, browser: &Browser, user: (&str, &str)) -> (String, String) {
-    let back = browser.sign_in(p, &authorize(p, ""), user).await;
+    let back = browser.sign_in(&p.url, &authorize(p, ""), user).await;
     let code = param(&back, "code").unwrap_or_else(|| panic!("{back}"));
     let (id, secret) = p.credentials("shop", "web");
     let r = support::rp_http()

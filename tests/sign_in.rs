@@ -84,7 +84,9 @@ async fn a_confidential_client_signs_a_person_in_and_the_relying_party_validates
         .set_pkce_challenge(challenge)
         .url();
     let browser = Browser::new();
-    let back = browser.sign_in(&p, auth_url.as_str(), ("alice", "wonderland")).await;
+    let back = browser
+        .sign_in(&p.url, auth_url.as_str(), ("alice", "wonderland"))
+        .await;
     assert!(back.as_str().starts_with(WEB_CB), "{back}");
     assert_eq!(param(&back, "state").as_deref(), Some(csrf.secret().as_str()));
     assert_eq!(param(&back, "iss").as_deref(), Some(p.url.as_str()), "RFC 9207");
@@ -235,7 +237,7 @@ async fn a_public_client_needs_pkce_s256_and_gets_tokens_without_a_secret() {
         )
         .set_pkce_challenge(challenge)
         .url();
-    let back = browser.sign_in(&p, auth_url.as_str(), ("bob", "builder")).await;
+    let back = browser.sign_in(&p.url, auth_url.as_str(), ("bob", "builder")).await;
     let code = param(&back, "code").unwrap();
     let tokens = rp
         .exchange_code(AuthorizationCode::new(code))
@@ -361,7 +363,7 @@ async fn code_for_web(p: &TestProvider, browser: &Browser) -> (String, String) {
         urlencode(WEB_CB),
         challenge.as_str()
     );
-    let back = browser.sign_in(p, &url, ("alice", "wonderland")).await;
+    let back = browser.sign_in(&p.url, &url, ("alice", "wonderland")).await;
     (param(&back, "code").unwrap(), verifier.secret().clone())
 }
 
@@ -870,7 +872,7 @@ spec:
         )
         .url();
     let back = Browser::new()
-        .sign_in(&p, auth_url.as_str(), ("alice", "wonderland"))
+        .sign_in(&p.url, auth_url.as_str(), ("alice", "wonderland"))
         .await;
     let tokens = rp
         .exchange_code(AuthorizationCode::new(param(&back, "code").unwrap()))

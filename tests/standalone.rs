@@ -509,3 +509,171 @@ async fn secrets_never_reach_the_logs() {
         assert!(!everything.contains(leaked), "{leaked} reached the output");
     }
 }
+
+/// A PostgreSQL of the test's own (tests/postgres/up.sh), which it can freeze and thaw.
+struct OwnPostgres {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl OwnPostgres {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let up = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/postgres/up.sh"))
+            .arg(dir.path().join("pg"))
+            .output()
+            .unwrap();
+        assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+        let url = String::from_utf8(up.stdout).unwrap().trim().to_string();
+        Self { dir, url }
+    }
+
+    /// Sends `signal` to the server and every backend: STOP freezes it (connections hang
+    /// rather than fail), CONT thaws it.
+    fn signal(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.path().join("pg/data/postmaster.pid")).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_string();
+        let children = Command::new("pgrep").args(["-P", &pid]).output().unwrap().stdout;
+        let children = String::from_utf8(children).unwrap();
+        for p in std::iter::once(pid.as_str()).chain(children.split_whitespace()) {
+            Command::new("kill").args([&format!("-{signal}"), p]).status().unwrap();
+        }
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/postgres/down.sh"))
+            .arg(self.dir.path().join("pg"))
+            .status();
+    }
+}
+
+/// The grant store frozen: everything that needs it answers 503 with Retry-After within the
+/// store deadline instead of hanging; what does not need it goes on; the store health says
+/// so; and once the database thaws, the same refresh token works without a restart.
+#[tokio::test]
+async fn a_frozen_store_fails_fast_and_recovers_without_a_restart() {
+    let pg = OwnPostgres::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (manifests, state) = (tmp.path().join("m"), tmp.path().join("state"));
+    copy_examples(&manifests);
+    let (_running, first) = spawn_standalone(&[
+        "--manifests".as_ref(),
+        manifests.as_os_str(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--store-url".as_ref(),
+        pg.url.as_ref(),
+        "--store-timeout".as_ref(),
+        "1s".as_ref(),
+    ]);
+    let url = first
+        .split("issuer ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let ops = first
+        .split("health and metrics on ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
+    let browser = support::browser::Browser::new();
+    let authorize = format!(
+        "{url}/authorize?client_id=shop.shop-web&response_type=code&scope=openid&state=s&redirect_uri=http%3A%2F%2F127.0.0.1%3A8400%2Fcallback"
+    );
+    let back = browser
+        .sign_in(&url, &authorize, ("alice", "alice-demo-password"))
+        .await;
+    let code = support::browser::param(&back, "code").unwrap();
+    let web = state.join("secrets/shop/shop-web-oauth");
+    let web = (
+        std::fs::read_to_string(web.join("CLIENT_ID")).unwrap(),
+        std::fs::read_to_string(web.join("CLIENT_SECRET")).unwrap(),
+    );
+    let post = |path: &'static str, form: Vec<(&'static str, String)>| {
+        let (url, web) = (url.clone(), web.clone());
+        async move {
+            let started = Instant::now();
+            let r = reqwest::Client::new()
+                .post(format!("{url}{path}"))
+                .basic_auth(&web.0, Some(&web.1))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (status, body, retry, started.elapsed())
+        }
+    };
+    let (status, tokens, _, _) = post(
+        "/token",
+        vec![
+            ("grant_type", "authorization_code".into()),
+            ("code", code),
+            ("redirect_uri", "http://127.0.0.1:8400/callback".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+
+    pg.signal("STOP");
+    let (status, body, retry, took) = post(
+        "/token",
+        vec![
+            ("grant_type", "refresh_token".into()),
+            ("refresh_token", refresh.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{body}"
+    );
+    assert_eq!(retry.as_deref(), Some("2"));
+    assert!(took < Duration::from_secs(3), "failed fast: {took:?}");
+    eprintln!("a refresh against a frozen store answered 503 after {took:?}");
+    let (status, body, retry, _) = post("/revoke", vec![("token", refresh.clone())]).await;
+    assert_eq!((status, retry.as_deref()), (503, Some("2")), "{body}");
+    // What needs no store goes on: client_credentials and readiness.
+    let (status, _) = token(&url, &state, "orders.read").await;
+    assert_eq!(status, 200, "client_credentials needs no store");
+    assert_eq!(reqwest::get(format!("{ops}/readyz")).await.unwrap().status(), 200);
+    wait_up_to(
+        Duration::from_secs(5),
+        "the store's health says it is down",
+        async || reqwest::get(format!("{ops}/readyz/store")).await.unwrap().status() == 503,
+    )
+    .await;
+    let metrics = reqwest::get(format!("{ops}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("kauth_store_up 0"), "{metrics}");
+
+    pg.signal("CONT");
+    wait_up_to(Duration::from_secs(5), "the store's health recovers", async || {
+        reqwest::get(format!("{ops}/readyz/store")).await.unwrap().status() == 200
+    })
+    .await;
+    let (status, body, _, _) = post(
+        "/token",
+        vec![("grant_type", "refresh_token".into()), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "the same refresh token works once the store is back: {body}"
+    );
+}

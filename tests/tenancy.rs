@@ -316,7 +316,7 @@ spec:
     let browser = Browser::new();
     let back = browser
         .sign_in(
-            &p,
+            &p.url,
             &authorize("https://one.example.com/cb", ""),
             ("alice", "wonderland"),
         )
@@ -504,7 +504,7 @@ spec:
         "{}/authorize?client_id=shop.web&response_type=code&scope=openid&state=s&redirect_uri=https%3A%2F%2Fshop.example.com%2Fcb",
         p.url
     );
-    let back = Browser::new().sign_in(&p, &url, ("alice", "wonderland")).await;
+    let back = Browser::new().sign_in(&p.url, &url, ("alice", "wonderland")).await;
     let code = param(&back, "code").unwrap();
     let form = [
         ("grant_type", "authorization_code"),

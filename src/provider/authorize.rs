@@ -172,8 +172,13 @@ pub async fn authorize(State(state): State<ProviderState>, request: Request) -> 
     match step.await {
         Ok(r) => r,
         Err(e) => {
+            // The store did not answer (in time): RFC 6749's own word for it, so the app can
+            // tell the person to try again.
             tracing::error!(error = %e, "authorization request failed");
-            back.error("server_error", "the server could not complete the request")
+            back.error(
+                "temporarily_unavailable",
+                "signing in is not possible right now; try again shortly",
+            )
         }
     }
 }

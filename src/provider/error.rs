@@ -71,7 +71,7 @@ impl OAuthError {
     pub fn invalid_target(d: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_target", d)
     }
-    /// `temporarily_unavailable` (503).
+    /// `temporarily_unavailable` (503, with `Retry-After`).
     pub fn unavailable(d: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", d)
     }
@@ -114,6 +114,9 @@ pub fn no_store(response: &mut Response) {
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
+/// What `Retry-After` says on every 503.
+pub const RETRY_AFTER_SECONDS: &str = "2";
+
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let mut response = (
@@ -141,6 +144,12 @@ impl IntoResponse for OAuthError {
             if let Ok(v) = HeaderValue::from_str(&challenge) {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // The store or the keys come back on their own: tell clients when to try again.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
         }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             response

@@ -157,7 +157,7 @@ pub async fn revoke(State(state): State<ProviderState>, method: Method, headers:
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, "cannot persist a revocation");
-                    OAuthError::server_error()
+                    OAuthError::unavailable("the grant store is unavailable; retry shortly")
                 })?;
             tracing::info!(client_id = %caller.client_id, jti = %claims.jti, "access token revoked");
         }

@@ -114,6 +114,8 @@ pub struct ProviderState {
     /// Namespaces the platform declared first-party: their clients identify people without
     /// asking (set by kauth's own flags, never by an app team's object).
     pub first_party_namespaces: Arc<HashSet<String>>,
+    /// Whether the grant store answered its last check (every second): `/readyz/store`.
+    pub store_up: Arc<std::sync::atomic::AtomicBool>,
     /// Their discovery documents.
     upstream: Arc<federation::UpstreamMetadata>,
 }
@@ -140,6 +142,7 @@ impl ProviderState {
             password_checks: PasswordChecks::default(),
             connectors: Arc::default(),
             first_party_namespaces: Arc::default(),
+            store_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             upstream: Arc::default(),
         })
     }
@@ -151,9 +154,15 @@ impl ProviderState {
         let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
-            if let Err(e) = self.revocations.sync(now()).await {
-                tracing::warn!(error = %e, "cannot read revocations from the grant store");
-            }
+            let up = match self.revocations.sync(now()).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read revocations from the grant store");
+                    false
+                }
+            };
+            self.metrics.store_up.set(up as i64);
+            self.store_up.store(up, std::sync::atomic::Ordering::Relaxed);
             if ticks.is_multiple_of(60) {
                 self.end_grants_of_deleted_clients().await;
                 self.end_access_of_people_who_left().await;
@@ -289,6 +298,7 @@ pub fn ops_router(state: ProviderState) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/readyz/store", get(ops::store_ready))
         .route("/metrics", get(ops::metrics))
         .with_state(state)
 }

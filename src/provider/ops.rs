@@ -24,6 +24,21 @@ pub async fn readyz(State(state): State<ProviderState>) -> Response {
     }
 }
 
+/// GET /readyz/store: the grant store answers. Kept apart from `/readyz` on purpose: without
+/// the store, client_credentials, introspection and discovery still work, so a replica must
+/// not leave its Service; this tells operators (and sign-in routing) that stateful grants fail.
+pub async fn store_ready(State(state): State<ProviderState>) -> Response {
+    if state.store_up.load(std::sync::atomic::Ordering::Relaxed) {
+        "grant store answers".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the grant store does not answer: sign-in, codes, refresh and revocation fail fast with 503",
+        )
+            .into_response()
+    }
+}
+
 /// GET /metrics: OpenMetrics text.
 pub async fn metrics(State(state): State<ProviderState>) -> Response {
     let mut response = state.metrics.render().into_response();

@@ -27,7 +27,8 @@ use tower::ServiceExt;
 /// How long in-flight requests may take to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Limits and trust settings of the listeners (the same flags in both modes).
+/// Limits and trust settings of the listeners and the grant store (the same flags in both
+/// modes).
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeOptions {
     /// How long a client has to send a request's headers; a keep-alive connection idle this
@@ -47,6 +48,10 @@ pub struct ServeOptions {
     /// Most password checks at once (each holds ~19 MiB); default: sized from the memory limit.
     #[arg(long, env = "KAUTH_MAX_PASSWORD_CHECKS")]
     pub max_password_checks: Option<usize>,
+    /// Longest a grant-store operation may take (waiting for a connection included) before the
+    /// request fails fast with 503.
+    #[arg(long, env = "KAUTH_STORE_TIMEOUT", default_value = "2s", value_parser = crate::validation::parse_duration)]
+    pub store_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -57,6 +62,7 @@ impl Default for ServeOptions {
             max_connections: 4096,
             trusted_proxies: Vec::new(),
             max_password_checks: None,
+            store_timeout: crate::store::DEFAULT_DEADLINE,
         }
     }
 }

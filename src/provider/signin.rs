@@ -70,10 +70,15 @@ fn client_label(state: &ProviderState, client_id: &str) -> String {
 
 fn unavailable(e: StoreError) -> Response {
     tracing::error!(error = %e, "grant store unavailable during sign-in");
-    pages::error(
+    let mut page = pages::error(
         StatusCode::SERVICE_UNAVAILABLE,
         "Signing in is not possible right now. Try again shortly.",
-    )
+    );
+    page.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static(super::error::RETRY_AFTER_SECONDS),
+    );
+    page
 }
 
 /// GET /login?request=ID

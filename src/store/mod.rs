@@ -48,6 +48,8 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
     #[error("grant store URL scheme {0:?} is not supported: use sqlite://<file> or postgres://...")]
     Url(String),
+    #[error("grant store did not answer within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -139,12 +141,23 @@ pub struct Revocation {
 #[derive(Clone, Debug)]
 pub struct GrantStore {
     pool: AnyPool,
+    /// Longest any operation may take, waiting for a connection included: a stopped or frozen
+    /// database makes requests fail fast (503) instead of hanging.
+    deadline: std::time::Duration,
 }
+
+/// Default for [`GrantStore::open_with_deadline`].
+pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl GrantStore {
     /// Connects to `url` (`sqlite://<file>`, created when missing, or `postgres://...`) and
-    /// applies the schema.
+    /// applies the schema; every operation then takes at most [`DEFAULT_DEADLINE`].
     pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with_deadline(url, DEFAULT_DEADLINE).await
+    }
+
+    /// As [`GrantStore::open`], with every operation bounded by `deadline`.
+    pub async fn open_with_deadline(url: &str, deadline: std::time::Duration) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let (url, connections) = if let Some(path) = url.strip_prefix("sqlite://") {
             // SQLite takes one writer at a time. Several connections would wait for its lock
@@ -160,7 +173,11 @@ impl GrantStore {
             let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
             return Err(StoreError::Url(scheme.chars().take(32).collect()));
         };
-        let pool = AnyPoolOptions::new().max_connections(connections).connect(&url).await?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(connections)
+            .acquire_timeout(deadline)
+            .connect(&url)
+            .await?;
         let migrations = MIGRATIONS
             .iter()
             .map(|(version, name, sql)| {
@@ -174,20 +191,44 @@ impl GrantStore {
             })
             .collect();
         Migrator::with_migrations(migrations).run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, deadline })
+    }
+
+    /// Runs one operation within the deadline.
+    async fn bounded<T>(&self, operation: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout(self.deadline, operation)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(self.deadline)))
+    }
+
+    /// Answers when the store can be reached: a cheap query within the deadline.
+    pub async fn ping(&self) -> Result<()> {
+        self.bounded(async {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Opens a SQLite store in `dir/grants.db`.
     pub async fn open_file(dir: &std::path::Path) -> Result<Self> {
+        Self::open(&Self::file_url(dir)?).await
+    }
+
+    /// The URL of the SQLite store in `dir/grants.db` (the folder is created).
+    pub fn file_url(dir: &std::path::Path) -> Result<String> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Sql(sqlx::Error::Io(e)))?;
-        Self::open(&format!("sqlite://{}", dir.join("grants.db").display())).await
+        Ok(format!("sqlite://{}", dir.join("grants.db").display()))
     }
 
     // ---- pending sign-ins -------------------------------------------------------------
 
     /// Stores a pending `/authorize` request under `id` until `expires_at`.
     pub async fn put_auth_request(&self, id: &str, pending: &PendingRequest, expires_at: i64) -> Result<()> {
-        sqlx::query("INSERT INTO auth_requests (id, browser, csrf, request, expires_at) VALUES ($1, $2, $3, $4, $5)")
+        self.bounded(async {
+            sqlx::query(
+                "INSERT INTO auth_requests (id, browser, csrf, request, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            )
             .bind(id)
             .bind(&pending.browser)
             .bind(&pending.csrf)
@@ -195,252 +236,297 @@ impl GrantStore {
             .bind(expires_at)
             .execute(&self.pool)
             .await?;
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     /// The pending request `id`, unless it expired or was finished.
     pub async fn auth_request(&self, id: &str, now: i64) -> Result<Option<PendingRequest>> {
-        let row = sqlx::query("SELECT browser, csrf, request FROM auth_requests WHERE id = $1 AND expires_at > $2")
-            .bind(id)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| PendingRequest {
-            browser: r.get("browser"),
-            csrf: r.get("csrf"),
-            request: r.get("request"),
-        }))
+        self.bounded(async {
+            let row = sqlx::query("SELECT browser, csrf, request FROM auth_requests WHERE id = $1 AND expires_at > $2")
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.map(|r| PendingRequest {
+                browser: r.get("browser"),
+                csrf: r.get("csrf"),
+                request: r.get("request"),
+            }))
+        })
+        .await
     }
 
     /// Ends the pending request `id`; true only for the one caller that ended it.
     pub async fn finish_auth_request(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM auth_requests WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        self.bounded(async {
+            let done = sqlx::query("DELETE FROM auth_requests WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
     }
 
     // ---- sessions and people ----------------------------------------------------------
 
     /// Starts a session (`id` is the cookie's digest).
     pub async fn create_session(&self, id: &str, session: &Session, expires_at: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO sessions (id, subject, auth_time, credential, expires_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id)
-        .bind(&session.subject)
-        .bind(session.auth_time)
-        .bind(&session.credential)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.bounded(async {
+            sqlx::query(
+                "INSERT INTO sessions (id, subject, auth_time, credential, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id)
+            .bind(&session.subject)
+            .bind(session.auth_time)
+            .bind(&session.credential)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// The live session `id`.
     pub async fn session(&self, id: &str, now: i64) -> Result<Option<Session>> {
-        let row = sqlx::query("SELECT subject, auth_time, credential FROM sessions WHERE id = $1 AND expires_at > $2")
-            .bind(id)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| Session {
-            subject: r.get("subject"),
-            auth_time: r.get("auth_time"),
-            credential: r.get("credential"),
-        }))
+        self.bounded(async {
+            let row =
+                sqlx::query("SELECT subject, auth_time, credential FROM sessions WHERE id = $1 AND expires_at > $2")
+                    .bind(id)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            Ok(row.map(|r| Session {
+                subject: r.get("subject"),
+                auth_time: r.get("auth_time"),
+                credential: r.get("credential"),
+            }))
+        })
+        .await
     }
 
     /// Ends the session `id`.
     pub async fn end_session(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.bounded(async {
+            sqlx::query("DELETE FROM sessions WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// The people who hold something live: each (subject, credential) of a session, and each
     /// subject of a live refresh family (credential `None`).
     pub async fn people_holding_grants(&self, now: i64) -> Result<Vec<(String, Option<String>)>> {
-        let sessions = sqlx::query("SELECT DISTINCT subject, credential FROM sessions WHERE expires_at > $1")
+        self.bounded(async {
+            let sessions = sqlx::query("SELECT DISTINCT subject, credential FROM sessions WHERE expires_at > $1")
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+            let families = sqlx::query(
+                "SELECT DISTINCT subject FROM refresh_families WHERE revoked_at IS NULL AND expires_at > $1 AND subject <> ''",
+            )
             .bind(now)
             .fetch_all(&self.pool)
             .await?;
-        let families = sqlx::query(
-            "SELECT DISTINCT subject FROM refresh_families WHERE revoked_at IS NULL AND expires_at > $1 AND subject <> ''",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(sessions
-            .iter()
-            .map(|r| (r.get("subject"), Some(r.get("credential"))))
-            .chain(families.iter().map(|r| (r.get("subject"), None)))
-            .collect())
+            Ok(sessions
+                .iter()
+                .map(|r| (r.get("subject"), Some(r.get("credential"))))
+                .chain(families.iter().map(|r| (r.get("subject"), None)))
+                .collect())
+        })
+        .await
     }
 
     /// Ends `subject`'s sessions started with `credential` (every session when None).
     pub async fn end_sessions_of(&self, subject: &str, credential: Option<&str>) -> Result<u64> {
-        let done = match credential {
-            Some(c) => {
-                sqlx::query("DELETE FROM sessions WHERE subject = $1 AND credential = $2")
-                    .bind(subject)
-                    .bind(c)
-                    .execute(&self.pool)
-                    .await?
-            }
-            None => {
-                sqlx::query("DELETE FROM sessions WHERE subject = $1")
-                    .bind(subject)
-                    .execute(&self.pool)
-                    .await?
-            }
-        };
-        Ok(done.rows_affected())
+        self.bounded(async {
+            let done = match credential {
+                Some(c) => {
+                    sqlx::query("DELETE FROM sessions WHERE subject = $1 AND credential = $2")
+                        .bind(subject)
+                        .bind(c)
+                        .execute(&self.pool)
+                        .await?
+                }
+                None => {
+                    sqlx::query("DELETE FROM sessions WHERE subject = $1")
+                        .bind(subject)
+                        .execute(&self.pool)
+                        .await?
+                }
+            };
+            Ok(done.rows_affected())
+        })
+        .await
     }
 
     /// Revokes every live refresh family of `subject` with the access tokens they issued
     /// (a person who left); returns those access tokens.
     pub async fn revoke_families_of_person(&self, subject: &str, now: i64) -> Result<Vec<Issued>> {
-        let mut tx = self.pool.begin().await?;
-        let families = sqlx::query(
-            "UPDATE refresh_families SET revoked_at = $1 WHERE subject = $2 AND revoked_at IS NULL RETURNING id",
-        )
-        .bind(now)
-        .bind(subject)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut revoked = Vec::new();
-        for family in families {
-            revoked.extend(family_access_tokens(&mut tx, &family.get::<String, _>("id")).await?);
-        }
-        for r in &revoked {
-            insert_revocation(&mut tx, r, now).await?;
-        }
-        tx.commit().await?;
-        Ok(revoked)
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            let families = sqlx::query(
+                "UPDATE refresh_families SET revoked_at = $1 WHERE subject = $2 AND revoked_at IS NULL RETURNING id",
+            )
+            .bind(now)
+            .bind(subject)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut revoked = Vec::new();
+            for family in families {
+                revoked.extend(family_access_tokens(&mut tx, &family.get::<String, _>("id")).await?);
+            }
+            for r in &revoked {
+                insert_revocation(&mut tx, r, now).await?;
+            }
+            tx.commit().await?;
+            Ok(revoked)
+        })
+        .await
     }
 
     /// Records a person's current claims (a JSON object).
     pub async fn save_subject(&self, subject: &str, claims: &serde_json::Value, now: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO subjects (subject, claims, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (subject) DO UPDATE SET claims = excluded.claims, updated_at = excluded.updated_at",
-        )
-        .bind(subject)
-        .bind(claims.to_string())
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.bounded(async {
+            sqlx::query(
+                "INSERT INTO subjects (subject, claims, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (subject) DO UPDATE SET claims = excluded.claims, updated_at = excluded.updated_at",
+            )
+            .bind(subject)
+            .bind(claims.to_string())
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// A person's claims as last recorded.
     pub async fn subject(&self, subject: &str) -> Result<Option<serde_json::Value>> {
-        let row = sqlx::query("SELECT claims FROM subjects WHERE subject = $1")
-            .bind(subject)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(r) => Some(serde_json::from_str(&r.get::<String, _>("claims"))?),
-            None => None,
+        self.bounded(async {
+            let row = sqlx::query("SELECT claims FROM subjects WHERE subject = $1")
+                .bind(subject)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(match row {
+                Some(r) => Some(serde_json::from_str(&r.get::<String, _>("claims"))?),
+                None => None,
+            })
         })
+        .await
     }
 
     /// The scopes `subject` allowed the client object `client_uid` before; None when the
     /// person never approved it at all.
     pub async fn consent(&self, subject: &str, client_uid: &str) -> Result<Option<Vec<String>>> {
-        let row = sqlx::query("SELECT scopes FROM consents WHERE subject = $1 AND client_uid = $2")
-            .bind(subject)
-            .bind(client_uid)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| {
-            r.get::<String, _>("scopes")
-                .split_whitespace()
-                .map(str::to_string)
-                .collect()
-        }))
+        self.bounded(async {
+            let row = sqlx::query("SELECT scopes FROM consents WHERE subject = $1 AND client_uid = $2")
+                .bind(subject)
+                .bind(client_uid)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.map(|r| {
+                r.get::<String, _>("scopes")
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect()
+            }))
+        })
+        .await
     }
 
     /// Remembers that `subject` allowed the client object `client_uid` these scopes
     /// (replacing what it allowed).
     pub async fn remember_consent(&self, subject: &str, client_uid: &str, scopes: &[String], now: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO consents (subject, client_uid, scopes, granted_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (subject, client_uid) DO UPDATE SET scopes = excluded.scopes, granted_at = excluded.granted_at",
-        )
-        .bind(subject)
-        .bind(client_uid)
-        .bind(scopes.join(" "))
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.bounded(async {
+            sqlx::query(
+                "INSERT INTO consents (subject, client_uid, scopes, granted_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (subject, client_uid) DO UPDATE SET scopes = excluded.scopes, granted_at = excluded.granted_at",
+            )
+            .bind(subject)
+            .bind(client_uid)
+            .bind(scopes.join(" "))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     // ---- authorization codes ----------------------------------------------------------
 
     /// Stores a new code (`id` is its digest).
     pub async fn insert_code(&self, id: &str, grant: &Grant, expires_at: i64) -> Result<()> {
-        sqlx::query("INSERT INTO codes (id, client_id, grant_data, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(id)
-            .bind(&grant.client_id)
-            .bind(serde_json::to_string(grant)?)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.bounded(async {
+            sqlx::query("INSERT INTO codes (id, client_id, grant_data, expires_at) VALUES ($1, $2, $3, $4)")
+                .bind(id)
+                .bind(&grant.client_id)
+                .bind(serde_json::to_string(grant)?)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Redeems the code `id` once. `issue` is the access token the caller will issue, recorded
     /// in the same statement so that a replay, however soon, revokes it.
     pub async fn redeem_code(&self, id: &str, now: i64, issue: &Issued) -> Result<Redemption> {
-        let first = sqlx::query(
-            "UPDATE codes SET redeemed_at = $1, access_jti = $2, access_exp = $3 \
-             WHERE id = $4 AND redeemed_at IS NULL AND expires_at > $1 RETURNING grant_data",
-        )
-        .bind(now)
-        .bind(&issue.jti)
-        .bind(issue.exp)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = first {
-            return Ok(Redemption::Granted(serde_json::from_str(
-                &row.get::<String, _>("grant_data"),
-            )?));
-        }
-        // Not redeemable: a replay if it was redeemed before. Marking it takes the row lock, so
-        // a family being started for it is either visible here or refused after.
-        let mut tx = self.pool.begin().await?;
-        let replay = sqlx::query(
-            "UPDATE codes SET family = COALESCE(family, '-') WHERE id = $1 AND redeemed_at IS NOT NULL \
-             RETURNING family, access_jti, access_exp",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = replay else {
-            return Ok(Redemption::Invalid);
-        };
-        let mut revoked = issued(&row);
-        let family: String = row.get("family");
-        if family != "-" {
-            for issued in revoke_family(&mut tx, &family, now).await? {
-                // The family's first token records the code's access token again.
-                if !revoked.contains(&issued) {
-                    revoked.push(issued);
+        self.bounded(async {
+            let first = sqlx::query(
+                "UPDATE codes SET redeemed_at = $1, access_jti = $2, access_exp = $3 \
+                 WHERE id = $4 AND redeemed_at IS NULL AND expires_at > $1 RETURNING grant_data",
+            )
+            .bind(now)
+            .bind(&issue.jti)
+            .bind(issue.exp)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = first {
+                return Ok(Redemption::Granted(serde_json::from_str(
+                    &row.get::<String, _>("grant_data"),
+                )?));
+            }
+            // Not redeemable: a replay if it was redeemed before. Marking it takes the row lock, so
+            // a family being started for it is either visible here or refused after.
+            let mut tx = self.pool.begin().await?;
+            let replay = sqlx::query(
+                "UPDATE codes SET family = COALESCE(family, '-') WHERE id = $1 AND redeemed_at IS NOT NULL \
+                 RETURNING family, access_jti, access_exp",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = replay else {
+                return Ok(Redemption::Invalid);
+            };
+            let mut revoked = issued(&row);
+            let family: String = row.get("family");
+            if family != "-" {
+                for issued in revoke_family(&mut tx, &family, now).await? {
+                    // The family's first token records the code's access token again.
+                    if !revoked.contains(&issued) {
+                        revoked.push(issued);
+                    }
                 }
             }
-        }
-        for r in &revoked {
-            insert_revocation(&mut tx, r, now).await?;
-        }
-        tx.commit().await?;
-        Ok(Redemption::Replayed(revoked))
+            for r in &revoked {
+                insert_revocation(&mut tx, r, now).await?;
+            }
+            tx.commit().await?;
+            Ok(Redemption::Replayed(revoked))
+        })
+        .await
     }
 
     /// Starts the refresh family `family` for the redeemed code `code`, with its first token
@@ -454,41 +540,44 @@ impl GrantStore {
         refresh_exp: i64,
         family_exp: i64,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let claimed = sqlx::query("UPDATE codes SET family = $1 WHERE id = $2 AND family IS NULL")
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            let claimed = sqlx::query("UPDATE codes SET family = $1 WHERE id = $2 AND family IS NULL")
+                .bind(family)
+                .bind(code)
+                .execute(&mut *tx)
+                .await?;
+            if claimed.rows_affected() != 1 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO refresh_families (id, client_id, client_uid, subject, grant_data, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
             .bind(family)
+            .bind(&grant.client_id)
+            .bind(&grant.client_uid)
+            .bind(&grant.subject)
+            .bind(serde_json::to_string(grant)?)
+            .bind(family_exp)
+            .execute(&mut *tx)
+            .await?;
+            // The first refresh token carries the access token the code issued, so revoking the
+            // family (reuse, deletion of the client) revokes that one too.
+            sqlx::query(
+                "INSERT INTO refresh_tokens (id, family, access_jti, access_exp, expires_at) \
+                 SELECT $1, $2, access_jti, access_exp, $3 FROM codes WHERE id = $4",
+            )
+            .bind(refresh)
+            .bind(family)
+            .bind(refresh_exp)
             .bind(code)
             .execute(&mut *tx)
             .await?;
-        if claimed.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO refresh_families (id, client_id, client_uid, subject, grant_data, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(family)
-        .bind(&grant.client_id)
-        .bind(&grant.client_uid)
-        .bind(&grant.subject)
-        .bind(serde_json::to_string(grant)?)
-        .bind(family_exp)
-        .execute(&mut *tx)
-        .await?;
-        // The first refresh token carries the access token the code issued, so revoking the
-        // family (reuse, deletion of the client) revokes that one too.
-        sqlx::query(
-            "INSERT INTO refresh_tokens (id, family, access_jti, access_exp, expires_at) \
-             SELECT $1, $2, access_jti, access_exp, $3 FROM codes WHERE id = $4",
-        )
-        .bind(refresh)
-        .bind(family)
-        .bind(refresh_exp)
-        .bind(code)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
     }
 
     /// Uses the refresh token `id` of the client object `client` once and stores its
@@ -502,87 +591,93 @@ impl GrantStore {
         next: (&str, i64),
         issue: &Issued,
     ) -> Result<RefreshUse> {
-        let mut tx = self.pool.begin().await?;
-        let current = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND expires_at > $1 \
-             AND family IN (SELECT id FROM refresh_families WHERE client_id = $3 AND client_uid = $4) RETURNING family",
-        )
-        .bind(now)
-        .bind(id)
-        .bind(client.id)
-        .bind(client.uid)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = current {
-            let family: String = row.get("family");
-            let live = sqlx::query(
-                "SELECT grant_data FROM refresh_families WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            let current = sqlx::query(
+                "UPDATE refresh_tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND expires_at > $1 \
+                 AND family IN (SELECT id FROM refresh_families WHERE client_id = $3 AND client_uid = $4) RETURNING family",
             )
-            .bind(&family)
             .bind(now)
+            .bind(id)
+            .bind(client.id)
+            .bind(client.uid)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some(live) = live else {
+            if let Some(row) = current {
+                let family: String = row.get("family");
+                let live = sqlx::query(
+                    "SELECT grant_data FROM refresh_families WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
+                )
+                .bind(&family)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(live) = live else {
+                    return Ok(RefreshUse::Invalid);
+                };
+                let grant = serde_json::from_str(&live.get::<String, _>("grant_data"))?;
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (id, family, access_jti, access_exp, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(next.0)
+                .bind(&family)
+                .bind(&issue.jti)
+                .bind(issue.exp)
+                .bind(next.1)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(RefreshUse::Rotated(grant));
+            }
+            let used = sqlx::query(
+                "SELECT family FROM refresh_tokens WHERE id = $1 AND used_at IS NOT NULL \
+                 AND family IN (SELECT id FROM refresh_families WHERE client_id = $2 AND client_uid = $3)",
+            )
+            .bind(id)
+            .bind(client.id)
+            .bind(client.uid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = used else {
                 return Ok(RefreshUse::Invalid);
             };
-            let grant = serde_json::from_str(&live.get::<String, _>("grant_data"))?;
-            sqlx::query(
-                "INSERT INTO refresh_tokens (id, family, access_jti, access_exp, expires_at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(next.0)
-            .bind(&family)
-            .bind(&issue.jti)
-            .bind(issue.exp)
-            .bind(next.1)
-            .execute(&mut *tx)
-            .await?;
+            let revoked = revoke_family(&mut tx, &row.get::<String, _>("family"), now).await?;
+            for r in &revoked {
+                insert_revocation(&mut tx, r, now).await?;
+            }
             tx.commit().await?;
-            return Ok(RefreshUse::Rotated(grant));
-        }
-        let used = sqlx::query(
-            "SELECT family FROM refresh_tokens WHERE id = $1 AND used_at IS NOT NULL \
-             AND family IN (SELECT id FROM refresh_families WHERE client_id = $2 AND client_uid = $3)",
-        )
-        .bind(id)
-        .bind(client.id)
-        .bind(client.uid)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = used else {
-            return Ok(RefreshUse::Invalid);
-        };
-        let revoked = revoke_family(&mut tx, &row.get::<String, _>("family"), now).await?;
-        for r in &revoked {
-            insert_revocation(&mut tx, r, now).await?;
-        }
-        tx.commit().await?;
-        Ok(RefreshUse::Reused(revoked))
+            Ok(RefreshUse::Reused(revoked))
+        })
+        .await
     }
 
     /// Revokes the family of `client`'s refresh token `id` (RFC 7009 on a refresh token).
     /// Returns the access tokens revoked with it; nothing for an unknown or foreign token.
     pub async fn revoke_refresh_of(&self, id: &str, client: &ClientObject<'_>, now: i64) -> Result<Vec<Issued>> {
-        let mut tx = self.pool.begin().await?;
-        // A write first, so SQLite takes its lock before reading.
-        let row = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = COALESCE(used_at, $1) WHERE id = $2 \
-             AND family IN (SELECT id FROM refresh_families WHERE client_id = $3 AND client_uid = $4) RETURNING family",
-        )
-        .bind(now)
-        .bind(id)
-        .bind(client.id)
-        .bind(client.uid)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(Vec::new());
-        };
-        let revoked = revoke_family(&mut tx, &row.get::<String, _>("family"), now).await?;
-        for r in &revoked {
-            insert_revocation(&mut tx, r, now).await?;
-        }
-        tx.commit().await?;
-        Ok(revoked)
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            // A write first, so SQLite takes its lock before reading.
+            let row = sqlx::query(
+                "UPDATE refresh_tokens SET used_at = COALESCE(used_at, $1) WHERE id = $2 \
+                 AND family IN (SELECT id FROM refresh_families WHERE client_id = $3 AND client_uid = $4) RETURNING family",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(client.id)
+            .bind(client.uid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Ok(Vec::new());
+            };
+            let revoked = revoke_family(&mut tx, &row.get::<String, _>("family"), now).await?;
+            for r in &revoked {
+                insert_revocation(&mut tx, r, now).await?;
+            }
+            tx.commit().await?;
+            Ok(revoked)
+        })
+        .await
     }
 
     /// Revokes every live refresh family held by a client object that no longer exists (its
@@ -593,81 +688,93 @@ impl GrantStore {
         existing: &std::collections::HashSet<String>,
         now: i64,
     ) -> Result<Vec<Issued>> {
-        let holders = sqlx::query("SELECT DISTINCT client_uid FROM refresh_families WHERE revoked_at IS NULL")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut revoked = Vec::new();
-        for holder in holders {
-            let uid: String = holder.get("client_uid");
-            if existing.contains(&uid) {
-                continue;
-            }
-            let mut tx = self.pool.begin().await?;
-            let families = sqlx::query(
-                "UPDATE refresh_families SET revoked_at = $1 WHERE client_uid = $2 AND revoked_at IS NULL RETURNING id",
-            )
-            .bind(now)
-            .bind(&uid)
-            .fetch_all(&mut *tx)
-            .await?;
-            for family in families {
-                for issued in family_access_tokens(&mut tx, &family.get::<String, _>("id")).await? {
-                    insert_revocation(&mut tx, &issued, now).await?;
-                    revoked.push(issued);
+        self.bounded(async {
+            let holders = sqlx::query("SELECT DISTINCT client_uid FROM refresh_families WHERE revoked_at IS NULL")
+                .fetch_all(&self.pool)
+                .await?;
+            let mut revoked = Vec::new();
+            for holder in holders {
+                let uid: String = holder.get("client_uid");
+                if existing.contains(&uid) {
+                    continue;
                 }
+                let mut tx = self.pool.begin().await?;
+                let families = sqlx::query(
+                    "UPDATE refresh_families SET revoked_at = $1 WHERE client_uid = $2 AND revoked_at IS NULL RETURNING id",
+                )
+                .bind(now)
+                .bind(&uid)
+                .fetch_all(&mut *tx)
+                .await?;
+                for family in families {
+                    for issued in family_access_tokens(&mut tx, &family.get::<String, _>("id")).await? {
+                        insert_revocation(&mut tx, &issued, now).await?;
+                        revoked.push(issued);
+                    }
+                }
+                tx.commit().await?;
             }
-            tx.commit().await?;
-        }
-        Ok(revoked)
+            Ok(revoked)
+        })
+        .await
     }
 
     // ---- revocations ------------------------------------------------------------------
 
     /// Revokes the access token `issued` (idempotent).
     pub async fn revoke(&self, issued: &Issued, now: i64) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        insert_revocation(&mut conn, issued, now).await
+        self.bounded(async {
+            let mut conn = self.pool.acquire().await?;
+            insert_revocation(&mut conn, issued, now).await
+        })
+        .await
     }
 
     /// Unexpired revocations recorded at or after `since` (Unix seconds), for the in-memory
     /// deny list of every replica.
     pub async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>> {
-        let rows = sqlx::query(
-            "SELECT jti, expires_at, revoked_at FROM revocations WHERE revoked_at >= $1 AND expires_at > $2",
-        )
-        .bind(since)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Revocation {
-                jti: r.get("jti"),
-                exp: r.get("expires_at"),
-                revoked_at: r.get("revoked_at"),
-            })
-            .collect())
+        self.bounded(async {
+            let rows = sqlx::query(
+                "SELECT jti, expires_at, revoked_at FROM revocations WHERE revoked_at >= $1 AND expires_at > $2",
+            )
+            .bind(since)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| Revocation {
+                    jti: r.get("jti"),
+                    exp: r.get("expires_at"),
+                    revoked_at: r.get("revoked_at"),
+                })
+                .collect())
+        })
+        .await
     }
 
     // ---- housekeeping -----------------------------------------------------------------
 
     /// Deletes everything that expired before `now`; returns how many rows went.
     pub async fn sweep(&self, now: i64) -> Result<u64> {
-        let statements: [(&'static str, i64); 7] = [
-            ("DELETE FROM auth_requests WHERE expires_at <= $1", now),
-            ("DELETE FROM sessions WHERE expires_at <= $1", now),
-            ("DELETE FROM codes WHERE expires_at <= $1", now - REDEEMED_CODE_KEPT),
-            ("DELETE FROM refresh_tokens WHERE expires_at <= $1", now),
-            ("DELETE FROM refresh_families WHERE expires_at <= $1", now),
-            ("DELETE FROM revocations WHERE expires_at <= $1", now),
-            // Consent is kept for a year unless given again.
-            ("DELETE FROM consents WHERE granted_at <= $1", now - 365 * 24 * 3600),
-        ];
-        let mut gone = 0;
-        for (sql, cutoff) in statements {
-            gone += sqlx::query(sql).bind(cutoff).execute(&self.pool).await?.rows_affected();
-        }
-        Ok(gone)
+        self.bounded(async {
+            let statements: [(&'static str, i64); 7] = [
+                ("DELETE FROM auth_requests WHERE expires_at <= $1", now),
+                ("DELETE FROM sessions WHERE expires_at <= $1", now),
+                ("DELETE FROM codes WHERE expires_at <= $1", now - REDEEMED_CODE_KEPT),
+                ("DELETE FROM refresh_tokens WHERE expires_at <= $1", now),
+                ("DELETE FROM refresh_families WHERE expires_at <= $1", now),
+                ("DELETE FROM revocations WHERE expires_at <= $1", now),
+                // Consent is kept for a year unless given again.
+                ("DELETE FROM consents WHERE granted_at <= $1", now - 365 * 24 * 3600),
+            ];
+            let mut gone = 0;
+            for (sql, cutoff) in statements {
+                gone += sqlx::query(sql).bind(cutoff).execute(&self.pool).await?.rows_affected();
+            }
+            Ok(gone)
+        })
+        .await
     }
 }
 

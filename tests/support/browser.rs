@@ -4,8 +4,6 @@
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 
-use super::TestProvider;
-
 /// A browser: keeps cookies, does not follow redirects (each step is checked).
 pub struct Browser {
     pub http: reqwest::Client,
@@ -49,12 +47,12 @@ impl Browser {
 
     /// Follows the flow from `url` through the login and consent pages, signing in as
     /// `user` and allowing everything; returns where kauth finally sent the browser.
-    pub async fn sign_in(&self, p: &TestProvider, url: &str, user: (&str, &str)) -> url::Url {
+    pub async fn sign_in(&self, issuer: &str, url: &str, user: (&str, &str)) -> url::Url {
         let mut step = self.get(url).await;
         loop {
             assert_eq!(step.status, StatusCode::SEE_OTHER, "{}", step.body);
             let to = step.location.clone().unwrap();
-            if !to.starts_with(&p.url) {
+            if !to.starts_with(issuer) {
                 return url::Url::parse(&to).unwrap();
             }
             let page = self.get(&to).await;
@@ -68,14 +66,14 @@ impl Browser {
                     ("username", user.0),
                     ("password", user.1),
                 ];
-                self.post(&format!("{}/login", p.url), &form).await
+                self.post(&format!("{}/login", issuer), &form).await
             } else {
                 let form = [
                     ("request", request.as_str()),
                     ("csrf", csrf.as_str()),
                     ("decision", "allow"),
                 ];
-                self.post(&format!("{}/consent", p.url), &form).await
+                self.post(&format!("{}/consent", issuer), &form).await
             };
         }
     }
