@@ -12,7 +12,10 @@ use kauth::tokens::{AccessTokenClaims, Audience, new_jti, sign};
 #[tokio::main]
 async fn main() {
     let key = generate_key(KeyAlgorithm::ES256, Timestamp::now()).expect("key");
-    let (ring, _) = KeyRing::from_sets([&KeySet { keys: vec![key] }]);
+    let (ring, _) = KeyRing::from_sets([&KeySet {
+        keys: vec![key],
+        ..Default::default()
+    }]);
     let app = Router::new().route(
         "/sign",
         post(move || {

@@ -160,6 +160,9 @@ pub fn generate_key(alg: KeyAlgorithm, activates_at: Timestamp) -> Result<Stored
 pub struct KeySet {
     /// Keys, oldest first.
     pub keys: Vec<StoredKey>,
+    /// The `rotation.trigger` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
 }
 
 /// A change the rotation plan made, for Events.
@@ -169,6 +172,9 @@ pub enum KeyChange {
     Generated { kid: String, activates_at: Timestamp },
     /// A retired key left the JWKS.
     Removed { kid: String },
+    /// A key was retired and left the JWKS at once (`retireImmediately`): what it signed no
+    /// longer verifies.
+    RetiredAtOnce { kid: String },
 }
 
 /// The outcome of planning a key set at a point in time.
@@ -210,6 +216,39 @@ pub fn plan_keys(
         }
         keep
     });
+
+    // A new trigger rotates once; on the first plan it is only recorded.
+    if schedule.trigger.is_some() && schedule.trigger != keys.trigger {
+        let first = keys.keys.is_empty();
+        keys.trigger = schedule.trigger.clone();
+        if !first && schedule.retire_immediately {
+            let key = generate_key(alg, now)?;
+            for old in keys.keys.drain(..) {
+                changes.push(KeyChange::RetiredAtOnce { kid: old.kid });
+            }
+            changes.push(KeyChange::Generated {
+                kid: key.kid.clone(),
+                activates_at: now,
+            });
+            keys.keys.push(key);
+        } else if !first {
+            let activates_at = plus(now, schedule.publish_ahead);
+            let key = generate_key(alg, activates_at)?;
+            for old in keys
+                .keys
+                .iter_mut()
+                .filter(|k| k.retires_at.is_none_or(|r| r > activates_at))
+            {
+                old.retires_at = Some(activates_at.max(old.activates_at));
+                old.remove_at = Some(plus(activates_at, schedule.retain_after));
+            }
+            changes.push(KeyChange::Generated {
+                kid: key.kid.clone(),
+                activates_at,
+            });
+            keys.keys.push(key);
+        }
+    }
 
     let active = keys
         .keys
@@ -400,7 +439,51 @@ mod tests {
             every: every.map(|h| Duration::from_secs(h * H)),
             publish_ahead: Duration::from_secs(H),
             retain_after: Duration::from_secs(2 * H),
+            ..Default::default()
         }
+    }
+
+    /// A key leaked: a new trigger with retireImmediately swaps the key at once and takes
+    /// every earlier one out of the JWKS; a plain new trigger rotates with publish-ahead.
+    #[test]
+    fn a_new_trigger_rotates_once_and_can_retire_at_once() {
+        let alg = KeyAlgorithm::ES256;
+        let with = |trigger: &str, retire_immediately: bool| KeySchedule {
+            trigger: Some(trigger.into()),
+            retire_immediately,
+            ..schedule(Some(720))
+        };
+        let first = plan_keys(alg, &with("one", false), &KeySet::default(), t(0)).unwrap();
+        assert_eq!(first.keys.keys.len(), 1, "the first trigger is only recorded");
+        assert_eq!(first.keys.trigger.as_deref(), Some("one"));
+        let again = plan_keys(alg, &with("one", false), &first.keys, t(10)).unwrap();
+        assert!(again.changes.is_empty(), "the same trigger does nothing");
+
+        let planned = plan_keys(alg, &with("two", false), &first.keys, t(100)).unwrap();
+        let old = &planned.keys.keys[0];
+        let new = &planned.keys.keys[1];
+        assert_eq!(new.activates_at, t(100 + H as i64), "published an hour before it signs");
+        assert_eq!(old.retires_at, Some(new.activates_at));
+        assert_eq!(old.state(t(100)), KeyState::Active);
+
+        let leaked = plan_keys(alg, &with("leak", true), &planned.keys, t(200)).unwrap();
+        assert_eq!(leaked.keys.keys.len(), 1, "every earlier key left the JWKS");
+        assert_eq!(
+            leaked.keys.keys[0].state(t(200)),
+            KeyState::Active,
+            "the new key signs now"
+        );
+        let retired: Vec<_> = leaked
+            .changes
+            .iter()
+            .filter(|c| matches!(c, KeyChange::RetiredAtOnce { .. }))
+            .collect();
+        assert_eq!(retired.len(), 2, "the active and the pending key: {:?}", leaked.changes);
+        let ring = KeyRing::from_sets([&leaked.keys]).0;
+        assert!(
+            ring.verifier(&old.kid, t(200)).is_none(),
+            "what the old key signed no longer verifies"
+        );
     }
 
     #[test]
@@ -410,6 +493,7 @@ mod tests {
             assert_eq!(key.kid.len(), 43, "{alg:?} kid is a SHA-256 thumbprint");
             let (ring, errors) = KeyRing::from_sets([&KeySet {
                 keys: vec![key.clone()],
+                ..Default::default()
             }]);
             assert!(errors.is_empty(), "{errors:?}");
             let signer = ring.signer(t(1)).unwrap();
@@ -430,6 +514,7 @@ mod tests {
         let ec = generate_key(KeyAlgorithm::ES256, t(0)).unwrap();
         let (ring, _) = KeyRing::from_sets([&KeySet {
             keys: vec![ec.clone(), rsa.clone()],
+            ..Default::default()
         }]);
         assert_eq!(
             ring.signer(t(6)).unwrap().kid,
@@ -440,6 +525,7 @@ mod tests {
         assert!(ring.signer_for(Algorithm::EdDSA, t(6)).is_none());
         let (only_rsa, _) = KeyRing::from_sets([&KeySet {
             keys: vec![rsa.clone()],
+            ..Default::default()
         }]);
         assert_eq!(
             only_rsa.signer(t(6)).unwrap().kid,

@@ -293,6 +293,7 @@ impl StandaloneConfig {
                     every: None,
                     publish_ahead: Duration::from_secs(24 * 3600),
                     retain_after: Duration::from_secs(25 * 3600),
+                    ..Default::default()
                 },
             ));
         }
@@ -305,6 +306,7 @@ impl StandaloneConfig {
                     every: None,
                     publish_ahead: Duration::from_secs(24 * 3600),
                     retain_after: Duration::from_secs(25 * 3600),
+                    ..Default::default()
                 },
             ));
         }

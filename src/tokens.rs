@@ -263,7 +263,11 @@ mod tests {
 
     fn ring(alg: KeyAlgorithm) -> KeyRing {
         let key = generate_key(alg, Timestamp::from_second(0).unwrap()).unwrap();
-        KeyRing::from_sets([&KeySet { keys: vec![key] }]).0
+        KeyRing::from_sets([&KeySet {
+            keys: vec![key],
+            ..Default::default()
+        }])
+        .0
     }
 
     fn claims(exp: i64) -> AccessTokenClaims {

@@ -572,7 +572,7 @@ pub fn validate_scope(spec: &ScopeSpec) -> Result<(), Vec<FieldError>> {
 }
 
 /// A SigningKey's rotation schedule after validation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeySchedule {
     /// Signing period of each key; `None` never rotates.
     pub every: Option<Duration>,
@@ -580,6 +580,10 @@ pub struct KeySchedule {
     pub publish_ahead: Duration,
     /// How long a retired key stays published.
     pub retain_after: Duration,
+    /// A new value rotates once.
+    pub trigger: Option<String>,
+    /// With a new trigger, earlier keys leave the JWKS at once.
+    pub retire_immediately: bool,
 }
 
 /// Longest access token lifetime; retired keys must stay published at least this long.
@@ -589,16 +593,24 @@ pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 pub fn validate_signing_key(spec: &SigningKeySpec) -> Result<(KeyAlgorithm, KeySchedule), Vec<FieldError>> {
     let mut errors = Vec::new();
     let rotation = spec.rotation.clone();
-    let every = rotation.as_ref().map(|r| {
+    let every = rotation.as_ref().and_then(|r| r.every.as_deref()).map(|every| {
         duration_in(
             &mut errors,
             "spec.rotation.every",
-            Some(&r.every),
+            Some(every),
             Duration::from_secs(3600),
             Duration::from_secs(3600),
             None,
         )
     });
+    let trigger = rotation.as_ref().and_then(|r| r.trigger.clone());
+    let retire_immediately = rotation.as_ref().is_some_and(|r| r.retire_immediately);
+    if retire_immediately && trigger.is_none() {
+        errors.push(FieldError::new(
+            "spec.rotation.retireImmediately",
+            "needs spec.rotation.trigger: set a new trigger value to rotate (and retire) once",
+        ));
+    }
     let publish_ahead = duration_in(
         &mut errors,
         "spec.rotation.publishAhead",
@@ -634,6 +646,8 @@ pub fn validate_signing_key(spec: &SigningKeySpec) -> Result<(KeyAlgorithm, KeyS
                 every,
                 publish_ahead,
                 retain_after,
+                trigger,
+                retire_immediately,
             },
         ))
     } else {
@@ -913,9 +927,8 @@ mod tests {
         assert_eq!(s.every, None);
         let spec = SigningKeySpec {
             rotation: Some(KeyRotation {
-                every: "2h".into(),
-                publish_ahead: None,
-                retain_after: None,
+                every: Some("2h".into()),
+                ..Default::default()
             }),
             ..Default::default()
         };
@@ -923,9 +936,10 @@ mod tests {
         assert_eq!(s.publish_ahead, Duration::from_secs(3600));
         let spec = SigningKeySpec {
             rotation: Some(KeyRotation {
-                every: "2h".into(),
+                every: Some("2h".into()),
                 publish_ahead: Some("3h".into()),
                 retain_after: Some("1h".into()),
+                ..Default::default()
             }),
             ..Default::default()
         };

@@ -503,3 +503,47 @@ async fn discovery_health_and_metrics() {
         "{metrics}"
     );
 }
+
+fn signing_key(trigger: &str, retire_immediately: bool) -> String {
+    format!(
+        "apiVersion: kauth.dev/v1alpha1\nkind: SigningKey\nmetadata: {{name: main, namespace: kauth}}\nspec:\n  algorithm: ES256\n  rotation: {{trigger: {trigger}, retireImmediately: {retire_immediately}}}\n"
+    )
+}
+
+/// The key-compromise procedure: a new `rotation.trigger` with `retireImmediately` swaps the
+/// key at once; tokens the leaked key signed stop verifying (JWKS and introspection), new
+/// tokens carry the new key.
+#[tokio::test]
+async fn an_emergency_rotation_retires_a_leaked_key_at_once() {
+    let p = TestProvider::start(&[
+        ("scopes.yaml", SCOPES),
+        ("clients.yaml", CLIENTS),
+        ("key.yaml", &signing_key("first", false)),
+    ])
+    .await;
+    let (id, secret) = p.credentials("shop", "backend");
+    let form = "grant_type=client_credentials&scope=orders.read";
+    let (_, before, _) = post_form(&p, "/token", Some((&id, &secret)), form).await;
+    let leaked = before["access_token"].as_str().unwrap().to_string();
+    let leaked_kid = decode_header(&leaked).unwrap().kid.unwrap();
+    let kids = async || -> Vec<String> {
+        let jwks: JwkSet = http().get(format!("{}/jwks", p.url)).send().await.unwrap().json().await.unwrap();
+        jwks.keys.iter().filter_map(|k| k.common.key_id.clone()).collect()
+    };
+    assert!(kids().await.contains(&leaked_kid));
+
+    p.write("key.yaml", &signing_key("leaked-2026-12-01", true));
+    p.reload();
+    assert!(!kids().await.contains(&leaked_kid), "the leaked key left the JWKS at once");
+    let (_, seen, _) = post_form(&p, "/introspect", Some((&id, &secret)), &format!("token={leaked}")).await;
+    assert_eq!(seen["active"], false, "what it signed no longer verifies");
+    let (status, after, _) = post_form(&p, "/token", Some((&id, &secret)), form).await;
+    assert_eq!(status, 200);
+    let fresh = after["access_token"].as_str().unwrap();
+    let fresh_kid = decode_header(fresh).unwrap().kid.unwrap();
+    assert_ne!(fresh_kid, leaked_kid);
+    assert!(kids().await.contains(&fresh_kid), "the new key signs at once");
+    // The same trigger again changes nothing.
+    p.reload();
+    assert!(kids().await.contains(&fresh_kid));
+}

@@ -55,7 +55,10 @@ async fn start() -> Setup {
     assert!(m.errors.is_empty(), "{:?}", m.errors);
     let catalog = m.catalog(&Default::default(), Default::default());
     let signing = generate_key(KeyAlgorithm::ES256, Timestamp::from_second(0).unwrap()).unwrap();
-    let (ring, _) = KeyRing::from_sets([&KeySet { keys: vec![signing] }]);
+    let (ring, _) = KeyRing::from_sets([&KeySet {
+        keys: vec![signing],
+        ..Default::default()
+    }]);
     let registry = Registry::new();
     registry.publish(Snapshot::build(&catalog, |_, _| None, ring));
 

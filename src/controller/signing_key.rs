@@ -128,8 +128,39 @@ pub async fn reconcile(obj: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action
                 format!("generated {} key {kid}; it signs from {activates_at}", alg.as_str()),
             ),
             KeyChange::Removed { kid } => ("KeyRemoved", format!("key {kid} left the JWKS")),
+            KeyChange::RetiredAtOnce { kid } => (
+                "KeyRetiredImmediately",
+                format!(
+                    "key {kid} was retired and left the JWKS at once (rotation.retireImmediately): tokens it signed no longer verify"
+                ),
+            ),
         };
-        ctx.event(&*obj, false, reason, note).await;
+        let warning = matches!(change, KeyChange::RetiredAtOnce { .. });
+        ctx.event(&*obj, warning, reason, note).await;
+    }
+    let retired: Vec<&str> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            KeyChange::RetiredAtOnce { kid } => Some(kid.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !retired.is_empty() {
+        // Stays until the next emergency rotation: an operator sees it in `kubectl describe`.
+        set_condition(
+            &mut status.conditions,
+            "RetiredImmediately",
+            true,
+            "KeyCompromiseProcedure",
+            format!(
+                "trigger {:?} retired {} at once; tokens they signed no longer verify",
+                schedule.trigger.as_deref().unwrap_or_default(),
+                retired.join(", ")
+            ),
+            generation,
+            now,
+        );
     }
     status.secret_name = Some(secret_name);
     status.keys = plan
@@ -202,9 +233,8 @@ pub async fn ensure_default_signing_key(ctx: &Context) -> Result<(), Error> {
             spec: SigningKeySpec {
                 algorithm,
                 rotation: Some(KeyRotation {
-                    every: "720h".into(),
-                    publish_ahead: None,
-                    retain_after: None,
+                    every: Some("720h".into()),
+                    ..Default::default()
                 }),
             },
             status: None,

@@ -65,8 +65,20 @@ impl KeyAlgorithm {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyRotation {
-    /// Signing period of each key, e.g. `720h`. At least `1h`.
-    pub every: String,
+    /// Signing period of each key, e.g. `720h`. At least `1h`. Without it keys rotate only on
+    /// a new `trigger` (or a new algorithm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+    /// Any new value rotates once, now: the new key is published `publishAhead` before it
+    /// signs, unless `retireImmediately`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub trigger: Option<String>,
+    /// With a new `trigger`: the new key signs at once and every earlier key of this
+    /// SigningKey leaves the JWKS at once, so tokens they signed stop verifying. For a key
+    /// that leaked (see the README's key-compromise procedure).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retire_immediately: bool,
     /// Default `24h`; shorter than `every`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_ahead: Option<String>,
