@@ -53,6 +53,10 @@ enum Command {
         /// Port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// Refuse a resource with fields the schema does not know (default: report and
+        /// ignore them, as an apiserver prunes them).
+        #[arg(long)]
+        strict: bool,
         /// Port on 127.0.0.1 of liveness, readiness and metrics (0 picks a free one).
         #[arg(long, default_value_t = 9090)]
         ops_port: u16,
@@ -222,6 +226,7 @@ async fn main() -> ExitCode {
             state_dir,
             port,
             ops_port,
+            strict,
             serve,
             issuer,
             namespace,
@@ -243,6 +248,7 @@ async fn main() -> ExitCode {
                 kauth_namespace: namespace,
                 claim_grace: tenancy.claim_grace,
                 first_party_namespaces: tenancy.first_party_namespaces,
+                strict,
             };
             let ports = kauth::standalone::Ports {
                 provider: port,

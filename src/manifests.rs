@@ -18,13 +18,16 @@ use crate::crd::{OAuthClient, Scope, SigningKey};
 pub struct Origin {
     /// File path.
     pub file: PathBuf,
-    /// 1-based document number in the file.
+    /// 1-based document number in the file; 0 for the file as a whole.
     pub document: usize,
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (document {})", self.file.display(), self.document)
+        match self.document {
+            0 => write!(f, "{}", self.file.display()),
+            n => write!(f, "{} (document {n})", self.file.display()),
+        }
     }
 }
 
@@ -61,24 +64,110 @@ pub struct Manifests {
     pub config_maps: HashMap<SecretKey, (Origin, BTreeMap<String, String>)>,
     /// Documents that could not be loaded.
     pub errors: Vec<ManifestError>,
+    /// Fields the schema does not know (a cluster's apiserver would drop them silently): a
+    /// typo such as `accessTokenLifeTime` leaves the default in force.
+    pub warnings: Vec<ManifestError>,
+    /// Unknown fields are errors: the object is refused instead of loaded without them.
+    pub strict: bool,
 }
 
-/// YAML files below `dir`, sorted so the load order (and so conflict precedence) is stable.
-pub fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// The openAPIV3Schema of each kauth kind, from the same types as the CRDs.
+static SCHEMAS: std::sync::LazyLock<HashMap<&'static str, Value>> = std::sync::LazyLock::new(|| {
+    use kube::CustomResourceExt;
+    let schema = |crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition| {
+        serde_json::to_value(crd)
+            .ok()
+            .and_then(|v| v.pointer("/spec/versions/0/schema/openAPIV3Schema").cloned())
+            .unwrap_or(Value::Null)
+    };
+    HashMap::from([
+        ("OAuthClient", schema(OAuthClient::crd())),
+        ("Scope", schema(Scope::crd())),
+        ("SigningKey", schema(SigningKey::crd())),
+    ])
+});
+
+/// The paths of `value`'s fields that `schema` does not declare.
+fn unknown_fields(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+                return;
+            }
+            let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+                // A map (labels, annotations) or an object the schema leaves open (metadata).
+                if let Some(values) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                    for (k, v) in map {
+                        unknown_fields(values, v, &format!("{path}.{k}"), out);
+                    }
+                }
+                return;
+            };
+            for (k, v) in map {
+                let at = format!("{path}.{k}");
+                match properties.get(k) {
+                    Some(field) => unknown_fields(field, v, &at, out),
+                    None => out.push(at),
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item) = schema.get("items") {
+                for (i, v) in items.iter().enumerate() {
+                    unknown_fields(item, v, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// YAML files below `dir`, sorted so the load order (and so conflict precedence) is stable,
+/// and the entries that could not be looked at (a dangling link, a folder without
+/// permission), each with its reason. Linked folders are followed once: a link back up the
+/// tree (a cycle) is not walked again. Only `dir` itself failing is an error.
+pub fn manifest_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<ManifestError>)> {
     let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    let mut visited = HashSet::new();
     let mut pending = vec![dir.to_path_buf()];
+    let unreadable = |path: &Path, why: String| ManifestError {
+        origin: Origin {
+            file: path.to_path_buf(),
+            document: 0,
+        },
+        message: why,
+    };
     while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d)? {
+        if !visited.insert(std::fs::canonicalize(&d)?) {
+            continue;
+        }
+        let entries = match std::fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if d == dir => return Err(e),
+            Err(e) => {
+                skipped.push(unreadable(&d, format!("folder skipped: {e}")));
+                continue;
+            }
+        };
+        for entry in entries {
             let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                files.push(path);
+            let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+            // Follows links; a dangling or looping link fails here.
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => pending.push(path),
+                Ok(_) if yaml => files.push(path),
+                Ok(_) => {}
+                Err(e) if yaml || path.is_symlink() => {
+                    skipped.push(unreadable(&path, format!("skipped: {e}")));
+                }
+                Err(_) => {}
             }
         }
     }
     files.sort();
-    Ok(files)
+    skipped.sort_by(|a, b| a.origin.file.cmp(&b.origin.file));
+    Ok((files, skipped))
 }
 
 fn typed<K: Resource + DeserializeOwned>(value: Value, kind: &str, origin: &Origin) -> Result<K, ManifestError> {
@@ -148,12 +237,31 @@ impl Manifests {
         Catalog::evaluate_with(&clients, &scopes, &self.namespace_labels, ledger, rules)
     }
 
-    /// Loads every YAML file below `dir`.
+    /// Loads every YAML file below `dir`. A file that cannot be read (a dangling link, no
+    /// permission, not UTF-8) is named in `errors` with the reason and skipped; the rest load.
     pub fn load_dir(dir: &Path) -> std::io::Result<Self> {
-        let mut manifests = Self::default();
-        for file in manifest_files(dir)? {
-            let text = std::fs::read_to_string(&file)?;
-            manifests.add_text(&file, &text);
+        Self::load_dir_strictly(dir, false)
+    }
+
+    /// As [`Manifests::load_dir`]; with `strict`, unknown fields refuse their resource.
+    pub fn load_dir_strictly(dir: &Path, strict: bool) -> std::io::Result<Self> {
+        let mut manifests = Self {
+            strict,
+            ..Self::default()
+        };
+        let (files, skipped) = manifest_files(dir)?;
+        manifests.errors.extend(skipped);
+        for file in files {
+            match std::fs::read_to_string(&file) {
+                Ok(text) => manifests.add_text(&file, &text),
+                Err(e) => manifests.errors.push(ManifestError {
+                    origin: Origin { file, document: 0 },
+                    message: match e.kind() {
+                        std::io::ErrorKind::InvalidData => "skipped: not UTF-8 text".to_string(),
+                        _ => format!("skipped: {e}"),
+                    },
+                }),
+            }
         }
         manifests.reject_duplicates();
         Ok(manifests)
@@ -249,6 +357,47 @@ impl Manifests {
                 && let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut)
             {
                 meta.insert("namespace".into(), Value::String("default".into()));
+            }
+            let mut unknown = Vec::new();
+            if let Some(schema) = SCHEMAS.get(kind.as_str())
+                && let Some(top) = doc.as_object()
+            {
+                // The CRD schema covers spec and status; the rest is the object's envelope.
+                for (k, v) in top {
+                    match k.as_str() {
+                        "apiVersion" | "kind" | "metadata" => {}
+                        "spec" | "status" => unknown_fields(&schema["properties"][k.as_str()], v, k, &mut unknown),
+                        other => unknown.push(other.to_string()),
+                    }
+                }
+            }
+            if !unknown.is_empty() {
+                let name = doc
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("<unnamed>");
+                let namespace = doc
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default");
+                let problem = ManifestError {
+                    origin: origin.clone(),
+                    message: format!(
+                        "{kind} {namespace}/{name}: unknown field{} {} ({})",
+                        if unknown.len() > 1 { "s" } else { "" },
+                        unknown.join(", "),
+                        if self.strict {
+                            "--strict: the resource is refused"
+                        } else {
+                            "ignored, as an apiserver would: a typo?"
+                        }
+                    ),
+                };
+                if self.strict {
+                    self.errors.push(problem);
+                    continue;
+                }
+                self.warnings.push(problem);
             }
             let result = match kind.as_str() {
                 "OAuthClient" => {
@@ -414,6 +563,65 @@ metadata: {name: w}
             m.errors[0]
                 .to_string()
                 .contains("b.yaml (document 1): Scope n/a: defined again")
+        );
+    }
+
+    #[test]
+    fn the_examples_have_no_unknown_fields() {
+        let m = Manifests::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")).unwrap();
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        assert!(m.errors.is_empty(), "{:?}", m.errors);
+    }
+
+    #[test]
+    fn unknown_fields_are_named_and_refused_under_strict() {
+        let text = "apiVersion: kauth.dev/v1alpha1\nkind: OAuthClient\nmetadata: {name: app, namespace: team, labels: {a: b}}\nspec:\n  accessTokenLifeTime: 1m\n  secret: {rotation: {overlapp: 1h}}\n  scopes: [x]\n";
+        let mut m = Manifests::default();
+        m.add_text(Path::new("typo.yaml"), text);
+        assert_eq!(m.clients.len(), 1, "loaded without the unknown fields");
+        assert_eq!(
+            m.warnings[0].to_string(),
+            "typo.yaml (document 1): OAuthClient team/app: unknown fields spec.accessTokenLifeTime, spec.secret.rotation.overlapp (ignored, as an apiserver would: a typo?)"
+        );
+        let mut strict = Manifests {
+            strict: true,
+            ..Default::default()
+        };
+        strict.add_text(Path::new("typo.yaml"), text);
+        assert!(strict.clients.is_empty(), "refused");
+        assert!(strict.errors[0].message.contains("--strict"));
+    }
+
+    /// A dangling link, a looping link, a file that is not UTF-8 and a folder linked back up
+    /// the tree: each is named and skipped, and everything else loads.
+    #[test]
+    fn unreadable_files_are_named_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(
+            root.join("good.yaml"),
+            "apiVersion: kauth.dev/v1alpha1\nkind: Scope\nmetadata: {name: s, namespace: api}\nspec: {value: ok}\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(root.join("missing.yaml"), root.join("dangling.yaml")).unwrap();
+        std::os::unix::fs::symlink(root.join("loop.yaml"), root.join("loop.yaml")).unwrap();
+        std::fs::write(root.join("latin1.yaml"), b"value: caf\xe9\n").unwrap();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::os::unix::fs::symlink(root, root.join("sub/up")).unwrap();
+        let m = Manifests::load_dir(root).unwrap();
+        assert_eq!(m.scopes.len(), 1, "the good file loads once, not once per cycle");
+        let errors: Vec<String> = m.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(
+            errors.iter().any(|e| e.contains("dangling.yaml: skipped")),
+            "{errors:#?}"
+        );
+        assert!(errors.iter().any(|e| e.contains("loop.yaml: skipped")), "{errors:#?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.ends_with("latin1.yaml: skipped: not UTF-8 text")),
+            "{errors:#?}"
         );
     }
 }

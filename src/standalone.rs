@@ -86,6 +86,8 @@ pub struct StandaloneConfig {
     pub claim_grace: Duration,
     /// Namespaces whose clients are first-party (no consent to identify people).
     pub first_party_namespaces: Vec<String>,
+    /// Unknown fields refuse their resource instead of being reported and ignored.
+    pub strict: bool,
 }
 
 /// A client that is served, for the start-up summary.
@@ -113,6 +115,8 @@ pub struct Pass {
     pub ready: Vec<ReadyClient>,
     /// Problems, each naming the file, the resource and the field.
     pub problems: Vec<String>,
+    /// Fields that were ignored (unknown to the schema), each naming file, resource and field.
+    pub warnings: Vec<String>,
     /// Valid resources standalone mode does not serve (secretless clients need a cluster).
     pub notices: Vec<String>,
     /// Events worth telling (created or rotated secrets, new keys).
@@ -135,9 +139,11 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> StandaloneError {
     StandaloneError(format!("{what} {}: {e}", path.display()))
 }
 
-fn load_manifests(source: &ManifestSource) -> Result<Manifests, StandaloneError> {
+fn load_manifests(source: &ManifestSource, strict: bool) -> Result<Manifests, StandaloneError> {
     match source {
-        ManifestSource::Dir(dir) => Manifests::load_dir(dir).map_err(|e| io_err("cannot read manifests in", dir, e)),
+        ManifestSource::Dir(dir) => {
+            Manifests::load_dir_strictly(dir, strict).map_err(|e| io_err("cannot read manifests in", dir, e))
+        }
         ManifestSource::Embedded => {
             let mut m = Manifests::default();
             for (file, text) in EMBEDDED_EXAMPLES {
@@ -331,9 +337,12 @@ impl StandaloneConfig {
 
     /// One full pass: load, evaluate, write credentials and keys, build the snapshot.
     pub fn pass(&self, now: Timestamp) -> Result<Pass, StandaloneError> {
-        let manifests = load_manifests(&self.manifests)?;
+        let manifests = load_manifests(&self.manifests, self.strict)?;
         let mut notes = PassNotes::default();
         notes.problems.extend(manifests.errors.iter().map(ToString::to_string));
+        notes
+            .warnings
+            .extend(manifests.warnings.iter().map(ToString::to_string));
 
         let name_of = |m: &kube::core::ObjectMeta| {
             (
@@ -472,6 +481,7 @@ impl StandaloneConfig {
             snapshot,
             ready,
             problems: notes.problems,
+            warnings: notes.warnings,
             notices: notes.notices,
             changes: notes.changes,
             next_step: notes.next_step,
@@ -535,6 +545,7 @@ impl StandaloneConfig {
             return Vec::new();
         };
         crate::manifests::manifest_files(dir)
+            .map(|(files, _)| files)
             .unwrap_or_default()
             .into_iter()
             .map(|p| {
@@ -550,6 +561,7 @@ impl StandaloneConfig {
 #[derive(Default)]
 struct PassNotes {
     problems: Vec<String>,
+    warnings: Vec<String>,
     notices: Vec<String>,
     changes: Vec<String>,
     next_step: Option<Timestamp>,
@@ -570,6 +582,9 @@ pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str, ops: &str) -> 
     );
     for problem in &pass.problems {
         out.push_str(&format!("  problem: {problem}\n"));
+    }
+    for warning in &pass.warnings {
+        out.push_str(&format!("  warning: {warning}\n"));
     }
     for notice in &pass.notices {
         out.push_str(&format!("  note: {notice}\n"));
@@ -639,6 +654,8 @@ pub async fn run(
         .map_err(|e| StandaloneError(e.to_string()))?;
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::new());
+    // Taken before the first pass: an edit made while kauth starts is reloaded, not missed.
+    let mut seen = cfg.fingerprint();
     let first = cfg.pass(Timestamp::now())?;
     metrics.registered_clients.set(first.snapshot.clients.len() as i64);
     print!("{}", summary(&cfg, &first, &addr.to_string(), &ops_addr.to_string()));
@@ -665,7 +682,6 @@ pub async fn run(
         )
     };
     let watcher = async move {
-        let mut seen = cfg.fingerprint();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
@@ -680,7 +696,7 @@ pub async fn run(
                     for change in &pass.changes {
                         tracing::info!("{change}");
                     }
-                    for problem in &pass.problems {
+                    for problem in pass.problems.iter().chain(&pass.warnings) {
                         tracing::warn!("{problem}");
                     }
                     tracing::info!(clients = pass.snapshot.clients.len(), "manifests reloaded");

@@ -527,14 +527,24 @@ async fn an_emergency_rotation_retires_a_leaked_key_at_once() {
     let leaked = before["access_token"].as_str().unwrap().to_string();
     let leaked_kid = decode_header(&leaked).unwrap().kid.unwrap();
     let kids = async || -> Vec<String> {
-        let jwks: JwkSet = http().get(format!("{}/jwks", p.url)).send().await.unwrap().json().await.unwrap();
+        let jwks: JwkSet = http()
+            .get(format!("{}/jwks", p.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         jwks.keys.iter().filter_map(|k| k.common.key_id.clone()).collect()
     };
     assert!(kids().await.contains(&leaked_kid));
 
     p.write("key.yaml", &signing_key("leaked-2026-12-01", true));
     p.reload();
-    assert!(!kids().await.contains(&leaked_kid), "the leaked key left the JWKS at once");
+    assert!(
+        !kids().await.contains(&leaked_kid),
+        "the leaked key left the JWKS at once"
+    );
     let (_, seen, _) = post_form(&p, "/introspect", Some((&id, &secret)), &format!("token={leaked}")).await;
     assert_eq!(seen["active"], false, "what it signed no longer verifies");
     let (status, after, _) = post_form(&p, "/token", Some((&id, &secret)), form).await;

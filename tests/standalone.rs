@@ -677,3 +677,57 @@ async fn a_frozen_store_fails_fast_and_recovers_without_a_restart() {
         "the same refresh token works once the store is back: {body}"
     );
 }
+
+/// One unreadable manifest (a dangling link, a file that is not UTF-8) stops nothing: the
+/// summary names each, the rest is served, and later edits still apply.
+#[tokio::test]
+async fn unreadable_manifests_are_named_and_the_rest_is_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (manifests, state) = (tmp.path().join("m"), tmp.path().join("state"));
+    copy_examples(&manifests);
+    std::os::unix::fs::symlink(manifests.join("gone.yaml"), manifests.join("dangling.yaml")).unwrap();
+    std::fs::write(manifests.join("latin1.yaml"), b"description: caf\xe9\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kauth"))
+        .args(["standalone", "--port", "0", "--ops-port", "0", "--manifests"])
+        .arg(&manifests)
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _running = Running(child);
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split("issuer ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let summary: Vec<String> = lines.by_ref().take(4).map(|l| l.unwrap()).collect();
+    assert!(
+        summary.iter().any(|l| l.contains("dangling.yaml: skipped")),
+        "{summary:#?}"
+    );
+    assert!(
+        summary
+            .iter()
+            .any(|l| l.contains("latin1.yaml: skipped: not UTF-8 text")),
+        "{summary:#?}"
+    );
+    let (status, _) = token(&url, &state, "orders.read").await;
+    assert_eq!(status, 200, "the readable manifests are served");
+    // A later edit applies although the broken files are still there.
+    let scopes = std::fs::read_to_string(manifests.join("scope-orders.yaml")).unwrap();
+    std::fs::write(
+        manifests.join("scope-orders.yaml"),
+        scopes.replace("namespaces: [shop]", "namespaces: []"),
+    )
+    .unwrap();
+    wait_up_to(Duration::from_secs(3), "the edit applies", async || {
+        token(&url, &state, "orders.read").await.1["error"] == "invalid_scope"
+    })
+    .await;
+}

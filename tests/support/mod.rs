@@ -137,6 +137,7 @@ impl TestProvider {
             kauth_namespace: "kauth".into(),
             claim_grace: kauth::claims::DEFAULT_CLAIM_GRACE,
             first_party_namespaces: first_party.iter().map(|n| n.to_string()).collect(),
+            strict: false,
         };
         let registry = Registry::new();
         let store = GrantStore::open_file(&dir.path().join("state")).await.unwrap();
