@@ -532,3 +532,37 @@ spec:
     let (_, seen) = post(&p, "/introspect", (&id, &secret), &[("token", access)]).await;
     assert_eq!(seen["active"], false, "its access token is revoked too");
 }
+
+/// T4 with a re-created object: a code issued to the old object is worth nothing to the new
+/// one under the same id, and neither is the person's consent.
+#[tokio::test]
+async fn a_recreated_client_inherits_no_code_and_no_consent() {
+    let web = |uid: &str| {
+        format!(
+            "apiVersion: kauth.dev/v1alpha1\nkind: OAuthClient\nmetadata: {{name: web, namespace: shop, uid: {uid}}}\nspec:\n  grantTypes: [authorization_code]\n  redirectUris: [\"https://shop.example.com/cb\"]\n"
+        )
+    };
+    let p = TestProvider::start(&[("people.yaml", &people()), ("web.yaml", &web("first-object"))]).await;
+    let (id, secret) = p.credentials("shop", "web");
+    let url = format!(
+        "{}/authorize?client_id=shop.web&response_type=code&scope=openid&state=s&redirect_uri=https%3A%2F%2Fshop.example.com%2Fcb",
+        p.url
+    );
+    let browser = Browser::new();
+    let back = browser.sign_in(&p.url, &url, ("alice", "wonderland")).await;
+    let code = param(&back, "code").unwrap();
+
+    // Deleted and re-created (a new uid), e.g. by a GitOps replace, before the code is used.
+    p.write("web.yaml", &web("second-object"));
+    p.reload();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", "https://shop.example.com/cb"),
+    ];
+    let (status, body) = post(&p, "/token", (&id, &secret), &form).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    let step = browser.get(&format!("{url}&prompt=none")).await;
+    let back = url::Url::parse(step.location.as_deref().unwrap()).unwrap();
+    assert_eq!(param(&back, "error").as_deref(), Some("consent_required"), "{back}");
+}
