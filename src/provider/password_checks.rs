@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::people::{Directory, LocalUser};
+use crate::people::{CheckMemory, Directory, LocalUser};
 
 /// Memory one check holds: argon2id with the default parameters `kauth hash-password` uses.
 pub const CHECK_MEMORY_BYTES: u64 = argon2::Params::DEFAULT_M_COST as u64 * 1024;
@@ -26,6 +26,9 @@ pub struct Busy;
 pub struct PasswordChecks {
     slots: Arc<Semaphore>,
     permits: usize,
+    /// One working memory per slot, reused: the process holds `permits` × 19 MiB for password
+    /// checks, whatever the burst.
+    memory: Arc<std::sync::Mutex<Vec<CheckMemory>>>,
 }
 
 impl Default for PasswordChecks {
@@ -41,6 +44,7 @@ impl PasswordChecks {
         Self {
             slots: Arc::new(Semaphore::new(permits)),
             permits,
+            memory: Arc::default(),
         }
     }
 
@@ -61,8 +65,12 @@ impl PasswordChecks {
             .await
             .map_err(|_| Busy)?
             .map_err(|_| Busy)?;
+        let pool = self.memory.clone();
         let checked = tokio::task::spawn_blocking(move || {
-            let user = people.verify(&username, &password).cloned();
+            let take = || pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut memory = take().unwrap_or_default();
+            let user = people.verify_with(&username, &password, &mut memory).cloned();
+            pool.lock().unwrap_or_else(|p| p.into_inner()).push(memory);
             drop(slot);
             user
         })
