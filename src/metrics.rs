@@ -65,6 +65,8 @@ pub struct Metrics {
     pub registered_clients: Gauge,
     /// 1 while the grant store answers, 0 while it does not (checked every second).
     pub store_up: Gauge,
+    /// Watches failing now (they retry at least every second).
+    pub watches_failing: Gauge,
 }
 
 impl Default for Metrics {
@@ -86,6 +88,12 @@ impl Metrics {
         let reconcile_errors = Family::<ReconcileErrorLabels, Counter>::default();
         let registered_clients = Gauge::default();
         let store_up = Gauge::default();
+        let watches_failing = Gauge::default();
+        registry.register(
+            "watches_failing",
+            "Kubernetes watches failing now; past 10 s /readyz turns not ready",
+            watches_failing.clone(),
+        );
         registry.register(
             "store_up",
             "1 while the grant store answers within its deadline, else 0",
@@ -126,6 +134,7 @@ impl Metrics {
             reconcile_errors,
             registered_clients,
             store_up,
+            watches_failing,
         }
     }
 

@@ -208,6 +208,15 @@ pub fn web_origin(uri: &str) -> Option<String> {
     origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
+/// Whether the sources behind the snapshot are in step (in a cluster: the watches). A replica
+/// whose sources fail too long may serve stale grants, so readiness reports it.
+pub trait Freshness: Send + Sync {
+    /// How many sources are failing now.
+    fn failing(&self) -> usize;
+    /// Why the snapshot may be stale, once a source has failed for too long.
+    fn stale(&self) -> Option<String>;
+}
+
 /// Holds the current snapshot; cheap to clone and share.
 #[derive(Clone)]
 pub struct Registry {

@@ -10,6 +10,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::connectors::{Connectors, mounted_secret};
 use crate::controller::leader::{self, LeaseConfig};
+use crate::controller::watch_health::WatchHealth;
 use crate::controller::{self, Cache, Context};
 use crate::followed;
 use crate::metrics::Metrics;
@@ -116,7 +117,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     wait_for_crds(&client).await?;
     let metrics = Arc::new(Metrics::new());
     let changed = Arc::new(Notify::new());
-    let (cache, reflectors) = Cache::start(client.clone(), &cfg.namespace, changed.clone());
+    let health = WatchHealth::default();
+    let (cache, reflectors) = Cache::start(client.clone(), &cfg.namespace, changed.clone(), health.clone());
     let issuer = Arc::new(cfg.issuer.clone());
     let registry = Registry::new();
 
@@ -176,7 +178,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             .await
             .map_err(|e| RunError(e.to_string()))?
             .with_first_party_namespaces(cfg.first_party_namespaces.clone())
-            .with_password_checks(cfg.serve.max_password_checks);
+            .with_password_checks(cfg.serve.max_password_checks)
+            .with_freshness(Arc::new(health.clone()));
         tasks.push(Box::pin(state.clone().housekeeping()));
         if let Some(path) = &cfg.users_file {
             let follow = followed::follow("local people", path.clone(), Directory::parse, state.people.clone());

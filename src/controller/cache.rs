@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -13,6 +13,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::{Notify, watch};
 
 use super::secrets::{self, CREDENTIALS_LABEL};
+use super::watch_health::{ResyncSoon, WatchHealth};
 use crate::catalog::{Catalog, ClientInput, NamespaceLabels, ScopeInput, releases_claims};
 use crate::claims::{ClaimRules, Ledger};
 use crate::crd::{OAuthClient, Scope, SigningKey};
@@ -48,6 +49,35 @@ pub struct Cache {
 pub const CLAIMS_CONFIG_MAP: &str = "kauth-claims";
 /// Its key holding the ledger (JSON).
 pub const CLAIMS_KEY: &str = "claims.json";
+
+/// A reflector of `kind` that retries soon after a failure ([`ResyncSoon`]) and tells `health`
+/// about every failure and every answer (an event, or the end of a relist).
+fn reflect<K>(
+    kind: &'static str,
+    api: Api<K>,
+    cfg: watcher::Config,
+    changed: Arc<Notify>,
+    health: WatchHealth,
+) -> (Store<K>, futures::future::BoxFuture<'static, ()>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, cfg))
+        .backoff(ResyncSoon::default())
+        .for_each(move |event| {
+            match event {
+                Ok(_) => health.answered(kind),
+                Err(e) => {
+                    tracing::warn!(kind, error = %e, "watch error, retrying");
+                    health.failed(kind, e.to_string(), std::time::Instant::now());
+                }
+            }
+            changed.notify_one();
+            async {}
+        });
+    (reader, Box::pin(stream))
+}
 
 /// Sorts resources oldest first (then by namespace and name): the precedence for conflicts.
 fn by_age<K: ResourceExt>(mut items: Vec<Arc<K>>) -> Vec<Arc<K>> {
@@ -117,56 +147,26 @@ impl Ordered {
 }
 
 impl Cache {
-    /// Starts the reflectors; `changed` is notified on every event.
+    /// Starts the reflectors; `changed` is notified on every event, and `health` learns which
+    /// watches fail and when they resync.
     pub fn start(
         client: Client,
         namespace: &str,
         changed: Arc<Notify>,
+        health: WatchHealth,
     ) -> (Self, Vec<futures::future::BoxFuture<'static, ()>>) {
-        fn reflect<K>(
-            api: Api<K>,
-            cfg: watcher::Config,
-            changed: Arc<Notify>,
-        ) -> (Store<K>, futures::future::BoxFuture<'static, ()>)
-        where
-            K: kube::Resource<DynamicType = ()>
-                + Clone
-                + serde::de::DeserializeOwned
-                + std::fmt::Debug
-                + Send
-                + Sync
-                + 'static,
-        {
-            let (reader, writer) = reflector::store();
-            let stream = reflector::reflector(writer, watcher(api, cfg))
-                .default_backoff()
-                .touched_objects()
-                .map_err(|e| tracing::warn!(error = %e, "watch error, retrying"))
-                .for_each(move |_| {
-                    changed.notify_one();
-                    async {}
-                });
-            (reader, Box::pin(stream))
-        }
+        let (n, h) = (&changed, &health);
         let any = watcher::Config::default;
-        let (clients, a) = reflect(Api::<OAuthClient>::all(client.clone()), any(), changed.clone());
-        let (scopes, b) = reflect(Api::<Scope>::all(client.clone()), any(), changed.clone());
-        let (signing_keys, c) = reflect(
-            Api::<SigningKey>::namespaced(client.clone(), namespace),
-            any(),
-            changed.clone(),
-        );
-        let (secrets, d) = reflect(
-            Api::<Secret>::all(client.clone()),
-            any().labels(CREDENTIALS_LABEL),
-            changed.clone(),
-        );
-        let (namespaces, e) = reflect(Api::<Namespace>::all(client.clone()), any(), changed.clone());
-        let (claims, f) = reflect(
-            Api::<ConfigMap>::namespaced(client, namespace),
-            any().fields(&format!("metadata.name={CLAIMS_CONFIG_MAP}")),
-            changed,
-        );
+        let (clients, a) = reflect("OAuthClient", Api::all(client.clone()), any(), n.clone(), h.clone());
+        let (scopes, b) = reflect("Scope", Api::all(client.clone()), any(), n.clone(), h.clone());
+        let keys = Api::namespaced(client.clone(), namespace);
+        let (signing_keys, c) = reflect("SigningKey", keys, any(), n.clone(), h.clone());
+        let labelled = any().labels(CREDENTIALS_LABEL);
+        let (secrets, d) = reflect("Secret", Api::all(client.clone()), labelled, n.clone(), h.clone());
+        let (namespaces, e) = reflect("Namespace", Api::all(client.clone()), any(), n.clone(), h.clone());
+        let record = any().fields(&format!("metadata.name={CLAIMS_CONFIG_MAP}"));
+        let claims_api = Api::namespaced(client, namespace);
+        let (claims, f) = reflect("claims ConfigMap", claims_api, record, n.clone(), h.clone());
         (
             Self {
                 clients,

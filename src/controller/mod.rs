@@ -7,6 +7,7 @@ mod oauth_client;
 mod scope;
 pub mod secrets;
 mod signing_key;
+pub mod watch_health;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -114,6 +114,8 @@ pub struct ProviderState {
     /// Namespaces the platform declared first-party: their clients identify people without
     /// asking (set by kauth's own flags, never by an app team's object).
     pub first_party_namespaces: Arc<HashSet<String>>,
+    /// Whether the registry's sources are in step (None: nothing to watch, as in standalone).
+    pub freshness: Option<Arc<dyn crate::registry::Freshness>>,
     /// Whether the grant store answered its last check (every second): `/readyz/store`.
     pub store_up: Arc<std::sync::atomic::AtomicBool>,
     /// Their discovery documents.
@@ -143,6 +145,7 @@ impl ProviderState {
             connectors: Arc::default(),
             first_party_namespaces: Arc::default(),
             store_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            freshness: None,
             upstream: Arc::default(),
         })
     }
@@ -249,6 +252,12 @@ impl ProviderState {
     /// Treats the clients of these namespaces as first-party (no consent to identify people).
     pub fn with_first_party_namespaces(mut self, namespaces: impl IntoIterator<Item = String>) -> Self {
         self.first_party_namespaces = Arc::new(namespaces.into_iter().collect());
+        self
+    }
+
+    /// Reports not ready while `freshness` says the snapshot may be stale.
+    pub fn with_freshness(mut self, freshness: Arc<dyn crate::registry::Freshness>) -> Self {
+        self.freshness = Some(freshness);
         self
     }
 

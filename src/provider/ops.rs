@@ -12,13 +12,15 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// GET /readyz: every cache synced and a key can sign.
+/// GET /readyz: every cache synced (and, in a cluster, none failing for long) and a key can sign.
 pub async fn readyz(State(state): State<ProviderState>) -> Response {
     let snapshot = state.registry.load();
     if !snapshot.complete {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet").into_response()
     } else if snapshot.keys.signer(Timestamp::now()).is_none() {
         (StatusCode::SERVICE_UNAVAILABLE, "no active signing key yet").into_response()
+    } else if let Some(why) = state.freshness.as_ref().and_then(|f| f.stale()) {
+        (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
     } else {
         "ready".into_response()
     }
@@ -41,6 +43,9 @@ pub async fn store_ready(State(state): State<ProviderState>) -> Response {
 
 /// GET /metrics: OpenMetrics text.
 pub async fn metrics(State(state): State<ProviderState>) -> Response {
+    if let Some(f) = &state.freshness {
+        state.metrics.watches_failing.set(f.failing() as i64);
+    }
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
