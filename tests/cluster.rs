@@ -1662,3 +1662,155 @@ async fn claims_hold_through_broken_deleted_recreated_owners_and_a_new_leader() 
     })
     .await;
 }
+
+/// The local test apiserver's state folder (tests/cluster/up.sh), where its pid and log are;
+/// None against another cluster, which a test must not restart.
+fn local_apiserver() -> Option<PathBuf> {
+    let kubeconfig = PathBuf::from(std::env::var("KUBECONFIG").ok()?);
+    let dir = kubeconfig.parent()?.to_path_buf();
+    dir.join("apiserver.pid").exists().then_some(dir)
+}
+
+/// Kills the local apiserver with SIGKILL; returns how to start it again (argv, working folder).
+fn kill_apiserver(dir: &Path) -> (Vec<String>, PathBuf) {
+    let pid = std::fs::read_to_string(dir.join("apiserver.pid"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    Command::new("kill").args(["-9", &pid]).status().unwrap();
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (argv, cwd)
+}
+
+/// Starts the apiserver again as it was, in the background (it outlives this test, like the
+/// one up.sh started), and records its pid for tests/cluster/down.sh.
+fn relaunch_apiserver(dir: &Path, (argv, cwd): &(Vec<String>, PathBuf)) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"cd "$0" && "$@" >>apiserver.log 2>&1 </dev/null & echo $!"#)
+        .arg(cwd)
+        .args(argv)
+        .output()
+        .unwrap();
+    let pid = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(!pid.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(dir.join("apiserver.pid"), pid).unwrap();
+}
+
+/// The apiserver killed for 12 s and relaunched while kauth runs (issue 12): tokens keep
+/// coming from the cache throughout, /readyz says the cache may be stale once the watches
+/// have failed for 10 s, and after the apiserver answers again a new client gets tokens and
+/// a deleted one stops getting them within seconds.
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn changes_arrive_fast_after_the_apiserver_is_killed_and_relaunched() {
+    let Some(dir) = local_apiserver() else {
+        eprintln!("skipped: KUBECONFIG is not the local test apiserver, which this test restarts");
+        return;
+    };
+    let client = client().await;
+    let id = unique();
+    let (kns, ns) = (format!("kauth-{id}"), format!("team-{id}"));
+    namespace(&client, &kns).await;
+    namespace(&client, &ns).await;
+    let kauth = Kauth::start(&kns, "outage", None).await;
+    own_api(&client, &ns).await;
+    create(&client, &m2m_client(&ns, "before")).await;
+    ready_client(&client, &ns, "before").await;
+    let before = secret_data(&client, &ns, "before-oauth").await;
+    let before_token = async || {
+        token(&kauth.url, &before["CLIENT_ID"], &before["CLIENT_SECRET"], "")
+            .await
+            .0
+    };
+    wait_until("the first client gets tokens", Duration::from_secs(5), async || {
+        before_token().await == 200
+    })
+    .await;
+
+    let how = kill_apiserver(&dir);
+    let killed = Instant::now();
+    let http = reqwest::Client::new();
+    let readyz = format!("{}/readyz", kauth.ops_url);
+    let took = wait_until("/readyz reports the stale cache", Duration::from_secs(20), async || {
+        assert_eq!(before_token().await, 200, "tokens keep coming from the cache");
+        let r = http.get(&readyz).send().await.unwrap();
+        r.status() == 503 && r.text().await.unwrap().contains("has not resynced")
+    })
+    .await;
+    eprintln!("/readyz turned not ready {took:?} after the apiserver died");
+    while killed.elapsed() < Duration::from_secs(12) {
+        assert_eq!(before_token().await, 200, "no failed token request during the outage");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    relaunch_apiserver(&dir, &how);
+    let client = client_when_ready().await;
+    let back = Instant::now();
+    eprintln!(
+        "the apiserver answered again {:?} after it was relaunched",
+        back.elapsed()
+    );
+
+    // A client deleted right after the apiserver came back stops getting tokens...
+    Api::<OAuthClient>::namespaced(client.clone(), &ns)
+        .delete("before", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deleted = Instant::now();
+    let took = wait_until("the deleted client is refused", Duration::from_secs(5), async || {
+        before_token().await == 401
+    })
+    .await;
+    eprintln!("a client deleted after the restart was refused {took:?} after the deletion");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // ... and a new one gets tokens.
+    create(&client, &m2m_client(&ns, "after")).await;
+    ready_client(&client, &ns, "after").await;
+    let after = secret_data(&client, &ns, "after-oauth").await;
+    let took = wait_until("the new client gets tokens", Duration::from_secs(5), async || {
+        token(&kauth.url, &after["CLIENT_ID"], &after["CLIENT_SECRET"], "")
+            .await
+            .0
+            == 200
+    })
+    .await;
+    eprintln!(
+        "a client created after the restart got a token {:?} after the deletion of the first",
+        deleted.elapsed()
+    );
+    let _ = took;
+    wait_until("/readyz ready again", Duration::from_secs(5), async || {
+        http.get(&readyz).send().await.unwrap().status() == 200
+    })
+    .await;
+}
+
+/// A client for the apiserver once it answers again after a restart.
+async fn client_when_ready() -> Client {
+    let start = Instant::now();
+    loop {
+        if let Ok(c) = Client::try_default().await
+            && c.apiserver_version().await.is_ok()
+        {
+            return c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the apiserver did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
