@@ -40,6 +40,16 @@ fn spawn_standalone(args: &[&std::ffi::OsStr]) -> (Running, String) {
     (Running(child), first)
 }
 
+/// The issuer URL in the summary's first line (`kauth standalone: issuer URL (listening ...)`).
+fn issuer_url(first_line: &str) -> String {
+    first_line
+        .split("issuer ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no issuer in {first_line:?}"))
+        .to_string()
+}
+
 /// Starts the binary and returns it with its base URL, read from the start-up summary.
 fn start(manifests: &Path, state: &Path) -> (Running, String) {
     let started = Instant::now();
@@ -49,14 +59,7 @@ fn start(manifests: &Path, state: &Path) -> (Running, String) {
         "--state-dir".as_ref(),
         state.as_os_str(),
     ]);
-    let url = first
-        .split("issuer ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_string();
+    let url = issuer_url(&first);
     eprintln!("standalone printed its summary after {:?}", started.elapsed());
     (running, url)
 }
@@ -395,14 +398,7 @@ async fn a_slow_client_is_cut_off_after_the_header_read_timeout() {
         "--header-read-timeout".as_ref(),
         "1s".as_ref(),
     ]);
-    let url = first
-        .split("issuer ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_string();
+    let url = issuer_url(&first);
     let addr = url.trim_start_matches("http://").to_string();
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
     slow.write_all(b"GET /jwks HTTP/1.1\r\nHost: kauth\r\nX-Slow: ")
@@ -441,14 +437,7 @@ async fn secrets_never_reach_the_logs() {
     let url = loop {
         let out = std::fs::read_to_string(&out_path).unwrap_or_default();
         if let Some(line) = out.lines().next().filter(|l| l.contains("listening on")) {
-            break line
-                .split("issuer ")
-                .nth(1)
-                .unwrap()
-                .split(' ')
-                .next()
-                .unwrap()
-                .to_string();
+            break issuer_url(line);
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -569,14 +558,7 @@ async fn a_frozen_store_fails_fast_and_recovers_without_a_restart() {
         "--store-timeout".as_ref(),
         "1s".as_ref(),
     ]);
-    let url = first
-        .split("issuer ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_string();
+    let url = issuer_url(&first);
     let ops = first
         .split("health and metrics on ")
         .nth(1)
@@ -698,14 +680,7 @@ async fn unreadable_manifests_are_named_and_the_rest_is_served() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let _running = Running(child);
     let first = lines.next().unwrap().unwrap();
-    let url = first
-        .split("issuer ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_string();
+    let url = issuer_url(&first);
     let summary: Vec<String> = lines.by_ref().take(4).map(|l| l.unwrap()).collect();
     assert!(
         summary.iter().any(|l| l.contains("dangling.yaml: skipped")),
