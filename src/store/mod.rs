@@ -102,6 +102,15 @@ pub enum RefreshUse {
     Invalid,
 }
 
+/// Who holds refresh families, for revoking all of one holder's at once.
+#[derive(Clone, Copy)]
+enum FamilyHolder {
+    /// A person (`refresh_families.subject`).
+    Person,
+    /// An OAuthClient object (`refresh_families.client_uid`).
+    ClientObject,
+}
+
 /// The client object a refresh token must belong to: its id and its uid.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientObject<'a> {
@@ -369,26 +378,32 @@ impl GrantStore {
     /// Revokes every live refresh family of `subject` with the access tokens they issued
     /// (a person who left); returns those access tokens.
     pub async fn revoke_families_of_person(&self, subject: &str, now: i64) -> Result<Vec<Issued>> {
-        self.bounded(async {
-            let mut tx = self.pool.begin().await?;
-            let families = sqlx::query(
-                "UPDATE refresh_families SET revoked_at = $1 WHERE subject = $2 AND revoked_at IS NULL RETURNING id",
-            )
-            .bind(now)
-            .bind(subject)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut revoked = Vec::new();
-            for family in families {
-                revoked.extend(family_access_tokens(&mut tx, &family.get::<String, _>("id")).await?);
+        self.bounded(self.revoke_families_held_by(FamilyHolder::Person, subject, now))
+            .await
+    }
+
+    /// Revokes, in one transaction, every live refresh family held by `holder` = `value`, and
+    /// the access tokens those families issued; returns the access tokens.
+    async fn revoke_families_held_by(&self, holder: FamilyHolder, value: &str, now: i64) -> Result<Vec<Issued>> {
+        let sql = match holder {
+            FamilyHolder::Person => {
+                "UPDATE refresh_families SET revoked_at = $1 WHERE subject = $2 AND revoked_at IS NULL RETURNING id"
             }
-            for r in &revoked {
-                insert_revocation(&mut tx, r, now).await?;
+            FamilyHolder::ClientObject => {
+                "UPDATE refresh_families SET revoked_at = $1 WHERE client_uid = $2 AND revoked_at IS NULL RETURNING id"
             }
-            tx.commit().await?;
-            Ok(revoked)
-        })
-        .await
+        };
+        let mut tx = self.pool.begin().await?;
+        let families = sqlx::query(sql).bind(now).bind(value).fetch_all(&mut *tx).await?;
+        let mut revoked = Vec::new();
+        for family in families {
+            revoked.extend(family_access_tokens(&mut tx, &family.get::<String, _>("id")).await?);
+        }
+        for r in &revoked {
+            insert_revocation(&mut tx, r, now).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     /// Records a person's current claims (a JSON object).
@@ -695,24 +710,12 @@ impl GrantStore {
             let mut revoked = Vec::new();
             for holder in holders {
                 let uid: String = holder.get("client_uid");
-                if existing.contains(&uid) {
-                    continue;
+                if !existing.contains(&uid) {
+                    revoked.extend(
+                        self.revoke_families_held_by(FamilyHolder::ClientObject, &uid, now)
+                            .await?,
+                    );
                 }
-                let mut tx = self.pool.begin().await?;
-                let families = sqlx::query(
-                    "UPDATE refresh_families SET revoked_at = $1 WHERE client_uid = $2 AND revoked_at IS NULL RETURNING id",
-                )
-                .bind(now)
-                .bind(&uid)
-                .fetch_all(&mut *tx)
-                .await?;
-                for family in families {
-                    for issued in family_access_tokens(&mut tx, &family.get::<String, _>("id")).await? {
-                        insert_revocation(&mut tx, &issued, now).await?;
-                        revoked.push(issued);
-                    }
-                }
-                tx.commit().await?;
             }
             Ok(revoked)
         })
