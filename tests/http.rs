@@ -43,15 +43,20 @@ fn oauth_client(
         .set_revocation_url(RevocationUrl::new(format!("{}/revoke", p.url)).unwrap())
 }
 
-async fn jwt_claims(p: &TestProvider, token: &str) -> Value {
-    let jwks: JwkSet = http()
+/// The provider's published keys.
+async fn jwks(p: &TestProvider) -> JwkSet {
+    http()
         .get(format!("{}/jwks", p.url))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn jwt_claims(p: &TestProvider, token: &str) -> Value {
+    let jwks = jwks(p).await;
     let header = decode_header(token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("at+jwt"), "RFC 9068 typ");
     let jwk = jwks
@@ -128,14 +133,7 @@ async fn resource_parameter_selects_the_audience() {
     assert_eq!(body.0, 200, "{:?}", body.1);
     let token = body.1["access_token"].as_str().unwrap().to_string();
     let header = decode_header(&token).unwrap();
-    let jwks: JwkSet = http()
-        .get(format!("{}/jwks", p.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = jwks(&p).await;
     let mut v = Validation::new(header.alg);
     v.set_audience(&["https://reports.example.com"]);
     let claims = decode::<Value>(
@@ -527,14 +525,7 @@ async fn an_emergency_rotation_retires_a_leaked_key_at_once() {
     let leaked = before["access_token"].as_str().unwrap().to_string();
     let leaked_kid = decode_header(&leaked).unwrap().kid.unwrap();
     let kids = async || -> Vec<String> {
-        let jwks: JwkSet = http()
-            .get(format!("{}/jwks", p.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let jwks = jwks(&p).await;
         jwks.keys.iter().filter_map(|k| k.common.key_id.clone()).collect()
     };
     assert!(kids().await.contains(&leaked_kid));
