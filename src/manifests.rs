@@ -156,7 +156,9 @@ pub fn manifest_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<Manifest
             // Follows links; a dangling or looping link fails here.
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_dir() => pending.push(path),
-                Ok(_) if yaml => files.push(path),
+                Ok(meta) if yaml && meta.is_file() => files.push(path),
+                // A pipe or device would block the pass that reads it.
+                Ok(_) if yaml => skipped.push(unreadable(&path, "skipped: not a regular file".into())),
                 Ok(_) => {}
                 Err(e) if yaml || path.is_symlink() => {
                     skipped.push(unreadable(&path, format!("skipped: {e}")));

@@ -669,6 +669,11 @@ async fn unreadable_manifests_are_named_and_the_rest_is_served() {
     copy_examples(&manifests);
     std::os::unix::fs::symlink(manifests.join("gone.yaml"), manifests.join("dangling.yaml")).unwrap();
     std::fs::write(manifests.join("latin1.yaml"), b"description: caf\xe9\n").unwrap();
+    let fifo = Command::new("mkfifo")
+        .arg(manifests.join("pipe.yaml"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
     let mut child = Command::new(env!("CARGO_BIN_EXE_kauth"))
         .args(["standalone", "--port", "0", "--ops-port", "0", "--manifests"])
         .arg(&manifests)
@@ -681,7 +686,7 @@ async fn unreadable_manifests_are_named_and_the_rest_is_served() {
     let _running = Running(child);
     let first = lines.next().unwrap().unwrap();
     let url = issuer_url(&first);
-    let summary: Vec<String> = lines.by_ref().take(4).map(|l| l.unwrap()).collect();
+    let summary: Vec<String> = lines.by_ref().take(5).map(|l| l.unwrap()).collect();
     assert!(
         summary.iter().any(|l| l.contains("dangling.yaml: skipped")),
         "{summary:#?}"
@@ -690,6 +695,12 @@ async fn unreadable_manifests_are_named_and_the_rest_is_served() {
         summary
             .iter()
             .any(|l| l.contains("latin1.yaml: skipped: not UTF-8 text")),
+        "{summary:#?}"
+    );
+    assert!(
+        summary
+            .iter()
+            .any(|l| l.contains("pipe.yaml: skipped: not a regular file")),
         "{summary:#?}"
     );
     let (status, _) = token(&url, &state, "orders.read").await;
@@ -705,4 +716,60 @@ async fn unreadable_manifests_are_named_and_the_rest_is_served() {
         token(&url, &state, "orders.read").await.1["error"] == "invalid_scope"
     })
     .await;
+}
+
+/// A reload of thousands of clients runs beside serving: answers keep coming while the pass
+/// reads, judges and writes (it once ran on the serving threads and stopped new connections
+/// for seconds). The bound is relative to the reload itself, not to the machine's speed.
+#[tokio::test]
+async fn a_big_reload_keeps_serving_meanwhile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (manifests, state) = (tmp.path().join("m"), tmp.path().join("state"));
+    copy_examples(&manifests);
+    let mut many = String::new();
+    for i in 0..2000 {
+        many.push_str(&format!(
+            "---\napiVersion: kauth.dev/v1alpha1\nkind: OAuthClient\nmetadata: {{name: c{i}, namespace: team{}}}\nspec: {{scopes: [orders.read]}}\n",
+            i % 20
+        ));
+    }
+    std::fs::write(manifests.join("many.yaml"), &many).unwrap();
+    let (_running, url) = start(&manifests, &state);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = tokio::spawn({
+        let (url, stop) = (url.clone(), stop.clone());
+        async move {
+            // A new connection for every request: the accept loop is what a blocked runtime stops.
+            let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+            let (mut last, mut longest, mut answered) = (Instant::now(), Duration::ZERO, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let res = http.get(format!("{url}/.well-known/openid-configuration")).send().await;
+                assert_eq!(res.unwrap().status(), 200);
+                longest = longest.max(last.elapsed());
+                last = Instant::now();
+                answered += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (longest, answered)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(
+        manifests.join("many.yaml"),
+        many + "---\napiVersion: kauth.dev/v1alpha1\nkind: OAuthClient\nmetadata: {name: late, namespace: team1}\nspec: {scopes: [orders.read]}\n",
+    )
+    .unwrap();
+    let late = state.join("secrets/team1/late-oauth/CLIENT_SECRET");
+    let reload = wait_up_to(Duration::from_secs(60), "the new client is written", async || {
+        late.exists()
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (longest, answered) = prober.await.unwrap();
+    eprintln!("reload took {reload:?}; {answered} answers meanwhile, longest wait {longest:?}");
+    assert!(
+        longest < reload / 2,
+        "serving stopped for {longest:?} of a {reload:?} reload"
+    );
 }

@@ -4,8 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -28,6 +27,9 @@ use crate::registry::{Registry, Snapshot};
 use crate::store::GrantStore;
 use crate::validation::{ClientSettings, CredentialSource, KeySchedule, describe, validate_signing_key};
 
+mod state_files;
+use state_files::StagedWrites;
+
 /// The claims record in the state folder (who owns which Scope value, audience, client id).
 const CLAIMS_FILE: &str = "claims.json";
 
@@ -39,17 +41,20 @@ const CREDENTIAL_STATE_FILE: &str = ".kauth-credential.json";
 pub const EMBEDDED_EXAMPLES: &[(&str, &str)] = &[
     (
         "examples/scope-orders.yaml",
-        include_str!("../examples/scope-orders.yaml"),
+        include_str!("../../examples/scope-orders.yaml"),
     ),
-    ("examples/client-m2m.yaml", include_str!("../examples/client-m2m.yaml")),
+    (
+        "examples/client-m2m.yaml",
+        include_str!("../../examples/client-m2m.yaml"),
+    ),
     (
         "examples/signing-key.yaml",
-        include_str!("../examples/signing-key.yaml"),
+        include_str!("../../examples/signing-key.yaml"),
     ),
-    ("examples/workload.yaml", include_str!("../examples/workload.yaml")),
+    ("examples/workload.yaml", include_str!("../../examples/workload.yaml")),
     (
         "examples/workload-secretless.yaml",
-        include_str!("../examples/workload-secretless.yaml"),
+        include_str!("../../examples/workload-secretless.yaml"),
     ),
 ];
 
@@ -154,21 +159,6 @@ fn load_manifests(source: &ManifestSource, strict: bool) -> Result<Manifests, St
     }
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> Result<(), StandaloneError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io_err("cannot write", &tmp, e))?;
-    f.write_all(contents)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io_err("cannot write", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| io_err("cannot write", path, e))
-}
-
 fn private_dir(path: &Path) -> Result<(), StandaloneError> {
     fs::create_dir_all(path).map_err(|e| io_err("cannot create", path, e))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(|e| io_err("cannot protect", path, e))
@@ -198,6 +188,7 @@ impl StandaloneConfig {
         verdict: &ClientVerdict,
         settings: &ClientSettings,
         now: Timestamp,
+        writes: &mut StagedWrites,
         changes: &mut Vec<String>,
         next_step: &mut Option<Timestamp>,
     ) -> Result<SecretVerifier, String> {
@@ -252,12 +243,12 @@ impl StandaloneConfig {
                 for (key, value) in files {
                     let path = dir.join(key);
                     if fs::read_to_string(&path).ok().as_deref() != Some(value) {
-                        write_private(&path, value.as_bytes()).map_err(|e| e.to_string())?;
+                        writes.write(&path, value.as_bytes()).map_err(|e| e.to_string())?;
                     }
                 }
                 if current.as_ref() != Some(&state) {
                     let json = serde_json::to_vec_pretty(&state).expect("state serialises");
-                    write_private(&state_path, &json).map_err(|e| e.to_string())?;
+                    writes.write(&state_path, &json).map_err(|e| e.to_string())?;
                 }
                 Ok(state.verifier())
             }
@@ -268,6 +259,7 @@ impl StandaloneConfig {
         &self,
         manifests: &Manifests,
         now: Timestamp,
+        writes: &mut StagedWrites,
         pass: &mut PassNotes,
     ) -> Result<KeyRing, StandaloneError> {
         let keys_dir = self.state_dir.join("signing-keys");
@@ -322,7 +314,7 @@ impl StandaloneConfig {
             let current: KeySet = read_json(&path)?.unwrap_or_default();
             let plan = plan_keys(alg, &schedule, &current, now).map_err(|e| StandaloneError(e.to_string()))?;
             if plan.keys != current {
-                write_private(&path, &serde_json::to_vec_pretty(&plan.keys).expect("keys serialise"))?;
+                writes.write(&path, &serde_json::to_vec_pretty(&plan.keys).expect("keys serialise"))?;
             }
             for change in &plan.changes {
                 pass.changes.push(format!("signing key {file}: {change:?}"));
@@ -339,6 +331,8 @@ impl StandaloneConfig {
     pub fn pass(&self, now: Timestamp) -> Result<Pass, StandaloneError> {
         let manifests = load_manifests(&self.manifests, self.strict)?;
         let mut notes = PassNotes::default();
+        private_dir(&self.state_dir)?;
+        let mut writes = StagedWrites::new(&self.state_dir);
         notes.problems.extend(manifests.errors.iter().map(ToString::to_string));
         notes
             .warnings
@@ -365,8 +359,7 @@ impl StandaloneConfig {
         };
         let catalog = manifests.catalog(&recorded, rules);
         if catalog.ledger != recorded {
-            private_dir(&self.state_dir)?;
-            write_private(&claims_path, catalog.ledger.to_json().as_bytes())?;
+            writes.write(&claims_path, catalog.ledger.to_json().as_bytes())?;
         }
         if let Some(lapse) = catalog.ledger.next_lapse(self.claim_grace) {
             notes.next_step = min_time(notes.next_step, Timestamp::from_second(lapse).ok());
@@ -446,7 +439,14 @@ impl StandaloneConfig {
                     missing.name, missing.reason
                 ));
             }
-            match self.credentials(verdict, settings, now, &mut notes.changes, &mut notes.next_step) {
+            match self.credentials(
+                verdict,
+                settings,
+                now,
+                &mut writes,
+                &mut notes.changes,
+                &mut notes.next_step,
+            ) {
                 Ok(v) => {
                     verifiers.insert(verdict.client_id.clone(), v);
                     let (id_key, secret_key) = match &settings.secret {
@@ -471,7 +471,9 @@ impl StandaloneConfig {
             }
         }
 
-        let keys = self.key_ring(&manifests, now, &mut notes)?;
+        let keys = self.key_ring(&manifests, now, &mut writes, &mut notes)?;
+        // Everything written above is durable before anything of it is served.
+        writes.commit()?;
         let snapshot = Snapshot::build(&catalog, |v, _| verifiers.get(&v.client_id).cloned(), keys);
         let people = self.people(&manifests, &mut notes);
         let connectors = self.connectors(&manifests, &mut notes);
@@ -656,7 +658,11 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     // Taken before the first pass: an edit made while kauth starts is reloaded, not missed.
     let mut seen = cfg.fingerprint();
-    let first = cfg.pass(Timestamp::now())?;
+    let cfg = Arc::new(cfg);
+    let first_cfg = cfg.clone();
+    let first = tokio::task::spawn_blocking(move || first_cfg.pass(Timestamp::now()))
+        .await
+        .map_err(|e| StandaloneError(format!("the first pass stopped: {e}")))??;
     metrics.registered_clients.set(first.snapshot.clients.len() as i64);
     print!("{}", summary(&cfg, &first, &addr.to_string(), &ops_addr.to_string()));
     let mut next_step = first.next_step;
@@ -686,12 +692,22 @@ pub async fn run(
         loop {
             tick.tick().await;
             let now = Timestamp::now();
-            let fingerprint = cfg.fingerprint();
+            let fingerprint_cfg = cfg.clone();
+            let fingerprint = tokio::task::spawn_blocking(move || fingerprint_cfg.fingerprint())
+                .await
+                .unwrap_or_default();
             if fingerprint == seen && next_step.is_none_or(|t| now < t) {
                 continue;
             }
             seen = fingerprint;
-            match cfg.pass(now) {
+            // A pass reads and writes files and judges every manifest: it runs on a blocking
+            // thread, and the provider serves the previous snapshot until the new one is swapped in.
+            let pass_cfg = cfg.clone();
+            let started = std::time::Instant::now();
+            let pass = tokio::task::spawn_blocking(move || pass_cfg.pass(now))
+                .await
+                .unwrap_or_else(|e| Err(StandaloneError(format!("the reload stopped: {e}"))));
+            match pass {
                 Ok(pass) => {
                     for change in &pass.changes {
                         tracing::info!("{change}");
@@ -699,7 +715,11 @@ pub async fn run(
                     for problem in pass.problems.iter().chain(&pass.warnings) {
                         tracing::warn!("{problem}");
                     }
-                    tracing::info!(clients = pass.snapshot.clients.len(), "manifests reloaded");
+                    tracing::info!(
+                        clients = pass.snapshot.clients.len(),
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "manifests reloaded"
+                    );
                     metrics.registered_clients.set(pass.snapshot.clients.len() as i64);
                     next_step = pass.next_step;
                     registry.publish(pass.snapshot);
