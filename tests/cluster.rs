@@ -809,6 +809,8 @@ async fn the_charts_rbac_is_enough_and_no_more() {
 #[tokio::test]
 #[ignore = "needs a cluster: make test-cluster"]
 async fn scale_a_thousand_clients_become_ready() {
+    // `make bench` sets 10,000; the suite keeps 1,000 within CI's time.
+    let n: usize = std::env::var("KAUTH_SCALE_CLIENTS").map_or(1000, |v| v.parse().unwrap());
     let client = client().await;
     let id = unique();
     let kns = format!("kauth-{id}");
@@ -823,7 +825,7 @@ async fn scale_a_thousand_clients_become_ready() {
     }))
     .unwrap();
     create(&client, &scope).await;
-    let n = 1000;
+    let cpu_before = Cpu::now(kauth.child.id());
     let started = Instant::now();
     let api: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
     futures::stream::iter(0..n)
@@ -842,7 +844,7 @@ async fn scale_a_thousand_clients_become_ready() {
         .await
         .unwrap();
     let applied = started.elapsed();
-    let took = wait_until("1,000 clients Ready", Duration::from_secs(300), async || {
+    let took = wait_until("every client Ready", Duration::from_secs(600), async || {
         let list = api.list(&ListParams::default()).await.unwrap();
         list.items
             .iter()
@@ -861,8 +863,9 @@ async fn scale_a_thousand_clients_become_ready() {
         .find(|l| l.starts_with("VmRSS"))
         .map(|l| l.to_string())
         .unwrap_or_default();
+    let cpu = Cpu::now(kauth.child.id()).since(&cpu_before);
     eprintln!(
-        "scale: {n} OAuthClients applied in {applied:?}; all Ready {:?} after the first was applied; kauth {rss}",
+        "scale: {n} OAuthClients applied in {applied:?}; all Ready {:?} after the first was applied; kauth {rss}; CPU seconds meanwhile: {cpu}",
         started.elapsed()
     );
     let _ = took;
@@ -1812,5 +1815,41 @@ async fn client_when_ready() -> Client {
             "the apiserver did not come back"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// CPU seconds used so far by kauth and, when `tests/cluster/run.sh` started them, by the
+/// local kube-apiserver and etcd: where the time of a scale run goes.
+struct Cpu(Vec<(&'static str, f64)>);
+
+impl Cpu {
+    fn now(kauth: u32) -> Self {
+        let seconds = |pid: &str| -> Option<f64> {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
+            let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+            // utime and stime, fields 14 and 15 of stat(5), in clock ticks (100 per second).
+            Some((fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?) / 100.0)
+        };
+        let mut parts = vec![("kauth", seconds(&kauth.to_string()).unwrap_or_default())];
+        if let Ok(state) = std::env::var("KAUTH_CLUSTER_STATE") {
+            for (name, file) in [("kube-apiserver", "apiserver.pid"), ("etcd", "etcd.pid")] {
+                if let Some(s) = std::fs::read_to_string(format!("{state}/{file}")).ok().and_then(|p| seconds(&p)) {
+                    parts.push((name, s));
+                }
+            }
+        }
+        Self(parts)
+    }
+
+    fn since(&self, before: &Self) -> String {
+        let spent: Vec<String> = self
+            .0
+            .iter()
+            .map(|(name, s)| {
+                let was = before.0.iter().find(|(n, _)| n == name).map_or(0.0, |(_, b)| *b);
+                format!("{name} {:.1}", s - was)
+            })
+            .collect();
+        spent.join(", ")
     }
 }

@@ -9,6 +9,7 @@ KUBECONFIG=$(tests/cluster/up.sh "$state")
 export KUBECONFIG
 # The local apiserver's ServiceAccount signing key lets a test forge an expired cluster token.
 [ -f "$state/sa.key" ] && export KAUTH_SA_SIGNING_KEY="$state/sa.key"
+export KAUTH_CLUSTER_STATE="$state"
 export KAUTH_TOOLS=$(tests/cluster/tools.sh)
 cargo build --release --bin kauth
 export KAUTH_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/kauth"
