@@ -163,7 +163,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             Some(url) => url.clone(),
             None => GrantStore::file_url(&cfg.state_dir).map_err(|e| RunError(e.to_string()))?,
         };
-        let store = GrantStore::open_with_deadline(&url, cfg.serve.store_timeout)
+        let store = GrantStore::open_with(&url, cfg.serve.store_timeout, cfg.serve.store_group_commit)
             .await
             .map_err(|e| RunError(e.to_string()))?;
         let bind = async |address: &str| {

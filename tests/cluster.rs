@@ -1833,7 +1833,10 @@ impl Cpu {
         let mut parts = vec![("kauth", seconds(&kauth.to_string()).unwrap_or_default())];
         if let Ok(state) = std::env::var("KAUTH_CLUSTER_STATE") {
             for (name, file) in [("kube-apiserver", "apiserver.pid"), ("etcd", "etcd.pid")] {
-                if let Some(s) = std::fs::read_to_string(format!("{state}/{file}")).ok().and_then(|p| seconds(&p)) {
+                if let Some(s) = std::fs::read_to_string(format!("{state}/{file}"))
+                    .ok()
+                    .and_then(|p| seconds(&p))
+                {
                     parts.push((name, s));
                 }
             }

@@ -540,6 +540,74 @@ async fn a_person_who_leaves_loses_sessions_and_families(b: Backend) {
     );
 }
 
+/// Concurrent writes share commits on SQLite: one that fails (a duplicate code) or is cut off
+/// by the deadline is undone alone, and every write that reported success is there after a
+/// reopen.
+async fn concurrent_writes_stand_or_fall_alone(b: Backend) {
+    let store = GrantStore::open(&b.url).await.unwrap();
+    store.insert_code("taken", &grant(), NOW + 60).await.unwrap();
+    // Writes cut off by a deadline while they wait for a shared SQLite commit (PostgreSQL
+    // cannot even connect within 3 ms, and has no shared commits to test).
+    let hurried = if b.url.starts_with("sqlite:") {
+        GrantStore::open_with_deadline(&b.url, std::time::Duration::from_millis(3))
+            .await
+            .unwrap()
+    } else {
+        store.clone()
+    };
+    let tasks: Vec<_> = (0..96)
+        .map(|i| {
+            let store = if i % 3 == 2 { hurried.clone() } else { store.clone() };
+            tokio::spawn(async move {
+                let id = if i % 3 == 1 {
+                    "taken".to_string()
+                } else {
+                    format!("code-{i}")
+                };
+                (i, store.insert_code(&id, &grant(), NOW + 60).await.is_ok())
+            })
+        })
+        .collect();
+    let mut kept = Vec::new();
+    for t in tasks {
+        let (i, ok) = t.await.unwrap();
+        match i % 3 {
+            0 => assert!(ok, "write {i} failed beside failing ones"),
+            1 => assert!(!ok, "a duplicate code was accepted"),
+            _ => {}
+        }
+        if ok {
+            kept.push(i);
+        }
+    }
+    drop((store, hurried));
+    let reopened = GrantStore::open(&b.url).await.unwrap();
+    for i in kept {
+        let redeemed = reopened
+            .redeem_code(&format!("code-{i}"), NOW, &issue(&format!("at-{i}")))
+            .await;
+        assert!(
+            matches!(redeemed.unwrap(), Redemption::Granted(_)),
+            "code-{i} was reported stored but is gone"
+        );
+    }
+    reopened.insert_code("after", &grant(), NOW + 60).await.unwrap();
+}
+
+/// A write that stops halfway (here: the token's family was revoked after the token was
+/// marked used) is undone: asking again finds the same unused token, not a "reuse".
+async fn a_write_that_stops_halfway_leaves_no_trace(b: Backend) {
+    let store = with_family(&b).await;
+    store.revoke_families_of_person("alice", NOW).await.unwrap();
+    for attempt in 0..2 {
+        let used = store
+            .use_refresh("r1", &WEB, NOW + 1, ("r2", NOW + 3600), &issue("at-2"))
+            .await
+            .unwrap();
+        assert!(matches!(used, RefreshUse::Invalid), "attempt {attempt}: {used:?}");
+    }
+}
+
 /// Runs each suite function once per backend.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
@@ -575,4 +643,6 @@ suite!(
     state_survives_reopening_and_sweeping_removes_only_expired_rows,
     refresh_families_belong_to_the_client_object,
     a_person_who_leaves_loses_sessions_and_families,
+    concurrent_writes_stand_or_fall_alone,
+    a_write_that_stops_halfway_leaves_no_trace,
 );

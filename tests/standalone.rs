@@ -773,3 +773,133 @@ async fn a_big_reload_keeps_serving_meanwhile() {
         "serving stopped for {longest:?} of a {reload:?} reload"
     );
 }
+
+/// `kill -9` in the middle of a refresh storm on SQLite (shared commits). After a restart on the
+/// same state, each family goes on from its last acknowledged token, or, when the rotation in
+/// flight at the kill was committed, refuses that token as reused and ends the family. No
+/// family forks, and a revocation acknowledged before the kill still holds.
+#[tokio::test]
+async fn kill_9_during_a_refresh_storm_forks_nothing_and_keeps_revocations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (manifests, state) = (tmp.path().join("m"), tmp.path().join("state"));
+    copy_examples(&manifests);
+    let (mut running, url) = start(&manifests, &state);
+    let creds = state.join("secrets/shop/shop-web-oauth");
+    let id = std::fs::read_to_string(creds.join("CLIENT_ID")).unwrap();
+    let secret = std::fs::read_to_string(creds.join("CLIENT_SECRET")).unwrap();
+    let refresh = {
+        let (id, secret) = (id.clone(), secret.clone());
+        move |base: String, token: String| {
+            let (id, secret) = (id.clone(), secret.clone());
+            async move {
+                let r = reqwest::Client::new()
+                    .post(format!("{base}/token"))
+                    .basic_auth(id, Some(secret))
+                    .form(&[("grant_type", "refresh_token"), ("refresh_token", token.as_str())])
+                    .send()
+                    .await?;
+                let status = r.status().as_u16();
+                let body: Value = r.json().await?;
+                Ok::<_, reqwest::Error>((status, body))
+            }
+        }
+    };
+    // Eight families, one sign-in (session and consent are remembered).
+    let browser = support::browser::Browser::new();
+    let authorize = format!(
+        "{url}/authorize?client_id={id}&response_type=code&scope=orders.read&state=s&redirect_uri=http%3A%2F%2F127.0.0.1%3A8400%2Fcallback"
+    );
+    let mut families = Vec::new();
+    for _ in 0..9 {
+        let back = browser
+            .sign_in(&url, &authorize, ("alice", "alice-demo-password"))
+            .await;
+        let code = support::browser::param(&back, "code").unwrap();
+        let r: Value = reqwest::Client::new()
+            .post(format!("{url}/token"))
+            .basic_auth(&id, Some(&secret))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", "http://127.0.0.1:8400/callback"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        families.push(r["refresh_token"].as_str().unwrap().to_string());
+    }
+    // The ninth family is revoked before the storm, and kauth says so.
+    let revoked = families.pop().unwrap();
+    let answer = reqwest::Client::new()
+        .post(format!("{url}/revoke"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("token", revoked.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
+    // Each family rotates as fast as it can; the last token kauth acknowledged is kept.
+    let acknowledged: Vec<_> = families
+        .iter()
+        .map(|t| std::sync::Arc::new(std::sync::Mutex::new(t.clone())))
+        .collect();
+    let storm: Vec<_> = acknowledged
+        .iter()
+        .map(|last| {
+            let (last, url, refresh) = (last.clone(), url.clone(), refresh.clone());
+            tokio::spawn(async move {
+                let mut rotations = 0;
+                loop {
+                    let current = last.lock().unwrap().clone();
+                    match refresh(url.clone(), current).await {
+                        Ok((200, body)) => {
+                            *last.lock().unwrap() = body["refresh_token"].as_str().unwrap().to_string();
+                            rotations += 1;
+                        }
+                        Ok((status, body)) => panic!("refresh refused before the kill: {status} {body}"),
+                        Err(_) => return rotations, // the process is gone
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    running.0.kill().unwrap(); // SIGKILL
+    running.0.wait().unwrap();
+    let mut rotations = 0;
+    for task in storm {
+        rotations += task.await.unwrap();
+    }
+    assert!(rotations > 16, "the storm rotated only {rotations} tokens");
+
+    let (_again, url) = start(&manifests, &state);
+    let (mut continued, mut ended) = (0, 0);
+    for last in &acknowledged {
+        let last = last.lock().unwrap().clone();
+        let (status, body) = refresh(url.clone(), last.clone()).await.unwrap();
+        if status == 200 {
+            continued += 1;
+            // No fork: the acknowledged token is now used; using it again ends the family,
+            // the token just issued included.
+            let next = body["refresh_token"].as_str().unwrap().to_string();
+            assert_eq!(refresh(url.clone(), last).await.unwrap().0, 400);
+            let (status, body) = refresh(url.clone(), next).await.unwrap();
+            assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+        } else {
+            // The rotation in flight was committed and never acknowledged: a reuse.
+            assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+            ended += 1;
+        }
+    }
+    eprintln!("{rotations} rotations before kill -9; after restart {continued} families went on, {ended} ended");
+    let (status, body) = refresh(url.clone(), revoked).await.unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "a revocation was lost"
+    );
+}

@@ -52,6 +52,10 @@ pub struct ServeOptions {
     /// request fails fast with 503.
     #[arg(long, env = "KAUTH_STORE_TIMEOUT", default_value = "2s", value_parser = crate::validation::parse_duration)]
     pub store_timeout: Duration,
+    /// SQLite: concurrent writes share one commit (one fsync). `false` commits each on its
+    /// own, which is slower and only there to compare.
+    #[arg(long, env = "KAUTH_STORE_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub store_group_commit: bool,
 }
 
 impl Default for ServeOptions {
@@ -63,6 +67,7 @@ impl Default for ServeOptions {
             trusted_proxies: Vec::new(),
             max_password_checks: None,
             store_timeout: crate::store::DEFAULT_DEADLINE,
+            store_group_commit: true,
         }
     }
 }

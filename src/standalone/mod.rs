@@ -651,7 +651,7 @@ pub async fn run(
         Some(url) => url,
         None => GrantStore::file_url(&cfg.state_dir).map_err(|e| StandaloneError(e.to_string()))?,
     };
-    let store = GrantStore::open_with_deadline(&url, opts.store_timeout)
+    let store = GrantStore::open_with(&url, opts.store_timeout, opts.store_group_commit)
         .await
         .map_err(|e| StandaloneError(e.to_string()))?;
     let registry = Registry::new();
