@@ -25,7 +25,8 @@ struct Call {
 
 type Calls = Arc<Mutex<Vec<Call>>>;
 
-/// A fake apiserver: `secrets` answers GETs of Secrets by name; writes echo their body.
+/// A fake apiserver: `secrets` answers GETs of Secrets by name and refuses creating one of the
+/// same name; other writes echo their body.
 fn apiserver(secrets: Vec<Secret>) -> (Client, Calls) {
     let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let calls: Calls = Arc::default();
@@ -56,6 +57,16 @@ fn apiserver(secrets: Vec<Secret>) -> (Client, Calls) {
                 object["metadata"] = json!({"name": path.rsplit('/').nth(1).unwrap()});
                 object["spec"] = json!({"value": "x"});
                 (StatusCode::OK, object)
+            } else if method == Method::POST
+                && path.ends_with("/secrets")
+                && secrets
+                    .iter()
+                    .any(|s| s.metadata.name.as_deref() == body["metadata"]["name"].as_str())
+            {
+                (
+                    StatusCode::CONFLICT,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "already exists"}),
+                )
             } else if method == Method::POST {
                 (StatusCode::CREATED, body)
             } else {
@@ -87,11 +98,31 @@ where
 }
 
 fn ctx(client: Client, clients: Vec<OAuthClient>, scopes: Vec<Scope>) -> Arc<Context> {
+    ctx_with_secrets(client, clients, scopes, vec![])
+}
+
+/// A context whose cache holds those of `secrets` that carry kauth's credentials label, as
+/// the real reflector (which watches only those) would.
+fn ctx_with_secrets(
+    client: Client,
+    clients: Vec<OAuthClient>,
+    scopes: Vec<Scope>,
+    secrets: Vec<Secret>,
+) -> Arc<Context> {
+    let labelled = secrets
+        .into_iter()
+        .filter(|s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(kauth::controller::secrets::CREDENTIALS_LABEL))
+        })
+        .collect();
     let cache = Cache {
         clients: store(clients),
         scopes: store(scopes),
         signing_keys: store(vec![]),
-        secrets: store(vec![]),
+        secrets: store(labelled),
         namespaces: store(vec![]),
         claims: store(vec![]),
         verdicts: Default::default(),
@@ -206,9 +237,12 @@ async fn secret_is_created_once_and_not_regenerated() {
     let (api, calls) = apiserver(vec![secret.clone()]);
     let mut again = obj.clone();
     again.status = serde_json::from_value(status).unwrap();
-    reconcile_client(Arc::new(again.clone()), ctx(api, vec![again], scopes))
-        .await
-        .unwrap();
+    reconcile_client(
+        Arc::new(again.clone()),
+        ctx_with_secrets(api, vec![again], scopes, vec![secret.clone()]),
+    )
+    .await
+    .unwrap();
     assert!(
         writes(&calls, "/secrets").is_empty(),
         "an existing secret is never re-randomised"
@@ -234,10 +268,13 @@ async fn rotation_trigger_replaces_the_secret_and_keeps_the_old_one_valid() {
     );
     let mut stored = first.clone();
     stored.metadata.resource_version = Some("7".into());
-    let (api, calls) = apiserver(vec![stored]);
-    reconcile_client(Arc::new(two.clone()), ctx(api, vec![two], vec![]))
-        .await
-        .unwrap();
+    let (api, calls) = apiserver(vec![stored.clone()]);
+    reconcile_client(
+        Arc::new(two.clone()),
+        ctx_with_secrets(api, vec![two], vec![], vec![stored]),
+    )
+    .await
+    .unwrap();
     let replaced = writes(&calls, "/secrets");
     assert_eq!(replaced.len(), 1);
     assert_eq!(replaced[0].method, Method::PUT);
@@ -284,14 +321,48 @@ async fn foreign_secret_is_left_alone() {
         json!({"metadata": {"name": "web-oauth", "namespace": "shop"}, "data": {"CLIENT_SECRET": "c2VjcmV0"}}),
     )
     .unwrap();
-    let (api, calls) = apiserver(vec![foreign]);
-    reconcile_client(Arc::new(obj.clone()), ctx(api, vec![obj], vec![]))
-        .await
-        .unwrap();
-    assert!(writes(&calls, "/secrets").is_empty());
+    let (api, calls) = apiserver(vec![foreign.clone()]);
+    reconcile_client(
+        Arc::new(obj.clone()),
+        ctx_with_secrets(api, vec![obj], vec![], vec![foreign]),
+    )
+    .await
+    .unwrap();
+    // kauth tried to create its Secret, the name was taken (409), and it never replaced or
+    // patched the one it found.
+    let attempts = writes(&calls, "/secrets");
+    assert!(
+        attempts.iter().all(|c| c.method == Method::POST),
+        "{:?}",
+        attempts.iter().map(|c| &c.method).collect::<Vec<_>>()
+    );
+    assert!(attempts.len() <= 1);
     let status = status_patch(&calls);
     assert_eq!(condition(&status, "SecretReady")["reason"], "SecretConflict");
     assert_eq!(condition(&status, "Ready")["status"], "False");
+}
+
+/// Another team labels its own Secret as kauth's, so that it sits in kauth's cache: kauth
+/// still sees it is not owned by this client and writes nothing.
+#[tokio::test]
+async fn a_look_alike_secret_with_kauths_label_is_left_alone() {
+    let obj = client(json!({"audiences": ["https://a.example.com"]}), "uid-web");
+    let look_alike: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "web-oauth", "namespace": "shop",
+                     "labels": {kauth::controller::secrets::CREDENTIALS_LABEL: "generated"}},
+        "data": {"CLIENT_SECRET": "c2VjcmV0"}
+    }))
+    .unwrap();
+    let (api, calls) = apiserver(vec![look_alike.clone()]);
+    reconcile_client(
+        Arc::new(obj.clone()),
+        ctx_with_secrets(api, vec![obj], vec![], vec![look_alike]),
+    )
+    .await
+    .unwrap();
+    assert!(writes(&calls, "/secrets").is_empty());
+    let status = status_patch(&calls);
+    assert_eq!(condition(&status, "SecretReady")["reason"], "SecretConflict");
 }
 
 #[tokio::test]

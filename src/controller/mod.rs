@@ -17,8 +17,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 pub use cache::{CLAIMS_CONFIG_MAP, CLAIMS_KEY, Cache, run_registry};
@@ -143,6 +143,26 @@ where
     .flatten()
 }
 
+/// What a controller reconciles: a watch of `api` into a store of its own, without the
+/// objects' managedFields (most of a small object's size, and unread), retrying as soon after
+/// a failure as the registry's watches do.
+fn reconciled<K>(
+    api: Api<K>,
+) -> (
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    Store<K>,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let events = watcher(api, watcher::Config::default()).modify(|obj| obj.managed_fields_mut().clear());
+    let objects = reflector::reflector(writer, events)
+        .backoff(watch_health::ResyncSoon::default())
+        .applied_objects();
+    (objects, reader)
+}
+
 /// Keeps the claims record (the `kauth-claims` ConfigMap) equal to the ledger of the catalog
 /// the registry loop published last, so claims survive restarts and leader changes. Only the
 /// leader runs it; every replica reads the record.
@@ -199,7 +219,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 
     // Other clients, Scopes and namespace labels decide a client's verdict, and other Scopes a
     // Scope's: each is reconciled when the registry loop sees its verdict change.
-    let clients = Controller::new(Api::<OAuthClient>::all(client.clone()), watcher::Config::default())
+    let (objects, store) = reconciled(Api::<OAuthClient>::all(client.clone()));
+    let clients = Controller::for_stream(objects, store)
         .owns(Api::<Secret>::all(client.clone()), generated)
         .reconcile_on(verdict_changes(&ctx.cache, Catalog::changed_clients))
         .with_config(controller_config())
@@ -211,26 +232,25 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         )
         .for_each(|_| async {});
 
-    let scopes = Controller::new(Api::<Scope>::all(client.clone()), watcher::Config::default())
+    let (objects, store) = reconciled(Api::<Scope>::all(client.clone()));
+    let scopes = Controller::for_stream(objects, store)
         .reconcile_on(verdict_changes(&ctx.cache, Catalog::changed_scopes))
         .with_config(controller_config())
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile_scope, |o, e, c| error_policy(o, e, c, "Scope"), ctx.clone())
         .for_each(|_| async {});
 
-    let keys = Controller::new(
-        Api::<SigningKey>::namespaced(client.clone(), &ctx.namespace),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Secret>::namespaced(client.clone(), &ctx.namespace), key_secrets)
-    .with_config(controller_config())
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        reconcile_signing_key,
-        |o, e, c| error_policy(o, e, c, "SigningKey"),
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
+    let (objects, store) = reconciled(Api::<SigningKey>::namespaced(client.clone(), &ctx.namespace));
+    let keys = Controller::for_stream(objects, store)
+        .owns(Api::<Secret>::namespaced(client.clone(), &ctx.namespace), key_secrets)
+        .with_config(controller_config())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            reconcile_signing_key,
+            |o, e, c| error_policy(o, e, c, "SigningKey"),
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
 
     let claims = record_claims(ctx.clone());
 

@@ -70,16 +70,21 @@ async fn generated_secret(
         issuer: &ctx.issuer.url,
         token_endpoint: &token_endpoint,
     };
-    let existing = api.get_opt(name).await?;
-    if let Some(existing) = &existing
-        && !secrets::owned_by(existing, &owner.uid)
-    {
-        return Ok(SecretOutcome::failed(
+    let not_ours = || {
+        SecretOutcome::failed(
             "SecretConflict",
             format!(
                 "Secret {name} exists and was not created by kauth for this client; kauth leaves it alone (set spec.secret.name to another name)"
             ),
-        ));
+        )
+    };
+    // kauth's own Secrets are in the cache (they carry its label), so a reconcile reads none
+    // from the apiserver; a stale copy only makes a write fail on its resourceVersion.
+    let existing = ctx.cache.secret(&ns, name).map(|s| (*s).clone());
+    if let Some(existing) = &existing
+        && !secrets::owned_by(existing, &owner.uid)
+    {
+        return Ok(not_ours());
     }
     let current = existing.as_ref().and_then(secrets::credential_state);
     let state = match plan_secret(rotation, current.as_ref(), now) {
@@ -93,7 +98,18 @@ async fn generated_secret(
                     api.replace(name, &PostParams::default(), &secret).await?;
                 }
                 None => {
-                    api.create(&PostParams::default(), &secret).await?;
+                    if let Err(e) = api.create(&PostParams::default(), &secret).await {
+                        let exists = matches!(&e, kube::Error::Api(status) if status.code == 409);
+                        // Not in the cache yet there: someone else's Secret (left alone), or
+                        // kauth's own that the cache has yet to see (retried).
+                        if exists
+                            && let Some(found) = api.get_opt(name).await?
+                            && !secrets::owned_by(&found, &owner.uid)
+                        {
+                            return Ok(not_ours());
+                        }
+                        return Err(e.into());
+                    }
                 }
             }
             ctx.event(
