@@ -548,3 +548,19 @@ async fn an_emergency_rotation_retires_a_leaked_key_at_once() {
     p.reload();
     assert!(kids().await.contains(&fresh_kid));
 }
+
+/// Standalone's default keys follow the cluster's default policy (one definition for both
+/// modes): they rotate every 720h, each successor published a day before it signs.
+#[tokio::test]
+async fn standalone_default_keys_rotate_as_a_clusters_do() {
+    let p = provider().await;
+    let first = jwks(&p).await.keys.len();
+    assert_eq!(first, 2, "a default ES256 key and a default RS256 key");
+    let month_less_a_day = k8s_openapi::jiff::SignedDuration::from_hours(720 - 23);
+    p.reload_at(k8s_openapi::jiff::Timestamp::now() + month_less_a_day);
+    assert_eq!(
+        jwks(&p).await.keys.len(),
+        4,
+        "each default key's successor is published ahead"
+    );
+}

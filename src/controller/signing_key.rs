@@ -14,9 +14,7 @@ use serde_json::json;
 
 use super::secrets;
 use super::{Context, Error, MANAGER};
-use crate::crd::{
-    KeyAlgorithm, KeyRotation, PublishedKey, SigningKey, SigningKeySpec, SigningKeyStatus, set_condition,
-};
+use crate::crd::{KeyAlgorithm, PublishedKey, SigningKey, SigningKeyStatus, default_signing_keys, set_condition};
 use crate::keys::{KeyChange, KeySet, KeyState, plan_keys};
 use crate::validation::describe;
 
@@ -206,37 +204,20 @@ pub async fn reconcile(obj: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action
     ))
 }
 
-/// Name of the RS256 SigningKey kauth creates when there is none.
-pub const DEFAULT_RS256_KEY: &str = "default-rs256";
-
-/// Creates `default` (ES256, 30-day rotation) in kauth's namespace when no SigningKey exists,
-/// so a fresh install can sign at once, and `default-rs256` when no key is RS256.
+/// Creates the [`default_signing_keys`] that kauth's namespace lacks: `default` (ES256) when no
+/// SigningKey exists, so a fresh install can sign at once, and `default-rs256` when no key is RS256.
 pub async fn ensure_default_signing_key(ctx: &Context) -> Result<(), Error> {
     let api: Api<SigningKey> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let existing = api.list(&ListParams::default()).await?.items;
-    let mut wanted = Vec::new();
-    if existing.is_empty() {
-        wanted.push(("default", KeyAlgorithm::ES256));
-    }
-    // ID tokens need RS256 for relying parties that support nothing else (OpenID Connect
-    // Core §15.1 makes it the one algorithm every RP implements).
-    if !existing.iter().any(|k| k.spec.algorithm == KeyAlgorithm::RS256) {
-        wanted.push((DEFAULT_RS256_KEY, KeyAlgorithm::RS256));
-    }
-    for (name, algorithm) in wanted {
+    let algorithms: Vec<KeyAlgorithm> = existing.iter().map(|k| k.spec.algorithm).collect();
+    for (name, spec) in default_signing_keys(&algorithms) {
         let key = SigningKey {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some(ctx.namespace.clone()),
                 ..Default::default()
             },
-            spec: SigningKeySpec {
-                algorithm,
-                rotation: Some(KeyRotation {
-                    every: Some("720h".into()),
-                    ..Default::default()
-                }),
-            },
+            spec,
             status: None,
         };
         match api.create(&PostParams::default(), &key).await {

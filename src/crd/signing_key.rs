@@ -127,3 +127,52 @@ pub struct PublishedKey {
     /// The public key as a JWK (JSON).
     pub public_jwk: String,
 }
+
+/// Name of the SigningKey kauth creates when its namespace has none.
+pub const DEFAULT_KEY: &str = "default";
+/// Name of the RS256 SigningKey kauth creates when no SigningKey is RS256.
+pub const DEFAULT_RS256_KEY: &str = "default-rs256";
+/// How often the default keys rotate.
+pub const DEFAULT_KEY_ROTATION: &str = "720h";
+
+/// The SigningKeys kauth adds to its namespace, given the algorithms of those there: an ES256
+/// key when there is none at all, and an RS256 key when none is RS256 (ID tokens need it:
+/// OpenID Connect Core §15.1 makes it the one algorithm every relying party implements). Both
+/// rotate every [`DEFAULT_KEY_ROTATION`]. The controller creates them as objects; standalone
+/// keeps them as files; both take them from here.
+pub fn default_signing_keys(existing: &[KeyAlgorithm]) -> Vec<(&'static str, SigningKeySpec)> {
+    let spec = |algorithm| SigningKeySpec {
+        algorithm,
+        rotation: Some(KeyRotation {
+            every: Some(DEFAULT_KEY_ROTATION.into()),
+            ..Default::default()
+        }),
+    };
+    let mut wanted = Vec::new();
+    if existing.is_empty() {
+        wanted.push((DEFAULT_KEY, spec(KeyAlgorithm::ES256)));
+    }
+    if !existing.contains(&KeyAlgorithm::RS256) {
+        wanted.push((DEFAULT_RS256_KEY, spec(KeyAlgorithm::RS256)));
+    }
+    wanted
+}
+
+#[cfg(test)]
+mod default_tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_in_what_is_missing_and_rotate_monthly() {
+        let names = |existing: &[KeyAlgorithm]| -> Vec<&str> {
+            default_signing_keys(existing).into_iter().map(|(n, _)| n).collect()
+        };
+        assert_eq!(names(&[]), [DEFAULT_KEY, DEFAULT_RS256_KEY]);
+        assert_eq!(names(&[KeyAlgorithm::ES256]), [DEFAULT_RS256_KEY]);
+        assert!(names(&[KeyAlgorithm::RS256]).is_empty());
+        for (_, spec) in default_signing_keys(&[]) {
+            let (_, schedule) = crate::validation::validate_signing_key(&spec).unwrap();
+            assert_eq!(schedule.every, Some(std::time::Duration::from_secs(720 * 3600)));
+        }
+    }
+}

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use crate::catalog::{ClientVerdict, ScopeVerdict};
 use crate::claims::{ClaimRules, Ledger};
 use crate::connectors::{CONNECTORS_CONFIG_MAP, CONNECTORS_KEY, Connectors};
-use crate::crd::KeyAlgorithm;
+use crate::crd::{KeyAlgorithm, default_signing_keys};
 use crate::credentials::{CredentialState, SecretPlan, SecretVerifier, plan_secret};
 use crate::keys::{KeyRing, KeySet, plan_keys};
 use crate::manifests::Manifests;
@@ -282,31 +282,16 @@ impl StandaloneConfig {
                     .push(format!("{origin}: SigningKey {ns}/{name}: {}", describe(&errors))),
             }
         }
-        if wanted.is_empty() {
-            // As in a cluster: with no SigningKey, a default one is created.
-            wanted.push((
-                "default.json".into(),
-                KeyAlgorithm::ES256,
-                KeySchedule {
-                    every: None,
-                    publish_ahead: Duration::from_secs(24 * 3600),
-                    retain_after: Duration::from_secs(25 * 3600),
-                    ..Default::default()
-                },
-            ));
-        }
-        if !wanted.iter().any(|(_, alg, _)| *alg == KeyAlgorithm::RS256) {
-            // As in a cluster: ID tokens need an RS256 key, so one is created.
-            wanted.push((
-                "default-rs256.json".into(),
-                KeyAlgorithm::RS256,
-                KeySchedule {
-                    every: None,
-                    publish_ahead: Duration::from_secs(24 * 3600),
-                    retain_after: Duration::from_secs(25 * 3600),
-                    ..Default::default()
-                },
-            ));
+        // The same default keys as in a cluster, judged by the same rules.
+        let algorithms: Vec<KeyAlgorithm> = manifests
+            .signing_keys
+            .iter()
+            .filter(|(_, sk)| sk.metadata.namespace.as_deref() == Some(self.kauth_namespace.as_str()))
+            .map(|(_, sk)| sk.spec.algorithm)
+            .collect();
+        for (name, spec) in default_signing_keys(&algorithms) {
+            let (alg, schedule) = validate_signing_key(&spec).expect("the default SigningKeys are valid");
+            wanted.push((format!("{name}.json"), alg, schedule));
         }
         let mut sets = Vec::new();
         for (file, alg, schedule) in wanted {
