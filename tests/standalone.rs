@@ -530,6 +530,18 @@ impl OwnPostgres {
     }
 }
 
+impl OwnPostgres {
+    /// Stops the server (`stop`) or starts it again on the same port (`start`).
+    fn ctl(&self, action: &str) {
+        let done = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/postgres/ctl.sh"))
+            .arg(self.dir.path().join("pg"))
+            .arg(action)
+            .status()
+            .unwrap();
+        assert!(done.success(), "ctl.sh {action}");
+    }
+}
+
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
         self.signal("CONT");
@@ -819,7 +831,7 @@ async fn kill_9_during_a_refresh_storm_forks_nothing_and_keeps_revocations() {
             .post(format!("{url}/token"))
             .basic_auth(&id, Some(&secret))
             .form(&[
-                ("grant_type", "authorization_code"),
+                ("grant_type", "authorization_code".into()),
                 ("code", code.as_str()),
                 ("redirect_uri", "http://127.0.0.1:8400/callback"),
             ])
@@ -902,4 +914,140 @@ async fn kill_9_during_a_refresh_storm_forks_nothing_and_keeps_revocations() {
         (400, Some("invalid_grant")),
         "a revocation was lost"
     );
+}
+
+/// PostgreSQL stopped in the middle of a refresh load, then started again. During the outage
+/// every refresh answers 503 `temporarily_unavailable` within the store deadline (none hangs,
+/// none is a 500) while client_credentials goes on; after it, each family goes on from its last
+/// acknowledged token, without a restart of kauth.
+#[tokio::test]
+async fn a_store_stopped_under_load_fails_fast_and_the_load_resumes() {
+    let pg = OwnPostgres::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (manifests, state) = (tmp.path().join("m"), tmp.path().join("state"));
+    copy_examples(&manifests);
+    let (_running, first) = spawn_standalone(&[
+        "--manifests".as_ref(),
+        manifests.as_os_str(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--store-url".as_ref(),
+        pg.url.as_ref(),
+        "--store-timeout".as_ref(),
+        "1s".as_ref(),
+    ]);
+    let url = issuer_url(&first);
+    let creds = state.join("secrets/shop/shop-web-oauth");
+    let id = std::fs::read_to_string(creds.join("CLIENT_ID")).unwrap();
+    let secret = std::fs::read_to_string(creds.join("CLIENT_SECRET")).unwrap();
+    let post = {
+        let (url, id, secret) = (url.clone(), id.clone(), secret.clone());
+        move |form: Vec<(&'static str, String)>| {
+            let (url, id, secret) = (url.clone(), id.clone(), secret.clone());
+            async move {
+                let started = Instant::now();
+                let r = reqwest::Client::new()
+                    .post(format!("{url}/token"))
+                    .basic_auth(id, Some(secret))
+                    .form(&form)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                (status, body, started.elapsed())
+            }
+        }
+    };
+    let browser = support::browser::Browser::new();
+    let authorize = format!(
+        "{url}/authorize?client_id={id}&response_type=code&scope=orders.read&state=s&redirect_uri=http%3A%2F%2F127.0.0.1%3A8400%2Fcallback"
+    );
+    let mut families = Vec::new();
+    for _ in 0..4 {
+        let back = browser
+            .sign_in(&url, &authorize, ("alice", "alice-demo-password"))
+            .await;
+        let code = support::browser::param(&back, "code").unwrap();
+        let (status, body, _) = post(vec![
+            ("grant_type", "authorization_code".into()),
+            ("code", code),
+            ("redirect_uri", "http://127.0.0.1:8400/callback".into()),
+        ])
+        .await;
+        assert_eq!(status, 200, "{body}");
+        families.push(std::sync::Arc::new(std::sync::Mutex::new(
+            body["refresh_token"].as_str().unwrap().to_string(),
+        )));
+    }
+    let outage = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0)); // 0 before, 1 during, 2 after
+    let load: Vec<_> = families
+        .iter()
+        .map(|last| {
+            let (last, post, outage) = (last.clone(), post.clone(), outage.clone());
+            tokio::spawn(async move {
+                let (mut refused, mut slowest) = (0, Duration::ZERO);
+                while outage.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+                    let token = last.lock().unwrap().clone();
+                    let (status, body, took) =
+                        post(vec![("grant_type", "refresh_token".into()), ("refresh_token", token)]).await;
+                    match status {
+                        200 => *last.lock().unwrap() = body["refresh_token"].as_str().unwrap().to_string(),
+                        503 => {
+                            assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+                            refused += 1;
+                            slowest = slowest.max(took);
+                        }
+                        _ => panic!("refresh answered {status} {body}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (refused, slowest)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pg.ctl("stop");
+    outage.store(1, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, _) = token(&url, &state, "orders.read").await;
+    assert_eq!(status, 200, "client_credentials needs no store");
+    pg.ctl("start");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    outage.store(2, std::sync::atomic::Ordering::SeqCst);
+    let (mut refused, mut slowest) = (0, Duration::ZERO);
+    for task in load {
+        let (r, s) = task.await.unwrap();
+        refused += r;
+        slowest = slowest.max(s);
+    }
+    eprintln!("{refused} refreshes refused during the outage, slowest refusal {slowest:?}");
+    assert!(refused >= 4, "every family met the outage: {refused} refusals");
+    assert!(slowest < Duration::from_secs(3), "a refusal took {slowest:?}");
+    // Each family goes on from the token kauth last acknowledged.
+    for last in &families {
+        let token = last.lock().unwrap().clone();
+        let (status, body, _) = wait_for_refresh(&post, token).await;
+        assert_eq!(status, 200, "a family did not survive the outage: {body}");
+    }
+}
+
+/// A refresh retried while the store may still be coming back (503), as a client would.
+async fn wait_for_refresh<F, Fut>(post: &F, token: String) -> (u16, Value, Duration)
+where
+    F: Fn(Vec<(&'static str, String)>) -> Fut,
+    Fut: std::future::Future<Output = (u16, Value, Duration)>,
+{
+    for _ in 0..50 {
+        let answer = post(vec![
+            ("grant_type", "refresh_token".into()),
+            ("refresh_token", token.clone()),
+        ])
+        .await;
+        if answer.0 != 503 {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the store did not come back");
 }
