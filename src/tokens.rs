@@ -6,8 +6,8 @@ use std::sync::{Arc, RwLock};
 use aws_lc_rs::{digest, rand};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::Timestamp;
 use jsonwebtoken::{Header, Validation};
-use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::KeyRing;

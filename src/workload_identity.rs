@@ -379,8 +379,8 @@ mod tests {
     use crate::keys::generate_key;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jiff::Timestamp;
     use jsonwebtoken::{EncodingKey, Header};
-    use k8s_openapi::jiff::Timestamp;
     use serde_json::json;
 
     const ISSUER: &str = "https://kubernetes.default.svc";

@@ -998,9 +998,7 @@ async fn service_account_tokens_are_client_credentials() {
             mint(&client, &ns, "backend", "https://not-kauth.example.com").await,
         ),
         ("unknown key", {
-            let stranger =
-                kauth::keys::generate_key(kauth::crd::KeyAlgorithm::RS256, k8s_openapi::jiff::Timestamp::now())
-                    .unwrap();
+            let stranger = kauth::keys::generate_key(kauth::crd::KeyAlgorithm::RS256, jiff::Timestamp::now()).unwrap();
             let good_claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&good).unwrap().claims;
             let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
             h.kid = Some("not-a-cluster-key".into());
@@ -1019,7 +1017,7 @@ async fn service_account_tokens_are_client_credentials() {
     if let Ok(key_path) = std::env::var("KAUTH_SA_SIGNING_KEY") {
         let header = jsonwebtoken::decode_header(&good).unwrap();
         let mut claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&good).unwrap().claims;
-        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let now = jiff::Timestamp::now().as_second();
         claims["exp"] = json!(now - 3600);
         claims["iat"] = json!(now - 7200);
         claims["nbf"] = json!(now - 7200);

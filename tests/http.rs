@@ -556,8 +556,8 @@ async fn standalone_default_keys_rotate_as_a_clusters_do() {
     let p = provider().await;
     let first = jwks(&p).await.keys.len();
     assert_eq!(first, 2, "a default ES256 key and a default RS256 key");
-    let month_less_a_day = k8s_openapi::jiff::SignedDuration::from_hours(720 - 23);
-    p.reload_at(k8s_openapi::jiff::Timestamp::now() + month_less_a_day);
+    let month_less_a_day = jiff::SignedDuration::from_hours(720 - 23);
+    p.reload_at(jiff::Timestamp::now() + month_less_a_day);
     assert_eq!(
         jwks(&p).await.keys.len(),
         4,

@@ -294,15 +294,13 @@ async fn rotation_trigger_replaces_the_secret_and_keeps_the_old_one_valid() {
 
     let old = String::from_utf8(first.data.unwrap()["CLIENT_SECRET"].0.clone()).unwrap();
     let state = kauth::controller::secrets::credential_state(&second).unwrap();
-    let now = k8s_openapi::jiff::Timestamp::now();
+    let now = jiff::Timestamp::now();
     assert!(
         state.verifier().verify(&old, now),
         "old secret valid inside the overlap"
     );
     assert!(
-        !state
-            .verifier()
-            .verify(&old, now + k8s_openapi::jiff::SignedDuration::from_hours(2)),
+        !state.verifier().verify(&old, now + jiff::SignedDuration::from_hours(2)),
         "and not after"
     );
     assert!(

@@ -426,7 +426,7 @@ async fn a_code_is_bound_to_its_client_verifier_and_lifetime() {
     let (status, body) = redeem(&p, (&id, &secret), &code, &wrong).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
     // An expired code fails: one stored with a lifetime already over.
-    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let now = jiff::Timestamp::now().as_second();
     let grant = kauth::store::Grant {
         client_id: id.clone(),
         client_uid: "standalone:shop/web".into(),

@@ -6,7 +6,7 @@
 
 mod support;
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use jiff::{SignedDuration, Timestamp};
 use reqwest::StatusCode;
 use serde_json::Value;
 use support::browser::{Browser, param};

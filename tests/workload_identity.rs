@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use jiff::Timestamp;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use k8s_openapi::jiff::Timestamp;
 use kauth::crd::KeyAlgorithm;
 use kauth::keys::{KeyRing, KeySet, StoredKey, generate_key};
 use kauth::manifests::Manifests;

@@ -229,7 +229,7 @@ impl Cache {
         let ordered = Ordered::new(self.clients.state(), self.scopes.state());
         let scopes = ordered.scope_inputs();
         let rules = ClaimRules {
-            now: k8s_openapi::jiff::Timestamp::now().as_second(),
+            now: jiff::Timestamp::now().as_second(),
             grace,
         };
         let catalog = Catalog::evaluate_with(

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
@@ -170,7 +170,7 @@ async fn generated_secret(
         rotated_at: Some(state.rotated_at),
         recheck_at: rotation
             .every
-            .map(|every| state.rotated_at + k8s_openapi::jiff::SignedDuration::try_from(every).unwrap_or_default()),
+            .map(|every| state.rotated_at + jiff::SignedDuration::try_from(every).unwrap_or_default()),
     })
 }
 

@@ -1,8 +1,8 @@
 //! metav1.Condition bookkeeping: a condition keeps its lastTransitionTime while its status
 //! does not change, so `kubectl wait` and dashboards see real transitions only.
 
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
 
 /// A list of conditions as stored in a status.
 pub type Conditions = Vec<Condition>;

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use k8s_openapi::jiff::Timestamp;
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::ProviderState;

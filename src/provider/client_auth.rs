@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use k8s_openapi::jiff::Timestamp;
+use jiff::Timestamp;
 
 use super::ProviderState;
 use super::error::OAuthError;

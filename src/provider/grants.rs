@@ -9,7 +9,7 @@ use aws_lc_rs::digest;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use k8s_openapi::jiff::Timestamp;
+use jiff::Timestamp;
 use serde_json::{Map, Value};
 
 use super::ProviderState;

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use k8s_openapi::jiff::Timestamp;
+use jiff::Timestamp;
 use serde_json::json;
 
 use super::ProviderState;

@@ -83,7 +83,7 @@ impl Issuer {
 
 /// The current time in Unix seconds.
 fn now() -> i64 {
-    k8s_openapi::jiff::Timestamp::now().as_second()
+    jiff::Timestamp::now().as_second()
 }
 
 /// Everything the handlers share.

@@ -9,7 +9,7 @@ use std::time::Instant;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
-use k8s_openapi::jiff::Timestamp;
+use jiff::Timestamp;
 use serde::Deserialize;
 
 use super::ProviderState;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::jiff::Timestamp;
+use jiff::Timestamp;
 use tokio::net::TcpListener;
 
 use crate::catalog::{ClientVerdict, ScopeVerdict};

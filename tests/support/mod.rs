@@ -7,7 +7,7 @@ pub mod browser;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use k8s_openapi::jiff::Timestamp;
+use jiff::Timestamp;
 use kauth::metrics::Metrics;
 use kauth::provider::serve::{ServeOptions, serve};
 use kauth::provider::{Issuer, ProviderState, ops_router, router};
