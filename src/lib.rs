@@ -7,6 +7,7 @@ pub mod controller;
 pub mod crd;
 pub mod credentials;
 pub mod followed;
+pub mod issuer;
 pub mod keys;
 pub mod manifests;
 pub mod metrics;

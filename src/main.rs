@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kauth::provider::Issuer;
+use kauth::issuer::Issuer;
 use kauth::standalone::{ManifestSource, StandaloneConfig};
 use kauth::telemetry::{self, LogFormat};
 

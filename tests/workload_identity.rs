@@ -8,10 +8,11 @@ use jiff::Timestamp;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kauth::crd::KeyAlgorithm;
+use kauth::issuer::Issuer;
 use kauth::keys::{KeyRing, KeySet, StoredKey, generate_key};
 use kauth::manifests::Manifests;
 use kauth::metrics::Metrics;
-use kauth::provider::{Issuer, ProviderState, router};
+use kauth::provider::{ProviderState, router};
 use kauth::registry::{Registry, Snapshot};
 use kauth::store::GrantStore;
 use kauth::workload_identity::{

@@ -29,8 +29,8 @@ pub use signing_key::{ensure_default_signing_key, reconcile as reconcile_signing
 use crate::catalog::{Catalog, ObjectKey};
 use crate::claims::Ledger;
 use crate::crd::{OAuthClient, Scope, SigningKey};
+use crate::issuer::Issuer;
 use crate::metrics::Metrics;
-use crate::provider::Issuer;
 
 /// Field manager and event reporter name.
 pub const MANAGER: &str = "kauth";

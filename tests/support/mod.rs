@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use kauth::issuer::Issuer;
 use kauth::metrics::Metrics;
 use kauth::provider::serve::{ServeOptions, serve};
-use kauth::provider::{Issuer, ProviderState, ops_router, router};
+use kauth::provider::{ProviderState, ops_router, router};
 use kauth::registry::Registry;
 use kauth::standalone::{ManifestSource, StandaloneConfig};
 use kauth::store::GrantStore;
