@@ -14,6 +14,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+mod kube_adapters;
+pub use kube_adapters::{KubeIssuerKeys, KubeTokenReviewer};
+
 /// `client_assertion_type` of a JWT client assertion (RFC 7523 §2.2).
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The token exchange grant type (RFC 8693).
@@ -286,80 +289,6 @@ fn decode_at<T: serde::de::DeserializeOwned>(
         return Err(ErrorKind::ImmatureSignature.into());
     }
     serde_json::from_value(data.claims).map_err(|_| ErrorKind::InvalidToken.into())
-}
-
-/// The issuer keys of the cluster the client talks to, read through the Kubernetes API
-/// (`/openid/v1/jwks`, served by the apiserver with the cluster's CA and credentials).
-pub struct KubeIssuerKeys {
-    client: kube::Client,
-}
-
-impl KubeIssuerKeys {
-    /// Keys fetched with `client`.
-    pub fn new(client: kube::Client) -> Self {
-        Self { client }
-    }
-
-    /// The `issuer` of the cluster's service-account discovery document.
-    pub async fn discover_issuer(client: &kube::Client) -> Result<String, String> {
-        let req = axum::http::Request::get("/.well-known/openid-configuration")
-            .body(Vec::new())
-            .map_err(|e| e.to_string())?;
-        let doc: serde_json::Value = client.request(req).await.map_err(|e| e.to_string())?;
-        doc["issuer"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| "the discovery document has no issuer".into())
-    }
-}
-
-impl KeySource for KubeIssuerKeys {
-    fn fetch(&self) -> BoxFuture<'_, Result<JwkSet, String>> {
-        Box::pin(async move {
-            let req = axum::http::Request::get("/openid/v1/jwks")
-                .body(Vec::new())
-                .map_err(|e| e.to_string())?;
-            self.client.request::<JwkSet>(req).await.map_err(|e| e.to_string())
-        })
-    }
-}
-
-/// TokenReview through the Kubernetes API.
-pub struct KubeTokenReviewer {
-    client: kube::Client,
-}
-
-impl KubeTokenReviewer {
-    /// Reviews with `client` (needs `create` on `tokenreviews`).
-    pub fn new(client: kube::Client) -> Self {
-        Self { client }
-    }
-}
-
-impl TokenReviewer for KubeTokenReviewer {
-    fn review<'a>(&'a self, token: &'a str, audiences: &'a [String]) -> BoxFuture<'a, Result<Option<String>, String>> {
-        use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-        Box::pin(async move {
-            let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
-            let review = TokenReview {
-                spec: TokenReviewSpec {
-                    token: token.to_string(),
-                    audiences: Some(audiences.to_vec()),
-                },
-                ..Default::default()
-            };
-            let answer = api
-                .create(&kube::api::PostParams::default(), &review)
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = answer.status.unwrap_or_default();
-            Ok(status
-                .authenticated
-                .unwrap_or(false)
-                .then(|| status.user.and_then(|u| u.username))
-                .flatten())
-        })
-    }
 }
 
 /// A fixed key set (tests, and keys supplied from a file).
