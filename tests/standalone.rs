@@ -831,7 +831,7 @@ async fn kill_9_during_a_refresh_storm_forks_nothing_and_keeps_revocations() {
             .post(format!("{url}/token"))
             .basic_auth(&id, Some(&secret))
             .form(&[
-                ("grant_type", "authorization_code".into()),
+                ("grant_type", "authorization_code"),
                 ("code", code.as_str()),
                 ("redirect_uri", "http://127.0.0.1:8400/callback"),
             ])

@@ -116,8 +116,26 @@ pub enum GrantType {
 }
 
 impl GrantType {
+    /// Every grant type kauth implements, in the order discovery lists them.
+    pub const ALL: [GrantType; 4] = [
+        Self::ClientCredentials,
+        Self::AuthorizationCode,
+        Self::RefreshToken,
+        Self::TokenExchange,
+    ];
+
+    /// The grant type a token request names in `grant_type`, if kauth implements it.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.as_str() == name)
+    }
+
+    /// True when the grant works only in a cluster (it verifies ServiceAccount tokens).
+    pub fn needs_cluster(self) -> bool {
+        matches!(self, Self::TokenExchange)
+    }
+
     /// The registered name.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::ClientCredentials => "client_credentials",
             Self::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
@@ -278,4 +296,23 @@ pub struct OAuthClientStatus {
     /// Ready, SecretReady and ScopesGranted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod grant_type_tests {
+    use super::GrantType;
+
+    #[test]
+    fn each_grant_type_has_one_spelling() {
+        for grant in GrantType::ALL {
+            let serde_name = serde_json::to_value(grant).unwrap();
+            assert_eq!(
+                serde_name,
+                grant.as_str(),
+                "the CRD and the token endpoint spell it alike"
+            );
+            assert_eq!(GrantType::parse(grant.as_str()), Some(grant));
+        }
+        assert_eq!(GrantType::parse("password"), None);
+    }
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::ProviderState;
 use super::authorize::IDENTITY_SCOPES;
-use crate::workload_identity::TOKEN_EXCHANGE_GRANT;
+use crate::crd::GrantType;
 
 fn metadata(state: &ProviderState) -> Value {
     let issuer = &state.issuer;
@@ -25,11 +25,14 @@ fn metadata(state: &ProviderState) -> Value {
     let secretless = state.service_accounts.is_some();
     // private_key_jwt: a JWT client assertion, here a projected ServiceAccount token.
     let mut auth_methods = vec!["client_secret_basic", "client_secret_post"];
-    let mut grants = vec!["client_credentials", "authorization_code", "refresh_token"];
     if secretless {
         auth_methods.push("private_key_jwt");
-        grants.push(TOKEN_EXCHANGE_GRANT);
     }
+    let grants: Vec<&str> = GrantType::ALL
+        .into_iter()
+        .filter(|g| secretless || !g.needs_cluster())
+        .map(GrantType::as_str)
+        .collect();
     // Public clients authenticate with none at the token endpoint (never at introspection).
     let mut token_auth_methods = auth_methods.clone();
     token_auth_methods.push("none");

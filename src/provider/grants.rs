@@ -16,7 +16,7 @@ use super::ProviderState;
 use super::browser::{handle_digest, random_handle, same_secret};
 use super::error::OAuthError;
 use super::form::Form;
-use super::token::TokenResponse;
+use super::token_response::TokenResponse;
 use crate::crd::GrantType;
 use crate::keys::jose_algorithm;
 use crate::people::Standing;

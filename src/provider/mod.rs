@@ -19,6 +19,7 @@ pub mod serve;
 mod signin;
 mod throttle;
 mod token;
+mod token_response;
 
 pub use password_checks::PasswordChecks;
 use std::collections::HashSet;

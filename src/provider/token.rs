@@ -1,67 +1,27 @@
 //! The token endpoint: `client_credentials` and token exchange with scope and RFC 8707
 //! resource checks, issuing RFC 9068 JWT access tokens; the people's grants live in `grants`.
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
-use serde::Serialize;
 
 use super::ProviderState;
 use super::client_auth::{
     authenticate, client_for_service_account, presents_credentials, verify_service_account_token,
 };
-use super::error::{OAuthError, no_store};
+use super::error::OAuthError;
 use super::form::Form;
 use super::grants;
+use super::token_response::TokenResponse;
 use std::sync::Arc;
 
 use crate::crd::GrantType;
 use crate::registry::{ClientCredential, RegisteredClient, Snapshot};
 use crate::tokens::{AccessTokenClaims, Audience, client_subject, new_jti, sign};
 use crate::validation::{is_resource_uri, is_scope_token};
-use crate::workload_identity::{ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
-
-/// A successful token response (RFC 6749 §5.1; RFC 8693 §2.2.1), for every grant.
-#[derive(Serialize)]
-pub(super) struct TokenResponse {
-    access_token: String,
-    token_type: &'static str,
-    expires_in: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scope: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub issued_token_type: Option<&'static str>,
-}
-
-impl TokenResponse {
-    /// A Bearer access token valid for `expires_in` seconds.
-    pub fn bearer(access_token: String, expires_in: u64, scope: Option<String>) -> Self {
-        Self {
-            access_token,
-            token_type: "Bearer",
-            expires_in,
-            scope,
-            id_token: None,
-            refresh_token: None,
-            issued_token_type: None,
-        }
-    }
-}
-
-impl IntoResponse for TokenResponse {
-    fn into_response(self) -> Response {
-        let mut response = Json(self).into_response();
-        no_store(&mut response);
-        response
-    }
-}
+use crate::workload_identity::{ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE};
 
 /// POST /token
 pub async fn token(State(state): State<ProviderState>, method: Method, headers: HeaderMap, body: Body) -> Response {
@@ -81,26 +41,28 @@ async fn issue(state: &ProviderState, method: Method, headers: &HeaderMap, body:
         .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
     let snapshot = state.registry.load();
     let now = Timestamp::now();
-    let (client, resources, exchange) = match grant_type {
-        TOKEN_EXCHANGE_GRANT => {
+    let Some(grant) = GrantType::parse(grant_type) else {
+        // Authenticated first, as for every grant: an unknown client learns nothing more.
+        authenticate(state, &snapshot, headers, &form, now).await?;
+        return Err(OAuthError::unsupported_grant_type(format!(
+            "grant type '{grant_type}' is not supported"
+        )));
+    };
+    let (client, resources, exchange) = match grant {
+        GrantType::TokenExchange => {
             let (client, resources) = token_exchange(state, &snapshot, headers, &form, now).await?;
             (client, resources, true)
         }
-        "authorization_code" => {
+        GrantType::AuthorizationCode => {
             let client = authenticate(state, &snapshot, headers, &form, now).await?;
             return grants::authorization_code(state, &snapshot, client, &form, now).await;
         }
-        "refresh_token" => {
+        GrantType::RefreshToken => {
             let client = authenticate(state, &snapshot, headers, &form, now).await?;
             return grants::refresh_token(state, &snapshot, client, &form, now).await;
         }
-        _ => {
+        GrantType::ClientCredentials => {
             let client = authenticate(state, &snapshot, headers, &form, now).await?;
-            if grant_type != "client_credentials" {
-                return Err(OAuthError::unsupported_grant_type(format!(
-                    "grant type '{grant_type}' is not supported"
-                )));
-            }
             if !client.allows(GrantType::ClientCredentials) {
                 return Err(OAuthError::unauthorized_client(
                     "this client may not use client_credentials",

@@ -20,7 +20,7 @@ pub use kube_adapters::{KubeIssuerKeys, KubeTokenReviewer};
 /// `client_assertion_type` of a JWT client assertion (RFC 7523 §2.2).
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The token exchange grant type (RFC 8693).
-pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const TOKEN_EXCHANGE_GRANT: &str = crate::crd::GrantType::TokenExchange.as_str();
 /// Token type of a JWT subject token (RFC 8693 §3).
 pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// Token type of an issued access token (RFC 8693 §3).
