@@ -11,6 +11,7 @@ mod federation;
 mod form;
 mod grants;
 mod introspect;
+mod issuance;
 mod oidc;
 mod ops;
 mod pages;
@@ -19,7 +20,6 @@ pub mod serve;
 mod signin;
 mod throttle;
 mod token;
-mod token_response;
 
 pub use password_checks::PasswordChecks;
 use std::collections::HashSet;

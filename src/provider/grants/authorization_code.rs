@@ -1,0 +1,149 @@
+//! grant_type=authorization_code (RFC 6749 §4.1.3) with PKCE (RFC 7636): the code is redeemed
+//! once, and a replay revokes everything it issued.
+
+use std::sync::Arc;
+
+use aws_lc_rs::digest;
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::Timestamp;
+
+use super::for_people::{FAMILY_LIFETIME_SECS, Issue, respond, store_failed};
+use crate::crd::GrantType;
+use crate::provider::ProviderState;
+use crate::provider::browser::{handle_digest, random_handle, same_secret};
+use crate::provider::error::OAuthError;
+use crate::provider::form::Form;
+use crate::registry::{RegisteredClient, Snapshot};
+use crate::store::{Issued, Redemption};
+use crate::tokens::new_jti;
+
+/// RFC 7636 §4.1: 43 to 128 unreserved characters.
+fn valid_verifier(v: &str) -> bool {
+    (43..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, verifier.as_bytes()))
+}
+
+/// grant_type=authorization_code
+pub async fn grant(
+    state: &ProviderState,
+    snapshot: &Snapshot,
+    client: Arc<RegisteredClient>,
+    form: &Form,
+    now: Timestamp,
+) -> Result<Response, OAuthError> {
+    if !client.allows(GrantType::AuthorizationCode) {
+        return Err(OAuthError::unauthorized_client(
+            "this client may not use authorization_code",
+        ));
+    }
+    let code = form
+        .get("code")
+        .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
+    let redirect_uri = form
+        .get("redirect_uri")
+        .ok_or_else(|| OAuthError::invalid_request("redirect_uri is required"))?;
+    let verifier = form.get("code_verifier");
+    if verifier.is_some_and(|v| !valid_verifier(v)) {
+        return Err(OAuthError::invalid_request(
+            "code_verifier must be 43 to 128 unreserved characters",
+        ));
+    }
+    let code_id = handle_digest(code);
+    let jti = new_jti();
+    let exp = now.as_second() + client.access_token_lifetime.as_secs() as i64;
+    let issued = Issued { jti: jti.clone(), exp };
+    let grant = match state
+        .store
+        .redeem_code(&code_id, now.as_second(), &issued)
+        .await
+        .map_err(store_failed)?
+    {
+        Redemption::Granted(g) => g,
+        Redemption::Replayed(revoked) => {
+            state.revocations.remember(&revoked);
+            tracing::warn!(client_id = %client.client_id, revoked = revoked.len(), "authorization code replayed; its tokens are revoked");
+            return Err(OAuthError::invalid_grant(
+                "the code was already used; the tokens it issued are revoked",
+            ));
+        }
+        Redemption::Invalid => return Err(OAuthError::invalid_grant("the code is unknown or expired")),
+    };
+    // The code is spent whatever follows: a wrong client or verifier cannot try again.
+    if grant.client_id != client.client_id || grant.client_uid != client.uid {
+        return Err(OAuthError::invalid_grant("the code was issued to another client"));
+    }
+    if grant.redirect_uri != redirect_uri {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri differs from the authorization request",
+        ));
+    }
+    match (&grant.code_challenge, verifier) {
+        (Some(challenge), Some(v)) if same_secret(&s256(v), challenge) => {}
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::invalid_grant(
+                "code_verifier does not match the code_challenge",
+            ));
+        }
+        (Some(_), None) => return Err(OAuthError::invalid_grant("code_verifier is required (PKCE)")),
+        (None, Some(_)) => {
+            return Err(OAuthError::invalid_grant(
+                "the authorization request had no code_challenge",
+            ));
+        }
+        (None, None) => {}
+    }
+    let refresh_token = if client.allows(GrantType::RefreshToken) {
+        let token = random_handle();
+        let started = state
+            .store
+            .start_family(
+                &code_id,
+                &random_handle(),
+                &handle_digest(&token),
+                &grant,
+                now.as_second() + client.refresh_token_lifetime.as_secs() as i64,
+                now.as_second() + FAMILY_LIFETIME_SECS,
+            )
+            .await
+            .map_err(store_failed)?;
+        if !started {
+            return Err(OAuthError::invalid_grant(
+                "the code was already used; the tokens it issued are revoked",
+            ));
+        }
+        Some(token)
+    } else {
+        None
+    };
+    let issue = Issue {
+        client: &client,
+        grant: &grant,
+        scopes: &grant.scopes,
+        jti,
+        refresh_token,
+        with_nonce: true,
+    };
+    respond(state, snapshot, issue, now, "authorization_code").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_s256_matches_rfc_7636_appendix_b() {
+        assert_eq!(
+            s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        assert!(valid_verifier("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"));
+        assert!(!valid_verifier("short"));
+        assert!(!valid_verifier(&"a".repeat(129)));
+        assert!(!valid_verifier(&format!("{}+", "a".repeat(43))));
+    }
+}

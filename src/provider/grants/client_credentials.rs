@@ -1,0 +1,35 @@
+//! grant_type=client_credentials (RFC 6749 §4.4): a client's token for itself.
+
+use axum::response::Response;
+use jiff::Timestamp;
+
+use super::for_clients;
+use crate::crd::GrantType;
+use crate::provider::ProviderState;
+use crate::provider::error::OAuthError;
+use crate::provider::form::Form;
+use crate::registry::{RegisteredClient, Snapshot};
+
+/// grant_type=client_credentials, for the authenticated `client`.
+pub async fn grant(
+    state: &ProviderState,
+    snapshot: &Snapshot,
+    client: &RegisteredClient,
+    form: &Form,
+    now: Timestamp,
+) -> Result<Response, OAuthError> {
+    if !client.allows(GrantType::ClientCredentials) {
+        return Err(OAuthError::unauthorized_client(
+            "this client may not use client_credentials",
+        ));
+    }
+    for_clients::issue(
+        state,
+        snapshot,
+        client,
+        form.get("scope"),
+        &form.all("resource"),
+        false,
+        now,
+    )
+}

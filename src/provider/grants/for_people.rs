@@ -1,0 +1,145 @@
+//! What the grants for people share: both `authorization_code` and `refresh_token` issue an
+//! access token for the person, an ID token when `openid` was granted, and a refresh token
+//! when the client has that grant.
+
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use serde_json::{Map, Value};
+
+use crate::keys::jose_algorithm;
+use crate::provider::ProviderState;
+use crate::provider::error::OAuthError;
+use crate::provider::issuance::{AccessTokenFor, TokenResponse, access_token};
+use crate::registry::{RegisteredClient, Snapshot};
+use crate::store::{Grant, StoreError};
+use crate::tokens::{IdTokenClaims, sign_id_token};
+
+/// Longest a refresh family lives, however often it is used: people sign in again after it.
+pub const FAMILY_LIFETIME_SECS: i64 = 90 * 24 * 3600;
+
+pub(super) fn store_failed(e: StoreError) -> OAuthError {
+    tracing::error!(error = %e, "grant store unavailable at the token endpoint");
+    OAuthError::unavailable("the grant store is unavailable; retry shortly")
+}
+
+/// The person's claims the granted scopes release (ID token and userinfo).
+pub fn released_claims(claims: &Value, scopes: &[String]) -> Map<String, Value> {
+    let has = |s: &str| scopes.iter().any(|v| v == s);
+    let mut out = Map::new();
+    let mut take = |names: &[&str]| {
+        for n in names {
+            if let Some(v) = claims.get(*n).filter(|v| !v.is_null()) {
+                out.insert(n.to_string(), v.clone());
+            }
+        }
+    };
+    if has("profile") {
+        take(&["name", "preferred_username"]);
+    }
+    if has("email") {
+        take(&["email", "email_verified"]);
+    }
+    if has("groups") {
+        take(&["groups"]);
+    }
+    out
+}
+
+/// What one issuance produces.
+pub(super) struct Issue<'a> {
+    pub client: &'a RegisteredClient,
+    pub grant: &'a Grant,
+    /// The scopes of this issuance (the grant's, or fewer on refresh).
+    pub scopes: &'a [String],
+    /// The access token's jti, chosen before the store records it.
+    pub jti: String,
+    pub refresh_token: Option<String>,
+    /// Whether the ID token carries the grant's nonce (only the code's tokens do).
+    pub with_nonce: bool,
+}
+
+pub(super) async fn respond(
+    state: &ProviderState,
+    snapshot: &Snapshot,
+    issue: Issue<'_>,
+    now: Timestamp,
+    grant_label: &str,
+) -> Result<Response, OAuthError> {
+    let client = issue.client;
+    let audiences = if issue.grant.audiences.is_empty() {
+        vec![state.issuer.url.clone()]
+    } else {
+        issue.grant.audiences.clone()
+    };
+    let minted = access_token(
+        state,
+        snapshot,
+        client,
+        AccessTokenFor {
+            subject: issue.grant.subject.clone(),
+            scopes: issue.scopes,
+            audiences,
+            jti: issue.jti,
+        },
+        now,
+    )?;
+    let (lifetime, iat) = (minted.lifetime, minted.claims.iat);
+    let access_token = minted.token;
+    let id_token = if issue.scopes.iter().any(|s| s == "openid") {
+        let person = state.store.subject(&issue.grant.subject).await.map_err(store_failed)?;
+        let id = IdTokenClaims {
+            iss: state.issuer.url.clone(),
+            sub: issue.grant.subject.clone(),
+            aud: client.client_id.clone(),
+            azp: client.client_id.clone(),
+            iat,
+            exp: iat + lifetime as i64,
+            auth_time: issue.grant.auth_time,
+            nonce: if issue.with_nonce {
+                issue.grant.nonce.clone()
+            } else {
+                None
+            },
+            at_hash: None,
+            // Local people sign in with a password; for federated ones (`<connector>:<sub>`)
+            // the upstream knows how, kauth does not.
+            amr: if issue.grant.subject.contains(':') {
+                Vec::new()
+            } else {
+                vec!["pwd".into()]
+            },
+            person: person.map(|p| released_claims(&p, issue.scopes)).unwrap_or_default(),
+        };
+        let alg = jose_algorithm(client.id_token_alg);
+        Some(
+            sign_id_token(&snapshot.keys, alg, id, Some(&access_token), now).map_err(|e| {
+                tracing::error!(error = %e, alg = ?alg, "cannot sign ID token");
+                OAuthError::unavailable(format!("no {alg:?} signing key is available for ID tokens"))
+            })?,
+        )
+    } else {
+        None
+    };
+    state.metrics.token_issued(&client.client_id, grant_label);
+    let mut response = TokenResponse::bearer(access_token, lifetime, minted.claims.scope);
+    response.id_token = id_token;
+    response.refresh_token = issue.refresh_token;
+    Ok(response.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_release_only_their_claims() {
+        let claims = serde_json::json!({"name": "Alice", "preferred_username": "alice", "email": "a@x", "email_verified": true, "groups": ["g"], "secret": 1});
+        let only_email = released_claims(&claims, &["openid".into(), "email".into()]);
+        assert_eq!(
+            Value::Object(only_email),
+            serde_json::json!({"email": "a@x", "email_verified": true})
+        );
+        let all = released_claims(&claims, &["profile".into(), "email".into(), "groups".into()]);
+        assert_eq!(all.len(), 5, "never the unrelated claim");
+    }
+}

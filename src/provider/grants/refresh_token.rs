@@ -1,0 +1,111 @@
+//! grant_type=refresh_token (RFC 6749 §6): rotated on every use; a reused token revokes its
+//! whole family; a narrower scope may be asked for, never a wider one.
+
+use std::sync::Arc;
+
+use axum::response::Response;
+use jiff::Timestamp;
+
+use super::for_people::{Issue, respond, store_failed};
+use crate::crd::GrantType;
+use crate::people::Standing;
+use crate::provider::ProviderState;
+use crate::provider::browser::{handle_digest, random_handle};
+use crate::provider::error::OAuthError;
+use crate::provider::form::Form;
+use crate::registry::{RegisteredClient, Snapshot};
+use crate::store::{ClientObject, Issued, RefreshUse};
+use crate::tokens::new_jti;
+
+/// grant_type=refresh_token
+pub async fn grant(
+    state: &ProviderState,
+    snapshot: &Snapshot,
+    client: Arc<RegisteredClient>,
+    form: &Form,
+    now: Timestamp,
+) -> Result<Response, OAuthError> {
+    if !client.allows(GrantType::RefreshToken) {
+        return Err(OAuthError::unauthorized_client("this client may not use refresh_token"));
+    }
+    let presented = form
+        .get("refresh_token")
+        .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+    let next = random_handle();
+    let jti = new_jti();
+    let exp = now.as_second() + client.access_token_lifetime.as_secs() as i64;
+    let next_exp = now.as_second() + client.refresh_token_lifetime.as_secs() as i64;
+    let used = state
+        .store
+        .use_refresh(
+            &handle_digest(presented),
+            &ClientObject {
+                id: &client.client_id,
+                uid: &client.uid,
+            },
+            now.as_second(),
+            (&handle_digest(&next), next_exp),
+            &Issued { jti: jti.clone(), exp },
+        )
+        .await
+        .map_err(store_failed)?;
+    let grant = match used {
+        RefreshUse::Rotated(g) if state.standing(&g.subject, None) == Standing::Left => {
+            let revoked = state
+                .store
+                .revoke_families_of_person(&g.subject, now.as_second())
+                .await
+                .map_err(store_failed)?;
+            state.revocations.remember(&revoked);
+            return Err(OAuthError::invalid_grant("the person no longer has access"));
+        }
+        RefreshUse::Rotated(g) => g,
+        RefreshUse::Reused(revoked) => {
+            state.revocations.remember(&revoked);
+            tracing::warn!(client_id = %client.client_id, revoked = revoked.len(), "refresh token reused; its family is revoked");
+            return Err(OAuthError::invalid_grant(
+                "the refresh token was already used; its whole family is now revoked",
+            ));
+        }
+        RefreshUse::Invalid => {
+            return Err(OAuthError::invalid_grant(
+                "the refresh token is unknown, expired or revoked",
+            ));
+        }
+    };
+    // A narrower scope may be asked for, never a wider one (RFC 6749 §6).
+    let scopes: Vec<String> = match form.get("scope") {
+        None => grant.scopes.clone(),
+        Some(requested) => {
+            let asked: Vec<String> = requested
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            if let Some(extra) = asked.iter().find(|s| !grant.scopes.contains(s)) {
+                return Err(OAuthError::invalid_scope(format!(
+                    "scope '{extra}' was not part of the original grant"
+                )));
+            }
+            asked
+        }
+    };
+    // A scope withdrawn from the client since the sign-in is no longer issued.
+    if let Some(gone) = scopes.iter().find(|s| {
+        !crate::provider::authorize::IDENTITY_SCOPES.iter().any(|(v, _)| v == s)
+            && !client.scopes.contains_key(s.as_str())
+    }) {
+        return Err(OAuthError::invalid_grant(format!(
+            "scope '{gone}' is no longer granted to this client"
+        )));
+    }
+    let issue = Issue {
+        client: &client,
+        grant: &grant,
+        scopes: &scopes,
+        jti,
+        refresh_token: Some(next),
+        with_nonce: false,
+    };
+    respond(state, snapshot, issue, now, "refresh_token").await
+}
