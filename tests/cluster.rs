@@ -191,6 +191,15 @@ impl Kauth {
 impl Drop for Kauth {
     fn drop(&mut self) {
         self.kill();
+        // A failing test shows what kauth said last: its log goes with its temp folder.
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- last lines of kauth's log ({}):", self.log.display());
+            for line in &lines[lines.len().saturating_sub(80)..] {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
