@@ -107,15 +107,12 @@ impl CredentialsSecret<'_> {
             annotations.insert(A_PREVIOUS.into(), p.sha256.clone());
             annotations.insert(A_PREVIOUS_UNTIL.into(), p.valid_until.to_string());
         }
-        let data = [
-            (&self.keys.client_id, self.client_id),
-            (&self.keys.client_secret, state.secret.as_str()),
-            (&self.keys.issuer, self.issuer),
-            (&self.keys.token_endpoint, self.token_endpoint),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
-        .collect();
+        let data = self
+            .keys
+            .entries(self.client_id, &state.secret, self.issuer, self.token_endpoint)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+            .collect();
         Secret {
             metadata: ObjectMeta {
                 name: Some(self.name.to_string()),

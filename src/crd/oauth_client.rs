@@ -220,6 +220,25 @@ pub struct SecretKeys {
     pub token_endpoint: String,
 }
 
+impl SecretKeys {
+    /// The keys and values of a client's credentials, as the controller writes them into the
+    /// Secret and standalone into files of the same names: one layout for both modes.
+    pub fn entries<'a>(
+        &'a self,
+        client_id: &'a str,
+        client_secret: &'a str,
+        issuer: &'a str,
+        token_endpoint: &'a str,
+    ) -> [(&'a str, &'a str); 4] {
+        [
+            (&self.client_id, client_id),
+            (&self.client_secret, client_secret),
+            (&self.issuer, issuer),
+            (&self.token_endpoint, token_endpoint),
+        ]
+    }
+}
+
 impl Default for SecretKeys {
     fn default() -> Self {
         Self {

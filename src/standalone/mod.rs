@@ -234,12 +234,8 @@ impl StandaloneConfig {
                         state
                     }
                 };
-                let files = [
-                    (&keys.client_id, verdict.client_id.as_str()),
-                    (&keys.client_secret, state.secret.as_str()),
-                    (&keys.issuer, self.issuer.url.as_str()),
-                    (&keys.token_endpoint, &self.issuer.endpoint("/token")),
-                ];
+                let token_endpoint = self.issuer.endpoint("/token");
+                let files = keys.entries(&verdict.client_id, &state.secret, &self.issuer.url, &token_endpoint);
                 private_dir(&dir).map_err(|e| e.to_string())?;
                 for (key, value) in files {
                     let path = dir.join(key);
