@@ -499,6 +499,53 @@ async fn secrets_never_reach_the_logs() {
     }
 }
 
+/// Starts the binary on the grant store `store_url` with a store deadline of 1 s; returns it
+/// with the first line of its summary.
+fn spawn_on_store(manifests: &Path, state: &Path, store_url: &str) -> (Running, String) {
+    spawn_standalone(&[
+        "--manifests".as_ref(),
+        manifests.as_os_str(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--store-url".as_ref(),
+        store_url.as_ref(),
+        "--store-timeout".as_ref(),
+        "1s".as_ref(),
+    ])
+}
+
+/// `count` refresh families of alice at shop-web (the examples), one sign-in for all of them
+/// (session and consent are remembered): the first refresh token of each.
+async fn refresh_families(url: &str, state: &Path, count: usize) -> Vec<String> {
+    let creds = state.join("secrets/shop/shop-web-oauth");
+    let id = std::fs::read_to_string(creds.join("CLIENT_ID")).unwrap();
+    let secret = std::fs::read_to_string(creds.join("CLIENT_SECRET")).unwrap();
+    let browser = support::browser::Browser::new();
+    let authorize = format!(
+        "{url}/authorize?client_id={id}&response_type=code&scope=orders.read&state=s&redirect_uri=http%3A%2F%2F127.0.0.1%3A8400%2Fcallback"
+    );
+    let mut families = Vec::new();
+    for _ in 0..count {
+        let back = browser.sign_in(url, &authorize, ("alice", "alice-demo-password")).await;
+        let code = support::browser::param(&back, "code").unwrap();
+        let answer = reqwest::Client::new()
+            .post(format!("{url}/token"))
+            .basic_auth(&id, Some(&secret))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", "http://127.0.0.1:8400/callback"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let body: Value = answer.json().await.unwrap();
+        families.push(body["refresh_token"].as_str().unwrap().to_string());
+    }
+    families
+}
+
 /// A PostgreSQL of the test's own (tests/postgres/up.sh), which it can freeze and thaw.
 struct OwnPostgres {
     dir: tempfile::TempDir,
@@ -560,16 +607,7 @@ async fn a_frozen_store_fails_fast_and_recovers_without_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let (manifests, state) = (tmp.path().join("m"), tmp.path().join("state"));
     copy_examples(&manifests);
-    let (_running, first) = spawn_standalone(&[
-        "--manifests".as_ref(),
-        manifests.as_os_str(),
-        "--state-dir".as_ref(),
-        state.as_os_str(),
-        "--store-url".as_ref(),
-        pg.url.as_ref(),
-        "--store-timeout".as_ref(),
-        "1s".as_ref(),
-    ]);
+    let (_running, first) = spawn_on_store(&manifests, &state, &pg.url);
     let url = issuer_url(&first);
     let ops = first
         .split("health and metrics on ")
@@ -816,33 +854,8 @@ async fn kill_9_during_a_refresh_storm_forks_nothing_and_keeps_revocations() {
             }
         }
     };
-    // Eight families, one sign-in (session and consent are remembered).
-    let browser = support::browser::Browser::new();
-    let authorize = format!(
-        "{url}/authorize?client_id={id}&response_type=code&scope=orders.read&state=s&redirect_uri=http%3A%2F%2F127.0.0.1%3A8400%2Fcallback"
-    );
-    let mut families = Vec::new();
-    for _ in 0..9 {
-        let back = browser
-            .sign_in(&url, &authorize, ("alice", "alice-demo-password"))
-            .await;
-        let code = support::browser::param(&back, "code").unwrap();
-        let r: Value = reqwest::Client::new()
-            .post(format!("{url}/token"))
-            .basic_auth(&id, Some(&secret))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", code.as_str()),
-                ("redirect_uri", "http://127.0.0.1:8400/callback"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        families.push(r["refresh_token"].as_str().unwrap().to_string());
-    }
+    // Nine families, one sign-in (session and consent are remembered).
+    let mut families = refresh_families(&url, &state, 9).await;
     // The ninth family is revoked before the storm, and kauth says so.
     let revoked = families.pop().unwrap();
     let answer = reqwest::Client::new()
@@ -926,16 +939,7 @@ async fn a_store_stopped_under_load_fails_fast_and_the_load_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let (manifests, state) = (tmp.path().join("m"), tmp.path().join("state"));
     copy_examples(&manifests);
-    let (_running, first) = spawn_standalone(&[
-        "--manifests".as_ref(),
-        manifests.as_os_str(),
-        "--state-dir".as_ref(),
-        state.as_os_str(),
-        "--store-url".as_ref(),
-        pg.url.as_ref(),
-        "--store-timeout".as_ref(),
-        "1s".as_ref(),
-    ]);
+    let (_running, first) = spawn_on_store(&manifests, &state, &pg.url);
     let url = issuer_url(&first);
     let creds = state.join("secrets/shop/shop-web-oauth");
     let id = std::fs::read_to_string(creds.join("CLIENT_ID")).unwrap();
@@ -959,27 +963,11 @@ async fn a_store_stopped_under_load_fails_fast_and_the_load_resumes() {
             }
         }
     };
-    let browser = support::browser::Browser::new();
-    let authorize = format!(
-        "{url}/authorize?client_id={id}&response_type=code&scope=orders.read&state=s&redirect_uri=http%3A%2F%2F127.0.0.1%3A8400%2Fcallback"
-    );
-    let mut families = Vec::new();
-    for _ in 0..4 {
-        let back = browser
-            .sign_in(&url, &authorize, ("alice", "alice-demo-password"))
-            .await;
-        let code = support::browser::param(&back, "code").unwrap();
-        let (status, body, _) = post(vec![
-            ("grant_type", "authorization_code".into()),
-            ("code", code),
-            ("redirect_uri", "http://127.0.0.1:8400/callback".into()),
-        ])
-        .await;
-        assert_eq!(status, 200, "{body}");
-        families.push(std::sync::Arc::new(std::sync::Mutex::new(
-            body["refresh_token"].as_str().unwrap().to_string(),
-        )));
-    }
+    let families: Vec<_> = refresh_families(&url, &state, 4)
+        .await
+        .into_iter()
+        .map(|t| std::sync::Arc::new(std::sync::Mutex::new(t)))
+        .collect();
     let outage = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0)); // 0 before, 1 during, 2 after
     let load: Vec<_> = families
         .iter()

@@ -63,9 +63,7 @@ where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    // managedFields is most of a small object and nothing kauth reads: not kept in memory.
-    let events = watcher(api, cfg).modify(|obj| obj.managed_fields_mut().clear());
-    let stream = reflector::reflector(writer, events)
+    let stream = reflector::reflector(writer, watch_without_managed_fields(api, cfg))
         .backoff(ResyncSoon::default())
         .for_each(move |event| {
             match event {
@@ -79,6 +77,18 @@ where
             async {}
         });
     (reader, Box::pin(stream))
+}
+
+/// The events of a watch of `api`, without the objects' managedFields: most of a small
+/// object's size, and nothing kauth reads, so no store keeps them.
+pub(super) fn watch_without_managed_fields<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+) -> impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, cfg).modify(|obj| obj.managed_fields_mut().clear())
 }
 
 /// Sorts resources oldest first (then by namespace and name): the precedence for conflicts.

@@ -143,9 +143,8 @@ where
     .flatten()
 }
 
-/// What a controller reconciles: a watch of `api` into a store of its own, without the
-/// objects' managedFields (most of a small object's size, and unread), retrying as soon after
-/// a failure as the registry's watches do.
+/// What a controller reconciles: a watch of `api` into a store of its own (managedFields left
+/// out, as in the cache), retrying as soon after a failure as the registry's watches do.
 fn reconciled<K>(
     api: Api<K>,
 ) -> (
@@ -156,7 +155,7 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let events = watcher(api, watcher::Config::default()).modify(|obj| obj.managed_fields_mut().clear());
+    let events = cache::watch_without_managed_fields(api, watcher::Config::default());
     let objects = reflector::reflector(writer, events)
         .backoff(watch_health::ResyncSoon::default())
         .applied_objects();

@@ -262,6 +262,8 @@ impl StandaloneConfig {
         let keys_dir = self.state_dir.join("signing-keys");
         private_dir(&keys_dir)?;
         let mut wanted: Vec<(String, KeyAlgorithm, KeySchedule)> = Vec::new();
+        // Every SigningKey in kauth's namespace, valid or not, as the controller counts them.
+        let mut algorithms = Vec::new();
         for (origin, sk) in &manifests.signing_keys {
             let ns = sk.metadata.namespace.clone().unwrap_or_default();
             let name = sk.metadata.name.clone().unwrap_or_default();
@@ -272,6 +274,7 @@ impl StandaloneConfig {
                 ));
                 continue;
             }
+            algorithms.push(sk.spec.algorithm);
             match validate_signing_key(&sk.spec) {
                 Ok((alg, schedule)) => wanted.push((format!("{ns}.{name}.json"), alg, schedule)),
                 Err(errors) => pass
@@ -280,12 +283,6 @@ impl StandaloneConfig {
             }
         }
         // The same default keys as in a cluster, judged by the same rules.
-        let algorithms: Vec<KeyAlgorithm> = manifests
-            .signing_keys
-            .iter()
-            .filter(|(_, sk)| sk.metadata.namespace.as_deref() == Some(self.kauth_namespace.as_str()))
-            .map(|(_, sk)| sk.spec.algorithm)
-            .collect();
         for (name, spec) in default_signing_keys(&algorithms) {
             let (alg, schedule) = validate_signing_key(&spec).expect("the default SigningKeys are valid");
             wanted.push((format!("{name}.json"), alg, schedule));
