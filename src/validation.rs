@@ -240,6 +240,50 @@ fn is_secret_key(s: &str) -> bool {
 /// Validates an OAuthClient spec; `name` is the resource name (for the default Secret name).
 pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSettings, Vec<FieldError>> {
     let mut errors = Vec::new();
+    check_requested(spec, &mut errors);
+    let access_token_lifetime = duration_in(
+        &mut errors,
+        "spec.accessTokenLifetime",
+        spec.access_token_lifetime.as_deref(),
+        DEFAULT_TOKEN_LIFETIME,
+        Duration::from_secs(60),
+        Some(Duration::from_secs(24 * 3600)),
+    );
+    let public = spec.client_type == ClientType::Public;
+    let auth_method = spec.token_endpoint_auth_method.unwrap_or(if public {
+        TokenEndpointAuthMethod::None
+    } else {
+        TokenEndpointAuthMethod::ClientSecretBasic
+    });
+    let refresh_token_lifetime = duration_in(
+        &mut errors,
+        "spec.refreshTokenLifetime",
+        spec.refresh_token_lifetime.as_deref(),
+        DEFAULT_REFRESH_LIFETIME,
+        Duration::from_secs(3600),
+        Some(Duration::from_secs(90 * 24 * 3600)),
+    );
+    check_sign_in(spec, public, auth_method, &mut errors);
+    check_token_exchange(spec, &mut errors);
+    let secret = credential_source(name, spec, public, &mut errors);
+    match secret {
+        Some(secret) if errors.is_empty() => Ok(ClientSettings {
+            client_id_override: spec.client_id.clone(),
+            auth_method,
+            access_token_lifetime,
+            secret,
+            client_type: spec.client_type,
+            redirect_uris: spec.redirect_uris.clone(),
+            post_logout_redirect_uris: spec.post_logout_redirect_uris.clone(),
+            id_token_alg: spec.id_token_signing_alg.unwrap_or(KeyAlgorithm::RS256),
+            refresh_token_lifetime,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The rules for what the client asks for: its id, grants, scopes and audiences.
+fn check_requested(spec: &OAuthClientSpec, errors: &mut Vec<FieldError>) {
     if let Some(id) = &spec.client_id
         && !is_client_id_override(id)
     {
@@ -273,29 +317,10 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
             ));
         }
     }
-    let access_token_lifetime = duration_in(
-        &mut errors,
-        "spec.accessTokenLifetime",
-        spec.access_token_lifetime.as_deref(),
-        DEFAULT_TOKEN_LIFETIME,
-        Duration::from_secs(60),
-        Some(Duration::from_secs(24 * 3600)),
-    );
-    let public = spec.client_type == ClientType::Public;
-    let auth_method = spec.token_endpoint_auth_method.unwrap_or(if public {
-        TokenEndpointAuthMethod::None
-    } else {
-        TokenEndpointAuthMethod::ClientSecretBasic
-    });
-    let refresh_token_lifetime = duration_in(
-        &mut errors,
-        "spec.refreshTokenLifetime",
-        spec.refresh_token_lifetime.as_deref(),
-        DEFAULT_REFRESH_LIFETIME,
-        Duration::from_secs(3600),
-        Some(Duration::from_secs(90 * 24 * 3600)),
-    );
-    check_sign_in(spec, public, auth_method, &mut errors);
+}
+
+/// Token exchange takes the client's ServiceAccount token as the subject token.
+fn check_token_exchange(spec: &OAuthClientSpec, errors: &mut Vec<FieldError>) {
     let grants_exchange = spec.grant_types.contains(&GrantType::TokenExchange);
     if grants_exchange && spec.service_account.is_none() {
         errors.push(FieldError::new(
@@ -303,7 +328,16 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
             "token exchange needs spec.serviceAccount (the subject token is its token)",
         ));
     }
-    let secret = match (&spec.secret, &spec.existing_secret) {
+}
+
+/// Where the client's credential comes from, and the rules for each source.
+fn credential_source(
+    name: &str,
+    spec: &OAuthClientSpec,
+    public: bool,
+    errors: &mut Vec<FieldError>,
+) -> Option<CredentialSource> {
+    match (&spec.secret, &spec.existing_secret) {
         _ if public => {
             if spec.secret.is_some() || spec.existing_secret.is_some() || spec.service_account.is_some() {
                 errors.push(FieldError::new(
@@ -351,87 +385,75 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
             }
             Some(CredentialSource::Existing(existing.clone()))
         }
-        (secret, None) => {
-            let secret = secret.clone().unwrap_or_default();
-            let secret_name = secret.name.clone().unwrap_or_else(|| format!("{name}-oauth"));
-            if !is_dns_subdomain(&secret_name) {
-                errors.push(FieldError::new(
-                    "spec.secret.name",
-                    format!("'{secret_name}' is not a valid Secret name"),
-                ));
-            }
-            let keys = secret.keys.clone().unwrap_or_default();
-            let named = [
-                ("clientId", &keys.client_id),
-                ("clientSecret", &keys.client_secret),
-                ("issuer", &keys.issuer),
-                ("tokenEndpoint", &keys.token_endpoint),
-            ];
-            for (i, (field, key)) in named.iter().enumerate() {
-                if !is_secret_key(key) {
-                    errors.push(FieldError::new(
-                        format!("spec.secret.keys.{field}"),
-                        format!("'{key}' is not a valid Secret key"),
-                    ));
-                } else if named[..i].iter().any(|(_, k)| k == key) {
-                    errors.push(FieldError::new(
-                        format!("spec.secret.keys.{field}"),
-                        format!("'{key}' is used for two keys"),
-                    ));
-                }
-            }
-            let rotation = secret.rotation.clone().unwrap_or_default();
-            let every = rotation.every.as_deref().map(|_| {
-                duration_in(
-                    &mut errors,
-                    "spec.secret.rotation.every",
-                    rotation.every.as_deref(),
-                    Duration::ZERO,
-                    Duration::from_secs(3600),
-                    None,
-                )
-            });
-            let overlap = duration_in(
-                &mut errors,
-                "spec.secret.rotation.overlap",
-                rotation.overlap.as_deref(),
-                DEFAULT_SECRET_OVERLAP,
-                Duration::ZERO,
-                Some(Duration::from_secs(30 * 24 * 3600)),
-            );
-            if let Some(every) = every
-                && overlap >= every
-                && every > Duration::ZERO
-            {
-                errors.push(FieldError::new(
-                    "spec.secret.rotation.overlap",
-                    "must be shorter than spec.secret.rotation.every",
-                ));
-            }
-            Some(CredentialSource::Generated {
-                name: secret_name,
-                keys,
-                rotation: RotationPolicy {
-                    trigger: rotation.trigger.clone(),
-                    every,
-                    overlap,
-                },
-            })
+        (secret, None) => Some(generated(name, &secret.clone().unwrap_or_default(), errors)),
+    }
+}
+
+/// A Secret kauth generates and rotates: its name, keys and rotation.
+fn generated(name: &str, secret: &crate::crd::SecretSpec, errors: &mut Vec<FieldError>) -> CredentialSource {
+    let secret_name = secret.name.clone().unwrap_or_else(|| format!("{name}-oauth"));
+    if !is_dns_subdomain(&secret_name) {
+        errors.push(FieldError::new(
+            "spec.secret.name",
+            format!("'{secret_name}' is not a valid Secret name"),
+        ));
+    }
+    let keys = secret.keys.clone().unwrap_or_default();
+    let named = [
+        ("clientId", &keys.client_id),
+        ("clientSecret", &keys.client_secret),
+        ("issuer", &keys.issuer),
+        ("tokenEndpoint", &keys.token_endpoint),
+    ];
+    for (i, (field, key)) in named.iter().enumerate() {
+        if !is_secret_key(key) {
+            errors.push(FieldError::new(
+                format!("spec.secret.keys.{field}"),
+                format!("'{key}' is not a valid Secret key"),
+            ));
+        } else if named[..i].iter().any(|(_, k)| k == key) {
+            errors.push(FieldError::new(
+                format!("spec.secret.keys.{field}"),
+                format!("'{key}' is used for two keys"),
+            ));
         }
-    };
-    match secret {
-        Some(secret) if errors.is_empty() => Ok(ClientSettings {
-            client_id_override: spec.client_id.clone(),
-            auth_method,
-            access_token_lifetime,
-            secret,
-            client_type: spec.client_type,
-            redirect_uris: spec.redirect_uris.clone(),
-            post_logout_redirect_uris: spec.post_logout_redirect_uris.clone(),
-            id_token_alg: spec.id_token_signing_alg.unwrap_or(KeyAlgorithm::RS256),
-            refresh_token_lifetime,
-        }),
-        _ => Err(errors),
+    }
+    let rotation = secret.rotation.clone().unwrap_or_default();
+    let every = rotation.every.as_deref().map(|_| {
+        duration_in(
+            errors,
+            "spec.secret.rotation.every",
+            rotation.every.as_deref(),
+            Duration::ZERO,
+            Duration::from_secs(3600),
+            None,
+        )
+    });
+    let overlap = duration_in(
+        errors,
+        "spec.secret.rotation.overlap",
+        rotation.overlap.as_deref(),
+        DEFAULT_SECRET_OVERLAP,
+        Duration::ZERO,
+        Some(Duration::from_secs(30 * 24 * 3600)),
+    );
+    if let Some(every) = every
+        && overlap >= every
+        && every > Duration::ZERO
+    {
+        errors.push(FieldError::new(
+            "spec.secret.rotation.overlap",
+            "must be shorter than spec.secret.rotation.every",
+        ));
+    }
+    CredentialSource::Generated {
+        name: secret_name,
+        keys,
+        rotation: RotationPolicy {
+            trigger: rotation.trigger.clone(),
+            every,
+            overlap,
+        },
     }
 }
 

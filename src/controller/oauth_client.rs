@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
@@ -213,6 +214,49 @@ async fn existing_secret(ctx: &Context, obj: &OAuthClient, settings: &ClientSett
     Ok(outcome)
 }
 
+/// The client's credentials in its namespace, as its credential source says: a Secret kauth
+/// generates, a Secret the team keeps, or none.
+async fn credentials(
+    ctx: &Context,
+    obj: &OAuthClient,
+    client_id: &str,
+    settings: &ClientSettings,
+    now: Timestamp,
+) -> Result<SecretOutcome, Error> {
+    Ok(match &settings.secret {
+        CredentialSource::Generated { .. } => generated_secret(ctx, obj, client_id, settings, now).await?,
+        CredentialSource::Existing(_) => existing_secret(ctx, obj, settings).await?,
+        CredentialSource::ServiceAccount(sa) => SecretOutcome {
+            ready: true,
+            reason: "ServiceAccount",
+            message: format!("no Secret: the client authenticates with projected tokens of ServiceAccount {sa}"),
+            version: None,
+            rotated_at: None,
+            recheck_at: None,
+        },
+        CredentialSource::Public => SecretOutcome {
+            ready: true,
+            reason: "PublicClient",
+            message: "no Secret: a public client has no credential (PKCE protects its codes)".into(),
+            version: None,
+            rotated_at: None,
+            recheck_at: None,
+        },
+    })
+}
+
+/// The reason and message of the Ready condition in `after`, when it differs from `before`.
+fn ready_changed(before: &[Condition], after: &[Condition]) -> Option<(String, String)> {
+    let ready = |conditions: &[Condition]| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let now = ready(after)?;
+    (ready(before) != Some(now.clone())).then_some((now.1, now.2))
+}
+
 /// Reconciles one OAuthClient.
 pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled("OAuthClient", None);
@@ -278,30 +322,7 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
         (Ok(settings), None) => {
             status.client_id = Some(verdict.client_id.clone());
             status.secret_name = settings.secret.secret_name().map(str::to_string);
-            let outcome = match &settings.secret {
-                CredentialSource::Generated { .. } => {
-                    generated_secret(&ctx, &obj, &verdict.client_id, settings, now).await?
-                }
-                CredentialSource::Existing(_) => existing_secret(&ctx, &obj, settings).await?,
-                CredentialSource::ServiceAccount(sa) => SecretOutcome {
-                    ready: true,
-                    reason: "ServiceAccount",
-                    message: format!(
-                        "no Secret: the client authenticates with projected tokens of ServiceAccount {sa}"
-                    ),
-                    version: None,
-                    rotated_at: None,
-                    recheck_at: None,
-                },
-                CredentialSource::Public => SecretOutcome {
-                    ready: true,
-                    reason: "PublicClient",
-                    message: "no Secret: a public client has no credential (PKCE protects its codes)".into(),
-                    version: None,
-                    rotated_at: None,
-                    recheck_at: None,
-                },
-            };
+            let outcome = credentials(&ctx, &obj, &verdict.client_id, settings, now).await?;
             status.secret_version = outcome.version;
             // metav1.Time keeps whole seconds: truncate so an unchanged status compares equal.
             status.secret_rotated_at = outcome
@@ -335,20 +356,8 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
     }
 
     // Tell about changes of Ready (and its reason), not about every reconcile.
-    let before = old
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
-    let after = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
-    if before != after
-        && let Some((_, reason, message)) = &after
-    {
-        ctx.event(&*obj, !ready, reason, message.clone()).await;
+    if let Some((reason, message)) = ready_changed(&old.conditions, &status.conditions) {
+        ctx.event(&*obj, !ready, &reason, message).await;
     }
     if status != old {
         let api: Api<OAuthClient> = Api::namespaced(ctx.client.clone(), &key.0);

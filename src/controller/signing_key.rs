@@ -108,34 +108,14 @@ pub async fn reconcile(obj: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action
     let current: KeySet = existing.as_ref().and_then(secrets::key_set).unwrap_or_default();
     let plan = plan_keys(alg, &schedule, &current, now)?;
     if plan.keys != current {
-        let mut secret = secrets::key_set_secret(&secret_name, &ns, owner, &plan.keys);
-        match &existing {
-            Some(old) => {
-                secret.metadata.resource_version = old.metadata.resource_version.clone();
-                api.replace(&secret_name, &PostParams::default(), &secret).await?;
-            }
-            None => {
-                api.create(&PostParams::default(), &secret).await?;
-            }
-        }
+        write_key_set(
+            &api,
+            secrets::key_set_secret(&secret_name, &ns, owner, &plan.keys),
+            existing.as_ref(),
+        )
+        .await?;
     }
-    for change in &plan.changes {
-        let (reason, note) = match change {
-            KeyChange::Generated { kid, activates_at } => (
-                "KeyGenerated",
-                format!("generated {} key {kid}; it signs from {activates_at}", alg.as_str()),
-            ),
-            KeyChange::Removed { kid } => ("KeyRemoved", format!("key {kid} left the JWKS")),
-            KeyChange::RetiredAtOnce { kid } => (
-                "KeyRetiredImmediately",
-                format!(
-                    "key {kid} was retired and left the JWKS at once (rotation.retireImmediately): tokens it signed no longer verify"
-                ),
-            ),
-        };
-        let warning = matches!(change, KeyChange::RetiredAtOnce { .. });
-        ctx.event(&*obj, warning, reason, note).await;
-    }
+    announce(&ctx, &obj, alg, &plan.changes).await;
     let retired: Vec<&str> = plan
         .changes
         .iter()
@@ -161,28 +141,7 @@ pub async fn reconcile(obj: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action
         );
     }
     status.secret_name = Some(secret_name);
-    status.keys = plan
-        .keys
-        .keys
-        .iter()
-        .filter_map(|k| {
-            let jwk = k.public_jwk().ok()?;
-            Some(PublishedKey {
-                kid: k.kid.clone(),
-                state: k.state(now).as_str().into(),
-                activates_at: Time(k.activates_at),
-                retires_at: k.retires_at.map(Time),
-                public_jwk: serde_json::to_string(&jwk).ok()?,
-            })
-        })
-        .collect();
-    status.active_kid = plan
-        .keys
-        .keys
-        .iter()
-        .filter(|k| k.state(now) == KeyState::Active)
-        .max_by_key(|k| k.activates_at)
-        .map(|k| k.kid.clone());
+    (status.keys, status.active_kid) = published(&plan.keys, now);
     status.next_rotation_step = plan.next_step.map(Time);
     let active = status.active_kid.clone().unwrap_or_default();
     set_condition(
@@ -202,6 +161,67 @@ pub async fn reconcile(obj: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action
     Ok(Action::requeue(
         wait.clamp(Duration::from_secs(1), Duration::from_secs(3600)),
     ))
+}
+
+/// One Event per change of the key set; retiring a key at once is a Warning.
+async fn announce(ctx: &Context, obj: &SigningKey, alg: KeyAlgorithm, changes: &[KeyChange]) {
+    for change in changes {
+        let (reason, note) = match change {
+            KeyChange::Generated { kid, activates_at } => (
+                "KeyGenerated",
+                format!("generated {} key {kid}; it signs from {activates_at}", alg.as_str()),
+            ),
+            KeyChange::Removed { kid } => ("KeyRemoved", format!("key {kid} left the JWKS")),
+            KeyChange::RetiredAtOnce { kid } => (
+                "KeyRetiredImmediately",
+                format!(
+                    "key {kid} was retired and left the JWKS at once (rotation.retireImmediately): tokens it signed no longer verify"
+                ),
+            ),
+        };
+        let warning = matches!(change, KeyChange::RetiredAtOnce { .. });
+        ctx.event(obj, warning, reason, note).await;
+    }
+}
+
+/// The keys as the status lists them, and the kid of the newest active one.
+fn published(keys: &KeySet, now: Timestamp) -> (Vec<PublishedKey>, Option<String>) {
+    let listed = keys
+        .keys
+        .iter()
+        .filter_map(|k| {
+            let jwk = k.public_jwk().ok()?;
+            Some(PublishedKey {
+                kid: k.kid.clone(),
+                state: k.state(now).as_str().into(),
+                activates_at: Time(k.activates_at),
+                retires_at: k.retires_at.map(Time),
+                public_jwk: serde_json::to_string(&jwk).ok()?,
+            })
+        })
+        .collect();
+    let active = keys
+        .keys
+        .iter()
+        .filter(|k| k.state(now) == KeyState::Active)
+        .max_by_key(|k| k.activates_at)
+        .map(|k| k.kid.clone());
+    (listed, active)
+}
+
+/// Writes the key set Secret: replaces the one kauth owns, or creates it.
+async fn write_key_set(api: &Api<Secret>, mut secret: Secret, existing: Option<&Secret>) -> Result<(), Error> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    match existing {
+        Some(old) => {
+            secret.metadata.resource_version = old.metadata.resource_version.clone();
+            api.replace(&name, &PostParams::default(), &secret).await?;
+        }
+        None => {
+            api.create(&PostParams::default(), &secret).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates the [`default_signing_keys`] that kauth's namespace lacks: `default` (ES256) when no

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::ProviderState;
-use super::authorize::IDENTITY_SCOPES;
+use super::browser_flow::IDENTITY_SCOPES;
 use crate::crd::GrantType;
 
 fn metadata(state: &ProviderState) -> Value {

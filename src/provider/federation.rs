@@ -20,10 +20,9 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 
 use super::ProviderState;
-use super::authorize::{PENDING_LIFETIME_SECS, see_other};
 use super::browser::{CookieName, handle_digest, random_handle, read_cookie, same_secret};
+use super::browser_flow::{PENDING_LIFETIME_SECS, Person, load_pending, see_other, start_session};
 use super::pages;
-use super::signin::{Person, load_pending, start_session};
 use crate::connectors::Connector;
 use crate::store::PendingRequest;
 

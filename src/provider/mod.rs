@@ -3,6 +3,7 @@
 
 mod authorize;
 mod browser;
+mod browser_flow;
 mod client_auth;
 mod cors;
 mod discovery;
@@ -12,6 +13,8 @@ mod form;
 mod grants;
 mod introspect;
 mod issuance;
+#[cfg(test)]
+mod layering;
 mod oidc;
 mod ops;
 mod pages;

@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::ProviderState;
-use super::authorize::{current_session, see_other};
 use super::browser::{CookieName, handle_digest, read_cookie, same_secret, set_cookie};
+use super::browser_flow::{current_session, see_other};
 use super::error::{OAuthError, no_store};
 use super::form::Form;
 use super::grants::released_claims;

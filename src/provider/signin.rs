@@ -13,13 +13,14 @@ use jiff::Timestamp;
 use serde::Deserialize;
 
 use super::ProviderState;
-use super::authorize::{
-    AuthRequest, ClientRedirect, IDENTITY_SCOPES, SESSION_LIFETIME_SECS, consent_needed, first_party, proceed,
+use super::browser::{client_ip, same_secret};
+use super::browser_flow::{
+    IDENTITY_SCOPES, Pending, Person, completion, consent_needed, current_session, first_party, load_pending, proceed,
+    start_session,
 };
-use super::browser::{CookieName, client_ip, handle_digest, random_handle, read_cookie, same_secret, set_cookie};
 use super::form::Form;
 use super::pages::{self, ScopeLine};
-use crate::store::{PendingRequest, Session, StoreError};
+use crate::store::StoreError;
 
 #[derive(Deserialize)]
 pub struct PendingQuery {
@@ -27,39 +28,6 @@ pub struct PendingQuery {
 }
 
 const EXPIRED: &str = "This sign-in has expired or was already used. Go back to the application and start again.";
-
-/// A pending request this browser started, with its checked contents.
-pub(super) struct Pending {
-    pub id: String,
-    pub stored: PendingRequest,
-    pub request: AuthRequest,
-}
-
-/// The pending request `id`, if it is live and this browser started it.
-pub(super) async fn load_pending(
-    state: &ProviderState,
-    headers: &HeaderMap,
-    id: Option<&str>,
-) -> Result<Option<Pending>, StoreError> {
-    let Some(id) = id else { return Ok(None) };
-    let now = Timestamp::now().as_second();
-    let Some(stored) = state.store.auth_request(id, now).await? else {
-        return Ok(None);
-    };
-    // Only the browser that started the request may continue it.
-    let browser = read_cookie(headers, &state.issuer, CookieName::Browser).map(|b| handle_digest(&b));
-    if !browser.is_some_and(|b| same_secret(&b, &stored.browser)) {
-        return Ok(None);
-    }
-    let Ok(request) = serde_json::from_str(&stored.request) else {
-        return Ok(None);
-    };
-    Ok(Some(Pending {
-        id: id.to_string(),
-        stored,
-        request,
-    }))
-}
 
 fn client_label(state: &ProviderState, client_id: &str) -> String {
     match state.registry.load().clients.get(client_id) {
@@ -196,58 +164,6 @@ pub async fn login_submit(State(state): State<ProviderState>, request: Request) 
     }
 }
 
-/// A person who just proved who they are.
-pub(super) struct Person<'a> {
-    /// Their subject (a username, or `<connector>:<sub>`).
-    pub subject: &'a str,
-    /// Their claims, as kauth will release them.
-    pub claims: &'a serde_json::Value,
-    /// Which password they used ([`crate::people::LocalUser::credential`]); empty upstream.
-    pub credential: &'a str,
-}
-
-/// Records the person's claims, starts a fresh session for them, and continues the pending
-/// request with it (consent or a code). Every sign-in gets a new session id, so a cookie
-/// planted before it never becomes a session.
-pub(super) async fn start_session(
-    state: &ProviderState,
-    headers: &HeaderMap,
-    pending: &Pending,
-    person: Person<'_>,
-) -> Result<Response, StoreError> {
-    let now = Timestamp::now().as_second();
-    let session = Session {
-        subject: person.subject.to_string(),
-        auth_time: now,
-        credential: person.credential.to_string(),
-    };
-    let cookie = random_handle();
-    state.store.save_subject(person.subject, person.claims, now).await?;
-    state
-        .store
-        .create_session(&handle_digest(&cookie), &session, now + SESSION_LIFETIME_SECS)
-        .await?;
-    let snapshot = state.registry.load();
-    let mut response = proceed(
-        state,
-        &snapshot,
-        headers,
-        Some(session),
-        &pending.request,
-        Some(&pending.id),
-        false,
-    )
-    .await?;
-    set_cookie(
-        &mut response,
-        &state.issuer,
-        CookieName::Session,
-        Some(&cookie),
-        SESSION_LIFETIME_SECS,
-    );
-    Ok(response)
-}
-
 /// GET /consent?request=ID
 pub async fn consent_page(
     State(state): State<ProviderState>,
@@ -260,7 +176,7 @@ pub async fn consent_page(
         Err(e) => return unavailable(e),
     };
     let now = Timestamp::now().as_second();
-    let session = match super::authorize::current_session(&state, &headers, now).await {
+    let session = match current_session(&state, &headers, now).await {
         Ok(Some((_, s))) => s,
         Ok(None) => return pages::error(StatusCode::BAD_REQUEST, EXPIRED),
         Err(e) => return unavailable(e),
@@ -300,7 +216,7 @@ pub async fn consent_submit(State(state): State<ProviderState>, request: Request
         Err(r) => return r,
     };
     let now = Timestamp::now().as_second();
-    let session = match super::authorize::current_session(&state, &headers, now).await {
+    let session = match current_session(&state, &headers, now).await {
         Ok(Some((_, s))) => s,
         Ok(None) => return pages::error(StatusCode::BAD_REQUEST, EXPIRED),
         Err(e) => return unavailable(e),
@@ -311,12 +227,7 @@ pub async fn consent_submit(State(state): State<ProviderState>, request: Request
             return unavailable(e);
         }
         tracing::info!(subject = %session.subject, client_id = %req.client_id, "consent denied");
-        let back = ClientRedirect {
-            redirect_uri: &req.redirect_uri,
-            state: req.state.as_deref(),
-            issuer: &state.issuer.url,
-        };
-        return back.error("access_denied", "the person denied the request");
+        return completion::refused(&state, req, "access_denied", "the person denied the request");
     }
     let remember = async {
         let mut allowed = state

@@ -12,14 +12,14 @@ use std::time::{Duration, SystemTime};
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 
-use crate::catalog::{ClientVerdict, ScopeVerdict};
+use crate::catalog::{Catalog, ClientVerdict, ScopeVerdict};
 use crate::claims::{ClaimRules, Ledger};
 use crate::connectors::{CONNECTORS_CONFIG_MAP, CONNECTORS_KEY, Connectors};
 use crate::crd::{KeyAlgorithm, default_signing_keys};
 use crate::credentials::{CredentialState, SecretPlan, SecretVerifier, plan_secret};
 use crate::issuer::Issuer;
 use crate::keys::{KeyRing, KeySet, plan_keys};
-use crate::manifests::Manifests;
+use crate::manifests::{Manifests, Origin};
 use crate::metrics::Metrics;
 use crate::people::{Directory, USERS_KEY, USERS_SECRET};
 use crate::provider::serve::{ServeOptions, serve};
@@ -317,12 +317,6 @@ impl StandaloneConfig {
             .warnings
             .extend(manifests.warnings.iter().map(ToString::to_string));
 
-        let name_of = |m: &kube::core::ObjectMeta| {
-            (
-                m.namespace.clone().unwrap_or_default(),
-                m.name.clone().unwrap_or_default(),
-            )
-        };
         let claims_path = self.state_dir.join(CLAIMS_FILE);
         let recorded: Ledger = read_json(&claims_path)
             .unwrap_or_else(|e| {
@@ -343,110 +337,17 @@ impl StandaloneConfig {
         if let Some(lapse) = catalog.ledger.next_lapse(self.claim_grace) {
             notes.next_step = min_time(notes.next_step, Timestamp::from_second(lapse).ok());
         }
-        let scope_keys: Vec<_> = manifests.scopes.iter().map(|(_, s)| name_of(&s.metadata)).collect();
-
-        let origin_of_scope: HashMap<_, _> = manifests
-            .scopes
-            .iter()
-            .zip(&scope_keys)
-            .map(|((o, _), k)| (k.clone(), o))
-            .collect();
-        for (key, verdict) in &catalog.scopes {
-            let origin = origin_of_scope[&(key.namespace.clone(), key.name.clone())];
-            match verdict {
-                ScopeVerdict::Accepted => {}
-                ScopeVerdict::Invalid(errors) => notes
-                    .problems
-                    .push(format!("{origin}: Scope {key}: {}", describe(errors))),
-                ScopeVerdict::Conflict { .. } => notes.problems.push(format!(
-                    "{origin}: Scope {key}: {}",
-                    verdict.conflict_message().unwrap_or_default()
-                )),
-            }
-        }
+        scope_problems(&manifests, &catalog, &mut notes);
 
         let mut verifiers: HashMap<String, SecretVerifier> = HashMap::new();
         let mut ready = Vec::new();
         let mut secret_owner: HashMap<(String, String), String> = HashMap::new();
         for (verdict, (origin, _)) in catalog.clients.iter().zip(&manifests.clients) {
-            let key = &verdict.key;
-            let settings = match (&verdict.settings, &verdict.id_conflict) {
-                (Err(errors), _) => {
-                    notes
-                        .problems
-                        .push(format!("{origin}: OAuthClient {key}: {}", describe(errors)));
-                    continue;
-                }
-                (Ok(_), Some(_)) => {
-                    notes.problems.push(format!(
-                        "{origin}: OAuthClient {key}: {}",
-                        verdict.conflict_message().unwrap_or_default()
-                    ));
-                    continue;
-                }
-                (Ok(s), None) => s,
-            };
-            let Some(secret_name) = settings.secret.secret_name().map(str::to_string) else {
-                notes.notices.push(match settings.secret {
-                    CredentialSource::Public => format!(
-                        "OAuthClient {key} is public: client_id {}, people sign in at {}",
-                        verdict.client_id,
-                        self.issuer.endpoint("/authorize")
-                    ),
-                    _ => format!(
-                        "OAuthClient {key} is secretless (spec.serviceAccount): ServiceAccount tokens need a cluster's issuer, so `kauth run` serves it, not standalone"
-                    ),
-                });
-                continue;
-            };
-            if let Some(other) = secret_owner.insert((key.namespace.clone(), secret_name.clone()), key.name.clone()) {
-                notes.problems.push(format!(
-                    "{origin}: OAuthClient {key}: Secret {secret_name} already belongs to OAuthClient {}/{other}",
-                    key.namespace
-                ));
-                continue;
-            }
-            for missing in &verdict.missing {
-                notes.problems.push(format!(
-                    "{origin}: OAuthClient {key}: spec.scopes '{}': {}",
-                    missing.name, missing.reason
-                ));
-            }
-            for missing in &verdict.missing_audiences {
-                notes.problems.push(format!(
-                    "{origin}: OAuthClient {key}: spec.audiences '{}': {}",
-                    missing.name, missing.reason
-                ));
-            }
-            match self.credentials(
-                verdict,
-                settings,
-                now,
-                &mut writes,
-                &mut notes.changes,
-                &mut notes.next_step,
-            ) {
-                Ok(v) => {
-                    verifiers.insert(verdict.client_id.clone(), v);
-                    let (id_key, secret_key) = match &settings.secret {
-                        CredentialSource::Generated { keys, .. } => {
-                            (keys.client_id.clone(), keys.client_secret.clone())
-                        }
-                        CredentialSource::Existing(e) => (String::new(), e.key.clone()),
-                        CredentialSource::ServiceAccount(_) | CredentialSource::Public => {
-                            (String::new(), String::new())
-                        }
-                    };
-                    ready.push(ReadyClient {
-                        resource: key.to_string(),
-                        client_id: verdict.client_id.clone(),
-                        credentials_dir: self.secret_dir(&key.namespace, &secret_name),
-                        scopes: verdict.granted.iter().map(|g| g.value.clone()).collect(),
-                        id_key,
-                        secret_key,
-                    });
-                }
-                Err(problem) => notes.problems.push(format!("{origin}: OAuthClient {key}: {problem}")),
+            if let Some((verifier, listed)) =
+                self.client(verdict, origin, now, &mut secret_owner, &mut writes, &mut notes)
+            {
+                verifiers.insert(verdict.client_id.clone(), verifier);
+                ready.push(listed);
             }
         }
 
@@ -467,6 +368,92 @@ impl StandaloneConfig {
             changes: notes.changes,
             next_step: notes.next_step,
         })
+    }
+
+    /// One client of a pass: its problems noted, its credentials made; its verifier and
+    /// how it is listed as ready, when it can get tokens.
+    fn client(
+        &self,
+        verdict: &ClientVerdict,
+        origin: &Origin,
+        now: Timestamp,
+        secret_owner: &mut HashMap<(String, String), String>,
+        writes: &mut StagedWrites,
+        notes: &mut PassNotes,
+    ) -> Option<(SecretVerifier, ReadyClient)> {
+        let key = &verdict.key;
+        let settings = match (&verdict.settings, &verdict.id_conflict) {
+            (Err(errors), _) => {
+                notes
+                    .problems
+                    .push(format!("{origin}: OAuthClient {key}: {}", describe(errors)));
+                return None;
+            }
+            (Ok(_), Some(_)) => {
+                notes.problems.push(format!(
+                    "{origin}: OAuthClient {key}: {}",
+                    verdict.conflict_message().unwrap_or_default()
+                ));
+                return None;
+            }
+            (Ok(s), None) => s,
+        };
+        let Some(secret_name) = settings.secret.secret_name().map(str::to_string) else {
+            notes.notices.push(match settings.secret {
+                    CredentialSource::Public => format!(
+                        "OAuthClient {key} is public: client_id {}, people sign in at {}",
+                        verdict.client_id,
+                        self.issuer.endpoint("/authorize")
+                    ),
+                    _ => format!(
+                        "OAuthClient {key} is secretless (spec.serviceAccount): ServiceAccount tokens need a cluster's issuer, so `kauth run` serves it, not standalone"
+                    ),
+                });
+            return None;
+        };
+        if let Some(other) = secret_owner.insert((key.namespace.clone(), secret_name.clone()), key.name.clone()) {
+            notes.problems.push(format!(
+                "{origin}: OAuthClient {key}: Secret {secret_name} already belongs to OAuthClient {}/{other}",
+                key.namespace
+            ));
+            return None;
+        }
+        for missing in &verdict.missing {
+            notes.problems.push(format!(
+                "{origin}: OAuthClient {key}: spec.scopes '{}': {}",
+                missing.name, missing.reason
+            ));
+        }
+        for missing in &verdict.missing_audiences {
+            notes.problems.push(format!(
+                "{origin}: OAuthClient {key}: spec.audiences '{}': {}",
+                missing.name, missing.reason
+            ));
+        }
+        match self.credentials(verdict, settings, now, writes, &mut notes.changes, &mut notes.next_step) {
+            Ok(verifier) => {
+                let (id_key, secret_key) = match &settings.secret {
+                    CredentialSource::Generated { keys, .. } => (keys.client_id.clone(), keys.client_secret.clone()),
+                    CredentialSource::Existing(e) => (String::new(), e.key.clone()),
+                    CredentialSource::ServiceAccount(_) | CredentialSource::Public => (String::new(), String::new()),
+                };
+                Some((
+                    verifier,
+                    ReadyClient {
+                        resource: key.to_string(),
+                        client_id: verdict.client_id.clone(),
+                        credentials_dir: self.secret_dir(&key.namespace, &secret_name),
+                        scopes: verdict.granted.iter().map(|g| g.value.clone()).collect(),
+                        id_key,
+                        secret_key,
+                    },
+                ))
+            }
+            Err(problem) => {
+                notes.problems.push(format!("{origin}: OAuthClient {key}: {problem}"));
+                None
+            }
+        }
     }
 
     /// The local people of the `kauth-users` Secret in kauth's namespace, as a cluster would
@@ -714,5 +701,35 @@ pub async fn run(
         result = server => result.map(|_| ()).map_err(|e| StandaloneError(format!("server failed: {e}"))),
         _ = watcher => Ok(()),
         _ = housekeeping => Ok(()),
+    }
+}
+/// The problems of Scopes the catalog did not accept, each with the file it came from.
+fn scope_problems(manifests: &Manifests, catalog: &Catalog, notes: &mut PassNotes) {
+    let name_of = |m: &kube::core::ObjectMeta| {
+        (
+            m.namespace.clone().unwrap_or_default(),
+            m.name.clone().unwrap_or_default(),
+        )
+    };
+    let scope_keys: Vec<_> = manifests.scopes.iter().map(|(_, s)| name_of(&s.metadata)).collect();
+
+    let origin_of_scope: HashMap<_, _> = manifests
+        .scopes
+        .iter()
+        .zip(&scope_keys)
+        .map(|((o, _), k)| (k.clone(), o))
+        .collect();
+    for (key, verdict) in &catalog.scopes {
+        let origin = origin_of_scope[&(key.namespace.clone(), key.name.clone())];
+        match verdict {
+            ScopeVerdict::Accepted => {}
+            ScopeVerdict::Invalid(errors) => notes
+                .problems
+                .push(format!("{origin}: Scope {key}: {}", describe(errors))),
+            ScopeVerdict::Conflict { .. } => notes.problems.push(format!(
+                "{origin}: Scope {key}: {}",
+                verdict.conflict_message().unwrap_or_default()
+            )),
+        }
     }
 }

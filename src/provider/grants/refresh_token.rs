@@ -92,7 +92,9 @@ pub async fn grant(
     };
     // A scope withdrawn from the client since the sign-in is no longer issued.
     if let Some(gone) = scopes.iter().find(|s| {
-        !crate::provider::authorize::IDENTITY_SCOPES.iter().any(|(v, _)| v == s)
+        !crate::provider::browser_flow::IDENTITY_SCOPES
+            .iter()
+            .any(|(v, _)| v == s)
             && !client.scopes.contains_key(s.as_str())
     }) {
         return Err(OAuthError::invalid_grant(format!(

@@ -1,0 +1,104 @@
+//! How an approved (or refused) request completes. Today every pending request came from
+//! /authorize, so it completes by sending the browser back to the client's redirect URI with
+//! a code or an error. Another way in (the device grant's verification page) completes here
+//! too, by its own case: the sign-in and consent steps before it stay the same.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use jiff::Timestamp;
+
+use super::{AuthRequest, see_other};
+use crate::provider::ProviderState;
+use crate::provider::browser::{handle_digest, random_handle};
+use crate::provider::pages;
+use crate::store::{Grant, Session, StoreError};
+
+/// How long a code may wait for redemption (RFC 6749 §4.1.2: short).
+pub const CODE_LIFETIME_SECS: i64 = 60;
+
+/// Where an authorization response goes: the client's exact redirect URI.
+pub struct ClientRedirect<'a> {
+    pub redirect_uri: &'a str,
+    pub state: Option<&'a str>,
+    pub issuer: &'a str,
+}
+
+impl ClientRedirect<'_> {
+    fn with(&self, params: &[(&str, &str)]) -> Response {
+        let Ok(mut url) = url::Url::parse(self.redirect_uri) else {
+            // Registered URIs are validated; this cannot happen for a served client.
+            return pages::error(StatusCode::BAD_REQUEST, "the redirect URI cannot be used");
+        };
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in params {
+                q.append_pair(k, v);
+            }
+            if let Some(s) = self.state {
+                q.append_pair("state", s);
+            }
+            q.append_pair("iss", self.issuer);
+        }
+        see_other(url.as_str())
+    }
+
+    /// Sends the browser back with an error (RFC 6749 §4.1.2.1).
+    pub fn error(&self, code: &str, description: &str) -> Response {
+        self.with(&[("error", code), ("error_description", description)])
+    }
+
+    /// Sends the browser back with a code.
+    pub fn code(&self, code: &str) -> Response {
+        self.with(&[("code", code)])
+    }
+}
+
+impl AuthRequest {
+    /// Where this request's answer goes.
+    pub fn client_redirect<'a>(&'a self, state: &'a ProviderState) -> ClientRedirect<'a> {
+        ClientRedirect {
+            redirect_uri: &self.redirect_uri,
+            state: self.state.as_deref(),
+            issuer: &state.issuer.url,
+        }
+    }
+}
+
+/// Completes an approved request for the person of `session`.
+pub async fn approved(state: &ProviderState, req: &AuthRequest, session: &Session) -> Result<Response, StoreError> {
+    issue_code(state, req, session, &req.client_redirect(state)).await
+}
+
+/// Completes a request the person (or kauth on their behalf) refused, with an RFC 6749
+/// §4.1.2.1 error code.
+pub fn refused(state: &ProviderState, req: &AuthRequest, code: &str, description: &str) -> Response {
+    req.client_redirect(state).error(code, description)
+}
+
+/// Stores a code for the signed-in person and sends it back.
+async fn issue_code(
+    state: &ProviderState,
+    req: &AuthRequest,
+    session: &Session,
+    back: &ClientRedirect<'_>,
+) -> Result<Response, StoreError> {
+    let now = Timestamp::now().as_second();
+    let code = random_handle();
+    let grant = Grant {
+        client_id: req.client_id.clone(),
+        client_uid: req.client_uid.clone(),
+        subject: session.subject.clone(),
+        scopes: req.scopes.clone(),
+        audiences: req.audiences.clone(),
+        redirect_uri: req.redirect_uri.clone(),
+        nonce: req.nonce.clone(),
+        code_challenge: req.code_challenge.clone(),
+        auth_time: session.auth_time,
+    };
+    state
+        .store
+        .insert_code(&handle_digest(&code), &grant, now + CODE_LIFETIME_SECS)
+        .await?;
+    tracing::info!(client_id = %req.client_id, subject = %session.subject, "authorization code issued");
+    Ok(back.code(&code))
+}

@@ -1,0 +1,282 @@
+//! The browser flow every way of signing in shares: a request parked while the person signs
+//! in and consents (bound to the browser that started it), their session, and the decision
+//! what comes next. The endpoints that start or continue a request (/authorize, the sign-in
+//! and consent pages, upstream identity providers) call [`proceed`]; how an approved request
+//! ends is [`completion`]'s business, so a new way in reuses sign-in and consent as they are.
+
+pub mod completion;
+pub mod consent;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+pub use self::consent::{IDENTITY_SCOPES, consent_needed, first_party};
+use super::ProviderState;
+use super::browser::{CookieName, handle_digest, random_handle, read_cookie, same_secret, set_cookie};
+use super::pages;
+use crate::people::Standing;
+use crate::registry::Snapshot;
+use crate::store::{PendingRequest, Session, StoreError};
+
+/// How long a person has to sign in and consent.
+pub const PENDING_LIFETIME_SECS: i64 = 10 * 60;
+/// How long a sign-in lasts without another.
+pub const SESSION_LIFETIME_SECS: i64 = 12 * 3600;
+
+/// A checked authorization request, kept while the person signs in and consents.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuthRequest {
+    pub client_id: String,
+    /// The OAuthClient object the request was made for: the code, refresh family and consent
+    /// belong to it.
+    #[serde(default)]
+    pub client_uid: String,
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+    pub audiences: Vec<String>,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    /// `prompt=login`: sign in again whatever the session.
+    pub force_login: bool,
+    /// `prompt=consent`: ask again whatever was remembered.
+    pub force_consent: bool,
+    pub max_age: Option<i64>,
+    pub login_hint: Option<String>,
+    /// When the request arrived: with `prompt=login` the sign-in must be newer.
+    pub started_at: i64,
+}
+
+/// A 303 to `location`: after a POST the browser follows with GET.
+pub fn see_other(location: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = location.parse() {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    super::browser::page_headers(&mut r);
+    r
+}
+
+/// The live session of this browser: its stored id (the cookie's digest) and contents.
+pub async fn current_session(
+    state: &ProviderState,
+    headers: &HeaderMap,
+    now: i64,
+) -> Result<Option<(String, Session)>, StoreError> {
+    let Some(cookie) = read_cookie(headers, &state.issuer, CookieName::Session) else {
+        return Ok(None);
+    };
+    let id = handle_digest(&cookie);
+    let Some(session) = state.store.session(&id, now).await? else {
+        return Ok(None);
+    };
+    // Someone who left (or changed their password) is not signed in any more.
+    if state.standing(&session.subject, Some(&session.credential)) != Standing::Stays {
+        state.store.end_session(&id).await?;
+        return Ok(None);
+    }
+    Ok(Some((id, session)))
+}
+
+/// What a checked request needs next.
+enum Step {
+    /// The person signs in (again).
+    SignIn,
+    /// The person agrees to scopes not allowed before.
+    Consent,
+    /// Nothing more: the request is approved for the person of this session.
+    Approved(Session),
+}
+
+/// Decides the next step for `req`, given the session of this browser (if any).
+async fn next_step(
+    state: &ProviderState,
+    snapshot: &Snapshot,
+    session: Option<Session>,
+    req: &AuthRequest,
+) -> Result<Step, StoreError> {
+    let now = Timestamp::now().as_second();
+    // max_age bounds the sign-in's age; prompt=login wants one made for this request (the
+    // consent page of a pending request cannot stand in for the password).
+    let fresh_enough = |s: &Session| {
+        req.max_age.is_none_or(|m| now - s.auth_time <= m) && (!req.force_login || s.auth_time >= req.started_at)
+    };
+    let Some(session) = session.filter(fresh_enough) else {
+        return Ok(Step::SignIn);
+    };
+    let remembered = state.store.consent(&session.subject, &req.client_uid).await?;
+    if !consent_needed(snapshot, req, remembered.as_deref(), first_party(state, snapshot, req)).is_empty() {
+        return Ok(Step::Consent);
+    }
+    Ok(Step::Approved(session))
+}
+
+/// Takes a checked request one step on: to the sign-in page, to the consent page, or (once
+/// approved) to its completion. `session` is the person signed in on this browser (if any);
+/// `pending` is the stored request id once there is one. With `prompt_none` a page is an
+/// error sent back instead.
+pub async fn proceed(
+    state: &ProviderState,
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+    session: Option<Session>,
+    req: &AuthRequest,
+    pending: Option<&str>,
+    prompt_none: bool,
+) -> Result<Response, StoreError> {
+    match next_step(state, snapshot, session, req).await? {
+        Step::SignIn if prompt_none => Ok(completion::refused(
+            state,
+            req,
+            "login_required",
+            "the person is not signed in",
+        )),
+        Step::Consent if prompt_none => Ok(completion::refused(
+            state,
+            req,
+            "consent_required",
+            "the person has not allowed this client these scopes",
+        )),
+        Step::SignIn => park(state, headers, req, pending, "/login").await,
+        Step::Consent => park(state, headers, req, pending, "/consent").await,
+        Step::Approved(session) => {
+            if let Some(id) = pending
+                && !state.store.finish_auth_request(id).await?
+            {
+                // Finished by a parallel submission: that one completed it.
+                return Ok(pages::error(
+                    StatusCode::BAD_REQUEST,
+                    "This sign-in was already completed.",
+                ));
+            }
+            completion::approved(state, req, &session).await
+        }
+    }
+}
+
+/// Stores the request (bound to this browser) and sends the browser to `page`.
+async fn park(
+    state: &ProviderState,
+    headers: &HeaderMap,
+    req: &AuthRequest,
+    pending: Option<&str>,
+    page: &str,
+) -> Result<Response, StoreError> {
+    let now = Timestamp::now().as_second();
+    let (id, new_browser) = match pending {
+        Some(id) => (id.to_string(), None),
+        None => {
+            let browser = read_cookie(headers, &state.issuer, CookieName::Browser);
+            let (browser, new_browser) = match browser {
+                Some(b) => (b, None),
+                None => {
+                    let b = random_handle();
+                    (b.clone(), Some(b))
+                }
+            };
+            let id = random_handle();
+            let stored = PendingRequest {
+                browser: handle_digest(&browser),
+                csrf: random_handle(),
+                request: serde_json::to_string(req).expect("a request serialises"),
+            };
+            state
+                .store
+                .put_auth_request(&id, &stored, now + PENDING_LIFETIME_SECS)
+                .await?;
+            (id, new_browser)
+        }
+    };
+    let mut r = see_other(&format!("{}?request={id}", state.issuer.endpoint(page)));
+    if let Some(b) = new_browser {
+        set_cookie(&mut r, &state.issuer, CookieName::Browser, Some(&b), 400 * 24 * 3600);
+    }
+    Ok(r)
+}
+
+/// A pending request this browser started, with its checked contents.
+pub struct Pending {
+    pub id: String,
+    pub stored: PendingRequest,
+    pub request: AuthRequest,
+}
+
+/// The pending request `id`, if it is live and this browser started it.
+pub async fn load_pending(
+    state: &ProviderState,
+    headers: &HeaderMap,
+    id: Option<&str>,
+) -> Result<Option<Pending>, StoreError> {
+    let Some(id) = id else { return Ok(None) };
+    let now = Timestamp::now().as_second();
+    let Some(stored) = state.store.auth_request(id, now).await? else {
+        return Ok(None);
+    };
+    // Only the browser that started the request may continue it.
+    let browser = read_cookie(headers, &state.issuer, CookieName::Browser).map(|b| handle_digest(&b));
+    if !browser.is_some_and(|b| same_secret(&b, &stored.browser)) {
+        return Ok(None);
+    }
+    let Ok(request) = serde_json::from_str(&stored.request) else {
+        return Ok(None);
+    };
+    Ok(Some(Pending {
+        id: id.to_string(),
+        stored,
+        request,
+    }))
+}
+
+/// A person who just proved who they are.
+pub struct Person<'a> {
+    /// Their subject (a username, or `<connector>:<sub>`).
+    pub subject: &'a str,
+    /// Their claims, as kauth will release them.
+    pub claims: &'a serde_json::Value,
+    /// Which password they used ([`crate::people::LocalUser::credential`]); empty upstream.
+    pub credential: &'a str,
+}
+
+/// Records the person's claims, starts a fresh session for them, and continues the pending
+/// request with it (consent or a code). Every sign-in gets a new session id, so a cookie
+/// planted before it never becomes a session.
+pub async fn start_session(
+    state: &ProviderState,
+    headers: &HeaderMap,
+    pending: &Pending,
+    person: Person<'_>,
+) -> Result<Response, StoreError> {
+    let now = Timestamp::now().as_second();
+    let session = Session {
+        subject: person.subject.to_string(),
+        auth_time: now,
+        credential: person.credential.to_string(),
+    };
+    let cookie = random_handle();
+    state.store.save_subject(person.subject, person.claims, now).await?;
+    state
+        .store
+        .create_session(&handle_digest(&cookie), &session, now + SESSION_LIFETIME_SECS)
+        .await?;
+    let snapshot = state.registry.load();
+    let mut response = proceed(
+        state,
+        &snapshot,
+        headers,
+        Some(session),
+        &pending.request,
+        Some(&pending.id),
+        false,
+    )
+    .await?;
+    set_cookie(
+        &mut response,
+        &state.issuer,
+        CookieName::Session,
+        Some(&cookie),
+        SESSION_LIFETIME_SECS,
+    );
+    Ok(response)
+}
