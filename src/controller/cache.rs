@@ -13,7 +13,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::{Notify, watch};
 
 use super::secrets::{self, CREDENTIALS_LABEL};
-use super::watch_health::{ResyncSoon, WatchHealth};
+use super::watch_health::{WatchHealth, restarted_when_stalled};
 use crate::catalog::{Catalog, ClientInput, NamespaceLabels, ScopeInput, releases_claims};
 use crate::claims::{ClaimRules, Ledger};
 use crate::crd::{OAuthClient, Scope, SigningKey};
@@ -50,7 +50,7 @@ pub const CLAIMS_CONFIG_MAP: &str = "kauth-claims";
 /// Its key holding the ledger (JSON).
 pub const CLAIMS_KEY: &str = "claims.json";
 
-/// A reflector of `kind` that retries soon after a failure ([`ResyncSoon`]) and tells `health`
+/// A reflector of `kind` that retries soon after a failure ([`restarted_when_stalled`]) and tells `health`
 /// about every failure and every answer (an event, or the end of a relist).
 fn reflect<K>(
     kind: &'static str,
@@ -63,19 +63,20 @@ where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watch_without_managed_fields(api, cfg))
-        .backoff(ResyncSoon::default())
-        .for_each(move |event| {
-            match event {
-                Ok(_) => health.answered(kind),
-                Err(e) => {
-                    tracing::warn!(kind, error = %e, "watch error, retrying");
-                    health.failed(kind, e.to_string(), std::time::Instant::now());
-                }
+    let events = restarted_when_stalled(kind, move || watch_without_managed_fields(api.clone(), cfg.clone()));
+    let stream = reflector::reflector(writer, events).for_each(move |event| {
+        match event {
+            // Said before the list is sent: no answer yet.
+            Ok(watcher::Event::Init) => {}
+            Ok(_) => health.answered(kind),
+            Err(e) => {
+                tracing::warn!(kind, error = %e, "watch error, retrying");
+                health.failed(kind, e.to_string(), std::time::Instant::now());
             }
-            changed.notify_one();
-            async {}
-        });
+        }
+        changed.notify_one();
+        async {}
+    });
     (reader, Box::pin(stream))
 }
 

@@ -155,10 +155,14 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let events = cache::watch_without_managed_fields(api, watcher::Config::default());
-    let objects = reflector::reflector(writer, events)
-        .backoff(watch_health::ResyncSoon::default())
-        .applied_objects();
+    let kind = match K::kind(&()) {
+        std::borrow::Cow::Borrowed(kind) => kind,
+        std::borrow::Cow::Owned(_) => "resource",
+    };
+    let events = watch_health::restarted_when_stalled(kind, move || {
+        cache::watch_without_managed_fields(api.clone(), watcher::Config::default())
+    });
+    let objects = reflector::reflector(writer, events).applied_objects();
     (objects, reader)
 }
 
