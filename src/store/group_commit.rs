@@ -3,8 +3,8 @@
 //! for the disk; so the writes of everyone waiting are committed together.
 //!
 //! Every writer gets the one write connection in turn (a fair lock) and runs inside its own
-//! SAVEPOINT of the shared transaction. Its `commit` releases the savepoint and then waits for
-//! the shared COMMIT, which the first waiter issues once the writers queued before it are done.
+//! SAVEPOINT of the shared transaction. Its `commit` hands the connection on and waits for the
+//! shared COMMIT, which the first waiter issues once the writers queued before it are done.
 //! Nobody is told "committed" before the COMMIT that holds their writes returned, so a crash
 //! loses only writes nobody was told about. A writer that fails or is dropped midway (an error,
 //! a deadline) is rolled back to its savepoint alone; a failed COMMIT fails every member.
@@ -123,13 +123,18 @@ impl Group {
     pub async fn begin(&self) -> Result<GroupTx> {
         let mut state = self.state.clone().lock_owned().await;
         state.settle_abandoned().await;
-        if !state.open {
-            state.run("BEGIN").await?;
-            state.open = true;
-        }
         let savepoint = state.next_savepoint;
         state.next_savepoint += 1;
-        state.run(&format!("SAVEPOINT m{savepoint}")).await?;
+        if state.open {
+            state.run(&format!("SAVEPOINT m{savepoint}")).await?;
+        } else {
+            if let Err(e) = state.run(&format!("BEGIN; SAVEPOINT m{savepoint}")).await {
+                // Whichever half failed, no transaction is left open.
+                let _ = state.run("ROLLBACK").await;
+                return Err(e);
+            }
+            state.open = true;
+        }
         Ok(GroupTx {
             state: Some(state),
             savepoint,
@@ -162,12 +167,9 @@ impl GroupTx {
 
     /// Keeps this writer's changes and returns once they are durable.
     pub async fn commit(mut self) -> Result<()> {
-        let savepoint = self.savepoint;
+        // The savepoint is not released: the shared COMMIT ends it with the others, and one
+        // round trip less per writer is a shorter hold of the one write connection.
         let mut state = self.state.take().expect("held until commit or drop");
-        if let Err(e) = state.run(&format!("RELEASE m{savepoint}")).await {
-            state.abandoned = Some(savepoint);
-            return Err(e);
-        }
         let batch = state.batch;
         if !self.group.grouped {
             state.commit().await;

@@ -658,9 +658,13 @@ impl GrantStore {
     ) -> Result<RefreshUse> {
         self.bounded(async {
             let mut tx = self.write_tx().await?;
+            // Marks the token used and reads its family's grant while the family is live, in
+            // one statement: each statement is a round trip while the shared write is held.
             let current = sqlx::query(
                 "UPDATE refresh_tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND expires_at > $1 \
-                 AND family IN (SELECT id FROM refresh_families WHERE client_id = $3 AND client_uid = $4) RETURNING family",
+                 AND family IN (SELECT id FROM refresh_families WHERE client_id = $3 AND client_uid = $4) \
+                 RETURNING family, (SELECT grant_data FROM refresh_families f \
+                   WHERE f.id = refresh_tokens.family AND f.revoked_at IS NULL AND f.expires_at > $1) AS grant_data",
             )
             .bind(now)
             .bind(id)
@@ -670,17 +674,11 @@ impl GrantStore {
             .await?;
             if let Some(row) = current {
                 let family: String = row.get("family");
-                let live = sqlx::query(
-                    "SELECT grant_data FROM refresh_families WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
-                )
-                .bind(&family)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(live) = live else {
+                // A revoked or expired family: the token stays unused (the write is undone).
+                let Some(live) = row.get::<Option<String>, _>("grant_data") else {
                     return Ok(RefreshUse::Invalid);
                 };
-                let grant = serde_json::from_str(&live.get::<String, _>("grant_data"))?;
+                let grant = serde_json::from_str(&live)?;
                 sqlx::query(
                     "INSERT INTO refresh_tokens (id, family, access_jti, access_exp, expires_at) VALUES ($1, $2, $3, $4, $5)",
                 )
