@@ -19,6 +19,7 @@ pub mod run;
 pub mod standalone;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
 pub mod validation;
 pub mod workload_identity;

@@ -62,9 +62,15 @@ enum Command {
         ops_port: u16,
         #[command(flatten)]
         serve: kauth::provider::serve::ServeOptions,
-        /// Issuer URL (default: http://127.0.0.1:PORT).
+        /// Issuer URL (default: http://127.0.0.1:PORT, or https:// with TLS).
         #[arg(long)]
         issuer: Option<String>,
+        #[command(flatten)]
+        tls: kauth::tls::TlsOptions,
+        /// `self-signed`: serve HTTPS with a certificate from a throwaway local CA made in the
+        /// state folder (its path is printed).
+        #[arg(long = "tls", id = "tls_mode", value_enum, conflicts_with = "tls_cert_file")]
+        tls_mode: Option<kauth::tls::TlsMode>,
         /// kauth's namespace: SigningKeys elsewhere are ignored.
         #[arg(long, default_value = "kauth")]
         namespace: String,
@@ -86,9 +92,12 @@ enum Command {
         /// Address the provider listens on.
         #[arg(long, env = "KAUTH_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Address of liveness, readiness and metrics (never the provider's listener).
+        /// Address of liveness, readiness and metrics (never the provider's listener; always
+        /// plain HTTP, for probes).
         #[arg(long, env = "KAUTH_OPS_LISTEN", default_value = "127.0.0.1:9090")]
         ops_listen: String,
+        #[command(flatten)]
+        tls: kauth::tls::TlsOptions,
         #[command(flatten)]
         serve: kauth::provider::serve::ServeOptions,
         /// Where the embedded grant store (SQLite) is kept when --store-url is not given.
@@ -165,6 +174,7 @@ async fn main() -> ExitCode {
             namespace,
             listen,
             ops_listen,
+            tls,
             serve,
             state_dir,
             store_url,
@@ -194,6 +204,7 @@ async fn main() -> ExitCode {
                 listen,
                 ops_listen,
                 serve,
+                tls: tls.choice(),
                 state_dir,
                 store_url,
                 users_file,
@@ -229,6 +240,8 @@ async fn main() -> ExitCode {
             strict,
             serve,
             issuer,
+            tls,
+            tls_mode,
             namespace,
             store_url,
             tenancy,
@@ -254,7 +267,11 @@ async fn main() -> ExitCode {
                 provider: port,
                 ops: ops_port,
             };
-            match kauth::standalone::run(cfg, ports, serve, issuer_given, store_url).await {
+            let tls = match tls_mode {
+                Some(kauth::tls::TlsMode::SelfSigned) => kauth::tls::TlsChoice::LocalCa(cfg.state_dir.join("tls")),
+                None => tls.choice(),
+            };
+            match kauth::standalone::run(cfg, ports, serve, tls, issuer_given, store_url).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -59,6 +59,8 @@ pub struct RunConfig {
     pub ops_listen: String,
     /// Listener limits and trusted proxies.
     pub serve: ServeOptions,
+    /// The provider's certificate, when it serves HTTPS itself.
+    pub tls: crate::tls::TlsChoice,
     /// Longest ServiceAccount token accepted.
     pub service_account_token_max_lifetime: std::time::Duration,
     /// How long a claim outlives the last object that made it.
@@ -195,12 +197,23 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         if let Some(tokens) = service_account_tokens(&client, &cfg).await {
             state = state.with_service_accounts(tokens);
         }
+        let host = url::Url::parse(&cfg.issuer.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        let tls = match cfg.tls.certificate(&host).map_err(|e| RunError(format!("TLS: {e}")))? {
+            Some(served) => {
+                tasks.push(Box::pin(served.cert.clone().follow()));
+                Some(served.cert.acceptor())
+            }
+            None => None,
+        };
         let (sd, opts) = (shutdown.clone(), cfg.serve.clone());
         Some(async move {
             let ops = ops_router(state.clone());
             futures::try_join!(
-                serve(listener, router(state), &opts, sd.clone()),
-                serve(ops_listener, ops, &opts, sd),
+                serve(listener, router(state), &opts, tls, sd.clone()),
+                serve(ops_listener, ops, &opts, None, sd),
             )
             .map(|_| ())
         })

@@ -1039,3 +1039,131 @@ where
     }
     panic!("the store did not come back");
 }
+
+/// An HTTPS client that trusts only the CA certificate(s) in `ca` (PEM), keeping connections
+/// open between requests. kauth's own rustls stack: reqwest is built without TLS here.
+struct Trusting(
+    hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        http_body_util::Empty<bytes::Bytes>,
+    >,
+);
+
+impl Trusting {
+    fn new(ca: &Path) -> Self {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build();
+        Self(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(connector),
+        )
+    }
+
+    /// GET `url`: the status and body, or why the connection failed.
+    async fn get(&self, url: &str) -> Result<(u16, Value), String> {
+        use http_body_util::BodyExt;
+        let res = self.0.get(url.parse().unwrap()).await.map_err(|e| format!("{e:?}"))?;
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+}
+
+/// Replaces `to` with `from` in one rename, as a Secret volume update does.
+fn swap_in(from: &Path, to: &Path) {
+    let staged = to.with_extension("staged");
+    std::fs::copy(from, &staged).unwrap();
+    std::fs::rename(&staged, to).unwrap();
+}
+
+/// HTTPS from kauth itself (issue 11): the issuer and every URL it hands out are https; a
+/// renewed certificate (here from another CA) is served to new connections within seconds, and
+/// a connection opened before keeps working; `--tls self-signed` makes a local CA in the state
+/// folder that clients can trust.
+#[tokio::test]
+async fn serves_https_and_takes_a_renewed_certificate_without_dropping_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifests, state) = (dir.path().join("manifests"), dir.path().join("state"));
+    copy_examples(&manifests);
+    let first_ca = kauth::tls::local_ca(&dir.path().join("first"), "127.0.0.1").unwrap();
+    let renewed = kauth::tls::local_ca(&dir.path().join("renewed"), "127.0.0.1").unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    swap_in(&first_ca.cert, &cert);
+    swap_in(&first_ca.key, &key);
+    let (_kauth, first) = spawn_standalone(&[
+        "--manifests".as_ref(),
+        manifests.as_os_str(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--tls-cert-file".as_ref(),
+        cert.as_os_str(),
+        "--tls-key-file".as_ref(),
+        key.as_os_str(),
+    ]);
+    let url = issuer_url(&first);
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let discovery = format!("{url}/.well-known/openid-configuration");
+    let old = Trusting::new(&first_ca.ca);
+    let (_, doc) = old.get(&discovery).await.unwrap();
+    assert_eq!(doc["issuer"], url.as_str());
+    assert!(doc["token_endpoint"].as_str().unwrap().starts_with("https://"));
+    let token_url = std::fs::read_to_string(state.join("secrets/shop/shop-backend-oauth/TOKEN_URL")).unwrap();
+    assert_eq!(token_url, format!("{url}/token"));
+    let plain = reqwest::get(url.replace("https://", "http://")).await;
+    assert!(
+        plain.is_err() || plain.unwrap().status() != 200,
+        "no plain HTTP on the TLS port"
+    );
+
+    // Renewal: the key first, then the certificate; in between kauth keeps the old pair.
+    swap_in(&renewed.key, &key);
+    swap_in(&renewed.cert, &cert);
+    let new = Trusting::new(&renewed.ca);
+    let took = wait_up_to(Duration::from_secs(6), "the renewed certificate", async || {
+        new.get(&discovery).await.is_ok()
+    })
+    .await;
+    eprintln!("renewed certificate served after {took:?}");
+    let kept = old
+        .get(&discovery)
+        .await
+        .expect("the connection opened before stays up");
+    assert_eq!(kept.0, 200);
+    let fresh_old = Trusting::new(&first_ca.ca).get(&discovery).await;
+    assert!(fresh_old.is_err(), "new connections get the renewed certificate");
+
+    // A local CA for development.
+    let (state2, manifests2) = (dir.path().join("state2"), dir.path().join("manifests2"));
+    copy_examples(&manifests2);
+    let (_local, first) = spawn_standalone(&[
+        "--manifests".as_ref(),
+        manifests2.as_os_str(),
+        "--state-dir".as_ref(),
+        state2.as_os_str(),
+        "--tls".as_ref(),
+        "self-signed".as_ref(),
+    ]);
+    let url = issuer_url(&first);
+    assert!(url.starts_with("https://"), "{url}");
+    let (status, doc) = Trusting::new(&state2.join("tls/ca.crt"))
+        .get(&format!("{url}/.well-known/openid-configuration"))
+        .await
+        .unwrap();
+    assert_eq!((status, doc["issuer"].as_str()), (200, Some(url.as_str())));
+}

@@ -22,6 +22,7 @@ use hyper_util::service::TowerToHyperService;
 use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// How long in-flight requests may take to finish after shutdown begins.
@@ -82,6 +83,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     opts: &ServeOptions,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let trusted: Arc<[IpNet]> = opts.trusted_proxies.clone().into();
@@ -112,11 +114,25 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = per_request(app.clone(), peer, trusted.clone(), request_timeout);
-        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
+        let service = TowerToHyperService::new(per_request(app.clone(), peer, trusted.clone(), request_timeout));
+        let Some(tls) = tls.clone() else {
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                let _ = connection.await;
+                drop(slot);
+            });
+            continue;
+        };
+        // The handshake gets the header-read timeout too: a client that never finishes it
+        // holds a slot no longer than one that never sends headers.
+        let (http, watcher) = (http.clone(), graceful.watcher());
+        let handshake_timeout = opts.header_read_timeout;
         tokio::spawn(async move {
-            let _ = connection.await;
+            if let Ok(Ok(stream)) = tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                let _ = watcher
+                    .watch(http.serve_connection(TokioIo::new(stream), service))
+                    .await;
+            }
             drop(slot);
         });
     }

@@ -26,6 +26,7 @@ use crate::provider::serve::{ServeOptions, serve};
 use crate::provider::{ProviderState, ops_router, router};
 use crate::registry::{Registry, Snapshot};
 use crate::store::GrantStore;
+use crate::tls::TlsChoice;
 use crate::validation::{ClientSettings, CredentialSource, KeySchedule, describe, validate_signing_key};
 
 mod state_files;
@@ -597,6 +598,7 @@ pub async fn run(
     mut cfg: StandaloneConfig,
     ports: Ports,
     opts: ServeOptions,
+    tls: TlsChoice,
     issuer_given: bool,
     store_url: Option<String>,
 ) -> Result<(), StandaloneError> {
@@ -610,8 +612,16 @@ pub async fn run(
     let addr = listener.local_addr().map_err(|e| StandaloneError(e.to_string()))?;
     let ops_addr = ops_listener.local_addr().map_err(|e| StandaloneError(e.to_string()))?;
     if !issuer_given {
-        cfg.issuer = Issuer::parse(&format!("http://{addr}")).map_err(StandaloneError)?;
+        cfg.issuer = Issuer::parse(&format!("{}://{addr}", tls.scheme())).map_err(StandaloneError)?;
     }
+    let host = url::Url::parse(&cfg.issuer.url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
+        .unwrap_or_default();
+    let certificate = tls
+        .certificate(&host)
+        .map_err(|e| StandaloneError(format!("TLS: {e}")))?;
+
     private_dir(&cfg.state_dir)?;
     let url = match store_url {
         Some(url) => url,
@@ -631,6 +641,12 @@ pub async fn run(
         .map_err(|e| StandaloneError(format!("the first pass stopped: {e}")))??;
     metrics.registered_clients.set(first.snapshot.clients.len() as i64);
     print!("{}", summary(&cfg, &first, &addr.to_string(), &ops_addr.to_string()));
+    if let Some(ca) = certificate.as_ref().and_then(|c| c.local_ca.as_ref()) {
+        println!(
+            "TLS: a local CA signed the certificate; clients trust it with {}",
+            ca.display()
+        );
+    }
     let mut next_step = first.next_step;
     registry.publish(first.snapshot);
 
@@ -647,10 +663,17 @@ pub async fn run(
     let stop = futures::FutureExt::shared(Box::pin(async {
         let _ = tokio::signal::ctrl_c().await;
     }));
+    let acceptor = certificate.as_ref().map(|c| c.cert.acceptor());
+    let follow_certificate = async move {
+        match certificate {
+            Some(served) => served.cert.follow().await,
+            None => std::future::pending().await,
+        }
+    };
     let server = async {
         futures::try_join!(
-            serve(listener, router(state.clone()), &opts, stop.clone()),
-            serve(ops_listener, ops_router(state), &opts, stop),
+            serve(listener, router(state.clone()), &opts, acceptor, stop.clone()),
+            serve(ops_listener, ops_router(state), &opts, None, stop),
         )
     };
     let watcher = async move {
@@ -701,8 +724,10 @@ pub async fn run(
         result = server => result.map(|_| ()).map_err(|e| StandaloneError(format!("server failed: {e}"))),
         _ = watcher => Ok(()),
         _ = housekeeping => Ok(()),
+        _ = follow_certificate => Ok(()),
     }
 }
+
 /// The problems of Scopes the catalog did not accept, each with the file it came from.
 fn scope_problems(manifests: &Manifests, catalog: &Catalog, notes: &mut PassNotes) {
     let name_of = |m: &kube::core::ObjectMeta| {

@@ -152,8 +152,8 @@ impl TestProvider {
         tokio::spawn(async move {
             let never = std::future::pending::<()>;
             futures::try_join!(
-                serve(listener, router(serving.clone()), &opts, never()),
-                serve(ops, ops_router(serving), &opts, never()),
+                serve(listener, router(serving.clone()), &opts, None, never()),
+                serve(ops, ops_router(serving), &opts, None, never()),
             )
             .unwrap()
         });
