@@ -97,10 +97,37 @@ impl RegisteredClient {
         self.scopes.values().any(|a| a.as_deref() == Some(resource))
     }
 
+    /// True when `uri` is one of the client's redirect URIs: compared exactly, except that a
+    /// public client's `http://127.0.0.1` or `http://[::1]` URI matches on any port (RFC 8252
+    /// §7.3: a native app listens on whichever port the system gave it).
+    pub fn accepts_redirect(&self, uri: &str) -> bool {
+        self.redirect_uris
+            .iter()
+            .any(|registered| registered == uri || (self.is_public() && same_loopback_but_port(registered, uri)))
+    }
+
     /// True when the client registered this grant type.
     pub fn allows(&self, grant: GrantType) -> bool {
         self.grant_types.contains(&grant)
     }
+}
+
+/// True when `registered` is an http URI to a loopback IP literal and `requested` is the same
+/// URI on another port. `requested` must be written in normal form, so what the browser is
+/// sent to is exactly what was compared.
+fn same_loopback_but_port(registered: &str, requested: &str) -> bool {
+    let (Ok(mut registered), Ok(mut requested_url)) = (url::Url::parse(registered), url::Url::parse(requested)) else {
+        return false;
+    };
+    let loopback_ip = matches!(
+        registered.host(),
+        Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST)) | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
+    );
+    if !loopback_ip || registered.scheme() != "http" || requested_url.as_str() != requested {
+        return false;
+    }
+    let ports_dropped = registered.set_port(None).is_ok() && requested_url.set_port(None).is_ok();
+    ports_dropped && registered == requested_url
 }
 
 /// What people are told about a scope, and whether they must agree to it.
@@ -245,5 +272,49 @@ impl Registry {
     /// Replaces the snapshot.
     pub fn publish(&self, snapshot: Snapshot) {
         self.current.store(Arc::new(snapshot));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_loopback_but_port;
+
+    #[test]
+    fn a_loopback_ip_redirect_matches_on_any_port_and_nothing_else_changes() {
+        for (registered, requested) in [
+            ("http://127.0.0.1/cb", "http://127.0.0.1:53127/cb"),
+            ("http://127.0.0.1:8000/cb", "http://127.0.0.1:9/cb"),
+            ("http://[::1]/cb?x=1", "http://[::1]:4000/cb?x=1"),
+        ] {
+            assert!(
+                same_loopback_but_port(registered, requested),
+                "{registered} {requested}"
+            );
+        }
+        for (registered, requested, why) in [
+            ("http://127.0.0.1/cb", "http://127.0.0.1:53127/other", "path"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:53127/cb?x=1", "query"),
+            ("http://127.0.0.1/cb", "http://127.0.0.2:53127/cb", "host"),
+            ("http://127.0.0.1/cb", "https://127.0.0.1:53127/cb", "scheme"),
+            (
+                "http://localhost/cb",
+                "http://localhost:53127/cb",
+                "a name, not an IP literal",
+            ),
+            (
+                "https://127.0.0.1/cb",
+                "https://127.0.0.1:53127/cb",
+                "https is not a native app's listener",
+            ),
+            (
+                "http://127.0.0.1/cb",
+                "http://127.0.0.1:53127/x/../cb",
+                "not in normal form",
+            ),
+            ("http://127.0.0.1/cb", "http://user@127.0.0.1:53127/cb", "user info"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:53127/cb#f", "fragment"),
+        ] {
+            assert!(!same_loopback_but_port(registered, requested), "{why}: {requested}");
+        }
     }
 }

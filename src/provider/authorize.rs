@@ -50,11 +50,9 @@ pub async fn authorize(State(state): State<ProviderState>, request: Request) -> 
             "The application that sent you here is not registered (unknown client_id).",
         );
     };
-    // Exact string comparison, as registered: no normalising of case, slashes or ports.
-    let Some(redirect_uri) = form
-        .get("redirect_uri")
-        .filter(|uri| client.redirect_uris.iter().any(|r| r == uri))
-    else {
+    // Exact string comparison, as registered (no normalising of case or slashes); only a
+    // native app's loopback URI may differ, in its port.
+    let Some(redirect_uri) = form.get("redirect_uri").filter(|uri| client.accepts_redirect(uri)) else {
         return pages::error(
             StatusCode::BAD_REQUEST,
             "The application sent you here with a redirect address it has not registered.",
@@ -376,6 +374,22 @@ mod tests {
             Err(Refusal::Client(code, d)) => format!("{code}: {d}"),
             Err(Refusal::Page(d)) => format!("page: {d}"),
         }
+    }
+
+    #[test]
+    fn only_a_public_clients_loopback_redirect_may_change_its_port() {
+        let mut native = client(true);
+        native.redirect_uris = vec!["http://127.0.0.1/callback".into()];
+        assert!(native.accepts_redirect("http://127.0.0.1/callback"));
+        assert!(native.accepts_redirect("http://127.0.0.1:49152/callback"));
+        assert!(!native.accepts_redirect("http://127.0.0.1:49152/other"));
+        let mut confidential = native.clone();
+        confidential.credential = client(false).credential;
+        assert!(!confidential.accepts_redirect("http://127.0.0.1:49152/callback"));
+        assert!(
+            !client(true).accepts_redirect("https://app:8443/cb"),
+            "others stay exact"
+        );
     }
 
     #[test]
