@@ -469,13 +469,14 @@ fn check_sign_in(
         if let Some(g) = spec
             .grant_types
             .iter()
-            .find(|g| !matches!(g, GrantType::AuthorizationCode | GrantType::RefreshToken))
+            .find(|g| !g.signs_people_in() && **g != GrantType::RefreshToken)
         {
             errors.push(FieldError::new(
                 "spec.grantTypes",
                 format!(
-                    "a public client cannot use {} (it has no credential): only authorization_code and refresh_token",
-                    g.as_str()
+                    "a public client cannot use {} (it has no credential): only authorization_code, {} and refresh_token",
+                    g.as_str(),
+                    GrantType::DeviceCode.as_str()
                 ),
             ));
         }
@@ -503,10 +504,10 @@ fn check_sign_in(
             "redirect URIs are only used with the authorization_code grant",
         ));
     }
-    if has(GrantType::RefreshToken) && !has(GrantType::AuthorizationCode) {
+    if has(GrantType::RefreshToken) && !spec.grant_types.iter().any(|g| g.signs_people_in()) {
         errors.push(FieldError::new(
             "spec.grantTypes",
-            "refresh_token needs authorization_code (refresh tokens come from sign-ins)",
+            "refresh_token needs authorization_code or the device grant (refresh tokens come from sign-ins)",
         ));
     }
     for (field, uris) in [

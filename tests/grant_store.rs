@@ -608,6 +608,141 @@ async fn a_write_that_stops_halfway_leaves_no_trace(b: Backend) {
     }
 }
 
+/// Device requests (RFC 8628): found by their user code while pending, answered once, polled
+/// at the pace they set, and an approval is a code redeemed once under the same id. Two
+/// stores on one database stand for two replicas.
+async fn device_requests_are_answered_once_and_polled_at_their_pace(b: Backend) {
+    use kauth::store::{DevicePoll, DeviceRequest};
+    let (store, replica) = (
+        GrantStore::open(&b.url).await.unwrap(),
+        GrantStore::open(&b.url).await.unwrap(),
+    );
+    let request = |id: &str| DeviceRequest {
+        id: id.into(),
+        client_id: WEB.id.into(),
+        client_uid: WEB.uid.into(),
+        request: r#"{"scopes":["openid"],"audiences":[]}"#.into(),
+    };
+    assert!(
+        store
+            .start_device_request(&request("d1"), "BCDFGHJK", 5, NOW + 600)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !replica
+            .start_device_request(&request("d2"), "BCDFGHJK", 5, NOW + 600)
+            .await
+            .unwrap(),
+        "a user code is never given twice while it lives"
+    );
+    assert_eq!(
+        replica.device_request("BCDFGHJK", NOW + 1).await.unwrap(),
+        Some(request("d1"))
+    );
+    assert_eq!(
+        replica.device_request("BCDFGHJK", NOW + 600).await.unwrap(),
+        None,
+        "expired"
+    );
+    let poll = |s: &GrantStore, client: ClientObject<'static>, at: i64| {
+        let s = s.clone();
+        async move { s.poll_device_request("d1", client.id, client.uid, at).await.unwrap() }
+    };
+    assert_eq!(poll(&store, WEB, NOW + 5).await, DevicePoll::Pending);
+    assert_eq!(
+        poll(&replica, WEB, NOW + 6).await,
+        DevicePoll::SlowDown,
+        "1 s after the last poll"
+    );
+    assert_eq!(
+        poll(&store, WEB, NOW + 12).await,
+        DevicePoll::SlowDown,
+        "the interval is 10 s now"
+    );
+    assert_eq!(
+        poll(&store, WEB, NOW + 26).await,
+        DevicePoll::SlowDown,
+        "and 15 s after that"
+    );
+    assert_eq!(
+        poll(&store, WEB, NOW + 46).await,
+        DevicePoll::Pending,
+        "20 s: slow enough"
+    );
+    assert_eq!(
+        poll(&store, OTHER, NOW + 47).await,
+        DevicePoll::Unknown,
+        "another client's code"
+    );
+    assert_eq!(
+        poll(&store, WEB_RECREATED, NOW + 47).await,
+        DevicePoll::Unknown,
+        "a re-created client"
+    );
+    let mut approved = grant();
+    approved.redirect_uri = String::new();
+    assert!(
+        replica
+            .answer_device_request("d1", Some(&approved), NOW + 50)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.answer_device_request("d1", None, NOW + 51).await.unwrap(),
+        "answered once"
+    );
+    assert_eq!(
+        store.device_request("BCDFGHJK", NOW + 52).await.unwrap(),
+        None,
+        "no longer pending"
+    );
+    assert_eq!(poll(&store, WEB, NOW + 53).await, DevicePoll::Approved);
+    assert_eq!(
+        store.redeem_code("d1", NOW + 53, &issue("at-d")).await.unwrap(),
+        Redemption::Granted(approved)
+    );
+    assert!(matches!(
+        replica.redeem_code("d1", NOW + 54, &issue("at-e")).await.unwrap(),
+        Redemption::Replayed(_)
+    ));
+
+    assert!(
+        store
+            .start_device_request(&request("d3"), "CDFGHJKL", 5, NOW + 600)
+            .await
+            .unwrap()
+    );
+    assert!(store.answer_device_request("d3", None, NOW + 10).await.unwrap());
+    let denied = store
+        .poll_device_request("d3", WEB.id, WEB.uid, NOW + 20)
+        .await
+        .unwrap();
+    assert_eq!(denied, DevicePoll::Denied);
+    assert!(
+        store
+            .start_device_request(&request("d4"), "DFGHJKLM", 5, NOW + 600)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .answer_device_request("d4", Some(&grant()), NOW + 600)
+            .await
+            .unwrap(),
+        "too late"
+    );
+    let late = store
+        .poll_device_request("d4", WEB.id, WEB.uid, NOW + 700)
+        .await
+        .unwrap();
+    assert_eq!(late, DevicePoll::Expired);
+    assert_eq!(
+        store.redeem_code("d4", NOW + 700, &issue("at-f")).await.unwrap(),
+        Redemption::Invalid
+    );
+}
+
 /// Runs each suite function once per backend.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
@@ -645,4 +780,5 @@ suite!(
     a_person_who_leaves_loses_sessions_and_families,
     concurrent_writes_stand_or_fall_alone,
     a_write_that_stops_halfway_leaves_no_trace,
+    device_requests_are_answered_once_and_polled_at_their_pace,
 );

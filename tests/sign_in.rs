@@ -888,3 +888,183 @@ spec:
     assert_eq!(claims.subject().as_str(), "alice");
     assert_eq!(jwt_header(&id_token.to_string())["alg"], "ES256");
 }
+
+const DEVICE_CLIENTS: &str = r#"
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: cli, namespace: shop}
+spec:
+  clientType: public
+  grantTypes: ["urn:ietf:params:oauth:grant-type:device_code", refresh_token]
+  scopes: [orders.read]
+---
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: tv, namespace: shop}
+spec:
+  grantTypes: ["urn:ietf:params:oauth:grant-type:device_code"]
+"#;
+
+/// A token request by hand: the status and the JSON body.
+async fn poll_by_hand(url: &str, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let res = rp_http().post(format!("{url}/token")).form(form).send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+/// The device grant (RFC 8628) end to end, with the `oauth2` crate as the device: it asks,
+/// a person types the code at /device, signs in and confirms, and the device's poll gets an
+/// access, ID and refresh token. Until then polls say `authorization_pending`, too-quick ones
+/// `slow_down`; another client cannot use the device code; a second redemption revokes what
+/// the first got; a denial is `access_denied`; remembered consent never skips the
+/// confirmation; wrong codes are throttled.
+#[tokio::test]
+async fn the_device_grant_signs_a_person_in_on_a_device_without_a_browser() {
+    use oauth2::StandardDeviceAuthorizationResponse;
+    use oauth2::basic::BasicClient;
+    use oauth2::{AuthType, ClientId, DeviceAuthorizationUrl, TokenResponse as _, TokenUrl};
+    let p = TestProvider::start(&[
+        ("scopes.yaml", SCOPES),
+        ("clients.yaml", DEVICE_CLIENTS),
+        ("people.yaml", &people()),
+    ])
+    .await;
+    let discovery: serde_json::Value = rp_http()
+        .get(format!("{}/.well-known/openid-configuration", p.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        discovery["device_authorization_endpoint"],
+        format!("{}/device_authorization", p.url)
+    );
+    assert!(
+        discovery["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&"urn:ietf:params:oauth:grant-type:device_code".into())
+    );
+    let device = BasicClient::new(ClientId::new("shop.cli".into()))
+        .set_auth_type(AuthType::RequestBody)
+        .set_device_authorization_url(DeviceAuthorizationUrl::new(format!("{}/device_authorization", p.url)).unwrap())
+        .set_token_uri(TokenUrl::new(format!("{}/token", p.url)).unwrap());
+    let http = rp_http();
+    let ask = async || -> StandardDeviceAuthorizationResponse {
+        device
+            .exchange_device_code()
+            .add_scope(Scope::new("openid".into()))
+            .add_scope(Scope::new("orders.read".into()))
+            .request_async(&http)
+            .await
+            .unwrap()
+    };
+    let details = ask().await;
+    let user_code = details.user_code().secret().clone();
+    assert_eq!(user_code.len(), 9, "{user_code}");
+    assert_eq!(details.verification_uri().as_str(), format!("{}/device", p.url));
+    assert_eq!(details.interval(), std::time::Duration::from_secs(5));
+    let device_code = details.device_code().secret().clone();
+    let poll = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("device_code", device_code.as_str()),
+        ("client_id", "shop.cli"),
+    ];
+    let (status, body) = poll_by_hand(&p.url, &poll).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("authorization_pending")));
+    let (status, body) = poll_by_hand(&p.url, &poll).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("slow_down")));
+    let (tv_id, tv_secret) = p.credentials("shop", "tv");
+    let stolen = rp_http()
+        .post(format!("{}/token", p.url))
+        .basic_auth(&tv_id, Some(&tv_secret))
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", device_code.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stolen.status().as_u16(), 400);
+    let body: serde_json::Value = stolen.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant", "another client's device code: {body}");
+
+    let browser = Browser::new();
+    let (pages, done) = browser
+        .answer_device(&p.url, &user_code.to_lowercase(), ("alice", "wonderland"), "allow")
+        .await;
+    assert_eq!(pages, ["/login", "/consent"]);
+    assert_eq!(done.status, StatusCode::OK);
+    assert!(done.body.contains("Device signed in"), "{}", done.body);
+    let token = device
+        .exchange_device_access_token(&details)
+        .request_async(&http, tokio::time::sleep, None)
+        .await
+        .unwrap();
+    let access = token.access_token().secret().clone();
+    let claims: serde_json::Value = {
+        use base64::Engine;
+        let payload = access.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["client_id"], "shop.cli");
+    assert!(token.refresh_token().is_some(), "the client has refresh_token");
+    let refreshed = device
+        .exchange_refresh_token(token.refresh_token().unwrap())
+        .request_async(&http)
+        .await
+        .unwrap();
+    assert!(!refreshed.access_token().secret().is_empty());
+    // The device code is spent: a second redemption fails and revokes what the first issued.
+    let (status, body) = poll_by_hand(&p.url, &poll).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    let introspected: serde_json::Value = rp_http()
+        .post(format!("{}/introspect", p.url))
+        .basic_auth(&tv_id, Some(&tv_secret))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["active"], false, "revoked after the replay");
+
+    // Alice has allowed the client before; the device must still be confirmed. She denies.
+    let second = ask().await;
+    let (pages, done) = browser
+        .answer_device(&p.url, second.user_code().secret(), ("alice", "wonderland"), "deny")
+        .await;
+    assert_eq!(pages, ["/consent"], "signed in already, but asked to confirm");
+    assert!(done.body.contains("Request denied"), "{}", done.body);
+    let denied = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("device_code", second.device_code().secret().as_str()),
+        ("client_id", "shop.cli"),
+    ];
+    let (status, body) = poll_by_hand(&p.url, &denied).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("access_denied")));
+
+    // Guessing codes: 20 wrong ones per address, then even a right one waits.
+    let third = ask().await;
+    for _ in 0..20 {
+        let wrong = browser
+            .post(&format!("{}/device", p.url), &[("user_code", "BCDF-BCDF")])
+            .await;
+        assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+    }
+    let right = browser
+        .post(
+            &format!("{}/device", p.url),
+            &[("user_code", third.user_code().secret())],
+        )
+        .await;
+    assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS, "{}", right.body);
+}

@@ -36,8 +36,8 @@ pub struct OAuthClientSpec {
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_~-]{1,128}$')").message("clientId may only contain letters, digits, '_', '~' and '-' (at most 128)"))]
     pub client_id: Option<String>,
 
-    /// `confidential` (default: it holds a secret) or `public` (a browser or native app: no
-    /// secret, PKCE required, authorization_code and refresh_token only).
+    /// `confidential` (default: it holds a secret) or `public` (a browser, native app or CLI:
+    /// no secret, PKCE required; authorization_code, the device grant and refresh_token only).
     #[serde(default)]
     pub client_type: ClientType,
 
@@ -113,20 +113,29 @@ pub enum GrantType {
     /// RFC 6749 §6, with rotation on every use.
     #[serde(rename = "refresh_token")]
     RefreshToken,
+    /// RFC 8628: a device without a browser shows a code; the person signs in on another.
+    #[serde(rename = "urn:ietf:params:oauth:grant-type:device_code")]
+    DeviceCode,
 }
 
 impl GrantType {
     /// Every grant type kauth implements, in the order discovery lists them.
-    pub const ALL: [GrantType; 4] = [
+    pub const ALL: [GrantType; 5] = [
         Self::ClientCredentials,
         Self::AuthorizationCode,
         Self::RefreshToken,
+        Self::DeviceCode,
         Self::TokenExchange,
     ];
 
     /// The grant type a token request names in `grant_type`, if kauth implements it.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|g| g.as_str() == name)
+    }
+
+    /// True when people sign in for it (it may come with refresh tokens and ID tokens).
+    pub fn signs_people_in(self) -> bool {
+        matches!(self, Self::AuthorizationCode | Self::DeviceCode)
     }
 
     /// True when the grant works only in a cluster (it verifies ServiceAccount tokens).
@@ -141,6 +150,7 @@ impl GrantType {
             Self::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
             Self::AuthorizationCode => "authorization_code",
             Self::RefreshToken => "refresh_token",
+            Self::DeviceCode => "urn:ietf:params:oauth:grant-type:device_code",
         }
     }
 }

@@ -13,13 +13,13 @@ use jiff::Timestamp;
 
 use super::ProviderState;
 use super::browser_flow::completion::ClientRedirect;
-use super::browser_flow::{AuthRequest, IDENTITY_SCOPES, current_session, proceed};
+use super::browser_flow::requested::{Refused, audiences, requested_scopes, resources};
+use super::browser_flow::{AuthRequest, current_session, proceed};
 use super::error::OAuthError;
 use super::form::Form;
 use super::pages;
 use crate::crd::GrantType;
 use crate::registry::RegisteredClient;
-use crate::validation::{RESERVED_SCOPES, is_resource_uri, is_scope_token};
 
 /// Longest `state` and `nonce` kept.
 const MAX_OPAQUE_LEN: usize = 1024;
@@ -34,6 +34,12 @@ enum Refusal {
 
 fn client_error(code: &'static str, d: impl Into<String>) -> Refusal {
     Refusal::Client(code, d.into())
+}
+
+impl From<Refused> for Refusal {
+    fn from(r: Refused) -> Self {
+        Refusal::Client(r.code, r.description)
+    }
 }
 
 /// GET or POST /authorize
@@ -140,6 +146,7 @@ fn check(form: &Form, client: &RegisteredClient, redirect_uri: &str) -> Result<A
         max_age,
         login_hint: form.get("login_hint").map(|h| h.chars().take(128).collect()),
         started_at: Timestamp::now().as_second(),
+        device: None,
     })
 }
 
@@ -267,72 +274,6 @@ fn max_age(form: &Form) -> Result<Option<i64>, Refusal> {
             }
         },
     })
-}
-
-/// The `resource`s asked for (RFC 8707), each one allowed to the client.
-fn resources<'f>(form: &'f Form, client: &RegisteredClient) -> Result<Vec<&'f str>, Refusal> {
-    let resources = form.all("resource");
-    for r in &resources {
-        if !is_resource_uri(r) || !client.may_target(r) {
-            return Err(client_error(
-                "invalid_target",
-                format!("resource '{r}' is not allowed for this client"),
-            ));
-        }
-    }
-    Ok(resources)
-}
-
-/// The audiences of the tokens: the resources asked for, or else those of the scopes.
-fn audiences(resources: &[&str], client: &RegisteredClient, scopes: &[String]) -> Vec<String> {
-    let mut audiences: Vec<String> = if resources.is_empty() {
-        scopes
-            .iter()
-            .filter_map(|s| client.scopes.get(s).cloned().flatten())
-            .collect()
-    } else {
-        resources.iter().map(|r| r.to_string()).collect()
-    };
-    audiences.sort();
-    audiences.dedup();
-    audiences
-}
-
-/// The requested scopes: identity scopes kauth implements, and API scopes granted to the
-/// client. `offline_access` needs the refresh_token grant.
-fn requested_scopes(scope: Option<&str>, client: &RegisteredClient) -> Result<Vec<String>, Refusal> {
-    let mut out: Vec<String> = Vec::new();
-    for value in scope.unwrap_or("").split(' ').filter(|v| !v.is_empty()) {
-        if !is_scope_token(value) {
-            return Err(client_error(
-                "invalid_scope",
-                "scope must be scope-tokens separated by spaces",
-            ));
-        }
-        let identity = IDENTITY_SCOPES.iter().any(|(s, _)| *s == value);
-        if identity {
-            if value == "offline_access" && !client.allows(GrantType::RefreshToken) {
-                return Err(client_error(
-                    "invalid_scope",
-                    "offline_access needs the refresh_token grant",
-                ));
-            }
-        } else if RESERVED_SCOPES.contains(&value) {
-            return Err(client_error(
-                "invalid_scope",
-                format!("scope '{value}' is not supported"),
-            ));
-        } else if !client.scopes.contains_key(value) {
-            return Err(client_error(
-                "invalid_scope",
-                format!("scope '{value}' is not granted to this client"),
-            ));
-        }
-        if !out.iter().any(|s| s == value) {
-            out.push(value.to_string());
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

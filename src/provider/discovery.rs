@@ -44,6 +44,7 @@ fn metadata(state: &ProviderState) -> Value {
         "issuer": issuer.url,
         "authorization_endpoint": issuer.endpoint("/authorize"),
         "token_endpoint": issuer.endpoint("/token"),
+        "device_authorization_endpoint": issuer.endpoint("/device_authorization"),
         "userinfo_endpoint": issuer.endpoint("/userinfo"),
         "end_session_endpoint": issuer.endpoint("/end_session"),
         "jwks_uri": issuer.endpoint("/jwks"),

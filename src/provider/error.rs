@@ -75,6 +75,15 @@ impl OAuthError {
     pub fn unavailable(d: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", d)
     }
+    /// The device grant's answers while no token is due (RFC 8628 §3.5), all 400:
+    /// `authorization_pending`, `slow_down`, `access_denied`, `expired_token`.
+    pub fn device(code: &'static str, d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, d)
+    }
+    /// An error a request's checks produced, by its RFC 6749 code (400).
+    pub fn refused(code: &'static str, d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, d)
+    }
     /// `server_error` (500); the cause is logged, never sent.
     pub fn server_error() -> Self {
         Self::new(

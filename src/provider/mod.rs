@@ -6,6 +6,7 @@ mod browser;
 mod browser_flow;
 mod client_auth;
 mod cors;
+mod device;
 mod discovery;
 pub mod error;
 mod federation;
@@ -252,6 +253,8 @@ pub fn router(state: ProviderState) -> Router {
         .route("/authorize", get(authorize::authorize).post(authorize::authorize))
         .route("/login", get(signin::login_page).post(signin::login_submit))
         .route("/consent", get(signin::consent_page).post(signin::consent_submit))
+        .route("/device_authorization", any(device::device_authorization))
+        .route("/device", get(device::device_page).post(device::device_submit))
         .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
         .route("/end_session", get(oidc::end_session).post(oidc::end_session))
         .route("/connector/{id}/start", get(federation::start))

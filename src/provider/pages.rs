@@ -118,6 +118,30 @@ struct ConsentPage<'a> {
     ext = "html",
     source = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Sign in a device</title><style>{{ style|safe }}</style></head>
+<body><main>
+<h1>Sign in a device</h1>
+<p class="meta">Enter the code the device shows you.</p>
+{% if let Some(error) = error %}<div class="alert" role="alert" id="error">{{ error }}</div>{% endif %}
+<form method="post" action="{{ action }}">
+<label for="user_code">Code</label>
+<input type="text" id="user_code" name="user_code" value="{{ user_code }}" autocomplete="one-time-code" autocapitalize="characters" spellcheck="false" required autofocus{% if error.is_some() %} aria-describedby="error"{% endif %}>
+<button type="submit" class="primary">Continue</button>
+</form>
+</main></body></html>"#
+)]
+struct DevicePage<'a> {
+    style: &'a str,
+    action: &'a str,
+    user_code: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{{ title }}</title><style>{{ style|safe }}</style></head>
 <body><main>
 <h1>{{ title }}</h1>
@@ -163,6 +187,17 @@ pub fn login(status: StatusCode, form: &LoginForm<'_>, error: Option<&str>) -> R
         username: form.username,
         error,
         upstream: form.upstream,
+    };
+    page(status, p.render())
+}
+
+/// The form where a person types the code a device shows (RFC 8628 §3.3).
+pub fn device(status: StatusCode, action: &str, user_code: &str, error: Option<&str>) -> Response {
+    let p = DevicePage {
+        style: STYLE,
+        action,
+        user_code,
+        error,
     };
     page(status, p.render())
 }

@@ -16,11 +16,10 @@ use super::ProviderState;
 use super::browser::{client_ip, same_secret};
 use super::browser_flow::{
     IDENTITY_SCOPES, Pending, Person, completion, consent_needed, current_session, first_party, load_pending, proceed,
-    start_session,
+    start_session, unavailable,
 };
 use super::form::Form;
 use super::pages::{self, ScopeLine};
-use crate::store::StoreError;
 
 #[derive(Deserialize)]
 pub struct PendingQuery {
@@ -34,19 +33,6 @@ fn client_label(state: &ProviderState, client_id: &str) -> String {
         Some(c) => format!("{}/{}", c.namespace, c.name),
         None => client_id.to_string(),
     }
-}
-
-fn unavailable(e: StoreError) -> Response {
-    tracing::error!(error = %e, "grant store unavailable during sign-in");
-    let mut page = pages::error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Signing in is not possible right now. Try again shortly.",
-    );
-    page.headers_mut().insert(
-        axum::http::header::RETRY_AFTER,
-        axum::http::HeaderValue::from_static(super::error::RETRY_AFTER_SECONDS),
-    );
-    page
 }
 
 /// GET /login?request=ID
@@ -187,17 +173,25 @@ pub async fn consent_page(
         Err(e) => return unavailable(e),
     };
     let first_party = first_party(&state, &snapshot, &pending.request);
-    let lines: Vec<ScopeLine> = consent_needed(&snapshot, &pending.request, remembered.as_deref(), first_party)
+    let device = pending.request.device.as_ref().map(|_| ScopeLine {
+        value: "device".into(),
+        description: "Sign in on the device that showed you the code you entered".into(),
+    });
+    let lines: Vec<ScopeLine> = device
         .into_iter()
-        .map(|value| {
-            let description = IDENTITY_SCOPES
-                .iter()
-                .find(|(v, _)| *v == value)
-                .map(|(_, d)| d.to_string())
-                .or_else(|| snapshot.scopes.get(&value).and_then(|s| s.description.clone()))
-                .unwrap_or_else(|| format!("Use {value}"));
-            ScopeLine { value, description }
-        })
+        .chain(
+            consent_needed(&snapshot, &pending.request, remembered.as_deref(), first_party)
+                .into_iter()
+                .map(|value| {
+                    let description = IDENTITY_SCOPES
+                        .iter()
+                        .find(|(v, _)| *v == value)
+                        .map(|(_, d)| d.to_string())
+                        .or_else(|| snapshot.scopes.get(&value).and_then(|s| s.description.clone()))
+                        .unwrap_or_else(|| format!("Use {value}"));
+                    ScopeLine { value, description }
+                }),
+        )
         .collect();
     pages::consent(
         &client_label(&state, &pending.request.client_id),
@@ -227,7 +221,10 @@ pub async fn consent_submit(State(state): State<ProviderState>, request: Request
             return unavailable(e);
         }
         tracing::info!(subject = %session.subject, client_id = %req.client_id, "consent denied");
-        return completion::refused(&state, req, "access_denied", "the person denied the request");
+        return match completion::refused(&state, req, "access_denied", "the person denied the request").await {
+            Ok(r) => r,
+            Err(e) => unavailable(e),
+        };
     }
     let remember = async {
         let mut allowed = state

@@ -36,7 +36,7 @@ fn address_key(ip: IpAddr) -> String {
 /// An attempt that was let through: counted as a failure until [`Throttle::succeeded`].
 #[derive(Debug)]
 pub struct Attempt {
-    account: String,
+    account: Option<String>,
     address: Option<String>,
     at: Instant,
 }
@@ -60,11 +60,22 @@ impl Throttle {
     /// under one lock: however many arrive together, at most the limit get through. Refused
     /// with the time until the next attempt is allowed.
     pub fn reserve(&self, username: &str, ip: Option<IpAddr>, now: Instant) -> Result<Attempt, Duration> {
-        let account = account_key(username);
+        self.reserve_keys(Some(account_key(username)), ip, now)
+    }
+
+    /// Reserves an attempt counted against the address alone (entering a device's user code:
+    /// no account is guessed at, and one guesser must not lock everyone out).
+    pub fn reserve_for_address(&self, ip: Option<IpAddr>, now: Instant) -> Result<Attempt, Duration> {
+        self.reserve_keys(None, ip, now)
+    }
+
+    fn reserve_keys(&self, account: Option<String>, ip: Option<IpAddr>, now: Instant) -> Result<Attempt, Duration> {
         let address = ip.map(address_key);
         let mut map = self.map();
         let waits = [
-            Self::wait(&mut map, &account, PER_ACCOUNT, now),
+            account
+                .as_deref()
+                .and_then(|a| Self::wait(&mut map, a, PER_ACCOUNT, now)),
             address
                 .as_deref()
                 .and_then(|a| Self::wait(&mut map, a, PER_ADDRESS, now)),
@@ -75,7 +86,7 @@ impl Throttle {
         if map.len() >= CAPACITY {
             map.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
         }
-        for key in std::iter::once(&account).chain(address.as_ref()) {
+        for key in account.iter().chain(address.as_ref()) {
             let times = map.entry(key.clone()).or_default();
             times.push_back(now);
             // Never hold more than the largest limit needs.
@@ -94,7 +105,9 @@ impl Throttle {
     /// address gets its reservation back.
     pub fn succeeded(&self, attempt: Attempt) {
         let mut map = self.map();
-        map.remove(&attempt.account);
+        if let Some(account) = &attempt.account {
+            map.remove(account);
+        }
         if let Some(times) = attempt.address.and_then(|a| map.get_mut(&a))
             && let Some(i) = times.iter().rposition(|t| *t == attempt.at)
         {

@@ -48,6 +48,7 @@ async fn issue(state: &ProviderState, method: Method, headers: &HeaderMap, body:
             grants::authorization_code::grant(state, &snapshot, client, &form, now).await
         }
         Some(GrantType::RefreshToken) => grants::refresh_token::grant(state, &snapshot, client, &form, now).await,
+        Some(GrantType::DeviceCode) => grants::device_code::grant(state, &snapshot, client, &form, now).await,
         Some(GrantType::TokenExchange) => unreachable!("handled above"),
         None => Err(OAuthError::unsupported_grant_type(format!(
             "grant type '{grant_type}' is not supported"

@@ -183,8 +183,19 @@ impl GroupTx {
 
 impl Drop for GroupTx {
     fn drop(&mut self) {
-        if let Some(state) = self.state.as_mut() {
-            state.abandoned = Some(self.savepoint);
+        let Some(mut state) = self.state.take() else {
+            return;
+        };
+        state.abandoned = Some(self.savepoint);
+        // Rolled back and the batch committed now, not by the next writer: until then the
+        // open transaction would hold SQLite's write lock, and another process writing the
+        // same file (a CLI, a second store) would wait for it. Members already done with
+        // their writes are told once this COMMIT returns, as with any other.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let mut state = state;
+                state.commit().await;
+            });
         }
     }
 }

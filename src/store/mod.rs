@@ -14,7 +14,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyConnection, AnyPool, Row, SqlSafeStr};
 
+mod device;
 mod group_commit;
+pub use device::{DevicePoll, DeviceRequest};
 use group_commit::{Group, GroupTx};
 
 /// The schema, applied once per database by sqlx's migrator, in order.
@@ -25,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "grants belong to their client and person",
         include_str!("grants-belong-to-their-client-and-person.sql"),
     ),
+    (3, "device authorizations", include_str!("device-authorizations.sql")),
 ];
 
 /// How long a redeemed code is kept after it expired, so a late replay still revokes what the
@@ -810,13 +813,15 @@ impl GrantStore {
     /// Deletes everything that expired before `now`; returns how many rows went.
     pub async fn sweep(&self, now: i64) -> Result<u64> {
         self.bounded(async {
-            let statements: [(&'static str, i64); 7] = [
+            let statements: [(&'static str, i64); 8] = [
                 ("DELETE FROM auth_requests WHERE expires_at <= $1", now),
                 ("DELETE FROM sessions WHERE expires_at <= $1", now),
                 ("DELETE FROM codes WHERE expires_at <= $1", now - REDEEMED_CODE_KEPT),
                 ("DELETE FROM refresh_tokens WHERE expires_at <= $1", now),
                 ("DELETE FROM refresh_families WHERE expires_at <= $1", now),
                 ("DELETE FROM revocations WHERE expires_at <= $1", now),
+                // A device polling a while after expiry is still told `expired_token`.
+                ("DELETE FROM device_requests WHERE expires_at <= $1", now - 3600),
                 // Consent is kept for a year unless given again.
                 ("DELETE FROM consents WHERE granted_at <= $1", now - 365 * 24 * 3600),
             ];

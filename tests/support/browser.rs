@@ -79,6 +79,50 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Types a device's `user_code` at /device, signs in as `user` when asked, and answers
+    /// the confirmation with `decision` (`allow` or `deny`). Returns the pages it went
+    /// through (`/login`, `/consent`) and the last response.
+    pub async fn answer_device(
+        &self,
+        issuer: &str,
+        user_code: &str,
+        user: (&str, &str),
+        decision: &str,
+    ) -> (Vec<String>, Step) {
+        let mut visited = Vec::new();
+        let mut step = self
+            .post(&format!("{issuer}/device"), &[("user_code", user_code)])
+            .await;
+        while step.status == StatusCode::SEE_OTHER {
+            let to = step.location.clone().unwrap();
+            let page = self.get(&to).await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+            let request = super::hidden_field(&page.body, "request");
+            let csrf = super::hidden_field(&page.body, "csrf");
+            let path = url::Url::parse(&to).unwrap().path().to_string();
+            visited.push(path.clone());
+            step = if path.ends_with("/login") {
+                let form = [
+                    ("request", request.as_str()),
+                    ("csrf", csrf.as_str()),
+                    ("username", user.0),
+                    ("password", user.1),
+                ];
+                self.post(&format!("{issuer}/login"), &form).await
+            } else {
+                let form = [
+                    ("request", request.as_str()),
+                    ("csrf", csrf.as_str()),
+                    ("decision", decision),
+                ];
+                self.post(&format!("{issuer}/consent"), &form).await
+            };
+        }
+        (visited, step)
+    }
+}
+
 pub fn param(url: &url::Url, name: &str) -> Option<String> {
     url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }

@@ -1,7 +1,7 @@
-//! How an approved (or refused) request completes. Today every pending request came from
-//! /authorize, so it completes by sending the browser back to the client's redirect URI with
-//! a code or an error. Another way in (the device grant's verification page) completes here
-//! too, by its own case: the sign-in and consent steps before it stay the same.
+//! How an approved (or refused) request completes: a request from /authorize sends the browser
+//! back to the client's redirect URI with a code or an error; a request from the device
+//! verification page answers the device's request (the device gets its tokens by polling) and
+//! tells the person they are done. The sign-in and consent steps before are the same for both.
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -66,13 +66,59 @@ impl AuthRequest {
 
 /// Completes an approved request for the person of `session`.
 pub async fn approved(state: &ProviderState, req: &AuthRequest, session: &Session) -> Result<Response, StoreError> {
-    issue_code(state, req, session, &req.client_redirect(state)).await
+    let Some(device) = &req.device else {
+        return issue_code(state, req, session, &req.client_redirect(state)).await;
+    };
+    let now = Timestamp::now().as_second();
+    let grant = grant_for(req, session);
+    if !state.store.answer_device_request(device, Some(&grant), now).await? {
+        return Ok(pages::error(
+            StatusCode::BAD_REQUEST,
+            "This device code has expired or was already answered. Start again on the device.",
+        ));
+    }
+    tracing::info!(client_id = %req.client_id, subject = %session.subject, "device authorized");
+    Ok(pages::message(
+        "Device signed in",
+        "You are signed in on the device. You can close this window.",
+    ))
 }
 
 /// Completes a request the person (or kauth on their behalf) refused, with an RFC 6749
 /// §4.1.2.1 error code.
-pub fn refused(state: &ProviderState, req: &AuthRequest, code: &str, description: &str) -> Response {
-    req.client_redirect(state).error(code, description)
+pub async fn refused(
+    state: &ProviderState,
+    req: &AuthRequest,
+    code: &str,
+    description: &str,
+) -> Result<Response, StoreError> {
+    let Some(device) = &req.device else {
+        return Ok(req.client_redirect(state).error(code, description));
+    };
+    state
+        .store
+        .answer_device_request(device, None, Timestamp::now().as_second())
+        .await?;
+    tracing::info!(client_id = %req.client_id, "device request denied");
+    Ok(pages::message(
+        "Request denied",
+        "The device was not signed in. You can close this window.",
+    ))
+}
+
+/// What the person approved, as codes and refresh families carry it.
+fn grant_for(req: &AuthRequest, session: &Session) -> Grant {
+    Grant {
+        client_id: req.client_id.clone(),
+        client_uid: req.client_uid.clone(),
+        subject: session.subject.clone(),
+        scopes: req.scopes.clone(),
+        audiences: req.audiences.clone(),
+        redirect_uri: req.redirect_uri.clone(),
+        nonce: req.nonce.clone(),
+        code_challenge: req.code_challenge.clone(),
+        auth_time: session.auth_time,
+    }
 }
 
 /// Stores a code for the signed-in person and sends it back.
@@ -84,17 +130,7 @@ async fn issue_code(
 ) -> Result<Response, StoreError> {
     let now = Timestamp::now().as_second();
     let code = random_handle();
-    let grant = Grant {
-        client_id: req.client_id.clone(),
-        client_uid: req.client_uid.clone(),
-        subject: session.subject.clone(),
-        scopes: req.scopes.clone(),
-        audiences: req.audiences.clone(),
-        redirect_uri: req.redirect_uri.clone(),
-        nonce: req.nonce.clone(),
-        code_challenge: req.code_challenge.clone(),
-        auth_time: session.auth_time,
-    };
+    let grant = grant_for(req, session);
     state
         .store
         .insert_code(&handle_digest(&code), &grant, now + CODE_LIFETIME_SECS)

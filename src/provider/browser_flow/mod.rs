@@ -6,6 +6,7 @@
 
 pub mod completion;
 pub mod consent;
+pub mod requested;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -47,6 +48,10 @@ pub struct AuthRequest {
     pub login_hint: Option<String>,
     /// When the request arrived: with `prompt=login` the sign-in must be newer.
     pub started_at: i64,
+    /// The device authorization request (its id) this sign-in answers, when it came from the
+    /// device verification page rather than /authorize: it completes there, not by redirect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// A 303 to `location`: after a POST the browser follows with GET.
@@ -80,6 +85,20 @@ pub async fn current_session(
     Ok(Some((id, session)))
 }
 
+/// The page shown when the grant store does not answer during a sign-in.
+pub fn unavailable(e: StoreError) -> Response {
+    tracing::error!(error = %e, "grant store unavailable during sign-in");
+    let mut page = pages::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Signing in is not possible right now. Try again shortly.",
+    );
+    page.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static(super::error::RETRY_AFTER_SECONDS),
+    );
+    page
+}
+
 /// What a checked request needs next.
 enum Step {
     /// The person signs in (again).
@@ -106,6 +125,11 @@ async fn next_step(
     let Some(session) = session.filter(fresh_enough) else {
         return Ok(Step::SignIn);
     };
+    // A device is always confirmed on the consent page (RFC 8628 §5.4): a code typed on
+    // someone's word must not sign a device in unseen, remembered consent or not.
+    if req.device.is_some() && req.force_consent {
+        return Ok(Step::Consent);
+    }
     let remembered = state.store.consent(&session.subject, &req.client_uid).await?;
     if !consent_needed(snapshot, req, remembered.as_deref(), first_party(state, snapshot, req)).is_empty() {
         return Ok(Step::Consent);
@@ -127,18 +151,18 @@ pub async fn proceed(
     prompt_none: bool,
 ) -> Result<Response, StoreError> {
     match next_step(state, snapshot, session, req).await? {
-        Step::SignIn if prompt_none => Ok(completion::refused(
-            state,
-            req,
-            "login_required",
-            "the person is not signed in",
-        )),
-        Step::Consent if prompt_none => Ok(completion::refused(
-            state,
-            req,
-            "consent_required",
-            "the person has not allowed this client these scopes",
-        )),
+        Step::SignIn if prompt_none => {
+            completion::refused(state, req, "login_required", "the person is not signed in").await
+        }
+        Step::Consent if prompt_none => {
+            completion::refused(
+                state,
+                req,
+                "consent_required",
+                "the person has not allowed this client these scopes",
+            )
+            .await
+        }
         Step::SignIn => park(state, headers, req, pending, "/login").await,
         Step::Consent => park(state, headers, req, pending, "/consent").await,
         Step::Approved(session) => {

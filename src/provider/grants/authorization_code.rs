@@ -9,15 +9,13 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::Timestamp;
 
-use super::for_people::{FAMILY_LIFETIME_SECS, Issue, respond, store_failed};
+use super::for_people::{issue_for_code, redeem};
 use crate::crd::GrantType;
 use crate::provider::ProviderState;
-use crate::provider::browser::{handle_digest, random_handle, same_secret};
+use crate::provider::browser::{handle_digest, same_secret};
 use crate::provider::error::OAuthError;
 use crate::provider::form::Form;
 use crate::registry::{RegisteredClient, Snapshot};
-use crate::store::{Issued, Redemption};
-use crate::tokens::new_jti;
 
 /// RFC 7636 §4.1: 43 to 128 unreserved characters.
 fn valid_verifier(v: &str) -> bool {
@@ -54,29 +52,7 @@ pub async fn grant(
         ));
     }
     let code_id = handle_digest(code);
-    let jti = new_jti();
-    let exp = now.as_second() + client.access_token_lifetime.as_secs() as i64;
-    let issued = Issued { jti: jti.clone(), exp };
-    let grant = match state
-        .store
-        .redeem_code(&code_id, now.as_second(), &issued)
-        .await
-        .map_err(store_failed)?
-    {
-        Redemption::Granted(g) => g,
-        Redemption::Replayed(revoked) => {
-            state.revocations.remember(&revoked);
-            tracing::warn!(client_id = %client.client_id, revoked = revoked.len(), "authorization code replayed; its tokens are revoked");
-            return Err(OAuthError::invalid_grant(
-                "the code was already used; the tokens it issued are revoked",
-            ));
-        }
-        Redemption::Invalid => return Err(OAuthError::invalid_grant("the code is unknown or expired")),
-    };
-    // The code is spent whatever follows: a wrong client or verifier cannot try again.
-    if grant.client_id != client.client_id || grant.client_uid != client.uid {
-        return Err(OAuthError::invalid_grant("the code was issued to another client"));
-    }
+    let (grant, jti) = redeem(state, &client, &code_id, now).await?;
     if grant.redirect_uri != redirect_uri {
         return Err(OAuthError::invalid_grant(
             "redirect_uri differs from the authorization request",
@@ -97,38 +73,17 @@ pub async fn grant(
         }
         (None, None) => {}
     }
-    let refresh_token = if client.allows(GrantType::RefreshToken) {
-        let token = random_handle();
-        let started = state
-            .store
-            .start_family(
-                &code_id,
-                &random_handle(),
-                &handle_digest(&token),
-                &grant,
-                now.as_second() + client.refresh_token_lifetime.as_secs() as i64,
-                now.as_second() + FAMILY_LIFETIME_SECS,
-            )
-            .await
-            .map_err(store_failed)?;
-        if !started {
-            return Err(OAuthError::invalid_grant(
-                "the code was already used; the tokens it issued are revoked",
-            ));
-        }
-        Some(token)
-    } else {
-        None
-    };
-    let issue = Issue {
-        client: &client,
-        grant: &grant,
-        scopes: &grant.scopes,
+    issue_for_code(
+        state,
+        snapshot,
+        &client,
+        &code_id,
+        &grant,
         jti,
-        refresh_token,
-        with_nonce: true,
-    };
-    respond(state, snapshot, issue, now, "authorization_code").await
+        now,
+        GrantType::AuthorizationCode,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -1,18 +1,21 @@
-//! What the grants for people share: both `authorization_code` and `refresh_token` issue an
-//! access token for the person, an ID token when `openid` was granted, and a refresh token
-//! when the client has that grant.
+//! What the grants for people share: `authorization_code`, the device grant and
+//! `refresh_token` issue an access token for the person, an ID token when `openid` was
+//! granted, and a refresh token when the client has that grant. The first two redeem a code
+//! once (the device grant's approval is stored as one).
 
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde_json::{Map, Value};
 
+use crate::crd::GrantType;
 use crate::keys::jose_algorithm;
 use crate::provider::ProviderState;
+use crate::provider::browser::{handle_digest, random_handle};
 use crate::provider::error::OAuthError;
 use crate::provider::issuance::{AccessTokenFor, TokenResponse, access_token};
 use crate::registry::{RegisteredClient, Snapshot};
-use crate::store::{Grant, StoreError};
-use crate::tokens::{IdTokenClaims, sign_id_token};
+use crate::store::{Grant, Issued, Redemption, StoreError};
+use crate::tokens::{IdTokenClaims, new_jti, sign_id_token};
 
 /// Longest a refresh family lives, however often it is used: people sign in again after it.
 pub const FAMILY_LIFETIME_SECS: i64 = 90 * 24 * 3600;
@@ -20,6 +23,88 @@ pub const FAMILY_LIFETIME_SECS: i64 = 90 * 24 * 3600;
 pub(super) fn store_failed(e: StoreError) -> OAuthError {
     tracing::error!(error = %e, "grant store unavailable at the token endpoint");
     OAuthError::unavailable("the grant store is unavailable; retry shortly")
+}
+
+/// Redeems the code `code_id` for `client`: the grant, and the jti its access token will
+/// carry (recorded with the redemption, so a replay however soon revokes it). The code is
+/// spent whatever follows.
+pub(super) async fn redeem(
+    state: &ProviderState,
+    client: &RegisteredClient,
+    code_id: &str,
+    now: Timestamp,
+) -> Result<(Grant, String), OAuthError> {
+    let jti = new_jti();
+    let exp = now.as_second() + client.access_token_lifetime.as_secs() as i64;
+    let issued = Issued { jti: jti.clone(), exp };
+    let grant = match state
+        .store
+        .redeem_code(code_id, now.as_second(), &issued)
+        .await
+        .map_err(store_failed)?
+    {
+        Redemption::Granted(g) => g,
+        Redemption::Replayed(revoked) => {
+            state.revocations.remember(&revoked);
+            tracing::warn!(client_id = %client.client_id, revoked = revoked.len(), "code replayed; its tokens are revoked");
+            return Err(OAuthError::invalid_grant(
+                "the code was already used; the tokens it issued are revoked",
+            ));
+        }
+        Redemption::Invalid => return Err(OAuthError::invalid_grant("the code is unknown or expired")),
+    };
+    if grant.client_id != client.client_id || grant.client_uid != client.uid {
+        return Err(OAuthError::invalid_grant("the code was issued to another client"));
+    }
+    Ok((grant, jti))
+}
+
+/// Issues the tokens of a redeemed code: a refresh family first when the client may refresh
+/// (refused if the code was replayed meanwhile), then the response.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn issue_for_code(
+    state: &ProviderState,
+    snapshot: &Snapshot,
+    client: &RegisteredClient,
+    code_id: &str,
+    grant: &Grant,
+    jti: String,
+    now: Timestamp,
+    kind: GrantType,
+) -> Result<Response, OAuthError> {
+    let refresh_token = if client.allows(GrantType::RefreshToken) {
+        let token = random_handle();
+        let started = state
+            .store
+            .start_family(
+                code_id,
+                &random_handle(),
+                &handle_digest(&token),
+                grant,
+                now.as_second() + client.refresh_token_lifetime.as_secs() as i64,
+                now.as_second() + FAMILY_LIFETIME_SECS,
+            )
+            .await
+            .map_err(store_failed)?;
+        if !started {
+            return Err(OAuthError::invalid_grant(
+                "the code was already used; the tokens it issued are revoked",
+            ));
+        }
+        Some(token)
+    } else {
+        None
+    };
+    let issue = Issue {
+        client,
+        grant,
+        scopes: &grant.scopes,
+        jti,
+        refresh_token,
+        // A device request carries no nonce; a code request's goes into the ID token.
+        with_nonce: true,
+    };
+    respond(state, snapshot, issue, now, kind.as_str()).await
 }
 
 /// The person's claims the granted scopes release (ID token and userinfo).

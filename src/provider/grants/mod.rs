@@ -5,6 +5,7 @@
 
 pub mod authorization_code;
 pub mod client_credentials;
+pub mod device_code;
 mod for_clients;
 mod for_people;
 pub mod refresh_token;
