@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod claims;
+pub mod cluster_auth;
 pub mod connectors;
 pub mod controller;
 pub mod crd;
@@ -9,8 +10,10 @@ pub mod credentials;
 pub mod followed;
 pub mod issuer;
 pub mod keys;
+pub mod login;
 pub mod manifests;
 pub mod metrics;
+pub mod oidc_http;
 pub mod people;
 pub mod provider;
 pub mod registry;

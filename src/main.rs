@@ -145,6 +145,39 @@ enum Command {
         #[command(flatten)]
         tenancy: Tenancy,
     },
+    /// kubectl credential plugin: print an ExecCredential with the person's ID token (from
+    /// the cache, a silent refresh, or a sign-in). `kauth login setup` prints the kubeconfig
+    /// entry that runs it.
+    Login {
+        #[command(flatten)]
+        opts: kauth::login::LoginOptions,
+        /// `setup`: print the kubeconfig `users:` entry instead.
+        #[arg(value_parser = ["setup"])]
+        action: Option<String>,
+        /// The user's name in that kubeconfig entry.
+        #[arg(long, default_value = "kauth")]
+        user: String,
+    },
+    /// Print what kube-apiserver needs to accept kauth's ID tokens: the OIDC flags and the
+    /// AuthenticationConfiguration (Kubernetes 1.30+).
+    ClusterAuthConfig {
+        /// kauth's issuer URL (https).
+        #[arg(long, env = "KAUTH_ISSUER")]
+        issuer: String,
+        /// The client id kubectl signs in as (the ID token's audience).
+        #[arg(long, default_value = "kauth.kubectl")]
+        client_id: String,
+        /// The CA certificate (PEM) of kauth's certificate, to embed in the configuration.
+        #[arg(long)]
+        certificate_authority: Option<PathBuf>,
+        /// Where that CA file is on the apiserver's hosts (for --oidc-ca-file).
+        #[arg(long)]
+        apiserver_ca_path: Option<String>,
+        /// Put before every username and group claim, so people never pass for
+        /// ServiceAccounts or system groups.
+        #[arg(long, default_value = "kauth:")]
+        prefix: String,
+    },
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
     /// Read a password from standard input and print its argon2id hash for users.yaml.
@@ -156,6 +189,54 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
+        Command::Login { opts, action, user } => {
+            if action.is_some() {
+                print!("{}", kauth::login::setup(&opts, &user));
+                return ExitCode::SUCCESS;
+            }
+            match kauth::login::login(&opts).await {
+                Ok(credential) => {
+                    println!("{credential}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::ClusterAuthConfig {
+            issuer,
+            client_id,
+            certificate_authority,
+            apiserver_ca_path,
+            prefix,
+        } => {
+            let ca_pem = match certificate_authority.as_deref().map(std::fs::read_to_string) {
+                Some(Ok(pem)) => Some(pem),
+                Some(Err(e)) => {
+                    eprintln!("error: --certificate-authority: {e}");
+                    return ExitCode::from(2);
+                }
+                None => None,
+            };
+            let settings = kauth::cluster_auth::ClusterAuth {
+                issuer,
+                client_id,
+                ca_pem,
+                ca_file: apiserver_ca_path,
+                prefix,
+            };
+            if let Some(problem) = settings.problem() {
+                eprintln!("error: {problem}");
+                return ExitCode::from(2);
+            }
+            println!("# kube-apiserver flags (any version):");
+            print!("{}", settings.flags());
+            println!("---\n# Or, Kubernetes 1.30+: --authentication-config=<this file>");
+            print!("{}", settings.authentication_configuration());
+            ExitCode::SUCCESS
+        }
         Command::Crds => {
             print!("{}", kauth::crd::crds_yaml());
             ExitCode::SUCCESS

@@ -317,3 +317,85 @@ fn operations_listener_is_apart_and_network_policy_is_on_by_default() {
     ]);
     assert!(!ok, "a trusted proxy must be a CIDR");
 }
+
+/// The two paths to kauth (issue 11): an Ingress and an HTTPRoute for the issuer URL (host
+/// and path from the issuer, TLS from the same Secret), kauth's own HTTPS from a Secret or a
+/// cert-manager Certificate (probes stay on the plain operations port), and the preset
+/// kubectl client.
+#[test]
+fn ingress_httproute_and_tls_follow_the_issuer() {
+    let render_at = |issuer: &str, sets: &[&str]| {
+        let mut all = vec![format!("issuer={issuer}")];
+        all.extend(sets.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        render(&refs)
+    };
+    let docs = render_at(
+        "https://login.example.com/auth",
+        &[
+            "ingress.enabled=true",
+            "ingress.className=nginx",
+            "tls.enabled=true",
+            "tls.certManager.enabled=true",
+            "tls.certManager.issuerRef.name=letsencrypt",
+            "httpRoute.enabled=true",
+            "httpRoute.parentRefs[0].name=public",
+            "kubectlClient.enabled=true",
+        ],
+    );
+    let ingress = find(&docs, "Ingress", "kauth");
+    let rule = &ingress["spec"]["rules"][0];
+    assert_eq!(rule["host"], "login.example.com");
+    assert_eq!(rule["http"]["paths"][0]["path"], "/auth");
+    assert_eq!(rule["http"]["paths"][0]["backend"]["service"]["name"], "kauth");
+    assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
+    assert_eq!(ingress["spec"]["tls"][0]["hosts"][0], "login.example.com");
+    assert_eq!(ingress["spec"]["tls"][0]["secretName"], "kauth-tls");
+    let certificate = find(&docs, "Certificate", "kauth");
+    assert_eq!(certificate["spec"]["secretName"], "kauth-tls");
+    assert_eq!(certificate["spec"]["issuerRef"]["name"], "letsencrypt");
+    assert_eq!(certificate["spec"]["dnsNames"][0], "login.example.com");
+    let route = find(&docs, "HTTPRoute", "kauth");
+    assert_eq!(route["spec"]["hostnames"][0], "login.example.com");
+    assert_eq!(route["spec"]["rules"][0]["matches"][0]["path"]["value"], "/auth");
+    assert_eq!(route["spec"]["parentRefs"][0]["name"], "public");
+    let pod = &find(&docs, "Deployment", "kauth")["spec"]["template"]["spec"];
+    let args = pod["containers"][0]["args"].to_string();
+    assert!(args.contains("--tls-cert-file=/etc/kauth/tls/tls.crt"), "{args}");
+    assert_eq!(pod["containers"][0]["readinessProbe"]["httpGet"]["port"], "ops");
+    let volumes = pod["volumes"].to_string();
+    assert!(volumes.contains("\"secretName\":\"kauth-tls\""), "{volumes}");
+    let kubectl = find(&docs, "OAuthClient", "kubectl");
+    assert_eq!(kubectl["spec"]["clientType"], "public");
+    assert_eq!(kubectl["spec"]["redirectUris"][0], "http://127.0.0.1/callback");
+
+    // An issuer with a port and no path; an existing Secret; nothing optional by default.
+    let docs = render_at(
+        "https://auth.example.com:8443",
+        &["ingress.enabled=true", "tls.enabled=true", "tls.secretName=mine"],
+    );
+    let ingress = find(&docs, "Ingress", "kauth");
+    assert_eq!(ingress["spec"]["rules"][0]["host"], "auth.example.com");
+    assert_eq!(ingress["spec"]["rules"][0]["http"]["paths"][0]["path"], "/");
+    assert_eq!(ingress["spec"]["tls"][0]["secretName"], "mine");
+    assert!(
+        docs.iter()
+            .all(|d| d["kind"] != "Certificate" && d["kind"] != "HTTPRoute")
+    );
+    let plain = render(&[]);
+    assert!(
+        plain.iter().all(
+            |d| !["Ingress", "HTTPRoute", "Certificate", "OAuthClient"].contains(&d["kind"].as_str().unwrap_or(""))
+        )
+    );
+    let (ok, out) = helm_run(&[
+        "template",
+        "kauth",
+        "charts/kauth",
+        "--set",
+        "issuer=https://a.example.com",
+        "--set",
+        "tls.enabled=true",
+    ]);
+    assert!(!ok && out.contains("tls.secretName"), "{out}");
+}

@@ -427,7 +427,12 @@ async fn discovery_health_and_metrics() {
     assert_eq!(meta["token_endpoint"], format!("{}/token", p.url));
     assert_eq!(
         meta["grant_types_supported"],
-        serde_json::json!(["client_credentials", "authorization_code", "refresh_token"]),
+        serde_json::json!([
+            "client_credentials",
+            "authorization_code",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ]),
         "token exchange only with a ServiceAccount verifier"
     );
     assert_eq!(meta["authorization_endpoint"], format!("{}/authorize", p.url));

@@ -1167,3 +1167,138 @@ async fn serves_https_and_takes_a_renewed_certificate_without_dropping_connectio
         .unwrap();
     assert_eq!((status, doc["issuer"].as_str()), (200, Some(url.as_str())));
 }
+
+const KUBECTL_CLIENT: &str = r#"
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: kubectl, namespace: kauth}
+spec:
+  clientType: public
+  grantTypes: [authorization_code, "urn:ietf:params:oauth:grant-type:device_code", refresh_token]
+  redirectUris: ["http://127.0.0.1/callback"]
+"#;
+
+/// Runs `kauth login` with `args`; returns the child and its standard error, line by line.
+fn spawn_login(args: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kauth"))
+        .arg("login")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// The first line of `lines` containing `marker`, within 20 s.
+fn line_with(lines: &std::sync::mpsc::Receiver<String>, marker: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no line with {marker:?}"));
+        if line.contains(marker) {
+            return line;
+        }
+    }
+}
+
+/// What `kauth login` printed: the ExecCredential's token, after the process ended well.
+fn credential_of(child: Child) -> (String, serde_json::Value) {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cred: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cred["apiVersion"], "client.authentication.k8s.io/v1");
+    assert_eq!(cred["kind"], "ExecCredential");
+    let token = cred["status"]["token"].as_str().unwrap().to_string();
+    let payload = token.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let claims = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    (token, claims)
+}
+
+/// `kauth login` as kubectl runs it (issue 11): the device grant prints a code and ends with an
+/// ExecCredential carrying the person's ID token; the token is cached readable by the user
+/// alone and served from the cache; an expired one is refreshed without asking; the browser
+/// flow comes back to a loopback port the client never registered (RFC 8252); a wrong issuer is
+/// one line on stderr.
+#[tokio::test]
+async fn kauth_login_signs_in_caches_privately_and_refreshes_silently() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (manifests, state, cache) = (dir.path().join("m"), dir.path().join("s"), dir.path().join("cache"));
+    copy_examples(&manifests);
+    std::fs::write(manifests.join("kubectl.yaml"), KUBECTL_CLIENT).unwrap();
+    let (_kauth, url) = start(&manifests, &state);
+    let cache_arg = format!("--cache-dir={}", cache.display());
+    let issuer_arg = format!("--issuer={url}");
+    let common = [issuer_arg.as_str(), "--client-id=kauth.kubectl", cache_arg.as_str()];
+    let alice = ("alice", "alice-demo-password");
+
+    let (child, stderr) = spawn_login(&[&common[..], &["--device"]].concat());
+    let line = line_with(&stderr, "enter the code");
+    let code = line.rsplit(' ').next().unwrap().to_string();
+    let browser = support::browser::Browser::new();
+    let (_, done) = browser.answer_device(&url, &code, alice, "allow").await;
+    assert!(done.body.contains("Device signed in"), "{}", done.body);
+    let (first, claims) = credential_of(child);
+    assert_eq!(
+        (claims["sub"].as_str(), claims["aud"].as_str()),
+        (Some("alice"), Some("kauth.kubectl"))
+    );
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777, 0o700);
+
+    // From the cache: no sign-in (without a browser it would wait).
+    let (child, _) = spawn_login(&[&common[..], &["--no-browser"]].concat());
+    assert_eq!(credential_of(child).0, first);
+    // Expired: refreshed, silently.
+    let mut cached: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    cached["expires_at"] = 0.into();
+    std::fs::write(&files[0], cached.to_string()).unwrap();
+    std::thread::sleep(Duration::from_millis(1100)); // a new iat, so a new token
+    let (child, _) = spawn_login(&[&common[..], &["--no-browser"]].concat());
+    let (refreshed, claims) = credential_of(child);
+    assert_ne!(refreshed, first);
+    assert_eq!(claims["sub"], "alice");
+
+    // The browser flow, on whatever loopback port kauth login got.
+    std::fs::remove_file(&files[0]).unwrap();
+    let (child, stderr) = spawn_login(&[&common[..], &["--no-browser"]].concat());
+    let line = line_with(&stderr, "To sign in, open ");
+    let authorize = line.trim_start_matches("To sign in, open ").to_string();
+    let back = browser.sign_in(&url, &authorize, alice).await;
+    assert_eq!(back.host_str(), Some("127.0.0.1"));
+    assert_eq!(back.path(), "/callback");
+    let answered = browser.get(back.as_str()).await;
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    let (_, claims) = credential_of(child);
+    assert_eq!(claims["sub"], "alice");
+
+    let (child, stderr) = spawn_login(&["--issuer=http://127.0.0.1:9", "--client-id=x", cache_arg.as_str()]);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err: Vec<String> = stderr.iter().collect();
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert!(
+        err[0].starts_with("kauth login: cannot read the discovery document"),
+        "{err:?}"
+    );
+}

@@ -24,97 +24,29 @@ use super::browser::{CookieName, handle_digest, random_handle, read_cookie, same
 use super::browser_flow::{PENDING_LIFETIME_SECS, Person, load_pending, see_other, start_session};
 use super::pages;
 use crate::connectors::Connector;
+use crate::oidc_http::OidcHttp;
 use crate::store::PendingRequest;
 
 /// How long a discovery document is trusted before it is fetched again.
 const METADATA_TTL: Duration = Duration::from_secs(300);
 
-/// The client `openidconnect` sends its requests with.
-#[derive(Clone)]
-struct UpstreamHttp(Option<HttpsClient>);
-
-impl<'c> openidconnect::AsyncHttpClient<'c> for UpstreamHttp {
-    type Error = HttpError;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<openidconnect::HttpResponse, HttpError>> + Send + 'c>,
-    >;
-
-    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
-        Box::pin(async move {
-            let client = self
-                .0
-                .as_ref()
-                .ok_or_else(|| HttpError("no TLS trust roots on this system".into()))?;
-            send(client, request).await
-        })
-    }
-}
-
 /// Upstream discovery documents (with their keys), fetched on first use and refreshed, and
 /// the HTTP client that fetches them.
 pub struct UpstreamMetadata {
     cached: RwLock<HashMap<String, (CoreProviderMetadata, Instant)>>,
-    http: UpstreamHttp,
+    http: OidcHttp,
 }
 
 impl Default for UpstreamMetadata {
     fn default() -> Self {
-        let client = https_client()
+        let http = OidcHttp::new(None)
             .inspect_err(|e| tracing::warn!(error = %e, "upstream sign-in is unavailable"))
-            .ok();
+            .unwrap_or_else(|_| OidcHttp::unavailable());
         Self {
             cached: RwLock::default(),
-            http: UpstreamHttp(client),
+            http,
         }
     }
-}
-
-/// The HTTP client of upstream exchanges: hyper with rustls (aws-lc-rs) and the system's
-/// trust roots; plain http only for loopback issuers, which connectors config allows for tests.
-type HttpsClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Full<bytes::Bytes>,
->;
-
-/// An upstream HTTP exchange failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct HttpError(String);
-
-/// Largest upstream response read (discovery, keys, tokens are a few KiB).
-const RESPONSE_LIMIT: usize = 1 << 20;
-
-fn https_client() -> Result<HttpsClient, HttpError> {
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider)
-        .map_err(|e| HttpError(format!("TLS roots: {e}")))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector))
-}
-
-/// Sends one request (no redirects followed: the OAuth exchanges must hit exactly the
-/// endpoints discovery named), with a timeout and a size limit.
-async fn send(
-    client: &HttpsClient,
-    request: openidconnect::HttpRequest,
-) -> Result<openidconnect::HttpResponse, HttpError> {
-    use http_body_util::BodyExt;
-    let (parts, body) = request.into_parts();
-    let request = http::Request::from_parts(parts, http_body_util::Full::new(bytes::Bytes::from(body)));
-    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
-        .await
-        .map_err(|_| HttpError("timed out".into()))?
-        .map_err(|e| HttpError(e.to_string()))?;
-    let (parts, body) = response.into_parts();
-    let bytes = http_body_util::Limited::new(body, RESPONSE_LIMIT)
-        .collect()
-        .await
-        .map_err(|e| HttpError(e.to_string()))?
-        .to_bytes();
-    Ok(http::Response::from_parts(parts, bytes.to_vec()))
 }
 
 impl UpstreamMetadata {

@@ -52,7 +52,7 @@ impl Browser {
         loop {
             assert_eq!(step.status, StatusCode::SEE_OTHER, "{}", step.body);
             let to = step.location.clone().unwrap();
-            if !to.starts_with(issuer) {
+            if !to.starts_with(&format!("{issuer}/")) {
                 return url::Url::parse(&to).unwrap();
             }
             let page = self.get(&to).await;

@@ -27,3 +27,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- $names | uniq | toJson -}}
 {{- end }}
+
+{{/* The issuer's host (no port) and path ("/" when it has none): where the Ingress and HTTPRoute route. */}}
+{{- define "kauth.issuerHost" -}}
+{{- (urlParse (include "kauth.issuer" .)).host | regexReplaceAll ":[0-9]+$" "" -}}
+{{- end -}}
+{{- define "kauth.issuerPath" -}}
+{{- (urlParse (include "kauth.issuer" .)).path | default "/" -}}
+{{- end -}}
+
+{{/* The Secret holding the provider's certificate, when kauth serves HTTPS itself. */}}
+{{- define "kauth.tlsSecret" -}}
+{{- if .Values.tls.certManager.enabled -}}{{ include "kauth.fullname" . }}-tls{{- else -}}{{ .Values.tls.secretName }}{{- end -}}
+{{- end -}}

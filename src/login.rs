@@ -1,0 +1,411 @@
+//! `kauth login`: a kubectl credential plugin (`client.authentication.k8s.io/v1` exec). It
+//! prints an `ExecCredential` carrying the person's ID token, which kube-apiserver's OIDC
+//! authenticator checks. The token comes from the cache when it is still good, else from a
+//! silent refresh, else from a sign-in: authorization code with PKCE through the system
+//! browser and a loopback port (RFC 8252), or the device grant where there is no browser.
+//! Tokens are cached under the user's cache folder, readable by the user alone.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, CsrfToken, DeviceAuthorizationUrl, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, RedirectUrl, RefreshToken, Scope, TokenResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::oidc_http::OidcHttp;
+
+/// A cached ID token is used while it has at least this long to live.
+const FRESH_FOR: i64 = 60;
+/// How long a person has to finish signing in in the browser.
+const BROWSER_WAIT: Duration = Duration::from_secs(300);
+
+/// What `kauth login` is told.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LoginOptions {
+    /// kauth's issuer URL.
+    #[arg(long, env = "KAUTH_ISSUER")]
+    pub issuer: String,
+    /// The public OAuthClient kubectl signs in as (the chart's preset: <namespace>.kubectl).
+    #[arg(long, env = "KAUTH_LOGIN_CLIENT_ID")]
+    pub client_id: String,
+    /// A CA certificate (PEM) to trust for the issuer, besides the system's.
+    #[arg(long)]
+    pub certificate_authority: Option<PathBuf>,
+    /// Sign in with the device grant: a code to type on any browser (for machines without
+    /// one).
+    #[arg(long)]
+    pub device: bool,
+    /// Print the sign-in URL instead of opening a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// More scopes to ask for (openid, profile, email, groups and offline_access always are).
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Where tokens are cached (default: $XDG_CACHE_HOME/kauth/login or ~/.cache/kauth/login).
+    #[arg(long, env = "KAUTH_LOGIN_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Why no credential could be had: one line for the person at the terminal.
+#[derive(Debug, thiserror::Error)]
+#[error("kauth login: {0}")]
+pub struct LoginError(String);
+
+fn fail(what: &str) -> impl Fn(&dyn std::fmt::Display) -> LoginError + '_ {
+    move |e| LoginError(format!("{what}: {e}"))
+}
+
+/// The tokens kept between runs.
+#[derive(Serialize, Deserialize, Default)]
+struct Cached {
+    id_token: String,
+    /// The ID token's `exp`.
+    expires_at: i64,
+    refresh_token: Option<String>,
+}
+
+/// The `ExecCredential` kubectl reads from standard output.
+pub fn exec_credential(id_token: &str, expires_at: i64) -> String {
+    let expiry = jiff::Timestamp::from_second(expires_at)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    serde_json::json!({
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {"token": id_token, "expirationTimestamp": expiry},
+    })
+    .to_string()
+}
+
+/// The kubeconfig `users:` entry that runs this plugin.
+pub fn setup(opts: &LoginOptions, user: &str) -> String {
+    let mut args = vec![
+        "login".to_string(),
+        format!("--issuer={}", opts.issuer),
+        format!("--client-id={}", opts.client_id),
+    ];
+    if let Some(ca) = &opts.certificate_authority {
+        args.push(format!("--certificate-authority={}", ca.display()));
+    }
+    if opts.device {
+        args.push("--device".into());
+    }
+    let args: String = args.iter().map(|a| format!("\n          - {a}")).collect();
+    format!(
+        "users:
+  - name: {user}
+    user:
+      exec:
+        apiVersion: client.authentication.k8s.io/v1
+        command: kauth
+        args:{args}
+        interactiveMode: IfAvailable
+        provideClusterInfo: false
+"
+    )
+}
+
+/// The cache file of this issuer and client.
+fn cache_file(opts: &LoginOptions) -> Result<PathBuf, LoginError> {
+    let dir = match &opts.cache_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .ok_or_else(|| LoginError("no cache folder: set HOME or --cache-dir".into()))?
+            .join("kauth/login"),
+    };
+    let key = crate::store::handle_digest(&format!("{}\n{}", opts.issuer, opts.client_id));
+    Ok(dir.join(format!("{}.json", &key[..32])))
+}
+
+fn load(path: &Path) -> Option<Cached> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Writes the cache readable by the user alone (the folder too), replacing it in one rename.
+fn save(path: &Path, cached: &Cached) -> Result<(), LoginError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = path.parent().expect("the cache file is in a folder");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| fail("cannot create the cache folder")(&e))?;
+    let staged = path.with_extension("new");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&staged)
+        .map_err(|e| fail("cannot write the token cache")(&e))?;
+    file.write_all(&serde_json::to_vec(cached).expect("the cache serialises"))
+        .and_then(|_| std::fs::rename(&staged, path))
+        .map_err(|e| fail("cannot write the token cache")(&e))
+}
+
+/// The `exp` of a JWT, read without checking it (kube-apiserver checks the token; this only
+/// decides when to get another).
+fn expiry(jwt: &str) -> Option<i64> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    claims["exp"].as_i64()
+}
+
+/// Runs the plugin: the `ExecCredential` to print.
+pub async fn login(opts: &LoginOptions) -> Result<String, LoginError> {
+    let path = cache_file(opts)?;
+    let now = jiff::Timestamp::now().as_second();
+    let cached = load(&path).unwrap_or_default();
+    if !cached.id_token.is_empty() && cached.expires_at - FRESH_FOR > now {
+        return Ok(exec_credential(&cached.id_token, cached.expires_at));
+    }
+    let ca = match &opts.certificate_authority {
+        Some(file) => Some(std::fs::read(file).map_err(|e| fail(&format!("cannot read {}", file.display()))(&e))?),
+        None => None,
+    };
+    let http = OidcHttp::new(ca.as_deref()).map_err(|e| fail("TLS")(&e))?;
+    let issuer = IssuerUrl::new(opts.issuer.clone()).map_err(|e| fail("--issuer")(&e))?;
+    let metadata = CoreProviderMetadata::discover_async(issuer, &http)
+        .await
+        .map_err(|e| fail(&format!("cannot read the discovery document of {}", opts.issuer))(&e))?;
+    let client = CoreClient::from_provider_metadata(metadata, ClientId::new(opts.client_id.clone()), None)
+        .set_auth_type(openidconnect::AuthType::RequestBody);
+    // A refresh, silently, when there is a refresh token and it still works.
+    if let Some(refresh) = &cached.refresh_token {
+        let refreshed = client
+            .exchange_refresh_token(&RefreshToken::new(refresh.clone()))
+            .map_err(|e| fail("the issuer has no token endpoint")(&e))?
+            .request_async(&http)
+            .await;
+        if let Ok(tokens) = refreshed
+            && let Some(id_token) = tokens.id_token()
+        {
+            let next = Cached {
+                id_token: id_token.to_string(),
+                expires_at: expiry(&id_token.to_string()).unwrap_or(now),
+                refresh_token: tokens
+                    .refresh_token()
+                    .map(|r| r.secret().clone())
+                    .or(cached.refresh_token.clone()),
+            };
+            save(&path, &next)?;
+            return Ok(exec_credential(&next.id_token, next.expires_at));
+        }
+    }
+    let scopes: Vec<Scope> = ["openid", "profile", "email", "groups", "offline_access"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(opts.scopes.iter().cloned())
+        .map(Scope::new)
+        .collect();
+    let (id_token, refresh_token) = if opts.device {
+        sign_in_on_a_device(&client, &http, &opts.issuer, scopes).await?
+    } else {
+        sign_in_with_a_browser(client, &http, scopes, opts.no_browser).await?
+    };
+    let next = Cached {
+        expires_at: expiry(&id_token).ok_or_else(|| LoginError("the ID token has no expiry".into()))?,
+        id_token,
+        refresh_token,
+    };
+    save(&path, &next)?;
+    Ok(exec_credential(&next.id_token, next.expires_at))
+}
+
+/// The device grant: the code and URL on standard error, then polls until the person is done.
+async fn sign_in_on_a_device(
+    client: &openidconnect::core::CoreClient<
+        openidconnect::EndpointSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointMaybeSet,
+        openidconnect::EndpointMaybeSet,
+    >,
+    http: &OidcHttp,
+    issuer: &str,
+    scopes: Vec<Scope>,
+) -> Result<(String, Option<String>), LoginError> {
+    // kauth's device endpoint (discovery names it; the core metadata type has no field for it).
+    let url =
+        DeviceAuthorizationUrl::new(format!("{issuer}/device_authorization")).map_err(|e| fail("--issuer")(&e))?;
+    let client = client.clone().set_device_authorization_url(url);
+    let details: openidconnect::core::CoreDeviceAuthorizationResponse = client
+        .exchange_device_code()
+        .add_scopes(scopes)
+        .request_async(http)
+        .await
+        .map_err(|e| fail("the device grant was refused")(&e))?;
+    eprintln!(
+        "To sign in, open {} and enter the code {}",
+        details.verification_uri().as_str(),
+        details.user_code().secret()
+    );
+    let tokens = client
+        .exchange_device_access_token(&details)
+        .map_err(|e| fail("the issuer has no token endpoint")(&e))?
+        .request_async(http, tokio::time::sleep, None)
+        .await
+        .map_err(|e| fail("sign-in did not complete")(&e))?;
+    let id_token = tokens
+        .extra_fields()
+        .id_token()
+        .ok_or_else(|| LoginError("the issuer sent no ID token (is openid granted?)".into()))?;
+    Ok((id_token.to_string(), tokens.refresh_token().map(|r| r.secret().clone())))
+}
+
+/// Authorization code with PKCE: the browser comes back to a loopback port kauth login
+/// listens on for this one answer.
+async fn sign_in_with_a_browser(
+    client: openidconnect::core::CoreClient<
+        openidconnect::EndpointSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointMaybeSet,
+        openidconnect::EndpointMaybeSet,
+    >,
+    http: &OidcHttp,
+    scopes: Vec<Scope>,
+    no_browser: bool,
+) -> Result<(String, Option<String>), LoginError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| fail("cannot listen on a loopback port")(&e))?;
+    let port = listener.local_addr().map_err(|e| fail("loopback port")(&e))?.port();
+    let redirect = RedirectUrl::new(format!("http://127.0.0.1:{port}/callback")).expect("a valid URL");
+    let client = client.set_redirect_uri(redirect);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state, nonce) = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scopes(scopes)
+        .set_pkce_challenge(challenge)
+        .url();
+    eprintln!("To sign in, open {url}");
+    if !no_browser {
+        open_browser(url.as_str());
+    }
+    let code = tokio::time::timeout(BROWSER_WAIT, one_callback(listener, state.secret().clone()))
+        .await
+        .map_err(|_| LoginError("no sign-in within 5 minutes".into()))??;
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(code))
+        .map_err(|e| fail("the issuer has no token endpoint")(&e))?
+        .set_pkce_verifier(verifier)
+        .request_async(http)
+        .await
+        .map_err(|e| fail("the code was refused")(&e))?;
+    let id_token = tokens
+        .id_token()
+        .ok_or_else(|| LoginError("the issuer sent no ID token".into()))?;
+    // The nonce proves the token answers this sign-in; the signature is kube-apiserver's to
+    // check, but a token for another sign-in is refused here already.
+    let verifier = client.id_token_verifier();
+    id_token
+        .claims(&verifier, &nonce)
+        .map_err(|e| fail("the ID token does not answer this sign-in")(&e))?;
+    Ok((id_token.to_string(), tokens.refresh_token().map(|r| r.secret().clone())))
+}
+
+/// Opens `url` in the system browser, if there is one; the URL is printed either way.
+fn open_browser(url: &str) {
+    for opener in ["xdg-open", "open"] {
+        if std::process::Command::new(opener)
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+/// Serves the loopback port until the browser brings the answer: the code, once `state`
+/// matches.
+async fn one_callback(listener: tokio::net::TcpListener, state: String) -> Result<String, LoginError> {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<String, LoginError>>(1);
+    loop {
+        tokio::select! {
+            answer = rx.recv() => return answer.unwrap_or_else(|| Err(LoginError("the callback listener stopped".into()))),
+            accepted = listener.accept() => {
+                let Ok((stream, _)): Result<(tokio::net::TcpStream, SocketAddr), _> = accepted else { continue };
+                let (tx, state) = (tx.clone(), state.clone());
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let (tx, state) = (tx.clone(), state.clone());
+                    async move {
+                        let query = request.uri().query().unwrap_or("").to_string();
+                        let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+                        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                        let (status, text, answer) = match (get("code"), get("state"), get("error")) {
+                            _ if request.uri().path() != "/callback" => (404, "Not here.", None),
+                            (_, Some(s), _) if s != state => (400, "This answer is for another sign-in.", None),
+                            (Some(code), Some(_), None) => (200, "Signed in. You can close this window and return to the terminal.", Some(Ok(code))),
+                            (_, _, Some(error)) => (400, "Sign-in failed; see the terminal.", Some(Err(LoginError(format!("sign-in failed: {error} {}", get("error_description").unwrap_or_default()))))),
+                            _ => (400, "No code in this answer.", None),
+                        };
+                        if let Some(answer) = answer {
+                            let _ = tx.send(answer).await;
+                        }
+                        let response = hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", "text/plain; charset=utf-8")
+                            .body(Full::new(Bytes::from(text)))
+                            .expect("a valid response");
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_credential_and_kubeconfig_entry() {
+        let cred: serde_json::Value = serde_json::from_str(&exec_credential("eyJ.a.b", 1_800_000_000)).unwrap();
+        assert_eq!(cred["apiVersion"], "client.authentication.k8s.io/v1");
+        assert_eq!(cred["kind"], "ExecCredential");
+        assert_eq!(cred["status"]["token"], "eyJ.a.b");
+        assert_eq!(cred["status"]["expirationTimestamp"], "2027-01-15T08:00:00Z");
+        let opts = LoginOptions {
+            issuer: "https://auth.example.com".into(),
+            client_id: "kauth.kubectl".into(),
+            certificate_authority: Some("/etc/kauth/ca.crt".into()),
+            device: false,
+            no_browser: false,
+            scopes: vec![],
+            cache_dir: None,
+        };
+        let entry = setup(&opts, "alice");
+        let parsed: serde_json::Value = serde_saphyr::from_str(&entry).unwrap();
+        let exec = &parsed["users"][0]["user"]["exec"];
+        assert_eq!(exec["command"], "kauth");
+        assert_eq!(exec["args"][1], "--issuer=https://auth.example.com");
+        assert_eq!(exec["args"][3], "--certificate-authority=/etc/kauth/ca.crt");
+    }
+}
