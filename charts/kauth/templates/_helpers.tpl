@@ -30,7 +30,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The issuer's host (no port) and path ("/" when it has none): where the Ingress and HTTPRoute route. */}}
 {{- define "kauth.issuerHost" -}}
-{{- (urlParse (include "kauth.issuer" .)).host | regexReplaceAll ":[0-9]+$" "" -}}
+{{- regexReplaceAll ":[0-9]+$" (urlParse (include "kauth.issuer" .)).host "" -}}
 {{- end -}}
 {{- define "kauth.issuerPath" -}}
 {{- (urlParse (include "kauth.issuer" .)).path | default "/" -}}
