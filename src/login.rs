@@ -60,6 +60,16 @@ fn fail(what: &str) -> impl Fn(&dyn std::fmt::Display) -> LoginError + '_ {
     move |e| LoginError(format!("{what}: {e}"))
 }
 
+/// A client configured from the issuer's discovery document.
+type Discovered = openidconnect::core::CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
 /// The tokens kept between runs.
 #[derive(Serialize, Deserialize, Default)]
 struct Cached {
@@ -223,14 +233,7 @@ pub async fn login(opts: &LoginOptions) -> Result<String, LoginError> {
 
 /// The device grant: the code and URL on standard error, then polls until the person is done.
 async fn sign_in_on_a_device(
-    client: &openidconnect::core::CoreClient<
-        openidconnect::EndpointSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointMaybeSet,
-        openidconnect::EndpointMaybeSet,
-    >,
+    client: &Discovered,
     http: &OidcHttp,
     issuer: &str,
     scopes: Vec<Scope>,
@@ -266,14 +269,7 @@ async fn sign_in_on_a_device(
 /// Authorization code with PKCE: the browser comes back to a loopback port kauth login
 /// listens on for this one answer.
 async fn sign_in_with_a_browser(
-    client: openidconnect::core::CoreClient<
-        openidconnect::EndpointSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointMaybeSet,
-        openidconnect::EndpointMaybeSet,
-    >,
+    client: Discovered,
     http: &OidcHttp,
     scopes: Vec<Scope>,
     no_browser: bool,

@@ -129,9 +129,7 @@ impl Kauth {
         let ops_port = free_port();
         let state = tempfile::tempdir().unwrap();
         let log = state.path().join("kauth.log");
-        // make test-cluster points KAUTH_BIN at the release build, so figures are real.
-        let bin = std::env::var("KAUTH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kauth").to_string());
-        let mut cmd = Command::new(bin);
+        let mut cmd = Command::new(kauth_bin());
         cmd.args([
             "run",
             "--issuer",
@@ -1880,4 +1878,324 @@ impl Cpu {
             .collect();
         spent.join(", ")
     }
+}
+
+/// Starts `kauth standalone` serving HTTPS from a local CA, on `manifests`; returns it, its
+/// issuer URL and the CA file.
+/// The kauth binary the cluster tier runs: make test-cluster points KAUTH_BIN at the release
+/// build, so figures are real.
+fn kauth_bin() -> PathBuf {
+    PathBuf::from(std::env::var("KAUTH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kauth").to_string()))
+}
+
+/// The HTTP status of listing ConfigMaps in `ns` with `bearer` as the only credential.
+async fn list_as(bearer: &str, ns: &str) -> u16 {
+    let mut config = kube::Config::infer().await.unwrap();
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(bearer.to_string().into()),
+        ..Default::default()
+    };
+    let client = Client::try_from(config).unwrap();
+    match Api::<ConfigMap>::namespaced(client, ns)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(_) => 200,
+        Err(kube::Error::Api(status)) => status.code,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A browser over HTTPS that trusts `ca` (reqwest is built without TLS here): keeps the
+/// cookies kauth sets, follows no redirect.
+struct TlsBrowser {
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+    cookies: std::sync::Mutex<BTreeMap<String, String>>,
+}
+
+impl TlsBrowser {
+    fn new(ca: &Path) -> Self {
+        Self {
+            client: support::https_trusting(ca),
+            cookies: Default::default(),
+        }
+    }
+
+    /// GET (no form) or POST `form` to `url`: status, Location and body.
+    async fn send(&self, url: &str, form: Option<&[(&str, &str)]>) -> (u16, Option<String>, String) {
+        use http_body_util::BodyExt;
+        let cookie = self
+            .cookies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut request = http::Request::builder().uri(url).header("cookie", cookie);
+        let body = match form {
+            Some(form) => {
+                request = request
+                    .method("POST")
+                    .header("content-type", "application/x-www-form-urlencoded");
+                url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(form)
+                    .finish()
+            }
+            None => String::new(),
+        };
+        let response = self
+            .client
+            .request(
+                request
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        for set in response.headers().get_all("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap();
+            if let Some((name, value)) = pair.split_once('=') {
+                self.cookies.lock().unwrap().insert(name.into(), value.into());
+            }
+        }
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, location, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+/// A person types a device's `code` at kauth's /device page, signs in and allows it.
+async fn answer_device(issuer: &str, ca: &Path, code: &str, (user, password): (&str, &str)) {
+    let browser = TlsBrowser::new(ca);
+    let (mut status, mut location, mut body) = browser
+        .send(&format!("{issuer}/device"), Some(&[("user_code", code)]))
+        .await;
+    while status == 303 {
+        let to = location.clone().unwrap();
+        let (page_status, _, page) = browser.send(&to, None).await;
+        assert_eq!(page_status, 200, "{page}");
+        let (request, csrf) = (
+            support::hidden_field(&page, "request"),
+            support::hidden_field(&page, "csrf"),
+        );
+        let (action, form): (&str, Vec<(&str, &str)>) = if to.contains("/login") {
+            (
+                "/login",
+                vec![
+                    ("request", &request),
+                    ("csrf", &csrf),
+                    ("username", user),
+                    ("password", password),
+                ],
+            )
+        } else {
+            (
+                "/consent",
+                vec![("request", &request), ("csrf", &csrf), ("decision", "allow")],
+            )
+        };
+        (status, location, body) = browser.send(&format!("{issuer}{action}"), Some(&form)).await;
+    }
+    assert!(body.contains("Device signed in"), "{status}: {body}");
+}
+
+fn standalone_with_tls(manifests: &Path, state: &Path) -> (Child, String, PathBuf) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(kauth_bin())
+        .args(["standalone", "--port", "0", "--ops-port", "0", "--tls", "self-signed"])
+        .arg("--manifests")
+        .arg(manifests)
+        .arg("--state-dir")
+        .arg(state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    std::thread::spawn(move || lines.for_each(drop));
+    let issuer = first
+        .split("issuer ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .to_string();
+    (child, issuer, state.join("tls/ca.crt"))
+}
+
+/// People sign in to the cluster itself (issue 11): the apiserver is started with its OIDC
+/// flags pointing at kauth over HTTPS (kauth's own TLS, a local CA), `kauth login --device` is
+/// kubectl's credential plugin, and kubectl is then the person: RBAC bound to the person's
+/// group (with kauth's prefix) allows exactly what it grants, and a tampered token is refused.
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn people_sign_in_to_the_apiserver_with_kauth_login() {
+    let Some(dir) = local_apiserver() else {
+        eprintln!("skipped: KUBECONFIG is not the local test apiserver, which this test restarts");
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    for entry in std::fs::read_dir(root().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, manifests.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        manifests.join("kubectl.yaml"),
+        "apiVersion: kauth.dev/v1alpha1\nkind: OAuthClient\nmetadata: {name: kubectl, namespace: kauth}\nspec:\n  clientType: public\n  grantTypes: [authorization_code, \"urn:ietf:params:oauth:grant-type:device_code\", refresh_token]\n  redirectUris: [\"http://127.0.0.1/callback\"]\n",
+    )
+    .unwrap();
+    let (mut kauth, issuer, ca) = standalone_with_tls(&manifests, &work.path().join("state"));
+    let config = Command::new(kauth_bin())
+        .args(["cluster-auth-config", "--client-id", "kauth.kubectl"])
+        .arg(format!("--issuer={issuer}"))
+        .arg(format!("--apiserver-ca-path={}", ca.display()))
+        .output()
+        .unwrap();
+    assert!(config.status.success(), "{}", String::from_utf8_lossy(&config.stderr));
+    let flags: Vec<String> = String::from_utf8(config.stdout)
+        .unwrap()
+        .lines()
+        .take_while(|l| !l.starts_with("---"))
+        .filter(|l| l.starts_with("--"))
+        .map(str::to_string)
+        .collect();
+    assert!(flags.iter().any(|f| f == "--oidc-username-prefix=kauth:"), "{flags:?}");
+
+    // The apiserver again, with the flags kauth printed (the original ones are put back last).
+    let original = kill_apiserver(&dir);
+    let mut with_oidc = original.clone();
+    with_oidc.0.extend(flags.iter().cloned());
+    relaunch_apiserver(&dir, &with_oidc);
+    let admin = client_when_ready().await;
+    let id = unique();
+    let (mine, other) = (format!("people-{id}"), format!("closed-{id}"));
+    namespace(&admin, &mine).await;
+    namespace(&admin, &other).await;
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "read-config", "namespace": mine},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]
+    }))
+    .unwrap();
+    create(&admin, &role).await;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "shop-admins-read", "namespace": mine},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-config"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "kauth:shop-admins"}]
+    }))
+    .unwrap();
+    create(&admin, &binding).await;
+
+    // kauth login, as kubectl will run it: the device grant, answered by alice.
+    let cache = work.path().join("login-cache");
+    let login_args = vec![
+        "login".to_string(),
+        format!("--issuer={issuer}"),
+        "--client-id=kauth.kubectl".to_string(),
+        format!("--certificate-authority={}", ca.display()),
+        format!("--cache-dir={}", cache.display()),
+        "--device".to_string(),
+    ];
+    let mut login = Command::new(kauth_bin())
+        .args(&login_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = {
+        use std::io::{BufRead, BufReader};
+        let stderr = BufReader::new(login.stderr.take().unwrap());
+        let line = stderr
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("enter the code"))
+            .expect("kauth login prints the code");
+        line.rsplit(' ').next().unwrap().to_string()
+    };
+    answer_device(&issuer, &ca, &code, ("alice", "alice-demo-password")).await;
+    let out = login.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let credential: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = credential["status"]["token"].as_str().unwrap().to_string();
+
+    // The apiserver reads kauth's discovery document when it starts, in the background.
+    let started = Instant::now();
+    while list_as(&token, &mine).await != 200 {
+        if started.elapsed() > Duration::from_secs(40) {
+            let log = std::fs::read_to_string(dir.join("apiserver.log")).unwrap_or_default();
+            let oidc: Vec<&str> = log.lines().filter(|l| l.to_lowercase().contains("oidc")).collect();
+            panic!(
+                "the apiserver never accepted kauth's ID token; its OIDC log lines:\n{}",
+                oidc.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "the apiserver accepted the ID token {:?} after it was started",
+        started.elapsed()
+    );
+
+    // kubectl with a kubeconfig whose user runs kauth login (from the cache now).
+    let kubeconfig = work.path().join("alice.kubeconfig");
+    let server = kube::Config::infer().await.unwrap().cluster_url.to_string();
+    let server = server.trim_end_matches('/');
+    let args: String = login_args[..5].iter().map(|a| format!("\n        - {a:?}")).collect();
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: {server:?}, insecure-skip-tls-verify: true}}\nusers:\n- name: alice\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {:?}\n      args:{args}\n      interactiveMode: Never\ncontexts:\n- name: alice\n  context: {{cluster: local, user: alice}}\ncurrent-context: alice\n",
+            kauth_bin().display()
+        ),
+    )
+    .unwrap();
+    let kubectl = |args: &[&str]| {
+        let tools = PathBuf::from(std::env::var("KAUTH_TOOLS").expect("KAUTH_TOOLS (tests/cluster/tools.sh)"));
+        let out = Command::new(tools.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, said) = kubectl(&["get", "configmaps", "-n", &mine]);
+    assert!(ok, "alice's group may list ConfigMaps in {mine}: {said}");
+    let (ok, said) = kubectl(&["get", "configmaps", "-n", &other]);
+    assert!(
+        !ok && said.contains("User \"kauth:alice\""),
+        "and nowhere else, as kauth:alice: {said}"
+    );
+    let (ok, said) = kubectl(&["get", "secrets", "-n", &mine]);
+    assert!(!ok && said.contains("forbidden"), "nor anything else: {said}");
+
+    // A tampered token (one claim changed, signature kept) is refused outright.
+    let tampered = {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut claims: Value = serde_json::from_slice(&engine.decode(parts[1]).unwrap()).unwrap();
+        claims["groups"] = json!(["system:masters"]);
+        format!("{}.{}.{}", parts[0], engine.encode(claims.to_string()), parts[2])
+    };
+    assert_eq!(list_as(&tampered, &mine).await, 401, "a tampered token");
+    assert_eq!(list_as(&token, &mine).await, 200, "the genuine one");
+
+    let _ = kauth.kill();
+    let _ = kauth.wait();
+    let _ = kill_apiserver(&dir);
+    relaunch_apiserver(&dir, &original);
+    client_when_ready().await;
 }
