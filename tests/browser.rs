@@ -316,3 +316,130 @@ async fn a_person_signs_in_with_chromium_to_a_confidential_and_a_public_client()
     browser.close().await.unwrap();
     result
 }
+
+const KUBECTL: &str = r#"
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: kubectl, namespace: kauth}
+spec:
+  clientType: public
+  grantTypes: [authorization_code, "urn:ietf:params:oauth:grant-type:device_code", refresh_token]
+  redirectUris: ["http://127.0.0.1/callback"]
+"#;
+
+/// Runs `kauth login` against `issuer` and returns it with the first line of its standard
+/// error that contains `marker` (the rest is drained).
+fn kauth_login(issuer: &str, cache: &std::path::Path, extra: &[&str], marker: &str) -> (Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kauth"))
+        .args(["login", "--client-id=kauth.kubectl", "--no-browser"])
+        .arg(format!("--issuer={issuer}"))
+        .arg(format!("--cache-dir={}", cache.display()))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = Vec::new();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| {
+            said.push(l.clone());
+            l.contains(marker)
+        })
+        .unwrap_or_else(|| panic!("kauth login said nothing with {marker:?}: {said:?}"));
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, line)
+}
+
+/// The subject of the ID token in the ExecCredential `kauth login` printed.
+fn subject_of(child: Child) -> String {
+    use base64::Engine;
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let credential: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = credential["status"]["token"].as_str().unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    claims["sub"].as_str().unwrap().to_string()
+}
+
+/// `kauth login` with a real browser (issue 11): the device page (type the code, sign in,
+/// confirm), and the loopback flow, where Chromium is sent back to the port kauth login
+/// listens on (one the client never registered, as RFC 8252 allows).
+// Several threads: the provider runs in this process, and kauth login's output is read with
+// blocking calls meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+#[ignore = "needs Chromium and chromedriver: make test-browser"]
+async fn kauth_login_with_chromium_on_the_device_page_and_through_a_loopback_port() {
+    let p = TestProvider::start(&[("clients.yaml", KUBECTL), ("people.yaml", &people())]).await;
+    let driver = chromedriver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = headless(&driver, profile.path()).await;
+    let cache = tempfile::tempdir().unwrap();
+    let result = async {
+        let (device, line) = kauth_login(&p.url, &cache.path().join("a"), &["--device"], "enter the code");
+        let code = line.rsplit(' ').next().unwrap().to_string();
+        browser.goto(&format!("{}/device", p.url)).await.unwrap();
+        let field = browser
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Id("user_code"))
+            .await
+            .unwrap();
+        browser
+            .find(Locator::Css("label[for=user_code]"))
+            .await
+            .expect("a label");
+        field
+            .send_keys(&format!("{}\u{E007}", code.to_lowercase()))
+            .await
+            .unwrap();
+        sign_in_through_pages_after_start(&browser).await;
+        let confirm = browser
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("button[value=allow]"))
+            .await
+            .unwrap();
+        confirm.click().await.unwrap();
+        assert_eq!(text_of(&browser, "h1").await, "Device signed in");
+        assert_eq!(subject_of(device), "alice");
+
+        // The loopback flow: signed in already, and consent given with the device, so the
+        // browser goes straight back to kauth login's port.
+        let (login, line) = kauth_login(&p.url, &cache.path().join("b"), &[], "To sign in, open ");
+        let url = line.trim_start_matches("To sign in, open ").to_string();
+        browser.goto(&url).await.unwrap();
+        assert_eq!(subject_of(login), "alice");
+        let said = browser.find(Locator::Css("body")).await.unwrap().text().await.unwrap();
+        assert!(said.starts_with("Signed in."), "{said}");
+        let landed = browser.current_url().await.unwrap();
+        assert_eq!(landed.host_str(), Some("127.0.0.1"));
+        assert_eq!(landed.path(), "/callback");
+        assert_ne!(landed.port(), url::Url::parse(&p.url).unwrap().port());
+    }
+    .await;
+    browser.close().await.unwrap();
+    result
+}
+
+/// The sign-in page that follows a start elsewhere (here the device page): alice types her
+/// password and presses Enter.
+async fn sign_in_through_pages_after_start(browser: &Client) {
+    let username = browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Id("username"))
+        .await
+        .unwrap();
+    username.send_keys("alice").await.unwrap();
+    let password = browser.find(Locator::Id("password")).await.unwrap();
+    password.send_keys("wonderland\u{E007}").await.unwrap();
+}

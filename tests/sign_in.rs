@@ -1052,7 +1052,39 @@ async fn the_device_grant_signs_a_person_in_on_a_device_without_a_browser() {
     let (status, body) = poll_by_hand(&p.url, &denied).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("access_denied")));
 
-    // Guessing codes: 20 wrong ones per address, then even a right one waits.
+    // Expiry: a request whose ten minutes are up (here one second, stored as the endpoint
+    // stores them) is expired_token to the device and unknown at the code page.
+    let expiring = "expiring-device-code";
+    let request = kauth::store::DeviceRequest {
+        id: kauth::store::handle_digest(expiring),
+        client_id: "shop.cli".into(),
+        client_uid: p.registry.load().clients["shop.cli"].uid.clone(),
+        request: r#"{"scopes":["openid"],"audiences":[]}"#.into(),
+    };
+    let soon = jiff::Timestamp::now().as_second() + 1;
+    assert!(
+        p.state
+            .store
+            .start_device_request(&request, "XZXZXZXZ", 5, soon)
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let expired = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("device_code", expiring),
+        ("client_id", "shop.cli"),
+    ];
+    let (status, body) = poll_by_hand(&p.url, &expired).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("expired_token")), "{body}");
+    let late = browser
+        .post(&format!("{}/device", p.url), &[("user_code", "XZXZ-XZXZ")])
+        .await;
+    assert_eq!(late.status, StatusCode::BAD_REQUEST);
+    assert!(late.body.contains("not valid or has expired"), "{}", late.body);
+
+    // Guessing codes: 20 wrong ones per address, then even a right one waits (the expired
+    // code above was one).
     let third = ask().await;
     for _ in 0..20 {
         let wrong = browser
