@@ -1,5 +1,6 @@
 //! kauth: a Kubernetes-native OAuth 2.0 / OpenID Connect provider and client operator.
 
+pub mod audit;
 pub mod catalog;
 pub mod claims;
 pub mod cluster_auth;

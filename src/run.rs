@@ -182,6 +182,11 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             .map_err(|e| RunError(e.to_string()))?
             .with_first_party_namespaces(cfg.first_party_namespaces.clone())
             .with_password_checks(cfg.serve.max_password_checks)
+            .with_audit(
+                cfg.serve
+                    .audit("stdout")
+                    .map_err(|e| RunError(format!("--audit-log: {e}")))?,
+            )
             .with_freshness(Arc::new(health.clone()));
         tasks.push(Box::pin(state.clone().housekeeping()));
         if let Some(path) = &cfg.users_file {

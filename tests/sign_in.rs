@@ -1100,3 +1100,191 @@ async fn the_device_grant_signs_a_person_in_on_a_device_without_a_browser() {
         .await;
     assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS, "{}", right.body);
 }
+
+/// The audit trail (issue 13): one marked JSON line per event — tokens issued and refused,
+/// sign-ins and failed ones, consent given and denied, a revocation, a logout, a device
+/// answered — naming client, namespace, person and source; and not one secret, password,
+/// token or code anywhere in it.
+#[tokio::test]
+async fn the_audit_trail_records_each_event_and_no_secret() {
+    let p = TestProvider::start(&[
+        ("scopes.yaml", SCOPES),
+        ("clients.yaml", &format!("{SIGN_IN_CLIENTS}---{DEVICE_CLIENTS}")),
+        ("people.yaml", &people()),
+    ])
+    .await;
+    let mut secrets: Vec<String> = vec!["wonderland".into(), "not-the-secret".into()];
+    let (machine_id, machine_secret) = p.credentials("shop", "machine");
+    secrets.push(machine_secret.clone());
+    let cc = |secret: String| {
+        let (url, id) = (p.url.clone(), machine_id.clone());
+        async move {
+            let res = rp_http()
+                .post(format!("{url}/token"))
+                .basic_auth(&id, Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, body) = cc(machine_secret.clone()).await;
+    assert_eq!(status, 200);
+    secrets.push(body["access_token"].as_str().unwrap().into());
+    assert_eq!(cc("not-the-secret".into()).await.0, 401);
+
+    // A person: a wrong password, then the right one, consent, a code, tokens.
+    let (web_id, web_secret) = p.credentials("shop", "web");
+    secrets.push(web_secret.clone());
+    let rp = relying_party(&p, &web_id, Some(web_secret), WEB_CB).await;
+    let (auth_url, _, _) = rp
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("orders.read".into()))
+        .url();
+    let browser = Browser::new();
+    let first = browser.get(auth_url.as_str()).await;
+    let login = browser.get(first.location.as_deref().unwrap()).await;
+    let (request, csrf) = (
+        support::hidden_field(&login.body, "request"),
+        support::hidden_field(&login.body, "csrf"),
+    );
+    let wrong = browser
+        .post(
+            &format!("{}/login", p.url),
+            &[
+                ("request", &request),
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", "not-the-secret"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let back = browser
+        .sign_in(&p.url, auth_url.as_str(), ("alice", "wonderland"))
+        .await;
+    let code = param(&back, "code").unwrap();
+    secrets.push(code.clone());
+    let tokens = rp
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .request_async(&rp_http())
+        .await
+        .unwrap();
+    secrets.push(tokens.access_token().secret().clone());
+    let refresh = tokens.refresh_token().unwrap().secret().clone();
+    secrets.push(refresh.clone());
+    let id_token = tokens.id_token().unwrap().to_string();
+    secrets.push(id_token.clone());
+    let revoked = rp_http()
+        .post(format!("{}/revoke", p.url))
+        .basic_auth(&web_id, Some(p.credentials("shop", "web").1))
+        .form(&[("token", refresh.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let out = browser
+        .get(&format!("{}/end_session?id_token_hint={id_token}", p.url))
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{}", out.body);
+
+    // Consent denied to another client, and a device approved then one denied.
+    let other = relying_party(
+        &p,
+        "shop.other",
+        Some(p.credentials("shop", "other").1),
+        "https://other.example.com/cb",
+    )
+    .await;
+    let (other_url, _, _) = other
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .url();
+    let step = browser.get(other_url.as_str()).await;
+    let login = browser.get(step.location.as_deref().unwrap()).await;
+    let form = [
+        ("request", support::hidden_field(&login.body, "request")),
+        ("csrf", support::hidden_field(&login.body, "csrf")),
+        ("username", "alice".to_string()),
+        ("password", "wonderland".to_string()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let consent = browser.post(&format!("{}/login", p.url), &form).await;
+    let page = browser.get(consent.location.as_deref().unwrap()).await;
+    let deny = [
+        ("request", support::hidden_field(&page.body, "request")),
+        ("csrf", support::hidden_field(&page.body, "csrf")),
+        ("decision", "deny".to_string()),
+    ];
+    let deny: Vec<(&str, &str)> = deny.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let denied = browser.post(&format!("{}/consent", p.url), &deny).await;
+    assert!(denied.location.unwrap().contains("error=access_denied"));
+    for decision in ["allow", "deny"] {
+        let started: serde_json::Value = rp_http()
+            .post(format!("{}/device_authorization", p.url))
+            .form(&[("client_id", "shop.cli"), ("scope", "openid")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        secrets.push(started["device_code"].as_str().unwrap().into());
+        let code = started["user_code"].as_str().unwrap();
+        browser
+            .answer_device(&p.url, code, ("alice", "wonderland"), decision)
+            .await;
+    }
+
+    let text = std::fs::read_to_string(p.dir.path().join("audit.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(records.iter().all(|r| r["audit"] == "kauth/v1"), "every line is marked");
+    let find = |event: &str| {
+        records
+            .iter()
+            .find(|r| r["event"] == event)
+            .unwrap_or_else(|| panic!("no {event} record in {text}"))
+    };
+    let issued = find("token_issued");
+    assert_eq!(issued["client_id"], machine_id.as_str());
+    assert_eq!(issued["namespace"], "shop");
+    assert_eq!(issued["grant_type"], "client_credentials");
+    assert_eq!(issued["source"], "127.0.0.1");
+    let refused = find("token_refused");
+    assert!(
+        refused["reason"].as_str().unwrap().starts_with("invalid_client"),
+        "{refused}"
+    );
+    assert!(
+        records.iter().any(|r| r["event"] == "token_issued"
+            && r["grant_type"] == "authorization_code"
+            && r["subject"] == "alice"),
+        "a person's token names the person"
+    );
+    assert_eq!(find("sign_in_failed")["subject"], "alice");
+    assert_eq!(find("sign_in")["client_id"], web_id.as_str());
+    assert!(
+        find("consent_given")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("orders.read")
+    );
+    assert_eq!(find("consent_denied")["client_id"], "shop.other");
+    assert_eq!(find("revocation")["client_id"], web_id.as_str());
+    assert_eq!(find("logout")["subject"], "alice");
+    assert_eq!(find("device_approved")["subject"], "alice");
+    assert_eq!(find("device_denied")["client_id"], "shop.cli");
+    for secret in &secrets {
+        assert!(!text.contains(secret.as_str()), "a secret in the audit trail: {secret}");
+    }
+}

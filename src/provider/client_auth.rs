@@ -56,6 +56,15 @@ fn from_basic(headers: &HeaderMap) -> Result<Option<Presented>, OAuthError> {
     }))
 }
 
+/// The client id of well-formed HTTP Basic credentials, unverified (for the audit trail of a
+/// refused request).
+pub fn basic_user(headers: &HeaderMap) -> Option<String> {
+    from_basic(headers)
+        .ok()
+        .flatten()
+        .map(|p| p.client_id.chars().take(128).collect())
+}
+
 /// True when the request carries any client credentials.
 pub fn presents_credentials(headers: &HeaderMap, form: &Form) -> bool {
     headers.contains_key(header::AUTHORIZATION)

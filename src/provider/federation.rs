@@ -287,6 +287,16 @@ pub async fn callback(
         Err(e) => return upstream_failed(&connector, e),
     };
     tracing::info!(subject = %subject, connector = %connector.id, "signed in upstream");
+    let namespace = state.namespace_of(&pending.request.client_id);
+    let how = format!("upstream {}", connector.id);
+    let record = crate::audit::Record {
+        client_id: Some(&pending.request.client_id),
+        namespace: namespace.as_deref(),
+        subject: Some(&subject),
+        reason: Some(&how),
+        ..Default::default()
+    };
+    state.audit.record(crate::audit::Event::SignIn, &record);
     let person = Person {
         subject: &subject,
         claims: &connector.map_claims(&upstream_claims),

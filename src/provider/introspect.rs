@@ -145,6 +145,8 @@ pub async fn revoke(State(state): State<ProviderState>, method: Method, headers:
                     OAuthError::unavailable("the grant store is unavailable; retry shortly")
                 })?;
             state.revocations.remember(&revoked);
+            let reason = format!("a refresh token family ({} access tokens with it)", revoked.len());
+            audit_revocation(&state, &caller.client_id, &reason);
         } else if let Some(claims) = verify(&snapshot.keys, &state.issuer.url, token, now) {
             if claims.client_id != caller.client_id {
                 return Err(OAuthError::unauthorized_client(
@@ -160,6 +162,7 @@ pub async fn revoke(State(state): State<ProviderState>, method: Method, headers:
                     OAuthError::unavailable("the grant store is unavailable; retry shortly")
                 })?;
             tracing::info!(client_id = %caller.client_id, jti = %claims.jti, "access token revoked");
+            audit_revocation(&state, &caller.client_id, &format!("access token {}", claims.jti));
         }
         let mut response = StatusCode::OK.into_response();
         no_store(&mut response);
@@ -167,4 +170,16 @@ pub async fn revoke(State(state): State<ProviderState>, method: Method, headers:
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The audit record of a revocation by `client_id`.
+fn audit_revocation(state: &ProviderState, client_id: &str, reason: &str) {
+    let namespace = state.namespace_of(client_id);
+    let record = crate::audit::Record {
+        client_id: Some(client_id),
+        namespace: namespace.as_deref(),
+        reason: Some(reason),
+        ..Default::default()
+    };
+    state.audit.record(crate::audit::Event::Revocation, &record);
 }

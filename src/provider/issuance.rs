@@ -98,3 +98,7 @@ impl IntoResponse for TokenResponse {
         response
     }
 }
+
+/// Who the person of a token response is, for the audit trail (the grants for people set it).
+#[derive(Clone)]
+pub struct IssuedTo(pub String);

@@ -85,6 +85,8 @@ pub struct ProviderState {
     pub freshness: Option<Arc<dyn crate::registry::Freshness>>,
     /// Whether the grant store answered its last check (every second): `/readyz/store`.
     pub store_up: Arc<std::sync::atomic::AtomicBool>,
+    /// The audit trail (off unless configured).
+    pub audit: Arc<crate::audit::Audit>,
     /// Their discovery documents.
     upstream: Arc<federation::UpstreamMetadata>,
 }
@@ -113,6 +115,7 @@ impl ProviderState {
             first_party_namespaces: Arc::default(),
             store_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             freshness: None,
+            audit: Arc::default(),
             upstream: Arc::default(),
         })
     }
@@ -214,6 +217,17 @@ impl ProviderState {
             self.password_checks = PasswordChecks::new(n);
         }
         self
+    }
+
+    /// Writes the audit trail to `audit`.
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
+        self.audit = Arc::new(audit);
+        self
+    }
+
+    /// The namespace of the client `client_id` serves, for the audit trail.
+    pub fn namespace_of(&self, client_id: &str) -> Option<String> {
+        self.registry.load().clients.get(client_id).map(|c| c.namespace.clone())
     }
 
     /// Treats the clients of these namespaces as first-party (no consent to identify people).

@@ -66,6 +66,7 @@ pub async fn userinfo(State(state): State<ProviderState>, headers: HeaderMap) ->
 /// one, the person confirms on a page (so a third-party link cannot sign them out). A
 /// `post_logout_redirect_uri` is followed only when the client registered it exactly.
 pub async fn end_session(State(state): State<ProviderState>, request: Request) -> Response {
+    let source = super::browser::client_ip(&request);
     let (parts, body) = request.into_parts();
     let form = match parts.method {
         Method::GET => Form::parse(parts.uri.query().unwrap_or("").as_bytes()),
@@ -180,6 +181,12 @@ pub async fn end_session(State(state): State<ProviderState>, request: Request) -
             );
         }
         tracing::info!(subject = %s.subject, "signed out");
+        let record = crate::audit::Record {
+            subject: Some(&s.subject),
+            source,
+            ..Default::default()
+        };
+        state.audit.record(crate::audit::Event::Logout, &record);
     }
     let mut response = match redirect {
         Some(to) => see_other(&to),

@@ -57,6 +57,17 @@ pub struct ServeOptions {
     /// own, which is slower and only there to compare.
     #[arg(long, env = "KAUTH_STORE_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
     pub store_group_commit: bool,
+    /// The audit trail: `stdout` (its lines carry `"audit": "kauth/v1"`), `off`, or a file
+    /// appended to. Default: stdout for `kauth run`, off for standalone.
+    #[arg(long, env = "KAUTH_AUDIT_LOG")]
+    pub audit_log: Option<String>,
+}
+
+impl ServeOptions {
+    /// The audit trail these options ask for, `default` when they name none.
+    pub fn audit(&self, default: &str) -> std::io::Result<crate::audit::Audit> {
+        crate::audit::Audit::open(self.audit_log.as_deref().unwrap_or(default))
+    }
 }
 
 impl Default for ServeOptions {
@@ -69,6 +80,7 @@ impl Default for ServeOptions {
             max_password_checks: None,
             store_timeout: crate::store::DEFAULT_DEADLINE,
             store_group_commit: true,
+            audit_log: None,
         }
     }
 }

@@ -20,6 +20,7 @@ use super::browser_flow::{
 };
 use super::form::Form;
 use super::pages::{self, ScopeLine};
+use crate::audit::{Event, Record};
 
 #[derive(Deserialize)]
 pub struct PendingQuery {
@@ -33,6 +34,27 @@ fn client_label(state: &ProviderState, client_id: &str) -> String {
         Some(c) => format!("{}/{}", c.namespace, c.name),
         None => client_id.to_string(),
     }
+}
+
+/// One audit record of the sign-in pages.
+fn audit_sign_in(
+    state: &ProviderState,
+    event: Event,
+    client_id: &str,
+    subject: &str,
+    source: Option<std::net::IpAddr>,
+    reason: &str,
+) {
+    let namespace = state.namespace_of(client_id);
+    let record = Record {
+        client_id: Some(client_id),
+        namespace: namespace.as_deref(),
+        subject: Some(subject).filter(|s| !s.is_empty()),
+        source,
+        reason: Some(reason).filter(|r| !r.is_empty()),
+        ..Default::default()
+    };
+    state.audit.record(event, &record);
 }
 
 /// GET /login?request=ID
@@ -125,6 +147,14 @@ pub async fn login_submit(State(state): State<ProviderState>, request: Request) 
         Ok(Some(user)) => user,
         Ok(None) => {
             tracing::info!(client = %client, "failed sign-in");
+            audit_sign_in(
+                &state,
+                Event::SignInFailed,
+                &pending.request.client_id,
+                &username,
+                ip,
+                "wrong username or password",
+            );
             return again(StatusCode::UNAUTHORIZED, "Wrong username or password.");
         }
         Err(_) => {
@@ -139,6 +169,14 @@ pub async fn login_submit(State(state): State<ProviderState>, request: Request) 
     };
     state.throttle.succeeded(attempt);
     tracing::info!(subject = %user.username, client = %client, "signed in");
+    audit_sign_in(
+        &state,
+        Event::SignIn,
+        &pending.request.client_id,
+        &user.username,
+        ip,
+        "password",
+    );
     let person = Person {
         subject: &user.username,
         claims: &user.claims(),
@@ -205,7 +243,7 @@ pub async fn consent_page(
 
 /// POST /consent
 pub async fn consent_submit(State(state): State<ProviderState>, request: Request) -> Response {
-    let (headers, form, pending, _) = match form_and_pending(&state, request).await {
+    let (headers, form, pending, ip) = match form_and_pending(&state, request).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -221,6 +259,7 @@ pub async fn consent_submit(State(state): State<ProviderState>, request: Request
             return unavailable(e);
         }
         tracing::info!(subject = %session.subject, client_id = %req.client_id, "consent denied");
+        audit_sign_in(&state, Event::ConsentDenied, &req.client_id, &session.subject, ip, "");
         return match completion::refused(&state, req, "access_denied", "the person denied the request").await {
             Ok(r) => r,
             Err(e) => unavailable(e),
@@ -242,6 +281,15 @@ pub async fn consent_submit(State(state): State<ProviderState>, request: Request
             .remember_consent(&session.subject, &req.client_uid, &allowed, now)
             .await
     };
+    let granted = req.scopes.join(" ");
+    audit_sign_in(
+        &state,
+        Event::ConsentGiven,
+        &req.client_id,
+        &session.subject,
+        ip,
+        &granted,
+    );
     if let Err(e) = remember.await {
         return unavailable(e);
     }

@@ -1,32 +1,76 @@
 //! The token endpoint: reads the request, parses its grant type, authenticates the client and
 //! hands over to the grant's module under `grants/`.
 
-use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 
 use super::ProviderState;
+use super::browser::client_ip;
 use super::client_auth::authenticate;
 use super::error::OAuthError;
 use super::form::Form;
 use super::grants;
 use crate::crd::GrantType;
 
+/// What the audit trail says of one token request.
+#[derive(Default)]
+struct Asked {
+    client_id: Option<String>,
+    grant_type: Option<String>,
+}
+
 /// POST /token
-pub async fn token(State(state): State<ProviderState>, method: Method, headers: HeaderMap, body: Body) -> Response {
-    match issue(&state, method, &headers, body).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
+pub async fn token(State(state): State<ProviderState>, request: Request) -> Response {
+    let source = client_ip(&request);
+    let (parts, body) = request.into_parts();
+    let mut asked = Asked::default();
+    let result = issue(&state, parts.method, &parts.headers, body, &mut asked).await;
+    let namespace = asked.client_id.as_deref().and_then(|id| state.namespace_of(id));
+    let mut record = crate::audit::Record {
+        client_id: asked.client_id.as_deref(),
+        namespace: namespace.as_deref(),
+        source,
+        grant_type: asked.grant_type.as_deref(),
+        ..Default::default()
+    };
+    match result {
+        Ok(response) => {
+            let person = response
+                .extensions()
+                .get::<super::issuance::IssuedTo>()
+                .map(|p| p.0.clone());
+            record.subject = person.as_deref();
+            state.audit.record(crate::audit::Event::TokenIssued, &record);
+            response
+        }
+        Err(e) => {
+            let reason = format!("{}: {}", e.code, e.description);
+            record.reason = Some(&reason);
+            state.audit.record(crate::audit::Event::TokenRefused, &record);
+            e.into_response()
+        }
     }
 }
 
-async fn issue(state: &ProviderState, method: Method, headers: &HeaderMap, body: Body) -> Result<Response, OAuthError> {
+async fn issue(
+    state: &ProviderState,
+    method: Method,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    asked: &mut Asked,
+) -> Result<Response, OAuthError> {
     if method != Method::POST {
         return Err(OAuthError::method_not_allowed());
     }
     let form = Form::read(headers, body).await?;
+    asked.grant_type = form.get("grant_type").map(|g| g.chars().take(128).collect());
+    // Whom the request names, until it is authenticated (then: whom it proved to be).
+    asked.client_id = form
+        .get("client_id")
+        .map(str::to_string)
+        .or_else(|| super::client_auth::basic_user(headers));
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
@@ -40,6 +84,7 @@ async fn issue(state: &ProviderState, method: Method, headers: &HeaderMap, body:
         return grants::token_exchange::grant(state, &snapshot, headers, &form, now).await;
     }
     let client = authenticate(state, &snapshot, headers, &form, now).await?;
+    asked.client_id = Some(client.client_id.clone());
     match grant {
         Some(GrantType::ClientCredentials) => {
             grants::client_credentials::grant(state, &snapshot, &client, &form, now).await

@@ -654,7 +654,11 @@ pub async fn run(
         .await
         .map_err(|e| StandaloneError(e.to_string()))?
         .with_first_party_namespaces(cfg.first_party_namespaces.clone())
-        .with_password_checks(opts.max_password_checks);
+        .with_password_checks(opts.max_password_checks)
+        .with_audit(
+            opts.audit("off")
+                .map_err(|e| StandaloneError(format!("--audit-log: {e}")))?,
+        );
     let people = state.people.clone();
     people.store(Arc::new(first.people.unwrap_or_default()));
     let connectors = state.connectors.clone();

@@ -78,6 +78,7 @@ pub async fn approved(state: &ProviderState, req: &AuthRequest, session: &Sessio
         ));
     }
     tracing::info!(client_id = %req.client_id, subject = %session.subject, "device authorized");
+    audit_device(state, crate::audit::Event::DeviceApproved, req, Some(&session.subject));
     Ok(pages::message(
         "Device signed in",
         "You are signed in on the device. You can close this window.",
@@ -100,10 +101,25 @@ pub async fn refused(
         .answer_device_request(device, None, Timestamp::now().as_second())
         .await?;
     tracing::info!(client_id = %req.client_id, "device request denied");
+    audit_device(state, crate::audit::Event::DeviceDenied, req, None);
     Ok(pages::message(
         "Request denied",
         "The device was not signed in. You can close this window.",
     ))
+}
+
+fn audit_device(state: &ProviderState, event: crate::audit::Event, req: &AuthRequest, subject: Option<&str>) {
+    let namespace = state.namespace_of(&req.client_id);
+    let scopes = req.scopes.join(" ");
+    let record = crate::audit::Record {
+        client_id: Some(&req.client_id),
+        namespace: namespace.as_deref(),
+        subject,
+        grant_type: Some(crate::crd::GrantType::DeviceCode.as_str()),
+        reason: Some(&scopes),
+        ..Default::default()
+    };
+    state.audit.record(event, &record);
 }
 
 /// What the person approved, as codes and refresh families carry it.

@@ -209,7 +209,11 @@ pub(super) async fn respond(
     let mut response = TokenResponse::bearer(access_token, lifetime, minted.claims.scope);
     response.id_token = id_token;
     response.refresh_token = issue.refresh_token;
-    Ok(response.into_response())
+    let mut response = response.into_response();
+    response
+        .extensions_mut()
+        .insert(crate::provider::issuance::IssuedTo(issue.grant.subject.clone()));
+    Ok(response)
 }
 
 #[cfg(test)]
