@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod oidc_http;
 pub mod people;
 pub mod provider;
+pub mod published;
 pub mod registry;
 pub mod revocation;
 pub mod run;

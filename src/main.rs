@@ -142,6 +142,10 @@ enum Command {
         /// How long the leader Lease holds without renewal, e.g. 15s.
         #[arg(long, default_value = "15s", value_parser = kauth::validation::parse_duration)]
         lease_duration: std::time::Duration,
+        /// The ConfigMap kauth keeps the JWKS, issuer and discovery document in, in every
+        /// namespace that owns a Scope or holds a granted client ("" turns it off).
+        #[arg(long, env = "KAUTH_JWKS_CONFIG_MAP", default_value = "kauth-jwks")]
+        jwks_config_map: String,
         #[command(flatten)]
         tenancy: Tenancy,
     },
@@ -266,6 +270,7 @@ async fn main() -> ExitCode {
             no_provider,
             identity,
             lease_duration,
+            jwks_config_map,
             service_account_issuer,
             service_account_audiences,
             service_account_token_review,
@@ -304,6 +309,7 @@ async fn main() -> ExitCode {
                 service_account_token_max_lifetime,
                 claim_grace: tenancy.claim_grace,
                 first_party_namespaces: tenancy.first_party_namespaces,
+                jwks_config_map,
             };
             match kauth::run::run(cfg).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -67,6 +67,8 @@ pub struct RunConfig {
     pub claim_grace: std::time::Duration,
     /// Namespaces whose clients are first-party (no consent to identify people).
     pub first_party_namespaces: Vec<String>,
+    /// The ConfigMap the JWKS is delivered in, in every namespace that wants it ("": none).
+    pub jwks_config_map: String,
 }
 
 /// A failure that stops `kauth run`.
@@ -150,13 +152,20 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         renew_every: (cfg.lease_duration / 3).max(std::time::Duration::from_millis(200)),
     };
     if cfg.controller {
-        let ctx = Arc::new(Context::new(
+        let mut ctx = Context::new(
             client.clone(),
             cache.clone(),
             issuer.clone(),
             cfg.namespace.clone(),
             metrics.clone(),
-        ));
+        );
+        if !cfg.jwks_config_map.is_empty() {
+            ctx = ctx.with_jwks(crate::controller::jwks::JwksDelivery {
+                registry: registry.clone(),
+                config_map: cfg.jwks_config_map.clone(),
+            });
+        }
+        let ctx = Arc::new(ctx);
         let (leading_tx, leading) = watch::channel(false);
         tasks.push(Box::pin(leader::hold_lease(client.clone(), lease.clone(), leading_tx)));
         tasks.push(Box::pin(lead_while_holding(ctx, leading, shutdown.clone())));

@@ -81,7 +81,24 @@ fn chart_lints_strictly_and_renders() {
         assert!(out.contains(restricted), "{restricted} missing");
     }
     assert!(out.contains("--issuer=https://auth.example.com"));
-    assert!(!out.contains("delete"), "the controller never needs delete");
+    // The one delete: kauth's JWKS ConfigMap, by name (withdrawn where no longer wanted).
+    let docs = render(&[]);
+    let deleting: Vec<&serde_json::Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+        .flat_map(|d| d["rules"].as_array().unwrap())
+        .filter(|rule| rule["verbs"].as_array().unwrap().iter().any(|v| v == "delete"))
+        .collect();
+    assert_eq!(deleting.len(), 1, "{deleting:?}");
+    assert_eq!(deleting[0]["resources"], serde_json::json!(["configmaps"]));
+    assert_eq!(deleting[0]["resourceNames"], serde_json::json!(["kauth-jwks"]));
+    let off = render(&["jwks.configMapName="]);
+    assert!(
+        off.iter()
+            .filter(|d| d["kind"] == "ClusterRole")
+            .all(|d| !d["rules"].to_string().contains("delete")),
+        "no JWKS delivery, no delete"
+    );
 }
 
 #[test]

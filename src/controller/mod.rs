@@ -2,6 +2,7 @@
 //! and the registry share, and the loop that turns that cache into registry snapshots.
 
 mod cache;
+pub mod jwks;
 pub mod leader;
 mod oauth_client;
 mod scope;
@@ -71,6 +72,8 @@ pub struct Context {
     pub namespace: String,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Where the JWKS is delivered (None: nowhere).
+    pub jwks: Option<jwks::JwksDelivery>,
 }
 
 impl Context {
@@ -88,7 +91,14 @@ impl Context {
             issuer,
             namespace,
             metrics,
+            jwks: None,
         }
+    }
+
+    /// Delivers the JWKS of `delivery` into the namespaces that want it.
+    pub fn with_jwks(mut self, delivery: jwks::JwksDelivery) -> Self {
+        self.jwks = Some(delivery);
+        self
     }
 
     /// Publishes an Event about `obj`; a failure is logged, never fatal.
@@ -256,6 +266,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .for_each(|_| async {});
 
     let claims = record_claims(ctx.clone());
+    let delivery = async {
+        match ctx.jwks.clone() {
+            Some(delivery) => jwks::deliver(ctx.clone(), delivery).await,
+            None => std::future::pending().await,
+        }
+    };
 
     let defaults = async {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -269,6 +285,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     tokio::select! {
         _ = futures::future::join3(clients, scopes, keys) => {}
         _ = claims => {}
+        _ = delivery => {}
         _ = defaults => {}
         _ = shutdown => {}
     }

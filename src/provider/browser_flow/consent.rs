@@ -5,15 +5,7 @@ use super::AuthRequest;
 use crate::provider::ProviderState;
 use crate::registry::Snapshot;
 
-/// The identity scopes kauth implements, with what the consent page says of them.
-/// `openid` itself asks for nothing beyond signing in.
-pub const IDENTITY_SCOPES: &[(&str, &str)] = &[
-    ("openid", "Know who you are (your account id)"),
-    ("profile", "See your name and username"),
-    ("email", "See your email address"),
-    ("groups", "See which groups you belong to"),
-    ("offline_access", "Keep access while you are away"),
-];
+pub use crate::published::IDENTITY_SCOPES;
 
 /// True when the platform declared the request's client first-party (its namespace is in
 /// kauth's own configuration, which app teams cannot change).
