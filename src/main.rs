@@ -40,6 +40,8 @@ struct Tenancy {
     first_party_namespaces: Vec<String>,
 }
 
+// Parsed once at start: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve manifests from a folder without a cluster, on 127.0.0.1.

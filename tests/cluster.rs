@@ -2306,12 +2306,11 @@ async fn the_jwks_reaches_granted_namespaces_follows_rotation_and_leaves() {
         "someone else's ConfigMap is left alone"
     );
     assert!(
-        foreign_now
+        !foreign_now
             .metadata
             .labels
             .unwrap_or_default()
-            .get("kauth.dev/jwks")
-            .is_none()
+            .contains_key("kauth.dev/jwks")
     );
 
     // An emergency rotation: the new key reaches the ConfigMap while the old one still signs.
