@@ -1110,6 +1110,31 @@ async fn serves_https_and_takes_a_renewed_certificate_without_dropping_connectio
         "no plain HTTP on the TLS port"
     );
 
+    // A request in flight across the renewal: headers and half the body now, the rest after.
+    let (id, secret) = (
+        std::fs::read_to_string(state.join("secrets/shop/shop-backend-oauth/CLIENT_ID")).unwrap(),
+        std::fs::read_to_string(state.join("secrets/shop/shop-backend-oauth/CLIENT_SECRET")).unwrap(),
+    );
+    let in_flight = {
+        use base64::Engine;
+        use tokio::io::AsyncWriteExt;
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(support::tls_trusting(&first_ca.ca)));
+        let address = url.trim_start_matches("https://").to_string();
+        let tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut stream = connector.connect(name, tcp).await.unwrap();
+        let body = "grant_type=client_credentials&scope=orders.read";
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        let head = format!(
+            "POST /token HTTP/1.1\r\nHost: {address}\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+        stream.flush().await.unwrap();
+        (stream, body)
+    };
+
     // Renewal: the key first, then the certificate; in between kauth keeps the old pair.
     swap_in(&renewed.key, &key);
     swap_in(&renewed.cert, &cert);
@@ -1124,6 +1149,17 @@ async fn serves_https_and_takes_a_renewed_certificate_without_dropping_connectio
         .await
         .expect("the connection opened before stays up");
     assert_eq!(kept.0, 200);
+    let (mut stream, body) = in_flight;
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream.write_all(&body.as_bytes()[10..]).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "the request in flight completes: {answer}"
+        );
+    }
     let fresh_old = Trusting::new(&first_ca.ca).get(&discovery).await;
     assert!(fresh_old.is_err(), "new connections get the renewed certificate");
 
