@@ -317,16 +317,6 @@ async fn a_person_signs_in_with_chromium_to_a_confidential_and_a_public_client()
     result
 }
 
-const KUBECTL: &str = r#"
-apiVersion: kauth.dev/v1alpha1
-kind: OAuthClient
-metadata: {name: kubectl, namespace: kauth}
-spec:
-  clientType: public
-  grantTypes: [authorization_code, "urn:ietf:params:oauth:grant-type:device_code", refresh_token]
-  redirectUris: ["http://127.0.0.1/callback"]
-"#;
-
 /// Runs `kauth login` against `issuer` and returns it with the first line of its standard
 /// error that contains `marker` (the rest is drained).
 fn kauth_login(issuer: &str, cache: &std::path::Path, extra: &[&str], marker: &str) -> (Child, String) {
@@ -378,7 +368,7 @@ fn subject_of(child: Child) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 #[ignore = "needs Chromium and chromedriver: make test-browser"]
 async fn kauth_login_with_chromium_on_the_device_page_and_through_a_loopback_port() {
-    let p = TestProvider::start(&[("clients.yaml", KUBECTL), ("people.yaml", &people())]).await;
+    let p = TestProvider::start(&[("clients.yaml", support::KUBECTL_CLIENT), ("people.yaml", &people())]).await;
     let driver = chromedriver().await;
     let profile = tempfile::tempdir().unwrap();
     let browser = headless(&driver, profile.path()).await;

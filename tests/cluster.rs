@@ -780,15 +780,32 @@ async fn the_charts_rbac_is_enough_and_no_more() {
         ),
         "delete Secret"
     );
+    // ConfigMaps: kauth may create (the JWKS one; create cannot be bound to a name), but it
+    // cannot read, list, change or delete any ConfigMap but `kauth-jwks`.
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "x", "namespace": ns}})).unwrap();
+    create(&client, &cm).await;
+    let sa_config_maps = Api::<ConfigMap>::namespaced(sa_client.clone(), &ns);
+    assert!(
+        forbidden(sa_config_maps.get("x").await.map(|_| ())),
+        "get another ConfigMap"
+    );
+    assert!(
+        forbidden(sa_config_maps.list(&ListParams::default()).await.map(|_| ())),
+        "list ConfigMaps"
+    );
+    let change = Patch::Merge(json!({"data": {"k": "v"}}));
     assert!(
         forbidden(
-            Api::<ConfigMap>::namespaced(sa_client.clone(), &ns)
-                .create(&PostParams::default(), &cm)
+            sa_config_maps
+                .patch("x", &PatchParams::default(), &change)
                 .await
                 .map(|_| ())
         ),
-        "create ConfigMap"
+        "patch another ConfigMap"
+    );
+    assert!(
+        forbidden(sa_config_maps.delete("x", &DeleteParams::default()).await.map(|_| ())),
+        "delete another ConfigMap"
     );
     let spec_patch = Patch::Merge(json!({"spec": {"audiences": ["https://evil.example.com"]}}));
     assert!(
@@ -2049,11 +2066,7 @@ async fn people_sign_in_to_the_apiserver_with_kauth_login() {
         let path = entry.unwrap().path();
         std::fs::copy(&path, manifests.join(path.file_name().unwrap())).unwrap();
     }
-    std::fs::write(
-        manifests.join("kubectl.yaml"),
-        "apiVersion: kauth.dev/v1alpha1\nkind: OAuthClient\nmetadata: {name: kubectl, namespace: kauth}\nspec:\n  clientType: public\n  grantTypes: [authorization_code, \"urn:ietf:params:oauth:grant-type:device_code\", refresh_token]\n  redirectUris: [\"http://127.0.0.1/callback\"]\n",
-    )
-    .unwrap();
+    std::fs::write(manifests.join("kubectl.yaml"), support::KUBECTL_CLIENT).unwrap();
     let (mut kauth, issuer, ca) = standalone_with_tls(&manifests, &work.path().join("state"));
     let config = Command::new(kauth_bin())
         .args(["cluster-auth-config", "--client-id", "kauth.kubectl"])

@@ -1183,16 +1183,6 @@ async fn serves_https_and_takes_a_renewed_certificate_without_dropping_connectio
     assert_eq!((status, doc["issuer"].as_str()), (200, Some(url.as_str())));
 }
 
-const KUBECTL_CLIENT: &str = r#"
-apiVersion: kauth.dev/v1alpha1
-kind: OAuthClient
-metadata: {name: kubectl, namespace: kauth}
-spec:
-  clientType: public
-  grantTypes: [authorization_code, "urn:ietf:params:oauth:grant-type:device_code", refresh_token]
-  redirectUris: ["http://127.0.0.1/callback"]
-"#;
-
 /// Runs `kauth login` with `args`; returns the child and its standard error, line by line.
 fn spawn_login(args: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kauth"))
@@ -1255,7 +1245,7 @@ async fn kauth_login_signs_in_caches_privately_and_refreshes_silently() {
     let dir = tempfile::tempdir().unwrap();
     let (manifests, state, cache) = (dir.path().join("m"), dir.path().join("s"), dir.path().join("cache"));
     copy_examples(&manifests);
-    std::fs::write(manifests.join("kubectl.yaml"), KUBECTL_CLIENT).unwrap();
+    std::fs::write(manifests.join("kubectl.yaml"), support::KUBECTL_CLIENT).unwrap();
     let (_kauth, url) = start(&manifests, &state);
     let cache_arg = format!("--cache-dir={}", cache.display());
     let issuer_arg = format!("--issuer={url}");

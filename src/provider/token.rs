@@ -85,6 +85,15 @@ async fn issue(
     }
     let client = authenticate(state, &snapshot, headers, &form, now).await?;
     asked.client_id = Some(client.client_id.clone());
+    // Each client uses the grants its spec lists, and no other.
+    if let Some(grant) = grant
+        && !client.allows(grant)
+    {
+        return Err(OAuthError::unauthorized_client(format!(
+            "this client may not use {} (add it to spec.grantTypes)",
+            grant.as_str()
+        )));
+    }
     match grant {
         Some(GrantType::ClientCredentials) => {
             grants::client_credentials::grant(state, &snapshot, &client, &form, now).await

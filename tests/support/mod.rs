@@ -317,3 +317,15 @@ where
         .pool_idle_timeout(std::time::Duration::from_secs(60))
         .build(connector)
 }
+
+/// kubectl's public client, as the chart's `kubectlClient` makes it: `kauth login` signs in
+/// as `kauth.kubectl`.
+pub const KUBECTL_CLIENT: &str = r#"
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: kubectl, namespace: kauth}
+spec:
+  clientType: public
+  grantTypes: [authorization_code, "urn:ietf:params:oauth:grant-type:device_code", refresh_token]
+  redirectUris: ["http://127.0.0.1/callback"]
+"#;

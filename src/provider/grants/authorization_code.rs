@@ -34,11 +34,6 @@ pub async fn grant(
     form: &Form,
     now: Timestamp,
 ) -> Result<Response, OAuthError> {
-    if !client.allows(GrantType::AuthorizationCode) {
-        return Err(OAuthError::unauthorized_client(
-            "this client may not use authorization_code",
-        ));
-    }
     let code = form
         .get("code")
         .ok_or_else(|| OAuthError::invalid_request("code is required"))?;

@@ -4,7 +4,6 @@ use axum::response::Response;
 use jiff::Timestamp;
 
 use super::for_clients;
-use crate::crd::GrantType;
 use crate::provider::ProviderState;
 use crate::provider::error::OAuthError;
 use crate::provider::form::Form;
@@ -18,11 +17,6 @@ pub async fn grant(
     form: &Form,
     now: Timestamp,
 ) -> Result<Response, OAuthError> {
-    if !client.allows(GrantType::ClientCredentials) {
-        return Err(OAuthError::unauthorized_client(
-            "this client may not use client_credentials",
-        ));
-    }
     for_clients::issue(
         state,
         snapshot,

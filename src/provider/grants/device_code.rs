@@ -24,11 +24,6 @@ pub async fn grant(
     form: &Form,
     now: Timestamp,
 ) -> Result<Response, OAuthError> {
-    if !client.allows(GrantType::DeviceCode) {
-        return Err(OAuthError::unauthorized_client(
-            "this client may not use the device authorization grant",
-        ));
-    }
     let device_code = form
         .get("device_code")
         .ok_or_else(|| OAuthError::invalid_request("device_code is required"))?;

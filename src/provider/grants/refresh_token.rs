@@ -7,7 +7,6 @@ use axum::response::Response;
 use jiff::Timestamp;
 
 use super::for_people::{Issue, respond, store_failed};
-use crate::crd::GrantType;
 use crate::people::Standing;
 use crate::provider::ProviderState;
 use crate::provider::browser::{handle_digest, random_handle};
@@ -25,9 +24,6 @@ pub async fn grant(
     form: &Form,
     now: Timestamp,
 ) -> Result<Response, OAuthError> {
-    if !client.allows(GrantType::RefreshToken) {
-        return Err(OAuthError::unauthorized_client("this client may not use refresh_token"));
-    }
     let presented = form
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
