@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod support;
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -415,4 +417,91 @@ fn ingress_httproute_and_tls_follow_the_issuer() {
         "tls.enabled=true",
     ]);
     assert!(!ok && out.contains("tls.secretName"), "{out}");
+}
+
+/// The `kauth_...` metric names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("kauth_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.push(name);
+    }
+    names
+}
+
+/// The dashboard and the alerts (issue 13) query only metrics kauth exports: every
+/// `kauth_...` name in a panel or rule is in a running kauth's /metrics (counters by their
+/// `_total` samples, histograms by `_bucket`, `_sum`, `_count`).
+#[tokio::test]
+async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
+    let docs = render(&[
+        "monitoring.dashboard.enabled=true",
+        "monitoring.prometheusRule.enabled=true",
+    ]);
+    let mut exprs: Vec<String> = find(&docs, "PrometheusRule", "kauth")["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["expr"].as_str().unwrap().to_string())
+        .collect();
+    let alerts = exprs.len();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        find(&docs, "ConfigMap", "kauth-dashboard")["data"]["kauth.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(alerts >= 6 && exprs.len() > alerts + 8, "{exprs:?}");
+    // A running kauth after some traffic (a labelled family is listed once it has a sample)...
+    let p = support::TestProvider::start(&[("scopes.yaml", support::SCOPES), ("clients.yaml", support::CLIENTS)]).await;
+    let (id, secret) = p.credentials("shop", "backend");
+    let token = reqwest::Client::new()
+        .post(format!("{}/token", p.url))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 200);
+    let mut exposition = reqwest::get(format!("{}/metrics", p.ops_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // ...and the controller's families, which standalone has no use for: the same registry,
+    // after one reconcile that failed.
+    let controller = kauth::metrics::Metrics::new();
+    controller.reconciled("OAuthClient", Some("kube"));
+    exposition.push_str(&controller.render());
+    // Families (counters and histograms included) are listed by their TYPE line, samples or not.
+    let families: std::collections::BTreeSet<&str> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    for expr in &exprs {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "no kauth metric in {expr}");
+        for name in names {
+            let family = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            assert!(
+                families.contains(family) || families.contains(name.as_str()),
+                "{name} (in {expr}) is not a metric kauth exports: {families:?}"
+            );
+        }
+    }
 }
