@@ -175,9 +175,15 @@ impl GroupTx {
             state.commit().await;
             return state.outcome(batch);
         }
-        // Let the writers queued behind join this batch; the first to flush commits it.
+        // Let the writers queued behind join this batch; the first to flush commits it. The
+        // flush runs as a task of its own: a caller that stops waiting (a deadline) must not
+        // leave the batch, and SQLite's write lock, open until the next write comes.
         drop(state);
-        self.group.flush(batch).await
+        let group = self.group.clone();
+        match tokio::spawn(async move { group.flush(batch).await }).await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(StoreError::GroupCommit(e.to_string())),
+        }
     }
 }
 
