@@ -17,7 +17,7 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::oidc_http::OidcHttp;
+use crate::oidc_http::{Discovered, OidcHttp};
 
 /// A cached ID token is used while it has at least this long to live.
 const FRESH_FOR: i64 = 60;
@@ -59,16 +59,6 @@ pub struct LoginError(String);
 fn fail(what: &str) -> impl Fn(&dyn std::fmt::Display) -> LoginError + '_ {
     move |e| LoginError(format!("{what}: {e}"))
 }
-
-/// A client configured from the issuer's discovery document.
-type Discovered = openidconnect::core::CoreClient<
-    openidconnect::EndpointSet,
-    openidconnect::EndpointNotSet,
-    openidconnect::EndpointNotSet,
-    openidconnect::EndpointNotSet,
-    openidconnect::EndpointMaybeSet,
-    openidconnect::EndpointMaybeSet,
->;
 
 /// The tokens kept between runs.
 #[derive(Serialize, Deserialize, Default)]

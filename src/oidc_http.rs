@@ -14,6 +14,17 @@ type HttpsClient = hyper_util::client::legacy::Client<
     http_body_util::Full<bytes::Bytes>,
 >;
 
+/// An OpenID client configured from its issuer's discovery document (authorization and token
+/// endpoints known; userinfo maybe).
+pub type Discovered = openidconnect::core::CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
 /// An HTTP exchange failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

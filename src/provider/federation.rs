@@ -24,7 +24,7 @@ use super::browser::{CookieName, handle_digest, random_handle, read_cookie, same
 use super::browser_flow::{PENDING_LIFETIME_SECS, Person, load_pending, see_other, start_session};
 use super::pages;
 use crate::connectors::Connector;
-use crate::oidc_http::OidcHttp;
+use crate::oidc_http::{Discovered, OidcHttp};
 use crate::store::PendingRequest;
 
 /// How long a discovery document is trusted before it is fetched again.
@@ -87,20 +87,7 @@ fn callback_url(state: &ProviderState, id: &str) -> String {
     state.issuer.endpoint(&format!("/connector/{id}/callback"))
 }
 
-async fn client_for(
-    state: &ProviderState,
-    c: &Connector,
-) -> Result<
-    CoreClient<
-        openidconnect::EndpointSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointMaybeSet,
-        openidconnect::EndpointMaybeSet,
-    >,
-    String,
-> {
+async fn client_for(state: &ProviderState, c: &Connector) -> Result<Discovered, String> {
     let metadata = state.upstream.get(&c.issuer).await?;
     let redirect = RedirectUrl::new(callback_url(state, &c.id)).map_err(|e| e.to_string())?;
     Ok(CoreClient::from_provider_metadata(
