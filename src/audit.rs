@@ -36,8 +36,6 @@ pub struct Record<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<IpAddr>,
@@ -53,6 +51,9 @@ struct Line<'a> {
     audit: &'static str,
     time: String,
     event: Event,
+    /// The namespace of `client_id`'s OAuthClient, when it is served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
     #[serde(flatten)]
     record: &'a Record<'a>,
 }
@@ -92,12 +93,13 @@ impl Audit {
 
     /// Writes one record, whole, as one line. A sink that fails is reported in the log and
     /// the request goes on (the trail is for after the fact; it never blocks a sign-in).
-    pub fn record(&self, event: Event, record: &Record<'_>) {
+    pub fn record(&self, event: Event, record: &Record<'_>, namespace: Option<&str>) {
         let Some(sink) = &self.sink else { return };
         let line = Line {
             audit: MARKER,
             time: jiff::Timestamp::now().to_string(),
             event,
+            namespace,
             record,
         };
         let mut text = serde_json::to_vec(&line).expect("an audit record serialises");
@@ -126,16 +128,20 @@ mod tests {
                 reason: Some("invalid_client: client authentication failed"),
                 ..Default::default()
             },
+            Some("shop"),
         );
-        audit.record(Event::Logout, &Record::default());
+        audit.record(Event::Logout, &Record::default(), None);
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["audit"], MARKER);
         assert_eq!(lines[0]["event"], "token_refused");
         assert_eq!(lines[0]["source"], "10.0.0.7");
+        assert_eq!(lines[0]["namespace"], "shop");
         assert!(lines[0].get("subject").is_none());
         assert_eq!(lines[1]["event"], "logout");
-        Audit::open("off").unwrap().record(Event::Logout, &Record::default());
+        Audit::open("off")
+            .unwrap()
+            .record(Event::Logout, &Record::default(), None);
     }
 }

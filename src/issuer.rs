@@ -34,6 +34,14 @@ impl Issuer {
         })
     }
 
+    /// The host of the issuer URL, without port or IPv6 brackets (what a certificate names).
+    pub fn host(&self) -> String {
+        url::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
+            .unwrap_or_default()
+    }
+
     /// Absolute URL of an endpoint path such as `/token`.
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.url)

@@ -5,7 +5,6 @@
 //! browser and a loopback port (RFC 8252), or the device grant where there is no browser.
 //! Tokens are cached under the user's cache folder, readable by the user alone.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -130,34 +129,21 @@ fn load(path: &Path) -> Option<Cached> {
 
 /// Writes the cache readable by the user alone (the folder too), replacing it in one rename.
 fn save(path: &Path, cached: &Cached) -> Result<(), LoginError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let dir = path.parent().expect("the cache file is in a folder");
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(|e| fail("cannot create the cache folder")(&e))?;
-    let staged = path.with_extension("new");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&staged)
-        .map_err(|e| fail("cannot write the token cache")(&e))?;
-    file.write_all(&serde_json::to_vec(cached).expect("the cache serialises"))
-        .and_then(|_| std::fs::rename(&staged, path))
-        .map_err(|e| fail("cannot write the token cache")(&e))
+    let text = serde_json::to_vec(cached).expect("the cache serialises");
+    crate::files::replace(path, &text, 0o600).map_err(|e| fail("cannot write the token cache")(&e))
 }
 
 /// The `exp` of a JWT, read without checking it (kube-apiserver checks the token; this only
 /// decides when to get another).
 fn expiry(jwt: &str) -> Option<i64> {
-    use base64::Engine;
-    let payload = jwt.split('.').nth(1)?;
-    let claims: serde_json::Value =
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-    claims["exp"].as_i64()
+    crate::tokens::unverified_claims(jwt)?["exp"].as_i64()
 }
 
 /// Runs the plugin: the `ExecCredential` to print.

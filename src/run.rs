@@ -211,11 +211,11 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         if let Some(tokens) = service_account_tokens(&client, &cfg).await {
             state = state.with_service_accounts(tokens);
         }
-        let host = url::Url::parse(&cfg.issuer.url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
-            .unwrap_or_default();
-        let tls = match cfg.tls.certificate(&host).map_err(|e| RunError(format!("TLS: {e}")))? {
+        let tls = match cfg
+            .tls
+            .certificate(&cfg.issuer.host())
+            .map_err(|e| RunError(format!("TLS: {e}")))?
+        {
             Some(served) => {
                 tasks.push(Box::pin(served.cert.clone().follow()));
                 Some(served.cert.acceptor())

@@ -275,9 +275,11 @@ pub fn local_ca(dir: &Path, host: &str) -> Result<LocalCa, TlsError> {
         source,
     })?;
     let write = |path: &Path, text: &str, private: bool| {
-        replace_file(path, text.as_bytes(), if private { 0o600 } else { 0o644 }).map_err(|source| TlsError::Read {
-            path: path.to_path_buf(),
-            source,
+        crate::files::replace(path, text.as_bytes(), if private { 0o600 } else { 0o644 }).map_err(|source| {
+            TlsError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
         })
     };
     write(&files.key, &leaf_key.serialize_pem(), true)?;
@@ -285,22 +287,6 @@ pub fn local_ca(dir: &Path, host: &str) -> Result<LocalCa, TlsError> {
     write(&files.ca, &ca_cert.pem(), false)?;
     write(&names_file, &wanted, false)?;
     Ok(files)
-}
-
-/// Writes `contents` beside `path` and renames it into place, so a reader never sees half.
-fn replace_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let staged = path.with_extension("new");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&staged)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&staged, path)
 }
 
 #[cfg(test)]

@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::Timestamp;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata};
 use openidconnect::{
@@ -180,12 +178,6 @@ pub struct CallbackQuery {
     error: Option<String>,
 }
 
-/// The claims of an ID token the crate has verified (signature, iss, aud, exp, nonce).
-fn payload(token: &str) -> Option<serde_json::Value> {
-    let part = token.split('.').nth(1)?;
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()
-}
-
 /// GET /connector/{id}/callback: back from upstream; sign the person in and continue.
 pub async fn callback(
     State(state): State<ProviderState>,
@@ -264,7 +256,7 @@ pub async fn callback(
         Ok(c) => c,
         Err(e) => return upstream_failed(&connector, format!("ID token refused: {e}")),
     };
-    let Some(upstream_claims) = payload(&id_token.to_string()) else {
+    let Some(upstream_claims) = crate::tokens::unverified_claims(&id_token.to_string()) else {
         return upstream_failed(&connector, "unreadable ID token");
     };
     let subject = connector.subject(verified.subject().as_str());
@@ -274,16 +266,14 @@ pub async fn callback(
         Err(e) => return upstream_failed(&connector, e),
     };
     tracing::info!(subject = %subject, connector = %connector.id, "signed in upstream");
-    let namespace = state.namespace_of(&pending.request.client_id);
     let how = format!("upstream {}", connector.id);
     let record = crate::audit::Record {
         client_id: Some(&pending.request.client_id),
-        namespace: namespace.as_deref(),
         subject: Some(&subject),
         reason: Some(&how),
         ..Default::default()
     };
-    state.audit.record(crate::audit::Event::SignIn, &record);
+    state.audit_event(crate::audit::Event::SignIn, &record);
     let person = Person {
         subject: &subject,
         claims: &connector.map_claims(&upstream_claims),

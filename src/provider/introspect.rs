@@ -174,12 +174,10 @@ pub async fn revoke(State(state): State<ProviderState>, method: Method, headers:
 
 /// The audit record of a revocation by `client_id`.
 fn audit_revocation(state: &ProviderState, client_id: &str, reason: &str) {
-    let namespace = state.namespace_of(client_id);
     let record = crate::audit::Record {
         client_id: Some(client_id),
-        namespace: namespace.as_deref(),
         reason: Some(reason),
         ..Default::default()
     };
-    state.audit.record(crate::audit::Event::Revocation, &record);
+    state.audit_event(crate::audit::Event::Revocation, &record);
 }

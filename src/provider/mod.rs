@@ -225,9 +225,14 @@ impl ProviderState {
         self
     }
 
-    /// The namespace of the client `client_id` serves, for the audit trail.
-    pub fn namespace_of(&self, client_id: &str) -> Option<String> {
-        self.registry.load().clients.get(client_id).map(|c| c.namespace.clone())
+    /// Writes one audit record, with the namespace of its client (when one is served).
+    pub fn audit_event(&self, event: crate::audit::Event, record: &crate::audit::Record<'_>) {
+        let snapshot = self.registry.load();
+        let namespace = record
+            .client_id
+            .and_then(|id| snapshot.clients.get(id))
+            .map(|c| c.namespace.as_str());
+        self.audit.record(event, record, namespace);
     }
 
     /// Treats the clients of these namespaces as first-party (no consent to identify people).

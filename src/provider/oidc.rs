@@ -186,7 +186,7 @@ pub async fn end_session(State(state): State<ProviderState>, request: Request) -
             source,
             ..Default::default()
         };
-        state.audit.record(crate::audit::Event::Logout, &record);
+        state.audit_event(crate::audit::Event::Logout, &record);
     }
     let mut response = match redirect {
         Some(to) => see_other(&to),

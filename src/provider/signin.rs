@@ -45,16 +45,14 @@ fn audit_sign_in(
     source: Option<std::net::IpAddr>,
     reason: &str,
 ) {
-    let namespace = state.namespace_of(client_id);
     let record = Record {
         client_id: Some(client_id),
-        namespace: namespace.as_deref(),
         subject: Some(subject).filter(|s| !s.is_empty()),
         source,
         reason: Some(reason).filter(|r| !r.is_empty()),
         ..Default::default()
     };
-    state.audit.record(event, &record);
+    state.audit_event(event, &record);
 }
 
 /// GET /login?request=ID

@@ -27,10 +27,8 @@ pub async fn token(State(state): State<ProviderState>, request: Request) -> Resp
     let (parts, body) = request.into_parts();
     let mut asked = Asked::default();
     let result = issue(&state, parts.method, &parts.headers, body, &mut asked).await;
-    let namespace = asked.client_id.as_deref().and_then(|id| state.namespace_of(id));
     let mut record = crate::audit::Record {
         client_id: asked.client_id.as_deref(),
-        namespace: namespace.as_deref(),
         source,
         grant_type: asked.grant_type.as_deref(),
         ..Default::default()
@@ -42,13 +40,13 @@ pub async fn token(State(state): State<ProviderState>, request: Request) -> Resp
                 .get::<super::issuance::IssuedTo>()
                 .map(|p| p.0.clone());
             record.subject = person.as_deref();
-            state.audit.record(crate::audit::Event::TokenIssued, &record);
+            state.audit_event(crate::audit::Event::TokenIssued, &record);
             response
         }
         Err(e) => {
             let reason = format!("{}: {}", e.code, e.description);
             record.reason = Some(&reason);
-            state.audit.record(crate::audit::Event::TokenRefused, &record);
+            state.audit_event(crate::audit::Event::TokenRefused, &record);
             e.into_response()
         }
     }

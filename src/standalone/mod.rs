@@ -614,12 +614,8 @@ pub async fn run(
     if !issuer_given {
         cfg.issuer = Issuer::parse(&format!("{}://{addr}", tls.scheme())).map_err(StandaloneError)?;
     }
-    let host = url::Url::parse(&cfg.issuer.url)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
-        .unwrap_or_default();
     let certificate = tls
-        .certificate(&host)
+        .certificate(&cfg.issuer.host())
         .map_err(|e| StandaloneError(format!("TLS: {e}")))?;
 
     private_dir(&cfg.state_dir)?;

@@ -109,17 +109,15 @@ pub async fn refused(
 }
 
 fn audit_device(state: &ProviderState, event: crate::audit::Event, req: &AuthRequest, subject: Option<&str>) {
-    let namespace = state.namespace_of(&req.client_id);
     let scopes = req.scopes.join(" ");
     let record = crate::audit::Record {
         client_id: Some(&req.client_id),
-        namespace: namespace.as_deref(),
         subject,
         grant_type: Some(crate::crd::GrantType::DeviceCode.as_str()),
         reason: Some(&scopes),
         ..Default::default()
     };
-    state.audit.record(event, &record);
+    state.audit_event(event, &record);
 }
 
 /// What the person approved, as codes and refresh families carry it.
