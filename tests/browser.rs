@@ -215,9 +215,26 @@ async fn text_of(browser: &Client, css: &str) -> String {
         .unwrap()
 }
 
-/// Signs alice in through the pages as a person would: type, press Enter, click Allow.
-async fn sign_in_through_pages(browser: &Client, start: &str, expect_consent: bool) {
-    browser.goto(start).await.unwrap();
+/// Waits (10 s at most) until the text of `css` satisfies `done`: the element of the page
+/// before may still be there, or gone stale, while the next one loads.
+async fn settled_text(browser: &Client, css: &str, done: impl Fn(&str) -> bool) {
+    let started = std::time::Instant::now();
+    loop {
+        let text = match browser.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if done(&text) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{css}, last: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// On the sign-in page (wherever the flow started): alice types her name and password and
+/// presses Enter. Checks the accessibility basics on the way: focus and labels.
+async fn type_alices_password(browser: &Client) {
     let username = browser
         .wait()
         .at_most(Duration::from_secs(10))
@@ -241,6 +258,12 @@ async fn sign_in_through_pages(browser: &Client, start: &str, expect_consent: bo
     username.send_keys("alice").await.unwrap();
     let password = browser.find(Locator::Id("password")).await.unwrap();
     password.send_keys("wonderland\u{E007}").await.unwrap(); // Enter submits the form
+}
+
+/// Signs alice in through the pages as a person would: type, press Enter, click Allow.
+async fn sign_in_through_pages(browser: &Client, start: &str, expect_consent: bool) {
+    browser.goto(start).await.unwrap();
+    type_alices_password(browser).await;
     if expect_consent {
         let allow = browser
             .wait()
@@ -391,7 +414,7 @@ async fn kauth_login_with_chromium_on_the_device_page_and_through_a_loopback_por
             .send_keys(&format!("{}\u{E007}", code.to_lowercase()))
             .await
             .unwrap();
-        sign_in_through_pages_after_start(&browser).await;
+        type_alices_password(&browser).await;
         let confirm = browser
             .wait()
             .at_most(Duration::from_secs(10))
@@ -399,7 +422,8 @@ async fn kauth_login_with_chromium_on_the_device_page_and_through_a_loopback_por
             .await
             .unwrap();
         confirm.click().await.unwrap();
-        assert_eq!(text_of(&browser, "h1").await, "Device signed in");
+        // The consent page's h1 may still be there while the next page loads: wait for this one.
+        settled_text(&browser, "h1", |t| t == "Device signed in").await;
         assert_eq!(subject_of(device), "alice");
 
         // The loopback flow: signed in already, and consent given with the device, so the
@@ -408,8 +432,7 @@ async fn kauth_login_with_chromium_on_the_device_page_and_through_a_loopback_por
         let url = line.trim_start_matches("To sign in, open ").to_string();
         browser.goto(&url).await.unwrap();
         assert_eq!(subject_of(login), "alice");
-        let said = browser.find(Locator::Css("body")).await.unwrap().text().await.unwrap();
-        assert!(said.starts_with("Signed in."), "{said}");
+        settled_text(&browser, "body", |t| t.starts_with("Signed in.")).await;
         let landed = browser.current_url().await.unwrap();
         assert_eq!(landed.host_str(), Some("127.0.0.1"));
         assert_eq!(landed.path(), "/callback");
@@ -418,18 +441,4 @@ async fn kauth_login_with_chromium_on_the_device_page_and_through_a_loopback_por
     .await;
     browser.close().await.unwrap();
     result
-}
-
-/// The sign-in page that follows a start elsewhere (here the device page): alice types her
-/// password and presses Enter.
-async fn sign_in_through_pages_after_start(browser: &Client) {
-    let username = browser
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Id("username"))
-        .await
-        .unwrap();
-    username.send_keys("alice").await.unwrap();
-    let password = browser.find(Locator::Id("password")).await.unwrap();
-    password.send_keys("wonderland\u{E007}").await.unwrap();
 }
