@@ -21,6 +21,7 @@ pub mod provider;
 pub mod published;
 pub mod registry;
 pub mod revocation;
+pub mod secret_contents;
 pub mod run;
 pub mod standalone;
 pub mod store;

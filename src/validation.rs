@@ -1,13 +1,15 @@
 //! Field-by-field validation of the three resources, shared by the controller and standalone
 //! mode. The CRD's CEL rules catch some of this early on new clusters; this is the authority.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use crate::crd::{
-    ClientType, ExistingSecret, GrantType, KeyAlgorithm, OAuthClientSpec, ScopeSpec, SecretKeys, SigningKeySpec,
-    TokenEndpointAuthMethod,
+    ClientType, ExistingSecret, GrantType, KeyAlgorithm, OAuthClientSpec, ScopeSpec, SecretDeletionPolicy,
+    SigningKeySpec, TokenEndpointAuthMethod,
 };
+use crate::secret_contents::{SecretContents, is_secret_key};
 
 /// One invalid field, named by its path (`spec.scopes[1]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,7 +21,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -78,8 +80,9 @@ pub enum CredentialSource {
     /// A secret kauth generates and writes into the named Secret.
     Generated {
         name: String,
-        keys: SecretKeys,
+        contents: Box<SecretContents>,
         rotation: RotationPolicy,
+        metadata: SecretMetadata,
     },
     /// A secret in a Secret the user manages; kauth reads `key`.
     Existing(ExistingSecret),
@@ -98,6 +101,17 @@ impl CredentialSource {
             Self::ServiceAccount(_) | Self::Public => None,
         }
     }
+}
+
+/// What the generated Secret carries besides its data, and whether it outlives its client.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SecretMetadata {
+    /// The team's labels (kauth's own are added to them).
+    pub labels: BTreeMap<String, String>,
+    /// The team's annotations (kauth's own are added to them).
+    pub annotations: BTreeMap<String, String>,
+    /// `Orphan`: the Secret has no owner reference and stays when the client goes.
+    pub deletion: SecretDeletionPolicy,
 }
 
 /// Parsed secret rotation settings.
@@ -233,8 +247,62 @@ pub fn is_client_id_override(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_~-".contains(&b))
 }
 
-fn is_secret_key(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+/// True for a Kubernetes label or annotation key: `[prefix/]name`, the prefix a DNS
+/// subdomain, the name 1-63 alphanumerics, `-`, `_` or `.` between alphanumerics.
+fn is_qualified_name(s: &str) -> bool {
+    let (prefix, name) = match s.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    prefix.is_none_or(|p| !p.is_empty() && is_dns_subdomain(p)) && is_label_value(name) && !name.is_empty()
+}
+
+/// True for a label value: empty, or up to 63 alphanumerics, `-`, `_` or `.` between alphanumerics.
+fn is_label_value(s: &str) -> bool {
+    s.is_empty()
+        || (s.len() <= 63
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+/// Label and annotation keys kauth sets itself; a team's value would change what kauth trusts.
+fn is_kauth_key(key: &str) -> bool {
+    key.starts_with("kauth.dev/") || key == "app.kubernetes.io/managed-by"
+}
+
+fn secret_metadata(secret: &crate::crd::SecretSpec, errors: &mut Vec<FieldError>) -> SecretMetadata {
+    let labels = secret.labels.clone().unwrap_or_default();
+    let annotations = secret.annotations.clone().unwrap_or_default();
+    for (key, value) in &labels {
+        let field = format!("spec.secret.labels.{key}");
+        if !is_qualified_name(key) {
+            errors.push(FieldError::new(field, "not a valid label key"));
+        } else if is_kauth_key(key) {
+            errors.push(FieldError::new(field, "kauth sets this label itself"));
+        } else if !is_label_value(value) {
+            errors.push(FieldError::new(field, format!("'{value}' is not a valid label value")));
+        }
+    }
+    let mut size = 0;
+    for (key, value) in &annotations {
+        let field = format!("spec.secret.annotations.{key}");
+        size += key.len() + value.len();
+        if !is_qualified_name(key) {
+            errors.push(FieldError::new(field, "not a valid annotation key"));
+        } else if is_kauth_key(key) {
+            errors.push(FieldError::new(field, "kauth sets this annotation itself"));
+        }
+    }
+    // The apiserver's limit is 256 KiB for all annotations; kauth's own need room too.
+    if size > 128 * 1024 {
+        errors.push(FieldError::new("spec.secret.annotations", "more than 128 KiB in all"));
+    }
+    SecretMetadata {
+        labels,
+        annotations,
+        deletion: secret.deletion_policy.unwrap_or_default(),
+    }
 }
 
 /// Validates an OAuthClient spec; `name` is the resource name (for the default Secret name).
@@ -398,26 +466,8 @@ fn generated(name: &str, secret: &crate::crd::SecretSpec, errors: &mut Vec<Field
             format!("'{secret_name}' is not a valid Secret name"),
         ));
     }
-    let keys = secret.keys.clone().unwrap_or_default();
-    let named = [
-        ("clientId", &keys.client_id),
-        ("clientSecret", &keys.client_secret),
-        ("issuer", &keys.issuer),
-        ("tokenEndpoint", &keys.token_endpoint),
-    ];
-    for (i, (field, key)) in named.iter().enumerate() {
-        if !is_secret_key(key) {
-            errors.push(FieldError::new(
-                format!("spec.secret.keys.{field}"),
-                format!("'{key}' is not a valid Secret key"),
-            ));
-        } else if named[..i].iter().any(|(_, k)| k == key) {
-            errors.push(FieldError::new(
-                format!("spec.secret.keys.{field}"),
-                format!("'{key}' is used for two keys"),
-            ));
-        }
-    }
+    let contents = Box::new(SecretContents::from_spec(secret, errors));
+    let metadata = secret_metadata(secret, errors);
     let rotation = secret.rotation.clone().unwrap_or_default();
     let every = rotation.every.as_deref().map(|_| {
         duration_in(
@@ -448,12 +498,13 @@ fn generated(name: &str, secret: &crate::crd::SecretSpec, errors: &mut Vec<Field
     }
     CredentialSource::Generated {
         name: secret_name,
-        keys,
+        contents,
         rotation: RotationPolicy {
             trigger: rotation.trigger.clone(),
             every,
             overlap,
         },
+        metadata,
     }
 }
 
@@ -681,7 +732,7 @@ pub fn validate_signing_key(spec: &SigningKeySpec) -> Result<(KeyAlgorithm, KeyS
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ClientRef, ScopeGrants, SecretRotation, SecretSpec};
+    use crate::crd::{ClientRef, ScopeGrants, SecretKeys, SecretRotation, SecretSpec};
 
     #[test]
     fn defaults_apply_to_an_empty_client() {
@@ -695,9 +746,9 @@ mod tests {
         .unwrap();
         assert_eq!(s.access_token_lifetime, DEFAULT_TOKEN_LIFETIME);
         match s.secret {
-            CredentialSource::Generated { name, keys, rotation } => {
+            CredentialSource::Generated { name, contents, rotation, .. } => {
                 assert_eq!(name, "app-oauth");
-                assert_eq!(keys.client_secret, "CLIENT_SECRET");
+                assert_eq!(contents.keys.client_secret, "CLIENT_SECRET");
                 assert_eq!(rotation.overlap, DEFAULT_SECRET_OVERLAP);
                 assert_eq!(rotation.every, None);
             }
@@ -798,6 +849,9 @@ mod tests {
                     overlap: Some("2h".into()),
                     trigger: None,
                 }),
+                labels: Some([("kauth.dev/credentials".to_string(), "external".to_string())].into()),
+                annotations: Some([("bad key!".to_string(), String::new())].into()),
+                ..Default::default()
             }),
             ..Default::default()
         };
@@ -814,6 +868,8 @@ mod tests {
                 "spec.accessTokenLifetime",
                 "spec.secret.name",
                 "spec.secret.keys.clientSecret",
+                "spec.secret.labels.kauth.dev/credentials",
+                "spec.secret.annotations.bad key!",
                 "spec.secret.rotation.overlap",
             ]
         );

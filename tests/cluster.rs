@@ -515,6 +515,92 @@ async fn a_secret_kauth_did_not_create_is_never_touched() {
     assert_eq!(after.data, foreign.data);
 }
 
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn secret_presets_templates_labels_and_an_orphan_kept_and_adopted() {
+    let client = client().await;
+    let id = unique();
+    let ns = format!("team-{id}");
+    namespace(&client, &ns).await;
+    namespace(&client, &format!("kauth-{id}")).await;
+    own_api(&client, &ns).await;
+    let kauth = Kauth::start(&format!("kauth-{id}"), "solo", None).await;
+    let app: OAuthClient = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": "app", "namespace": ns},
+        "spec": {
+            "scopes": [format!("api.{ns}")],
+            "secret": {
+                "presets": ["springBoot", "dotenv"],
+                "template": {"AUTH_HEADER": "{{ client_id }}:{{ client_secret }}", "SCOPES": "{{ scopes | join(' ') }}"},
+                "labels": {"argocd.argoproj.io/instance": "shop"},
+                "annotations": {"reloader.stakater.com/match": "true"},
+                "deletionPolicy": "Orphan"
+            }
+        }
+    }))
+    .unwrap();
+    create(&client, &app).await;
+    let ready = ready_client(&client, &ns, "app").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secret = secrets.get("app-oauth").await.unwrap();
+    let data = secret_data(&client, &ns, "app-oauth").await;
+    let spring = |k: &str| data[&format!("SPRING_SECURITY_OAUTH2_CLIENT_{k}")].clone();
+    let (id_, secret_) = (spring("REGISTRATION_KAUTH_CLIENT_ID"), spring("REGISTRATION_KAUTH_CLIENT_SECRET"));
+    assert_eq!(Some(&id_), ready.status.as_ref().unwrap().client_id.as_ref());
+    assert_eq!(secret_, data["CLIENT_SECRET"]);
+    assert_eq!(spring("PROVIDER_KAUTH_ISSUER_URI"), kauth.url);
+    assert_eq!(spring("REGISTRATION_KAUTH_SCOPE"), format!("api.{ns}"));
+    assert_eq!(data["AUTH_HEADER"], format!("{id_}:{secret_}"));
+    assert_eq!(data["SCOPES"], format!("api.{ns}"));
+    assert!(data[".env"].contains(&format!("CLIENT_SECRET={secret_}\n")), "{}", data[".env"]);
+    assert_eq!(secret.labels()["argocd.argoproj.io/instance"], "shop");
+    assert_eq!(secret.annotations()["reloader.stakater.com/match"], "true");
+    assert!(secret.owner_references().is_empty(), "Orphan: nothing for the garbage collector to follow");
+    let (status, _) = token(&kauth.url, &id_, &secret_, &format!("api.{ns}")).await;
+    assert_eq!(status, 200);
+
+    // Deleted: the Secret stays, and its secret stops working with the client.
+    let clients: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
+    clients.delete("app", &DeleteParams::default()).await.unwrap();
+    wait_until("the deleted client refused", Duration::from_secs(5), async || {
+        token(&kauth.url, &id_, &secret_, &format!("api.{ns}")).await.0 == 401
+    })
+    .await;
+    assert!(secrets.get_opt("app-oauth").await.unwrap().is_some(), "Orphan keeps the Secret");
+
+    // Another client of the namespace may not take the orphan over by naming it.
+    let other: OAuthClient = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": "other", "namespace": ns},
+        "spec": {"scopes": [format!("api.{ns}")], "secret": {"name": "app-oauth"}}
+    }))
+    .unwrap();
+    create(&client, &other).await;
+    wait_until("SecretConflict for another client", Duration::from_secs(10), async || {
+        client_condition(&client, &ns, "other").await.is_some_and(|(reason, _)| reason == "SecretConflict")
+    })
+    .await;
+
+    // Created again under the same name (now with policy Delete): adopted, same secret.
+    let mut again = app.clone();
+    again.spec.secret.as_mut().unwrap().deletion_policy = None;
+    create(&client, &again).await;
+    let readopted = ready_client(&client, &ns, "app").await;
+    wait_until("the Secret owned by the new client", Duration::from_secs(10), async || {
+        secrets
+            .get("app-oauth")
+            .await
+            .is_ok_and(|s| s.owner_references().iter().any(|o| Some(&o.uid) == readopted.metadata.uid.as_ref()))
+    })
+    .await;
+    assert_eq!(secret_data(&client, &ns, "app-oauth").await["CLIENT_SECRET"], secret_);
+    wait_until("the adopted secret works", Duration::from_secs(5), async || {
+        token(&kauth.url, &id_, &secret_, &format!("api.{ns}")).await.0 == 200
+    })
+    .await;
+}
+
 async fn lease_holder(client: &Client, ns: &str) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
     leases

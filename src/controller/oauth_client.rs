@@ -14,9 +14,10 @@ use serde_json::json;
 
 use super::secrets::{self, CredentialsSecret};
 use super::{Context, Error, MANAGER};
-use crate::catalog::ObjectKey;
+use crate::catalog::{ClientVerdict, ObjectKey};
 use crate::crd::{OAuthClient, OAuthClientStatus, set_condition};
 use crate::credentials::{RotationReason, SecretPlan, plan_secret};
+use crate::secret_contents::ClientValues;
 use crate::validation::{ClientSettings, CredentialSource, describe};
 
 /// Outcome of the Secret step: condition status, reason, message, and when to look again.
@@ -45,11 +46,17 @@ impl SecretOutcome {
 async fn generated_secret(
     ctx: &Context,
     obj: &OAuthClient,
-    client_id: &str,
+    verdict: &ClientVerdict,
     settings: &ClientSettings,
     now: Timestamp,
 ) -> Result<SecretOutcome, Error> {
-    let CredentialSource::Generated { name, keys, rotation } = &settings.secret else {
+    let CredentialSource::Generated {
+        name,
+        contents,
+        rotation,
+        metadata,
+    } = &settings.secret
+    else {
         unreachable!("called for generated secrets")
     };
     let ns = obj.namespace().unwrap_or_default();
@@ -60,16 +67,16 @@ async fn generated_secret(
             "the OAuthClient has no uid yet".into(),
         ));
     };
-    let token_endpoint = ctx.issuer.endpoint("/token");
+    let client_name = obj.name_any();
+    let values = ClientValues::of(verdict, settings, &ctx.issuer);
     let layout = CredentialsSecret {
         name,
         namespace: &ns,
         owner: owner.clone(),
-        client_name: &obj.name_any(),
-        keys,
-        client_id,
-        issuer: &ctx.issuer.url,
-        token_endpoint: &token_endpoint,
+        client_name: &client_name,
+        contents,
+        metadata,
+        values: &values,
     };
     let not_ours = || {
         SecretOutcome::failed(
@@ -79,18 +86,23 @@ async fn generated_secret(
             ),
         )
     };
+    // Ours, or left behind by a deleted OAuthClient of this name with policy Orphan.
+    let ours = |s: &Secret| secrets::owned_by(s, &owner.uid) || secrets::adoptable_by(s, &client_name);
     // kauth's own Secrets are in the cache (they carry its label), so a reconcile reads none
     // from the apiserver; a stale copy only makes a write fail on its resourceVersion.
     let existing = ctx.cache.secret(&ns, name).map(|s| (*s).clone());
     if let Some(existing) = &existing
-        && !secrets::owned_by(existing, &owner.uid)
+        && !ours(existing)
     {
         return Ok(not_ours());
     }
     let current = existing.as_ref().and_then(secrets::credential_state);
     let state = match plan_secret(rotation, current.as_ref(), now) {
         SecretPlan::Create(state) => {
-            let secret = layout.build(&state);
+            let secret = match layout.build(&state) {
+                Ok(secret) => secret,
+                Err(e) => return Ok(SecretOutcome::failed("TemplateFailed", e)),
+            };
             match &existing {
                 // Our Secret with unreadable bookkeeping: replace it rather than guess.
                 Some(old) => {
@@ -105,7 +117,7 @@ async fn generated_secret(
                         // kauth's own that the cache has yet to see (retried).
                         if exists
                             && let Some(found) = api.get_opt(name).await?
-                            && !secrets::owned_by(&found, &owner.uid)
+                            && !ours(&found)
                         {
                             return Ok(not_ours());
                         }
@@ -123,7 +135,10 @@ async fn generated_secret(
             state
         }
         SecretPlan::Rotate { state, reason } => {
-            let mut secret = layout.build(&state);
+            let mut secret = match layout.build(&state) {
+                Ok(secret) => secret,
+                Err(e) => return Ok(SecretOutcome::failed("TemplateFailed", e)),
+            };
             secret.metadata.resource_version = existing.as_ref().and_then(|s| s.metadata.resource_version.clone());
             api.replace(name, &PostParams::default(), &secret).await?;
             let why = match reason {
@@ -148,8 +163,12 @@ async fn generated_secret(
             if let Some(old) = &existing
                 && !layout.up_to_date(old, &state)
             {
-                // Key names, client id or issuer changed: same secret, new layout.
-                let mut secret = layout.build(&state);
+                // Layout, values, labels or owner changed (or an orphan is adopted): same
+                // secret, new Secret.
+                let mut secret = match layout.build(&state) {
+                    Ok(secret) => secret,
+                    Err(e) => return Ok(SecretOutcome::failed("TemplateFailed", e)),
+                };
                 secret.metadata.resource_version = old.metadata.resource_version.clone();
                 api.replace(name, &PostParams::default(), &secret).await?;
             }
@@ -219,12 +238,12 @@ async fn existing_secret(ctx: &Context, obj: &OAuthClient, settings: &ClientSett
 async fn credentials(
     ctx: &Context,
     obj: &OAuthClient,
-    client_id: &str,
+    verdict: &ClientVerdict,
     settings: &ClientSettings,
     now: Timestamp,
 ) -> Result<SecretOutcome, Error> {
     Ok(match &settings.secret {
-        CredentialSource::Generated { .. } => generated_secret(ctx, obj, client_id, settings, now).await?,
+        CredentialSource::Generated { .. } => generated_secret(ctx, obj, verdict, settings, now).await?,
         CredentialSource::Existing(_) => existing_secret(ctx, obj, settings).await?,
         CredentialSource::ServiceAccount(sa) => SecretOutcome {
             ready: true,
@@ -322,7 +341,7 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
         (Ok(settings), None) => {
             status.client_id = Some(verdict.client_id.clone());
             status.secret_name = settings.secret.secret_name().map(str::to_string);
-            let outcome = credentials(&ctx, &obj, &verdict.client_id, settings, now).await?;
+            let outcome = credentials(&ctx, &obj, &verdict, settings, now).await?;
             status.secret_version = outcome.version;
             // metav1.Time keeps whole seconds: truncate so an unchanged status compares equal.
             status.secret_rotated_at = outcome

@@ -9,8 +9,10 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
-use crate::crd::SecretKeys;
+use crate::crd::SecretDeletionPolicy;
 use crate::credentials::{CredentialState, PreviousSecret};
+use crate::secret_contents::{ClientValues, SecretContents};
+use crate::validation::SecretMetadata;
 use crate::keys::KeySet;
 
 /// Label on every Secret kauth reads; its value says what the Secret holds.
@@ -30,6 +32,10 @@ const A_TRIGGER: &str = "kauth.dev/rotation-trigger";
 const A_SECRET_KEY: &str = "kauth.dev/secret-key";
 const A_PREVIOUS: &str = "kauth.dev/previous-secret-sha256";
 const A_PREVIOUS_UNTIL: &str = "kauth.dev/previous-secret-valid-until";
+/// The owning OAuthClient's uid, for Secrets that carry no owner reference (policy `Orphan`).
+const A_CLIENT_UID: &str = "kauth.dev/client-uid";
+/// Label naming the OAuthClient a generated Secret belongs to.
+const CLIENT_LABEL: &str = "kauth.dev/client";
 
 /// An owner reference marking `owner` as the controller of a child.
 pub fn owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
@@ -44,14 +50,33 @@ pub fn owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> Option<Owner
     })
 }
 
-/// True when `secret` is controlled by the object with `uid`.
+/// True when `secret` belongs to the object with `uid`: its controller owner reference says
+/// so, or, on a Secret with no controller (an `Orphan` policy's), kauth's uid annotation.
 pub fn owned_by(secret: &Secret, uid: &str) -> bool {
-    secret
+    let controller = secret
         .metadata
         .owner_references
         .iter()
         .flatten()
-        .any(|o| o.uid == uid && o.controller == Some(true))
+        .find(|o| o.controller == Some(true));
+    match controller {
+        Some(owner) => owner.uid == uid,
+        None => annotation(secret, A_CLIENT_UID) == Some(uid),
+    }
+}
+
+/// True when `secret` is a generated credentials Secret left behind by a deleted OAuthClient
+/// named `client` (policy `Orphan`): the OAuthClient of that name in the same namespace may
+/// take it over with its secret.
+pub fn adoptable_by(secret: &Secret, client: &str) -> bool {
+    labelled(secret, GENERATED)
+        && secret.metadata.owner_references.as_ref().is_none_or(Vec::is_empty)
+        && annotation(secret, A_CLIENT_UID).is_some()
+        && secret.metadata.labels.as_ref().and_then(|l| l.get(CLIENT_LABEL)).map(String::as_str) == Some(client)
+}
+
+fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
+    secret.metadata.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
 /// True when the Secret carries kauth's label with `value`.
@@ -74,31 +99,31 @@ fn data_str<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
 
 /// Everything a credentials Secret holds besides the secret itself.
 pub struct CredentialsSecret<'a> {
-    /// Secret name and namespace.
+    /// Secret name.
     pub name: &'a str,
     /// Namespace.
     pub namespace: &'a str,
-    /// Owning OAuthClient.
+    /// Owning OAuthClient (its uid is recorded whatever the deletion policy).
     pub owner: OwnerReference,
     /// Client name (label).
     pub client_name: &'a str,
-    /// Key names.
-    pub keys: &'a SecretKeys,
-    /// Client id.
-    pub client_id: &'a str,
-    /// Issuer URL.
-    pub issuer: &'a str,
-    /// Token endpoint URL.
-    pub token_endpoint: &'a str,
+    /// Keys, presets and templates.
+    pub contents: &'a SecretContents,
+    /// The team's labels and annotations, and the deletion policy.
+    pub metadata: &'a SecretMetadata,
+    /// Every value but the secret (which `build` takes from the credential state).
+    pub values: &'a ClientValues,
 }
 
 impl CredentialsSecret<'_> {
-    /// The Secret for a credential state.
-    pub fn build(&self, state: &CredentialState) -> Secret {
-        let mut annotations = BTreeMap::from([
+    /// The Secret for a credential state, or why a template failed.
+    pub fn build(&self, state: &CredentialState) -> Result<Secret, String> {
+        let mut annotations = self.metadata.annotations.clone();
+        annotations.extend([
             (A_VERSION.to_string(), state.version.to_string()),
             (A_ROTATED_AT.to_string(), state.rotated_at.to_string()),
-            (A_SECRET_KEY.to_string(), self.keys.client_secret.clone()),
+            (A_SECRET_KEY.to_string(), self.contents.keys.client_secret.clone()),
+            (A_CLIENT_UID.to_string(), self.owner.uid.clone()),
         ]);
         if let Some(t) = &state.trigger {
             annotations.insert(A_TRIGGER.into(), t.clone());
@@ -107,35 +132,46 @@ impl CredentialsSecret<'_> {
             annotations.insert(A_PREVIOUS.into(), p.sha256.clone());
             annotations.insert(A_PREVIOUS_UNTIL.into(), p.valid_until.to_string());
         }
+        let mut labels = self.metadata.labels.clone();
+        labels.extend([
+            ("app.kubernetes.io/managed-by".to_string(), "kauth".to_string()),
+            (CREDENTIALS_LABEL.to_string(), GENERATED.to_string()),
+            (CLIENT_LABEL.to_string(), self.client_name.to_string()),
+        ]);
         let data = self
-            .keys
-            .entries(self.client_id, &state.secret, self.issuer, self.token_endpoint)
+            .contents
+            .render(&self.values.with_secret(&state.secret))?
             .into_iter()
-            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+            .map(|(k, v)| (k, ByteString(v.into_bytes())))
             .collect();
-        Secret {
+        let owner_references = match self.metadata.deletion {
+            SecretDeletionPolicy::Delete => Some(vec![self.owner.clone()]),
+            SecretDeletionPolicy::Orphan => None,
+        };
+        Ok(Secret {
             metadata: ObjectMeta {
                 name: Some(self.name.to_string()),
                 namespace: Some(self.namespace.to_string()),
-                labels: Some(BTreeMap::from([
-                    ("app.kubernetes.io/managed-by".to_string(), "kauth".to_string()),
-                    (CREDENTIALS_LABEL.to_string(), GENERATED.to_string()),
-                    ("kauth.dev/client".to_string(), self.client_name.to_string()),
-                ])),
+                labels: Some(labels),
                 annotations: Some(annotations),
-                owner_references: Some(vec![self.owner.clone()]),
+                owner_references,
                 ..Default::default()
             },
             type_: Some("Opaque".into()),
             data: Some(data),
             ..Default::default()
-        }
+        })
     }
 
-    /// True when the Secret's non-secret data matches what this client should have.
+    /// True when `secret` is exactly what this client should have (data, labels, annotations
+    /// and owner), so nothing needs writing.
     pub fn up_to_date(&self, secret: &Secret, state: &CredentialState) -> bool {
-        let wanted = self.build(state);
-        secret.data == wanted.data && secret.metadata.annotations == wanted.metadata.annotations
+        let Ok(wanted) = self.build(state) else { return false };
+        secret.data == wanted.data
+            && secret.metadata.annotations == wanted.metadata.annotations
+            && secret.metadata.labels == wanted.metadata.labels
+            && secret.metadata.owner_references.as_ref().is_none_or(Vec::is_empty)
+                == wanted.metadata.owner_references.is_none()
     }
 }
 

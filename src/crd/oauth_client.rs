@@ -210,6 +210,52 @@ pub struct SecretSpec {
     /// Secret rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<SecretRotation>,
+    /// Ready-made key sets for common consumers, added beside the standard keys: `springBoot`
+    /// (`SPRING_SECURITY_OAUTH2_CLIENT_*`, registration id `kauth`), `oauth2Proxy`
+    /// (`OAUTH2_PROXY_*`) and `dotenv` (one `.env` key with the standard keys as lines).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub presets: Vec<SecretPreset>,
+    /// More keys, each rendered from a MiniJinja template. Values: `client_id`,
+    /// `client_secret`, `issuer`, `token_url`, `token_endpoint_auth_method`, and the lists
+    /// `scopes` (granted), `audiences` (usable) and `grant_types`. Example:
+    /// `AUTH_SCOPE: "{{ scopes | join(' ') }}"`. An undefined name is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<std::collections::BTreeMap<String, String>>,
+    /// Labels added to the Secret (for example for Argo CD or a reloader). Keys under
+    /// `kauth.dev/` and `app.kubernetes.io/managed-by` are kauth's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Annotations added to the Secret. Keys under `kauth.dev/` are kauth's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
+    /// `Delete` (default): the Secret is garbage-collected with the OAuthClient. `Orphan`: the
+    /// Secret has no owner and stays when the OAuthClient is deleted; an OAuthClient of the
+    /// same name created again in the namespace adopts it and keeps its secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<SecretDeletionPolicy>,
+}
+
+/// A ready-made key set in the generated Secret.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SecretPreset {
+    /// Spring Boot's OAuth2 client properties as environment variables.
+    SpringBoot,
+    /// oauth2-proxy's OIDC provider settings as environment variables.
+    #[serde(rename = "oauth2Proxy")]
+    OAuth2Proxy,
+    /// One `.env` file holding the standard keys.
+    Dotenv,
+}
+
+/// What happens to the generated Secret when its OAuthClient is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum SecretDeletionPolicy {
+    /// Deleted with the OAuthClient (owner reference).
+    #[default]
+    Delete,
+    /// Left behind, unowned; adopted by an OAuthClient of the same name.
+    Orphan,
 }
 
 /// Key names in the generated Secret. Defaults suit `envFrom`.
@@ -228,25 +274,6 @@ pub struct SecretKeys {
     /// Default `TOKEN_URL`.
     #[serde(default = "default_key_token_endpoint")]
     pub token_endpoint: String,
-}
-
-impl SecretKeys {
-    /// The keys and values of a client's credentials, as the controller writes them into the
-    /// Secret and standalone into files of the same names: one layout for both modes.
-    pub fn entries<'a>(
-        &'a self,
-        client_id: &'a str,
-        client_secret: &'a str,
-        issuer: &'a str,
-        token_endpoint: &'a str,
-    ) -> [(&'a str, &'a str); 4] {
-        [
-            (&self.client_id, client_id),
-            (&self.client_secret, client_secret),
-            (&self.issuer, issuer),
-            (&self.token_endpoint, token_endpoint),
-        ]
-    }
 }
 
 impl Default for SecretKeys {

@@ -25,6 +25,7 @@ use crate::people::{Directory, USERS_KEY, USERS_SECRET};
 use crate::provider::serve::{ServeOptions, serve};
 use crate::provider::{ProviderState, ops_router, router};
 use crate::registry::{Registry, Snapshot};
+use crate::secret_contents::ClientValues;
 use crate::store::GrantStore;
 use crate::tls::TlsChoice;
 use crate::validation::{ClientSettings, CredentialSource, KeySchedule, describe, validate_signing_key};
@@ -211,7 +212,9 @@ impl StandaloneConfig {
                 let secret = secret.trim_end_matches(['\n', '\r']);
                 Ok(SecretVerifier::for_secret(secret))
             }
-            CredentialSource::Generated { keys, rotation, .. } => {
+            // The Secret's labels, annotations and deletion policy have no files to apply to:
+            // standalone keeps every state file until it is removed by hand.
+            CredentialSource::Generated { contents, rotation, .. } => {
                 let state_path = dir.join(CREDENTIAL_STATE_FILE);
                 let current: Option<CredentialState> = read_json(&state_path).map_err(|e| e.to_string())?;
                 let state = match plan_secret(rotation, current.as_ref(), now) {
@@ -235,12 +238,12 @@ impl StandaloneConfig {
                         state
                     }
                 };
-                let token_endpoint = self.issuer.endpoint("/token");
-                let files = keys.entries(&verdict.client_id, &state.secret, &self.issuer.url, &token_endpoint);
+                let values = ClientValues::of(verdict, settings, &self.issuer);
+                let files = contents.render(&values.with_secret(&state.secret))?;
                 private_dir(&dir).map_err(|e| e.to_string())?;
-                for (key, value) in files {
+                for (key, value) in &files {
                     let path = dir.join(key);
-                    if fs::read_to_string(&path).ok().as_deref() != Some(value) {
+                    if fs::read_to_string(&path).ok().as_deref() != Some(value.as_str()) {
                         writes.write(&path, value.as_bytes()).map_err(|e| e.to_string())?;
                     }
                 }
@@ -434,7 +437,9 @@ impl StandaloneConfig {
         match self.credentials(verdict, settings, now, writes, &mut notes.changes, &mut notes.next_step) {
             Ok(verifier) => {
                 let (id_key, secret_key) = match &settings.secret {
-                    CredentialSource::Generated { keys, .. } => (keys.client_id.clone(), keys.client_secret.clone()),
+                    CredentialSource::Generated { contents, .. } => {
+                        (contents.keys.client_id.clone(), contents.keys.client_secret.clone())
+                    }
                     CredentialSource::Existing(e) => (String::new(), e.key.clone()),
                     CredentialSource::ServiceAccount(_) | CredentialSource::Public => (String::new(), String::new()),
                 };
