@@ -54,14 +54,48 @@ impl SecretVerifier {
 
     /// True when `presented` is the current secret, or the previous one inside its window.
     pub fn verify(&self, presented: &str, now: Timestamp) -> bool {
+        self.matched(presented, now).is_some()
+    }
+
+    /// Which secret `presented` is: the current one, or the previous one inside its window.
+    pub fn matched(&self, presented: &str, now: Timestamp) -> Option<MatchedSecret> {
         let d = digest_secret(presented);
         let current = digests_match(&d, &self.current);
         // Both comparisons always run so timing does not tell which one matched.
         let previous = self
             .previous
             .is_some_and(|(p, until)| digests_match(&d, &p) & (now < until));
-        current | previous
+        if current {
+            Some(MatchedSecret::Current(d))
+        } else if previous {
+            Some(MatchedSecret::Previous(d))
+        } else {
+            None
+        }
     }
+}
+
+/// A presented secret that matched, with its digest (which names it in the usage records).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchedSecret {
+    /// The current secret.
+    Current(SecretDigest),
+    /// The rotated-out secret, inside its window.
+    Previous(SecretDigest),
+}
+
+impl MatchedSecret {
+    /// The digest of the secret that matched.
+    pub fn digest(&self) -> &SecretDigest {
+        match self {
+            Self::Current(d) | Self::Previous(d) => d,
+        }
+    }
+}
+
+/// How usage records name a secret: base64url SHA-256, as `PreviousSecret::sha256`.
+pub fn digest_name(digest: &SecretDigest) -> String {
+    URL_SAFE_NO_PAD.encode(digest)
 }
 
 /// The state of a generated secret, kept beside it (Secret annotations, or a state file).
@@ -113,7 +147,7 @@ impl CredentialState {
             rotated_at: now,
             trigger,
             previous: (overlap > Duration::ZERO).then(|| PreviousSecret {
-                sha256: URL_SAFE_NO_PAD.encode(digest_secret(&self.secret)),
+                sha256: digest_name(&digest_secret(&self.secret)),
                 valid_until: until,
             }),
         }
@@ -180,6 +214,82 @@ pub fn plan_secret(policy: &RotationPolicy, current: Option<&CredentialState>, n
     SecretPlan::Keep { recheck_at: None }
 }
 
+/// What to do with a rotated-out secret now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PreviousPlan {
+    /// Nothing to write; look again at `recheck_at` (if set).
+    Keep { recheck_at: Option<Timestamp> },
+    /// Still in use: valid until `until` (write it before the current window ends).
+    Extend { until: Timestamp, recheck_at: Timestamp },
+    /// Its window has ended: drop it from the state (and say so).
+    Retire { unused: bool },
+}
+
+/// How long before a `whenUnused` window ends kauth decides whether to extend it: time for
+/// usage records to arrive (replicas report every 30 s) and for the write to reach them.
+pub fn extension_margin(quiet: Duration) -> SignedDuration {
+    SignedDuration::try_from((quiet / 4).min(Duration::from_secs(120))).unwrap_or(SignedDuration::ZERO)
+}
+
+/// How precisely uses are recorded (`secret_usage`): by the minute.
+const USE_RESOLUTION: SignedDuration = SignedDuration::from_secs(60);
+
+/// Decides the fate of the previous secret. `previous_last_used` is the minute of its last
+/// use. After its overlap it ends, unless the policy is
+/// `whenUnused`: then it stays valid until it has not been used for the quiet period, each
+/// extension written shortly before the window it extends would end.
+pub fn plan_previous(
+    policy: &RotationPolicy,
+    state: &CredentialState,
+    previous_last_used: Option<Timestamp>,
+    now: Timestamp,
+) -> PreviousPlan {
+    let Some(previous) = &state.previous else {
+        return PreviousPlan::Keep { recheck_at: None };
+    };
+    let until = previous.valid_until;
+    if now >= until {
+        return PreviousPlan::Retire {
+            unused: matches!(policy.retire, RetirePrevious::WhenUnused { .. }),
+        };
+    }
+    let RetirePrevious::WhenUnused { quiet } = policy.retire else {
+        return PreviousPlan::Keep {
+            recheck_at: Some(until),
+        };
+    };
+    let margin = extension_margin(quiet);
+    let decide_at = until - margin;
+    if now < decide_at {
+        return PreviousPlan::Keep {
+            recheck_at: Some(decide_at),
+        };
+    }
+    let quiet = SignedDuration::try_from(quiet).unwrap_or(SignedDuration::MAX);
+    // Uses are recorded by the minute they fell in: the last one may be at its very end.
+    match previous_last_used.map(|minute| minute + USE_RESOLUTION + quiet) {
+        Some(wanted) if wanted > until => PreviousPlan::Extend {
+            until: wanted,
+            recheck_at: wanted - margin,
+        },
+        // Not used lately, as far as the reports that have arrived say: look again a few
+        // times before the window ends, for a report still on its way.
+        _ => PreviousPlan::Keep {
+            recheck_at: Some(until.min(now + (margin / 3).max(SignedDuration::from_secs(1)))),
+        },
+    }
+}
+
+/// What ends a rotated-out secret.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RetirePrevious {
+    /// The end of the overlap.
+    #[default]
+    AfterOverlap,
+    /// The overlap's end, or later: once it has gone unused for `quiet`.
+    WhenUnused { quiet: Duration },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,7 +303,77 @@ mod tests {
             trigger: trigger.map(Into::into),
             every: every.map(Duration::from_secs),
             overlap: Duration::from_secs(overlap),
+            retire: RetirePrevious::AfterOverlap,
         }
+    }
+
+    #[test]
+    fn a_previous_secret_in_use_is_extended_and_an_unused_one_retired() {
+        let mut p = policy(Some("a"), None, 60);
+        p.retire = RetirePrevious::WhenUnused {
+            quiet: Duration::from_secs(400),
+        };
+        let first = CredentialState::first(Some("a".into()), t(0));
+        let state = first.rotated(Some("b".into()), p.overlap, t(1000));
+        let until = t(1060);
+        assert_eq!(state.previous.as_ref().unwrap().valid_until, until);
+        // Before the decision point (100 s margin: a quarter of the quiet period).
+        assert_eq!(
+            plan_previous(&p, &state, Some(t(1040)), t(900)),
+            PreviousPlan::Keep {
+                recheck_at: Some(t(960))
+            }
+        );
+        // At it, a use inside the quiet period extends the window to quiet after the end of
+        // that use's minute.
+        assert_eq!(
+            plan_previous(&p, &state, Some(t(1000)), t(960)),
+            PreviousPlan::Extend {
+                until: t(1460),
+                recheck_at: t(1360)
+            }
+        );
+        // Last used long ago: the window ends as it is, and then the secret is retired;
+        // until then it is looked at again every third of the margin, for late reports.
+        let third = t(960) + SignedDuration::from_secs(100) / 3;
+        assert_eq!(
+            plan_previous(&p, &state, Some(t(560)), t(960)),
+            PreviousPlan::Keep {
+                recheck_at: Some(third)
+            }
+        );
+        assert_eq!(
+            plan_previous(&p, &state, None, t(1050)),
+            PreviousPlan::Keep {
+                recheck_at: Some(until)
+            }
+        );
+        assert_eq!(
+            plan_previous(&p, &state, Some(t(1059)), t(1060)),
+            PreviousPlan::Retire { unused: true }
+        );
+        // afterOverlap ignores use.
+        let after = policy(Some("b"), None, 60);
+        assert_eq!(
+            plan_previous(&after, &state, Some(t(1059)), t(1000)),
+            PreviousPlan::Keep {
+                recheck_at: Some(until)
+            }
+        );
+        assert_eq!(
+            plan_previous(&after, &state, Some(t(1059)), t(1060)),
+            PreviousPlan::Retire { unused: false }
+        );
+        // The verifier says which secret matched.
+        let v = state.verifier();
+        assert!(matches!(
+            v.matched(&first.secret, t(1001)),
+            Some(MatchedSecret::Previous(_))
+        ));
+        assert!(matches!(
+            v.matched(&state.secret, t(1001)),
+            Some(MatchedSecret::Current(_))
+        ));
     }
 
     #[test]

@@ -67,6 +67,15 @@ pub struct Metrics {
     pub store_up: Gauge,
     /// Watches failing now (they retry at least every second).
     pub watches_failing: Gauge,
+    /// Requests authenticated with a rotated-out client secret, by client.
+    pub previous_secret_uses: Family<ClientLabels, Counter>,
+}
+
+/// Labels naming a client.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientLabels {
+    /// Client id.
+    pub client_id: String,
 }
 
 impl Default for Metrics {
@@ -89,6 +98,12 @@ impl Metrics {
         let registered_clients = Gauge::default();
         let store_up = Gauge::default();
         let watches_failing = Gauge::default();
+        let previous_secret_uses = Family::<ClientLabels, Counter>::default();
+        registry.register(
+            "previous_secret_uses",
+            "Requests authenticated with a client's rotated-out secret: workloads that have not picked up the new one",
+            previous_secret_uses.clone(),
+        );
         registry.register(
             "watches_failing",
             "Kubernetes watches failing now; past 10 s /readyz turns not ready",
@@ -135,7 +150,17 @@ impl Metrics {
             registered_clients,
             store_up,
             watches_failing,
+            previous_secret_uses,
         }
+    }
+
+    /// Counts a request authenticated with a client's rotated-out secret.
+    pub fn previous_secret_used(&self, client_id: &str) {
+        self.previous_secret_uses
+            .get_or_create(&ClientLabels {
+                client_id: client_id.to_string(),
+            })
+            .inc();
     }
 
     /// Counts a token issued to `client_id` with `grant_type`.

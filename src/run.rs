@@ -151,6 +151,20 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         duration: cfg.lease_duration,
         renew_every: (cfg.lease_duration / 3).max(std::time::Duration::from_millis(200)),
     };
+    // The provider keeps grants in it; the controller reads secret use from it (only a shared
+    // store shows the use of every replica).
+    let store = if cfg.provider || cfg.store_url.is_some() {
+        let url = match &cfg.store_url {
+            Some(url) => url.clone(),
+            None => GrantStore::file_url(&cfg.state_dir).map_err(|e| RunError(e.to_string()))?,
+        };
+        let store = GrantStore::open_with(&url, cfg.serve.store_timeout, cfg.serve.store_group_commit)
+            .await
+            .map_err(|e| RunError(e.to_string()))?;
+        Some(store)
+    } else {
+        None
+    };
     if cfg.controller {
         let mut ctx = Context::new(
             client.clone(),
@@ -165,19 +179,16 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
                 config_map: cfg.jwks_config_map.clone(),
             });
         }
+        if let Some(store) = &store {
+            ctx = ctx.with_store(store.clone());
+        }
         let ctx = Arc::new(ctx);
         let (leading_tx, leading) = watch::channel(false);
         tasks.push(Box::pin(leader::hold_lease(client.clone(), lease.clone(), leading_tx)));
         tasks.push(Box::pin(lead_while_holding(ctx, leading, shutdown.clone())));
     }
     let server = if cfg.provider {
-        let url = match &cfg.store_url {
-            Some(url) => url.clone(),
-            None => GrantStore::file_url(&cfg.state_dir).map_err(|e| RunError(e.to_string()))?,
-        };
-        let store = GrantStore::open_with(&url, cfg.serve.store_timeout, cfg.serve.store_group_commit)
-            .await
-            .map_err(|e| RunError(e.to_string()))?;
+        let store = store.clone().expect("opened for the provider");
         let bind = async |address: &str| {
             TcpListener::bind(address)
                 .await
@@ -191,6 +202,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             .map_err(|e| RunError(e.to_string()))?
             .with_first_party_namespaces(cfg.first_party_namespaces.clone())
             .with_password_checks(cfg.serve.max_password_checks)
+            .with_secret_use_report_interval(cfg.serve.secret_use_report_interval)
             .with_audit(
                 cfg.serve
                     .audit("stdout")

@@ -300,7 +300,11 @@ mod tests {
     #[test]
     fn presets_produce_their_documented_keys() {
         let c = contents(SecretSpec {
-            presets: vec![SecretPreset::Dotenv, SecretPreset::SpringBoot, SecretPreset::OAuth2Proxy],
+            presets: vec![
+                SecretPreset::Dotenv,
+                SecretPreset::SpringBoot,
+                SecretPreset::OAuth2Proxy,
+            ],
             ..Default::default()
         })
         .unwrap();
@@ -309,8 +313,14 @@ mod tests {
         let out = c.render(&values(&scopes, &grants)).unwrap();
         let get = |k: &str| out.get(k).unwrap_or_else(|| panic!("no {k} in {out:?}")).as_str();
         assert_eq!(get("CLIENT_SECRET"), "s3cr3t");
-        assert_eq!(get("SPRING_SECURITY_OAUTH2_CLIENT_REGISTRATION_KAUTH_CLIENT_ID"), "shop.web");
-        assert_eq!(get("SPRING_SECURITY_OAUTH2_CLIENT_REGISTRATION_KAUTH_SCOPE"), "openid,orders.read");
+        assert_eq!(
+            get("SPRING_SECURITY_OAUTH2_CLIENT_REGISTRATION_KAUTH_CLIENT_ID"),
+            "shop.web"
+        );
+        assert_eq!(
+            get("SPRING_SECURITY_OAUTH2_CLIENT_REGISTRATION_KAUTH_SCOPE"),
+            "openid,orders.read"
+        );
         assert_eq!(
             get("SPRING_SECURITY_OAUTH2_CLIENT_REGISTRATION_KAUTH_AUTHORIZATION_GRANT_TYPE"),
             "authorization_code"
@@ -319,7 +329,10 @@ mod tests {
             get("SPRING_SECURITY_OAUTH2_CLIENT_REGISTRATION_KAUTH_CLIENT_AUTHENTICATION_METHOD"),
             "client_secret_post"
         );
-        assert_eq!(get("SPRING_SECURITY_OAUTH2_CLIENT_PROVIDER_KAUTH_ISSUER_URI"), "https://id.example");
+        assert_eq!(
+            get("SPRING_SECURITY_OAUTH2_CLIENT_PROVIDER_KAUTH_ISSUER_URI"),
+            "https://id.example"
+        );
         assert_eq!(get("OAUTH2_PROXY_CLIENT_SECRET"), "s3cr3t");
         assert_eq!(get("OAUTH2_PROXY_SCOPE"), "openid orders.read");
         assert_eq!(
@@ -347,7 +360,11 @@ mod tests {
             ("TYPO", "{{ client_secert }}", "undefined"),
             ("SYNTAX", "{{ client_id ", "syntax"),
             ("LOOP", "{% for i in range(100000) %}{{ i }}{% endfor %}", "fuel"),
-            ("CLIENT_ID", "{{ client_id }}", "already the key of spec.secret.keys.clientId"),
+            (
+                "CLIENT_ID",
+                "{{ client_id }}",
+                "already the key of spec.secret.keys.clientId",
+            ),
             ("..", "x", "not a valid Secret key"),
         ] {
             let errors = contents(SecretSpec {

@@ -9,6 +9,7 @@ use crate::crd::{
     ClientType, ExistingSecret, GrantType, KeyAlgorithm, OAuthClientSpec, ScopeSpec, SecretDeletionPolicy,
     SigningKeySpec, TokenEndpointAuthMethod,
 };
+use crate::credentials::RetirePrevious;
 use crate::secret_contents::{SecretContents, is_secret_key};
 
 /// One invalid field, named by its path (`spec.scopes[1]`).
@@ -123,10 +124,14 @@ pub struct RotationPolicy {
     pub every: Option<Duration>,
     /// How long the previous secret stays valid.
     pub overlap: Duration,
+    /// What ends the previous secret.
+    pub retire: RetirePrevious,
 }
 
 /// Default overlap in which a rotated-out secret still works.
 pub const DEFAULT_SECRET_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+/// Default quiet period after which an unused previous secret is retired (`whenUnused`).
+pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(3600);
 /// Default access token lifetime.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -487,6 +492,27 @@ fn generated(name: &str, secret: &crate::crd::SecretSpec, errors: &mut Vec<Field
         Duration::ZERO,
         Some(Duration::from_secs(30 * 24 * 3600)),
     );
+    let retire = match rotation.retire_previous.unwrap_or_default() {
+        crate::crd::RetirePreviousSecret::AfterOverlap => {
+            if rotation.quiet_period.is_some() {
+                errors.push(FieldError::new(
+                    "spec.secret.rotation.quietPeriod",
+                    "only applies with retirePrevious: WhenUnused",
+                ));
+            }
+            RetirePrevious::AfterOverlap
+        }
+        crate::crd::RetirePreviousSecret::WhenUnused => RetirePrevious::WhenUnused {
+            quiet: duration_in(
+                errors,
+                "spec.secret.rotation.quietPeriod",
+                rotation.quiet_period.as_deref(),
+                DEFAULT_QUIET_PERIOD,
+                Duration::from_secs(30),
+                Some(Duration::from_secs(30 * 24 * 3600)),
+            ),
+        },
+    };
     if let Some(every) = every
         && overlap >= every
         && every > Duration::ZERO
@@ -503,6 +529,7 @@ fn generated(name: &str, secret: &crate::crd::SecretSpec, errors: &mut Vec<Field
             trigger: rotation.trigger.clone(),
             every,
             overlap,
+            retire,
         },
         metadata,
     }
@@ -746,7 +773,12 @@ mod tests {
         .unwrap();
         assert_eq!(s.access_token_lifetime, DEFAULT_TOKEN_LIFETIME);
         match s.secret {
-            CredentialSource::Generated { name, contents, rotation, .. } => {
+            CredentialSource::Generated {
+                name,
+                contents,
+                rotation,
+                ..
+            } => {
                 assert_eq!(name, "app-oauth");
                 assert_eq!(contents.keys.client_secret, "CLIENT_SECRET");
                 assert_eq!(rotation.overlap, DEFAULT_SECRET_OVERLAP);
@@ -847,7 +879,7 @@ mod tests {
                 rotation: Some(SecretRotation {
                     every: Some("1h".into()),
                     overlap: Some("2h".into()),
-                    trigger: None,
+                    ..Default::default()
                 }),
                 labels: Some([("kauth.dev/credentials".to_string(), "external".to_string())].into()),
                 annotations: Some([("bad key!".to_string(), String::new())].into()),

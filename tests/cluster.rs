@@ -546,17 +546,27 @@ async fn secret_presets_templates_labels_and_an_orphan_kept_and_adopted() {
     let secret = secrets.get("app-oauth").await.unwrap();
     let data = secret_data(&client, &ns, "app-oauth").await;
     let spring = |k: &str| data[&format!("SPRING_SECURITY_OAUTH2_CLIENT_{k}")].clone();
-    let (id_, secret_) = (spring("REGISTRATION_KAUTH_CLIENT_ID"), spring("REGISTRATION_KAUTH_CLIENT_SECRET"));
+    let (id_, secret_) = (
+        spring("REGISTRATION_KAUTH_CLIENT_ID"),
+        spring("REGISTRATION_KAUTH_CLIENT_SECRET"),
+    );
     assert_eq!(Some(&id_), ready.status.as_ref().unwrap().client_id.as_ref());
     assert_eq!(secret_, data["CLIENT_SECRET"]);
     assert_eq!(spring("PROVIDER_KAUTH_ISSUER_URI"), kauth.url);
     assert_eq!(spring("REGISTRATION_KAUTH_SCOPE"), format!("api.{ns}"));
     assert_eq!(data["AUTH_HEADER"], format!("{id_}:{secret_}"));
     assert_eq!(data["SCOPES"], format!("api.{ns}"));
-    assert!(data[".env"].contains(&format!("CLIENT_SECRET={secret_}\n")), "{}", data[".env"]);
+    assert!(
+        data[".env"].contains(&format!("CLIENT_SECRET={secret_}\n")),
+        "{}",
+        data[".env"]
+    );
     assert_eq!(secret.labels()["argocd.argoproj.io/instance"], "shop");
     assert_eq!(secret.annotations()["reloader.stakater.com/match"], "true");
-    assert!(secret.owner_references().is_empty(), "Orphan: nothing for the garbage collector to follow");
+    assert!(
+        secret.owner_references().is_empty(),
+        "Orphan: nothing for the garbage collector to follow"
+    );
     let (status, _) = token(&kauth.url, &id_, &secret_, &format!("api.{ns}")).await;
     assert_eq!(status, 200);
 
@@ -567,7 +577,10 @@ async fn secret_presets_templates_labels_and_an_orphan_kept_and_adopted() {
         token(&kauth.url, &id_, &secret_, &format!("api.{ns}")).await.0 == 401
     })
     .await;
-    assert!(secrets.get_opt("app-oauth").await.unwrap().is_some(), "Orphan keeps the Secret");
+    assert!(
+        secrets.get_opt("app-oauth").await.unwrap().is_some(),
+        "Orphan keeps the Secret"
+    );
 
     // Another client of the namespace may not take the orphan over by naming it.
     let other: OAuthClient = serde_json::from_value(json!({
@@ -577,9 +590,15 @@ async fn secret_presets_templates_labels_and_an_orphan_kept_and_adopted() {
     }))
     .unwrap();
     create(&client, &other).await;
-    wait_until("SecretConflict for another client", Duration::from_secs(10), async || {
-        client_condition(&client, &ns, "other").await.is_some_and(|(reason, _)| reason == "SecretConflict")
-    })
+    wait_until(
+        "SecretConflict for another client",
+        Duration::from_secs(10),
+        async || {
+            client_condition(&client, &ns, "other")
+                .await
+                .is_some_and(|(reason, _)| reason == "SecretConflict")
+        },
+    )
     .await;
 
     // Created again under the same name (now with policy Delete): adopted, same secret.
@@ -587,18 +606,162 @@ async fn secret_presets_templates_labels_and_an_orphan_kept_and_adopted() {
     again.spec.secret.as_mut().unwrap().deletion_policy = None;
     create(&client, &again).await;
     let readopted = ready_client(&client, &ns, "app").await;
-    wait_until("the Secret owned by the new client", Duration::from_secs(10), async || {
-        secrets
-            .get("app-oauth")
-            .await
-            .is_ok_and(|s| s.owner_references().iter().any(|o| Some(&o.uid) == readopted.metadata.uid.as_ref()))
-    })
+    wait_until(
+        "the Secret owned by the new client",
+        Duration::from_secs(10),
+        async || {
+            secrets.get("app-oauth").await.is_ok_and(|s| {
+                s.owner_references()
+                    .iter()
+                    .any(|o| Some(&o.uid) == readopted.metadata.uid.as_ref())
+            })
+        },
+    )
     .await;
     assert_eq!(secret_data(&client, &ns, "app-oauth").await["CLIENT_SECRET"], secret_);
     wait_until("the adopted secret works", Duration::from_secs(5), async || {
         token(&kauth.url, &id_, &secret_, &format!("api.{ns}")).await.0 == 200
     })
     .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn a_previous_secret_in_use_outlives_its_overlap_and_an_unused_one_is_retired() {
+    let client = client().await;
+    let id = unique();
+    let ns = format!("team-{id}");
+    namespace(&client, &ns).await;
+    namespace(&client, &format!("kauth-{id}")).await;
+    own_api(&client, &ns).await;
+    // Replicas report secret use every second here (30 s by default).
+    let kauth = Kauth::spawn_with(
+        &format!("kauth-{id}"),
+        "solo",
+        None,
+        &["--secret-use-report-interval", "1s"],
+    );
+    kauth.wait_ready(Duration::from_secs(30)).await;
+    let scope = format!("api.{ns}");
+    let rotation = json!({"overlap": "5s", "retirePrevious": "WhenUnused", "quietPeriod": "30s"});
+    for name in ["busy", "idle"] {
+        let c: OAuthClient = serde_json::from_value(json!({
+            "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"scopes": [scope], "secret": {"rotation": rotation}}
+        }))
+        .unwrap();
+        create(&client, &c).await;
+    }
+    let mut old = BTreeMap::new();
+    for name in ["busy", "idle"] {
+        let ready = ready_client(&client, &ns, name).await;
+        let data = secret_data(&client, &ns, &format!("{name}-oauth")).await;
+        let id_ = ready.status.unwrap().client_id.unwrap();
+        assert_eq!(token(&kauth.url, &id_, &data["CLIENT_SECRET"], &scope).await.0, 200);
+        old.insert(name, (id_, data["CLIENT_SECRET"].clone()));
+    }
+    let clients: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
+    for name in ["busy", "idle"] {
+        let patch = json!({"spec": {"secret": {"rotation": {"trigger": "leaked"}}}});
+        clients
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+    wait_until("both rotated", Duration::from_secs(10), async || {
+        let mut rotated = 0;
+        for name in ["busy", "idle"] {
+            let data = secret_data(&client, &ns, &format!("{name}-oauth")).await;
+            rotated += usize::from(data["CLIENT_SECRET"] != old[name].1);
+        }
+        rotated == 2
+    })
+    .await;
+    // A workload that never reloaded keeps using busy's old secret, every second.
+    let (busy_id, busy_old) = old["busy"].clone();
+    let url = kauth.url.clone();
+    let scope_ = scope.clone();
+    let workload = tokio::spawn(async move {
+        let mut refused = Vec::new();
+        loop {
+            let (status, body) = token(&url, &busy_id, &busy_old, &scope_).await;
+            if status != 200 {
+                refused.push(body);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if refused.len() > 3 {
+                break refused;
+            }
+        }
+    });
+    // Nobody uses idle's (trying it would be a use): it stops working once unused for the
+    // quiet period; its last use was just before the rotation, so about 30 s to 90 s after it.
+    let (idle_id, idle_old) = old["idle"].clone();
+    let started = Instant::now();
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    wait_until("PreviousSecretRetired event", Duration::from_secs(120), async || {
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("PreviousSecretRetired")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("idle")
+            })
+    })
+    .await;
+    let retired_after = started.elapsed();
+    assert!(
+        retired_after > Duration::from_secs(20),
+        "retired {retired_after:?} after the rotation: before the quiet period"
+    );
+    assert_eq!(token(&kauth.url, &idle_id, &idle_old, &scope).await.0, 401);
+    // Busy's old secret is still in use, so it still works, well past overlap + quiet period,
+    // and the status says when each secret was last used.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        !workload.is_finished(),
+        "busy's old secret was refused: {:?}",
+        workload.await
+    );
+    workload.abort();
+    let busy = clients.get("busy").await.unwrap().status.unwrap();
+    let previous = busy
+        .secret_usage
+        .iter()
+        .find(|u| u.version == 1)
+        .expect("previous secret in status");
+    assert!(
+        previous.last_used.is_some() && previous.valid_until.is_some(),
+        "{busy:?}"
+    );
+    assert!(
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("PreviousSecretInUse")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("busy")
+            })
+    );
+    let metrics = reqwest::get(format!("{}/metrics", kauth.ops_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("kauth_previous_secret_uses_total") && l.contains(&old["busy"].0)),
+        "old-secret use per client in the metrics"
+    );
 }
 
 async fn lease_holder(client: &Client, ns: &str) -> Option<String> {

@@ -45,6 +45,9 @@ pub enum Error {
     /// A signing key could not be generated or read.
     #[error("signing key: {0}")]
     Keys(#[from] crate::keys::KeyError),
+    /// The grant store (secret use) did not answer.
+    #[error("grant store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl Error {
@@ -53,6 +56,7 @@ impl Error {
         match self {
             Self::Kube(_) => "kube",
             Self::Keys(_) => "keys",
+            Self::Store(_) => "store",
         }
     }
 }
@@ -74,6 +78,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Where the JWKS is delivered (None: nowhere).
     pub jwks: Option<jwks::JwksDelivery>,
+    /// The grant store, where replicas report secret use (None: use is unknown).
+    pub store: Option<crate::store::GrantStore>,
 }
 
 impl Context {
@@ -92,7 +98,14 @@ impl Context {
             namespace,
             metrics,
             jwks: None,
+            store: None,
         }
+    }
+
+    /// Reads secret use from `store`.
+    pub fn with_store(mut self, store: crate::store::GrantStore) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Delivers the JWKS of `delivery` into the namespaces that want it.

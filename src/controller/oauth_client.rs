@@ -1,12 +1,13 @@
 //! OAuthClient reconciler: dereference (catalog, Secret) -> validate -> build the desired
 //! Secret and status -> apply -> Events.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
@@ -15,9 +16,13 @@ use serde_json::json;
 use super::secrets::{self, CredentialsSecret};
 use super::{Context, Error, MANAGER};
 use crate::catalog::{ClientVerdict, ObjectKey};
-use crate::crd::{OAuthClient, OAuthClientStatus, set_condition};
-use crate::credentials::{RotationReason, SecretPlan, plan_secret};
+use crate::crd::{OAuthClient, OAuthClientStatus, SecretUsage, set_condition};
+use crate::credentials::{
+    CredentialState, PreviousPlan, RetirePrevious, RotationReason, SecretPlan, digest_name, digest_secret,
+    extension_margin, plan_previous, plan_secret,
+};
 use crate::secret_contents::ClientValues;
+use crate::secret_usage::last_used;
 use crate::validation::{ClientSettings, CredentialSource, describe};
 
 /// Outcome of the Secret step: condition status, reason, message, and when to look again.
@@ -28,6 +33,7 @@ struct SecretOutcome {
     version: Option<i64>,
     rotated_at: Option<Timestamp>,
     recheck_at: Option<Timestamp>,
+    usage: Vec<SecretUsage>,
 }
 
 impl SecretOutcome {
@@ -39,6 +45,7 @@ impl SecretOutcome {
             version: None,
             rotated_at: None,
             recheck_at: None,
+            usage: Vec::new(),
         }
     }
 }
@@ -159,18 +166,55 @@ async fn generated_secret(
             state
         }
         SecretPlan::Keep { recheck_at } => {
-            let state = current.expect("Keep is only planned for an existing secret");
+            let mut state = current.expect("Keep is only planned for an existing secret");
+            let used = secret_use(ctx, &state).await?;
+            let previous_version = state.version - 1;
+            let mut recheck_at = recheck_at;
+            let mut event = None;
+            let previous_last_used = state.previous.as_ref().and_then(|p| last_used(&used, &p.sha256));
+            match plan_previous(rotation, &state, previous_last_used, now) {
+                PreviousPlan::Keep { recheck_at: at } => recheck_at = earliest(recheck_at, at),
+                PreviousPlan::Extend { until, recheck_at: at } => {
+                    if let Some(previous) = state.previous.as_mut() {
+                        previous.valid_until = until;
+                    }
+                    recheck_at = earliest(recheck_at, Some(at));
+                    event = Some((
+                        true,
+                        "PreviousSecretInUse",
+                        format!(
+                            "the previous client secret (version {previous_version}) is still in use; it stays valid until {until}, or longer while used"
+                        ),
+                    ));
+                }
+                PreviousPlan::Retire { unused } => {
+                    state.previous = None;
+                    let why = if unused {
+                        "its overlap has ended and it was not used for the quiet period"
+                    } else {
+                        "its overlap has ended"
+                    };
+                    event = Some((
+                        false,
+                        "PreviousSecretRetired",
+                        format!("the previous client secret (version {previous_version}) no longer works: {why}"),
+                    ));
+                }
+            }
             if let Some(old) = &existing
                 && !layout.up_to_date(old, &state)
             {
-                // Layout, values, labels or owner changed (or an orphan is adopted): same
-                // secret, new Secret.
+                // Layout, values, labels, owner or the previous secret's window changed (or
+                // an orphan is adopted): same secret, new Secret.
                 let mut secret = match layout.build(&state) {
                     Ok(secret) => secret,
                     Err(e) => return Ok(SecretOutcome::failed("TemplateFailed", e)),
                 };
                 secret.metadata.resource_version = old.metadata.resource_version.clone();
                 api.replace(name, &PostParams::default(), &secret).await?;
+            }
+            if let Some((warning, reason, note)) = event {
+                ctx.event(obj, warning, reason, note).await;
             }
             return Ok(SecretOutcome {
                 ready: true,
@@ -179,19 +223,76 @@ async fn generated_secret(
                 version: Some(state.version),
                 rotated_at: Some(state.rotated_at),
                 recheck_at,
+                usage: usage_status(&state, &used),
             });
         }
     };
+    let used = secret_use(ctx, &state).await?;
+    let scheduled = rotation
+        .every
+        .map(|every| state.rotated_at + jiff::SignedDuration::try_from(every).unwrap_or_default());
+    let previous_ends = state
+        .previous
+        .as_ref()
+        .map(|p| p.valid_until - extension_margin_of(rotation));
     Ok(SecretOutcome {
         ready: true,
         reason: "SecretReady",
         message: format!("credentials are in Secret {name}"),
         version: Some(state.version),
         rotated_at: Some(state.rotated_at),
-        recheck_at: rotation
-            .every
-            .map(|every| state.rotated_at + jiff::SignedDuration::try_from(every).unwrap_or_default()),
+        recheck_at: earliest(scheduled, previous_ends),
+        usage: usage_status(&state, &used),
     })
+}
+
+/// The earlier of two optional times.
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When, before the previous secret's window ends, its fate is decided.
+fn extension_margin_of(rotation: &crate::validation::RotationPolicy) -> jiff::SignedDuration {
+    match rotation.retire {
+        RetirePrevious::WhenUnused { quiet } => extension_margin(quiet),
+        RetirePrevious::AfterOverlap => jiff::SignedDuration::ZERO,
+    }
+}
+
+/// When the client's live secrets were last used, as all replicas reported it (nothing
+/// without a store).
+async fn secret_use(ctx: &Context, state: &CredentialState) -> Result<HashMap<String, i64>, Error> {
+    let Some(store) = &ctx.store else {
+        return Ok(HashMap::new());
+    };
+    let current = digest_name(&digest_secret(&state.secret));
+    let mut names = vec![current.as_str()];
+    if let Some(previous) = &state.previous {
+        names.push(&previous.sha256);
+    }
+    Ok(store.secret_last_used(&names).await?)
+}
+
+/// The status' view of secret use: the current secret, then the previous one while it works.
+fn usage_status(state: &CredentialState, used: &HashMap<String, i64>) -> Vec<SecretUsage> {
+    let time = |t: Timestamp| Time(Timestamp::from_second(t.as_second()).unwrap_or(t));
+    let current = digest_name(&digest_secret(&state.secret));
+    let mut usage = vec![SecretUsage {
+        version: state.version,
+        last_used: last_used(used, &current).map(time),
+        valid_until: None,
+    }];
+    if let Some(previous) = &state.previous {
+        usage.push(SecretUsage {
+            version: state.version - 1,
+            last_used: last_used(used, &previous.sha256).map(time),
+            valid_until: Some(time(previous.valid_until)),
+        });
+    }
+    usage
 }
 
 async fn existing_secret(ctx: &Context, obj: &OAuthClient, settings: &ClientSettings) -> Result<SecretOutcome, Error> {
@@ -228,6 +329,7 @@ async fn existing_secret(ctx: &Context, obj: &OAuthClient, settings: &ClientSett
             version: None,
             rotated_at: None,
             recheck_at: None,
+            usage: Vec::new(),
         },
     };
     Ok(outcome)
@@ -252,6 +354,7 @@ async fn credentials(
             version: None,
             rotated_at: None,
             recheck_at: None,
+            usage: Vec::new(),
         },
         CredentialSource::Public => SecretOutcome {
             ready: true,
@@ -260,6 +363,7 @@ async fn credentials(
             version: None,
             rotated_at: None,
             recheck_at: None,
+            usage: Vec::new(),
         },
     })
 }
@@ -349,6 +453,7 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
                 .and_then(|t| Timestamp::from_second(t.as_second()).ok())
                 .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
             recheck = outcome.recheck_at;
+            status.secret_usage = outcome.usage;
             condition("SecretReady", outcome.ready, outcome.reason, outcome.message.clone());
             let ready = outcome.ready && granted;
             let (reason, message) = if !outcome.ready {

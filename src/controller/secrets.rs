@@ -11,9 +11,9 @@ use kube::Resource;
 
 use crate::crd::SecretDeletionPolicy;
 use crate::credentials::{CredentialState, PreviousSecret};
+use crate::keys::KeySet;
 use crate::secret_contents::{ClientValues, SecretContents};
 use crate::validation::SecretMetadata;
-use crate::keys::KeySet;
 
 /// Label on every Secret kauth reads; its value says what the Secret holds.
 pub const CREDENTIALS_LABEL: &str = "kauth.dev/credentials";
@@ -72,7 +72,13 @@ pub fn adoptable_by(secret: &Secret, client: &str) -> bool {
     labelled(secret, GENERATED)
         && secret.metadata.owner_references.as_ref().is_none_or(Vec::is_empty)
         && annotation(secret, A_CLIENT_UID).is_some()
-        && secret.metadata.labels.as_ref().and_then(|l| l.get(CLIENT_LABEL)).map(String::as_str) == Some(client)
+        && secret
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(CLIENT_LABEL))
+            .map(String::as_str)
+            == Some(client)
 }
 
 fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {

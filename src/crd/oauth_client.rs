@@ -314,6 +314,25 @@ pub struct SecretRotation {
     /// How long the previous secret stays valid after a rotation. Default `24h`; `0s` ends it at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap: Option<String>,
+    /// What ends the previous secret: `AfterOverlap` (default), or `WhenUnused`: after the
+    /// overlap it stays valid until no one has used it for `quietPeriod`, so workloads that
+    /// have not reloaded keep working. A new rotation always ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retire_previous: Option<RetirePreviousSecret>,
+    /// With `WhenUnused`: how long the previous secret must go unused before it is retired.
+    /// Default `1h`, at least `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_period: Option<String>,
+}
+
+/// What ends a rotated-out client secret.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum RetirePreviousSecret {
+    /// The end of `overlap`.
+    #[default]
+    AfterOverlap,
+    /// The end of `overlap`, or later, once unused for `quietPeriod`.
+    WhenUnused,
 }
 
 /// A Secret the user manages that holds the client secret.
@@ -343,6 +362,9 @@ pub struct OAuthClientStatus {
     /// Incremented on every secret rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_version: Option<i64>,
+    /// When each live secret was last used (to the minute, across replicas), newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_usage: Vec<SecretUsage>,
     /// When the secret was last generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_rotated_at: Option<Time>,
@@ -371,4 +393,18 @@ mod grant_type_tests {
         }
         assert_eq!(GrantType::parse("password"), None);
     }
+}
+
+/// The use of one client secret version.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretUsage {
+    /// Secret version (`secretVersion` is the current one).
+    pub version: i64,
+    /// When a request last authenticated with it; absent if never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<Time>,
+    /// For the previous secret: when it stops working, as things stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<Time>,
 }

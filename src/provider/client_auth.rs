@@ -13,7 +13,7 @@ use super::ProviderState;
 use super::error::OAuthError;
 use super::form::Form;
 use crate::crd::TokenEndpointAuthMethod;
-use crate::credentials::{digest_secret, digests_match};
+use crate::credentials::{MatchedSecret, digest_secret, digests_match};
 use crate::registry::{ClientCredential, RegisteredClient, Snapshot};
 use crate::workload_identity::{AssertionError, JWT_BEARER_ASSERTION, ServiceAccountRef};
 
@@ -185,16 +185,20 @@ pub async fn authenticate(
     let client = snapshot.clients.get(&presented.client_id);
     // Unknown ids, public clients and ServiceAccount-bound clients fail alike, with the same
     // work and the same words: a caller without the secret learns nothing about an id.
-    let verified = match client.map(|c| &c.credential) {
-        Some(ClientCredential::Secret(secret)) => secret.verify(&presented.secret, now),
+    let matched = match client.map(|c| &c.credential) {
+        Some(ClientCredential::Secret(secret)) => secret.matched(&presented.secret, now),
         _ => {
             let _ = digests_match(&digest_secret(&presented.secret), &[0; 32]);
-            false
+            None
         }
     };
-    let Some(client) = client.filter(|_| verified) else {
+    let (Some(client), Some(matched)) = (client, matched) else {
         return Err(challenge(OAuthError::invalid_client("client authentication failed")));
     };
+    state.secret_uses.note(matched.digest(), now);
+    if let MatchedSecret::Previous(_) = matched {
+        state.metrics.previous_secret_used(&client.client_id);
+    }
     if client.auth_method != presented.method {
         return Err(challenge(OAuthError::invalid_client(format!(
             "this client is registered for {}",

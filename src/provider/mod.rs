@@ -87,6 +87,10 @@ pub struct ProviderState {
     pub store_up: Arc<std::sync::atomic::AtomicBool>,
     /// The audit trail (off unless configured).
     pub audit: Arc<crate::audit::Audit>,
+    /// Which client secrets were used lately, reported to the store.
+    pub secret_uses: Arc<crate::secret_usage::SecretUses>,
+    /// How often `housekeeping` reports them.
+    pub secret_use_report_interval: std::time::Duration,
     /// Their discovery documents.
     upstream: Arc<federation::UpstreamMetadata>,
 }
@@ -116,15 +120,18 @@ impl ProviderState {
             store_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             freshness: None,
             audit: Arc::default(),
+            secret_uses: Arc::default(),
+            secret_use_report_interval: crate::secret_usage::REPORT_EVERY,
             upstream: Arc::default(),
         })
     }
 
-    /// Runs forever: mirrors other replicas' revocations every second and sweeps expired
-    /// rows from the store every minute.
+    /// Runs forever: mirrors other replicas' revocations every second, reports secret use
+    /// every `secret_use_report_interval` and sweeps expired rows from the store every minute.
     pub async fn housekeeping(self) {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut ticks: u64 = 0;
+        let report_every = self.secret_use_report_interval.as_secs().max(1);
         loop {
             tick.tick().await;
             let up = match self.revocations.sync(now()).await {
@@ -136,6 +143,9 @@ impl ProviderState {
             };
             self.metrics.store_up.set(up as i64);
             self.store_up.store(up, std::sync::atomic::Ordering::Relaxed);
+            if ticks.is_multiple_of(report_every) {
+                self.secret_uses.report(&self.store).await;
+            }
             if ticks.is_multiple_of(60) {
                 self.end_grants_of_deleted_clients().await;
                 self.end_access_of_people_who_left().await;
@@ -222,6 +232,12 @@ impl ProviderState {
     /// Writes the audit trail to `audit`.
     pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
         self.audit = Arc::new(audit);
+        self
+    }
+
+    /// Reports secret use to the store this often.
+    pub fn with_secret_use_report_interval(mut self, every: std::time::Duration) -> Self {
+        self.secret_use_report_interval = every;
         self
     }
 

@@ -61,6 +61,10 @@ pub struct ServeOptions {
     /// appended to. Default: stdout for `kauth run`, off for standalone.
     #[arg(long, env = "KAUTH_AUDIT_LOG")]
     pub audit_log: Option<String>,
+    /// How often this replica reports which client secrets were used to the grant store
+    /// (status `secretUsage`, `retirePrevious: WhenUnused`).
+    #[arg(long, env = "KAUTH_SECRET_USE_REPORT_INTERVAL", default_value = "30s", value_parser = crate::validation::parse_duration)]
+    pub secret_use_report_interval: Duration,
 }
 
 impl ServeOptions {
@@ -81,6 +85,7 @@ impl Default for ServeOptions {
             store_timeout: crate::store::DEFAULT_DEADLINE,
             store_group_commit: true,
             audit_log: None,
+            secret_use_report_interval: crate::secret_usage::REPORT_EVERY,
         }
     }
 }

@@ -16,7 +16,10 @@ use crate::catalog::{Catalog, ClientVerdict, ScopeVerdict};
 use crate::claims::{ClaimRules, Ledger};
 use crate::connectors::{CONNECTORS_CONFIG_MAP, CONNECTORS_KEY, Connectors};
 use crate::crd::{KeyAlgorithm, default_signing_keys};
-use crate::credentials::{CredentialState, SecretPlan, SecretVerifier, plan_secret};
+use crate::credentials::{
+    CredentialState, PreviousPlan, RetirePrevious, SecretPlan, SecretVerifier, extension_margin, plan_previous,
+    plan_secret,
+};
 use crate::issuer::Issuer;
 use crate::keys::{KeyRing, KeySet, plan_keys};
 use crate::manifests::{Manifests, Origin};
@@ -26,6 +29,7 @@ use crate::provider::serve::{ServeOptions, serve};
 use crate::provider::{ProviderState, ops_router, router};
 use crate::registry::{Registry, Snapshot};
 use crate::secret_contents::ClientValues;
+use crate::secret_usage::last_used;
 use crate::store::GrantStore;
 use crate::tls::TlsChoice;
 use crate::validation::{ClientSettings, CredentialSource, KeySchedule, describe, validate_signing_key};
@@ -78,6 +82,9 @@ pub enum ManifestSource {
     /// The examples compiled into the binary.
     Embedded,
 }
+
+/// When the named secrets (digest names) were last used, as the grant store has it.
+pub type SecretUseLookup = dyn Fn(&[&str]) -> HashMap<String, i64> + Send + Sync;
 
 /// Standalone settings.
 #[derive(Clone, Debug)]
@@ -186,11 +193,13 @@ impl StandaloneConfig {
     }
 
     /// Brings generated credentials up to date and returns the verifier, or a problem.
+    #[allow(clippy::too_many_arguments)]
     fn credentials(
         &self,
         verdict: &ClientVerdict,
         settings: &ClientSettings,
         now: Timestamp,
+        used: &SecretUseLookup,
         writes: &mut StagedWrites,
         changes: &mut Vec<String>,
         next_step: &mut Option<Timestamp>,
@@ -220,7 +229,31 @@ impl StandaloneConfig {
                 let state = match plan_secret(rotation, current.as_ref(), now) {
                     SecretPlan::Keep { recheck_at } => {
                         *next_step = min_time(*next_step, recheck_at);
-                        current.clone().expect("Keep is only planned for an existing secret")
+                        let mut state = current.clone().expect("Keep is only planned for an existing secret");
+                        let previous_last_used = state.previous.as_ref().and_then(|p| {
+                            let found = used(&[p.sha256.as_str()]);
+                            last_used(&found, &p.sha256)
+                        });
+                        match plan_previous(rotation, &state, previous_last_used, now) {
+                            PreviousPlan::Keep { .. } => {}
+                            PreviousPlan::Extend { until, .. } => {
+                                if let Some(previous) = state.previous.as_mut() {
+                                    previous.valid_until = until;
+                                }
+                                changes.push(format!(
+                                    "OAuthClient {}: the previous secret is still in use; it stays valid until {until}",
+                                    verdict.key
+                                ));
+                            }
+                            PreviousPlan::Retire { .. } => {
+                                state.previous = None;
+                                changes.push(format!(
+                                    "OAuthClient {}: the previous secret no longer works",
+                                    verdict.key
+                                ));
+                            }
+                        }
+                        state
                     }
                     SecretPlan::Create(state) => {
                         changes.push(format!(
@@ -238,6 +271,14 @@ impl StandaloneConfig {
                         state
                     }
                 };
+                // Look again when the previous secret's fate is due.
+                if let Some(previous) = &state.previous {
+                    let margin = match rotation.retire {
+                        RetirePrevious::WhenUnused { quiet } => extension_margin(quiet),
+                        RetirePrevious::AfterOverlap => jiff::SignedDuration::ZERO,
+                    };
+                    *next_step = min_time(*next_step, Some(previous.valid_until - margin));
+                }
                 let values = ClientValues::of(verdict, settings, &self.issuer);
                 let files = contents.render(&values.with_secret(&state.secret))?;
                 private_dir(&dir).map_err(|e| e.to_string())?;
@@ -312,6 +353,11 @@ impl StandaloneConfig {
 
     /// One full pass: load, evaluate, write credentials and keys, build the snapshot.
     pub fn pass(&self, now: Timestamp) -> Result<Pass, StandaloneError> {
+        self.pass_with(now, &|_| HashMap::new())
+    }
+
+    /// One full pass that reads secret use through `used` (`retirePrevious: WhenUnused`).
+    pub fn pass_with(&self, now: Timestamp, used: &SecretUseLookup) -> Result<Pass, StandaloneError> {
         let manifests = load_manifests(&self.manifests, self.strict)?;
         let mut notes = PassNotes::default();
         private_dir(&self.state_dir)?;
@@ -348,7 +394,7 @@ impl StandaloneConfig {
         let mut secret_owner: HashMap<(String, String), String> = HashMap::new();
         for (verdict, (origin, _)) in catalog.clients.iter().zip(&manifests.clients) {
             if let Some((verifier, listed)) =
-                self.client(verdict, origin, now, &mut secret_owner, &mut writes, &mut notes)
+                self.client(verdict, origin, now, used, &mut secret_owner, &mut writes, &mut notes)
             {
                 verifiers.insert(verdict.client_id.clone(), verifier);
                 ready.push(listed);
@@ -376,11 +422,13 @@ impl StandaloneConfig {
 
     /// One client of a pass: its problems noted, its credentials made; its verifier and
     /// how it is listed as ready, when it can get tokens.
+    #[allow(clippy::too_many_arguments)]
     fn client(
         &self,
         verdict: &ClientVerdict,
         origin: &Origin,
         now: Timestamp,
+        used: &SecretUseLookup,
         secret_owner: &mut HashMap<(String, String), String>,
         writes: &mut StagedWrites,
         notes: &mut PassNotes,
@@ -434,7 +482,15 @@ impl StandaloneConfig {
                 missing.name, missing.reason
             ));
         }
-        match self.credentials(verdict, settings, now, writes, &mut notes.changes, &mut notes.next_step) {
+        match self.credentials(
+            verdict,
+            settings,
+            now,
+            used,
+            writes,
+            &mut notes.changes,
+            &mut notes.next_step,
+        ) {
             Ok(verifier) => {
                 let (id_key, secret_key) = match &settings.secret {
                     CredentialSource::Generated { contents, .. } => {
@@ -637,7 +693,18 @@ pub async fn run(
     let mut seen = cfg.fingerprint();
     let cfg = Arc::new(cfg);
     let first_cfg = cfg.clone();
-    let first = tokio::task::spawn_blocking(move || first_cfg.pass(Timestamp::now()))
+    // Passes run on blocking threads, which may wait for the store.
+    let used: Arc<SecretUseLookup> = {
+        let (store, runtime) = (store.clone(), tokio::runtime::Handle::current());
+        Arc::new(move |names: &[&str]| {
+            runtime.block_on(store.secret_last_used(names)).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read client secret use from the grant store");
+                HashMap::new()
+            })
+        })
+    };
+    let first_used = used.clone();
+    let first = tokio::task::spawn_blocking(move || first_cfg.pass_with(Timestamp::now(), &*first_used))
         .await
         .map_err(|e| StandaloneError(format!("the first pass stopped: {e}")))??;
     metrics.registered_clients.set(first.snapshot.clients.len() as i64);
@@ -656,6 +723,7 @@ pub async fn run(
         .map_err(|e| StandaloneError(e.to_string()))?
         .with_first_party_namespaces(cfg.first_party_namespaces.clone())
         .with_password_checks(opts.max_password_checks)
+        .with_secret_use_report_interval(opts.secret_use_report_interval)
         .with_audit(
             opts.audit("off")
                 .map_err(|e| StandaloneError(format!("--audit-log: {e}")))?,
@@ -698,7 +766,8 @@ pub async fn run(
             // thread, and the provider serves the previous snapshot until the new one is swapped in.
             let pass_cfg = cfg.clone();
             let started = std::time::Instant::now();
-            let pass = tokio::task::spawn_blocking(move || pass_cfg.pass(now))
+            let pass_used = used.clone();
+            let pass = tokio::task::spawn_blocking(move || pass_cfg.pass_with(now, &*pass_used))
                 .await
                 .unwrap_or_else(|e| Err(StandaloneError(format!("the reload stopped: {e}"))));
             match pass {

@@ -7,6 +7,7 @@
 //! transaction that starts with one), so it is atomic on both.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyQueryResult;
@@ -28,7 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("grants-belong-to-their-client-and-person.sql"),
     ),
     (3, "device authorizations", include_str!("device-authorizations.sql")),
+    (4, "secret usage", include_str!("secret-usage.sql")),
 ];
+
+/// How long a secret's last use is remembered: a secret unused this long reads as never used.
+const SECRET_USAGE_KEPT: i64 = 400 * 24 * 3600;
 
 /// How long a redeemed code is kept after it expired, so a late replay still revokes what the
 /// code issued.
@@ -808,12 +813,57 @@ impl GrantStore {
         .await
     }
 
+    // ---- client secret usage ----------------------------------------------------------
+
+    /// Merges a replica's report of secret uses (digest name, unix seconds): each record keeps
+    /// the latest use any replica reported.
+    pub async fn record_secret_uses(&self, uses: &[(String, i64)]) -> Result<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        self.bounded(async {
+            let mut tx = self.write_tx().await?;
+            for (sha256, last_used) in uses {
+                sqlx::query(
+                    "INSERT INTO secret_usage (secret_sha256, last_used) VALUES ($1, $2) \
+                     ON CONFLICT (secret_sha256) DO UPDATE SET last_used = excluded.last_used \
+                     WHERE secret_usage.last_used < excluded.last_used",
+                )
+                .bind(sha256)
+                .bind(last_used)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// When each of the named secrets was last used (those never used are absent).
+    pub async fn secret_last_used(&self, names: &[&str]) -> Result<HashMap<String, i64>> {
+        self.bounded(async {
+            let mut found = HashMap::new();
+            for name in names {
+                let row = sqlx::query("SELECT last_used FROM secret_usage WHERE secret_sha256 = $1")
+                    .bind(*name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if let Some(row) = row {
+                    found.insert(name.to_string(), row.get::<i64, _>("last_used"));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     // ---- housekeeping -----------------------------------------------------------------
 
     /// Deletes everything that expired before `now`; returns how many rows went.
     pub async fn sweep(&self, now: i64) -> Result<u64> {
         self.bounded(async {
-            let statements: [(&'static str, i64); 8] = [
+            let statements: [(&'static str, i64); 9] = [
                 ("DELETE FROM auth_requests WHERE expires_at <= $1", now),
                 ("DELETE FROM sessions WHERE expires_at <= $1", now),
                 ("DELETE FROM codes WHERE expires_at <= $1", now - REDEEMED_CODE_KEPT),
@@ -824,6 +874,10 @@ impl GrantStore {
                 ("DELETE FROM device_requests WHERE expires_at <= $1", now - 3600),
                 // Consent is kept for a year unless given again.
                 ("DELETE FROM consents WHERE granted_at <= $1", now - 365 * 24 * 3600),
+                (
+                    "DELETE FROM secret_usage WHERE last_used <= $1",
+                    now - SECRET_USAGE_KEPT,
+                ),
             ];
             let mut gone = 0;
             let mut tx = self.write_tx().await?;
