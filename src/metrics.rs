@@ -69,6 +69,17 @@ pub struct Metrics {
     pub watches_failing: Gauge,
     /// Requests authenticated with a rotated-out client secret, by client.
     pub previous_secret_uses: Family<ClientLabels, Counter>,
+    /// Grant-store operation latency (waiting for a connection included).
+    pub store_latency: Histogram,
+    /// When each SigningKey's next key change (activation, rotation, retirement) is due.
+    pub signing_key_next_step: Family<SigningKeyLabels, Gauge>,
+}
+
+/// Labels naming a SigningKey.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SigningKeyLabels {
+    /// `namespace/name`.
+    pub signing_key: String,
 }
 
 /// Labels naming a client.
@@ -99,6 +110,18 @@ impl Metrics {
         let store_up = Gauge::default();
         let watches_failing = Gauge::default();
         let previous_secret_uses = Family::<ClientLabels, Counter>::default();
+        let store_latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        let signing_key_next_step = Family::<SigningKeyLabels, Gauge>::default();
+        registry.register(
+            "store_operation_duration_seconds",
+            "Grant-store operation latency, waiting for a connection included",
+            store_latency.clone(),
+        );
+        registry.register(
+            "signing_key_next_step_timestamp_seconds",
+            "When each SigningKey's next key change is due (unix seconds; set by the leader)",
+            signing_key_next_step.clone(),
+        );
         registry.register(
             "previous_secret_uses",
             "Requests authenticated with a client's rotated-out secret: workloads that have not picked up the new one",
@@ -151,6 +174,8 @@ impl Metrics {
             store_up,
             watches_failing,
             previous_secret_uses,
+            store_latency,
+            signing_key_next_step,
         }
     }
 

@@ -161,7 +161,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         let store = GrantStore::open_with(&url, cfg.serve.store_timeout, cfg.serve.store_group_commit)
             .await
             .map_err(|e| RunError(e.to_string()))?;
-        Some(store)
+        Some(store.with_latency(metrics.store_latency.clone()))
     } else {
         None
     };

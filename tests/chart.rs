@@ -479,10 +479,16 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
         .text()
         .await
         .unwrap();
-    // ...and the controller's families, which standalone has no use for: the same registry,
-    // after one reconcile that failed.
+    // ...and the families this traffic leaves empty: the controller's, which standalone has no
+    // use for, and the use of a rotated-out secret (the cluster tier's retirement test sees it
+    // on a running kauth): the same registry, after one sample each.
     let controller = kauth::metrics::Metrics::new();
     controller.reconciled("OAuthClient", Some("kube"));
+    controller.previous_secret_used("shop.backend");
+    let key = kauth::metrics::SigningKeyLabels {
+        signing_key: "kauth/default".into(),
+    };
+    controller.signing_key_next_step.get_or_create(&key).set(1);
     exposition.push_str(&controller.render());
     // Families (counters and histograms included) are listed by their TYPE line, samples or not.
     let families: std::collections::BTreeSet<&str> = exposition

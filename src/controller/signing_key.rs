@@ -143,6 +143,15 @@ pub async fn reconcile(obj: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action
     status.secret_name = Some(secret_name);
     (status.keys, status.active_kid) = published(&plan.keys, now);
     status.next_rotation_step = plan.next_step.map(Time);
+    if let Some(next) = plan.next_step {
+        let label = crate::metrics::SigningKeyLabels {
+            signing_key: format!("{ns}/{}", obj.name_any()),
+        };
+        ctx.metrics
+            .signing_key_next_step
+            .get_or_create(&label)
+            .set(next.as_second());
+    }
     let active = status.active_kid.clone().unwrap_or_default();
     set_condition(
         &mut status.conditions,

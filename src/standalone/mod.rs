@@ -684,11 +684,12 @@ pub async fn run(
         Some(url) => url,
         None => GrantStore::file_url(&cfg.state_dir).map_err(|e| StandaloneError(e.to_string()))?,
     };
+    let metrics = Arc::new(Metrics::new());
     let store = GrantStore::open_with(&url, opts.store_timeout, opts.store_group_commit)
         .await
-        .map_err(|e| StandaloneError(e.to_string()))?;
+        .map_err(|e| StandaloneError(e.to_string()))?
+        .with_latency(metrics.store_latency.clone());
     let registry = Registry::new();
-    let metrics = Arc::new(Metrics::new());
     // Taken before the first pass: an edit made while kauth starts is reloaded, not missed.
     let mut seen = cfg.fingerprint();
     let cfg = Arc::new(cfg);

@@ -170,6 +170,8 @@ pub struct GrantStore {
     /// Longest any operation may take, waiting for a connection included: a stopped or frozen
     /// database makes requests fail fast (503) instead of hanging.
     deadline: std::time::Duration,
+    /// Where operation latency is observed, if anywhere.
+    latency: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 /// Default for [`GrantStore::open_with_deadline`].
@@ -230,14 +232,30 @@ impl GrantStore {
         } else {
             None
         };
-        Ok(Self { pool, writer, deadline })
+        Ok(Self {
+            pool,
+            writer,
+            deadline,
+            latency: None,
+        })
+    }
+
+    /// Observes every operation's latency in `histogram`.
+    pub fn with_latency(mut self, histogram: prometheus_client::metrics::histogram::Histogram) -> Self {
+        self.latency = Some(histogram);
+        self
     }
 
     /// Runs one operation within the deadline.
     async fn bounded<T>(&self, operation: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        tokio::time::timeout(self.deadline, operation)
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.deadline, operation)
             .await
-            .unwrap_or(Err(StoreError::Timeout(self.deadline)))
+            .unwrap_or(Err(StoreError::Timeout(self.deadline)));
+        if let Some(latency) = &self.latency {
+            latency.observe(started.elapsed().as_secs_f64());
+        }
+        result
     }
 
     /// Starts a write transaction: on SQLite a member of the shared one ([`group_commit`]).
