@@ -1,5 +1,6 @@
 //! The audit trail: one JSON line per security-relevant event (a token issued or refused, a
-//! sign-in, a consent, a logout, a revocation, a device answered), on a stream of its own:
+//! sign-in, a consent, a logout, a revocation, a device answered; and from the controller a
+//! secret rotated or retired, a claim lost to another resource), on a stream of its own:
 //! standard output, where the `"audit": "kauth/v1"` field tells the lines apart, or a file.
 //! A record names the client, its namespace, the person, the source address and the reason;
 //! never a secret, a token or a code.
@@ -28,6 +29,12 @@ pub enum Event {
     Revocation,
     DeviceApproved,
     DeviceDenied,
+    /// The controller rotated a client secret.
+    SecretRotated,
+    /// A rotated-out client secret stopped working.
+    PreviousSecretRetired,
+    /// A resource lost a client id, Scope value or audience to another claimant.
+    ClaimConflict,
 }
 
 /// One audit record; empty fields are left out.
@@ -41,6 +48,9 @@ pub struct Record<'a> {
     pub source: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grant_type: Option<&'a str>,
+    /// The resource an event of the controller is about (`OAuthClient/name`, `Scope/name`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<&'a str>,
     /// Why it was refused (an OAuth error code and its description), or what was granted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,

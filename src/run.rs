@@ -151,6 +151,12 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         duration: cfg.lease_duration,
         renew_every: (cfg.lease_duration / 3).max(std::time::Duration::from_millis(200)),
     };
+    // One audit trail for the provider's events and the controller's.
+    let audit = Arc::new(
+        cfg.serve
+            .audit("stdout")
+            .map_err(|e| RunError(format!("--audit-log: {e}")))?,
+    );
     // The provider keeps grants in it; the controller reads secret use from it (only a shared
     // store shows the use of every replica).
     let store = if cfg.provider || cfg.store_url.is_some() {
@@ -182,6 +188,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         if let Some(store) = &store {
             ctx = ctx.with_store(store.clone());
         }
+        ctx.audit = audit.clone();
         let ctx = Arc::new(ctx);
         let (leading_tx, leading) = watch::channel(false);
         tasks.push(Box::pin(leader::hold_lease(client.clone(), lease.clone(), leading_tx)));
@@ -203,11 +210,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             .with_first_party_namespaces(cfg.first_party_namespaces.clone())
             .with_password_checks(cfg.serve.max_password_checks)
             .with_secret_use_report_interval(cfg.serve.secret_use_report_interval)
-            .with_audit(
-                cfg.serve
-                    .audit("stdout")
-                    .map_err(|e| RunError(format!("--audit-log: {e}")))?,
-            )
+            .with_audit(audit.clone())
             .with_freshness(Arc::new(health.clone()));
         tasks.push(Box::pin(state.clone().housekeeping()));
         if let Some(path) = &cfg.users_file {

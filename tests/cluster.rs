@@ -635,11 +635,18 @@ async fn a_previous_secret_in_use_outlives_its_overlap_and_an_unused_one_is_reti
     namespace(&client, &format!("kauth-{id}")).await;
     own_api(&client, &ns).await;
     // Replicas report secret use every second here (30 s by default).
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_log = audit_dir.path().join("audit.jsonl");
     let kauth = Kauth::spawn_with(
         &format!("kauth-{id}"),
         "solo",
         None,
-        &["--secret-use-report-interval", "1s"],
+        &[
+            "--secret-use-report-interval",
+            "1s",
+            "--audit-log",
+            audit_log.to_str().unwrap(),
+        ],
     );
     kauth.wait_ready(Duration::from_secs(30)).await;
     let scope = format!("api.{ns}");
@@ -750,6 +757,53 @@ async fn a_previous_secret_in_use_outlives_its_overlap_and_an_unused_one_is_reti
                     && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("busy")
             })
     );
+    // A namespace that tries to take the API's scope value gets a Conflict, and the audit
+    // trail records it beside the rotations and the retirement, with no secret in any line.
+    let thief = format!("thief-{id}");
+    namespace(&client, &thief).await;
+    let stolen: Scope = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
+        "metadata": {"name": "api", "namespace": thief},
+        "spec": {"value": scope}
+    }))
+    .unwrap();
+    create(&client, &stolen).await;
+    let audit_lines = async || -> Vec<Value> {
+        std::fs::read_to_string(&audit_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    wait_until("claim_conflict audit record", Duration::from_secs(10), async || {
+        audit_lines()
+            .await
+            .iter()
+            .any(|l| l["event"] == "claim_conflict" && l["namespace"] == thief.as_str() && l["resource"] == "Scope/api")
+    })
+    .await;
+    let lines = audit_lines().await;
+    let of = |event: &str, name: &str| {
+        lines
+            .iter()
+            .filter(|l| l["event"] == event && l["resource"] == format!("OAuthClient/{name}").as_str())
+            .count()
+    };
+    assert_eq!(
+        (of("secret_rotated", "busy"), of("secret_rotated", "idle")),
+        (1, 1),
+        "{lines:?}"
+    );
+    assert_eq!(of("previous_secret_retired", "idle"), 1, "{lines:?}");
+    assert_eq!(of("previous_secret_retired", "busy"), 0, "{lines:?}");
+    let text = std::fs::read_to_string(&audit_log).unwrap();
+    for name in ["busy", "idle"] {
+        let now = secret_data(&client, &ns, &format!("{name}-oauth")).await;
+        assert!(
+            !text.contains(&old[name].1) && !text.contains(&now["CLIENT_SECRET"]),
+            "a secret in the audit trail"
+        );
+    }
     let metrics = reqwest::get(format!("{}/metrics", kauth.ops_url))
         .await
         .unwrap()

@@ -80,6 +80,8 @@ pub struct Context {
     pub jwks: Option<jwks::JwksDelivery>,
     /// The grant store, where replicas report secret use (None: use is unknown).
     pub store: Option<crate::store::GrantStore>,
+    /// The audit trail (rotations, retirements, lost claims).
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 impl Context {
@@ -99,6 +101,7 @@ impl Context {
             metrics,
             jwks: None,
             store: None,
+            audit: Arc::default(),
         }
     }
 
@@ -112,6 +115,24 @@ impl Context {
     pub fn with_jwks(mut self, delivery: jwks::JwksDelivery) -> Self {
         self.jwks = Some(delivery);
         self
+    }
+
+    /// Writes an audit record about `obj` (`Kind/name` in its namespace).
+    pub fn audit<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        event: crate::audit::Event,
+        client_id: Option<&str>,
+        reason: &str,
+    ) {
+        let resource = format!("{}/{}", K::kind(&()), obj.meta().name.as_deref().unwrap_or_default());
+        let record = crate::audit::Record {
+            client_id,
+            resource: Some(&resource),
+            reason: Some(reason),
+            ..Default::default()
+        };
+        self.audit.record(event, &record, obj.meta().namespace.as_deref());
     }
 
     /// Publishes an Event about `obj`; a failure is logged, never fatal.

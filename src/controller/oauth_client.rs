@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::secrets::{self, CredentialsSecret};
 use super::{Context, Error, MANAGER};
+use crate::audit;
 use crate::catalog::{ClientVerdict, ObjectKey};
 use crate::crd::{OAuthClient, OAuthClientStatus, SecretUsage, set_condition};
 use crate::credentials::{
@@ -163,6 +164,12 @@ async fn generated_secret(
                 ),
             )
             .await;
+            ctx.audit(
+                obj,
+                audit::Event::SecretRotated,
+                Some(&verdict.client_id),
+                &format!("version {} ({why})", state.version),
+            );
             state
         }
         SecretPlan::Keep { recheck_at } => {
@@ -214,6 +221,14 @@ async fn generated_secret(
                 api.replace(name, &PostParams::default(), &secret).await?;
             }
             if let Some((warning, reason, note)) = event {
+                if reason == "PreviousSecretRetired" {
+                    ctx.audit(
+                        obj,
+                        audit::Event::PreviousSecretRetired,
+                        Some(&verdict.client_id),
+                        &note,
+                    );
+                }
                 ctx.event(obj, warning, reason, note).await;
             }
             return Ok(SecretOutcome {
@@ -481,6 +496,9 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
 
     // Tell about changes of Ready (and its reason), not about every reconcile.
     if let Some((reason, message)) = ready_changed(&old.conditions, &status.conditions) {
+        if reason == "ClientIdConflict" {
+            ctx.audit(&*obj, audit::Event::ClaimConflict, Some(&verdict.client_id), &message);
+        }
         ctx.event(&*obj, !ready, &reason, message).await;
     }
     if status != old {

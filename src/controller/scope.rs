@@ -63,6 +63,9 @@ pub async fn reconcile(obj: Arc<Scope>, ctx: Arc<Context>) -> Result<Action, Err
             .map(|c| c.reason.as_str())
             != Some(reason);
         if changed_reason {
+            if reason == "Conflict" {
+                ctx.audit(&*obj, crate::audit::Event::ClaimConflict, None, &message);
+            }
             ctx.event(&*obj, !accepted, reason, message).await;
         }
         let api: Api<Scope> = Api::namespaced(ctx.client.clone(), &ns);

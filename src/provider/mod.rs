@@ -230,8 +230,8 @@ impl ProviderState {
     }
 
     /// Writes the audit trail to `audit`.
-    pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
-        self.audit = Arc::new(audit);
+    pub fn with_audit(mut self, audit: Arc<crate::audit::Audit>) -> Self {
+        self.audit = audit;
         self
     }
 

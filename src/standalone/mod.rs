@@ -727,6 +727,7 @@ pub async fn run(
         .with_secret_use_report_interval(opts.secret_use_report_interval)
         .with_audit(
             opts.audit("off")
+                .map(Arc::new)
                 .map_err(|e| StandaloneError(format!("--audit-log: {e}")))?,
         );
     let people = state.people.clone();

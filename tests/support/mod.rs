@@ -146,7 +146,9 @@ impl TestProvider {
             .await
             .unwrap()
             .with_first_party_namespaces(cfg.first_party_namespaces.clone())
-            .with_audit(kauth::audit::Audit::open(dir.path().join("audit.jsonl").to_str().unwrap()).unwrap());
+            .with_audit(std::sync::Arc::new(
+                kauth::audit::Audit::open(dir.path().join("audit.jsonl").to_str().unwrap()).unwrap(),
+            ));
         let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ops_url = format!("http://{}", ops.local_addr().unwrap());
         let (serving, opts) = (state.clone(), ServeOptions::default());
