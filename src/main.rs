@@ -193,7 +193,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    let _telemetry = telemetry::init(cli.log_format);
     match cli.command {
         Command::Login { opts, action, user } => {
             if action.is_some() {

@@ -511,3 +511,41 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
         }
     }
 }
+
+/// Tracing is off by default; `tracing.otlpEndpoint` turns it on with the standard OTEL_*
+/// variables, and `extraEnv` adds any other (a sampler here).
+#[test]
+fn tracing_values_become_the_standard_otel_environment() {
+    let env_of = |docs: &[serde_json::Value]| -> std::collections::BTreeMap<String, String> {
+        find(docs, "Deployment", "kauth")["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str()?.to_string())))
+            .collect()
+    };
+    let off = env_of(&render(&[]));
+    assert!(!off.keys().any(|k| k.starts_with("OTEL_")), "{off:?}");
+    let on = env_of(&render(&[
+        "tracing.otlpEndpoint=http://otel-collector.observability:4318",
+        "extraEnv[0].name=OTEL_TRACES_SAMPLER",
+        "extraEnv[0].value=parentbased_traceidratio",
+    ]));
+    assert_eq!(
+        on["OTEL_EXPORTER_OTLP_ENDPOINT"],
+        "http://otel-collector.observability:4318"
+    );
+    assert_eq!(on["OTEL_EXPORTER_OTLP_PROTOCOL"], "http/protobuf");
+    assert_eq!(on["OTEL_SERVICE_NAME"], "kauth");
+    assert_eq!(on["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
+    let (ok, out) = helm_run(&[
+        "template",
+        "kauth",
+        "charts/kauth",
+        "--set",
+        "issuer=https://auth.example.com",
+        "--set",
+        "tracing.protocol=grpc",
+    ]);
+    assert!(!ok && out.contains("protocol"), "grpc is refused: {out}");
+}

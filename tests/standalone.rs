@@ -1307,3 +1307,119 @@ async fn kauth_login_signs_in_caches_privately_and_refreshes_silently() {
         "{err:?}"
     );
 }
+
+/// OpenTelemetry: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, kauth sends its spans to the
+/// collector (here an OTLP/HTTP receiver in the test, taking JSON): a server span per request
+/// that joins the caller's `traceparent`, and the grant-store call a request makes as its child.
+#[tokio::test]
+async fn traces_reach_an_otlp_collector_and_join_the_callers_trace() {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = received.clone();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| async move {
+            sink.lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).expect("OTLP JSON"));
+            axum::Json(serde_json::json!({}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let (manifests, state) = (dir.path().join("manifests"), dir.path().join("state"));
+    copy_examples(&manifests);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kauth"))
+        .args(["standalone", "--port", "0", "--ops-port", "0", "--manifests"])
+        .arg(&manifests)
+        .arg("--state-dir")
+        .arg(&state)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_url)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_SERVICE_NAME", "kauth-under-test")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = issuer_url(&lines.next().unwrap().unwrap());
+    std::thread::spawn(move || lines.for_each(|l| eprintln!("kauth: {}", l.unwrap_or_default())));
+    let _running = Running(child);
+
+    let (trace_id, caller_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let creds = state.join("secrets/shop/shop-backend-oauth");
+    let id = std::fs::read_to_string(creds.join("CLIENT_ID")).unwrap();
+    let secret = std::fs::read_to_string(creds.join("CLIENT_SECRET")).unwrap();
+    let http = reqwest::Client::new();
+    let issued: Value = http
+        .post(format!("{url}/token"))
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "client_credentials"), ("scope", "orders.read")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access_token = issued["access_token"].as_str().expect("a token").to_string();
+    let revoked = http
+        .post(format!("{url}/revoke"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("token", access_token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+
+    // Every span received, with its batch's service name.
+    let spans = || -> Vec<(String, Value)> {
+        let batches = received.lock().unwrap();
+        let mut out = Vec::new();
+        for batch in batches.iter() {
+            for rs in batch["resourceSpans"].as_array().into_iter().flatten() {
+                let service = rs["resource"]["attributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|a| a["key"] == "service.name")
+                    .and_then(|a| a["value"]["stringValue"].as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                    for span in ss["spans"].as_array().into_iter().flatten() {
+                        out.push((service.clone(), span.clone()));
+                    }
+                }
+            }
+        }
+        out
+    };
+    let named = |name: &str| spans().into_iter().find(|(_, s)| s["name"] == name);
+    wait_up_to(Duration::from_secs(10), "the request and store spans", async || {
+        named("POST /token").is_some() && named("POST /revoke").is_some() && named("revoke").is_some()
+    })
+    .await;
+    let (service, token_span) = named("POST /token").unwrap();
+    assert_eq!(service, "kauth-under-test");
+    assert_eq!(
+        token_span["traceId"], trace_id,
+        "joins the caller's trace: {token_span}"
+    );
+    assert_eq!(token_span["parentSpanId"], caller_span);
+    let (_, revoke_span) = named("POST /revoke").unwrap();
+    let (_, store_span) = named("revoke").unwrap();
+    assert_eq!(store_span["traceId"], revoke_span["traceId"]);
+    assert_eq!(
+        store_span["parentSpanId"], revoke_span["spanId"],
+        "the store call is the request's child"
+    );
+    let text = serde_json::to_string(&received.lock().unwrap().clone()).unwrap();
+    assert!(
+        !text.contains(&secret) && !text.contains(&access_token),
+        "no secret or token in a span"
+    );
+}

@@ -256,6 +256,28 @@ async fn write_claims(ctx: &Context, ledger: &Ledger) -> Result<(), kube::Error>
     Ok(())
 }
 
+/// A reconciler that runs in a span naming its object: one trace per reconcile, with the
+/// grant-store calls it makes inside it.
+fn traced<K, F, Fut>(
+    kind: &'static str,
+    reconcile: F,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> tracing::instrument::Instrumented<Fut>
+where
+    K: ResourceExt,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut,
+{
+    move |obj, ctx| {
+        let span = tracing::info_span!(
+            "reconcile",
+            otel.name = %format!("reconcile {kind}"),
+            kind,
+            namespace = %obj.namespace().unwrap_or_default(),
+            name = %obj.name_any(),
+        );
+        tracing::Instrument::instrument(reconcile(obj, ctx), span)
+    }
+}
+
 /// Runs the three controllers until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static) {
     let client = ctx.client.clone();
@@ -273,7 +295,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .with_config(controller_config())
         .graceful_shutdown_on(shutdown.clone())
         .run(
-            reconcile_client,
+            traced("OAuthClient", reconcile_client),
             |o, e, c| error_policy(o, e, c, "OAuthClient"),
             ctx.clone(),
         )
@@ -284,7 +306,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .reconcile_on(verdict_changes(&ctx.cache, Catalog::changed_scopes))
         .with_config(controller_config())
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile_scope, |o, e, c| error_policy(o, e, c, "Scope"), ctx.clone())
+        .run(
+            traced("Scope", reconcile_scope),
+            |o, e, c| error_policy(o, e, c, "Scope"),
+            ctx.clone(),
+        )
         .for_each(|_| async {});
 
     let (objects, store) = reconciled(Api::<SigningKey>::namespaced(client.clone(), &ctx.namespace));
@@ -293,7 +319,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .with_config(controller_config())
         .graceful_shutdown_on(shutdown.clone())
         .run(
-            reconcile_signing_key,
+            traced("SigningKey", reconcile_signing_key),
             |o, e, c| error_policy(o, e, c, "SigningKey"),
             ctx.clone(),
         )

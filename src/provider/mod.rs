@@ -323,7 +323,23 @@ async fn record(State(state): State<ProviderState>, request: Request, next: Next
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let started = Instant::now();
-    let response = next.run(request).await;
+    // One span per request, joining the caller's trace when it sends a W3C traceparent.
+    let method = request.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
+    });
+    // Fails only when no OpenTelemetry layer is installed (traces off): nothing to join.
+    let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     state
         .metrics
         .http_requests

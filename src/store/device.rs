@@ -46,7 +46,7 @@ impl GrantStore {
         interval: i64,
         expires_at: i64,
     ) -> Result<bool> {
-        self.bounded(async {
+        self.bounded("start_device_request", async {
             let inserted = self
                 .write(
                     sqlx::query(
@@ -75,7 +75,7 @@ impl GrantStore {
 
     /// The pending, live request with this user code.
     pub async fn device_request(&self, user_code: &str, now: i64) -> Result<Option<DeviceRequest>> {
-        self.bounded(async {
+        self.bounded("device_request", async {
             let row = sqlx::query(
                 "SELECT id, client_id, client_uid, request_data FROM device_requests \
                  WHERE user_code = $1 AND status = 'pending' AND expires_at > $2",
@@ -98,7 +98,7 @@ impl GrantStore {
     /// same id (redeemable until the request expires); without, it is denied. False when it
     /// was answered before or has expired.
     pub async fn answer_device_request(&self, id: &str, grant: Option<&Grant>, now: i64) -> Result<bool> {
-        self.bounded(async {
+        self.bounded("answer_device_request", async {
             let mut tx = self.write_tx().await?;
             let status = if grant.is_some() { "approved" } else { "denied" };
             let answered = sqlx::query(
@@ -136,7 +136,7 @@ impl GrantStore {
         client_uid: &str,
         now: i64,
     ) -> Result<DevicePoll> {
-        self.bounded(async {
+        self.bounded("poll_device_request", async {
             let mut tx = self.write_tx().await?;
             // One statement: two polls at once are taken in turn, and the second is too soon.
             let row = sqlx::query(

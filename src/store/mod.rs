@@ -246,10 +246,26 @@ impl GrantStore {
         self
     }
 
-    /// Runs one operation within the deadline.
-    async fn bounded<T>(&self, operation: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    /// Runs one operation within the deadline, in a span named after it when it serves a
+    /// request or a reconcile (housekeeping's every-second reads would each start a trace).
+    pub(crate) async fn bounded<T>(
+        &self,
+        name: &'static str,
+        operation: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        use tracing::Instrument as _;
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "store",
+                otel.name = name,
+                otel.kind = "client",
+                db.operation.name = name
+            )
+        };
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(self.deadline, operation)
+        let result = tokio::time::timeout(self.deadline, operation.instrument(span))
             .await
             .unwrap_or(Err(StoreError::Timeout(self.deadline)));
         if let Some(latency) = &self.latency {
@@ -290,7 +306,7 @@ impl GrantStore {
 
     /// Answers when the store can be reached: a cheap query within the deadline.
     pub async fn ping(&self) -> Result<()> {
-        self.bounded(async {
+        self.bounded("ping", async {
             sqlx::query("SELECT 1").execute(&self.pool).await?;
             Ok(())
         })
@@ -312,7 +328,7 @@ impl GrantStore {
 
     /// Stores a pending `/authorize` request under `id` until `expires_at`.
     pub async fn put_auth_request(&self, id: &str, pending: &PendingRequest, expires_at: i64) -> Result<()> {
-        self.bounded(async {
+        self.bounded("put_auth_request", async {
             self.write(
                 sqlx::query(
                     "INSERT INTO auth_requests (id, browser, csrf, request, expires_at) VALUES ($1, $2, $3, $4, $5)",
@@ -331,7 +347,7 @@ impl GrantStore {
 
     /// The pending request `id`, unless it expired or was finished.
     pub async fn auth_request(&self, id: &str, now: i64) -> Result<Option<PendingRequest>> {
-        self.bounded(async {
+        self.bounded("auth_request", async {
             let row = sqlx::query("SELECT browser, csrf, request FROM auth_requests WHERE id = $1 AND expires_at > $2")
                 .bind(id)
                 .bind(now)
@@ -348,7 +364,7 @@ impl GrantStore {
 
     /// Ends the pending request `id`; true only for the one caller that ended it.
     pub async fn finish_auth_request(&self, id: &str) -> Result<bool> {
-        self.bounded(async {
+        self.bounded("finish_auth_request", async {
             let done = self
                 .write(sqlx::query("DELETE FROM auth_requests WHERE id = $1").bind(id))
                 .await?;
@@ -361,7 +377,7 @@ impl GrantStore {
 
     /// Starts a session (`id` is the cookie's digest).
     pub async fn create_session(&self, id: &str, session: &Session, expires_at: i64) -> Result<()> {
-        self.bounded(async {
+        self.bounded("create_session", async {
             self.write(
                 sqlx::query(
                     "INSERT INTO sessions (id, subject, auth_time, credential, expires_at) VALUES ($1, $2, $3, $4, $5)",
@@ -380,7 +396,7 @@ impl GrantStore {
 
     /// The live session `id`.
     pub async fn session(&self, id: &str, now: i64) -> Result<Option<Session>> {
-        self.bounded(async {
+        self.bounded("session", async {
             let row =
                 sqlx::query("SELECT subject, auth_time, credential FROM sessions WHERE id = $1 AND expires_at > $2")
                     .bind(id)
@@ -398,7 +414,7 @@ impl GrantStore {
 
     /// Ends the session `id`.
     pub async fn end_session(&self, id: &str) -> Result<()> {
-        self.bounded(async {
+        self.bounded("end_session", async {
             self.write(sqlx::query("DELETE FROM sessions WHERE id = $1").bind(id))
                 .await?;
             Ok(())
@@ -409,7 +425,7 @@ impl GrantStore {
     /// The people who hold something live: each (subject, credential) of a session, and each
     /// subject of a live refresh family (credential `None`).
     pub async fn people_holding_grants(&self, now: i64) -> Result<Vec<(String, Option<String>)>> {
-        self.bounded(async {
+        self.bounded("people_holding_grants", async {
             let sessions = sqlx::query("SELECT DISTINCT subject, credential FROM sessions WHERE expires_at > $1")
                 .bind(now)
                 .fetch_all(&self.pool)
@@ -431,7 +447,7 @@ impl GrantStore {
 
     /// Ends `subject`'s sessions started with `credential` (every session when None).
     pub async fn end_sessions_of(&self, subject: &str, credential: Option<&str>) -> Result<u64> {
-        self.bounded(async {
+        self.bounded("end_sessions_of", async {
             let done = match credential {
                 Some(c) => {
                     self.write(
@@ -454,8 +470,11 @@ impl GrantStore {
     /// Revokes every live refresh family of `subject` with the access tokens they issued
     /// (a person who left); returns those access tokens.
     pub async fn revoke_families_of_person(&self, subject: &str, now: i64) -> Result<Vec<Issued>> {
-        self.bounded(self.revoke_families_held_by(FamilyHolder::Person, subject, now))
-            .await
+        self.bounded(
+            "revoke_families_of_person",
+            self.revoke_families_held_by(FamilyHolder::Person, subject, now),
+        )
+        .await
     }
 
     /// Revokes, in one transaction, every live refresh family held by `holder` = `value`, and
@@ -484,7 +503,7 @@ impl GrantStore {
 
     /// Records a person's current claims (a JSON object).
     pub async fn save_subject(&self, subject: &str, claims: &serde_json::Value, now: i64) -> Result<()> {
-        self.bounded(async {
+        self.bounded("save_subject", async {
             self.write(
                 sqlx::query(
                     "INSERT INTO subjects (subject, claims, updated_at) VALUES ($1, $2, $3) \
@@ -502,7 +521,7 @@ impl GrantStore {
 
     /// A person's claims as last recorded.
     pub async fn subject(&self, subject: &str) -> Result<Option<serde_json::Value>> {
-        self.bounded(async {
+        self.bounded("subject", async {
             let row = sqlx::query("SELECT claims FROM subjects WHERE subject = $1")
                 .bind(subject)
                 .fetch_optional(&self.pool)
@@ -518,7 +537,7 @@ impl GrantStore {
     /// The scopes `subject` allowed the client object `client_uid` before; None when the
     /// person never approved it at all.
     pub async fn consent(&self, subject: &str, client_uid: &str) -> Result<Option<Vec<String>>> {
-        self.bounded(async {
+        self.bounded("consent", async {
             let row = sqlx::query("SELECT scopes FROM consents WHERE subject = $1 AND client_uid = $2")
                 .bind(subject)
                 .bind(client_uid)
@@ -537,7 +556,7 @@ impl GrantStore {
     /// Remembers that `subject` allowed the client object `client_uid` these scopes
     /// (replacing what it allowed).
     pub async fn remember_consent(&self, subject: &str, client_uid: &str, scopes: &[String], now: i64) -> Result<()> {
-        self.bounded(async {
+        self.bounded("remember_consent", async {
             self.write(sqlx::query(
                 "INSERT INTO consents (subject, client_uid, scopes, granted_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (subject, client_uid) DO UPDATE SET scopes = excluded.scopes, granted_at = excluded.granted_at",
@@ -557,7 +576,7 @@ impl GrantStore {
 
     /// Stores a new code (`id` is its digest).
     pub async fn insert_code(&self, id: &str, grant: &Grant, expires_at: i64) -> Result<()> {
-        self.bounded(async {
+        self.bounded("insert_code", async {
             self.write(
                 sqlx::query("INSERT INTO codes (id, client_id, grant_data, expires_at) VALUES ($1, $2, $3, $4)")
                     .bind(id)
@@ -574,7 +593,7 @@ impl GrantStore {
     /// Redeems the code `id` once. `issue` is the access token the caller will issue, recorded
     /// in the same statement so that a replay, however soon, revokes it.
     pub async fn redeem_code(&self, id: &str, now: i64, issue: &Issued) -> Result<Redemption> {
-        self.bounded(async {
+        self.bounded("redeem_code", async {
             let first = sqlx::query(
                 "UPDATE codes SET redeemed_at = $1, access_jti = $2, access_exp = $3 \
                  WHERE id = $4 AND redeemed_at IS NULL AND expires_at > $1 RETURNING grant_data",
@@ -631,7 +650,7 @@ impl GrantStore {
         refresh_exp: i64,
         family_exp: i64,
     ) -> Result<bool> {
-        self.bounded(async {
+        self.bounded("start_family", async {
             let mut tx = self.write_tx().await?;
             let claimed = sqlx::query("UPDATE codes SET family = $1 WHERE id = $2 AND family IS NULL")
                 .bind(family)
@@ -682,7 +701,7 @@ impl GrantStore {
         next: (&str, i64),
         issue: &Issued,
     ) -> Result<RefreshUse> {
-        self.bounded(async {
+        self.bounded("use_refresh", async {
             let mut tx = self.write_tx().await?;
             // Marks the token used and reads its family's grant while the family is live, in
             // one statement: each statement is a round trip while the shared write is held.
@@ -743,7 +762,7 @@ impl GrantStore {
     /// Revokes the family of `client`'s refresh token `id` (RFC 7009 on a refresh token).
     /// Returns the access tokens revoked with it; nothing for an unknown or foreign token.
     pub async fn revoke_refresh_of(&self, id: &str, client: &ClientObject<'_>, now: i64) -> Result<Vec<Issued>> {
-        self.bounded(async {
+        self.bounded("revoke_refresh_of", async {
             let mut tx = self.write_tx().await?;
             // A write first, so SQLite takes its lock before reading.
             let row = sqlx::query(
@@ -777,7 +796,7 @@ impl GrantStore {
         existing: &std::collections::HashSet<String>,
         now: i64,
     ) -> Result<Vec<Issued>> {
-        self.bounded(async {
+        self.bounded("revoke_families_of_deleted_clients", async {
             let holders = sqlx::query("SELECT DISTINCT client_uid FROM refresh_families WHERE revoked_at IS NULL")
                 .fetch_all(&self.pool)
                 .await?;
@@ -800,7 +819,7 @@ impl GrantStore {
 
     /// Revokes the access token `issued` (idempotent).
     pub async fn revoke(&self, issued: &Issued, now: i64) -> Result<()> {
-        self.bounded(async {
+        self.bounded("revoke", async {
             let mut tx = self.write_tx().await?;
             insert_revocation(&mut tx, issued, now).await?;
             tx.commit().await
@@ -811,7 +830,7 @@ impl GrantStore {
     /// Unexpired revocations recorded at or after `since` (Unix seconds), for the in-memory
     /// deny list of every replica.
     pub async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>> {
-        self.bounded(async {
+        self.bounded("revocations_since", async {
             let rows = sqlx::query(
                 "SELECT jti, expires_at, revoked_at FROM revocations WHERE revoked_at >= $1 AND expires_at > $2",
             )
@@ -839,7 +858,7 @@ impl GrantStore {
         if uses.is_empty() {
             return Ok(());
         }
-        self.bounded(async {
+        self.bounded("record_secret_uses", async {
             let mut tx = self.write_tx().await?;
             for (sha256, last_used) in uses {
                 sqlx::query(
@@ -860,7 +879,7 @@ impl GrantStore {
 
     /// When each of the named secrets was last used (those never used are absent).
     pub async fn secret_last_used(&self, names: &[&str]) -> Result<HashMap<String, i64>> {
-        self.bounded(async {
+        self.bounded("secret_last_used", async {
             let mut found = HashMap::new();
             for name in names {
                 let row = sqlx::query("SELECT last_used FROM secret_usage WHERE secret_sha256 = $1")
@@ -880,7 +899,7 @@ impl GrantStore {
 
     /// Deletes everything that expired before `now`; returns how many rows went.
     pub async fn sweep(&self, now: i64) -> Result<u64> {
-        self.bounded(async {
+        self.bounded("sweep", async {
             let statements: [(&'static str, i64); 9] = [
                 ("DELETE FROM auth_requests WHERE expires_at <= $1", now),
                 ("DELETE FROM sessions WHERE expires_at <= $1", now),
