@@ -148,6 +148,10 @@ enum Command {
         /// namespace that owns a Scope or holds a granted client ("" turns it off).
         #[arg(long, env = "KAUTH_JWKS_CONFIG_MAP", default_value = "kauth-jwks")]
         jwks_config_map: String,
+        /// Also deliver the JWKS ConfigMap to namespaces with these labels (`key=value`,
+        /// comma-separated, all must match), e.g. for resource servers that hold no Scope.
+        #[arg(long, env = "KAUTH_JWKS_NAMESPACE_SELECTOR", value_parser = kauth::controller::jwks::parse_match_labels)]
+        jwks_namespace_selector: Option<std::collections::BTreeMap<String, String>>,
         #[command(flatten)]
         tenancy: Tenancy,
     },
@@ -273,6 +277,7 @@ async fn main() -> ExitCode {
             identity,
             lease_duration,
             jwks_config_map,
+            jwks_namespace_selector,
             service_account_issuer,
             service_account_audiences,
             service_account_token_review,
@@ -312,6 +317,7 @@ async fn main() -> ExitCode {
                 claim_grace: tenancy.claim_grace,
                 first_party_namespaces: tenancy.first_party_namespaces,
                 jwks_config_map,
+                jwks_namespace_selector,
             };
             match kauth::run::run(cfg).await {
                 Ok(()) => ExitCode::SUCCESS,

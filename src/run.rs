@@ -69,6 +69,8 @@ pub struct RunConfig {
     pub first_party_namespaces: Vec<String>,
     /// The ConfigMap the JWKS is delivered in, in every namespace that wants it ("": none).
     pub jwks_config_map: String,
+    /// Namespaces with all these labels get the JWKS too.
+    pub jwks_namespace_selector: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A failure that stops `kauth run`.
@@ -183,6 +185,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             ctx = ctx.with_jwks(crate::controller::jwks::JwksDelivery {
                 registry: registry.clone(),
                 config_map: cfg.jwks_config_map.clone(),
+                namespace_selector: cfg.jwks_namespace_selector.clone(),
             });
         }
         if let Some(store) = &store {

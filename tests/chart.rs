@@ -549,3 +549,19 @@ fn tracing_values_become_the_standard_otel_environment() {
     ]);
     assert!(!ok && out.contains("protocol"), "grpc is refused: {out}");
 }
+
+/// `jwks.namespaceSelector.matchLabels` becomes the flag kauth parses (all labels must match).
+#[test]
+fn jwks_namespace_selector_reaches_kauth() {
+    let args_of = |docs: &[serde_json::Value]| {
+        find(docs, "Deployment", "kauth")["spec"]["template"]["spec"]["containers"][0]["args"].to_string()
+    };
+    assert!(!args_of(&render(&[])).contains("--jwks-namespace-selector"));
+    let args = args_of(&render(&["jwks.namespaceSelector.matchLabels.team=payments"]));
+    let flag = args
+        .split('"')
+        .find_map(|a| a.strip_prefix("--jwks-namespace-selector="))
+        .expect("the selector flag");
+    let parsed = kauth::controller::jwks::parse_match_labels(flag).unwrap();
+    assert_eq!(parsed, [("team".to_string(), "payments".to_string())].into());
+}

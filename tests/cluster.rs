@@ -2560,7 +2560,9 @@ async fn the_jwks_reaches_granted_namespaces_follows_rotation_and_leaves() {
     }))
     .unwrap();
     create(&client, &foreign).await;
-    let kauth = Kauth::start(&kns, "jwks", None).await;
+    let selector = format!("jwks-{id}=wanted");
+    let kauth = Kauth::spawn_with(&kns, "jwks", None, &["--jwks-namespace-selector", &selector]);
+    kauth.wait_ready(Duration::from_secs(30)).await;
     let scope: Scope = serde_json::from_value(json!({
         "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
         "metadata": {"name": "read", "namespace": api_ns},
@@ -2675,4 +2677,35 @@ async fn the_jwks_reaches_granted_namespaces_follows_rotation_and_leaves() {
         jwks_config_map(&client, &other_ns).await.unwrap().data.unwrap()["jwks.json"],
         "mine"
     );
+
+    // A namespace that holds no Scope but matches the chart's selector gets it too, and loses
+    // it with the label.
+    let verifier_ns = format!("verifier-{id}");
+    namespace(&client, &verifier_ns).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let label = |value: Option<&str>| json!({"metadata": {"labels": {format!("jwks-{id}"): value}}});
+    namespaces
+        .patch(
+            &verifier_ns,
+            &PatchParams::default(),
+            &Patch::Merge(label(Some("wanted"))),
+        )
+        .await
+        .unwrap();
+    wait_until(
+        "the JWKS in the selected namespace",
+        Duration::from_secs(5),
+        async || jwks_config_map(&client, &verifier_ns).await.is_some(),
+    )
+    .await;
+    namespaces
+        .patch(&verifier_ns, &PatchParams::default(), &Patch::Merge(label(None)))
+        .await
+        .unwrap();
+    wait_until(
+        "the JWKS withdrawn with the label",
+        Duration::from_secs(5),
+        async || jwks_config_map(&client, &verifier_ns).await.is_none(),
+    )
+    .await;
 }

@@ -31,6 +31,41 @@ pub struct JwksDelivery {
     pub registry: Registry,
     /// The ConfigMap's name in every namespace.
     pub config_map: String,
+    /// Namespaces carrying all these labels want it too (`--jwks-namespace-selector`).
+    pub namespace_selector: Option<BTreeMap<String, String>>,
+}
+
+/// Parses `key=value[,key=value]` (matchLabels) for `--jwks-namespace-selector`.
+pub fn parse_match_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("'{pair}' is not key=value"))?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(format!("'{pair}' has no key"));
+        }
+        labels.insert(key.to_string(), value.trim().to_string());
+    }
+    if labels.is_empty() {
+        return Err("no key=value pair".into());
+    }
+    Ok(labels)
+}
+
+/// The namespaces whose labels include all of `selector`.
+fn selected_namespaces(ctx: &Context, selector: &BTreeMap<String, String>) -> BTreeSet<String> {
+    ctx.cache
+        .namespaces
+        .state()
+        .iter()
+        .filter(|ns| {
+            let labels = ns.labels();
+            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .map(|ns| ns.name_any())
+        .collect()
 }
 
 /// The namespaces that want the JWKS: owners of accepted Scopes and holders of granted
@@ -80,6 +115,12 @@ pub async fn deliver(ctx: Arc<Context>, delivery: JwksDelivery) {
             let catalog = published.borrow_and_update();
             catalog.settled.then(|| wanted_namespaces(&catalog))
         };
+        let wanted = wanted.map(|mut wanted| {
+            if let Some(selector) = &delivery.namespace_selector {
+                wanted.extend(selected_namespaces(&ctx, selector));
+            }
+            wanted
+        });
         if let Some(wanted) = wanted.filter(|_| swept) {
             let data = contents(&ctx, &delivery);
             for ns in &wanted {
@@ -106,7 +147,14 @@ pub async fn deliver(ctx: Arc<Context>, delivery: JwksDelivery) {
                 }
             }
         }
-        let _ = tokio::time::timeout(EVERY, published.changed()).await;
+        // Namespace labels change without a verdict changing: with a selector, look every
+        // second (comparing in memory; nothing is written unless something changed).
+        let every = if delivery.namespace_selector.is_some() {
+            Duration::from_secs(1)
+        } else {
+            EVERY
+        };
+        let _ = tokio::time::timeout(every, published.changed()).await;
     }
 }
 
