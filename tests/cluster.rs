@@ -531,7 +531,7 @@ async fn secret_presets_templates_labels_and_an_orphan_kept_and_adopted() {
         "spec": {
             "scopes": [format!("api.{ns}")],
             "secret": {
-                "presets": ["springBoot", "dotenv"],
+                "presets": ["springBoot", "oauth2Proxy", "dotenv"],
                 "template": {"AUTH_HEADER": "{{ client_id }}:{{ client_secret }}", "SCOPES": "{{ scopes | join(' ') }}"},
                 "labels": {"argocd.argoproj.io/instance": "shop"},
                 "annotations": {"reloader.stakater.com/match": "true"},
@@ -556,6 +556,8 @@ async fn secret_presets_templates_labels_and_an_orphan_kept_and_adopted() {
     assert_eq!(spring("REGISTRATION_KAUTH_SCOPE"), format!("api.{ns}"));
     assert_eq!(data["AUTH_HEADER"], format!("{id_}:{secret_}"));
     assert_eq!(data["SCOPES"], format!("api.{ns}"));
+    assert_eq!(data["OAUTH2_PROXY_CLIENT_ID"], id_);
+    assert_eq!(data["OAUTH2_PROXY_OIDC_ISSUER_URL"], kauth.url);
     assert!(
         data[".env"].contains(&format!("CLIENT_SECRET={secret_}\n")),
         "{}",

@@ -392,6 +392,11 @@ fn ready_changed(before: &[Condition], after: &[Condition]) -> Option<(String, S
             .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
     };
     let now = ready(after)?;
+    // A new client that becomes Ready at once needs no Event: "SecretCreated" said it, and at
+    // scale one Event less per client is one apiserver write less.
+    if ready(before).is_none() && now.0 == "True" {
+        return None;
+    }
     (ready(before) != Some(now.clone())).then_some((now.1, now.2))
 }
 
@@ -515,4 +520,41 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
         .map(|d: Duration| d.min(Duration::from_secs(3600)))
         .unwrap_or(Duration::from_secs(3600));
     Ok(Action::requeue(requeue.max(Duration::from_secs(1))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(status: bool, reason: &str) -> Vec<Condition> {
+        let mut conditions = Vec::new();
+        set_condition(
+            &mut conditions,
+            "Ready",
+            status,
+            reason,
+            "m".to_string(),
+            Some(1),
+            Timestamp::now(),
+        );
+        conditions
+    }
+
+    #[test]
+    fn ready_events_tell_changes_but_not_a_new_clients_first_ready() {
+        assert_eq!(ready_changed(&[], &ready(true, "Ready")), None, "SecretCreated said it");
+        assert_eq!(
+            ready_changed(&[], &ready(false, "InvalidSpec")).map(|r| r.0),
+            Some("InvalidSpec".into())
+        );
+        assert_eq!(
+            ready_changed(&ready(true, "Ready"), &ready(false, "ScopeNotGranted")).map(|r| r.0),
+            Some("ScopeNotGranted".into())
+        );
+        assert_eq!(
+            ready_changed(&ready(false, "ScopeNotGranted"), &ready(true, "Ready")).map(|r| r.0),
+            Some("Ready".into())
+        );
+        assert_eq!(ready_changed(&ready(true, "Ready"), &ready(true, "Ready")), None);
+    }
 }

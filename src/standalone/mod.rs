@@ -281,10 +281,16 @@ impl StandaloneConfig {
                 }
                 let values = ClientValues::of(verdict, settings, &self.issuer);
                 let files = contents.render(&values.with_secret(&state.secret))?;
-                private_dir(&dir).map_err(|e| e.to_string())?;
+                // A client seen before has its folder (its state file is in it) and files to
+                // compare with; a new one has neither, so it is spared the failing lookups
+                // (metadata operations are most of a first start's cost).
+                let seen_before = current.is_some();
+                if !seen_before {
+                    private_dir(&dir).map_err(|e| e.to_string())?;
+                }
                 for (key, value) in &files {
                     let path = dir.join(key);
-                    if fs::read_to_string(&path).ok().as_deref() != Some(value.as_str()) {
+                    if !seen_before || fs::read_to_string(&path).ok().as_deref() != Some(value.as_str()) {
                         writes.write(&path, value.as_bytes()).map_err(|e| e.to_string())?;
                     }
                 }
