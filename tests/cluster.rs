@@ -572,6 +572,18 @@ async fn secret_presets_templates_labels_and_an_orphan_kept_and_adopted() {
     let (status, _) = token(&kauth.url, &id_, &secret_, &format!("api.{ns}")).await;
     assert_eq!(status, 200);
 
+    // A deleted Secret is written again (the controller hears of it through the cache).
+    secrets.delete("app-oauth", &DeleteParams::default()).await.unwrap();
+    wait_until("the Secret restored", Duration::from_secs(5), async || {
+        secrets.get_opt("app-oauth").await.unwrap().is_some()
+    })
+    .await;
+    let secret_ = secret_data(&client, &ns, "app-oauth").await["CLIENT_SECRET"].clone();
+    wait_until("the restored secret works", Duration::from_secs(5), async || {
+        token(&kauth.url, &id_, &secret_, &format!("api.{ns}")).await.0 == 200
+    })
+    .await;
+
     // Deleted: the Secret stays, and its secret stops working with the client.
     let clients: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
     clients.delete("app", &DeleteParams::default()).await.unwrap();

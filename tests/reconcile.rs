@@ -126,6 +126,7 @@ fn ctx_with_secrets(
         namespaces: store(vec![]),
         claims: store(vec![]),
         verdicts: Default::default(),
+        secret_owners: tokio::sync::broadcast::Sender::new(16),
     };
     // What the registry loop does before any reconcile runs.
     cache.publish_catalog(kauth::claims::DEFAULT_CLAIM_GRACE);

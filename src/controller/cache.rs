@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
 use super::secrets::{self, CREDENTIALS_LABEL};
 use super::watch_health::{WatchHealth, restarted_when_stalled};
@@ -43,7 +43,14 @@ pub struct Cache {
     /// verdict changes here, not by watches of their own: such a watch can fire before these
     /// stores see the change, and the reconcile would judge the old state and stop.
     pub verdicts: Arc<watch::Sender<Arc<Catalog>>>,
+    /// The OAuthClient of every generated credentials Secret that appears, changes or goes:
+    /// the OAuthClient controller restores its Secret from these (it keeps no watch of its own).
+    pub secret_owners: broadcast::Sender<ObjectRef<OAuthClient>>,
 }
+
+/// Changes buffered for a slow listener; one that falls further behind starts over from the
+/// whole store.
+pub const CHANGES_BUFFERED: usize = 16 * 1024;
 
 /// The ConfigMap in kauth's namespace that records the claims; only kauth writes it.
 pub const CLAIMS_CONFIG_MAP: &str = "kauth-claims";
@@ -62,12 +69,31 @@ fn reflect<K>(
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
+    reflect_observed(kind, api, cfg, changed, health, |_: &K| {})
+}
+
+/// As [`reflect`], calling `observe` with every object that appears, changes or goes.
+fn reflect_observed<K>(
+    kind: &'static str,
+    api: Api<K>,
+    cfg: watcher::Config,
+    changed: Arc<Notify>,
+    health: WatchHealth,
+    observe: impl Fn(&K) + Send + 'static,
+) -> (Store<K>, futures::future::BoxFuture<'static, ()>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
     let (reader, writer) = reflector::store();
     let events = restarted_when_stalled(kind, move || watch_without_managed_fields(api.clone(), cfg.clone()));
     let stream = reflector::reflector(writer, events).for_each(move |event| {
         match event {
             // Said before the list is sent: no answer yet.
             Ok(watcher::Event::Init) => {}
+            Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj) | watcher::Event::InitApply(obj)) => {
+                observe(&obj);
+                health.answered(kind)
+            }
             Ok(_) => health.answered(kind),
             Err(e) => {
                 tracing::warn!(kind, error = %e, "watch error, retrying");
@@ -175,7 +201,22 @@ impl Cache {
         let keys = Api::namespaced(client.clone(), namespace);
         let (signing_keys, c) = reflect("SigningKey", keys, any(), n.clone(), h.clone());
         let labelled = any().labels(CREDENTIALS_LABEL);
-        let (secrets, d) = reflect("Secret", Api::all(client.clone()), labelled, n.clone(), h.clone());
+        let secret_owners = broadcast::Sender::new(CHANGES_BUFFERED);
+        let owners = secret_owners.clone();
+        let tell_owner = move |secret: &Secret| {
+            if let Some(owner) = secrets::client_of(secret) {
+                // No receiver (not the leader): nobody to tell.
+                let _ = owners.send(owner);
+            }
+        };
+        let (secrets, d) = reflect_observed(
+            "Secret",
+            Api::all(client.clone()),
+            labelled,
+            n.clone(),
+            h.clone(),
+            tell_owner,
+        );
         let (namespaces, e) = reflect("Namespace", Api::all(client.clone()), any(), n.clone(), h.clone());
         let record = any().fields(&format!("metadata.name={CLAIMS_CONFIG_MAP}"));
         let claims_api = Api::namespaced(client, namespace);
@@ -189,6 +230,7 @@ impl Cache {
                 secrets,
                 claims,
                 verdicts: Arc::new(watch::Sender::new(Arc::default())),
+                secret_owners,
             },
             vec![a, b, c, d, e, f],
         )

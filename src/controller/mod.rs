@@ -29,7 +29,7 @@ pub use signing_key::{ensure_default_signing_key, reconcile as reconcile_signing
 
 use crate::catalog::{Catalog, ObjectKey};
 use crate::claims::Ledger;
-use crate::crd::{OAuthClient, Scope, SigningKey};
+use crate::crd::{OAuthClient, SigningKey};
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
 
@@ -187,6 +187,38 @@ where
     .flatten()
 }
 
+/// Every object in `store` once (a new leader looks at everything).
+fn everything_in<K>(store: &Store<K>) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    futures::stream::iter(
+        store
+            .state()
+            .iter()
+            .map(|o| ObjectRef::from_obj(&**o))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The OAuthClients whose generated Secret appeared, changed or went (in the cache). A
+/// listener that falls behind the buffer looks at every client instead.
+fn secret_owners(cache: &Cache) -> impl futures::Stream<Item = ObjectRef<OAuthClient>> + Send + 'static {
+    let changes = cache.secret_owners.subscribe();
+    let clients = cache.clients.clone();
+    futures::stream::unfold((changes, clients), |(mut changes, clients)| async move {
+        let refs = match changes.recv().await {
+            Ok(owner) => vec![owner],
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                clients.state().iter().map(|o| ObjectRef::from_obj(&**o)).collect()
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((futures::stream::iter(refs), (changes, clients)))
+    })
+    .flatten()
+}
+
 /// What a controller reconciles: a watch of `api` into a store of its own (managedFields left
 /// out, as in the cache), retrying as soon after a failure as the registry's watches do.
 fn reconciled<K>(
@@ -281,16 +313,18 @@ where
 /// Runs the three controllers until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static) {
     let client = ctx.client.clone();
-    let generated =
-        watcher::Config::default().labels(&format!("{}={}", secrets::CREDENTIALS_LABEL, secrets::GENERATED));
     let key_secrets =
         watcher::Config::default().labels(&format!("{}={}", secrets::CREDENTIALS_LABEL, secrets::SIGNING_KEYS));
 
     // Other clients, Scopes and namespace labels decide a client's verdict, and other Scopes a
-    // Scope's: each is reconciled when the registry loop sees its verdict change.
-    let (objects, store) = reconciled(Api::<OAuthClient>::all(client.clone()));
-    let clients = Controller::for_stream(objects, store)
-        .owns(Api::<Secret>::all(client.clone()), generated)
+    // Scope's: each is reconciled when the registry loop sees its verdict change (its spec
+    // changing included: the verdict names the generation). Both controllers read the cache's
+    // stores and keep no watch of their own: one copy of every client and Secret, one watch
+    // each on the apiserver.
+    let owners = secret_owners(&ctx.cache); // listening before the store is read: nothing missed
+    let clients = Controller::for_stream(futures::stream::pending(), ctx.cache.clients.clone())
+        .reconcile_on(everything_in(&ctx.cache.clients))
+        .reconcile_on(owners)
         .reconcile_on(verdict_changes(&ctx.cache, Catalog::changed_clients))
         .with_config(controller_config())
         .graceful_shutdown_on(shutdown.clone())
@@ -301,8 +335,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         )
         .for_each(|_| async {});
 
-    let (objects, store) = reconciled(Api::<Scope>::all(client.clone()));
-    let scopes = Controller::for_stream(objects, store)
+    let scopes = Controller::for_stream(futures::stream::pending(), ctx.cache.scopes.clone())
+        .reconcile_on(everything_in(&ctx.cache.scopes))
         .reconcile_on(verdict_changes(&ctx.cache, Catalog::changed_scopes))
         .with_config(controller_config())
         .graceful_shutdown_on(shutdown.clone())

@@ -81,6 +81,22 @@ pub fn adoptable_by(secret: &Secret, client: &str) -> bool {
             == Some(client)
 }
 
+/// The OAuthClient a generated credentials Secret belongs to: its controller owner, or for an
+/// `Orphan` Secret the client its label names (which may adopt it).
+pub fn client_of(secret: &Secret) -> Option<kube::runtime::reflector::ObjectRef<crate::crd::OAuthClient>> {
+    if !labelled(secret, GENERATED) {
+        return None;
+    }
+    let namespace = secret.metadata.namespace.as_deref()?;
+    let owners = secret.metadata.owner_references.iter().flatten();
+    let name = match owners.into_iter().find(|o| o.controller == Some(true)) {
+        Some(owner) if owner.kind == "OAuthClient" => owner.name.clone(),
+        Some(_) => return None,
+        None => secret.metadata.labels.as_ref()?.get(CLIENT_LABEL)?.clone(),
+    };
+    Some(kube::runtime::reflector::ObjectRef::new(&name).within(namespace))
+}
+
 fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
     secret.metadata.annotations.as_ref()?.get(key).map(String::as_str)
 }
