@@ -227,8 +227,26 @@ pub enum PreviousPlan {
 
 /// How long before a `whenUnused` window ends kauth decides whether to extend it: time for
 /// usage records to arrive (replicas report every 30 s) and for the write to reach them.
-pub fn extension_margin(quiet: Duration) -> SignedDuration {
+fn extension_margin(quiet: Duration) -> SignedDuration {
     SignedDuration::try_from((quiet / 4).min(Duration::from_secs(120))).unwrap_or(SignedDuration::ZERO)
+}
+
+/// When the previous secret's fate is next decided (None: there is none): shortly before its
+/// window ends with `whenUnused`, at its end otherwise.
+pub fn previous_decided_at(policy: &RotationPolicy, state: &CredentialState) -> Option<Timestamp> {
+    let margin = match policy.retire {
+        RetirePrevious::WhenUnused { quiet } => extension_margin(quiet),
+        RetirePrevious::AfterOverlap => SignedDuration::ZERO,
+    };
+    state.previous.as_ref().map(|p| p.valid_until - margin)
+}
+
+/// The earlier of two optional times (None: not set).
+pub fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// How precisely uses are recorded (`secret_usage`): by the minute.

@@ -36,7 +36,7 @@ const RESPONSE_LIMIT: usize = 1 << 20;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The client `openidconnect` sends its requests with (None: no trust roots on this system).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct OidcHttp(Option<HttpsClient>);
 
 impl OidcHttp {

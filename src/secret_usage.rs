@@ -4,8 +4,8 @@
 //! is an atomic store, usually into a slot that already exists.
 
 use std::collections::HashMap;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -30,30 +30,27 @@ struct Slot {
 /// One replica's notes of secret uses.
 #[derive(Default)]
 pub struct SecretUses {
-    slots: RwLock<HashMap<SecretDigest, Arc<Slot>>>,
+    slots: RwLock<HashMap<SecretDigest, Slot>>,
 }
 
 impl SecretUses {
     /// Notes that the secret with `digest` was used at `now`.
     pub fn note(&self, digest: &SecretDigest, now: Timestamp) {
         let minute = now.as_second() - now.as_second().rem_euclid(60);
-        let slot = self
-            .slots
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(digest)
-            .cloned();
-        let slot = match slot {
-            Some(slot) => slot,
-            None => {
-                let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-                if slots.len() >= MAX_NOTED && !slots.contains_key(digest) {
-                    return;
-                }
-                slots.entry(*digest).or_default().clone()
-            }
-        };
-        slot.used.fetch_max(minute, Ordering::Relaxed);
+        // Usually the slot exists: an atomic max under the shared lock.
+        if let Some(slot) = self.slots.read().unwrap_or_else(|e| e.into_inner()).get(digest) {
+            slot.used.fetch_max(minute, Ordering::Relaxed);
+            return;
+        }
+        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        if slots.len() >= MAX_NOTED && !slots.contains_key(digest) {
+            return;
+        }
+        slots
+            .entry(*digest)
+            .or_default()
+            .used
+            .fetch_max(minute, Ordering::Relaxed);
     }
 
     /// The uses not yet reported, as (digest name, minute); marks them reported.
@@ -73,16 +70,15 @@ impl SecretUses {
     /// in use lately.
     fn forget_quiet(&self) {
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-        slots.retain(|_, slot| {
-            slot.used.load(Ordering::Relaxed) > slot.reported.load(Ordering::Relaxed) || Arc::strong_count(slot) > 1
-        });
+        slots.retain(|_, slot| slot.used.load(Ordering::Relaxed) > slot.reported.load(Ordering::Relaxed));
     }
 
     /// Hands back uses a failed report took, so the next report carries them.
     fn unreport(&self, uses: &[(String, i64)]) {
+        let names: std::collections::HashSet<&str> = uses.iter().map(|(name, _)| name.as_str()).collect();
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         for (digest, slot) in slots.iter() {
-            if uses.iter().any(|(name, _)| *name == digest_name(digest)) {
+            if names.contains(digest_name(digest).as_str()) {
                 slot.reported.store(0, Ordering::Relaxed);
             }
         }

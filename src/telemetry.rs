@@ -117,12 +117,6 @@ struct OtlpHttp {
     runtime: tokio::runtime::Handle,
 }
 
-impl std::fmt::Debug for OidcHttp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OidcHttp")
-    }
-}
-
 type Sent = Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError>;
 
 impl opentelemetry_http::HttpClient for OtlpHttp {

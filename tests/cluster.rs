@@ -720,18 +720,8 @@ async fn a_previous_secret_in_use_outlives_its_overlap_and_an_unused_one_is_reti
     // quiet period; its last use was just before the rotation, so about 30 s to 90 s after it.
     let (idle_id, idle_old) = old["idle"].clone();
     let started = Instant::now();
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
     wait_until("PreviousSecretRetired event", Duration::from_secs(120), async || {
-        events
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .any(|e| {
-                e.reason.as_deref() == Some("PreviousSecretRetired")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("idle")
-            })
+        has_event(&client, &ns, "PreviousSecretRetired", "idle").await
     })
     .await;
     let retired_after = started.elapsed();
@@ -759,18 +749,7 @@ async fn a_previous_secret_in_use_outlives_its_overlap_and_an_unused_one_is_reti
         previous.last_used.is_some() && previous.valid_until.is_some(),
         "{busy:?}"
     );
-    assert!(
-        events
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .any(|e| {
-                e.reason.as_deref() == Some("PreviousSecretInUse")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("busy")
-            })
-    );
+    assert!(has_event(&client, &ns, "PreviousSecretInUse", "busy").await);
     // A namespace that tries to take the API's scope value gets a Conflict, and the audit
     // trail records it beside the rotations and the retirement, with no secret in any line.
     let thief = format!("thief-{id}");
@@ -830,6 +809,19 @@ async fn a_previous_secret_in_use_outlives_its_overlap_and_an_unused_one_is_reti
             .any(|l| l.starts_with("kauth_previous_secret_uses_total") && l.contains(&old["busy"].0)),
         "old-secret use per client in the metrics"
     );
+}
+
+/// True when `ns` has an Event with `reason` about the object named `name`.
+async fn has_event(client: &Client, ns: &str, reason: &str, name: &str) -> bool {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|e| {
+            e.reason.as_deref() == Some(reason) && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
 }
 
 async fn lease_holder(client: &Client, ns: &str) -> Option<String> {

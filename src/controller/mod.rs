@@ -192,13 +192,14 @@ fn everything_in<K>(store: &Store<K>) -> impl futures::Stream<Item = ObjectRef<K
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    futures::stream::iter(
-        store
-            .state()
-            .iter()
-            .map(|o| ObjectRef::from_obj(&**o))
-            .collect::<Vec<_>>(),
-    )
+    futures::stream::iter(all_refs(store))
+}
+
+fn all_refs<K>(store: &Store<K>) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.state().iter().map(|o| ObjectRef::from_obj(&**o)).collect()
 }
 
 /// The OAuthClients whose generated Secret appeared, changed or went (in the cache). A
@@ -209,9 +210,7 @@ fn secret_owners(cache: &Cache) -> impl futures::Stream<Item = ObjectRef<OAuthCl
     futures::stream::unfold((changes, clients), |(mut changes, clients)| async move {
         let refs = match changes.recv().await {
             Ok(owner) => vec![owner],
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                clients.state().iter().map(|o| ObjectRef::from_obj(&**o)).collect()
-            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => all_refs(&clients),
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
         };
         Some((futures::stream::iter(refs), (changes, clients)))

@@ -19,8 +19,8 @@ use crate::audit;
 use crate::catalog::{ClientVerdict, ObjectKey};
 use crate::crd::{OAuthClient, OAuthClientStatus, SecretUsage, set_condition};
 use crate::credentials::{
-    CredentialState, PreviousPlan, RetirePrevious, RotationReason, SecretPlan, digest_name, digest_secret,
-    extension_margin, plan_previous, plan_secret,
+    CredentialState, PreviousPlan, RotationReason, SecretPlan, digest_name, digest_secret, earliest, plan_previous,
+    plan_secret, previous_decided_at,
 };
 use crate::secret_contents::ClientValues;
 use crate::secret_usage::last_used;
@@ -246,10 +246,7 @@ async fn generated_secret(
     let scheduled = rotation
         .every
         .map(|every| state.rotated_at + jiff::SignedDuration::try_from(every).unwrap_or_default());
-    let previous_ends = state
-        .previous
-        .as_ref()
-        .map(|p| p.valid_until - extension_margin_of(rotation));
+    let previous_ends = previous_decided_at(rotation, &state);
     Ok(SecretOutcome {
         ready: true,
         reason: "SecretReady",
@@ -259,22 +256,6 @@ async fn generated_secret(
         recheck_at: earliest(scheduled, previous_ends),
         usage: usage_status(&state, &used),
     })
-}
-
-/// The earlier of two optional times.
-fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// When, before the previous secret's window ends, its fate is decided.
-fn extension_margin_of(rotation: &crate::validation::RotationPolicy) -> jiff::SignedDuration {
-    match rotation.retire {
-        RetirePrevious::WhenUnused { quiet } => extension_margin(quiet),
-        RetirePrevious::AfterOverlap => jiff::SignedDuration::ZERO,
-    }
 }
 
 /// When the client's live secrets were last used, as all replicas reported it (nothing

@@ -17,8 +17,8 @@ use crate::claims::{ClaimRules, Ledger};
 use crate::connectors::{CONNECTORS_CONFIG_MAP, CONNECTORS_KEY, Connectors};
 use crate::crd::{KeyAlgorithm, default_signing_keys};
 use crate::credentials::{
-    CredentialState, PreviousPlan, RetirePrevious, SecretPlan, SecretVerifier, extension_margin, plan_previous,
-    plan_secret,
+    CredentialState, PreviousPlan, SecretPlan, SecretVerifier, earliest, plan_previous, plan_secret,
+    previous_decided_at,
 };
 use crate::issuer::Issuer;
 use crate::keys::{KeyRing, KeySet, plan_keys};
@@ -228,7 +228,7 @@ impl StandaloneConfig {
                 let current: Option<CredentialState> = read_json(&state_path).map_err(|e| e.to_string())?;
                 let state = match plan_secret(rotation, current.as_ref(), now) {
                     SecretPlan::Keep { recheck_at } => {
-                        *next_step = min_time(*next_step, recheck_at);
+                        *next_step = earliest(*next_step, recheck_at);
                         let mut state = current.clone().expect("Keep is only planned for an existing secret");
                         let previous_last_used = state.previous.as_ref().and_then(|p| {
                             let found = used(&[p.sha256.as_str()]);
@@ -272,13 +272,7 @@ impl StandaloneConfig {
                     }
                 };
                 // Look again when the previous secret's fate is due.
-                if let Some(previous) = &state.previous {
-                    let margin = match rotation.retire {
-                        RetirePrevious::WhenUnused { quiet } => extension_margin(quiet),
-                        RetirePrevious::AfterOverlap => jiff::SignedDuration::ZERO,
-                    };
-                    *next_step = min_time(*next_step, Some(previous.valid_until - margin));
-                }
+                *next_step = earliest(*next_step, previous_decided_at(rotation, &state));
                 let values = ClientValues::of(verdict, settings, &self.issuer);
                 let files = contents.render(&values.with_secret(&state.secret))?;
                 // A client seen before has its folder (its state file is in it) and files to
@@ -349,7 +343,7 @@ impl StandaloneConfig {
             for change in &plan.changes {
                 pass.changes.push(format!("signing key {file}: {change:?}"));
             }
-            pass.next_step = min_time(pass.next_step, plan.next_step);
+            pass.next_step = earliest(pass.next_step, plan.next_step);
             sets.push(plan.keys);
         }
         let (ring, errors) = KeyRing::from_sets(&sets);
@@ -391,7 +385,7 @@ impl StandaloneConfig {
             writes.write(&claims_path, catalog.ledger.to_json().as_bytes())?;
         }
         if let Some(lapse) = catalog.ledger.next_lapse(self.claim_grace) {
-            notes.next_step = min_time(notes.next_step, Timestamp::from_second(lapse).ok());
+            notes.next_step = earliest(notes.next_step, Timestamp::from_second(lapse).ok());
         }
         scope_problems(&manifests, &catalog, &mut notes);
 
@@ -601,13 +595,6 @@ struct PassNotes {
     notices: Vec<String>,
     changes: Vec<String>,
     next_step: Option<Timestamp>,
-}
-
-fn min_time(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 /// The start-up summary: where credentials are and a ready-to-paste curl.
