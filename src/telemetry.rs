@@ -12,6 +12,7 @@ use std::pin::Pin;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithHttpConfig as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::{FilterExt as _, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -60,11 +61,14 @@ pub fn init(format: LogFormat) -> Telemetry {
         .with_writer(std::io::stderr)
         // Colours only on a terminal: a log file or collector gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // The log takes events only: spans are for traces, and a span the log records costs a
+    // formatted copy of its fields on every request. With traces off, no layer wants spans, so
+    // they cost next to nothing.
     let fmt = match format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     }
-    .with_filter(filter);
+    .with_filter(filter.and(filter_fn(|meta| meta.is_event())));
     let (traces, problem) = if traces_wanted() {
         match tracer_provider() {
             Ok(provider) => (Some(provider), None),

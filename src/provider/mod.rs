@@ -333,11 +333,13 @@ async fn record(State(state): State<ProviderState>, request: Request, next: Next
         http.route = %route,
         http.response.status_code = tracing::field::Empty,
     );
-    let parent = opentelemetry::global::get_text_map_propagator(|p| {
-        p.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
-    });
-    // Fails only when no OpenTelemetry layer is installed (traces off): nothing to join.
-    let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+    if !span.is_disabled() {
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
+        });
+        // Fails only when no OpenTelemetry layer is installed: nothing to join.
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+    }
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
     state
