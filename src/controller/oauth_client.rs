@@ -242,7 +242,12 @@ async fn generated_secret(
             });
         }
     };
-    let used = secret_use(ctx, &state).await?;
+    // A secret just written has not been used; only a rotated-out one may have been.
+    let used = if state.previous.is_some() {
+        secret_use(ctx, &state).await?
+    } else {
+        HashMap::new()
+    };
     let scheduled = rotation
         .every
         .map(|every| state.rotated_at + jiff::SignedDuration::try_from(every).unwrap_or_default());

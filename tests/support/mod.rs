@@ -222,15 +222,8 @@ pub fn rp_http() -> reqwest::Client {
         .unwrap()
 }
 
-/// An `openidconnect` client configured from discovery (token and userinfo endpoints set).
-pub type RpClient = openidconnect::core::CoreClient<
-    openidconnect::EndpointSet,
-    openidconnect::EndpointNotSet,
-    openidconnect::EndpointNotSet,
-    openidconnect::EndpointNotSet,
-    openidconnect::EndpointMaybeSet,
-    openidconnect::EndpointMaybeSet,
->;
+/// An `openidconnect` client configured from discovery: the same type kauth uses as a client.
+pub type RpClient = kauth::oidc_http::Discovered;
 
 /// A relying party of the provider at `issuer`, from its discovery document. Without a
 /// secret it is a public client and sends its id in the body.
