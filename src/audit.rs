@@ -1,6 +1,6 @@
 //! The audit trail: one JSON line per security-relevant event (a token issued or refused, a
 //! sign-in, a consent, a logout, a revocation, a device answered; and from the controller a
-//! secret rotated or retired, a claim lost to another resource), on a stream of its own:
+//! secret created, rotated or retired, a claim lost to another resource), on a stream of its own:
 //! standard output, where the `"audit": "kauth/v1"` field tells the lines apart, or a file.
 //! A record names the client, its namespace, the person, the source address and the reason;
 //! never a secret, a token or a code.
@@ -29,6 +29,9 @@ pub enum Event {
     Revocation,
     DeviceApproved,
     DeviceDenied,
+    /// The controller generated a client's first secret, or a new one for a Secret that was
+    /// deleted or unreadable.
+    SecretCreated,
     /// The controller rotated a client secret.
     SecretRotated,
     /// A rotated-out client secret stopped working.

@@ -14,6 +14,7 @@ pub mod issuer;
 pub mod keys;
 pub mod login;
 pub mod manifests;
+pub mod memory;
 pub mod metrics;
 pub mod oidc_http;
 pub mod people;

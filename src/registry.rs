@@ -174,7 +174,7 @@ impl Snapshot {
         let mut clients = HashMap::new();
         let mut by_service_account: HashMap<ServiceAccountRef, Vec<String>> = HashMap::new();
         for verdict in catalog.clients.iter().filter(|v| v.servable()) {
-            let Ok(settings) = &verdict.settings else { continue };
+            let Ok(settings) = &*verdict.settings else { continue };
             let credential = match &settings.secret {
                 CredentialSource::ServiceAccount(name) => {
                     let sa = ServiceAccountRef {

@@ -227,11 +227,8 @@ async fn secret_is_created_once_and_not_regenerated() {
     assert_eq!(status["clientId"], "shop.web");
     assert_eq!(condition(&status, "Ready")["status"], "True");
     assert!(
-        calls
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|c| c.path.contains("/events") && c.body["reason"] == "SecretCreated")
+        writes(&calls, "/events").is_empty(),
+        "a new client's first Secret is routine: no Event (the audit trail and status say it)"
     );
 
     // Second reconcile with the Secret in place: no Secret write at all.
@@ -249,6 +246,22 @@ async fn secret_is_created_once_and_not_regenerated() {
         "an existing secret is never re-randomised"
     );
     assert!(writes(&calls, "/status").is_empty(), "unchanged status is not written");
+}
+
+#[tokio::test]
+async fn a_deleted_secret_is_generated_again_with_a_warning() {
+    let mut obj = client(json!({"audiences": ["https://a.example.com"]}), "uid-web");
+    // The status says kauth wrote Secret web-oauth; it is gone (deleted by someone).
+    obj.status = serde_json::from_value(json!({"secretName": "web-oauth", "secretVersion": 1})).unwrap();
+    let (api, calls) = apiserver(vec![]);
+    reconcile_client(Arc::new(obj.clone()), ctx(api, vec![obj], vec![]))
+        .await
+        .unwrap();
+    assert_eq!(writes(&calls, "/secrets").len(), 1, "generated again");
+    let events = writes(&calls, "/events");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].body["reason"], "SecretRecreated");
+    assert_eq!(events[0].body["type"], "Warning");
 }
 
 #[tokio::test]

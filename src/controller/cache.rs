@@ -120,11 +120,19 @@ where
 
 /// Sorts resources oldest first (then by namespace and name): the precedence for conflicts.
 fn by_age<K: ResourceExt>(mut items: Vec<Arc<K>>) -> Vec<Arc<K>> {
-    items.sort_by(|a, b| {
-        let key = |k: &K| (k.creation_timestamp().map(|t| t.0), k.namespace(), k.name_any());
-        key(a).cmp(&key(b))
-    });
+    // Borrowed keys: `namespace()` and `name_any()` clone, which cost four allocations per
+    // comparison (most of a rebuild's sorting time at 10,000 clients).
+    items.sort_by(|a, b| age_key(&**a).cmp(&age_key(&**b)));
     items
+}
+
+fn age_key<K: ResourceExt>(k: &K) -> (Option<jiff::Timestamp>, Option<&str>, Option<&str>) {
+    let m = k.meta();
+    (
+        m.creation_timestamp.as_ref().map(|t| t.0),
+        m.namespace.as_deref(),
+        m.name.as_deref(),
+    )
 }
 
 /// Cached resources in precedence order, with the names the catalog's inputs borrow.
@@ -285,7 +293,8 @@ impl Cache {
             now: jiff::Timestamp::now().as_second(),
             grace,
         };
-        let catalog = Catalog::evaluate_with(
+        let catalog = Catalog::evaluate_after(
+            &self.published(),
             &ordered.client_inputs(),
             &scopes,
             &self.namespace_labels(&scopes),
@@ -389,6 +398,9 @@ pub async fn run_registry(
                 metrics.registered_clients.set(snapshot.clients.len() as i64);
                 registry.publish(snapshot);
                 cache.verdicts.send_replace(Arc::new(catalog));
+                // The previous catalog and snapshot are gone (unless a request still reads
+                // one): give their pages back.
+                crate::memory::release_freed_soon();
             }
             Err(e) => tracing::error!(error = %e, "building the registry failed; serving the previous one"),
         }

@@ -133,13 +133,29 @@ async fn generated_secret(
                     }
                 }
             }
-            ctx.event(
+            // A new client's first Secret is routine: the audit trail and the SecretReady
+            // condition say it, and at scale one Event less per client is one apiserver write
+            // and one cached Event less. A Secret that was there before (its status names it)
+            // and had to be generated again is news: someone deleted or broke it.
+            let recreated = obj.status.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(name.as_str());
+            let what = if recreated {
+                ctx.event(
+                    obj,
+                    true,
+                    "SecretRecreated",
+                    format!("Secret {name} was missing or unreadable: generated new credentials (version {}); workloads must reload them", state.version),
+                )
+                .await;
+                "regenerated (the Secret was missing or unreadable)"
+            } else {
+                "first secret"
+            };
+            ctx.audit(
                 obj,
-                false,
-                "SecretCreated",
-                format!("generated credentials in Secret {name}"),
-            )
-            .await;
+                audit::Event::SecretCreated,
+                Some(&verdict.client_id),
+                &format!("version {} in Secret {name}: {what}", state.version),
+            );
             state
         }
         SecretPlan::Rotate { state, reason } => {
@@ -378,8 +394,8 @@ fn ready_changed(before: &[Condition], after: &[Condition]) -> Option<(String, S
             .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
     };
     let now = ready(after)?;
-    // A new client that becomes Ready at once needs no Event: "SecretCreated" said it, and at
-    // scale one Event less per client is one apiserver write less.
+    // A new client that becomes Ready at once needs no Event: the audit trail and the status
+    // say it, and at scale one Event less per client is one apiserver write less.
     if ready(before).is_none() && now.0 == "True" {
         return None;
     }
@@ -430,7 +446,7 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
         set_condition(&mut status.conditions, type_, ok, reason, message, generation, now)
     };
 
-    let ready = match (&verdict.settings, &verdict.id_conflict) {
+    let ready = match (&*verdict.settings, &verdict.id_conflict) {
         (Err(errors), _) => {
             condition("SecretReady", false, "InvalidSpec", "fix the spec first".into());
             condition("Ready", false, "InvalidSpec", describe(errors));
@@ -528,7 +544,7 @@ mod tests {
 
     #[test]
     fn ready_events_tell_changes_but_not_a_new_clients_first_ready() {
-        assert_eq!(ready_changed(&[], &ready(true, "Ready")), None, "SecretCreated said it");
+        assert_eq!(ready_changed(&[], &ready(true, "Ready")), None, "the status says it");
         assert_eq!(
             ready_changed(&[], &ready(false, "InvalidSpec")).map(|r| r.0),
             Some("InvalidSpec".into())

@@ -434,7 +434,7 @@ impl StandaloneConfig {
         notes: &mut PassNotes,
     ) -> Option<(SecretVerifier, ReadyClient)> {
         let key = &verdict.key;
-        let settings = match (&verdict.settings, &verdict.id_conflict) {
+        let settings = match (&*verdict.settings, &verdict.id_conflict) {
             (Err(errors), _) => {
                 notes
                     .problems
@@ -711,6 +711,8 @@ pub async fn run(
     }
     let mut next_step = first.next_step;
     registry.publish(first.snapshot);
+    // The first pass read and parsed every manifest: most of what it allocated is free now.
+    crate::memory::release_freed_soon();
 
     let state = ProviderState::new(registry.clone(), cfg.issuer.clone(), store, metrics.clone())
         .await
@@ -783,6 +785,7 @@ pub async fn run(
                     registry.publish(pass.snapshot);
                     people.store(Arc::new(pass.people.unwrap_or_default()));
                     connectors.store(Arc::new(pass.connectors.unwrap_or_default()));
+                    crate::memory::release_freed_soon();
                 }
                 // Keep serving the last good snapshot.
                 Err(e) => tracing::error!("reload failed, still serving the previous state: {e}"),

@@ -12,5 +12,5 @@ export KUBECONFIG
 export KAUTH_CLUSTER_STATE="$state"
 export KAUTH_TOOLS=$(tests/cluster/tools.sh)
 cargo build --release --bin kauth
-export KAUTH_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/kauth"
+export KAUTH_BIN="${KAUTH_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/kauth}"
 cargo test --test cluster -- --ignored --test-threads=1 "$@"
