@@ -106,8 +106,12 @@ where
     (reader, Box::pin(stream))
 }
 
-/// The events of a watch of `api`, without the objects' managedFields: most of a small
-/// object's size, and nothing kauth reads, so no store keeps them.
+/// Client-side `kubectl apply` keeps a copy of the whole object in this annotation.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The events of a watch of `api`, without the objects' managedFields and `kubectl apply`'s
+/// copy of the object: most of a small object's size, and nothing kauth reads, so no store
+/// keeps them.
 pub(super) fn watch_without_managed_fields<K>(
     api: Api<K>,
     cfg: watcher::Config,
@@ -115,7 +119,13 @@ pub(super) fn watch_without_managed_fields<K>(
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    watcher(api, cfg).modify(|obj| obj.managed_fields_mut().clear())
+    watcher(api, cfg).modify(trim)
+}
+
+/// Drops what no store of kauth's needs to keep (see [`watch_without_managed_fields`]).
+fn trim<K: kube::Resource>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    obj.annotations_mut().remove(LAST_APPLIED);
 }
 
 /// Sorts resources oldest first (then by namespace and name): the precedence for conflicts.
@@ -411,5 +421,28 @@ pub async fn run_registry(
         // event: at most half of one core goes to rebuilding, and a change still shows within
         // twice a build's time.
         tokio::time::sleep(took.max(Duration::from_millis(20))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_objects_keep_neither_managed_fields_nor_last_applied_copies() {
+        let mut secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "web-oauth",
+                "annotations": {LAST_APPLIED: "{\"big\": true}", "kauth.dev/secret-version": "1"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+            },
+            "data": {"CLIENT_ID": "c2hvcC53ZWI="}
+        }))
+        .unwrap();
+        trim(&mut secret);
+        assert!(secret.metadata.managed_fields.as_ref().is_none_or(Vec::is_empty));
+        let annotations: Vec<_> = secret.annotations().keys().collect();
+        assert_eq!(annotations, ["kauth.dev/secret-version"], "kauth's own annotations stay");
+        assert_eq!(secret.data.unwrap().len(), 1);
     }
 }
