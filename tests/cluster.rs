@@ -1217,6 +1217,61 @@ async fn scale_a_thousand_clients_become_ready() {
     );
 }
 
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn scale_kauth_starts_on_existing_clients() {
+    // Where the time of the scale test goes: the same clients, created before kauth runs, so
+    // the apiserver's cost of the creates and kauth's cost (its writes and the apiserver's
+    // work for them) are measured apart.
+    let n: usize = std::env::var("KAUTH_SCALE_CLIENTS").map_or(1000, |v| v.parse().unwrap());
+    let client = client().await;
+    let id = unique();
+    let kns = format!("kauth-{id}");
+    let ns = format!("existing-{id}");
+    namespace(&client, &kns).await;
+    namespace(&client, &ns).await;
+    let scope: Scope = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
+        "metadata": {"name": "read", "namespace": ns},
+        "spec": {"value": format!("existing.read.{id}"), "audience": format!("https://existing-{id}.example.com")}
+    }))
+    .unwrap();
+    create(&client, &scope).await;
+    let api: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
+    let before_creates = Cpu::now(0);
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let obj: OAuthClient = serde_json::from_value(json!({
+                "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+                "metadata": {"name": format!("c{i}"), "namespace": ns},
+                "spec": {"scopes": [format!("existing.read.{id}")]}
+            }))
+            .unwrap();
+            async move { api.create(&PostParams::default(), &obj).await.map(|_| ()) }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let applied = started.elapsed();
+    let creates = Cpu::now(0).since(&before_creates);
+    let all_ready = tokio::spawn(all_ready(api.clone(), n));
+    let started = Instant::now();
+    let kauth = Kauth::start(&kns, "existing", None).await;
+    let cpu_before = Cpu::now(kauth.child.id());
+    tokio::time::timeout(Duration::from_secs(600), all_ready)
+        .await
+        .expect("every client Ready within 600 s")
+        .unwrap();
+    let cpu = Cpu::now(kauth.child.id()).since(&cpu_before);
+    eprintln!(
+        "scale (clients there before kauth): {n} OAuthClients created in {applied:?} with nothing else running (CPU seconds: {creates}); kauth started and made all Ready in {:?} (CPU seconds: {cpu})",
+        started.elapsed()
+    );
+}
+
 /// Returns once all `n` OAuthClients of `api` are Ready, as one watch of them tells.
 async fn all_ready(api: Api<OAuthClient>, n: usize) {
     use kube::runtime::{WatchStreamExt, watcher};

@@ -127,6 +127,7 @@ fn ctx_with_secrets(
         claims: store(vec![]),
         verdicts: Default::default(),
         secret_owners: tokio::sync::broadcast::Sender::new(16),
+        own_writes: Default::default(),
     };
     // What the registry loop does before any reconcile runs.
     cache.publish_catalog(kauth::claims::DEFAULT_CLAIM_GRACE);

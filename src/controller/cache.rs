@@ -46,6 +46,53 @@ pub struct Cache {
     /// The OAuthClient of every generated credentials Secret that appears, changes or goes:
     /// the OAuthClient controller restores its Secret from these (it keeps no watch of its own).
     pub secret_owners: broadcast::Sender<ObjectRef<OAuthClient>>,
+    /// The Secrets kauth itself just wrote, whose echo in the cache is no news to their client.
+    pub own_writes: Arc<OwnWrites>,
+}
+
+/// The resourceVersion of each Secret kauth has written and the cache has yet to see. The
+/// watch event of that very version is kauth's own write coming back: telling the client's
+/// controller would only run its reconcile again, and at scale that second reconcile often
+/// judged the status from a cached object older than the status it had just written, and
+/// wrote it again (1.85 status writes per new client instead of 1). Any other version (an
+/// edit, a deletion) is someone else's change and is told as before.
+#[derive(Debug, Default)]
+pub struct OwnWrites(std::sync::Mutex<HashMap<(String, String), String>>);
+
+impl OwnWrites {
+    /// Notes that kauth wrote `secret` (as the apiserver returned it).
+    pub fn note(&self, secret: &Secret) {
+        let (Some(ns), Some(name), Some(version)) = (
+            secret.metadata.namespace.clone(),
+            secret.metadata.name.clone(),
+            secret.metadata.resource_version.clone(),
+        ) else {
+            return;
+        };
+        let mut written = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Echoes that never came (the Secret deleted first) must not pile up: forgetting them
+        // costs at most a reconcile each.
+        if written.len() >= CHANGES_BUFFERED {
+            written.clear();
+        }
+        written.insert((ns, name), version);
+    }
+
+    /// True when `secret` is kauth's own last write of it coming back (forgotten then).
+    pub fn is_echo(&self, secret: &Secret) -> bool {
+        let key = (
+            secret.metadata.namespace.clone().unwrap_or_default(),
+            secret.metadata.name.clone().unwrap_or_default(),
+        );
+        let mut written = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match (written.get(&key), &secret.metadata.resource_version) {
+            (Some(ours), Some(seen)) if ours == seen => {
+                written.remove(&key);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Changes buffered for a slow listener; one that falls further behind starts over from the
@@ -221,7 +268,12 @@ impl Cache {
         let labelled = any().labels(CREDENTIALS_LABEL);
         let secret_owners = broadcast::Sender::new(CHANGES_BUFFERED);
         let owners = secret_owners.clone();
+        let own_writes = Arc::new(OwnWrites::default());
+        let echoes = own_writes.clone();
         let tell_owner = move |secret: &Secret| {
+            if echoes.is_echo(secret) {
+                return;
+            }
             if let Some(owner) = secrets::client_of(secret) {
                 // No receiver (not the leader): nobody to tell.
                 let _ = owners.send(owner);
@@ -249,6 +301,7 @@ impl Cache {
                 claims,
                 verdicts: Arc::new(watch::Sender::new(Arc::default())),
                 secret_owners,
+                own_writes,
             },
             vec![a, b, c, d, e, f],
         )
@@ -428,6 +481,27 @@ pub async fn run_registry(
 mod tests {
     use super::*;
 
+    fn secret(name: &str, version: &str) -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop", "resourceVersion": version}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_very_version_kauth_wrote_is_its_own_echo() {
+        let own = OwnWrites::default();
+        own.note(&secret("web-oauth", "5"));
+        assert!(!own.is_echo(&secret("api-oauth", "5")), "another Secret");
+        assert!(!own.is_echo(&secret("web-oauth", "4")), "an older version");
+        assert!(own.is_echo(&secret("web-oauth", "5")));
+        // Told once: the same version again (a relist) or a later one (someone's edit or the
+        // deletion) reaches the client's controller.
+        assert!(!own.is_echo(&secret("web-oauth", "5")));
+        own.note(&secret("web-oauth", "6"));
+        assert!(!own.is_echo(&secret("web-oauth", "7")));
+    }
+
     #[test]
     fn cached_objects_keep_neither_managed_fields_nor_last_applied_copies() {
         let mut secret: Secret = serde_json::from_value(serde_json::json!({
@@ -442,7 +516,11 @@ mod tests {
         trim(&mut secret);
         assert!(secret.metadata.managed_fields.as_ref().is_none_or(Vec::is_empty));
         let annotations: Vec<_> = secret.annotations().keys().collect();
-        assert_eq!(annotations, ["kauth.dev/secret-version"], "kauth's own annotations stay");
+        assert_eq!(
+            annotations,
+            ["kauth.dev/secret-version"],
+            "kauth's own annotations stay"
+        );
         assert_eq!(secret.data.unwrap().len(), 1);
     }
 }

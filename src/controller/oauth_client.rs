@@ -116,20 +116,24 @@ async fn generated_secret(
                 Some(old) => {
                     let mut secret = secret;
                     secret.metadata.resource_version = old.metadata.resource_version.clone();
-                    api.replace(name, &PostParams::default(), &secret).await?;
+                    let written = api.replace(name, &PostParams::default(), &secret).await?;
+                    ctx.cache.own_writes.note(&written);
                 }
                 None => {
-                    if let Err(e) = api.create(&PostParams::default(), &secret).await {
-                        let exists = matches!(&e, kube::Error::Api(status) if status.code == 409);
-                        // Not in the cache yet there: someone else's Secret (left alone), or
-                        // kauth's own that the cache has yet to see (retried).
-                        if exists
-                            && let Some(found) = api.get_opt(name).await?
-                            && !ours(&found)
-                        {
-                            return Ok(not_ours());
+                    match api.create(&PostParams::default(), &secret).await {
+                        Ok(written) => ctx.cache.own_writes.note(&written),
+                        Err(e) => {
+                            let exists = matches!(&e, kube::Error::Api(status) if status.code == 409);
+                            // Not in the cache yet there: someone else's Secret (left alone), or
+                            // kauth's own that the cache has yet to see (retried).
+                            if exists
+                                && let Some(found) = api.get_opt(name).await?
+                                && !ours(&found)
+                            {
+                                return Ok(not_ours());
+                            }
+                            return Err(e.into());
                         }
-                        return Err(e.into());
                     }
                 }
             }
@@ -164,7 +168,8 @@ async fn generated_secret(
                 Err(e) => return Ok(SecretOutcome::failed("TemplateFailed", e)),
             };
             secret.metadata.resource_version = existing.as_ref().and_then(|s| s.metadata.resource_version.clone());
-            api.replace(name, &PostParams::default(), &secret).await?;
+            let written = api.replace(name, &PostParams::default(), &secret).await?;
+            ctx.cache.own_writes.note(&written);
             let why = match reason {
                 RotationReason::Trigger => "spec.secret.rotation.trigger changed",
                 RotationReason::Schedule => "spec.secret.rotation.every elapsed",
@@ -234,7 +239,8 @@ async fn generated_secret(
                     Err(e) => return Ok(SecretOutcome::failed("TemplateFailed", e)),
                 };
                 secret.metadata.resource_version = old.metadata.resource_version.clone();
-                api.replace(name, &PostParams::default(), &secret).await?;
+                let written = api.replace(name, &PostParams::default(), &secret).await?;
+                ctx.cache.own_writes.note(&written);
             }
             if let Some((warning, reason, note)) = event {
                 if reason == "PreviousSecretRetired" {
