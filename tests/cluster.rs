@@ -1215,6 +1215,21 @@ async fn scale_a_thousand_clients_become_ready() {
         memory("VmRSS:"),
         memory("VmHWM:")
     );
+    remove_scale_clients(&client, &ns).await;
+}
+
+/// Deletes a scale test's clients and Secrets: the test cluster has no garbage collector, and
+/// every later kauth of the run would otherwise cache and judge them too.
+async fn remove_scale_clients(client: &Client, ns: &str) {
+    let all = ListParams::default();
+    Api::<OAuthClient>::namespaced(client.clone(), ns)
+        .delete_collection(&DeleteParams::default(), &all)
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .delete_collection(&DeleteParams::default(), &all)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -1270,6 +1285,7 @@ async fn scale_kauth_starts_on_existing_clients() {
         "scale (clients there before kauth): {n} OAuthClients created in {applied:?} with nothing else running (CPU seconds: {creates}); kauth started and made all Ready in {:?} (CPU seconds: {cpu})",
         started.elapsed()
     );
+    remove_scale_clients(&client, &ns).await;
 }
 
 /// Returns once all `n` OAuthClients of `api` are Ready, as one watch of them tells.
