@@ -1164,34 +1164,14 @@ async fn scale_a_thousand_clients_become_ready() {
     namespace(&client, &kns).await;
     namespace(&client, &ns).await;
     let kauth = Kauth::start(&kns, "scale", None).await;
-    let scope: Scope = serde_json::from_value(json!({
-        "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
-        "metadata": {"name": "read", "namespace": ns},
-        "spec": {"value": format!("scale.read.{id}"), "audience": format!("https://scale-{id}.example.com")}
-    }))
-    .unwrap();
-    create(&client, &scope).await;
+    scale_scope(&client, &ns, &format!("scale.read.{id}")).await;
     let api: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
     // Counted from one watch, as an observer would. Listing every client every 20 ms cost
     // the apiserver more CPU than kauth's own writes did, and slowed what it measured.
     let all_ready = tokio::spawn(all_ready(api.clone(), n));
     let cpu_before = Cpu::now(kauth.child.id());
     let started = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            let obj: OAuthClient = serde_json::from_value(json!({
-                "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
-                "metadata": {"name": format!("c{i}"), "namespace": ns},
-                "spec": {"scopes": [format!("scale.read.{id}")]}
-            }))
-            .unwrap();
-            async move { api.create(&PostParams::default(), &obj).await.map(|_| ()) }
-        })
-        .buffer_unordered(16)
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
+    create_scale_clients(&api, n, &format!("scale.read.{id}")).await;
     let applied = started.elapsed();
     tokio::time::timeout(Duration::from_secs(600), all_ready)
         .await
@@ -1216,6 +1196,37 @@ async fn scale_a_thousand_clients_become_ready() {
         memory("VmHWM:")
     );
     remove_scale_clients(&client, &ns).await;
+}
+
+/// The Scope of a scale test: `value` granted to its own namespace.
+async fn scale_scope(client: &Client, ns: &str, value: &str) {
+    let scope: Scope = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
+        "metadata": {"name": "read", "namespace": ns},
+        "spec": {"value": value, "audience": format!("https://{ns}.example.com")}
+    }))
+    .unwrap();
+    create(client, &scope).await;
+}
+
+/// Creates OAuthClients `c0`..`c{n-1}` asking for `scope`, 16 at a time.
+async fn create_scale_clients(api: &Api<OAuthClient>, n: usize, scope: &str) {
+    let ns = api.namespace().unwrap_or_default().to_string();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let obj: OAuthClient = serde_json::from_value(json!({
+                "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+                "metadata": {"name": format!("c{i}"), "namespace": ns},
+                "spec": {"scopes": [scope]}
+            }))
+            .unwrap();
+            async move { api.create(&PostParams::default(), &obj).await.map(|_| ()) }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
 }
 
 /// Deletes a scale test's clients and Secrets: the test cluster has no garbage collector, and
@@ -1245,31 +1256,11 @@ async fn scale_kauth_starts_on_existing_clients() {
     let ns = format!("existing-{id}");
     namespace(&client, &kns).await;
     namespace(&client, &ns).await;
-    let scope: Scope = serde_json::from_value(json!({
-        "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
-        "metadata": {"name": "read", "namespace": ns},
-        "spec": {"value": format!("existing.read.{id}"), "audience": format!("https://existing-{id}.example.com")}
-    }))
-    .unwrap();
-    create(&client, &scope).await;
+    scale_scope(&client, &ns, &format!("existing.read.{id}")).await;
     let api: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
     let before_creates = Cpu::now(0);
     let started = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            let obj: OAuthClient = serde_json::from_value(json!({
-                "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
-                "metadata": {"name": format!("c{i}"), "namespace": ns},
-                "spec": {"scopes": [format!("existing.read.{id}")]}
-            }))
-            .unwrap();
-            async move { api.create(&PostParams::default(), &obj).await.map(|_| ()) }
-        })
-        .buffer_unordered(16)
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
+    create_scale_clients(&api, n, &format!("existing.read.{id}")).await;
     let applied = started.elapsed();
     let creates = Cpu::now(0).since(&before_creates);
     let all_ready = tokio::spawn(all_ready(api.clone(), n));
