@@ -523,16 +523,33 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
         )
         .await?;
     }
-    let requeue = recheck
-        .and_then(|t| (t - now).try_into().ok())
-        .map(|d: Duration| d.min(Duration::from_secs(3600)))
-        .unwrap_or(Duration::from_secs(3600));
-    Ok(Action::requeue(requeue.max(Duration::from_secs(1))))
+    Ok(Action::requeue(requeue_after(recheck, now)))
+}
+
+/// When to reconcile again: at `recheck` (at least 1 s on, at most an hour), or in an hour.
+fn requeue_after(recheck: Option<Timestamp>, now: Timestamp) -> Duration {
+    const HOUR: Duration = Duration::from_secs(3600);
+    // A time already past is due now. (It once fell to the hour: converting a negative span
+    // fails. A rotation with an overlap shorter than the retirement margin then decided the
+    // previous secret's fate an hour late; kauth's own Secret write coming back through the
+    // cache had hidden that by reconciling again at once.)
+    let wait = recheck.map_or(HOUR, |t| Duration::try_from(t - now).unwrap_or(Duration::ZERO));
+    wait.clamp(Duration::from_secs(1), HOUR)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recheck_already_due_is_soon_not_in_an_hour() {
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        let at = |s: i64| Some(now + jiff::SignedDuration::from_secs(s));
+        assert_eq!(requeue_after(at(-3), now), Duration::from_secs(1), "past: now");
+        assert_eq!(requeue_after(at(10), now), Duration::from_secs(10));
+        assert_eq!(requeue_after(at(99_999), now), Duration::from_secs(3600));
+        assert_eq!(requeue_after(None, now), Duration::from_secs(3600));
+    }
 
     fn ready(status: bool, reason: &str) -> Vec<Condition> {
         let mut conditions = Vec::new();
