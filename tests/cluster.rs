@@ -1155,14 +1155,7 @@ async fn the_charts_rbac_is_enough_and_no_more() {
 #[tokio::test]
 #[ignore = "needs a cluster: make test-cluster"]
 async fn scale_a_thousand_clients_become_ready() {
-    // `make bench` sets 10,000; the suite keeps 1,000 within CI's time.
-    let n: usize = std::env::var("KAUTH_SCALE_CLIENTS").map_or(1000, |v| v.parse().unwrap());
-    let client = client().await;
-    let id = unique();
-    let kns = format!("kauth-{id}");
-    let ns = format!("scale-{id}");
-    namespace(&client, &kns).await;
-    namespace(&client, &ns).await;
+    let (n, client, id, kns, ns) = scale_setup("scale").await;
     let kauth = Kauth::start(&kns, "scale", None).await;
     scale_scope(&client, &ns, &format!("scale.read.{id}")).await;
     let api: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
@@ -1196,6 +1189,19 @@ async fn scale_a_thousand_clients_become_ready() {
         memory("VmHWM:")
     );
     remove_scale_clients(&client, &ns).await;
+}
+
+/// A scale test's client count (`make bench` sets 10,000; the suite keeps 1,000 within CI's
+/// time), apiserver client, run id, and kauth's and the clients' namespaces (created).
+async fn scale_setup(prefix: &str) -> (usize, Client, String, String, String) {
+    let n: usize = std::env::var("KAUTH_SCALE_CLIENTS").map_or(1000, |v| v.parse().unwrap());
+    let client = client().await;
+    let id = unique();
+    let kns = format!("kauth-{id}");
+    let ns = format!("{prefix}-{id}");
+    namespace(&client, &kns).await;
+    namespace(&client, &ns).await;
+    (n, client, id, kns, ns)
 }
 
 /// The Scope of a scale test: `value` granted to its own namespace.
@@ -1249,13 +1255,7 @@ async fn scale_kauth_starts_on_existing_clients() {
     // Where the time of the scale test goes: the same clients, created before kauth runs, so
     // the apiserver's cost of the creates and kauth's cost (its writes and the apiserver's
     // work for them) are measured apart.
-    let n: usize = std::env::var("KAUTH_SCALE_CLIENTS").map_or(1000, |v| v.parse().unwrap());
-    let client = client().await;
-    let id = unique();
-    let kns = format!("kauth-{id}");
-    let ns = format!("existing-{id}");
-    namespace(&client, &kns).await;
-    namespace(&client, &ns).await;
+    let (n, client, id, kns, ns) = scale_setup("existing").await;
     scale_scope(&client, &ns, &format!("existing.read.{id}")).await;
     let api: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
     let before_creates = Cpu::now(0);
