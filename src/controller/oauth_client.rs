@@ -116,8 +116,7 @@ async fn generated_secret(
                 Some(old) => {
                     let mut secret = secret;
                     secret.metadata.resource_version = old.metadata.resource_version.clone();
-                    let written = api.replace(name, &PostParams::default(), &secret).await?;
-                    ctx.cache.own_writes.note(&written);
+                    replace_secret(ctx, &api, name, &secret).await?;
                 }
                 None => {
                     match api.create(&PostParams::default(), &secret).await {
@@ -168,8 +167,7 @@ async fn generated_secret(
                 Err(e) => return Ok(SecretOutcome::failed("TemplateFailed", e)),
             };
             secret.metadata.resource_version = existing.as_ref().and_then(|s| s.metadata.resource_version.clone());
-            let written = api.replace(name, &PostParams::default(), &secret).await?;
-            ctx.cache.own_writes.note(&written);
+            replace_secret(ctx, &api, name, &secret).await?;
             let why = match reason {
                 RotationReason::Trigger => "spec.secret.rotation.trigger changed",
                 RotationReason::Schedule => "spec.secret.rotation.every elapsed",
@@ -239,8 +237,7 @@ async fn generated_secret(
                     Err(e) => return Ok(SecretOutcome::failed("TemplateFailed", e)),
                 };
                 secret.metadata.resource_version = old.metadata.resource_version.clone();
-                let written = api.replace(name, &PostParams::default(), &secret).await?;
-                ctx.cache.own_writes.note(&written);
+                replace_secret(ctx, &api, name, &secret).await?;
             }
             if let Some((warning, reason, note)) = event {
                 if reason == "PreviousSecretRetired" {
@@ -283,6 +280,14 @@ async fn generated_secret(
         recheck_at: earliest(scheduled, previous_ends),
         usage: usage_status(&state, &used),
     })
+}
+
+/// Replaces kauth's own Secret `name` and notes the write, so its echo in the cache does not
+/// run the client's reconcile again ([`super::cache::OwnWrites`]).
+async fn replace_secret(ctx: &Context, api: &Api<Secret>, name: &str, secret: &Secret) -> Result<(), kube::Error> {
+    let written = api.replace(name, &PostParams::default(), secret).await?;
+    ctx.cache.own_writes.note(&written);
+    Ok(())
 }
 
 /// When the client's live secrets were last used, as all replicas reported it (nothing
