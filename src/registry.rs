@@ -59,11 +59,14 @@ pub struct RegisteredClient {
     pub id_token_alg: KeyAlgorithm,
     /// Idle lifetime of its refresh tokens.
     pub refresh_token_lifetime: Duration,
+    /// The verdict it was built from: the next snapshot keeps this very client while the
+    /// catalog keeps that verdict and the credential stays the same.
+    pub built_from: Option<Arc<ClientVerdict>>,
 }
 
 impl RegisteredClient {
     /// Builds a registered client from a servable verdict and its credential.
-    pub fn new(verdict: &ClientVerdict, settings: &ClientSettings, credential: ClientCredential) -> Self {
+    pub fn new(verdict: &Arc<ClientVerdict>, settings: &ClientSettings, credential: ClientCredential) -> Self {
         Self {
             client_id: verdict.client_id.clone(),
             namespace: verdict.key.namespace.clone(),
@@ -83,7 +86,13 @@ impl RegisteredClient {
             post_logout_redirect_uris: settings.post_logout_redirect_uris.clone(),
             id_token_alg: settings.id_token_alg,
             refresh_token_lifetime: settings.refresh_token_lifetime,
+            built_from: Some(verdict.clone()),
         }
+    }
+
+    /// True when this client was built from `verdict` (the same shared one) with `credential`.
+    fn built_as(&self, verdict: &Arc<ClientVerdict>, credential: &ClientCredential) -> bool {
+        self.built_from.as_ref().is_some_and(|v| Arc::ptr_eq(v, verdict)) && self.credential == *credential
     }
 
     /// True for a public client (no credential; PKCE required).
@@ -165,13 +174,16 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds the serving view from a catalog; `secret_of` finds each servable secret client's
-    /// secret (None: not yet available, the client is left out).
+    /// secret (None: not yet available, the client is left out). A client whose verdict and
+    /// credential are the ones `previous` was built with is `previous`'s, shared: a rebuild
+    /// after one change allocates (and later frees) that change, not every client again.
     pub fn build(
         catalog: &Catalog,
+        previous: &Snapshot,
         secret_of: impl Fn(&ClientVerdict, &ClientSettings) -> Option<SecretVerifier>,
         keys: KeyRing,
     ) -> Self {
-        let mut clients = HashMap::new();
+        let mut clients = HashMap::with_capacity(catalog.clients.len());
         let mut by_service_account: HashMap<ServiceAccountRef, Vec<String>> = HashMap::new();
         for verdict in catalog.clients.iter().filter(|v| v.servable()) {
             let Ok(settings) = &*verdict.settings else { continue };
@@ -193,8 +205,11 @@ impl Snapshot {
                     None => continue,
                 },
             };
-            let client = RegisteredClient::new(verdict, settings, credential);
-            clients.insert(client.client_id.clone(), Arc::new(client));
+            let client = match previous.clients.get(&verdict.client_id) {
+                Some(same) if same.built_as(verdict, &credential) => same.clone(),
+                _ => Arc::new(RegisteredClient::new(verdict, settings, credential)),
+            };
+            clients.insert(client.client_id.clone(), client);
         }
         let audience_owners = catalog.audience_owners.clone();
         let client_uids = catalog.clients.iter().map(|v| v.uid.clone()).collect();
@@ -273,6 +288,12 @@ impl Registry {
     pub fn publish(&self, snapshot: Snapshot) {
         self.current.store(Arc::new(snapshot));
     }
+
+    /// Replaces the snapshot and hands the previous one back, for its caller to free where
+    /// freeing tens of megabytes does not hold up anything.
+    pub fn replace(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        self.current.swap(Arc::new(snapshot))
+    }
 }
 
 #[cfg(test)]
@@ -316,5 +337,58 @@ mod tests {
         ] {
             assert!(!same_loopback_but_port(registered, requested), "{why}: {requested}");
         }
+    }
+}
+
+#[cfg(test)]
+mod sharing_tests {
+    use super::*;
+    use crate::catalog::{ClientInput, NamespaceLabels};
+    use crate::crd::OAuthClientSpec;
+
+    #[test]
+    fn a_client_is_shared_with_the_last_snapshot_only_while_its_verdict_and_secret_stay() {
+        let spec = OAuthClientSpec {
+            grant_types: vec![GrantType::ClientCredentials],
+            ..Default::default()
+        };
+        let input = ClientInput {
+            uid: "u1",
+            generation: Some(1),
+            ..ClientInput::of("shop", "web", &spec)
+        };
+        let judge = |earlier: &Catalog| {
+            Catalog::evaluate_after(
+                earlier,
+                &[input],
+                &[],
+                &NamespaceLabels::new(),
+                &Default::default(),
+                Default::default(),
+            )
+        };
+        let build = |catalog: &Catalog, previous: &Snapshot, secret: &str| {
+            let verifier = SecretVerifier::for_secret(secret);
+            Snapshot::build(catalog, previous, |_, _| Some(verifier.clone()), KeyRing::default())
+        };
+        let now = jiff::Timestamp::now();
+        let catalog = judge(&Catalog::default());
+        let first = build(&catalog, &Snapshot::default(), "old-secret");
+        let same = build(&judge(&catalog), &first, "old-secret");
+        assert!(Arc::ptr_eq(&first.clients["shop.web"], &same.clients["shop.web"]));
+
+        // The Secret rotated, the verdict did not: the new secret is served, not the kept one.
+        let rotated = build(&judge(&catalog), &same, "new-secret");
+        let ClientCredential::Secret(served) = &rotated.clients["shop.web"].credential else {
+            panic!("a secret client");
+        };
+        assert!(served.verify("new-secret", now) && !served.verify("old-secret", now));
+
+        // A verdict judged again (a fresh catalog) is not the one the client was built from.
+        let rejudged = build(&judge(&Catalog::default()), &rotated, "new-secret");
+        assert!(!Arc::ptr_eq(
+            &rotated.clients["shop.web"],
+            &rejudged.clients["shop.web"]
+        ));
     }
 }

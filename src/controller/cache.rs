@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -192,45 +193,41 @@ fn age_key<K: ResourceExt>(k: &K) -> (Option<jiff::Timestamp>, Option<&str>, Opt
     )
 }
 
-/// Cached resources in precedence order, with the names the catalog's inputs borrow.
+/// Cached resources in precedence order, which the catalog's inputs borrow.
 struct Ordered {
     clients: Vec<Arc<OAuthClient>>,
-    client_names: Vec<(String, String)>,
     scopes: Vec<Arc<Scope>>,
-    scope_names: Vec<(String, String)>,
+}
+
+/// Namespace and name, borrowed (objects from the apiserver always have both).
+fn borrowed_name(meta: &ObjectMeta) -> (&str, &str) {
+    (
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
 }
 
 impl Ordered {
     fn new(clients: Vec<Arc<OAuthClient>>, scopes: Vec<Arc<Scope>>) -> Self {
-        let clients = by_age(clients);
-        let scopes = by_age(scopes);
-        let client_names = clients
-            .iter()
-            .map(|c| (c.namespace().unwrap_or_default(), c.name_any()))
-            .collect();
-        let scope_names = scopes
-            .iter()
-            .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
-            .collect();
         Self {
-            clients,
-            client_names,
-            scopes,
-            scope_names,
+            clients: by_age(clients),
+            scopes: by_age(scopes),
         }
     }
 
     fn client_inputs(&self) -> Vec<ClientInput<'_>> {
         self.clients
             .iter()
-            .zip(&self.client_names)
-            .map(|(c, (ns, n))| ClientInput {
-                namespace: ns,
-                name: n,
-                uid: c.metadata.uid.as_deref().unwrap_or_default(),
-                generation: c.metadata.generation,
-                releasing: releases_claims(c.annotations()),
-                spec: &c.spec,
+            .map(|c| {
+                let (namespace, name) = borrowed_name(&c.metadata);
+                ClientInput {
+                    namespace,
+                    name,
+                    uid: c.metadata.uid.as_deref().unwrap_or_default(),
+                    generation: c.metadata.generation,
+                    releasing: releases_claims(c.annotations()),
+                    spec: &c.spec,
+                }
             })
             .collect()
     }
@@ -238,13 +235,15 @@ impl Ordered {
     fn scope_inputs(&self) -> Vec<ScopeInput<'_>> {
         self.scopes
             .iter()
-            .zip(&self.scope_names)
-            .map(|(s, (ns, n))| ScopeInput {
-                namespace: ns,
-                name: n,
-                generation: s.metadata.generation,
-                releasing: releases_claims(s.annotations()),
-                spec: &s.spec,
+            .map(|s| {
+                let (namespace, name) = borrowed_name(&s.metadata);
+                ScopeInput {
+                    namespace,
+                    name,
+                    generation: s.metadata.generation,
+                    releasing: releases_claims(s.annotations()),
+                    spec: &s.spec,
+                }
             })
             .collect()
     }
@@ -349,31 +348,28 @@ impl Cache {
     }
 
     /// Evaluates every client and scope against the recorded claims (the registry's view).
-    fn catalog(&self, grace: Duration) -> (Catalog, Vec<Arc<OAuthClient>>) {
+    fn catalog(&self, grace: Duration) -> Catalog {
         let ordered = Ordered::new(self.clients.state(), self.scopes.state());
         let scopes = ordered.scope_inputs();
         let rules = ClaimRules {
             now: jiff::Timestamp::now().as_second(),
             grace,
         };
-        let catalog = Catalog::evaluate_after(
+        Catalog::evaluate_after(
             &self.published(),
             &ordered.client_inputs(),
             &scopes,
             &self.namespace_labels(&scopes),
             &self.recorded_claims(),
             rules,
-        );
-        (catalog, ordered.clients)
+        )
     }
 
-    /// Evaluates everything and publishes the catalog to the reconcilers; returns it with the
-    /// clients it was built from.
-    pub fn publish_catalog(&self, grace: Duration) -> (Arc<Catalog>, Vec<Arc<OAuthClient>>) {
-        let (catalog, clients) = self.catalog(grace);
-        let catalog = Arc::new(catalog);
+    /// Evaluates everything and publishes the catalog to the reconcilers.
+    pub fn publish_catalog(&self, grace: Duration) -> Arc<Catalog> {
+        let catalog = Arc::new(self.catalog(grace));
         self.verdicts.send_replace(catalog.clone());
-        (catalog, clients)
+        catalog
     }
 
     /// The catalog last published.
@@ -386,12 +382,8 @@ impl Cache {
         self.secrets.get(&reflector::ObjectRef::new(name).within(namespace))
     }
 
-    /// The serving snapshot of `catalog`, which [`Cache::catalog`] built with `clients`.
-    fn snapshot(&self, catalog: &Catalog, clients: &[Arc<OAuthClient>], kauth_namespace: &str) -> Snapshot {
-        let by_key: HashMap<(String, String), &Arc<OAuthClient>> = clients
-            .iter()
-            .map(|c| ((c.namespace().unwrap_or_default(), c.name_any()), c))
-            .collect();
+    /// The serving snapshot of `catalog`, sharing what is unchanged with `previous`.
+    fn snapshot(&self, catalog: &Catalog, previous: &Snapshot, kauth_namespace: &str) -> Snapshot {
         let mut key_sets = Vec::new();
         for sk in self.signing_keys.state() {
             if sk.namespace().as_deref() != Some(kauth_namespace) || validate_signing_key(&sk.spec).is_err() {
@@ -411,13 +403,15 @@ impl Cache {
         }
         Snapshot::build(
             catalog,
+            previous,
             |v, settings| {
-                let client = by_key.get(&(v.key.namespace.clone(), v.key.name.clone()))?;
                 let secret = self.secret(&v.key.namespace, settings.secret.secret_name()?)?;
                 match &settings.secret {
                     CredentialSource::Generated { .. } => {
-                        // Only a Secret this very client owns counts: a look-alike is ignored.
-                        (secrets::owned_by(&secret, &client.uid()?) && secrets::labelled(&secret, secrets::GENERATED))
+                        // Only a Secret this very client (uid) owns counts: a look-alike is
+                        // ignored.
+                        let owned = !v.uid.is_empty() && secrets::owned_by(&secret, &v.uid);
+                        (owned && secrets::labelled(&secret, secrets::GENERATED))
                             .then(|| secrets::credential_state(&secret))
                             .flatten()
                             .map(|s| s.verifier())
@@ -449,9 +443,10 @@ pub async fn run_registry(
         // Judging every client takes a while with thousands: off the threads that serve.
         let started = std::time::Instant::now();
         let (builder, namespace) = (cache.clone(), kauth_namespace.clone());
+        let previous = registry.load();
         let built = tokio::task::spawn_blocking(move || {
-            let (catalog, clients) = builder.catalog(claim_grace);
-            let snapshot = builder.snapshot(&catalog, &clients, &namespace);
+            let catalog = builder.catalog(claim_grace);
+            let snapshot = builder.snapshot(&catalog, &previous, &namespace);
             (catalog, snapshot)
         })
         .await;
@@ -459,11 +454,16 @@ pub async fn run_registry(
         match built {
             Ok((catalog, snapshot)) => {
                 metrics.registered_clients.set(snapshot.clients.len() as i64);
-                registry.publish(snapshot);
-                cache.verdicts.send_replace(Arc::new(catalog));
-                // The previous catalog and snapshot are gone (unless a request still reads
-                // one): give their pages back.
-                crate::memory::release_freed_soon();
+                let previous = (
+                    registry.replace(snapshot),
+                    cache.verdicts.send_replace(Arc::new(catalog)),
+                );
+                // Freeing the previous ones (what no request or listener still holds) and
+                // giving their pages back waits on no one: off the threads that serve.
+                tokio::task::spawn_blocking(move || {
+                    drop(previous);
+                    crate::memory::release_freed();
+                });
             }
             Err(e) => tracing::error!(error = %e, "building the registry failed; serving the previous one"),
         }

@@ -75,13 +75,16 @@ pub fn wanted_namespaces(catalog: &Catalog) -> BTreeSet<String> {
         .scopes
         .iter()
         .filter(|(_, verdict)| matches!(verdict, ScopeVerdict::Accepted))
-        .map(|(key, _)| key.namespace.clone());
+        .map(|(key, _)| key.namespace.as_str());
     let holders = catalog
         .clients
         .iter()
         .filter(|c| !c.granted.is_empty())
-        .map(|c| c.key.namespace.clone());
-    owners.chain(holders).collect()
+        .map(|c| c.key.namespace.as_str());
+    // Gathered borrowed: thousands of clients share a few namespaces, and this runs on every
+    // catalog.
+    let wanted: BTreeSet<&str> = owners.chain(holders).collect();
+    wanted.into_iter().map(str::to_string).collect()
 }
 
 /// The ConfigMap's data now.

@@ -305,6 +305,7 @@ mod tests {
             post_logout_redirect_uris: vec![],
             id_token_alg: crate::crd::KeyAlgorithm::RS256,
             refresh_token_lifetime: Duration::from_secs(3600),
+            built_from: None,
         }
     }
 

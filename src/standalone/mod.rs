@@ -404,7 +404,12 @@ impl StandaloneConfig {
         let keys = self.key_ring(&manifests, now, &mut writes, &mut notes)?;
         // Everything written above is durable before anything of it is served.
         writes.commit()?;
-        let snapshot = Snapshot::build(&catalog, |v, _| verifiers.get(&v.client_id).cloned(), keys);
+        let snapshot = Snapshot::build(
+            &catalog,
+            &Snapshot::default(), // manifests carry no generation: nothing to share
+            |v, _| verifiers.get(&v.client_id).cloned(),
+            keys,
+        );
         let people = self.people(&manifests, &mut notes);
         let connectors = self.connectors(&manifests, &mut notes);
         Ok(Pass {

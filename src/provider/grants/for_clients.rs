@@ -157,6 +157,7 @@ mod tests {
             post_logout_redirect_uris: Vec::new(),
             id_token_alg: crate::crd::KeyAlgorithm::RS256,
             refresh_token_lifetime: Duration::from_secs(3600),
+            built_from: None,
         }
     }
 
