@@ -1238,15 +1238,26 @@ async fn create_scale_clients(api: &Api<OAuthClient>, n: usize, scope: &str) {
 /// Deletes a scale test's clients and Secrets: the test cluster has no garbage collector, and
 /// every later kauth of the run would otherwise cache and judge them too.
 async fn remove_scale_clients(client: &Client, ns: &str) {
-    let all = ListParams::default();
-    Api::<OAuthClient>::namespaced(client.clone(), ns)
-        .delete_collection(&DeleteParams::default(), &all)
-        .await
-        .unwrap();
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .delete_collection(&DeleteParams::default(), &all)
-        .await
-        .unwrap();
+    delete_all(Api::<OAuthClient>::namespaced(client.clone(), ns)).await;
+    delete_all(Api::<Secret>::namespaced(client.clone(), ns)).await;
+}
+
+/// Deletes everything in `api`. Deleting 10,000 objects can outlast the apiserver's request
+/// deadline (it answers 500, having deleted some): the next call takes up what is left.
+async fn delete_all<K>(api: Api<K>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    for attempt in 1.. {
+        match api
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await
+        {
+            Ok(_) => return,
+            Err(e) if attempt < 5 => eprintln!("deleting all {}: {e}; again", K::kind(&())),
+            Err(e) => panic!("deleting all {}: {e}", K::kind(&())),
+        }
+    }
 }
 
 #[tokio::test]
@@ -2272,6 +2283,13 @@ impl Cpu {
                 }
             }
         }
+        // Time the host's hypervisor ran something else on this machine's CPUs: on a shared
+        // host it varies from run to run, and every figure above slows with it.
+        let steal = std::fs::read_to_string("/proc/stat").ok().and_then(|stat| {
+            let cpu = stat.lines().next()?.split_whitespace().collect::<Vec<_>>();
+            cpu.get(8)?.parse::<f64>().ok().map(|ticks| ticks / 100.0)
+        });
+        parts.extend(steal.map(|s| ("stolen by the host", s)));
         Self(parts)
     }
 
