@@ -778,6 +778,11 @@ mod tests {
         }
     }
 
+    /// The verdict on `namespace`/`name`, which must exist.
+    fn verdict<'c>(catalog: &'c Catalog, namespace: &str, name: &str) -> &'c ClientVerdict {
+        catalog.client(&ObjectKey::new(namespace, name)).expect("judged")
+    }
+
     fn shared(a: &Catalog, b: &Catalog, namespace: &str, name: &str) -> bool {
         match (a.find(namespace, name), b.find(namespace, name)) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -819,13 +824,7 @@ mod tests {
             labels: label("pay"),
         };
         let first = world.evaluate(&Catalog::default());
-        assert!(
-            first
-                .client(&ObjectKey::new("other", "api"))
-                .unwrap()
-                .id_conflict
-                .is_some()
-        );
+        assert!(verdict(&first, "other", "api").id_conflict.is_some());
 
         // Nothing changed: every verdict is the earlier one, not a copy.
         let same = world.evaluate(&first);
@@ -845,23 +844,17 @@ mod tests {
         world.scopes[0].5.granted_to.namespaces = vec!["other".into()];
         let regranted = world.evaluate(&added);
         assert!(!shared(&added, &regranted, "shop", "web"));
-        assert!(regranted.client(&ObjectKey::new("shop", "web")).unwrap().granted.len() == 1);
+        assert!(verdict(&regranted, "shop", "web").granted.len() == 1);
 
         // A namespace's labels change: the selector's grant goes.
         world.labels = label("retail");
         let relabelled = world.evaluate(&regranted);
-        assert!(
-            relabelled
-                .client(&ObjectKey::new("shop", "web"))
-                .unwrap()
-                .granted
-                .is_empty()
-        );
+        assert!(verdict(&relabelled, "shop", "web").granted.is_empty());
 
         // The id's holder gives it up: the other namespace's client takes it at once.
         world.clients[1].4 = true;
         let released = world.evaluate(&relabelled);
-        assert!(released.client(&ObjectKey::new("other", "api")).unwrap().servable());
+        assert!(verdict(&released, "other", "api").servable());
         assert!(!shared(&relabelled, &released, "other", "api"));
 
         // The former holder deleted.
@@ -875,7 +868,7 @@ mod tests {
         world.clients[2] = ("shop", "broken", "b2", 1, false, web.clone());
         let edited = world.evaluate(&deleted);
         assert!(!shared(&deleted, &edited, "shop", "web") && !shared(&deleted, &edited, "shop", "broken"));
-        assert!(edited.client(&ObjectKey::new("shop", "broken")).unwrap().servable());
+        assert!(verdict(&edited, "shop", "broken").servable());
         assert!(shared(&deleted, &edited, "shop", "new"), "untouched");
 
         // The Scope goes: nobody is granted it any more.

@@ -61,7 +61,7 @@ pub struct RegisteredClient {
     pub refresh_token_lifetime: Duration,
     /// The verdict it was built from: the next snapshot keeps this very client while the
     /// catalog keeps that verdict and the credential stays the same.
-    pub built_from: Option<Arc<ClientVerdict>>,
+    pub(crate) built_from: Option<Arc<ClientVerdict>>,
 }
 
 impl RegisteredClient {
