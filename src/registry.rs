@@ -59,14 +59,49 @@ pub struct RegisteredClient {
     pub id_token_alg: KeyAlgorithm,
     /// Idle lifetime of its refresh tokens.
     pub refresh_token_lifetime: Duration,
-    /// The verdict it was built from: the next snapshot keeps this very client while the
-    /// catalog keeps that verdict and the credential stays the same.
-    pub(crate) built_from: Option<Arc<ClientVerdict>>,
+    /// What it was built from: the next snapshot keeps this very client while the catalog
+    /// keeps that verdict and the credential stays the same.
+    pub(crate) built_from: Option<BuiltFrom>,
+}
+
+/// The sources of a registered client, compared by identity when the next snapshot is built.
+#[derive(Clone, Debug)]
+pub(crate) struct BuiltFrom {
+    /// The catalog's verdict (the same shared one, not an equal one).
+    verdict: Arc<ClientVerdict>,
+    /// The version of the Secret its credential was read from, when the source has versions.
+    secret: Option<SecretVersion>,
+}
+
+/// Which version of a Secret a credential was read from: the object's uid and resourceVersion,
+/// one of which changes whenever its content may have (a re-created Secret has a new uid).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretVersion {
+    /// The Secret object's uid.
+    pub uid: String,
+    /// Its resourceVersion.
+    pub resource_version: String,
+}
+
+/// What a secret client's credential source answers.
+#[derive(Clone, Debug)]
+pub enum SecretRead {
+    /// The Secret is still at the version the previous snapshot's client was read from: keep
+    /// that client's credential, without reading (parsing, hashing) the Secret again.
+    Unchanged,
+    /// Read now: the verifier, and the version it was read from when the source has versions.
+    Read(SecretVerifier, Option<SecretVersion>),
 }
 
 impl RegisteredClient {
-    /// Builds a registered client from a servable verdict and its credential.
-    pub fn new(verdict: &Arc<ClientVerdict>, settings: &ClientSettings, credential: ClientCredential) -> Self {
+    /// Builds a registered client from a servable verdict and its credential (read from that
+    /// version of a Secret, if any).
+    pub fn new(
+        verdict: &Arc<ClientVerdict>,
+        settings: &ClientSettings,
+        credential: ClientCredential,
+        secret: Option<SecretVersion>,
+    ) -> Self {
         Self {
             client_id: verdict.client_id.clone(),
             namespace: verdict.key.namespace.clone(),
@@ -86,13 +121,18 @@ impl RegisteredClient {
             post_logout_redirect_uris: settings.post_logout_redirect_uris.clone(),
             id_token_alg: settings.id_token_alg,
             refresh_token_lifetime: settings.refresh_token_lifetime,
-            built_from: Some(verdict.clone()),
+            built_from: Some(BuiltFrom {
+                verdict: verdict.clone(),
+                secret,
+            }),
         }
     }
 
-    /// True when this client was built from `verdict` (the same shared one) with `credential`.
-    fn built_as(&self, verdict: &Arc<ClientVerdict>, credential: &ClientCredential) -> bool {
-        self.built_from.as_ref().is_some_and(|v| Arc::ptr_eq(v, verdict)) && self.credential == *credential
+    /// What this client was built from, when that was `verdict` (the same shared one).
+    fn sources_if_built_from(&self, verdict: &Arc<ClientVerdict>) -> Option<&BuiltFrom> {
+        self.built_from
+            .as_ref()
+            .filter(|from| Arc::ptr_eq(&from.verdict, verdict))
     }
 
     /// True for a public client (no credential; PKCE required).
@@ -173,21 +213,27 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds the serving view from a catalog; `secret_of` finds each servable secret client's
-    /// secret (None: not yet available, the client is left out). A client whose verdict and
-    /// credential are the ones `previous` was built with is `previous`'s, shared: a rebuild
-    /// after one change allocates (and later frees) that change, not every client again.
+    /// Builds the serving view from a catalog; `secret_of` reads each servable secret client's
+    /// secret (None: not yet available, the client is left out), and is told the version the
+    /// previous snapshot's client was read from when that client was built from this very
+    /// verdict. A client whose verdict and credential are the ones `previous` was built with is
+    /// `previous`'s, shared: a rebuild after one change allocates (and later frees) that change,
+    /// and reads only the Secrets that changed, not every client again.
     pub fn build(
         catalog: &Catalog,
         previous: &Snapshot,
-        secret_of: impl Fn(&ClientVerdict, &ClientSettings) -> Option<SecretVerifier>,
+        secret_of: impl Fn(&ClientVerdict, &ClientSettings, Option<&SecretVersion>) -> Option<SecretRead>,
         keys: KeyRing,
     ) -> Self {
         let mut clients = HashMap::with_capacity(catalog.clients.len());
         let mut by_service_account: HashMap<ServiceAccountRef, Vec<String>> = HashMap::new();
         for verdict in catalog.clients.iter().filter(|v| v.servable()) {
             let Ok(settings) = &*verdict.settings else { continue };
-            let credential = match &settings.secret {
+            let kept = previous
+                .clients
+                .get(&verdict.client_id)
+                .and_then(|c| Some((c, c.sources_if_built_from(verdict)?)));
+            let (credential, secret) = match &settings.secret {
                 CredentialSource::ServiceAccount(name) => {
                     let sa = ServiceAccountRef {
                         namespace: verdict.key.namespace.clone(),
@@ -197,17 +243,24 @@ impl Snapshot {
                         .entry(sa.clone())
                         .or_default()
                         .push(verdict.client_id.clone());
-                    ClientCredential::ServiceAccount(sa)
+                    (ClientCredential::ServiceAccount(sa), None)
                 }
-                CredentialSource::Public => ClientCredential::None,
-                _ => match secret_of(verdict, settings) {
-                    Some(secret) => ClientCredential::Secret(secret),
+                CredentialSource::Public => (ClientCredential::None, None),
+                _ => match secret_of(verdict, settings, kept.and_then(|(_, from)| from.secret.as_ref())) {
+                    Some(SecretRead::Read(verifier, version)) => (ClientCredential::Secret(verifier), version),
+                    Some(SecretRead::Unchanged) => {
+                        // Only ever the answer to a version told, which only a kept client has.
+                        if let Some((same, _)) = kept {
+                            clients.insert(same.client_id.clone(), same.clone());
+                        }
+                        continue;
+                    }
                     None => continue,
                 },
             };
-            let client = match previous.clients.get(&verdict.client_id) {
-                Some(same) if same.built_as(verdict, &credential) => same.clone(),
-                _ => Arc::new(RegisteredClient::new(verdict, settings, credential)),
+            let client = match kept {
+                Some((same, from)) if same.credential == credential && from.secret == secret => same.clone(),
+                _ => Arc::new(RegisteredClient::new(verdict, settings, credential, secret)),
             };
             clients.insert(client.client_id.clone(), client);
         }
@@ -369,7 +422,12 @@ mod sharing_tests {
         };
         let build = |catalog: &Catalog, previous: &Snapshot, secret: &str| {
             let verifier = SecretVerifier::for_secret(secret);
-            Snapshot::build(catalog, previous, |_, _| Some(verifier.clone()), KeyRing::default())
+            Snapshot::build(
+                catalog,
+                previous,
+                |_, _, _| Some(SecretRead::Read(verifier.clone(), None)),
+                KeyRing::default(),
+            )
         };
         let now = jiff::Timestamp::now();
         let catalog = judge(&Catalog::default());

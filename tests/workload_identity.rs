@@ -61,7 +61,7 @@ async fn start() -> Setup {
         ..Default::default()
     }]);
     let registry = Registry::new();
-    registry.publish(Snapshot::build(&catalog, &Snapshot::default(), |_, _| None, ring));
+    registry.publish(Snapshot::build(&catalog, &Snapshot::default(), |_, _, _| None, ring));
 
     let sa_key = generate_key(KeyAlgorithm::RS256, Timestamp::from_second(0).unwrap()).unwrap();
     let jwks = JwkSet {

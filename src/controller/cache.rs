@@ -21,7 +21,7 @@ use crate::crd::{OAuthClient, Scope, SigningKey};
 use crate::credentials::SecretVerifier;
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
-use crate::registry::{Registry, Snapshot};
+use crate::registry::{Registry, SecretRead, SecretVersion, Snapshot};
 use crate::validation::{CredentialSource, validate_signing_key};
 
 /// Read-only views of the watched resources.
@@ -404,9 +404,18 @@ impl Cache {
         Snapshot::build(
             catalog,
             previous,
-            |v, settings| {
+            |v, settings, known| {
                 let secret = self.secret(&v.key.namespace, settings.secret.secret_name()?)?;
-                match &settings.secret {
+                // The verdict is the one `known` was read with (same uid, same settings): the
+                // same Secret version gives the same answer, so it need not be read again.
+                let (uid, version) = (
+                    secret.metadata.uid.as_deref(),
+                    secret.metadata.resource_version.as_deref(),
+                );
+                if known.is_some_and(|k| Some(k.uid.as_str()) == uid && Some(k.resource_version.as_str()) == version) {
+                    return Some(SecretRead::Unchanged);
+                }
+                let verifier = match &settings.secret {
                     CredentialSource::Generated { .. } => {
                         // Only a Secret this very client (uid) owns counts: a look-alike is
                         // ignored.
@@ -421,7 +430,12 @@ impl Cache {
                         .flatten()
                         .map(SecretVerifier::for_secret),
                     CredentialSource::ServiceAccount(_) | CredentialSource::Public => None,
-                }
+                }?;
+                let read_from = uid.zip(version).map(|(uid, version)| SecretVersion {
+                    uid: uid.to_owned(),
+                    resource_version: version.to_owned(),
+                });
+                Some(SecretRead::Read(verifier, read_from))
             },
             keys,
         )
@@ -500,6 +514,101 @@ mod tests {
         assert!(!own.is_echo(&secret("web-oauth", "5")));
         own.note(&secret("web-oauth", "6"));
         assert!(!own.is_echo(&secret("web-oauth", "7")));
+    }
+
+    /// A store, and the writer that changes it as the watch would.
+    fn store<K>(items: Vec<K>) -> (Store<K>, reflector::store::Writer<K>)
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let mut writer = reflector::store::Writer::default();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for item in items {
+            writer.apply_watcher_event(&watcher::Event::InitApply(item));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        (writer.as_reader(), writer)
+    }
+
+    /// The team's own Secret for `shop/web`, as the watch delivers it.
+    fn external_secret(uid: &str, version: &str, value: &str) -> Secret {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "web-credentials", "namespace": "shop", "uid": uid, "resourceVersion": version,
+                "labels": {CREDENTIALS_LABEL: secrets::EXTERNAL}
+            },
+            "data": {"CLIENT_SECRET": encoded}
+        }))
+        .unwrap()
+    }
+
+    fn served_secret(snapshot: &Snapshot) -> &SecretVerifier {
+        match &snapshot.clients["shop.web"].credential {
+            crate::registry::ClientCredential::Secret(verifier) => verifier,
+            other => panic!("a secret client, not {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_secret_is_read_again_only_when_its_version_changes() {
+        let client = |generation: i64, lifetime: &str| -> OAuthClient {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+                "metadata": {"name": "web", "namespace": "shop", "uid": "uid-web", "generation": generation},
+                "spec": {
+                    "grantTypes": ["client_credentials"], "accessTokenLifetime": lifetime,
+                    "existingSecret": {"name": "web-credentials"}
+                },
+            }))
+            .unwrap()
+        };
+        let (clients, mut client_watch) = store(vec![client(1, "5m")]);
+        let (secrets, mut watch) = store(vec![external_secret("s1", "10", "first")]);
+        let cache = Cache {
+            clients,
+            scopes: store(vec![]).0,
+            signing_keys: store(vec![]).0,
+            secrets,
+            namespaces: store(vec![]).0,
+            claims: store(vec![]).0,
+            verdicts: Default::default(),
+            secret_owners: broadcast::Sender::new(1),
+            own_writes: Default::default(),
+        };
+        let catalog = cache.publish_catalog(crate::claims::DEFAULT_CLAIM_GRACE);
+        let now = jiff::Timestamp::now();
+        let first = cache.snapshot(&catalog, &Snapshot::default(), "kauth");
+        assert!(served_secret(&first).verify("first", now));
+
+        // Same version, content changed under it (which a real apiserver never does): proof
+        // that an unchanged version is not read again, but kept.
+        watch.apply_watcher_event(&watcher::Event::Apply(external_secret("s1", "10", "tampered")));
+        let kept = cache.snapshot(&catalog, &first, "kauth");
+        assert!(Arc::ptr_eq(&first.clients["shop.web"], &kept.clients["shop.web"]));
+
+        // The spec changed, the Secret did not: the client is built from its new verdict.
+        client_watch.apply_watcher_event(&watcher::Event::Apply(client(2, "2m")));
+        let catalog = cache.publish_catalog(crate::claims::DEFAULT_CLAIM_GRACE);
+        let kept = cache.snapshot(&catalog, &kept, "kauth");
+        assert_eq!(kept.clients["shop.web"].access_token_lifetime, Duration::from_secs(120));
+
+        // A new version is read: the new secret is served, the old one no longer.
+        watch.apply_watcher_event(&watcher::Event::Apply(external_secret("s1", "11", "second")));
+        let edited = cache.snapshot(&catalog, &kept, "kauth");
+        assert!(served_secret(&edited).verify("second", now) && !served_secret(&edited).verify("first", now));
+
+        // Deleted and re-created (an etcd restored from backup may repeat a resourceVersion):
+        // the new object's uid alone makes it read.
+        watch.apply_watcher_event(&watcher::Event::Apply(external_secret("s2", "11", "third")));
+        let recreated = cache.snapshot(&catalog, &edited, "kauth");
+        assert!(served_secret(&recreated).verify("third", now));
+
+        // Gone: the client is no longer served, whatever it was read from before.
+        watch.apply_watcher_event(&watcher::Event::Delete(external_secret("s2", "11", "third")));
+        let deleted = cache.snapshot(&catalog, &recreated, "kauth");
+        assert!(!deleted.clients.contains_key("shop.web"));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::people::{Directory, USERS_KEY, USERS_SECRET};
 use crate::provider::serve::{ServeOptions, serve};
 use crate::provider::{ProviderState, ops_router, router};
-use crate::registry::{Registry, Snapshot};
+use crate::registry::{Registry, SecretRead, Snapshot};
 use crate::secret_contents::ClientValues;
 use crate::secret_usage::last_used;
 use crate::store::GrantStore;
@@ -407,7 +407,7 @@ impl StandaloneConfig {
         let snapshot = Snapshot::build(
             &catalog,
             &Snapshot::default(), // manifests carry no generation: nothing to share
-            |v, _| verifiers.get(&v.client_id).cloned(),
+            |v, _, _| Some(SecretRead::Read(verifiers.get(&v.client_id)?.clone(), None)),
             keys,
         );
         let people = self.people(&manifests, &mut notes);
