@@ -210,6 +210,9 @@ pub struct Snapshot {
     pub keys: KeyRing,
     /// True once every source has been read at least once.
     pub complete: bool,
+    /// The versions of the Secrets `keys` was read from, when its source has versions: a
+    /// rebuild that finds the same ones keeps `keys` instead of parsing them again.
+    pub keys_read_from: Option<Vec<SecretVersion>>,
 }
 
 impl Snapshot {
@@ -292,6 +295,7 @@ impl Snapshot {
             browser_origins,
             keys,
             complete: true,
+            keys_read_from: None,
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::claims::{ClaimRules, Ledger};
 use crate::crd::{OAuthClient, Scope, SigningKey};
 use crate::credentials::SecretVerifier;
 use crate::keys::KeyRing;
+use crate::memory::TrimPacer;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, SecretRead, SecretVersion, Snapshot};
 use crate::validation::{CredentialSource, validate_signing_key};
@@ -384,24 +385,8 @@ impl Cache {
 
     /// The serving snapshot of `catalog`, sharing what is unchanged with `previous`.
     fn snapshot(&self, catalog: &Catalog, previous: &Snapshot, kauth_namespace: &str) -> Snapshot {
-        let mut key_sets = Vec::new();
-        for sk in self.signing_keys.state() {
-            if sk.namespace().as_deref() != Some(kauth_namespace) || validate_signing_key(&sk.spec).is_err() {
-                continue;
-            }
-            let Some(uid) = sk.uid() else { continue };
-            if let Some(secret) = self.secret(kauth_namespace, &secrets::key_set_secret_name(&sk.name_any()))
-                && secrets::owned_by(&secret, &uid)
-                && let Some(keys) = secrets::key_set(&secret)
-            {
-                key_sets.push(keys);
-            }
-        }
-        let (keys, errors) = KeyRing::from_sets(&key_sets);
-        for e in errors {
-            tracing::warn!(error = %e, "unusable signing key skipped");
-        }
-        Snapshot::build(
+        let (keys, keys_read_from) = self.key_ring(previous, kauth_namespace);
+        let mut snapshot = Snapshot::build(
             catalog,
             previous,
             |v, settings, known| {
@@ -431,15 +416,53 @@ impl Cache {
                         .map(SecretVerifier::for_secret),
                     CredentialSource::ServiceAccount(_) | CredentialSource::Public => None,
                 }?;
-                let read_from = uid.zip(version).map(|(uid, version)| SecretVersion {
-                    uid: uid.to_owned(),
-                    resource_version: version.to_owned(),
-                });
-                Some(SecretRead::Read(verifier, read_from))
+                Some(SecretRead::Read(verifier, version_of(&secret)))
             },
             keys,
-        )
+        );
+        snapshot.keys_read_from = keys_read_from;
+        snapshot
     }
+
+    /// The signing keys of the valid SigningKeys in kauth's namespace, and the versions of the
+    /// key-set Secrets they were read from. Parsing a private key checks it (an RSA check costs
+    /// milliseconds), so while those Secrets stay at the versions `previous` was built from,
+    /// its keys are kept.
+    fn key_ring(&self, previous: &Snapshot, kauth_namespace: &str) -> (KeyRing, Option<Vec<SecretVersion>>) {
+        let mut signing_keys = self.signing_keys.state();
+        signing_keys.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let mut secrets = Vec::new();
+        for sk in signing_keys {
+            if sk.namespace().as_deref() != Some(kauth_namespace) || validate_signing_key(&sk.spec).is_err() {
+                continue;
+            }
+            let Some(uid) = sk.uid() else { continue };
+            if let Some(secret) = self.secret(kauth_namespace, &secrets::key_set_secret_name(&sk.name_any()))
+                && secrets::owned_by(&secret, &uid)
+            {
+                secrets.push(secret);
+            }
+        }
+        // None (a Secret without a version) is never the same as anything.
+        let versions: Option<Vec<SecretVersion>> = secrets.iter().map(|s| version_of(s)).collect();
+        if versions.is_some() && versions == previous.keys_read_from {
+            return (previous.keys.clone(), versions);
+        }
+        let key_sets: Vec<_> = secrets.iter().filter_map(|s| secrets::key_set(s)).collect();
+        let (keys, errors) = KeyRing::from_sets(&key_sets);
+        for e in errors {
+            tracing::warn!(error = %e, "unusable signing key skipped");
+        }
+        (keys, versions)
+    }
+}
+
+/// The version a Secret from the apiserver is at (None for one without uid or resourceVersion).
+fn version_of(secret: &Secret) -> Option<SecretVersion> {
+    Some(SecretVersion {
+        uid: secret.metadata.uid.clone()?,
+        resource_version: secret.metadata.resource_version.clone()?,
+    })
 }
 
 /// Rebuilds and publishes the snapshot and the catalog after every change (coalesced over
@@ -453,6 +476,7 @@ pub async fn run_registry(
     claim_grace: Duration,
 ) {
     cache.synced().await;
+    let mut trims = TrimPacer::new(TRIM_AT_MOST_EVERY, std::time::Instant::now());
     loop {
         // Judging every client takes a while with thousands: off the threads that serve.
         let started = std::time::Instant::now();
@@ -472,17 +496,32 @@ pub async fn run_registry(
                     registry.replace(snapshot),
                     cache.verdicts.send_replace(Arc::new(catalog)),
                 );
-                // Freeing the previous ones (what no request or listener still holds) and
-                // giving their pages back waits on no one: off the threads that serve.
+                let trim = trims.freed(std::time::Instant::now());
+                // Freeing the previous ones (what no request or listener still holds) waits on
+                // no one: off the threads that serve.
                 tokio::task::spawn_blocking(move || {
                     drop(previous);
-                    crate::memory::release_freed();
+                    if trim {
+                        crate::memory::release_freed();
+                    }
                 });
             }
             Err(e) => tracing::error!(error = %e, "building the registry failed; serving the previous one"),
         }
         // A vacant claim lapses with time, not with an event: look again at least each minute.
-        let _ = tokio::time::timeout(Duration::from_secs(60), changed.notified()).await;
+        let mut next_change = std::pin::pin!(tokio::time::timeout(Duration::from_secs(60), changed.notified()));
+        let mut waited = false;
+        if trims.owed() {
+            waited = tokio::time::timeout(QUIET_BEFORE_TRIM, next_change.as_mut())
+                .await
+                .is_ok();
+            if !waited && trims.paused(std::time::Instant::now()) {
+                tokio::task::spawn_blocking(crate::memory::release_freed);
+            }
+        }
+        if !waited {
+            let _ = next_change.await;
+        }
         // Changes arriving meanwhile are taken together. Waiting as long as the last build
         // took keeps a storm of changes (thousands of new clients) from costing a build per
         // event: at most half of one core goes to rebuilding, and a change still shows within
@@ -490,6 +529,11 @@ pub async fn run_registry(
         tokio::time::sleep(took.max(Duration::from_millis(20))).await;
     }
 }
+
+/// While changes keep coming, freed memory is given back at most this often (see [`TrimPacer`]).
+const TRIM_AT_MOST_EVERY: Duration = Duration::from_secs(5);
+/// A pause in changes this long ends a storm: what it freed is given back then.
+const QUIET_BEFORE_TRIM: Duration = Duration::from_millis(500);
 
 #[cfg(test)]
 mod tests {
@@ -609,6 +653,66 @@ mod tests {
         watch.apply_watcher_event(&watcher::Event::Delete(external_secret("s2", "11", "third")));
         let deleted = cache.snapshot(&catalog, &recreated, "kauth");
         assert!(!deleted.clients.contains_key("shop.web"));
+    }
+
+    #[test]
+    fn signing_keys_are_parsed_again_only_when_their_secret_changes_version() {
+        use crate::keys::{KeySet, generate_key};
+        let sk: SigningKey = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kauth.dev/v1alpha1", "kind": "SigningKey",
+            "metadata": {"name": "main", "namespace": "kauth", "uid": "uid-sk"},
+            "spec": {"algorithm": "ES256"},
+        }))
+        .unwrap();
+        let owner = secrets::owner_reference(&sk).unwrap();
+        let now = jiff::Timestamp::now();
+        let key_set_secret = |uid: &str, version: &str, kid: &str| {
+            let mut key = generate_key(crate::crd::KeyAlgorithm::ES256, now).unwrap();
+            key.kid = kid.into();
+            let keys = KeySet {
+                keys: vec![key],
+                trigger: None,
+            };
+            let mut secret = secrets::key_set_secret("main-signing-keys", "kauth", owner.clone(), &keys);
+            secret.metadata.uid = Some(uid.into());
+            secret.metadata.resource_version = Some(version.into());
+            secret
+        };
+        let (secrets, mut watch) = store(vec![key_set_secret("s1", "10", "first")]);
+        let cache = Cache {
+            clients: store(vec![]).0,
+            scopes: store(vec![]).0,
+            signing_keys: store(vec![sk]).0,
+            secrets,
+            namespaces: store(vec![]).0,
+            claims: store(vec![]).0,
+            verdicts: Default::default(),
+            secret_owners: broadcast::Sender::new(1),
+            own_writes: Default::default(),
+        };
+        let catalog = cache.publish_catalog(crate::claims::DEFAULT_CLAIM_GRACE);
+        let signs_with = |snapshot: &Snapshot| snapshot.keys.signer(now).map(|k| k.kid.clone());
+        let first = cache.snapshot(&catalog, &Snapshot::default(), "kauth");
+        assert_eq!(signs_with(&first).as_deref(), Some("first"));
+
+        // Same version, other keys under it (which a real apiserver never does): proof that
+        // an unchanged version is not parsed again.
+        watch.apply_watcher_event(&watcher::Event::Apply(key_set_secret("s1", "10", "swapped")));
+        let kept = cache.snapshot(&catalog, &first, "kauth");
+        assert_eq!(signs_with(&kept).as_deref(), Some("first"));
+
+        // A new version (a rotation) is read; so is a re-created Secret at an old version.
+        watch.apply_watcher_event(&watcher::Event::Apply(key_set_secret("s1", "11", "rotated")));
+        let rotated = cache.snapshot(&catalog, &kept, "kauth");
+        assert_eq!(signs_with(&rotated).as_deref(), Some("rotated"));
+        watch.apply_watcher_event(&watcher::Event::Apply(key_set_secret("s2", "11", "recreated")));
+        let recreated = cache.snapshot(&catalog, &rotated, "kauth");
+        assert_eq!(signs_with(&recreated).as_deref(), Some("recreated"));
+
+        // Gone: nothing signs, whatever was read before.
+        watch.apply_watcher_event(&watcher::Event::Delete(key_set_secret("s2", "11", "recreated")));
+        let deleted = cache.snapshot(&catalog, &recreated, "kauth");
+        assert_eq!(signs_with(&deleted), None);
     }
 
     #[test]
