@@ -574,6 +574,21 @@ mod tests {
         (writer.as_reader(), writer)
     }
 
+    /// A cache of these clients, SigningKeys and Secrets, with nothing else.
+    fn cache_of(clients: Store<OAuthClient>, signing_keys: Store<SigningKey>, secrets: Store<Secret>) -> Cache {
+        Cache {
+            clients,
+            scopes: store(vec![]).0,
+            signing_keys,
+            secrets,
+            namespaces: store(vec![]).0,
+            claims: store(vec![]).0,
+            verdicts: Default::default(),
+            secret_owners: broadcast::Sender::new(1),
+            own_writes: Default::default(),
+        }
+    }
+
     /// The team's own Secret for `shop/web`, as the watch delivers it.
     fn external_secret(uid: &str, version: &str, value: &str) -> Secret {
         use base64::Engine;
@@ -610,17 +625,7 @@ mod tests {
         };
         let (clients, mut client_watch) = store(vec![client(1, "5m")]);
         let (secrets, mut watch) = store(vec![external_secret("s1", "10", "first")]);
-        let cache = Cache {
-            clients,
-            scopes: store(vec![]).0,
-            signing_keys: store(vec![]).0,
-            secrets,
-            namespaces: store(vec![]).0,
-            claims: store(vec![]).0,
-            verdicts: Default::default(),
-            secret_owners: broadcast::Sender::new(1),
-            own_writes: Default::default(),
-        };
+        let cache = cache_of(clients, store(vec![]).0, secrets);
         let catalog = cache.publish_catalog(crate::claims::DEFAULT_CLAIM_GRACE);
         let now = jiff::Timestamp::now();
         let first = cache.snapshot(&catalog, &Snapshot::default(), "kauth");
@@ -678,40 +683,33 @@ mod tests {
             secret.metadata.resource_version = Some(version.into());
             secret
         };
-        let (secrets, mut watch) = store(vec![key_set_secret("s1", "10", "first")]);
-        let cache = Cache {
-            clients: store(vec![]).0,
-            scopes: store(vec![]).0,
-            signing_keys: store(vec![sk]).0,
-            secrets,
-            namespaces: store(vec![]).0,
-            claims: store(vec![]).0,
-            verdicts: Default::default(),
-            secret_owners: broadcast::Sender::new(1),
-            own_writes: Default::default(),
-        };
+        let (secrets, mut watch) = store(vec![]);
+        let cache = cache_of(store(vec![]).0, store(vec![sk]).0, secrets);
         let catalog = cache.publish_catalog(crate::claims::DEFAULT_CLAIM_GRACE);
         let signs_with = |snapshot: &Snapshot| snapshot.keys.signer(now).map(|k| k.kid.clone());
-        let first = cache.snapshot(&catalog, &Snapshot::default(), "kauth");
-        assert_eq!(signs_with(&first).as_deref(), Some("first"));
-
-        // Same version, other keys under it (which a real apiserver never does): proof that
-        // an unchanged version is not parsed again.
-        watch.apply_watcher_event(&watcher::Event::Apply(key_set_secret("s1", "10", "swapped")));
-        let kept = cache.snapshot(&catalog, &first, "kauth");
-        assert_eq!(signs_with(&kept).as_deref(), Some("first"));
-
-        // A new version (a rotation) is read; so is a re-created Secret at an old version.
-        watch.apply_watcher_event(&watcher::Event::Apply(key_set_secret("s1", "11", "rotated")));
-        let rotated = cache.snapshot(&catalog, &kept, "kauth");
-        assert_eq!(signs_with(&rotated).as_deref(), Some("rotated"));
-        watch.apply_watcher_event(&watcher::Event::Apply(key_set_secret("s2", "11", "recreated")));
-        let recreated = cache.snapshot(&catalog, &rotated, "kauth");
-        assert_eq!(signs_with(&recreated).as_deref(), Some("recreated"));
+        let mut previous = Snapshot::default();
+        for (uid, version, kid, signer, step) in [
+            ("s1", "10", "first", "first", "the first read"),
+            // Which a real apiserver never does: proof that a version is not parsed again.
+            ("s1", "10", "swapped", "first", "other keys under the same version"),
+            ("s1", "11", "rotated", "rotated", "a new version (a rotation)"),
+            (
+                "s2",
+                "11",
+                "recreated",
+                "recreated",
+                "a re-created Secret at an old version",
+            ),
+        ] {
+            watch.apply_watcher_event(&watcher::Event::Apply(key_set_secret(uid, version, kid)));
+            let next = cache.snapshot(&catalog, &previous, "kauth");
+            assert_eq!(signs_with(&next).as_deref(), Some(signer), "{step}");
+            previous = next;
+        }
 
         // Gone: nothing signs, whatever was read before.
         watch.apply_watcher_event(&watcher::Event::Delete(key_set_secret("s2", "11", "recreated")));
-        let deleted = cache.snapshot(&catalog, &recreated, "kauth");
+        let deleted = cache.snapshot(&catalog, &previous, "kauth");
         assert_eq!(signs_with(&deleted), None);
     }
 
