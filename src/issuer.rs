@@ -1,6 +1,9 @@
 //! The issuer URL: what every token names as `iss`, and the base of every endpoint URL. Both
 //! the provider and the controller (which writes the token URL into Secrets) use it.
 
+/// Longest issuer URL: it is in every token, and templates budget for it.
+pub const MAX_LENGTH: usize = 512;
+
 /// The issuer URL and the endpoint URLs derived from it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Issuer {
@@ -14,6 +17,9 @@ impl Issuer {
     /// Parses an issuer URL: http(s), a host, no query or fragment.
     pub fn parse(url: &str) -> Result<Self, String> {
         let url = url.trim_end_matches('/');
+        if url.len() > MAX_LENGTH {
+            return Err(format!("issuer is {} characters long; at most {MAX_LENGTH}", url.len()));
+        }
         let rest = url
             .strip_prefix("https://")
             .or_else(|| url.strip_prefix("http://"))

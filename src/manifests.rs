@@ -71,21 +71,7 @@ pub struct Manifests {
     pub strict: bool,
 }
 
-/// The openAPIV3Schema of each kauth kind, from the same types as the CRDs.
-static SCHEMAS: std::sync::LazyLock<HashMap<&'static str, Value>> = std::sync::LazyLock::new(|| {
-    use kube::CustomResourceExt;
-    let schema = |crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition| {
-        serde_json::to_value(crd)
-            .ok()
-            .and_then(|v| v.pointer("/spec/versions/0/schema/openAPIV3Schema").cloned())
-            .unwrap_or(Value::Null)
-    };
-    HashMap::from([
-        ("OAuthClient", schema(OAuthClient::crd())),
-        ("Scope", schema(Scope::crd())),
-        ("SigningKey", schema(SigningKey::crd())),
-    ])
-});
+use crate::schema_bounds::SCHEMAS;
 
 /// The paths of `value`'s fields that `schema` does not declare.
 fn unknown_fields(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {

@@ -4,21 +4,16 @@
 
 use std::collections::BTreeMap;
 
-use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use crate::catalog::ClientVerdict;
-use crate::crd::{SecretKeys, SecretPreset, SecretSpec};
+use crate::crd::{SecretKeys, SecretPreset, SecretSpec, limits};
 use crate::issuer::Issuer;
+use crate::secret_templates::{self, MAX_RENDERED_TOTAL, Size, ValueBounds};
 use crate::validation::{ClientSettings, FieldError};
 
-/// Instructions one template may run: plenty for joining a few lists, far too few for a loop
-/// that would stall the controller.
-const TEMPLATE_FUEL: u64 = 10_000;
-/// Longest value a template may render; a Secret holds at most 1 MiB in all.
-const MAX_RENDERED: usize = 64 * 1024;
 /// Most templated keys per client.
-const MAX_TEMPLATES: usize = 32;
+const MAX_TEMPLATES: usize = limits::TEMPLATES;
 /// Spring Boot's registration id in the preset's variable names.
 const SPRING_PREFIX: &str = "SPRING_SECURITY_OAUTH2_CLIENT_";
 
@@ -148,12 +143,32 @@ impl SecretContents {
                 format!("at most {MAX_TEMPLATES} keys"),
             ));
         }
+        // Each template is bounded before it is tried (secret_templates.rs), and all of them
+        // together must fit a Secret.
+        let bounds = value_bounds();
+        let mut total: u64 = 0;
         for (key, source) in &contents.templates {
             let field = format!("spec.secret.template.{key}");
             claim(key, field.clone(), errors);
-            if let Err(e) = render_template(source, &sample) {
-                errors.push(FieldError::new(field, e));
+            if source.len() > limits::TEMPLATE_SOURCE {
+                errors.push(FieldError::new(
+                    field,
+                    format!("is {} bytes long; at most {}", source.len(), limits::TEMPLATE_SOURCE),
+                ));
+                continue;
             }
+            match secret_templates::check(source, &bounds)
+                .and_then(|bound| secret_templates::render(source, &sample).map(|_| bound))
+            {
+                Ok(bound) => total = total.saturating_add(bound),
+                Err(e) => errors.push(FieldError::new(field, e)),
+            }
+        }
+        if total > MAX_RENDERED_TOTAL {
+            errors.push(FieldError::new(
+                "spec.secret.template",
+                format!("all templates together may render up to {total} bytes; at most {MAX_RENDERED_TOTAL}"),
+            ));
         }
         contents
     }
@@ -171,42 +186,32 @@ impl SecretContents {
             out.extend(preset_entries(*preset, k, values));
         }
         for (key, source) in &self.templates {
-            let value = render_template(source, values).map_err(|e| format!("spec.secret.template.{key}: {e}"))?;
+            let value =
+                secret_templates::render(source, values).map_err(|e| format!("spec.secret.template.{key}: {e}"))?;
             out.insert(key.clone(), value);
         }
         Ok(out)
     }
 }
 
-fn environment() -> Environment<'static> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_fuel(Some(TEMPLATE_FUEL));
-    env.set_recursion_limit(16);
-    env
-}
-
-fn render_template(source: &str, values: &SecretValues) -> Result<String, String> {
-    let env = environment();
-    let template = env.template_from_str(source).map_err(|e| describe_error(&e))?;
-    let out = template.render(values).map_err(|e| describe_error(&e))?;
-    if out.len() > MAX_RENDERED {
-        return Err(format!("renders {} bytes; at most {MAX_RENDERED}", out.len()));
-    }
-    Ok(out)
-}
-
-/// The error without MiniJinja's "(in <string>:1)" suffix, which names no file a user has.
-fn describe_error(e: &minijinja::Error) -> String {
-    let mut text = e.kind().to_string();
-    if let Some(detail) = e.detail() {
-        text.push_str(": ");
-        text.push_str(detail);
-    }
-    if let Some(line) = e.line() {
-        text.push_str(&format!(" (line {line})"));
-    }
-    text
+/// The largest value of each name a template may use, from the schema's limits.
+fn value_bounds() -> ValueBounds {
+    let id = (limits::NAMESPACE + 1 + limits::OBJECT_NAME) as u64;
+    let issuer = crate::issuer::MAX_LENGTH as u64;
+    ValueBounds(vec![
+        ("client_id", Size::string(id)),
+        ("client_secret", Size::string(64)),
+        ("issuer", Size::string(issuer)),
+        ("token_url", Size::string(issuer + 16)),
+        ("token_endpoint_auth_method", Size::string(32)),
+        // `openid` and the granted scopes.
+        (
+            "scopes",
+            Size::list(limits::SCOPES as u64 + 1, limits::SCOPE_VALUE as u64),
+        ),
+        ("audiences", Size::list(limits::AUDIENCES as u64, limits::URI as u64)),
+        ("grant_types", Size::list(limits::GRANT_TYPES as u64, 64)),
+    ])
 }
 
 fn sample_values() -> SecretValues<'static> {
@@ -359,7 +364,12 @@ mod tests {
         for (key, source, why) in [
             ("TYPO", "{{ client_secert }}", "undefined"),
             ("SYNTAX", "{{ client_id ", "syntax"),
-            ("LOOP", "{% for i in range(100000) %}{{ i }}{% endfor %}", "fuel"),
+            ("LOOP", "{% for i in range(100000) %}{{ i }}{% endfor %}", "{% for %}"),
+            (
+                "BOMB",
+                "{{ (\"x\" * 100000000 ~ \"x\" * 100000000) | length }}",
+                "arithmetic",
+            ),
             (
                 "CLIENT_ID",
                 "{{ client_id }}",

@@ -312,7 +312,11 @@ fn secret_metadata(secret: &crate::crd::SecretSpec, errors: &mut Vec<FieldError>
 
 /// Validates an OAuthClient spec; `name` is the resource name (for the default Secret name).
 pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSettings, Vec<FieldError>> {
-    let mut errors = Vec::new();
+    // Limits first: nothing else looks at an object that breaks them (T9).
+    let mut errors = crate::schema_bounds::check_spec("OAuthClient", spec);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     check_requested(spec, &mut errors);
     let access_token_lifetime = duration_in(
         &mut errors,
@@ -610,7 +614,10 @@ pub const MAX_SCOPE_LENGTH: usize = 256;
 
 /// Validates a Scope spec.
 pub fn validate_scope(spec: &ScopeSpec) -> Result<(), Vec<FieldError>> {
-    let mut errors = Vec::new();
+    let mut errors = crate::schema_bounds::check_spec("Scope", spec);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     if spec.value.len() > MAX_SCOPE_LENGTH {
         errors.push(FieldError::new(
             "spec.value",
@@ -692,7 +699,10 @@ pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Validates a SigningKey spec.
 pub fn validate_signing_key(spec: &SigningKeySpec) -> Result<(KeyAlgorithm, KeySchedule), Vec<FieldError>> {
-    let mut errors = Vec::new();
+    let mut errors = crate::schema_bounds::check_spec("SigningKey", spec);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     let rotation = spec.rotation.clone();
     let every = rotation.as_ref().and_then(|r| r.every.as_deref()).map(|every| {
         duration_in(

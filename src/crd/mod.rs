@@ -1,6 +1,7 @@
 //! The three custom resources of `kauth.dev/v1alpha1` and their status helpers.
 
 mod conditions;
+pub mod limits;
 mod oauth_client;
 mod scope;
 mod signing_key;

@@ -6,6 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::limits as limit;
+
 /// Desired state of an OAuth client. The controller derives a stable client id and writes the
 /// generated credentials into a Secret in the client's own namespace.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
@@ -43,6 +45,7 @@ pub struct OAuthClientSpec {
 
     /// Grant types the client may use. Default: `[client_credentials]`.
     #[serde(default = "default_grant_types")]
+    #[schemars(length(max = limit::GRANT_TYPES))]
     pub grant_types: Vec<GrantType>,
 
     /// How the client authenticates at the token endpoint. Default: `client_secret_basic`, or
@@ -54,10 +57,12 @@ pub struct OAuthClientSpec {
     /// https, http only to a loopback host, or a private-use scheme such as
     /// `com.example.app:/callback` for public native apps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limit::REDIRECT_URIS), inner(length(max = limit::URI)))]
     pub redirect_uris: Vec<String>,
 
     /// Where RP-initiated logout may send people afterwards, compared exactly.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limit::REDIRECT_URIS), inner(length(max = limit::URI)))]
     pub post_logout_redirect_uris: Vec<String>,
 
     /// Algorithm of the ID tokens this client receives. Default: `RS256`, which every OpenID
@@ -68,20 +73,24 @@ pub struct OAuthClientSpec {
     /// How long an unused refresh token stays valid, e.g. `720h` (1h to 90 days). Default
     /// `720h`. Every use rotates it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::DURATION))]
     pub refresh_token_lifetime: Option<String>,
 
     /// OAuth scope values the client may request. Each must be offered by a Scope resource that
     /// grants it to this client's namespace (or to this client).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limit::SCOPES), inner(length(max = limit::SCOPE_VALUE)))]
     pub scopes: Vec<String>,
 
     /// Resource indicators (RFC 8707) the client may request as token audiences, besides the
     /// audiences of its granted scopes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limit::AUDIENCES), inner(length(max = limit::URI)))]
     pub audiences: Vec<String>,
 
     /// Lifetime of issued access tokens, e.g. `15m` (1m to 24h). Default: `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::DURATION))]
     pub access_token_lifetime: Option<String>,
 
     /// The generated Secret: its name, key names and rotation.
@@ -95,6 +104,7 @@ pub struct OAuthClientSpec {
     /// Secretless: a ServiceAccount in this namespace whose projected token is the client's
     /// credential (client assertion, or token exchange). No Secret is written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::OBJECT_NAME))]
     pub service_account: Option<String>,
 }
 
@@ -203,6 +213,7 @@ impl TokenEndpointAuthMethod {
 pub struct SecretSpec {
     /// Secret name. Default: `<client name>-oauth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::OBJECT_NAME))]
     pub name: Option<String>,
     /// Key names inside the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,19 +225,23 @@ pub struct SecretSpec {
     /// (`SPRING_SECURITY_OAUTH2_CLIENT_*`, registration id `kauth`), `oauth2Proxy`
     /// (`OAUTH2_PROXY_*`) and `dotenv` (one `.env` key with the standard keys as lines).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limit::PRESETS))]
     pub presets: Vec<SecretPreset>,
     /// More keys, each rendered from a MiniJinja template. Values: `client_id`,
     /// `client_secret`, `issuer`, `token_url`, `token_endpoint_auth_method`, and the lists
     /// `scopes` (granted), `audiences` (usable) and `grant_types`. Example:
     /// `AUTH_SCOPE: "{{ scopes | join(' ') }}"`. An undefined name is an error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = |s: &mut schemars::Schema| limit::bound_map(s, limit::TEMPLATES, limit::TEMPLATE_SOURCE))]
     pub template: Option<std::collections::BTreeMap<String, String>>,
     /// Labels added to the Secret (for example for Argo CD or a reloader). Keys under
     /// `kauth.dev/` and `app.kubernetes.io/managed-by` are kauth's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = |s: &mut schemars::Schema| limit::bound_map(s, limit::SECRET_METADATA, limit::LABEL_VALUE))]
     pub labels: Option<std::collections::BTreeMap<String, String>>,
     /// Annotations added to the Secret. Keys under `kauth.dev/` are kauth's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = |s: &mut schemars::Schema| limit::bound_map(s, limit::SECRET_METADATA, limit::ANNOTATION_VALUE))]
     pub annotations: Option<std::collections::BTreeMap<String, String>>,
     /// `Delete` (default): the Secret is garbage-collected with the OAuthClient. `Orphan`: the
     /// Secret has no owner and stays when the OAuthClient is deleted; an OAuthClient of the
@@ -264,15 +279,19 @@ pub enum SecretDeletionPolicy {
 pub struct SecretKeys {
     /// Default `CLIENT_ID`.
     #[serde(default = "default_key_client_id")]
+    #[schemars(length(max = limit::SECRET_KEY))]
     pub client_id: String,
     /// Default `CLIENT_SECRET`.
     #[serde(default = "default_key_client_secret")]
+    #[schemars(length(max = limit::SECRET_KEY))]
     pub client_secret: String,
     /// Default `ISSUER_URL`.
     #[serde(default = "default_key_issuer")]
+    #[schemars(length(max = limit::SECRET_KEY))]
     pub issuer: String,
     /// Default `TOKEN_URL`.
     #[serde(default = "default_key_token_endpoint")]
+    #[schemars(length(max = limit::SECRET_KEY))]
     pub token_endpoint: String,
 }
 
@@ -307,12 +326,15 @@ fn default_key_token_endpoint() -> String {
 pub struct SecretRotation {
     /// Any new value rotates the secret once (for example a timestamp).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::TRIGGER))]
     pub trigger: Option<String>,
     /// Rotate automatically this long after the last rotation, e.g. `2160h`. At least `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::DURATION))]
     pub every: Option<String>,
     /// How long the previous secret stays valid after a rotation. Default `24h`; `0s` ends it at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::DURATION))]
     pub overlap: Option<String>,
     /// What ends the previous secret: `AfterOverlap` (default), or `WhenUnused`: after the
     /// overlap it stays valid until no one has used it for `quietPeriod`, so workloads that
@@ -322,6 +344,7 @@ pub struct SecretRotation {
     /// With `WhenUnused`: how long the previous secret must go unused before it is retired.
     /// Default `1h`, at least `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::DURATION))]
     pub quiet_period: Option<String>,
 }
 
@@ -340,9 +363,11 @@ pub enum RetirePreviousSecret {
 #[serde(rename_all = "camelCase")]
 pub struct ExistingSecret {
     /// Secret name in the client's namespace. It must carry the label `kauth.dev/credentials=external`.
+    #[schemars(length(max = limit::OBJECT_NAME))]
     pub name: String,
     /// Key holding the client secret. Default `CLIENT_SECRET`.
     #[serde(default = "default_key_client_secret")]
+    #[schemars(length(max = limit::SECRET_KEY))]
     pub key: String,
 }
 

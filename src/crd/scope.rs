@@ -6,6 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::limits as limit;
+
 /// An OAuth scope value owned by the namespace that declares it, with the namespaces and
 /// clients allowed to request it. Values are cluster-unique: the first claimant wins.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
@@ -36,18 +38,19 @@ use serde::{Deserialize, Serialize};
 pub struct ScopeSpec {
     /// The scope string clients request (RFC 6749 §3.3 scope-token), e.g. `orders.read`.
     // maxLength bounds the CEL cost estimate, which modern apiservers check.
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = limit::SCOPE_VALUE))]
     #[x_kube(validation = Rule::new("self.matches('^[!#-\\\\[\\\\]-~]+$')").message("value must be an RFC 6749 scope-token: printable ASCII without spaces, '\"' or '\\\\'"))]
     #[x_kube(validation = Rule::new("!(self in ['openid', 'profile', 'email', 'groups', 'address', 'phone', 'offline_access'])").message("value is reserved for OpenID Connect"))]
     pub value: String,
     /// Shown to people on the consent screen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::TEXT))]
     pub description: Option<String>,
     /// The API this scope is for (an absolute URI); becomes the token's `aud`. An audience
     /// belongs to the first namespace whose Scope declares it: Scopes of other namespaces
     /// naming it are refused, and only clients granted one of its Scopes get tokens for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048), regex(pattern = r"^[A-Za-z][A-Za-z0-9+.-]*:[^#\s]+$"))]
+    #[schemars(length(max = limit::URI), regex(pattern = r"^[A-Za-z][A-Za-z0-9+.-]*:[^#\s]+$"))]
     pub audience: Option<String>,
     /// Who may request the scope. The Scope's own namespace always may.
     #[serde(default)]
@@ -68,14 +71,16 @@ fn default_true() -> bool {
 pub struct ScopeGrants {
     /// Namespaces whose clients may request the scope; `"*"` means every namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(length(max = 63), regex(pattern = r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")))]
+    #[schemars(length(max = limit::GRANTEES), inner(length(max = limit::NAMESPACE), regex(pattern = r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")))]
     pub namespaces: Vec<String>,
     /// Namespaces whose labels match this selector may request the scope (for example every
     /// namespace labelled `team=payments`). An empty selector is refused: use `namespaces: ["*"]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = limit::bound_label_selector)]
     pub namespace_selector: Option<LabelSelector>,
     /// Individual clients that may request the scope.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limit::GRANTEES))]
     pub clients: Vec<ClientRef>,
 }
 
@@ -83,11 +88,11 @@ pub struct ScopeGrants {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub struct ClientRef {
     /// Namespace of the OAuthClient.
-    #[schemars(length(max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(length(max = limit::NAMESPACE), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: String,
     /// Name of the OAuthClient.
     #[schemars(
-        length(max = 253),
+        length(max = limit::OBJECT_NAME),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
     pub name: String,

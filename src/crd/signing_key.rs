@@ -6,6 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::limits as limit;
+
 /// A signing key set. The private keys live in a Secret owned by this resource; the public
 /// keys are listed in its status and published at the JWKS endpoint.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
@@ -68,11 +70,12 @@ pub struct KeyRotation {
     /// Signing period of each key, e.g. `720h`. At least `1h`. Without it keys rotate only on
     /// a new `trigger` (or a new algorithm).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::DURATION))]
     pub every: Option<String>,
     /// Any new value rotates once, now: the new key is published `publishAhead` before it
     /// signs, unless `retireImmediately`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
+    #[schemars(length(max = limit::TRIGGER))]
     pub trigger: Option<String>,
     /// With a new `trigger`: the new key signs at once and every earlier key of this
     /// SigningKey leaves the JWKS at once, so tokens they signed stop verifying. For a key
@@ -81,9 +84,11 @@ pub struct KeyRotation {
     pub retire_immediately: bool,
     /// Default `24h`; shorter than `every`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::DURATION))]
     pub publish_ahead: Option<String>,
     /// Default `25h`; at least the longest token lifetime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::DURATION))]
     pub retain_after: Option<String>,
 }
 

@@ -2,6 +2,7 @@
 //! mode feeds it.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod browser;
 
 use std::path::PathBuf;
