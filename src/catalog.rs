@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use kube::core::{Selector, SelectorExt};
 
-use crate::claims::{ClaimRules, Claimant, Ledger, RELEASE_ANNOTATION, settle};
+use crate::claims::{
+    ClaimKey, ClaimKind, ClaimRules, Claimant, Claims, Ledger, RELEASE_ANNOTATION, ReservedFor, claim_key, settle,
+};
 use crate::crd::{GrantType, OAuthClientSpec, ScopeGrants, ScopeSpec};
 use crate::validation::{ClientSettings, FieldError, is_client_id_override, validate_client, validate_scope};
 
@@ -99,12 +101,44 @@ pub enum Holder {
     Object(ObjectKey),
     /// This object gives its claims up (the release annotation): it is not served.
     Released,
+    /// The platform keeps the name (for another namespace, for nobody, or as kauth's own URL).
+    Reserved(ReservedFor),
+    /// The namespace already holds as many claims as it may (`--claims-per-namespace`).
+    Quota(usize),
+    /// The claim is this namespace's, but the claims record does not hold it yet: nothing is
+    /// served under it until it does, so a claim that cannot be recorded grants nobody anything.
+    Pending,
 }
 
 impl Holder {
+    /// The reason of the status condition that says so.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Namespace(_) | Self::Object(_) | Self::Released => "Conflict",
+            Self::Reserved(_) => "Reserved",
+            Self::Quota(_) => "ClaimQuotaExceeded",
+            Self::Pending => "ClaimPending",
+        }
+    }
+
     /// The sentence status conditions, Events and standalone's problems use.
     pub fn describe(&self, field: &str, value: &str, kind: &str) -> String {
         match self {
+            Self::Reserved(ReservedFor::Namespace(ns)) => format!(
+                "{field} '{value}' is reserved by the platform for namespace {ns}; this {kind} is ignored"
+            ),
+            Self::Reserved(ReservedFor::Nobody) => {
+                format!("{field} '{value}' is reserved by the platform; this {kind} is ignored")
+            }
+            Self::Reserved(ReservedFor::Kauth) => format!(
+                "{field} '{value}' is kauth's own issuer URL or lies under it, where only kauth's endpoints live; this {kind} is ignored"
+            ),
+            Self::Quota(quota) => format!(
+                "{field} '{value}' would be a new claim, and this namespace already holds {quota} (Scope values, audiences and client ids, deleted ones for their grace period), the most it may (--claims-per-namespace); this {kind} is ignored"
+            ),
+            Self::Pending => format!(
+                "{field} '{value}' is claimed for this namespace, but the claims record does not hold it yet; nothing is served under it until it does"
+            ),
             Self::Namespace(ns) => format!(
                 "{field} '{value}' is claimed by namespace {ns}, which claimed it first; this {kind} is ignored"
             ),
@@ -229,9 +263,9 @@ pub struct Catalog {
     scope_index: HashMap<ObjectKey, (usize, Option<i64>)>,
     /// Accepted scopes by value.
     pub scope_values: HashMap<String, AcceptedScope>,
-    /// The namespace owning each claimed audience (also while its Scopes are invalid or
-    /// deleted, within the grace period): clients there are its resource servers.
-    pub audience_owners: HashMap<String, String>,
+    /// The namespace owning each claimed audience, by [`claim_key`] (also while its Scopes are
+    /// invalid or deleted, within the grace period): clients there are its resource servers.
+    pub audience_owners: HashMap<ClaimKey, String>,
     /// Client verdicts, in input order. A verdict nothing it depends on has changed is the
     /// earlier catalog's, shared: see [`Catalog::evaluate_after`].
     pub clients: Vec<Arc<ClientVerdict>>,
@@ -363,6 +397,101 @@ fn claimable(errors: &Result<(), Vec<FieldError>>, field: &str) -> bool {
     errors.as_ref().err().is_none_or(|e| e.iter().all(|e| e.field != field))
 }
 
+/// What one evaluation knows of claims before settling them: the record, the platform's
+/// reservations, and how many claims each namespace holds, so that each object's new claims are
+/// admitted or refused in precedence order (T10).
+struct ClaimBook<'l> {
+    ledger: &'l Ledger,
+    rules: &'l ClaimRules,
+    /// Claims held per namespace: recorded ones, then those admitted in this evaluation.
+    held: HashMap<String, usize>,
+    /// New claims already counted, so two objects of a namespace asking for one name count once.
+    counted: std::collections::HashSet<(ClaimKind, ClaimKey, String)>,
+    /// Recorded claims the platform's reservations take back, by kind.
+    evicted: Vec<(ClaimKind, ClaimKey)>,
+}
+
+impl<'l> ClaimBook<'l> {
+    fn new(ledger: &'l Ledger, rules: &'l ClaimRules) -> Self {
+        Self {
+            held: ledger
+                .held_by_namespace()
+                .into_iter()
+                .map(|(ns, n)| (ns.to_string(), n))
+                .collect(),
+            ledger,
+            rules,
+            counted: Default::default(),
+            evicted: Vec::new(),
+        }
+    }
+
+    fn claims(&self, kind: ClaimKind) -> &'l Claims {
+        match kind {
+            ClaimKind::ScopeValue => &self.ledger.scope_values,
+            ClaimKind::Audience => &self.ledger.audiences,
+            ClaimKind::ClientId => &self.ledger.client_ids,
+        }
+    }
+
+    /// True when the record holds `key` for `namespace`, or when nothing waits for the record
+    /// (see [`ClaimRules::pending_until_recorded`]).
+    fn recorded(&self, kind: ClaimKind, key: &str, namespace: &str) -> bool {
+        !self.rules.pending_until_recorded || self.claims(kind).get(key).is_some_and(|c| c.namespace == namespace)
+    }
+
+    /// Admits the names one object of `namespace` claims, or says which is refused and why:
+    /// a name the platform keeps for someone else, or new claims past the namespace's quota.
+    /// A releasing object claims nothing new.
+    fn admit(
+        &mut self,
+        namespace: &str,
+        releasing: bool,
+        names: &[(ClaimKind, &str, &ClaimKey)],
+    ) -> Result<(), (ClaimKind, Holder)> {
+        let reserved = &self.rules.reserved;
+        for &(kind, name, key) in names {
+            // A reserved name recorded for a namespace that may not hold it is taken back.
+            if let Some(claim) = self.claims(kind).get(key)
+                && reserved.refuses(kind, name, &claim.namespace).is_some()
+            {
+                self.evicted.push((kind, key.clone()));
+            }
+            if let Some(why) = reserved.refuses(kind, name, namespace) {
+                return Err((kind, Holder::Reserved(why)));
+            }
+        }
+        if releasing {
+            return Ok(());
+        }
+        let new: Vec<_> = names
+            .iter()
+            .filter(|(kind, _, key)| {
+                self.claims(*kind).get(*key).is_none()
+                    && !self.counted.contains(&(*kind, (*key).clone(), namespace.to_string()))
+            })
+            .collect();
+        let held = self.held.get(namespace).copied().unwrap_or(0);
+        if !new.is_empty() && held + new.len() > self.rules.quota {
+            return Err((new[0].0, Holder::Quota(self.rules.quota)));
+        }
+        *self.held.entry(namespace.to_string()).or_default() += new.len();
+        for (kind, _, key) in new {
+            self.counted.insert((*kind, (*key).clone(), namespace.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The recorded claims of `kind` the reservations take back.
+    fn evicted(&self, kind: ClaimKind) -> std::collections::HashSet<ClaimKey> {
+        self.evicted
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, key)| key.clone())
+            .collect()
+    }
+}
+
 impl Catalog {
     /// Evaluates everything with no recorded claims (tests and one-off checks).
     pub fn evaluate(clients: &[ClientInput<'_>], scopes: &[ScopeInput<'_>], labels: &NamespaceLabels) -> Self {
@@ -403,7 +532,8 @@ impl Catalog {
             labels: labels.clone(),
             ..Default::default()
         };
-        let index = catalog.index_scopes(scopes, ledger, rules);
+        let mut book = ClaimBook::new(ledger, &rules);
+        let index = catalog.index_scopes(scopes, &mut book);
         let grants_same = earlier.settled
             && earlier.scope_values == catalog.scope_values
             && earlier.audience_owners == catalog.audience_owners
@@ -417,18 +547,31 @@ impl Catalog {
                     .filter(|v| v.uid == c.uid && v.generation == c.generation)
             })
             .collect();
-        let id_claimants: Vec<Claimant<'_>> = clients
-            .iter()
-            .filter_map(|c| {
-                let id = c.spec.client_id.as_deref()?;
-                is_client_id_override(id).then_some(Claimant {
-                    name: id,
+        // Explicit ids, each refused when reserved or past its namespace's quota.
+        let mut id_refused: HashMap<usize, Holder> = HashMap::new();
+        let mut id_claimants: Vec<Claimant<'_>> = Vec::new();
+        for (i, c) in clients.iter().enumerate() {
+            let Some(id) = c.spec.client_id.as_deref().filter(|id| is_client_id_override(id)) else {
+                continue;
+            };
+            let key = claim_key(id);
+            match book.admit(c.namespace, c.releasing, &[(ClaimKind::ClientId, id, &key)]) {
+                Ok(()) => id_claimants.push(Claimant {
+                    key,
                     namespace: c.namespace,
                     releasing: c.releasing,
-                })
-            })
-            .collect();
-        let (id_owners, client_ids) = settle(&ledger.client_ids, &id_claimants, rules);
+                }),
+                Err((_, holder)) => {
+                    id_refused.insert(i, holder);
+                }
+            }
+        }
+        let (id_owners, client_ids) = settle(
+            &ledger.client_ids,
+            &id_claimants,
+            &book.evicted(ClaimKind::ClientId),
+            &rules,
+        );
         catalog.ledger.client_ids = client_ids;
         // The same spec asks for the same id: only new objects and generations make theirs.
         let ids: Vec<Cow<'_, str>> = clients
@@ -447,9 +590,16 @@ impl Catalog {
                 Some(v) => v.settings.clone(),
                 None => Arc::new(validate_client(c.name, c.spec)),
             };
-            let id_conflict = match id_owners.get(client_id) {
+            let explicit = c.spec.client_id.is_some();
+            let key = explicit.then(|| claim_key(client_id));
+            let owner = key.as_ref().and_then(|k| id_owners.get(k));
+            let id_conflict = match owner {
+                _ if id_refused.contains_key(&i) => id_refused.remove(&i),
                 Some(owner) if owner != c.namespace => Some(Holder::Namespace(owner.clone())),
-                _ if c.releasing && c.spec.client_id.is_some() => Some(Holder::Released),
+                _ if c.releasing && explicit => Some(Holder::Released),
+                Some(_) if !book.recorded(ClaimKind::ClientId, key.as_deref().unwrap_or_default(), c.namespace) => {
+                    Some(Holder::Pending)
+                }
                 _ if settings.is_err() => None,
                 _ => match id_served_by.get(client_id) {
                     Some(&first) => Some(Holder::Object(ObjectKey::new(
@@ -518,37 +668,67 @@ impl Catalog {
 
     /// Settles value and audience claims, decides every Scope and returns the index of
     /// accepted ones.
-    fn index_scopes<'a>(&mut self, scopes: &[ScopeInput<'a>], ledger: &Ledger, rules: ClaimRules) -> ScopeIndex<'a> {
+    fn index_scopes<'a>(&mut self, scopes: &[ScopeInput<'a>], book: &mut ClaimBook<'_>) -> ScopeIndex<'a> {
         let checked: Vec<_> = scopes.iter().map(|s| validate_scope(s.spec)).collect();
         let mut value_claimants = Vec::new();
         let mut audience_claimants = Vec::new();
-        for (s, errors) in scopes.iter().zip(&checked) {
-            if claimable(errors, "spec.value") {
-                value_claimants.push(Claimant {
-                    name: &s.spec.value,
-                    namespace: s.namespace,
-                    releasing: s.releasing,
-                });
+        // Scopes whose claims are refused (reserved, over quota), with why.
+        let mut refused: Vec<Option<(&'static str, String, Holder)>> = vec![None; scopes.len()];
+        for (i, (s, errors)) in scopes.iter().zip(&checked).enumerate() {
+            let value = claimable(errors, "spec.value").then(|| (s.spec.value.as_str(), claim_key(&s.spec.value)));
+            let audience = s
+                .spec
+                .audience
+                .as_deref()
+                .filter(|_| claimable(errors, "spec.audience"))
+                .map(|aud| (aud, claim_key(aud)));
+            let mut names = Vec::new();
+            if let Some((v, k)) = &value {
+                names.push((ClaimKind::ScopeValue, *v, k));
             }
-            if let Some(aud) = &s.spec.audience
-                && claimable(errors, "spec.audience")
-            {
-                audience_claimants.push(Claimant {
-                    name: aud,
-                    namespace: s.namespace,
-                    releasing: s.releasing,
-                });
+            if let Some((a, k)) = &audience {
+                names.push((ClaimKind::Audience, *a, k));
+            }
+            if let Err((kind, holder)) = book.admit(s.namespace, s.releasing, &names) {
+                let (field, name) = match kind {
+                    ClaimKind::Audience => ("spec.audience", s.spec.audience.clone().unwrap_or_default()),
+                    _ => ("spec.value", s.spec.value.clone()),
+                };
+                refused[i] = Some((field, name, holder));
+                continue;
+            }
+            let claimant = |key| Claimant {
+                key,
+                namespace: s.namespace,
+                releasing: s.releasing,
+            };
+            if let Some((_, key)) = value {
+                value_claimants.push(claimant(key));
+            }
+            if let Some((_, key)) = audience {
+                audience_claimants.push(claimant(key));
             }
         }
-        let (value_owners, scope_values) = settle(&ledger.scope_values, &value_claimants, rules);
-        let (audience_owners, audiences) = settle(&ledger.audiences, &audience_claimants, rules);
+        let rules = book.rules;
+        let (value_owners, scope_values) = settle(
+            &book.ledger.scope_values,
+            &value_claimants,
+            &book.evicted(ClaimKind::ScopeValue),
+            rules,
+        );
+        let (audience_owners, audiences) = settle(
+            &book.ledger.audiences,
+            &audience_claimants,
+            &book.evicted(ClaimKind::Audience),
+            rules,
+        );
         self.ledger.scope_values = scope_values;
         self.ledger.audiences = audiences;
-        let elsewhere = |owners: &HashMap<String, String>, name: &str, ns: &str| {
-            owners.get(name).filter(|owner| owner.as_str() != ns).cloned()
+        let elsewhere = |owners: &HashMap<ClaimKey, String>, name: &str, ns: &str| {
+            owners.get(&claim_key(name)).filter(|owner| owner.as_str() != ns).cloned()
         };
         let mut index: ScopeIndex<'a> = HashMap::new();
-        for (s, errors) in scopes.iter().zip(checked) {
+        for ((s, errors), refused) in scopes.iter().zip(checked).zip(refused) {
             let key = ObjectKey::new(s.namespace, s.name);
             let conflict = |field, value: &str, holder| ScopeVerdict::Conflict {
                 field,
@@ -560,8 +740,17 @@ impl Catalog {
                 .audience
                 .as_deref()
                 .and_then(|aud| elsewhere(&audience_owners, aud, s.namespace).map(|owner| (aud, owner)));
+            let unrecorded = || {
+                if !book.recorded(ClaimKind::ScopeValue, &claim_key(&s.spec.value), s.namespace) {
+                    return Some(("spec.value", s.spec.value.as_str()));
+                }
+                let aud = s.spec.audience.as_deref()?;
+                (!book.recorded(ClaimKind::Audience, &claim_key(aud), s.namespace)).then_some(("spec.audience", aud))
+            };
             let verdict = if let Err(errors) = errors {
                 ScopeVerdict::Invalid(errors)
+            } else if let Some((field, value, holder)) = refused {
+                conflict(field, &value, holder)
             } else if let Some(owner) = elsewhere(&value_owners, &s.spec.value, s.namespace) {
                 conflict("spec.value", &s.spec.value, Holder::Namespace(owner))
             } else if let Some((aud, owner)) = audience_elsewhere {
@@ -570,6 +759,8 @@ impl Catalog {
                 conflict("spec.value", &s.spec.value, Holder::Released)
             } else if let Some(existing) = self.scope_values.get(&s.spec.value) {
                 conflict("spec.value", &s.spec.value, Holder::Object(existing.owner.clone()))
+            } else if let Some((field, value)) = unrecorded() {
+                conflict(field, value, Holder::Pending)
             } else {
                 let accepted = AcceptedScope {
                     owner: key.clone(),
@@ -585,8 +776,32 @@ impl Catalog {
             self.scope_index.insert(key.clone(), (self.scopes.len(), s.generation));
             self.scopes.push((key, verdict));
         }
-        self.audience_owners = audience_owners;
+        // An audience whose claim is not recorded yet makes nobody its resource server.
+        self.audience_owners = audience_owners
+            .into_iter()
+            .filter(|(key, owner)| book.recorded(ClaimKind::Audience, key, owner))
+            .collect();
         index
+    }
+
+    /// How many objects wait for the claims record to hold their claims.
+    pub fn pending_claims(&self) -> usize {
+        let scopes = self
+            .scopes
+            .iter()
+            .filter(|(_, v)| matches!(v, ScopeVerdict::Conflict { holder: Holder::Pending, .. }))
+            .count();
+        let clients = self
+            .clients
+            .iter()
+            .filter(|v| v.id_conflict == Some(Holder::Pending))
+            .count();
+        scopes + clients
+    }
+
+    /// The namespace that owns `audience`, if it is claimed.
+    pub fn audience_owner(&self, audience: &str) -> Option<&str> {
+        self.audience_owners.get(&claim_key(audience)).map(String::as_str)
     }
 
     fn client_verdict(
@@ -632,7 +847,7 @@ impl Catalog {
             .into_iter()
             .map(|aud| MissingGrant {
                 name: aud.clone(),
-                reason: match self.audience_owners.get(aud) {
+                reason: match self.audience_owner(aud) {
                     Some(owner) => format!(
                         "audience '{aud}' belongs to namespace {owner}: request one of its Scopes that is granted to namespace {} in spec.scopes",
                         key.namespace
@@ -768,7 +983,8 @@ mod tests {
                 now: 1_000,
                 ..ClaimRules::default()
             };
-            let incremental = Catalog::evaluate_after(earlier, &clients, &scopes, &self.labels, &earlier.ledger, rules);
+            let incremental =
+                Catalog::evaluate_after(earlier, &clients, &scopes, &self.labels, &earlier.ledger, rules.clone());
             let fresh = Catalog::evaluate_with(&clients, &scopes, &self.labels, &earlier.ledger, rules);
             assert_eq!(
                 incremental, fresh,
@@ -1024,6 +1240,7 @@ mod tests {
         let rules = |now| ClaimRules {
             now,
             grace: std::time::Duration::from_secs(3600),
+            ..ClaimRules::default()
         };
         let owner = scope("orders.write", &[], &[]);
         let mut broken = owner.clone();
@@ -1128,7 +1345,7 @@ mod tests {
             ScopeVerdict::Accepted,
             "one namespace, many Scopes per audience"
         );
-        assert_eq!(cat.audience_owners["https://orders.example.com"], "orders");
+        assert_eq!(cat.audience_owner("https://orders.example.com"), Some("orders"));
         let evil = &cat.clients[0];
         assert!(evil.audiences.is_empty());
         assert_eq!(
@@ -1167,6 +1384,168 @@ mod tests {
             "spec.value 'orders.read' is claimed by namespace billing, which claimed it first; this Scope is ignored"
         );
         assert_eq!(next.scope_values["orders.read"].owner.namespace, "billing");
+    }
+
+    fn claim_rules(now: i64) -> ClaimRules {
+        ClaimRules {
+            now,
+            ..ClaimRules::default()
+        }
+    }
+
+    /// T10: a namespace's claims (held and vacant, across kinds) are capped; an object that
+    /// would claim past the cap is refused whole, naming the quota, and nobody else is touched.
+    #[test]
+    fn a_namespace_past_its_quota_claims_nothing_new() {
+        let rules = |now| ClaimRules {
+            quota: 3,
+            ..claim_rules(now)
+        };
+        let mut with_audience = scope("greedy.a", &[], &[]);
+        with_audience.audience = Some("https://greedy.example.com".into());
+        let mut plain = scope("greedy.b", &[], &[]);
+        plain.audience = None;
+        let mut third = plain.clone();
+        third.value = "greedy.c".into();
+        let mut legacy = client(&[]);
+        legacy.client_id = Some("greedy-id".into());
+        let orders = scope("orders.read", &[], &[]);
+        let labels = NamespaceLabels::new();
+        let first = Catalog::evaluate_with(
+            &[ClientInput::of("greedy", "app", &legacy)],
+            &[
+                ScopeInput::of("greedy", "a", &with_audience),
+                ScopeInput::of("greedy", "b", &plain),
+                ScopeInput::of("greedy", "c", &third),
+                ScopeInput::of("orders", "read", &orders),
+            ],
+            &labels,
+            &Ledger::default(),
+            rules(0),
+        );
+        assert_eq!(first.scopes[0].1, ScopeVerdict::Accepted, "value and audience: 2");
+        assert_eq!(first.scopes[1].1, ScopeVerdict::Accepted, "3");
+        let refused = first.scopes[2].1.conflict_message().unwrap();
+        assert!(refused.contains("'greedy.c'") && refused.contains("--claims-per-namespace"), "{refused}");
+        assert_eq!(first.clients[0].id_conflict, Some(Holder::Quota(3)));
+        assert_eq!(first.scopes[3].1, ScopeVerdict::Accepted, "other namespaces are not touched");
+        assert_eq!(first.ledger.held_by_namespace()["greedy"], 3);
+        // Deleted claims count until they lapse: deleting and creating anew gains nothing.
+        let deleted = Catalog::evaluate_with(
+            &[],
+            &[ScopeInput::of("greedy", "c", &third)],
+            &labels,
+            &first.ledger,
+            rules(10),
+        );
+        assert!(deleted.scopes[0].1.conflict_message().unwrap().contains("--claims-per-namespace"));
+        // Taking a recorded name back costs nothing new.
+        let back = Catalog::evaluate_with(
+            &[],
+            &[ScopeInput::of("greedy", "b", &plain)],
+            &labels,
+            &first.ledger,
+            rules(20),
+        );
+        assert_eq!(back.scopes[0].1, ScopeVerdict::Accepted);
+    }
+
+    /// T10: where the leader records claims after the evaluation (a cluster), a claim the
+    /// record does not hold yet grants nobody anything; once recorded, it is served.
+    #[test]
+    fn a_claim_the_record_does_not_hold_is_served_to_nobody() {
+        let rules = ClaimRules {
+            pending_until_recorded: true,
+            ..claim_rules(0)
+        };
+        let orders = scope("orders.read", &["shop"], &[]);
+        let mut legacy = client(&["orders.read"]);
+        legacy.client_id = Some("legacy".into());
+        let shop = client(&["orders.read"]);
+        let labels = NamespaceLabels::new();
+        let scopes = [ScopeInput::of("orders", "read", &orders)];
+        let clients = [
+            ClientInput::of("orders", "legacy", &legacy),
+            ClientInput::of("shop", "app", &shop),
+        ];
+        let unrecorded = Catalog::evaluate_with(&clients, &scopes, &labels, &Ledger::default(), rules.clone());
+        assert!(
+            unrecorded.scopes[0].1.conflict_message().unwrap().contains("does not hold it yet"),
+            "{:?}",
+            unrecorded.scopes[0]
+        );
+        assert!(unrecorded.scope_values.is_empty() && unrecorded.audience_owners.is_empty());
+        assert_eq!(unrecorded.clients[0].id_conflict, Some(Holder::Pending));
+        assert!(unrecorded.clients[1].granted.is_empty(), "granted to nobody");
+        assert_eq!(unrecorded.pending_claims(), 2);
+        // The ledger it computed, recorded: now everything is served.
+        let recorded = Catalog::evaluate_with(&clients, &scopes, &labels, &unrecorded.ledger, rules);
+        assert_eq!(recorded.scopes[0].1, ScopeVerdict::Accepted);
+        assert!(recorded.clients[0].servable());
+        assert_eq!(recorded.clients[1].granted.len(), 1);
+        assert_eq!(recorded.audience_owner("https://orders.example.com"), Some("orders"));
+        assert_eq!(recorded.pending_claims(), 0);
+    }
+
+    /// T1/T10: kauth's own URLs are nobody's audience, and the platform keeps names for a
+    /// namespace before it exists; a squatter that recorded such a name first loses it to the
+    /// namespace it is kept for.
+    #[test]
+    fn reserved_names_go_only_to_whom_they_are_kept_for() {
+        use crate::claims::{Reservation, Reserved};
+        let reserved = Reserved {
+            names: vec![
+                Reservation::parse("payments.*=payments").unwrap(),
+                Reservation::parse("https://pay.example.com=payments").unwrap(),
+            ],
+            issuer: Some("https://auth.example.com".into()),
+        };
+        let rules = |now| ClaimRules {
+            reserved: Arc::new(reserved.clone()),
+            ..claim_rules(now)
+        };
+        let mut issuer = scope("evil.read", &["*"], &[]);
+        issuer.audience = Some("https://auth.example.com/".into());
+        let mut payments = scope("payments.read", &[], &[]);
+        payments.audience = Some("https://pay.example.com".into());
+        let labels = NamespaceLabels::new();
+        let cat = Catalog::evaluate_with(
+            &[],
+            &[
+                ScopeInput::of("evil", "issuer", &issuer),
+                ScopeInput::of("evil", "payments", &payments),
+            ],
+            &labels,
+            &Ledger::default(),
+            rules(0),
+        );
+        assert!(cat.scopes[0].1.conflict_message().unwrap().contains("kauth's own issuer URL"));
+        assert!(
+            cat.scopes[1].1.conflict_message().unwrap().contains("reserved by the platform for namespace payments")
+        );
+        assert!(cat.ledger.is_empty(), "nothing recorded for evil");
+        // evil recorded it before the platform reserved it; payments arrives and takes it.
+        let squatted = Catalog::evaluate_with(
+            &[],
+            &[ScopeInput::of("evil", "payments", &payments)],
+            &labels,
+            &Ledger::default(),
+            claim_rules(0),
+        );
+        assert_eq!(squatted.scopes[0].1, ScopeVerdict::Accepted);
+        assert_eq!(squatted.scope_values["payments.read"].owner.namespace, "evil");
+        let taken_back = Catalog::evaluate_with(
+            &[],
+            &[
+                ScopeInput::of("evil", "payments", &payments),
+                ScopeInput::of("payments", "read", &payments),
+            ],
+            &labels,
+            &squatted.ledger,
+            rules(10),
+        );
+        assert_eq!(taken_back.scope_values["payments.read"].owner.namespace, "payments");
+        assert_eq!(taken_back.audience_owner("https://pay.example.com"), Some("payments"));
     }
 
     #[test]

@@ -38,6 +38,28 @@ struct Tenancy {
         value_delimiter = ','
     )]
     first_party_namespaces: Vec<String>,
+    /// Most claims (Scope values, audiences, explicit client ids, deleted ones for their grace
+    /// period) one namespace may hold; an object that would claim more is refused.
+    #[arg(long, env = "KAUTH_CLAIMS_PER_NAMESPACE", default_value_t = kauth::claims::DEFAULT_QUOTA)]
+    claims_per_namespace: usize,
+    /// A Scope value, audience or client id the platform keeps: `NAME=NAMESPACE` for that
+    /// namespace alone, `NAME` for nobody; a trailing `*` makes it a prefix (`payments.*=payments`).
+    /// Repeatable, or comma-separated.
+    #[arg(long = "reserve", env = "KAUTH_RESERVED_NAMES", value_delimiter = ',', value_parser = kauth::claims::Reservation::parse)]
+    reserved: Vec<kauth::claims::Reservation>,
+}
+
+impl Tenancy {
+    fn claims(&self) -> kauth::claims::ClaimPolicy {
+        kauth::claims::ClaimPolicy {
+            grace: self.claim_grace,
+            quota: self.claims_per_namespace,
+            reserved: std::sync::Arc::new(kauth::claims::Reserved {
+                names: self.reserved.clone(),
+                issuer: None,
+            }),
+        }
+    }
 }
 
 // Parsed once at start: the size of the largest variant costs nothing.
@@ -314,7 +336,7 @@ async fn main() -> ExitCode {
                 service_account_audiences,
                 service_account_token_review,
                 service_account_token_max_lifetime,
-                claim_grace: tenancy.claim_grace,
+                claims: tenancy.claims(),
                 first_party_namespaces: tenancy.first_party_namespaces,
                 jwks_config_map,
                 jwks_namespace_selector,
@@ -354,7 +376,7 @@ async fn main() -> ExitCode {
                 state_dir,
                 issuer,
                 kauth_namespace: namespace,
-                claim_grace: tenancy.claim_grace,
+                claims: tenancy.claims(),
                 first_party_namespaces: tenancy.first_party_namespaces,
                 strict,
             };

@@ -73,6 +73,12 @@ pub struct Metrics {
     pub store_latency: Histogram,
     /// When each SigningKey's next key change (activation, rotation, retirement) is due.
     pub signing_key_next_step: Family<SigningKeyLabels, Gauge>,
+    /// Claims this replica's catalog holds back until the claims record holds them.
+    pub claims_pending: Gauge,
+    /// Claims in the record (as this replica read it last).
+    pub claims_recorded: Gauge,
+    /// Writes of a claims record shard that failed (the leader's).
+    pub claims_record_failures: Counter,
 }
 
 /// Labels naming a SigningKey.
@@ -112,6 +118,24 @@ impl Metrics {
         let previous_secret_uses = Family::<ClientLabels, Counter>::default();
         let store_latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         let signing_key_next_step = Family::<SigningKeyLabels, Gauge>::default();
+        let claims_pending = Gauge::default();
+        let claims_recorded = Gauge::default();
+        let claims_record_failures = Counter::default();
+        registry.register(
+            "claims_pending",
+            "Scope values, audiences and client ids claimed but not yet in the claims record: nothing is served under them",
+            claims_pending.clone(),
+        );
+        registry.register(
+            "claims_recorded",
+            "Claims in the claims record, as this replica read it last",
+            claims_recorded.clone(),
+        );
+        registry.register(
+            "claims_record_write_failures",
+            "Failed writes of a claims record shard (by the leader)",
+            claims_record_failures.clone(),
+        );
         registry.register(
             "store_operation_duration_seconds",
             "Grant-store operation latency, waiting for a connection included",
@@ -176,6 +200,9 @@ impl Metrics {
             previous_secret_uses,
             store_latency,
             signing_key_next_step,
+            claims_pending,
+            claims_recorded,
+            claims_record_failures,
         }
     }
 

@@ -195,9 +195,12 @@ pub struct Snapshot {
     pub clients: HashMap<String, Arc<RegisteredClient>>,
     /// Client ids bound to each ServiceAccount.
     pub by_service_account: HashMap<ServiceAccountRef, Vec<String>>,
-    /// For each claimed audience, the namespace that owns it: clients there act as that API's
-    /// resource servers and may introspect its tokens.
-    pub audience_owners: HashMap<String, String>,
+    /// For each claimed audience (by [`claim_key`](crate::claims::claim_key)), the namespace
+    /// that owns it: clients there act as that API's resource servers and may introspect its
+    /// tokens.
+    pub audience_owners: HashMap<crate::claims::ClaimKey, String>,
+    /// Since when some claim has waited for the claims record (see `/readyz/claims`).
+    pub claims_pending_since: Option<jiff::Timestamp>,
     /// The uid of every OAuthClient object that exists (served or not): grants held for any
     /// other uid belong to a deleted client.
     pub client_uids: HashSet<String>,
@@ -268,6 +271,8 @@ impl Snapshot {
             clients.insert(client.client_id.clone(), client);
         }
         let audience_owners = catalog.audience_owners.clone();
+        let claims_pending_since = (catalog.pending_claims() > 0)
+            .then(|| previous.claims_pending_since.unwrap_or_else(jiff::Timestamp::now));
         let client_uids = catalog.clients.iter().map(|v| v.uid.clone()).collect();
         let scopes = catalog
             .scope_values
@@ -290,6 +295,7 @@ impl Snapshot {
             clients,
             by_service_account,
             audience_owners,
+            claims_pending_since,
             client_uids,
             scopes,
             browser_origins,

@@ -63,8 +63,8 @@ pub struct RunConfig {
     pub tls: crate::tls::TlsChoice,
     /// Longest ServiceAccount token accepted.
     pub service_account_token_max_lifetime: std::time::Duration,
-    /// How long a claim outlives the last object that made it.
-    pub claim_grace: std::time::Duration,
+    /// Claim grace, quota and reservations.
+    pub claims: crate::claims::ClaimPolicy,
     /// Namespaces whose clients are first-party (no consent to identify people).
     pub first_party_namespaces: Vec<String>,
     /// The ConfigMap the JWKS is delivered in, in every namespace that wants it ("": none).
@@ -144,7 +144,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         registry.clone(),
         cfg.namespace.clone(),
         metrics.clone(),
-        cfg.claim_grace,
+        cfg.claims.clone().with_issuer(&cfg.issuer.url),
     )));
     let lease = LeaseConfig {
         name: "kauth-controller".into(),

@@ -83,17 +83,22 @@ fn chart_lints_strictly_and_renders() {
         assert!(out.contains(restricted), "{restricted} missing");
     }
     assert!(out.contains("--issuer=https://auth.example.com"));
-    // The one delete: kauth's JWKS ConfigMap, by name (withdrawn where no longer wanted).
+    // The only deletes are of kauth's own ConfigMaps, by name: the JWKS ConfigMap (withdrawn
+    // where no longer wanted) and the claims record of earlier versions (once moved into its
+    // shards, in kauth's namespace).
     let docs = render(&[]);
-    let deleting: Vec<&serde_json::Value> = docs
+    let deleting: Vec<(&serde_json::Value, &serde_json::Value)> = docs
         .iter()
         .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
-        .flat_map(|d| d["rules"].as_array().unwrap())
-        .filter(|rule| rule["verbs"].as_array().unwrap().iter().any(|v| v == "delete"))
+        .flat_map(|d| d["rules"].as_array().unwrap().iter().map(move |r| (&d["kind"], r)))
+        .filter(|(_, rule)| rule["verbs"].as_array().unwrap().iter().any(|v| v == "delete"))
         .collect();
-    assert_eq!(deleting.len(), 1, "{deleting:?}");
-    assert_eq!(deleting[0]["resources"], serde_json::json!(["configmaps"]));
-    assert_eq!(deleting[0]["resourceNames"], serde_json::json!(["kauth-jwks"]));
+    assert_eq!(deleting.len(), 2, "{deleting:?}");
+    for (kind, rule) in &deleting {
+        assert_eq!(rule["resources"], serde_json::json!(["configmaps"]));
+        let named = if *kind == "Role" { "kauth-claims" } else { "kauth-jwks" };
+        assert_eq!(rule["resourceNames"], serde_json::json!([named]), "{kind}");
+    }
     let off = render(&["jwks.configMapName="]);
     assert!(
         off.iter()

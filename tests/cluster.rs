@@ -1038,7 +1038,7 @@ async fn the_charts_rbac_is_enough_and_no_more() {
     wait_until(
         "claims recorded with the chart's identity",
         Duration::from_secs(5),
-        async || recorded_claims(&client, &kns).await["scopeValues"][format!("api.{ns}")]["namespace"] == json!(ns),
+        async || recorded_claim(&client, &kns, "scopeValues", &format!("api.{ns}")).await["namespace"] == json!(ns),
     )
     .await;
     let data = secret_data(&client, &ns, "app-oauth").await;
@@ -1853,15 +1853,19 @@ async fn a_person_signs_in_through_kauth_run_and_gets_an_rs256_id_token() {
     );
 }
 
-/// The claims kauth recorded in its namespace, as JSON (Null before the first record).
-async fn recorded_claims(client: &Client, kns: &str) -> Value {
+/// The claim kauth recorded on `name` of `kind` (`scopeValues`, `audiences`, `clientIds`), as
+/// JSON: its shard of the claims record in kauth's namespace, by the name's key (Null while
+/// the record holds none).
+async fn recorded_claim(client: &Client, kns: &str, kind: &str, name: &str) -> Value {
+    use kauth::controller::claims_record::{KEY, shard_name};
+    let key = kauth::claims::claim_key(name);
     Api::<ConfigMap>::namespaced(client.clone(), kns)
-        .get_opt(kauth::controller::CLAIMS_CONFIG_MAP)
+        .get_opt(&shard_name(kauth::claims::shard_of(&key)))
         .await
         .unwrap()
         .and_then(|cm| cm.data)
-        .and_then(|d| d.get(kauth::controller::CLAIMS_KEY).cloned())
-        .map(|text| serde_json::from_str(&text).unwrap())
+        .and_then(|d| d.get(KEY).cloned())
+        .map(|text| serde_json::from_str::<Value>(&text).unwrap()[kind][&key].clone())
         .unwrap_or(Value::Null)
 }
 
@@ -1932,10 +1936,10 @@ async fn claims_hold_through_broken_deleted_recreated_owners_and_a_new_leader() 
     create(&client, &legit).await;
     ready_client(&client, &orders, "api").await;
     wait_until("claims recorded", Duration::from_secs(5), async || {
-        let record = recorded_claims(&client, &kns).await;
-        record["scopeValues"][&value]["namespace"] == json!(orders)
-            && record["audiences"][format!("https://orders-{id}.example.com")]["namespace"] == json!(orders)
-            && record["clientIds"][&legacy]["namespace"] == json!(one)
+        let audience = format!("https://orders-{id}.example.com");
+        recorded_claim(&client, &kns, "scopeValues", &value).await["namespace"] == json!(orders)
+            && recorded_claim(&client, &kns, "audiences", &audience).await["namespace"] == json!(orders)
+            && recorded_claim(&client, &kns, "clientIds", &legacy).await["namespace"] == json!(one)
     })
     .await;
 
@@ -2057,10 +2061,11 @@ async fn claims_hold_through_broken_deleted_recreated_owners_and_a_new_leader() 
         lease_holder(&client, &kns).await.as_deref() == Some("second")
     })
     .await;
-    let record = recorded_claims(&client, &kns).await;
-    assert_eq!(record["scopeValues"][&value]["namespace"], json!(orders), "{record}");
-    assert!(record["scopeValues"][&value]["vacantSince"].is_i64(), "{record}");
-    assert_eq!(record["clientIds"][&legacy]["namespace"], json!(one), "{record}");
+    let record = recorded_claim(&client, &kns, "scopeValues", &value).await;
+    assert_eq!(record["namespace"], json!(orders), "{record}");
+    assert!(record["vacantSince"].is_i64(), "{record}");
+    let record = recorded_claim(&client, &kns, "clientIds", &legacy).await;
+    assert_eq!(record["namespace"], json!(one), "{record}");
     let thief_token = async || {
         token(
             &second.url,
@@ -2103,7 +2108,7 @@ async fn claims_hold_through_broken_deleted_recreated_owners_and_a_new_leader() 
     .await;
     assert_eq!(thief_token().await.1["error"], "invalid_scope");
     wait_until("the record shows the owner back", Duration::from_secs(5), async || {
-        recorded_claims(&client, &kns).await["scopeValues"][&value]["vacantSince"].is_null()
+        recorded_claim(&client, &kns, "scopeValues", &value).await["vacantSince"].is_null()
     })
     .await;
 }

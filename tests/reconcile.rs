@@ -118,7 +118,8 @@ fn ctx_with_secrets(
                 .is_some_and(|l| l.contains_key(kauth::controller::secrets::CREDENTIALS_LABEL))
         })
         .collect();
-    let cache = Cache {
+    let mut cache = Cache {
+        claims_read: Default::default(),
         clients: store(clients),
         scopes: store(scopes),
         signing_keys: store(vec![]),
@@ -129,8 +130,20 @@ fn ctx_with_secrets(
         secret_owners: tokio::sync::broadcast::Sender::new(16),
         own_writes: Default::default(),
     };
-    // What the registry loop does before any reconcile runs.
-    cache.publish_catalog(kauth::claims::DEFAULT_CLAIM_GRACE);
+    // What the registry loop and the leader do before any reconcile runs: judge everything,
+    // record the claims, and judge again once the record holds them.
+    let policy = kauth::claims::ClaimPolicy::default();
+    let first = cache.publish_catalog(&policy);
+    let record = first
+        .ledger
+        .split()
+        .iter()
+        .enumerate()
+        .filter(|(_, shard)| !shard.is_empty())
+        .map(|(i, shard)| kauth::controller::claims_record::shard_config_map("kauth", i, shard))
+        .collect();
+    cache.claims = store(record);
+    cache.publish_catalog(&policy);
     Arc::new(Context::new(
         client,
         cache,

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use super::secrets::{self, CREDENTIALS_LABEL};
 use super::watch_health::{WatchHealth, restarted_when_stalled};
 use crate::catalog::{Catalog, ClientInput, NamespaceLabels, ScopeInput, releases_claims};
-use crate::claims::{ClaimRules, Ledger};
+use crate::claims::ClaimPolicy;
 use crate::crd::{OAuthClient, Scope, SigningKey};
 use crate::credentials::SecretVerifier;
 use crate::keys::KeyRing;
@@ -38,9 +38,12 @@ pub struct Cache {
     pub secrets: Store<Secret>,
     /// Namespaces, for Scopes granted by namespace selector.
     pub namespaces: Store<Namespace>,
-    /// The claims record ([`CLAIMS_CONFIG_MAP`] in kauth's namespace): who owns which Scope
-    /// value, audience and client id, kept across restarts and leader changes.
+    /// kauth's ConfigMaps in its namespace, among them the claims record
+    /// ([`claims_record`](super::claims_record)): who owns which Scope value, audience and
+    /// client id, kept across restarts and leader changes.
     pub claims: Store<ConfigMap>,
+    /// The record as read from `claims`, parsed again only where it changed.
+    pub claims_read: Arc<super::claims_record::RecordReader>,
     /// The catalog the registry loop last built from these stores. Reconciles are triggered by
     /// verdict changes here, not by watches of their own: such a watch can fire before these
     /// stores see the change, and the reconcile would judge the old state and stop.
@@ -100,11 +103,6 @@ impl OwnWrites {
 /// Changes buffered for a slow listener; one that falls further behind starts over from the
 /// whole store.
 pub const CHANGES_BUFFERED: usize = 16 * 1024;
-
-/// The ConfigMap in kauth's namespace that records the claims; only kauth writes it.
-pub const CLAIMS_CONFIG_MAP: &str = "kauth-claims";
-/// Its key holding the ledger (JSON).
-pub const CLAIMS_KEY: &str = "claims.json";
 
 /// A reflector of `kind` that retries soon after a failure ([`restarted_when_stalled`]) and tells `health`
 /// about every failure and every answer (an event, or the end of a relist).
@@ -288,7 +286,8 @@ impl Cache {
             tell_owner,
         );
         let (namespaces, e) = reflect("Namespace", Api::all(client.clone()), any(), n.clone(), h.clone());
-        let record = any().fields(&format!("metadata.name={CLAIMS_CONFIG_MAP}"));
+        // The claims record's shards, and the one ConfigMap it was kept in before.
+        let record = any().labels(&format!("app.kubernetes.io/managed-by={}", super::MANAGER));
         let claims_api = Api::namespaced(client, namespace);
         let (claims, f) = reflect("claims ConfigMap", claims_api, record, n.clone(), h.clone());
         (
@@ -299,6 +298,7 @@ impl Cache {
                 namespaces,
                 secrets,
                 claims,
+                claims_read: Arc::default(),
                 verdicts: Arc::new(watch::Sender::new(Arc::default())),
                 secret_owners,
                 own_writes,
@@ -331,44 +331,31 @@ impl Cache {
             .collect()
     }
 
-    /// The claims kauth recorded last (empty before the first record, or when it is
-    /// unreadable: claims are then settled again from the objects' ages).
-    pub fn recorded_claims(&self) -> Ledger {
-        let Some(cm) = self.claims.state().into_iter().next() else {
-            return Ledger::default();
-        };
-        let text = cm.data.as_ref().and_then(|d| d.get(CLAIMS_KEY));
-        match text.map(|t| Ledger::parse(t)) {
-            Some(Ok(ledger)) => ledger,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, config_map = CLAIMS_CONFIG_MAP, "claims record ignored");
-                Ledger::default()
-            }
-            None => Ledger::default(),
-        }
+    /// The claims record as last seen (empty before the first record; an unreadable shard
+    /// counts as empty, and its claims are settled again from the objects' ages).
+    pub fn recorded_claims(&self) -> super::claims_record::Recorded {
+        self.claims_read.read(&self.claims)
     }
 
     /// Evaluates every client and scope against the recorded claims (the registry's view).
-    fn catalog(&self, grace: Duration) -> Catalog {
+    fn catalog(&self, claims: &ClaimPolicy) -> Catalog {
         let ordered = Ordered::new(self.clients.state(), self.scopes.state());
         let scopes = ordered.scope_inputs();
-        let rules = ClaimRules {
-            now: jiff::Timestamp::now().as_second(),
-            grace,
-        };
+        // A new claim is served once the leader has recorded it (and the record came back).
+        let rules = claims.rules(jiff::Timestamp::now().as_second(), true);
         Catalog::evaluate_after(
             &self.published(),
             &ordered.client_inputs(),
             &scopes,
             &self.namespace_labels(&scopes),
-            &self.recorded_claims(),
+            &self.recorded_claims().ledger,
             rules,
         )
     }
 
     /// Evaluates everything and publishes the catalog to the reconcilers.
-    pub fn publish_catalog(&self, grace: Duration) -> Arc<Catalog> {
-        let catalog = Arc::new(self.catalog(grace));
+    pub fn publish_catalog(&self, claims: &ClaimPolicy) -> Arc<Catalog> {
+        let catalog = Arc::new(self.catalog(claims));
         self.verdicts.send_replace(catalog.clone());
         catalog
     }
@@ -473,17 +460,17 @@ pub async fn run_registry(
     registry: Registry,
     kauth_namespace: String,
     metrics: Arc<Metrics>,
-    claim_grace: Duration,
+    claims: ClaimPolicy,
 ) {
     cache.synced().await;
     let mut trims = TrimPacer::new(TRIM_AT_MOST_EVERY, std::time::Instant::now());
     loop {
         // Judging every client takes a while with thousands: off the threads that serve.
         let started = std::time::Instant::now();
-        let (builder, namespace) = (cache.clone(), kauth_namespace.clone());
+        let (builder, namespace, claims) = (cache.clone(), kauth_namespace.clone(), claims.clone());
         let previous = registry.load();
         let built = tokio::task::spawn_blocking(move || {
-            let catalog = builder.catalog(claim_grace);
+            let catalog = builder.catalog(&claims);
             let snapshot = builder.snapshot(&catalog, &previous, &namespace);
             (catalog, snapshot)
         })
@@ -492,6 +479,7 @@ pub async fn run_registry(
         match built {
             Ok((catalog, snapshot)) => {
                 metrics.registered_clients.set(snapshot.clients.len() as i64);
+                metrics.claims_pending.set(catalog.pending_claims() as i64);
                 let previous = (
                     registry.replace(snapshot),
                     cache.verdicts.send_replace(Arc::new(catalog)),
@@ -577,6 +565,7 @@ mod tests {
     /// A cache of these clients, SigningKeys and Secrets, with nothing else.
     fn cache_of(clients: Store<OAuthClient>, signing_keys: Store<SigningKey>, secrets: Store<Secret>) -> Cache {
         Cache {
+            claims_read: Default::default(),
             clients,
             scopes: store(vec![]).0,
             signing_keys,
@@ -626,7 +615,7 @@ mod tests {
         let (clients, mut client_watch) = store(vec![client(1, "5m")]);
         let (secrets, mut watch) = store(vec![external_secret("s1", "10", "first")]);
         let cache = cache_of(clients, store(vec![]).0, secrets);
-        let catalog = cache.publish_catalog(crate::claims::DEFAULT_CLAIM_GRACE);
+        let catalog = cache.publish_catalog(&Default::default());
         let now = jiff::Timestamp::now();
         let first = cache.snapshot(&catalog, &Snapshot::default(), "kauth");
         assert!(served_secret(&first).verify("first", now));
@@ -639,7 +628,7 @@ mod tests {
 
         // The spec changed, the Secret did not: the client is built from its new verdict.
         client_watch.apply_watcher_event(&watcher::Event::Apply(client(2, "2m")));
-        let catalog = cache.publish_catalog(crate::claims::DEFAULT_CLAIM_GRACE);
+        let catalog = cache.publish_catalog(&Default::default());
         let kept = cache.snapshot(&catalog, &kept, "kauth");
         assert_eq!(kept.clients["shop.web"].access_token_lifetime, Duration::from_secs(120));
 
@@ -685,7 +674,7 @@ mod tests {
         };
         let (secrets, mut watch) = store(vec![]);
         let cache = cache_of(store(vec![]).0, store(vec![sk]).0, secrets);
-        let catalog = cache.publish_catalog(crate::claims::DEFAULT_CLAIM_GRACE);
+        let catalog = cache.publish_catalog(&Default::default());
         let signs_with = |snapshot: &Snapshot| snapshot.keys.signer(now).map(|k| k.kid.clone());
         let mut previous = Snapshot::default();
         for (uid, version, kid, signer, step) in [

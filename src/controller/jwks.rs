@@ -264,10 +264,7 @@ mod tests {
             &scopes,
             &Default::default(),
             &Ledger::default(),
-            ClaimRules {
-                now: 0,
-                grace: Duration::from_secs(86400),
-            },
+            ClaimRules::default(),
         );
         let wanted: Vec<String> = wanted_namespaces(&catalog).into_iter().collect();
         assert_eq!(wanted, ["orders", "shop"], "not a namespace whose client was refused");

@@ -2,6 +2,7 @@
 //! and the registry share, and the loop that turns that cache into registry snapshots.
 
 mod cache;
+pub mod claims_record;
 pub mod jwks;
 pub mod leader;
 mod oauth_client;
@@ -14,21 +15,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
-pub use cache::{CLAIMS_CONFIG_MAP, CLAIMS_KEY, Cache, run_registry};
+pub use cache::{Cache, run_registry};
 pub use oauth_client::reconcile as reconcile_client;
 pub use scope::reconcile as reconcile_scope;
 pub use signing_key::{ensure_default_signing_key, reconcile as reconcile_signing_key};
 
 use crate::catalog::{Catalog, ObjectKey};
-use crate::claims::Ledger;
 use crate::crd::{OAuthClient, SigningKey};
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
@@ -82,6 +81,8 @@ pub struct Context {
     pub store: Option<crate::store::GrantStore>,
     /// The audit trail (rotations, retirements, lost claims).
     pub audit: Arc<crate::audit::Audit>,
+    /// Which shards of the claims record the leader cannot write.
+    pub claims_record: Arc<claims_record::RecordHealth>,
 }
 
 impl Context {
@@ -102,6 +103,7 @@ impl Context {
             jwks: None,
             store: None,
             audit: Arc::default(),
+            claims_record: Arc::default(),
         }
     }
 
@@ -241,52 +243,6 @@ where
     (objects, reader)
 }
 
-/// Keeps the claims record (the `kauth-claims` ConfigMap) equal to the ledger of the catalog
-/// the registry loop published last, so claims survive restarts and leader changes. Only the
-/// leader runs it; every replica reads the record.
-async fn record_claims(ctx: Arc<Context>) {
-    let mut published = ctx.cache.verdicts.subscribe();
-    loop {
-        let ledger = {
-            let catalog = published.borrow_and_update();
-            catalog.settled.then(|| catalog.ledger.clone())
-        };
-        if let Some(ledger) = ledger
-            && ledger != ctx.cache.recorded_claims()
-            && let Err(e) = write_claims(&ctx, &ledger).await
-        {
-            tracing::warn!(error = %e, "cannot record claims; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        if published.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-async fn write_claims(ctx: &Context, ledger: &Ledger) -> Result<(), kube::Error> {
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let record = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": CLAIMS_CONFIG_MAP,
-            "labels": {"app.kubernetes.io/managed-by": MANAGER},
-            "annotations": {"kauth.dev/purpose": "which namespace owns each Scope value, audience and explicit client id; written by kauth only"},
-        },
-        "data": {CLAIMS_KEY: ledger.to_json()},
-    });
-    api.patch(
-        CLAIMS_CONFIG_MAP,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(record),
-    )
-    .await?;
-    tracing::info!("claims recorded");
-    Ok(())
-}
-
 /// A reconciler that runs in a span naming its object: one trace per reconcile, with the
 /// grant-store calls it makes inside it.
 fn traced<K, F, Fut>(
@@ -358,7 +314,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         )
         .for_each(|_| async {});
 
-    let claims = record_claims(ctx.clone());
+    let claims = claims_record::record(ctx.clone());
     let delivery = async {
         match ctx.jwks.clone() {
             Some(delivery) => jwks::deliver(ctx.clone(), delivery).await,

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::secrets::{self, CredentialsSecret};
 use super::{Context, Error, MANAGER};
 use crate::audit;
-use crate::catalog::{ClientVerdict, ObjectKey};
+use crate::catalog::{ClientVerdict, Holder, ObjectKey};
 use crate::crd::{OAuthClient, OAuthClientStatus, SecretUsage, set_condition};
 use crate::credentials::{
     CredentialState, PreviousPlan, RotationReason, SecretPlan, digest_name, digest_secret, earliest, plan_previous,
@@ -463,16 +463,27 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
             condition("Ready", false, "InvalidSpec", describe(errors));
             false
         }
-        (Ok(settings), Some(_)) => {
+        (Ok(settings), Some(holder)) => {
+            let mut msg = verdict.conflict_message().unwrap_or_default();
+            // A claim being recorded is no news: look again once it is (or has failed).
+            if *holder == Holder::Pending {
+                match ctx.claims_record.failure() {
+                    Some(why) => msg = format!("{msg}: {why}"),
+                    None => return Ok(Action::requeue(Duration::from_secs(1))),
+                }
+            }
+            let reason = match holder {
+                Holder::Namespace(_) | Holder::Object(_) | Holder::Released => "ClientIdConflict",
+                other => other.reason(),
+            };
             status.secret_name = settings.secret.secret_name().map(str::to_string);
-            let msg = verdict.conflict_message().unwrap_or_default();
             condition(
                 "SecretReady",
                 false,
-                "ClientIdConflict",
-                "no credentials for a conflicting client id".into(),
+                reason,
+                "no credentials for a client id this client does not hold".into(),
             );
-            condition("Ready", false, "ClientIdConflict", msg);
+            condition("Ready", false, reason, msg);
             false
         }
         (Ok(settings), None) => {
@@ -514,7 +525,7 @@ pub async fn reconcile(obj: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Actio
 
     // Tell about changes of Ready (and its reason), not about every reconcile.
     if let Some((reason, message)) = ready_changed(&old.conditions, &status.conditions) {
-        if reason == "ClientIdConflict" {
+        if ["ClientIdConflict", "Reserved", "ClaimQuotaExceeded"].contains(&reason.as_str()) {
             ctx.audit(&*obj, audit::Event::ClaimConflict, Some(&verdict.client_id), &message);
         }
         ctx.event(&*obj, !ready, &reason, message).await;

@@ -11,7 +11,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::{Context, Error, MANAGER};
-use crate::catalog::{ObjectKey, ScopeVerdict};
+use crate::catalog::{Holder, ObjectKey, ScopeVerdict};
 use crate::crd::{Scope, ScopeStatus, set_condition};
 use crate::validation::describe;
 
@@ -44,7 +44,19 @@ pub async fn reconcile(obj: Arc<Scope>, ctx: Arc<Context>) -> Result<Action, Err
             format!("'{}' is offered by this Scope", obj.spec.value),
         ),
         ScopeVerdict::Invalid(errors) => (false, "InvalidSpec", describe(errors)),
-        ScopeVerdict::Conflict { .. } => (false, "Conflict", verdict.conflict_message().unwrap_or_default()),
+        // A claim being recorded is no news: look again once it is (or has failed).
+        ScopeVerdict::Conflict {
+            holder: Holder::Pending,
+            ..
+        } => match ctx.claims_record.failure() {
+            Some(why) => (
+                false,
+                "ClaimPending",
+                format!("{}: {why}", verdict.conflict_message().unwrap_or_default()),
+            ),
+            None => return Ok(Action::requeue(Duration::from_secs(1))),
+        },
+        ScopeVerdict::Conflict { holder, .. } => (false, holder.reason(), verdict.conflict_message().unwrap_or_default()),
     };
     set_condition(
         &mut status.conditions,
@@ -63,7 +75,7 @@ pub async fn reconcile(obj: Arc<Scope>, ctx: Arc<Context>) -> Result<Action, Err
             .map(|c| c.reason.as_str())
             != Some(reason);
         if changed_reason {
-            if reason == "Conflict" {
+            if ["Conflict", "Reserved", "ClaimQuotaExceeded"].contains(&reason) {
                 ctx.audit(&*obj, crate::audit::Event::ClaimConflict, None, &message);
             }
             ctx.event(&*obj, !accepted, reason, message).await;

@@ -26,7 +26,7 @@ fn may_see(snapshot: &Snapshot, caller: &RegisteredClient, claims: &AccessTokenC
         || claims
             .aud
             .iter()
-            .any(|aud| snapshot.audience_owners.get(aud) == Some(&caller.namespace))
+            .any(|aud| snapshot.audience_owners.get(&crate::claims::claim_key(aud)) == Some(&caller.namespace))
 }
 
 /// A token is active when it verifies, is not revoked, and its client still exists.

@@ -312,6 +312,7 @@ pub fn ops_router(state: ProviderState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/readyz/store", get(ops::store_ready))
+        .route("/readyz/claims", get(ops::claims_ready))
         .route("/metrics", get(ops::metrics))
         .with_state(state)
 }

@@ -41,6 +41,26 @@ pub async fn store_ready(State(state): State<ProviderState>) -> Response {
     }
 }
 
+/// A claim waiting this long for the claims record is more than a write in flight.
+const CLAIMS_PENDING_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// GET /readyz/claims: every claim is in the claims record. Kept apart from `/readyz` on
+/// purpose: one namespace's claim that cannot be recorded must not take the replica out of
+/// service for every team; this tells the platform team (and an alert) that it waits.
+pub async fn claims_ready(State(state): State<ProviderState>) -> Response {
+    let snapshot = state.registry.load();
+    match snapshot.claims_pending_since {
+        Some(since) if Timestamp::now().duration_since(since).unsigned_abs() >= CLAIMS_PENDING_FOR => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "claims have waited for the claims record since {since}: nothing is served under them (kauth_claims_pending; see the objects' conditions)"
+            ),
+        )
+            .into_response(),
+        _ => "every claim is recorded".into_response(),
+    }
+}
+
 /// GET /metrics: OpenMetrics text.
 pub async fn metrics(State(state): State<ProviderState>) -> Response {
     if let Some(f) = &state.freshness {

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use tokio::net::TcpListener;
 
 use crate::catalog::{Catalog, ClientVerdict, ScopeVerdict};
-use crate::claims::{ClaimRules, Ledger};
+use crate::claims::Ledger;
 use crate::connectors::{CONNECTORS_CONFIG_MAP, CONNECTORS_KEY, Connectors};
 use crate::crd::{KeyAlgorithm, default_signing_keys};
 use crate::credentials::{
@@ -97,8 +97,8 @@ pub struct StandaloneConfig {
     pub issuer: Issuer,
     /// Only SigningKeys in this namespace are used (as in a cluster, kauth's own namespace).
     pub kauth_namespace: String,
-    /// How long a claim outlives the last object that made it.
-    pub claim_grace: Duration,
+    /// Claim grace, quota and reservations.
+    pub claims: crate::claims::ClaimPolicy,
     /// Namespaces whose clients are first-party (no consent to identify people).
     pub first_party_namespaces: Vec<String>,
     /// Unknown fields refuse their resource instead of being reported and ignored.
@@ -376,15 +376,13 @@ impl StandaloneConfig {
                 None
             })
             .unwrap_or_default();
-        let rules = ClaimRules {
-            now: now.as_second(),
-            grace: self.claim_grace,
-        };
+        // The ledger is written in this pass, before anything of it is served: no claim waits.
+        let rules = self.claims.clone().with_issuer(&self.issuer.url).rules(now.as_second(), false);
         let catalog = manifests.catalog(&recorded, rules);
         if catalog.ledger != recorded {
             writes.write(&claims_path, catalog.ledger.to_json().as_bytes())?;
         }
-        if let Some(lapse) = catalog.ledger.next_lapse(self.claim_grace) {
+        if let Some(lapse) = catalog.ledger.next_lapse(self.claims.grace) {
             notes.next_step = earliest(notes.next_step, Timestamp::from_second(lapse).ok());
         }
         scope_problems(&manifests, &catalog, &mut notes);

@@ -137,7 +137,7 @@ impl TestProvider {
             state_dir: dir.path().join("state"),
             issuer: Issuer::parse(&url).unwrap(),
             kauth_namespace: "kauth".into(),
-            claim_grace: kauth::claims::DEFAULT_CLAIM_GRACE,
+            claims: Default::default(),
             first_party_namespaces: first_party.iter().map(|n| n.to_string()).collect(),
             strict: false,
         };
