@@ -124,9 +124,9 @@ impl Holder {
     /// The sentence status conditions, Events and standalone's problems use.
     pub fn describe(&self, field: &str, value: &str, kind: &str) -> String {
         match self {
-            Self::Reserved(ReservedFor::Namespace(ns)) => format!(
-                "{field} '{value}' is reserved by the platform for namespace {ns}; this {kind} is ignored"
-            ),
+            Self::Reserved(ReservedFor::Namespace(ns)) => {
+                format!("{field} '{value}' is reserved by the platform for namespace {ns}; this {kind} is ignored")
+            }
             Self::Reserved(ReservedFor::Nobody) => {
                 format!("{field} '{value}' is reserved by the platform; this {kind} is ignored")
             }
@@ -725,7 +725,10 @@ impl Catalog {
         self.ledger.scope_values = scope_values;
         self.ledger.audiences = audiences;
         let elsewhere = |owners: &HashMap<ClaimKey, String>, name: &str, ns: &str| {
-            owners.get(&claim_key(name)).filter(|owner| owner.as_str() != ns).cloned()
+            owners
+                .get(&claim_key(name))
+                .filter(|owner| owner.as_str() != ns)
+                .cloned()
         };
         let mut index: ScopeIndex<'a> = HashMap::new();
         for ((s, errors), refused) in scopes.iter().zip(checked).zip(refused) {
@@ -789,7 +792,15 @@ impl Catalog {
         let scopes = self
             .scopes
             .iter()
-            .filter(|(_, v)| matches!(v, ScopeVerdict::Conflict { holder: Holder::Pending, .. }))
+            .filter(|(_, v)| {
+                matches!(
+                    v,
+                    ScopeVerdict::Conflict {
+                        holder: Holder::Pending,
+                        ..
+                    }
+                )
+            })
             .count();
         let clients = self
             .clients
@@ -1426,9 +1437,16 @@ mod tests {
         assert_eq!(first.scopes[0].1, ScopeVerdict::Accepted, "value and audience: 2");
         assert_eq!(first.scopes[1].1, ScopeVerdict::Accepted, "3");
         let refused = first.scopes[2].1.conflict_message().unwrap();
-        assert!(refused.contains("'greedy.c'") && refused.contains("--claims-per-namespace"), "{refused}");
+        assert!(
+            refused.contains("'greedy.c'") && refused.contains("--claims-per-namespace"),
+            "{refused}"
+        );
         assert_eq!(first.clients[0].id_conflict, Some(Holder::Quota(3)));
-        assert_eq!(first.scopes[3].1, ScopeVerdict::Accepted, "other namespaces are not touched");
+        assert_eq!(
+            first.scopes[3].1,
+            ScopeVerdict::Accepted,
+            "other namespaces are not touched"
+        );
         assert_eq!(first.ledger.held_by_namespace()["greedy"], 3);
         // Deleted claims count until they lapse: deleting and creating anew gains nothing.
         let deleted = Catalog::evaluate_with(
@@ -1438,7 +1456,13 @@ mod tests {
             &first.ledger,
             rules(10),
         );
-        assert!(deleted.scopes[0].1.conflict_message().unwrap().contains("--claims-per-namespace"));
+        assert!(
+            deleted.scopes[0]
+                .1
+                .conflict_message()
+                .unwrap()
+                .contains("--claims-per-namespace")
+        );
         // Taking a recorded name back costs nothing new.
         let back = Catalog::evaluate_with(
             &[],
@@ -1470,7 +1494,11 @@ mod tests {
         ];
         let unrecorded = Catalog::evaluate_with(&clients, &scopes, &labels, &Ledger::default(), rules.clone());
         assert!(
-            unrecorded.scopes[0].1.conflict_message().unwrap().contains("does not hold it yet"),
+            unrecorded.scopes[0]
+                .1
+                .conflict_message()
+                .unwrap()
+                .contains("does not hold it yet"),
             "{:?}",
             unrecorded.scopes[0]
         );
@@ -1519,9 +1547,19 @@ mod tests {
             &Ledger::default(),
             rules(0),
         );
-        assert!(cat.scopes[0].1.conflict_message().unwrap().contains("kauth's own issuer URL"));
         assert!(
-            cat.scopes[1].1.conflict_message().unwrap().contains("reserved by the platform for namespace payments")
+            cat.scopes[0]
+                .1
+                .conflict_message()
+                .unwrap()
+                .contains("kauth's own issuer URL")
+        );
+        assert!(
+            cat.scopes[1]
+                .1
+                .conflict_message()
+                .unwrap()
+                .contains("reserved by the platform for namespace payments")
         );
         assert!(cat.ledger.is_empty(), "nothing recorded for evil");
         // evil recorded it before the platform reserved it; payments arrives and takes it.

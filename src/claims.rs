@@ -120,7 +120,8 @@ impl Ledger {
     /// Parses a stored ledger (either format); an unreadable one is reported and treated as
     /// empty (the claims are then settled again from the objects' ages).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut ledger: Self = serde_json::from_str(text).map_err(|e| format!("the claims record is unreadable ({e})"))?;
+        let mut ledger: Self =
+            serde_json::from_str(text).map_err(|e| format!("the claims record is unreadable ({e})"))?;
         if ledger.format < FORMAT {
             let by_key = |claims: Claims| claims.into_iter().map(|(name, c)| (claim_key(&name), c)).collect();
             ledger = Self {
@@ -227,7 +228,9 @@ impl Reservation {
             None => (text, None),
         };
         if pattern.is_empty() || pattern == "*" {
-            return Err(format!("'{text}': a reservation needs a name or a prefix such as payments.*"));
+            return Err(format!(
+                "'{text}': a reservation needs a name or a prefix such as payments.*"
+            ));
         }
         if let Some(ns) = namespace
             && !crate::validation::is_dns_label(ns)
@@ -537,13 +540,21 @@ mod tests {
             ..ask("x", "evil")
         };
         let (owners, _) = settle(&ledger, &[evil_releasing], rules(1));
-        assert_eq!(owners[&claim_key("x")], "orders", "another namespace's annotation means nothing");
+        assert_eq!(
+            owners[&claim_key("x")],
+            "orders",
+            "another namespace's annotation means nothing"
+        );
         let releasing = Claimant {
             releasing: true,
             ..ask("x", "orders")
         };
         let (owners, ledger) = settle(&ledger, &[releasing.clone(), ask("x", "evil")], rules(2));
-        assert_eq!(owners[&claim_key("x")], "evil", "released by its owner, taken by the next");
+        assert_eq!(
+            owners[&claim_key("x")],
+            "evil",
+            "released by its owner, taken by the next"
+        );
         assert_eq!(on(&ledger, "x").namespace, "evil");
         let (owners, ledger) = settle(&ledger, &[releasing], rules(3));
         assert_eq!(owners[&claim_key("x")], "evil", "a releasing object claims nothing");

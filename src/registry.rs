@@ -271,8 +271,8 @@ impl Snapshot {
             clients.insert(client.client_id.clone(), client);
         }
         let audience_owners = catalog.audience_owners.clone();
-        let claims_pending_since = (catalog.pending_claims() > 0)
-            .then(|| previous.claims_pending_since.unwrap_or_else(jiff::Timestamp::now));
+        let claims_pending_since =
+            (catalog.pending_claims() > 0).then(|| previous.claims_pending_since.unwrap_or_else(jiff::Timestamp::now));
         let client_uids = catalog.clients.iter().map(|v| v.uid.clone()).collect();
         let scopes = catalog
             .scope_values

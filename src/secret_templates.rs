@@ -102,13 +102,7 @@ impl ValueBounds {
 
 /// Checks `source` and returns the largest output it can render, or why it is refused.
 pub fn check(source: &str, bounds: &ValueBounds) -> Result<u64, String> {
-    let ast = parse(
-        source,
-        "<template>",
-        SyntaxConfig,
-        WhitespaceConfig::default(),
-    )
-    .map_err(|e| describe_error(&e))?;
+    let ast = parse(source, "<template>", SyntaxConfig, WhitespaceConfig::default()).map_err(|e| describe_error(&e))?;
     let size = stmt_size(&ast, bounds)?;
     if size > MAX_RENDERED {
         return Err(format!(

@@ -117,3 +117,226 @@ async fn template_bombs_are_refused_and_kauth_stays_up_under_a_memory_limit() {
     assert_eq!(token(&url, &state, "orders.read").await.0, 200, "a clean restart");
     assert!(running.0.try_wait().unwrap().is_none());
 }
+
+/// The orders API's Scope, granted to the shop namespace (or, `granted: false`, to nobody else).
+fn orders_scope(granted: bool) -> String {
+    format!(
+        r#"
+apiVersion: kauth.dev/v1alpha1
+kind: Scope
+metadata: {{name: orders-read, namespace: orders}}
+spec:
+  value: orders.read
+  audience: https://orders.example.com
+  grantedTo: {{namespaces: [{}]}}
+"#,
+        if granted { "shop" } else { "billing" }
+    )
+}
+
+/// A web app of the shop team that signs people in, refreshes, and has the device grant.
+const SHOP_WEB: &str = r#"
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: web, namespace: shop}
+spec:
+  grantTypes: [authorization_code, refresh_token, "urn:ietf:params:oauth:grant-type:device_code"]
+  redirectUris: ["https://shop.example.com/cb"]
+  scopes: [orders.read]
+"#;
+
+/// The payload of a JWT, unverified (the tests read what kauth put in).
+fn payload(jwt: &str) -> serde_json::Value {
+    use base64::Engine;
+    let part = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+/// A token request of shop/web with `form`: (status, body).
+async fn shop_web_token(p: &support::TestProvider, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let (id, secret) = p.credentials("shop", "web");
+    let r = support::rp_http()
+        .post(format!("{}/token", p.url))
+        .basic_auth(&id, Some(&secret))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A code for shop/web, alice signed in and consenting, for `scope`.
+async fn shop_web_code(p: &support::TestProvider, browser: &support::browser::Browser, scope: &str) -> String {
+    let url = format!(
+        "{}/authorize?client_id=shop.web&response_type=code&scope={}&state=s&redirect_uri=https%3A%2F%2Fshop.example.com%2Fcb",
+        p.url,
+        scope.replace(' ', "%20")
+    );
+    let back = browser.sign_in(&p.url, &url, ("alice", "wonderland")).await;
+    support::browser::param(&back, "code").unwrap_or_else(|| panic!("{back}"))
+}
+
+async fn redeem(p: &support::TestProvider, code: &str) -> (u16, serde_json::Value) {
+    shop_web_token(
+        p,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", "https://shop.example.com/cb"),
+        ],
+    )
+    .await
+}
+
+fn audiences(token: &serde_json::Value) -> Vec<String> {
+    match &payload(token["access_token"].as_str().unwrap_or_else(|| panic!("{token}")))["aud"] {
+        serde_json::Value::String(one) => vec![one.clone()],
+        many => many
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect(),
+    }
+}
+
+/// T11: the orders team withdraws its grant to shop (or deletes its Scope) while shop holds a
+/// person's refresh token, an unredeemed code and an approved device request. None of them
+/// yields a token for the orders API again: a refresh narrowed to `openid` leaves the audience
+/// out (it used to keep it for the family's 90 days), and every redemption that would carry
+/// the scope is refused.
+#[tokio::test]
+async fn withdrawn_audiences_and_scopes_never_reach_a_new_token() {
+    let people = support::people();
+    let p = support::TestProvider::start(&[
+        ("orders.yaml", &orders_scope(true)),
+        ("web.yaml", SHOP_WEB),
+        ("people.yaml", &people),
+    ])
+    .await;
+    let browser = support::browser::Browser::new();
+    let orders = "https://orders.example.com".to_string();
+    let code = shop_web_code(&p, &browser, "openid orders.read").await;
+    let (status, tokens) = redeem(&p, &code).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(audiences(&tokens), [orders.clone()]);
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_string();
+    // A second code and an approved device request, both waiting to be redeemed.
+    let waiting_code = shop_web_code(&p, &browser, "openid orders.read").await;
+    let (id, secret) = p.credentials("shop", "web");
+    let started: serde_json::Value = support::rp_http()
+        .post(format!("{}/device_authorization", p.url))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("scope", "openid orders.read")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (_, answered) = browser
+        .answer_device(
+            &p.url,
+            started["user_code"].as_str().unwrap(),
+            ("alice", "wonderland"),
+            "allow",
+        )
+        .await;
+    assert_eq!(answered.status, reqwest::StatusCode::OK, "{}", answered.body);
+
+    // The orders team withdraws its grant.
+    p.write("orders.yaml", &orders_scope(false));
+    p.reload();
+
+    let (status, narrowed) = shop_web_token(
+        &p,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh_token),
+            ("scope", "openid"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{narrowed}");
+    assert!(!audiences(&narrowed).contains(&orders), "{:?}", audiences(&narrowed));
+    assert_eq!(
+        audiences(&narrowed),
+        [p.url.clone()],
+        "an identity-only token, for kauth"
+    );
+    let refresh_token = narrowed["refresh_token"].as_str().unwrap().to_string();
+    let (status, refused) = shop_web_token(
+        &p,
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh_token)],
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{refused}"
+    );
+
+    let (status, refused) = redeem(&p, &waiting_code).await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{refused}"
+    );
+    assert!(
+        refused["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("no longer granted"),
+        "{refused}"
+    );
+    let (status, refused) = shop_web_token(
+        &p,
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", started["device_code"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{refused}"
+    );
+
+    // Granted again, then the Scope deleted outright: the same.
+    p.write("orders.yaml", &orders_scope(true));
+    p.reload();
+    let code = shop_web_code(&p, &browser, "openid orders.read").await;
+    let (_, tokens) = redeem(&p, &code).await;
+    assert_eq!(audiences(&tokens), [orders.clone()]);
+    p.remove("orders.yaml");
+    p.reload();
+    let (status, narrowed) = shop_web_token(
+        &p,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("scope", "openid"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{narrowed}");
+    assert!(!audiences(&narrowed).contains(&orders));
+
+    // The client gives up refresh tokens: its refresh token no longer works either.
+    p.write("web.yaml", &SHOP_WEB.replace("refresh_token, ", ""));
+    p.reload();
+    let (status, refused) = shop_web_token(
+        &p,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", narrowed["refresh_token"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("unauthorized_client")),
+        "{refused}"
+    );
+}

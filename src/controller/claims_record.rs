@@ -296,9 +296,7 @@ async fn write_shard(
     let mut cm = shard_config_map(namespace, i, shard);
     let size = shard.to_json().len();
     if size >= CONFIG_MAP_BYTES {
-        return Err(WriteError::Failed(format!(
-            "{size} bytes, more than a ConfigMap holds"
-        )));
+        return Err(WriteError::Failed(format!("{size} bytes, more than a ConfigMap holds")));
     }
     let result = match current {
         None => api.create(&PostParams::default(), &cm).await,
@@ -326,7 +324,13 @@ mod tests {
         for i in 0..SHARDS {
             assert_eq!(shard_index(&shard_name(i)), Some(i));
         }
-        for other in [LEGACY, "kauth-claims-64", "kauth-claims-7", "kauth-claims-007", "kauth-jwks"] {
+        for other in [
+            LEGACY,
+            "kauth-claims-64",
+            "kauth-claims-7",
+            "kauth-claims-007",
+            "kauth-jwks",
+        ] {
             assert_eq!(shard_index(other), None, "{other}");
         }
     }

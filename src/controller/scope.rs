@@ -56,7 +56,9 @@ pub async fn reconcile(obj: Arc<Scope>, ctx: Arc<Context>) -> Result<Action, Err
             ),
             None => return Ok(Action::requeue(Duration::from_secs(1))),
         },
-        ScopeVerdict::Conflict { holder, .. } => (false, holder.reason(), verdict.conflict_message().unwrap_or_default()),
+        ScopeVerdict::Conflict { holder, .. } => {
+            (false, holder.reason(), verdict.conflict_message().unwrap_or_default())
+        }
     };
     set_condition(
         &mut status.conditions,

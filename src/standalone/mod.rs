@@ -377,7 +377,11 @@ impl StandaloneConfig {
             })
             .unwrap_or_default();
         // The ledger is written in this pass, before anything of it is served: no claim waits.
-        let rules = self.claims.clone().with_issuer(&self.issuer.url).rules(now.as_second(), false);
+        let rules = self
+            .claims
+            .clone()
+            .with_issuer(&self.issuer.url)
+            .rules(now.as_second(), false);
         let catalog = manifests.catalog(&recorded, rules);
         if catalog.ledger != recorded {
             writes.write(&claims_path, catalog.ledger.to_json().as_bytes())?;

@@ -11,6 +11,7 @@ use crate::crd::GrantType;
 use crate::keys::jose_algorithm;
 use crate::provider::ProviderState;
 use crate::provider::browser::{handle_digest, random_handle};
+use crate::provider::browser_flow::IDENTITY_SCOPES;
 use crate::provider::error::OAuthError;
 use crate::provider::issuance::{AccessTokenFor, TokenResponse, access_token};
 use crate::registry::{RegisteredClient, Snapshot};
@@ -143,6 +144,40 @@ pub(super) struct Issue<'a> {
     pub with_nonce: bool,
 }
 
+/// What of a grant is still granted at its redemption (T11): the API team may have withdrawn a
+/// Scope, or its grant to this client, since the person signed in. A scope this issuance would
+/// carry that is no longer granted refuses it (the app signs the person in again); an audience
+/// no longer granted is left out of the token, and one with none left is addressed to kauth
+/// (an identity-only token, as if no API had been asked for). The resource server never sees
+/// a withdrawn audience again.
+fn still_granted(
+    client: &RegisteredClient,
+    scopes: &[String],
+    grant: &Grant,
+    issuer: &str,
+) -> Result<Vec<String>, OAuthError> {
+    let identity = |s: &String| IDENTITY_SCOPES.iter().any(|(v, _)| v == s);
+    if let Some(gone) = scopes
+        .iter()
+        .find(|s| !identity(s) && !client.scopes.contains_key(s.as_str()))
+    {
+        return Err(OAuthError::invalid_grant(format!(
+            "scope '{gone}' is no longer granted to this client"
+        )));
+    }
+    let audiences: Vec<String> = grant
+        .audiences
+        .iter()
+        .filter(|aud| client.may_target(aud))
+        .cloned()
+        .collect();
+    Ok(if audiences.is_empty() {
+        vec![issuer.to_string()]
+    } else {
+        audiences
+    })
+}
+
 pub(super) async fn respond(
     state: &ProviderState,
     snapshot: &Snapshot,
@@ -151,11 +186,7 @@ pub(super) async fn respond(
     grant_label: &str,
 ) -> Result<Response, OAuthError> {
     let client = issue.client;
-    let audiences = if issue.grant.audiences.is_empty() {
-        vec![state.issuer.url.clone()]
-    } else {
-        issue.grant.audiences.clone()
-    };
+    let audiences = still_granted(client, issue.scopes, issue.grant, &state.issuer.url)?;
     let minted = access_token(
         state,
         snapshot,

@@ -86,17 +86,7 @@ pub async fn grant(
             asked
         }
     };
-    // A scope withdrawn from the client since the sign-in is no longer issued.
-    if let Some(gone) = scopes.iter().find(|s| {
-        !crate::provider::browser_flow::IDENTITY_SCOPES
-            .iter()
-            .any(|(v, _)| v == s)
-            && !client.scopes.contains_key(s.as_str())
-    }) {
-        return Err(OAuthError::invalid_grant(format!(
-            "scope '{gone}' is no longer granted to this client"
-        )));
-    }
+    // What was withdrawn since the sign-in is checked by `respond`, for every redemption.
     let issue = Issue {
         client: &client,
         grant: &grant,
