@@ -340,3 +340,117 @@ async fn withdrawn_audiences_and_scopes_never_reach_a_new_token() {
         "{refused}"
     );
 }
+
+/// A web app that signs people in (no API scopes).
+const SIGN_IN_ONLY: &str = r#"
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: web, namespace: shop}
+spec:
+  grantTypes: [authorization_code]
+  redirectUris: ["https://shop.example.com/cb"]
+"#;
+
+const AUTHORIZE_WEB: &str = "/authorize?client_id=shop.web&response_type=code&scope=openid&state=s&redirect_uri=https%3A%2F%2Fshop.example.com%2Fcb";
+
+/// T12: behind a trusted proxy that appends to X-Forwarded-For, a client that sends its own
+/// `Forwarded: for=...` (a new address each time) is still the address the proxy saw: after
+/// twenty wrong passwords it is blocked (it used to pick its address and guess without end).
+/// An IPv6 host stepping through its /64 is one address too.
+#[tokio::test]
+async fn callers_behind_the_proxy_cannot_choose_their_address() {
+    use kauth::provider::serve::ForwardedHeader;
+    let people = support::people();
+    let p = support::TestProvider::start_behind_proxy(
+        &[("web.yaml", SIGN_IN_ONLY), ("people.yaml", &people)],
+        ForwardedHeader::XForwardedFor,
+    )
+    .await;
+    let browser = support::browser::Browser::new();
+    let to_login = browser.get(&format!("{}{AUTHORIZE_WEB}", p.url)).await;
+    let login = browser.get(to_login.location.as_deref().unwrap()).await;
+    let (request, csrf) = (
+        support::hidden_field(&login.body, "request"),
+        support::hidden_field(&login.body, "csrf"),
+    );
+    let guess = async |i: usize, headers: &[(&str, String)]| {
+        let mut post = browser.http.post(format!("{}/login", p.url));
+        for (name, value) in headers {
+            post = post.header(*name, value);
+        }
+        let username = format!("guess{i}");
+        let form = [
+            ("request", request.as_str()),
+            ("csrf", csrf.as_str()),
+            ("username", username.as_str()),
+            ("password", "wrong"),
+        ];
+        post.form(&form).send().await.unwrap().status().as_u16()
+    };
+    let mut statuses = Vec::new();
+    for i in 0..22 {
+        let spoof = ("forwarded", format!("for=198.51.100.{i}"));
+        statuses.push(guess(i, &[spoof, ("x-forwarded-for", "203.0.113.7".into())]).await);
+    }
+    assert!(statuses[..20].iter().all(|s| *s != 429), "{statuses:?}");
+    assert_eq!(statuses[20..], [429, 429], "the proxy's word counts: {statuses:?}");
+
+    let mut statuses = Vec::new();
+    for i in 0..22 {
+        let address = format!("2001:db8:5:6:{:x}::{:x}", (i * 7919) % 0x10000, i + 1);
+        statuses.push(guess(100 + i, &[("x-forwarded-for", address)]).await);
+    }
+    assert!(statuses[..20].iter().all(|s| *s != 429), "{statuses:?}");
+    assert_eq!(statuses[20..], [429, 429], "one /64, one address: {statuses:?}");
+}
+
+/// T12: `/device_authorization` and `/authorize` store a row per request before anyone signs
+/// in. One address gets its share (30 device requests, 300 parked sign-ins in ten minutes),
+/// then 429 with Retry-After, and nothing more is stored; other addresses are not affected.
+/// It used to store every one (about 900 rows a second from one caller, kept 70 minutes).
+#[tokio::test]
+async fn floods_of_stored_requests_stop_at_the_callers_share() {
+    use kauth::provider::serve::ForwardedHeader;
+    let p = support::TestProvider::start_behind_proxy(
+        &[("kubectl.yaml", support::KUBECTL_CLIENT), ("web.yaml", SIGN_IN_ONLY)],
+        ForwardedHeader::XForwardedFor,
+    )
+    .await;
+    let http = support::rp_http();
+    let start = async |from: &str| {
+        http.post(format!("{}/device_authorization", p.url))
+            .header("x-forwarded-for", from)
+            .form(&[("client_id", "kauth.kubectl"), ("scope", "openid")])
+            .send()
+            .await
+            .unwrap()
+    };
+    for i in 0..30 {
+        assert_eq!(start("203.0.113.9").await.status(), 200, "request {i}");
+    }
+    let refused = start("203.0.113.9").await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    assert_eq!(
+        start("203.0.113.10").await.status(),
+        200,
+        "another caller is not affected"
+    );
+
+    let park = async |from: &str| {
+        http.get(format!("{}{AUTHORIZE_WEB}", p.url))
+            .header("x-forwarded-for", from)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for i in 0..300 {
+        assert_eq!(park("198.51.100.77").await, 303, "sign-in {i}");
+    }
+    assert_eq!(park("198.51.100.77").await, 429);
+    assert_eq!(park("198.51.100.78").await, 303);
+}

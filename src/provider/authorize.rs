@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use super::ProviderState;
 use super::browser_flow::completion::ClientRedirect;
 use super::browser_flow::requested::{Refused, audiences, requested_scopes, resources};
-use super::browser_flow::{AuthRequest, current_session, proceed};
+use super::browser_flow::{AuthRequest, Stage, current_session, proceed};
 use super::error::OAuthError;
 use super::form::Form;
 use super::pages;
@@ -44,6 +44,7 @@ impl From<Refused> for Refusal {
 
 /// GET or POST /authorize
 pub async fn authorize(State(state): State<ProviderState>, request: Request) -> Response {
+    let from = super::browser::client_ip(&request);
     let (parts, body) = request.into_parts();
     let form = match read_params(&parts.method, &parts.headers, parts.uri.query(), body).await {
         Ok(f) => f,
@@ -82,7 +83,16 @@ pub async fn authorize(State(state): State<ProviderState>, request: Request) -> 
             Some((_, s)) if !req.force_login => Some(s),
             _ => None,
         };
-        proceed(&state, &snapshot, &parts.headers, session, &req, None, prompt_none).await
+        proceed(
+            &state,
+            &snapshot,
+            &parts.headers,
+            session,
+            &req,
+            Stage::New { from },
+            prompt_none,
+        )
+        .await
     };
     match step.await {
         Ok(r) => r,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::ProviderState;
 use super::browser::{client_ip, handle_digest, random_handle};
 use super::browser_flow::requested::{audiences, requested_scopes, resources};
-use super::browser_flow::{AuthRequest, current_session, proceed, unavailable};
+use super::browser_flow::{AuthRequest, Stage, current_session, proceed, unavailable};
 use super::client_auth::authenticate;
 use super::error::{OAuthError, no_store};
 use super::form::Form;
@@ -89,19 +89,22 @@ struct Started {
 }
 
 /// POST /device_authorization (RFC 8628 §3.1–3.2)
-pub async fn device_authorization(
-    State(state): State<ProviderState>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    match start(&state, method, &headers, body).await {
+pub async fn device_authorization(State(state): State<ProviderState>, request: Request) -> Response {
+    let from = client_ip(&request);
+    let (parts, body) = request.into_parts();
+    match start(&state, parts.method, &parts.headers, body, from).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
-async fn start(state: &ProviderState, method: Method, headers: &HeaderMap, body: Body) -> Result<Response, OAuthError> {
+async fn start(
+    state: &ProviderState,
+    method: Method,
+    headers: &HeaderMap,
+    body: Body,
+    from: Option<std::net::IpAddr>,
+) -> Result<Response, OAuthError> {
     if method != Method::POST {
         return Err(OAuthError::method_not_allowed());
     }
@@ -121,6 +124,12 @@ async fn start(state: &ProviderState, method: Method, headers: &HeaderMap, body:
         audiences: audiences(&asked_resources, &client, &scopes),
         scopes,
     };
+    // Each request is a stored row for ten minutes: counted against its caller's address (and
+    // everyone's) before it is written (T12).
+    state
+        .device_requests
+        .reserve(from, Instant::now())
+        .map_err(|wait| OAuthError::too_many("device authorizations", wait))?;
     let device_code = random_handle();
     let request = DeviceRequest {
         id: handle_digest(&device_code),
@@ -248,7 +257,16 @@ pub async fn device_submit(State(state): State<ProviderState>, request: Request)
     };
     let step = async {
         let session = current_session(&state, &parts.headers, now).await?.map(|(_, s)| s);
-        proceed(&state, &snapshot, &parts.headers, session, &req, None, false).await
+        proceed(
+            &state,
+            &snapshot,
+            &parts.headers,
+            session,
+            &req,
+            Stage::New { from: ip },
+            false,
+        )
+        .await
     };
     match step.await {
         Ok(r) => r,

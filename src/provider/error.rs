@@ -17,6 +17,8 @@ pub struct OAuthError {
     pub description: String,
     /// Ask for HTTP Basic (on 401 after Basic was used or no credentials came).
     pub basic_challenge: bool,
+    /// Seconds for `Retry-After` on a 429.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -32,7 +34,21 @@ impl OAuthError {
             code,
             description: description.into(),
             basic_challenge: false,
+            retry_after: None,
         }
+    }
+
+    /// `temporarily_unavailable` with 429 and `Retry-After`: this caller sent too many requests
+    /// of a kind that stores a row (`what`); others are not affected.
+    pub fn too_many(what: &str, wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs().max(1);
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            format!("too many {what} from this address; retry in {seconds} s"),
+        );
+        e.retry_after = Some(seconds);
+        e
     }
 
     /// `invalid_request` (400).
@@ -159,6 +175,11 @@ impl IntoResponse for OAuthError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             response

@@ -10,6 +10,7 @@ mod device;
 mod discovery;
 pub mod error;
 mod federation;
+mod flood;
 mod form;
 mod grants;
 mod introspect;
@@ -74,6 +75,10 @@ pub struct ProviderState {
     pub people: Arc<ArcSwap<Directory>>,
     /// Failed sign-in attempts.
     pub throttle: Arc<throttle::Throttle>,
+    /// Device authorizations started, per address and in all.
+    pub device_requests: Arc<flood::RowBudget>,
+    /// Sign-ins parked while a person signs in, per address and in all.
+    pub parked_requests: Arc<flood::RowBudget>,
     /// Password checks running at once (bounded: each holds ~19 MiB).
     pub password_checks: PasswordChecks,
     /// Upstream OpenID providers people may sign in with.
@@ -114,6 +119,8 @@ impl ProviderState {
             service_accounts: None,
             people: Arc::default(),
             throttle: Arc::default(),
+            device_requests: Arc::new(flood::device_requests()),
+            parked_requests: Arc::new(flood::parked_requests()),
             password_checks: PasswordChecks::default(),
             connectors: Arc::default(),
             first_party_namespaces: Arc::default(),

@@ -42,10 +42,15 @@ pub struct ServeOptions {
     /// Most connections open at once per listener; more wait in the kernel's backlog.
     #[arg(long, env = "KAUTH_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
-    /// A proxy (CIDR, e.g. 10.0.0.0/8) whose `X-Forwarded-For` or `Forwarded` header names the
-    /// client; repeatable or comma-separated. None by default: the peer is the client.
+    /// A proxy (CIDR, e.g. 10.0.0.0/8) whose forwarding header (`--forwarded-header`) names
+    /// the client; repeatable or comma-separated. None by default: the peer is the client.
     #[arg(long = "trusted-proxy", env = "KAUTH_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNet>,
+    /// The one header the trusted proxies manage: `x-forwarded-for` (what most ingress
+    /// controllers append to) or `forwarded` (RFC 7239). The other is never read: a client
+    /// could write it and pick its own address.
+    #[arg(long, env = "KAUTH_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
+    pub forwarded_header: ForwardedHeader,
     /// Most password checks at once (each holds ~19 MiB); default: sized from the memory limit.
     #[arg(long, env = "KAUTH_MAX_PASSWORD_CHECKS")]
     pub max_password_checks: Option<usize>,
@@ -81,6 +86,7 @@ impl Default for ServeOptions {
             request_timeout: Duration::from_secs(30),
             max_connections: 4096,
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
             max_password_checks: None,
             store_timeout: crate::store::DEFAULT_DEADLINE,
             store_group_commit: true,
@@ -88,6 +94,17 @@ impl Default for ServeOptions {
             secret_use_report_interval: crate::secret_usage::REPORT_EVERY,
         }
     }
+}
+
+/// The header trusted proxies write the client's address into.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, ...`.
+    #[value(name = "x-forwarded-for")]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    #[value(name = "forwarded")]
+    Forwarded,
 }
 
 /// The address a request came from, as throttling and logs see it.
@@ -103,7 +120,10 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let trusted: Arc<[IpNet]> = opts.trusted_proxies.clone().into();
+    let trusted = Arc::new(Proxies {
+        trusted: opts.trusted_proxies.clone(),
+        header: opts.forwarded_header,
+    });
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -164,11 +184,11 @@ pub async fn serve(
 fn per_request(
     app: Router,
     peer: SocketAddr,
-    trusted: Arc<[IpNet]>,
+    proxies: Arc<Proxies>,
     timeout: Duration,
 ) -> impl tower::Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send> + Clone {
     tower::service_fn(move |mut request: Request<Incoming>| {
-        let client = client_address(peer.ip(), request.headers(), &trusted);
+        let client = proxies.client_address(peer.ip(), request.headers());
         request.extensions_mut().insert(ClientAddress(client));
         request.extensions_mut().insert(ConnectInfo(peer));
         let app = app.clone();
@@ -181,62 +201,66 @@ fn per_request(
     })
 }
 
-/// The client of a request from `peer`: the peer itself unless it is a trusted proxy; then
-/// the nearest address in `Forwarded` (RFC 7239) or `X-Forwarded-For` that is not a trusted
-/// proxy, read from the right (the left part is whatever the client claimed). A header that
-/// cannot be read leaves the proxy's own address: shared, but never forged.
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let hops = forwarded_for(headers).or_else(|| x_forwarded_for(headers));
-    let Some(hops) = hops else { return peer };
-    let mut client = peer;
-    for hop in hops.iter().rev() {
-        client = *hop;
-        if !is_trusted(hop) {
-            break;
-        }
-    }
-    client
+/// The proxies whose word on the client's address counts, and the header they write it in.
+#[derive(Clone, Debug)]
+pub struct Proxies {
+    /// Their addresses.
+    pub trusted: Vec<IpNet>,
+    /// The one header they manage.
+    pub header: ForwardedHeader,
 }
 
-/// The `for=` addresses of every `Forwarded` header, in order; None when there are none or
-/// one cannot be read.
-fn forwarded_for(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
-    let mut hops = Vec::new();
-    for value in headers.get_all("forwarded") {
-        for element in value.to_str().ok()?.split(',') {
-            for pair in element.split(';') {
-                let Some((name, value)) = pair.trim().split_once('=') else {
-                    continue;
-                };
-                if !name.trim().eq_ignore_ascii_case("for") {
-                    continue;
-                }
-                let value = value.trim().trim_matches('"');
-                // `[v6]:port`, `[v6]`, `v4:port` or `v4`.
-                let host = match value.strip_prefix('[') {
-                    Some(rest) => rest.split(']').next()?,
-                    None => value.split(':').next()?,
-                };
-                hops.push(host.parse().ok()?);
+impl Proxies {
+    /// The client of a request from `peer`: the peer itself unless it is a trusted proxy; then
+    /// the nearest address in the proxies' header that is not a trusted proxy, read from the
+    /// right (the left part is whatever the client claimed). An entry that cannot be read
+    /// where a trusted proxy wrote (`unknown`, an obfuscated name, garbage) ends the walk at
+    /// the proxy that wrote it: shared, but never forged, and what a client writes to the left
+    /// of it changes nothing.
+    pub fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let is_trusted = |ip: &IpAddr| self.trusted.iter().any(|net| net.contains(ip));
+        if !is_trusted(&peer) {
+            return peer;
+        }
+        let header = self.header;
+        let name = match header {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+        };
+        let entries: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .collect();
+        let mut client = peer;
+        for entry in entries.iter().rev() {
+            let hop = match header {
+                ForwardedHeader::XForwardedFor => entry.trim().parse().ok(),
+                ForwardedHeader::Forwarded => forwarded_for(entry),
+            };
+            let Some(hop) = hop else { break };
+            client = hop;
+            if !is_trusted(&hop) {
+                break;
             }
         }
+        client
     }
-    (!hops.is_empty()).then_some(hops)
 }
 
-/// The addresses of every `X-Forwarded-For` header, in order.
-fn x_forwarded_for(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
-    let mut hops = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
-        for part in value.to_str().ok()?.split(',') {
-            hops.push(part.trim().parse().ok()?);
-        }
-    }
-    (!hops.is_empty()).then_some(hops)
+/// The address in one `Forwarded` element's `for=` (`[v6]:port`, `[v6]`, `v4:port` or `v4`).
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let value = element.split(';').find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("for")
+            .then_some(value.trim().trim_matches('"'))
+    })?;
+    let host = match value.strip_prefix('[') {
+        Some(rest) => rest.split(']').next()?,
+        None => value.split(':').next()?,
+    };
+    host.parse().ok()
 }
 
 #[cfg(test)]
@@ -252,6 +276,19 @@ mod tests {
             );
         }
         h
+    }
+
+    fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+        let header = if headers.contains_key("forwarded") {
+            ForwardedHeader::Forwarded
+        } else {
+            ForwardedHeader::XForwardedFor
+        };
+        Proxies {
+            trusted: trusted.to_vec(),
+            header,
+        }
+        .client_address(peer, headers)
     }
 
     #[test]
@@ -302,5 +339,38 @@ mod tests {
             client_address(ingress, &all_trusted, &trusted),
             "10.0.0.7".parse::<IpAddr>().unwrap()
         );
+        // Garbage the client wrote left of what the proxy appended changes nothing.
+        let prefixed = headers(&[("x-forwarded-for", "not-an-address, 203.0.113.7")]);
+        assert_eq!(
+            client_address(ingress, &prefixed, &trusted),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    /// T12: the proxy appends to X-Forwarded-For; a `Forwarded` header the client sent itself
+    /// is never read, whatever it says (it used to win over the proxy's header).
+    #[test]
+    fn only_the_header_the_proxy_manages_is_read() {
+        let ingress: IpAddr = "10.0.0.5".parse().unwrap();
+        let proxies = Proxies {
+            trusted: vec!["10.0.0.0/24".parse().unwrap()],
+            header: ForwardedHeader::XForwardedFor,
+        };
+        let spoofed = headers(&[("forwarded", "for=1.1.1.1"), ("x-forwarded-for", "203.0.113.7")]);
+        assert_eq!(
+            proxies.client_address(ingress, &spoofed),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        let rfc7239 = Proxies {
+            header: ForwardedHeader::Forwarded,
+            ..proxies
+        };
+        assert_eq!(
+            rfc7239.client_address(ingress, &spoofed),
+            "1.1.1.1".parse::<IpAddr>().unwrap(),
+            "and the other way round"
+        );
+        let unknown = headers(&[("forwarded", "for=198.51.100.9, for=unknown")]);
+        assert_eq!(rfc7239.client_address(ingress, &unknown), ingress);
     }
 }

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use super::ProviderState;
 use super::browser::{client_ip, same_secret};
 use super::browser_flow::{
-    IDENTITY_SCOPES, Pending, Person, completion, consent_needed, current_session, first_party, load_pending, proceed,
-    start_session, unavailable,
+    IDENTITY_SCOPES, Pending, Person, Stage, completion, consent_needed, current_session, first_party, load_pending,
+    proceed, start_session, unavailable,
 };
 use super::form::Form;
 use super::pages::{self, ScopeLine};
@@ -301,7 +301,7 @@ pub async fn consent_submit(State(state): State<ProviderState>, request: Request
         &headers,
         Some(session),
         &req,
-        Some(&pending.id),
+        Stage::Stored(&pending.id),
         false,
     )
     .await

@@ -30,7 +30,20 @@ fn account_key(username: &str) -> String {
 }
 
 fn address_key(ip: IpAddr) -> String {
-    format!("a:{ip}")
+    format!("a:{}", address_bucket(ip))
+}
+
+/// The address a per-address limit counts: an IPv4 address, or the /64 of an IPv6 one (one
+/// subscriber, one LAN: a host holds a whole /64 and picks any address in it at will). An
+/// IPv4 address written as IPv6 (`::ffff:a.b.c.d`) is that IPv4 address.
+pub fn address_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
 }
 
 /// An attempt that was let through: counted as a failure until [`Throttle::succeeded`].
@@ -162,6 +175,23 @@ mod tests {
             Some(2 * PER_ACCOUNT - 1),
             "only the successful attempt left the address's count"
         );
+    }
+
+    /// T12: one host holds a whole IPv6 /64; every address in it counts as one.
+    #[test]
+    fn an_ipv6_64_is_one_address() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        for i in 0..PER_ADDRESS {
+            let ip: IpAddr = format!("2001:db8:1:2:{i:x}::1").parse().unwrap();
+            t.reserve(&format!("user{i}"), Some(ip), now).unwrap();
+        }
+        let same_64: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        assert!(t.reserve("someone", Some(same_64), now).is_err());
+        let next_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(t.reserve("someone", Some(next_64), now).is_ok());
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(address_bucket(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 
     /// T8: many guesses at once for one account get exactly the limit through.

@@ -35,6 +35,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// How long a secret's last use is remembered: a secret unused this long reads as never used.
 const SECRET_USAGE_KEPT: i64 = 400 * 24 * 3600;
 
+/// How long an expired device request is kept (polls meanwhile are told `expired_token`).
+pub const DEVICE_REQUEST_KEPT: i64 = 5 * 60;
+
 /// How long a redeemed code is kept after it expired, so a late replay still revokes what the
 /// code issued.
 const REDEEMED_CODE_KEPT: i64 = 24 * 3600;
@@ -907,8 +910,12 @@ impl GrantStore {
                 ("DELETE FROM refresh_tokens WHERE expires_at <= $1", now),
                 ("DELETE FROM refresh_families WHERE expires_at <= $1", now),
                 ("DELETE FROM revocations WHERE expires_at <= $1", now),
-                // A device polling a while after expiry is still told `expired_token`.
-                ("DELETE FROM device_requests WHERE expires_at <= $1", now - 3600),
+                // A device polling a few minutes after expiry is still told `expired_token`;
+                // after that the row goes (a flood of them must not linger for an hour).
+                (
+                    "DELETE FROM device_requests WHERE expires_at <= $1",
+                    now - DEVICE_REQUEST_KEPT,
+                ),
                 // Consent is kept for a year unless given again.
                 ("DELETE FROM consents WHERE granted_at <= $1", now - 365 * 24 * 3600),
                 (

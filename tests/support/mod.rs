@@ -116,16 +116,33 @@ impl TestProvider {
 
     /// Starts a provider on `listener` (bound earlier, so others can be told its URL).
     pub async fn start_on(listener: tokio::net::TcpListener, files: &[(&str, &str)]) -> Self {
-        Self::start_with(listener, files, &[]).await
+        Self::start_with(listener, files, &[], ServeOptions::default()).await
     }
 
     /// Starts a provider whose platform declared `first_party` namespaces first-party.
     pub async fn start_first_party(files: &[(&str, &str)], first_party: &[&str]) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::start_with(listener, files, first_party).await
+        Self::start_with(listener, files, first_party, ServeOptions::default()).await
     }
 
-    async fn start_with(listener: tokio::net::TcpListener, files: &[(&str, &str)], first_party: &[&str]) -> Self {
+    /// Starts a provider that trusts 127.0.0.1 as its proxy, reading the client's address from
+    /// `header` (as behind an ingress controller): a test names any address it likes there.
+    pub async fn start_behind_proxy(files: &[(&str, &str)], header: kauth::provider::serve::ForwardedHeader) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let opts = ServeOptions {
+            trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
+            forwarded_header: header,
+            ..ServeOptions::default()
+        };
+        Self::start_with(listener, files, &[], opts).await
+    }
+
+    async fn start_with(
+        listener: tokio::net::TcpListener,
+        files: &[(&str, &str)],
+        first_party: &[&str],
+        opts: ServeOptions,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
         for (name, text) in files {
@@ -152,7 +169,7 @@ impl TestProvider {
             ));
         let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ops_url = format!("http://{}", ops.local_addr().unwrap());
-        let (serving, opts) = (state.clone(), ServeOptions::default());
+        let serving = state.clone();
         tokio::spawn(async move {
             let never = std::future::pending::<()>;
             futures::try_join!(

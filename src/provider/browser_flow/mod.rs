@@ -137,17 +137,29 @@ async fn next_step(
     Ok(Step::Approved(session))
 }
 
+/// Where a request stands: new, from a caller at this address (storing it counts against the
+/// address, T12), or stored under an id.
+#[derive(Clone, Copy, Debug)]
+pub enum Stage<'a> {
+    /// Not stored yet.
+    New {
+        /// The caller's address, as the server resolved it.
+        from: Option<std::net::IpAddr>,
+    },
+    /// Stored under this id.
+    Stored(&'a str),
+}
+
 /// Takes a checked request one step on: to the sign-in page, to the consent page, or (once
-/// approved) to its completion. `session` is the person signed in on this browser (if any);
-/// `pending` is the stored request id once there is one. With `prompt_none` a page is an
-/// error sent back instead.
+/// approved) to its completion. `session` is the person signed in on this browser (if any).
+/// With `prompt_none` a page is an error sent back instead.
 pub async fn proceed(
     state: &ProviderState,
     snapshot: &Snapshot,
     headers: &HeaderMap,
     session: Option<Session>,
     req: &AuthRequest,
-    pending: Option<&str>,
+    stage: Stage<'_>,
     prompt_none: bool,
 ) -> Result<Response, StoreError> {
     match next_step(state, snapshot, session, req).await? {
@@ -163,10 +175,10 @@ pub async fn proceed(
             )
             .await
         }
-        Step::SignIn => park(state, headers, req, pending, "/login").await,
-        Step::Consent => park(state, headers, req, pending, "/consent").await,
+        Step::SignIn => park(state, headers, req, stage, "/login").await,
+        Step::Consent => park(state, headers, req, stage, "/consent").await,
         Step::Approved(session) => {
-            if let Some(id) = pending
+            if let Stage::Stored(id) = stage
                 && !state.store.finish_auth_request(id).await?
             {
                 // Finished by a parallel submission: that one completed it.
@@ -180,18 +192,29 @@ pub async fn proceed(
     }
 }
 
-/// Stores the request (bound to this browser) and sends the browser to `page`.
+/// Stores the request (bound to this browser) and sends the browser to `page`. A new request
+/// is stored only within its caller's share of parked requests (T12).
 async fn park(
     state: &ProviderState,
     headers: &HeaderMap,
     req: &AuthRequest,
-    pending: Option<&str>,
+    stage: Stage<'_>,
     page: &str,
 ) -> Result<Response, StoreError> {
     let now = Timestamp::now().as_second();
-    let (id, new_browser) = match pending {
-        Some(id) => (id.to_string(), None),
-        None => {
+    let (id, new_browser) = match stage {
+        Stage::Stored(id) => (id.to_string(), None),
+        Stage::New { from } => {
+            if let Err(wait) = state.parked_requests.reserve(from, std::time::Instant::now()) {
+                tracing::warn!(address = ?from, "too many sign-ins started from one address; refused");
+                return Ok(pages::error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!(
+                        "Too many sign-ins were started from your network. Try again in {} minutes.",
+                        wait.as_secs().div_ceil(60)
+                    ),
+                ));
+            }
             let browser = read_cookie(headers, &state.issuer, CookieName::Browser);
             let (browser, new_browser) = match browser {
                 Some(b) => (b, None),
@@ -291,7 +314,7 @@ pub async fn start_session(
         headers,
         Some(session),
         &pending.request,
-        Some(&pending.id),
+        Stage::Stored(&pending.id),
         false,
     )
     .await?;
