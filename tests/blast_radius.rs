@@ -219,7 +219,7 @@ async fn withdrawn_audiences_and_scopes_never_reach_a_new_token() {
     let code = shop_web_code(&p, &browser, "openid orders.read").await;
     let (status, tokens) = redeem(&p, &code).await;
     assert_eq!(status, 200, "{tokens}");
-    assert_eq!(audiences(&tokens), [orders.clone()]);
+    assert_eq!(audiences(&tokens), vec![orders.clone()]);
     let refresh_token = tokens["refresh_token"].as_str().unwrap().to_string();
     // A second code and an approved device request, both waiting to be redeemed.
     let waiting_code = shop_web_code(&p, &browser, "openid orders.read").await;
@@ -261,7 +261,7 @@ async fn withdrawn_audiences_and_scopes_never_reach_a_new_token() {
     assert!(!audiences(&narrowed).contains(&orders), "{:?}", audiences(&narrowed));
     assert_eq!(
         audiences(&narrowed),
-        [p.url.clone()],
+        vec![p.url.clone()],
         "an identity-only token, for kauth"
     );
     let refresh_token = narrowed["refresh_token"].as_str().unwrap().to_string();
@@ -308,7 +308,7 @@ async fn withdrawn_audiences_and_scopes_never_reach_a_new_token() {
     p.reload();
     let code = shop_web_code(&p, &browser, "openid orders.read").await;
     let (_, tokens) = redeem(&p, &code).await;
-    assert_eq!(audiences(&tokens), [orders.clone()]);
+    assert_eq!(audiences(&tokens), vec![orders.clone()]);
     p.remove("orders.yaml");
     p.reload();
     let (status, narrowed) = shop_web_token(
