@@ -41,7 +41,7 @@ pub enum Event {
 }
 
 /// One audit record; empty fields are left out.
-#[derive(Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Record<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<&'a str>,

@@ -346,6 +346,13 @@ impl Manifests {
             {
                 meta.insert("namespace".into(), Value::String("default".into()));
             }
+            // A namespace and name become folders of the state (secrets/<namespace>/<secret>):
+            // only what an apiserver accepts, so none reaches outside it (`/tmp/x`, `../..`).
+            if let Some(problem) = name_problem(&doc) {
+                let message = format!("{kind}: {problem}");
+                self.errors.push(ManifestError { origin, message });
+                continue;
+            }
             let mut unknown = Vec::new();
             if let Some(schema) = SCHEMAS.get(kind.as_str())
                 && let Some(top) = doc.as_object()
@@ -436,6 +443,22 @@ impl Manifests {
         dedup(&mut self.scopes, "Scope", &mut self.errors);
         dedup(&mut self.signing_keys, "SigningKey", &mut self.errors);
     }
+}
+
+/// What is wrong with an object's namespace or name by the apiserver's rules (a DNS label, a
+/// DNS subdomain), if anything. A missing name is reported elsewhere.
+fn name_problem(doc: &Value) -> Option<String> {
+    use crate::validation::{is_dns_label, is_dns_subdomain};
+    let text = |p: &str| doc.pointer(p).and_then(Value::as_str);
+    if let Some(ns) = text("/metadata/namespace").filter(|ns| !is_dns_label(ns)) {
+        return Some(format!(
+            "metadata.namespace '{ns}' is not a namespace name (lowercase letters, digits and '-', at most 63)"
+        ));
+    }
+    let name = text("/metadata/name").filter(|n| !n.is_empty() && !is_dns_subdomain(n))?;
+    Some(format!(
+        "metadata.name '{name}' is not an object name (lowercase letters, digits, '-' and '.', at most 253)"
+    ))
 }
 
 /// A Secret's (namespace, name).

@@ -36,12 +36,6 @@ struct UserEntry {
     disabled: bool,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UsersFile {
-    users: Vec<UserEntry>,
-}
-
 /// A local account.
 #[derive(Clone, Debug)]
 pub struct LocalUser {
@@ -82,6 +76,11 @@ pub struct Directory {
     /// Read from a file (not the empty stand-in before the first read): only then does a
     /// missing account mean that the person left.
     loaded: bool,
+    /// Usernames of entries that could not be read: they cannot sign in, and kauth cannot tell
+    /// whether they left, so what they hold stays until their entry is fixed or removed.
+    unreadable: std::collections::HashSet<String>,
+    /// What was wrong with the file, entry by entry (never quoting a value).
+    problems: Vec<String>,
 }
 
 /// A hash nobody's password matches: verifying against it for unknown names costs the same
@@ -110,56 +109,105 @@ fn valid_username(name: &str) -> bool {
 }
 
 impl Directory {
-    /// Parses `users.yaml`, naming every problem (the entry and field).
+    /// Parses `users.yaml`. A document that cannot be read at all is an error naming only
+    /// where (line and column: a value there may be a password typed in by mistake). An entry
+    /// that cannot be read is skipped and named by its position and username, never by its
+    /// values; every other entry signs in as before.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let file: UsersFile = serde_saphyr::from_str(text).map_err(|e| format!("{USERS_KEY}: {e}"))?;
-        let mut users = HashMap::new();
-        let mut problems = Vec::new();
-        for (i, u) in file.users.into_iter().enumerate() {
-            let at = format!("users[{i}]");
-            if !valid_username(&u.username) {
-                problems.push(format!(
-                    "{at}.username '{}': letters, digits and . _ - @ only (1 to 128)",
-                    u.username
-                ));
-                continue;
-            }
-            match PasswordHash::new(&u.password_hash) {
-                Ok(h) if h.algorithm.as_str() == "argon2id" => {}
-                Ok(h) => {
-                    problems.push(format!("{at}.passwordHash: {} is not argon2id", h.algorithm));
-                    continue;
+        let document: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| match e.location() {
+            Some(at) => format!(
+                "{USERS_KEY} is not valid YAML (line {}, column {})",
+                at.line(),
+                at.column()
+            ),
+            None => format!("{USERS_KEY} is not valid YAML"),
+        })?;
+        let entries = match document.get("users") {
+            Some(serde_json::Value::Array(entries)) => entries,
+            _ => return Err(format!("{USERS_KEY}: a top-level `users:` list is required")),
+        };
+        let mut dir = Self {
+            loaded: true,
+            ..Self::default()
+        };
+        for (i, entry) in entries.iter().enumerate() {
+            // The username, when it is one, names the entry; nothing else of it is quoted.
+            let username = entry
+                .get("username")
+                .and_then(serde_json::Value::as_str)
+                .filter(|u| valid_username(u));
+            let at = match username {
+                Some(u) => format!("users[{i}] ({u})"),
+                None => format!("users[{i}]"),
+            };
+            match Self::entry(entry) {
+                Ok(user) => {
+                    let key = user.username.to_lowercase();
+                    if dir.users.contains_key(&key) || dir.unreadable.contains(&key) {
+                        dir.problems
+                            .push(format!("{at}: the username is listed twice; this entry is skipped"));
+                        continue;
+                    }
+                    dir.users.insert(key, user);
                 }
-                Err(e) => {
-                    problems.push(format!(
-                        "{at}.passwordHash: not a PHC string ({e}); make one with `kauth hash-password`"
-                    ));
-                    continue;
+                Err(why) => {
+                    if let Some(u) = username {
+                        let key = u.to_lowercase();
+                        // The entry before it with this name stays out too: which is meant?
+                        dir.users.remove(&key);
+                        dir.unreadable.insert(key);
+                    }
+                    dir.problems.push(format!("{at}: {why}; this entry is skipped"));
                 }
             }
-            let key = u.username.to_lowercase();
-            if users.contains_key(&key) {
-                problems.push(format!("{at}.username '{}' is listed twice", u.username));
-                continue;
+        }
+        Ok(dir)
+    }
+
+    /// One entry, or what is wrong with it (naming fields, never values).
+    fn entry(entry: &serde_json::Value) -> Result<LocalUser, String> {
+        let u: UserEntry = serde_path_to_error::deserialize(entry).map_err(|e| {
+            let field = e.path().to_string();
+            let what = e.inner().to_string();
+            // serde names an unknown field and what was expected, and may quote the value
+            // given: only the first two are repeated.
+            if what.starts_with("unknown field") {
+                format!(
+                    "unknown field{} (known: username, passwordHash, email, emailVerified, name, groups, disabled)",
+                    what.split('`').nth(1).map(|f| format!(" `{f}`")).unwrap_or_default()
+                )
+            } else if what.starts_with("missing field") {
+                what
+            } else if field == "." {
+                "not a mapping of fields".to_string()
+            } else {
+                format!("field {field} has the wrong type")
             }
-            users.insert(
-                key,
-                LocalUser {
-                    username: u.username,
-                    email: u.email,
-                    email_verified: u.email_verified.unwrap_or(false),
-                    name: u.name,
-                    groups: u.groups,
-                    disabled: u.disabled,
-                    password_hash: u.password_hash,
-                },
-            );
+        })?;
+        if !valid_username(&u.username) {
+            return Err("username: letters, digits and . _ - @ only (1 to 128)".into());
         }
-        if problems.is_empty() {
-            Ok(Self { users, loaded: true })
-        } else {
-            Err(problems.join("; "))
+        match PasswordHash::new(&u.password_hash) {
+            Ok(h) if h.algorithm.as_str() == "argon2id" => {}
+            Ok(h) => return Err(format!("passwordHash: {} is not argon2id", h.algorithm)),
+            Err(_) => {
+                return Err("passwordHash: not a PHC string; make one with `kauth hash-password`".into());
+            }
         }
+        Ok(LocalUser {
+            username: u.username,
+            email: u.email,
+            email_verified: u.email_verified.unwrap_or(false),
+            name: u.name,
+            groups: u.groups,
+            disabled: u.disabled,
+            password_hash: u.password_hash,
+        })
+    }
+
+    /// What was wrong with the file, one line per skipped entry.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
     }
 
     /// How many accounts there are.
@@ -244,7 +292,7 @@ pub fn standing(people: &Directory, connectors: &Connectors, subject: &str, cred
             Standing::Left
         };
     }
-    if !people.loaded {
+    if !people.loaded || people.unreadable.contains(&subject.to_lowercase()) {
         return Standing::Stays;
     }
     match people.user(subject) {
@@ -292,20 +340,37 @@ mod tests {
             .unwrap()
             .to_string();
         let bad = Directory::parse(&format!(
-            "users:\n- username: 'a:b'\n  passwordHash: '{hash}'\n- username: b\n  passwordHash: plain\n- username: c\n  passwordHash: '{argon2i}'\n- username: alice\n  passwordHash: '{hash}'\n- username: ALICE\n  passwordHash: '{hash}'\n"
+            "users:\n- username: 'a:b'\n  passwordHash: '{hash}'\n- username: b\n  passwordHash: plain-secret\n- username: c\n  passwordHash: '{argon2i}'\n- username: alice\n  passwordHash: '{hash}'\n- username: ALICE\n  passwordHash: '{hash}'\n- username: d\n  password: hunter2\n  passwordHash: '{hash}'\n- username: e\n  passwordHash: '{hash}'\n  disabled: hunter3\n"
         ))
-        .unwrap_err();
+        .expect("bad entries are skipped, not the file");
+        let problems = bad.problems().join("\n");
         for part in [
-            "users[0].username",
-            "users[1].passwordHash: not a PHC",
-            "users[2].passwordHash: argon2i is not argon2id",
-            "users[4].username 'ALICE' is listed twice",
+            "users[0]: username",
+            "users[1] (b): passwordHash: not a PHC",
+            "users[2] (c): passwordHash: argon2i is not argon2id",
+            "users[4] (ALICE): the username is listed twice",
+            "users[5] (d): unknown field `password`",
+            "users[6] (e): field disabled has the wrong type",
         ] {
-            assert!(bad.contains(part), "{part} in {bad}");
+            assert!(problems.contains(part), "{part} in {problems}");
+        }
+        for value in ["plain-secret", "hunter2", "hunter3", "a:b"] {
+            assert!(!problems.contains(value), "{value} is quoted in {problems}");
         }
         assert!(
-            Directory::parse("users:\n- username: a\n  password: x\n").is_err(),
-            "unknown fields are refused"
+            bad.verify("alice", "correct horse").is_some(),
+            "the good entries sign in"
+        );
+        assert_eq!(bad.len(), 1);
+        // A broken entry's person can neither sign in nor be told apart from one who left:
+        // what they hold stays until the entry is fixed.
+        let none = Connectors::default();
+        assert!(bad.verify("d", "correct horse").is_none());
+        assert_eq!(standing(&bad, &none, "d", None), Standing::Stays);
+        let unreadable = Directory::parse("users:\n- username: a\n  passwordHash: \"hunter2\n").unwrap_err();
+        assert!(
+            unreadable.contains("line") && !unreadable.contains("hunter2"),
+            "{unreadable}"
         );
     }
 

@@ -217,7 +217,14 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             .with_freshness(Arc::new(health.clone()));
         tasks.push(Box::pin(state.clone().housekeeping()));
         if let Some(path) = &cfg.users_file {
-            let follow = followed::follow("local people", path.clone(), Directory::parse, state.people.clone());
+            let parse = |text: &str| {
+                Directory::parse(text).inspect(|people| {
+                    for problem in people.problems() {
+                        tracing::warn!("{}: {problem}", crate::people::USERS_KEY);
+                    }
+                })
+            };
+            let follow = followed::follow("local people", path.clone(), parse, state.people.clone());
             tasks.push(Box::pin(follow));
         }
         if let Some(path) = &cfg.connectors_file {

@@ -90,13 +90,21 @@ pub struct SecretContents {
 }
 
 /// True for a name Kubernetes accepts as a Secret key that is also a plain file name (no `.`
-/// or `..`, which standalone would resolve as directories).
+/// or `..`, which standalone would resolve as directories) and not one of kauth's own (see
+/// [`is_kauth_key`]).
 pub fn is_secret_key(s: &str) -> bool {
     !s.is_empty()
         && s != "."
         && s != ".."
         && s.len() <= 253
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        && !is_kauth_key(s)
+}
+
+/// Names starting with `.kauth` are kauth's own files beside a client's keys in standalone's
+/// state (its secret's rotation state, a write in progress): no team's key may take one.
+pub fn is_kauth_key(s: &str) -> bool {
+    s.starts_with(".kauth")
 }
 
 impl SecretContents {
@@ -114,7 +122,12 @@ impl SecretContents {
         };
         let mut taken: BTreeMap<String, String> = BTreeMap::new();
         let mut claim = |key: &str, field: String, errors: &mut Vec<FieldError>| {
-            if !is_secret_key(key) {
+            if is_kauth_key(key) {
+                errors.push(FieldError::new(
+                    field,
+                    format!("'{key}' is reserved: kauth keeps its own state under .kauth names"),
+                ));
+            } else if !is_secret_key(key) {
                 errors.push(FieldError::new(field, format!("'{key}' is not a valid Secret key")));
             } else if let Some(first) = taken.get(key) {
                 errors.push(FieldError::new(field, format!("'{key}' is already the key of {first}")));

@@ -454,3 +454,142 @@ async fn floods_of_stored_requests_stop_at_the_callers_share() {
     assert_eq!(park("198.51.100.77").await, 429);
     assert_eq!(park("198.51.100.78").await, 303);
 }
+
+/// T12: a caller types anything where a client id, a username or a grant type goes: a
+/// client secret in `client_id`, a password in the username field. The audit trail names only
+/// registered clients, known people and real grant types (`unknown` otherwise), so none of
+/// that is written down; a real client and person are still named.
+#[tokio::test]
+async fn the_audit_trail_names_only_registered_clients_and_known_people() {
+    let people = support::people();
+    let p = support::TestProvider::start(&[("web.yaml", SIGN_IN_ONLY), ("people.yaml", &people)]).await;
+    let http = support::rp_http();
+    let secret_as_id = "s3cr3t-typed-as-client-id";
+    http.post(format!("{}/token", p.url))
+        .basic_auth(secret_as_id, Some("x"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    http.post(format!("{}/token", p.url))
+        .form(&[("grant_type", "hunter2-grant"), ("client_id", "shop.web")])
+        .send()
+        .await
+        .unwrap();
+    let browser = support::browser::Browser::new();
+    let to_login = browser.get(&format!("{}{AUTHORIZE_WEB}", p.url)).await;
+    let login = browser.get(to_login.location.as_deref().unwrap()).await;
+    let form = |username: &'static str, password: &'static str| {
+        [
+            ("request", support::hidden_field(&login.body, "request")),
+            ("csrf", support::hidden_field(&login.body, "csrf")),
+            ("username", username.to_string()),
+            ("password", password.to_string()),
+        ]
+    };
+    let typed_password = "correct-horse-typed-as-username";
+    let form_a = form(typed_password, "x");
+    let form_a: Vec<(&str, &str)> = form_a.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    browser.post(&format!("{}/login", p.url), &form_a).await;
+    let form_b = form("alice", "not-her-password");
+    let form_b: Vec<(&str, &str)> = form_b.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    browser.post(&format!("{}/login", p.url), &form_b).await;
+
+    let trail = std::fs::read_to_string(p.dir.path().join("audit.jsonl")).unwrap();
+    for typed in [secret_as_id, typed_password, "hunter2-grant", "not-her-password"] {
+        assert!(!trail.contains(typed), "{typed} in the trail:\n{trail}");
+    }
+    let lines: Vec<serde_json::Value> = trail.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let refused = lines.iter().find(|l| l["event"] == "token_refused").unwrap();
+    assert_eq!(refused["client_id"], "unknown");
+    let failed: Vec<&serde_json::Value> = lines.iter().filter(|l| l["event"] == "sign_in_failed").collect();
+    assert_eq!(failed[0]["subject"], "unknown");
+    assert_eq!(failed[1]["subject"], "alice", "a known person is named");
+    assert_eq!(failed[1]["client_id"], "shop.web", "a registered client is named");
+}
+
+/// T9: in standalone, a namespace or name is a folder of the state: `metadata.namespace:
+/// "../../x"` or `"/tmp/x"` used to write credentials outside it. Such objects are refused by
+/// the apiserver's rules, and a template key may not take kauth's own state file's name.
+#[tokio::test]
+async fn standalone_names_and_keys_cannot_reach_outside_the_state() {
+    let outside = tempfile::tempdir().unwrap();
+    let escape = format!("{}/x", outside.path().display());
+    let client = |ns: &str, name: &str| {
+        format!(
+            "---\napiVersion: kauth.dev/v1alpha1\nkind: OAuthClient\nmetadata: {{name: \"{name}\", namespace: \"{ns}\"}}\nspec: {{}}\n"
+        )
+    };
+    let mut manifests = String::new();
+    for (ns, name) in [
+        ("../../x", "app"),
+        (escape.as_str(), "app"),
+        ("shop", "../up"),
+        ("Shop", "app"),
+    ] {
+        manifests.push_str(&client(ns, name));
+    }
+    manifests.push_str(
+        "---\napiVersion: kauth.dev/v1alpha1\nkind: OAuthClient\nmetadata: {name: sly, namespace: shop}\nspec:\n  secret:\n    template: {.kauth-credential.json: '{}'}\n",
+    );
+    manifests.push_str(&client("shop", "fine"));
+    let p = support::TestProvider::start(&[("clients.yaml", &manifests)]).await;
+    let problems = p.problems().join("\n");
+    for named in [
+        "metadata.namespace '../../x' is not a namespace name",
+        &format!("metadata.namespace '{escape}' is not a namespace name"),
+        "metadata.name '../up' is not an object name",
+        "metadata.namespace 'Shop' is not a namespace name",
+        "spec.secret.template..kauth-credential.json: '.kauth-credential.json' is reserved",
+    ] {
+        assert!(problems.contains(named), "{named} in {problems}");
+    }
+    assert!(
+        p.secret_dir("shop", "fine-oauth").join("CLIENT_SECRET").exists(),
+        "the rest is served"
+    );
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
+    let state = p.dir.path().join("state");
+    let escaped = walk(&state).into_iter().find(|f| !f.starts_with(&state));
+    assert_eq!(escaped, None);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flat_map(|e| {
+            let path = e.unwrap().path();
+            if path.is_dir() { walk(&path) } else { vec![path] }
+        })
+        .collect()
+}
+
+/// One broken `users.yaml` entry used to drop every local account, and the log quoted the
+/// offending lines (a password among them). Now that entry is skipped and named by position
+/// and username, never by its values, and everyone else signs in.
+#[tokio::test]
+async fn one_bad_users_entry_is_skipped_and_named_without_its_values() {
+    let hash = kauth::people::hash_password("wonderland");
+    let users = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: kauth-users, namespace: kauth}}\nstringData:\n  users.yaml: |\n    users:\n      - username: alice\n        passwordHash: \"{hash}\"\n      - username: bob\n        password: bobs-plaintext-password\n"
+    );
+    let p = support::TestProvider::start(&[("web.yaml", SIGN_IN_ONLY), ("people.yaml", &users)]).await;
+    let problems = p.problems().join("\n");
+    assert!(
+        problems.contains("users[1] (bob): unknown field `password`"),
+        "{problems}"
+    );
+    assert!(!problems.contains("bobs-plaintext-password"), "{problems}");
+    let browser = support::browser::Browser::new();
+    let back = browser
+        .sign_in(&p.url, &format!("{}{AUTHORIZE_WEB}", p.url), ("alice", "wonderland"))
+        .await;
+    assert!(
+        support::browser::param(&back, "code").is_some(),
+        "alice still signs in: {back}"
+    );
+}

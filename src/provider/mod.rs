@@ -248,14 +248,36 @@ impl ProviderState {
         self
     }
 
-    /// Writes one audit record, with the namespace of its client (when one is served).
+    /// Writes one audit record, with the namespace of its client (when one is served). A
+    /// caller can type anything where a client id, a username or a grant type goes (a secret,
+    /// a password): the trail names only registered clients, known people and grant types
+    /// kauth has, and `unknown` for anything else (T12).
     pub fn audit_event(&self, event: crate::audit::Event, record: &crate::audit::Record<'_>) {
+        const UNKNOWN: &str = "unknown";
         let snapshot = self.registry.load();
-        let namespace = record
-            .client_id
-            .and_then(|id| snapshot.clients.get(id))
-            .map(|c| c.namespace.as_str());
-        self.audit.record(event, record, namespace);
+        let served = record.client_id.and_then(|id| snapshot.clients.get(id));
+        let record = crate::audit::Record {
+            client_id: record.client_id.map(|id| if served.is_some() { id } else { UNKNOWN }),
+            subject: record.subject.map(|s| if self.knows(s) { s } else { UNKNOWN }),
+            grant_type: record.grant_type.map(|g| {
+                if crate::crd::GrantType::parse(g).is_some() {
+                    g
+                } else {
+                    UNKNOWN
+                }
+            }),
+            ..*record
+        };
+        self.audit.record(event, &record, served.map(|c| c.namespace.as_str()));
+    }
+
+    /// True when `subject` names a person kauth knows: a local account, or someone of a
+    /// connector that is configured.
+    fn knows(&self, subject: &str) -> bool {
+        match subject.split_once(':') {
+            Some((connector, _)) => self.connectors.load().get(connector).is_some(),
+            None => self.people.load().user(subject).is_some(),
+        }
     }
 
     /// Treats the clients of these namespaces as first-party (no consent to identify people).

@@ -280,7 +280,8 @@ impl StandaloneConfig {
                 // (metadata operations are most of a first start's cost).
                 let seen_before = current.is_some();
                 if !seen_before {
-                    private_dir(&dir).map_err(|e| e.to_string())?;
+                    let (ns, secret) = (verdict.key.namespace.as_str(), secret_name);
+                    state_files::private_dirs(&self.state_dir, &["secrets", ns, secret]).map_err(|e| e.to_string())?;
                 }
                 for (key, value) in &files {
                     let path = dir.join(key);
@@ -538,7 +539,15 @@ impl StandaloneConfig {
             return None;
         };
         match Directory::parse(text) {
-            Ok(d) => Some(d),
+            Ok(d) => {
+                for problem in d.problems() {
+                    notes.problems.push(format!(
+                        "{origin}: Secret {}/{USERS_SECRET}: {problem}",
+                        self.kauth_namespace
+                    ));
+                }
+                Some(d)
+            }
             Err(e) => {
                 notes
                     .problems

@@ -31,16 +31,19 @@ impl StagedWrites {
         }
     }
 
-    /// Writes `contents` (mode 0600) for `path`; it appears at `path` on commit.
+    /// Writes `contents` (mode 0600) for `path`; it appears at `path` on commit. The staged
+    /// file is named `.kauth-staged-<name>` (no team's Secret key may start with `.kauth`),
+    /// and is never opened through a link.
     pub fn write(&mut self, path: &Path, contents: &[u8]) -> Result<(), StandaloneError> {
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(".kauth-staged");
+        let mut name = std::ffi::OsString::from(".kauth-staged-");
+        name.push(path.file_name().unwrap_or_default());
         let staged = path.with_file_name(name);
         fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&staged)
             .and_then(|mut f| f.write_all(contents))
             .map_err(|e| io_err("cannot write", &staged, e))?;
@@ -75,6 +78,32 @@ impl Drop for StagedWrites {
     }
 }
 
+/// Makes the folders of `relative` below `root` (mode 0700), refusing any that is a link: the
+/// state folder's writes never leave it.
+pub fn private_dirs(root: &Path, relative: &[&str]) -> Result<PathBuf, StandaloneError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut dir = root.to_path_buf();
+    for part in relative {
+        dir.push(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(StandaloneError(format!(
+                    "{} is a link; kauth does not follow links in its state folder",
+                    dir.display()
+                )));
+            }
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(StandaloneError(format!("{} is not a folder", dir.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| io_err("cannot create", &dir, e))?,
+            Err(e) => return Err(io_err("cannot look at", &dir, e)),
+        }
+    }
+    Ok(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +135,27 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left.len(), 2, "no staged files left: {left:?}");
+    }
+
+    #[test]
+    fn writes_never_follow_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("secrets")).unwrap();
+        let err = private_dirs(dir.path(), &["secrets", "shop"]).unwrap_err();
+        assert!(err.to_string().contains("is a link"), "{err}");
+        let target = dir.path().join("CLIENT_ID");
+        std::os::unix::fs::symlink(
+            outside.path().join("stolen"),
+            dir.path().join(".kauth-staged-CLIENT_ID"),
+        )
+        .unwrap();
+        let mut writes = StagedWrites::new(dir.path());
+        assert!(
+            writes.write(&target, b"id").is_err(),
+            "a planted staging link is not followed"
+        );
+        assert!(!outside.path().join("stolen").exists());
     }
 
     #[test]
