@@ -687,7 +687,11 @@ async fn a_previous_secret_in_use_outlives_its_overlap_and_an_unused_one_is_reti
         let ready = ready_client(&client, &ns, name).await;
         let data = secret_data(&client, &ns, &format!("{name}-oauth")).await;
         let id_ = ready.status.unwrap().client_id.unwrap();
-        assert_eq!(token(&kauth.url, &id_, &data["CLIENT_SECRET"], &scope).await.0, 200);
+        // Ready is the controller's word; the provider's cache may see the Secret a moment later.
+        wait_until("the new client's token", Duration::from_secs(5), async || {
+            token(&kauth.url, &id_, &data["CLIENT_SECRET"], &scope).await.0 == 200
+        })
+        .await;
         old.insert(name, (id_, data["CLIENT_SECRET"].clone()));
     }
     let clients: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
