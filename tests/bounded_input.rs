@@ -307,7 +307,7 @@ fn the_largest_client_the_schema_allows_is_judged_within_the_budgets() {
                     (0..limit("maxProperties").unwrap_or(4))
                         .map(|i| {
                             let value = if path.ends_with(".template") {
-                                Value::String("{{ audiences | join(' ') }}".repeat(1))
+                                Value::String("{{ audiences | join(' ') }}".to_string())
                             } else {
                                 full(draw, &schema["additionalProperties"], path)
                             };
