@@ -2117,6 +2117,193 @@ async fn claims_hold_through_broken_deleted_recreated_owners_and_a_new_leader() 
     .await;
 }
 
+/// A Scope of `ns` offering `value` (for nobody else), with an audience when given.
+fn plain_scope(ns: &str, name: &str, value: &str, audience: Option<&str>) -> Scope {
+    let mut spec = json!({"value": value});
+    if let Some(aud) = audience {
+        spec["audience"] = json!(aud);
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "Scope",
+        "metadata": {"name": name, "namespace": ns}, "spec": spec
+    }))
+    .unwrap()
+}
+
+/// The value of a metric of kauth's (0 when not exported yet).
+async fn metric(kauth: &Kauth, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", kauth.ops_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// T10 on the real apiserver. One namespace writes 260 maximal Scopes (a 256-character value
+/// and a 2,048-character audience each): past its 500 claims the rest are refused, naming the
+/// quota. The record is sharded, so it never nears a ConfigMap's 1 MiB: the orders team's claim
+/// made after that is recorded, and its delete-and-recreate keeps the name from a squatter
+/// (the old single record overflowed at about 440 such Scopes, recorded nothing after, and
+/// handed the name to the squatter). Then a shard the apiserver refuses to write: the claim
+/// waiting for it is served to nobody, and the Scope, an Event, the metrics and
+/// `/readyz/claims` say so, until the shard can be written and the claim is recorded.
+#[tokio::test]
+#[ignore = "needs a cluster: make test-cluster"]
+async fn claims_past_the_quota_are_refused_and_an_unwritable_record_keeps_them_pending() {
+    let client = client().await;
+    let id = unique();
+    let (kns, greedy, orders, evil, pend) = (
+        format!("kauth-{id}"),
+        format!("greedy-{id}"),
+        format!("orders-{id}"),
+        format!("evil-{id}"),
+        format!("pend-{id}"),
+    );
+    for n in [&kns, &greedy, &orders, &evil, &pend] {
+        namespace(&client, n).await;
+    }
+    let kauth = Kauth::start(&kns, "solo", None).await;
+    let big = |i: usize| {
+        let value = format!("{i:04}{}", "v".repeat(252));
+        let audience = format!("https://{i:04}.example.com/{}", "a".repeat(2048 - 29));
+        plain_scope(&greedy, &format!("s{i}"), &value, Some(&audience))
+    };
+    for i in 0..260 {
+        create(&client, &big(i)).await;
+    }
+    let refused = async || {
+        let mut over = 0;
+        for i in 0..260 {
+            if let Some((reason, message)) = scope_condition(&client, &greedy, &format!("s{i}")).await
+                && reason == "ClaimQuotaExceeded"
+            {
+                assert!(message.contains("--claims-per-namespace"), "{message}");
+                over += 1;
+            }
+        }
+        over
+    };
+    wait_until(
+        "the quota refuses the last Scopes",
+        Duration::from_secs(30),
+        async || refused().await == 10,
+    )
+    .await;
+
+    // The orders team's claim, made after all that, is recorded and survives its owner's
+    // delete-and-recreate while a squatter waits.
+    let value = format!("orders.write.{id}");
+    let scopes: Api<Scope> = Api::namespaced(client.clone(), &orders);
+    create(&client, &plain_scope(&orders, "write", &value, None)).await;
+    wait_until("the owner's claim recorded", Duration::from_secs(10), async || {
+        recorded_claim(&client, &kns, "scopeValues", &value).await["namespace"] == json!(orders)
+    })
+    .await;
+    create(&client, &plain_scope(&evil, "squat", &value, None)).await;
+    scopes.delete("write", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    create(&client, &plain_scope(&orders, "write", &value, None)).await;
+    wait_until("the owner has its name back", Duration::from_secs(10), async || {
+        scope_condition(&client, &orders, "write")
+            .await
+            .is_some_and(|(r, _)| r == "Accepted")
+    })
+    .await;
+    let squatter = scope_condition(&client, &evil, "squat").await.unwrap();
+    assert_eq!(squatter.0, "Conflict", "{squatter:?}");
+
+    // A shard the apiserver will not write: someone made it immutable (or put an immutable
+    // ConfigMap of its name in the way).
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &kns);
+    let pending = format!("pending.{id}");
+    let shard =
+        kauth::controller::claims_record::shard_name(kauth::claims::shard_of(&kauth::claims::claim_key(&pending)));
+    if config_maps.get_opt(&shard).await.unwrap().is_some() {
+        let patch = json!({"immutable": true});
+        config_maps
+            .patch(&shard, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    } else {
+        let blocker: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": shard, "labels": {"app.kubernetes.io/managed-by": "kauth", "kauth.dev/claims": "shard"}},
+            "data": {"claims.json": "{\"format\":2}"},
+            "immutable": true
+        }))
+        .unwrap();
+        config_maps.create(&PostParams::default(), &blocker).await.unwrap();
+    }
+    create(
+        &client,
+        &plain_scope(&pend, "api", &pending, Some(&format!("https://{pend}.example.com"))),
+    )
+    .await;
+    let app: OAuthClient = serde_json::from_value(json!({
+        "apiVersion": "kauth.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": "app", "namespace": pend}, "spec": {"scopes": [pending]}
+    }))
+    .unwrap();
+    create(&client, &app).await;
+    wait_until("ClaimPending on the Scope", Duration::from_secs(15), async || {
+        scope_condition(&client, &pend, "api")
+            .await
+            .is_some_and(|(r, m)| r == "ClaimPending" && m.contains(&shard))
+    })
+    .await;
+    wait_until("a ClaimPending Event", Duration::from_secs(5), async || {
+        has_event(&client, &pend, "ClaimPending", "api").await
+    })
+    .await;
+    assert!(metric(&kauth, "kauth_claims_pending").await >= 1.0);
+    assert!(metric(&kauth, "kauth_claims_record_write_failures_total").await >= 1.0);
+    let ops = |path: &str| format!("{}{path}", kauth.ops_url);
+    wait_until("/readyz/claims says so", Duration::from_secs(10), async || {
+        reqwest::get(ops("/readyz/claims")).await.unwrap().status() == 503
+    })
+    .await;
+    assert_eq!(
+        reqwest::get(ops("/readyz")).await.unwrap().status(),
+        200,
+        "and serves everyone else"
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &pend);
+    wait_until("the app's Secret", Duration::from_secs(5), async || {
+        secrets.get_opt("app-oauth").await.unwrap().is_some()
+    })
+    .await;
+    let data = secret_data(&client, &pend, "app-oauth").await;
+    let (status, body) = token(&kauth.url, &data["CLIENT_ID"], &data["CLIENT_SECRET"], &pending).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_scope")), "{body}");
+
+    // Out of the way (deleted: an immutable ConfigMap cannot be changed back): the shard is
+    // written again from the claims' objects, and the claim recorded and served.
+    config_maps.delete(&shard, &DeleteParams::default()).await.unwrap();
+    wait_until(
+        "the claim recorded and the Scope accepted",
+        Duration::from_secs(10),
+        async || {
+            scope_condition(&client, &pend, "api")
+                .await
+                .is_some_and(|(r, _)| r == "Accepted")
+        },
+    )
+    .await;
+    wait_until("a token under it", Duration::from_secs(5), async || {
+        token(&kauth.url, &data["CLIENT_ID"], &data["CLIENT_SECRET"], &pending)
+            .await
+            .0
+            == 200
+    })
+    .await;
+    assert_eq!(reqwest::get(ops("/readyz/claims")).await.unwrap().status(), 200);
+}
+
 /// The local test apiserver's state folder (tests/cluster/up.sh), where its pid and log are;
 /// None against another cluster, which a test must not restart.
 fn local_apiserver() -> Option<PathBuf> {

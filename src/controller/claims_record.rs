@@ -177,9 +177,11 @@ impl RecordHealth {
     }
 }
 
-/// A shard that failed: what was tried, and when to try again.
+/// A shard that failed: what was tried, over which version, and when to try again. A new
+/// version of the shard (someone fixed or removed what was in the way) is tried at once.
 struct Backoff {
     tried: Arc<Ledger>,
+    over: Option<String>,
     next: Instant,
     wait: Duration,
 }
@@ -235,8 +237,10 @@ async fn write_changes(ctx: &Context, ledger: &Ledger, backoffs: &mut HashMap<us
             continue;
         }
         let desired = Arc::new(desired);
+        let over = current.map(|part| part.version.clone());
         if let Some(b) = backoffs.get(&i)
             && *b.tried == *desired
+            && b.over == over
             && now < b.next
         {
             owed(b.next - now);
@@ -260,6 +264,7 @@ async fn write_changes(ctx: &Context, ledger: &Ledger, backoffs: &mut HashMap<us
                     i,
                     Backoff {
                         tried: desired,
+                        over,
                         next: now + wait,
                         wait,
                     },

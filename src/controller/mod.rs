@@ -137,8 +137,19 @@ impl Context {
         self.audit.record(event, &record, obj.meta().namespace.as_deref());
     }
 
-    /// Publishes an Event about `obj`; a failure is logged, never fatal.
+    /// Publishes an Event about `obj`; a failure is logged, never fatal. The note is cut to what
+    /// an Event holds (1,024 bytes), or the apiserver refuses the Event whole.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
+        const NOTE_MAX: usize = 1024;
+        let note = if note.len() > NOTE_MAX {
+            let mut end = NOTE_MAX - '…'.len_utf8();
+            while !note.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}…", &note[..end])
+        } else {
+            note
+        };
         let ev = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.into(),

@@ -128,7 +128,7 @@ async fn start(
     // everyone's) before it is written (T12).
     state
         .device_requests
-        .reserve(from, Instant::now())
+        .reserve(from, &client.namespace, Instant::now())
         .map_err(|wait| OAuthError::too_many("device authorizations", wait))?;
     let device_code = random_handle();
     let request = DeviceRequest {

@@ -205,7 +205,17 @@ async fn park(
     let (id, new_browser) = match stage {
         Stage::Stored(id) => (id.to_string(), None),
         Stage::New { from } => {
-            if let Err(wait) = state.parked_requests.reserve(from, std::time::Instant::now()) {
+            let namespace = state
+                .registry
+                .load()
+                .clients
+                .get(&req.client_id)
+                .map(|c| c.namespace.clone())
+                .unwrap_or_default();
+            if let Err(wait) = state
+                .parked_requests
+                .reserve(from, &namespace, std::time::Instant::now())
+            {
                 tracing::warn!(address = ?from, "too many sign-ins started from one address; refused");
                 return Ok(pages::error(
                     StatusCode::TOO_MANY_REQUESTS,
