@@ -1,7 +1,7 @@
 # kauth — common tasks. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: run test test-browser test-cluster lint crds bench fmt
+.PHONY: run test test-browser test-cluster test-image image lint crds bench fmt
 
 run: ## Serve the bundled examples on 127.0.0.1:8080 without a cluster
 	$(CARGO) run --release -- standalone --manifests examples/
@@ -17,6 +17,13 @@ test-browser: ## Browser tier: headless Chromium signs a person in (installs chr
 
 test-cluster: ## Cluster tier: against KUBECONFIG, or a local etcd + kube-apiserver it builds and starts
 	tests/cluster/run.sh
+
+IMAGE ?=
+image: ## The container image from the release binary, without pulling anything (IMAGE=registry/kauth:tag)
+	IMAGE=$(IMAGE) tests/image/build.sh
+
+test-image: ## Image tier: builds the image and runs kauth from its root filesystem (as root; installs buildah)
+	tests/image/run.sh
 
 lint:
 	$(CARGO) clippy --all-targets -- -D warnings
