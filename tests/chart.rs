@@ -570,3 +570,203 @@ fn jwks_namespace_selector_reaches_kauth() {
     let parsed = kauth::controller::jwks::parse_match_labels(flag).unwrap();
     assert_eq!(parsed, [("team".to_string(), "payments".to_string())].into());
 }
+
+/// Every trap a newcomer hit (issue 15): values that only make sense together are refused with
+/// a sentence that names what to set, never a schema's "Must validate ..." or a silent nothing.
+#[test]
+fn values_that_only_make_sense_together_are_refused_with_a_sentence() {
+    let refused = |sets: &[&str], sentence: &str| {
+        let mut args = vec!["template", "kauth", "charts/kauth", "-n", "kauth"];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let (ok, out) = helm_run(&args);
+        assert!(!ok, "{sets:?} rendered:\n{out}");
+        assert!(out.contains(sentence), "{sets:?}: {out}");
+        assert!(!out.contains("Must validate"), "{sets:?}: {out}");
+    };
+    let issuer = "issuer=https://auth.example.com";
+    refused(&[], "issuer is required: the URL tokens carry");
+    refused(&["issuer=ftp://x"], "must be an http(s) URL without query or fragment");
+    refused(
+        &[issuer, "replicaCount=2"],
+        "replicaCount 2 needs sharedStore.enabled=true",
+    );
+    refused(
+        &[issuer, "replicaCount=2", "sharedStore.enabled=true"],
+        "sharedStore.enabled needs sharedStore.urlSecret.name",
+    );
+    refused(
+        &[
+            issuer,
+            "tls.certManager.enabled=true",
+            "tls.certManager.issuerRef.name=le",
+        ],
+        "tls.certManager.enabled needs tls.enabled=true",
+    );
+    refused(&[issuer, "tls.enabled=true"], "tls.enabled needs tls.secretName");
+    refused(
+        &[issuer, "httpRoute.enabled=true"],
+        "httpRoute.enabled needs httpRoute.parentRefs",
+    );
+    refused(
+        &[issuer, "controller.enabled=false", "provider.enabled=false"],
+        "kauth would do nothing",
+    );
+}
+
+/// What platform teams install: each combination lints strictly and renders what it says.
+#[test]
+fn the_combinations_platform_teams_use_lint_and_render() {
+    for sets in [
+        &[
+            "ingress.enabled=true",
+            "ingress.className=nginx",
+            "ingress.tls.secretName=auth-tls",
+        ][..],
+        &[
+            "httpRoute.enabled=true",
+            "httpRoute.parentRefs[0].name=public",
+            "httpRoute.parentRefs[0].namespace=gw",
+        ],
+        &[
+            "tls.enabled=true",
+            "tls.certManager.enabled=true",
+            "tls.certManager.issuerRef.name=letsencrypt",
+        ],
+        &["tls.enabled=true", "tls.secretName=kauth-tls", "ingress.enabled=true"],
+        &[
+            "replicaCount=2",
+            "sharedStore.enabled=true",
+            "sharedStore.urlSecret.name=kauth-db",
+            "podDisruptionBudget.enabled=true",
+        ],
+        &[
+            "monitoring.dashboard.enabled=true",
+            "monitoring.prometheusRule.enabled=true",
+            "serviceMonitor.enabled=true",
+        ],
+        &[
+            "networkPolicy.enabled=true",
+            "networkPolicy.egress.apiServer.to[0].ipBlock.cidr=10.0.0.1/32",
+        ],
+        &[
+            "kubectlClient.enabled=true",
+            "people.local.secretName=kauth-users",
+            "persistence.enabled=true",
+        ],
+    ] {
+        let mut args = vec![
+            "lint",
+            "--strict",
+            "charts/kauth",
+            "--set",
+            "issuer=https://auth.example.com",
+        ];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let (ok, out) = helm_run(&args);
+        assert!(ok, "{sets:?}: {out}");
+        render(sets);
+    }
+    let route = render(&["httpRoute.enabled=true", "httpRoute.parentRefs[0].name=public"]);
+    assert_eq!(
+        find(&route, "HTTPRoute", "kauth")["spec"]["parentRefs"][0]["name"],
+        "public"
+    );
+    // cert-manager for a public ACME issuer: the issuer's host alone (in-cluster names are
+    // refused by such issuers), unless asked for.
+    let tls = [
+        "tls.enabled=true",
+        "tls.certManager.enabled=true",
+        "tls.certManager.issuerRef.name=le",
+    ];
+    let cert = render(&tls);
+    assert_eq!(
+        find(&cert, "Certificate", "kauth")["spec"]["dnsNames"],
+        serde_json::json!(["auth.example.com"])
+    );
+    let private = render(&[&tls[..], &["tls.certManager.inClusterNames=true"]].concat());
+    assert_eq!(
+        find(&private, "Certificate", "kauth")["spec"]["dnsNames"][1],
+        "kauth.kauth.svc"
+    );
+}
+
+/// The chart README names every key of values.yaml.
+#[test]
+fn every_value_is_documented_in_the_chart_readme() {
+    let values: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(root().join("charts/kauth/values.yaml")).unwrap()).unwrap();
+    let readme = std::fs::read_to_string(root().join("charts/kauth/README.md")).unwrap();
+    // Maps whose keys are the user's own (labels, resources) are one value.
+    const FREE_FORM: &[&str] = &[
+        "resources",
+        "annotations",
+        "labels",
+        "matchLabels",
+        "podAnnotations",
+        "nodeSelector",
+    ];
+    fn keys(value: &serde_json::Value, path: String, out: &mut Vec<String>) {
+        match value.as_object() {
+            Some(map) if !map.is_empty() && !FREE_FORM.iter().any(|f| path.ends_with(f)) => {
+                for (k, v) in map {
+                    let next = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    keys(v, next, out);
+                }
+            }
+            _ => out.push(path),
+        }
+    }
+    let mut all = Vec::new();
+    keys(&values, String::new(), &mut all);
+    let missing: Vec<&String> = all.iter().filter(|k| !readme.contains(&format!("`{k}`"))).collect();
+    assert!(missing.is_empty(), "not in charts/kauth/README.md: {missing:?}");
+    // The Service's port as the README says it.
+    let service = render(&[]);
+    let port = find(&service, "Service", "kauth")["spec"]["ports"][0]["port"].clone();
+    assert!(readme.contains(&format!("`service.port` ({port})")), "port {port}");
+    // The image the chart runs is the crate's version (what `make image` tags).
+    let chart = std::fs::read_to_string(root().join("charts/kauth/Chart.yaml")).unwrap();
+    assert!(
+        chart.contains(&format!("appVersion: \"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{chart}"
+    );
+}
+
+/// NOTES.txt's first app, applied as written (to standalone, which judges manifests as the
+/// controller does), gets a token: it used to answer invalid_target (no audience granted).
+#[tokio::test]
+async fn the_first_app_in_notes_gets_a_token() {
+    let notes = std::fs::read_to_string(root().join("charts/kauth/templates/NOTES.txt")).unwrap();
+    let start = notes.find("<<YAML\n").expect("a heredoc") + "<<YAML\n".len();
+    let end = start + notes[start..].find("\n  YAML\n").expect("its end");
+    let yaml: String = notes[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let p = support::TestProvider::start(&[("first-app.yaml", &yaml)]).await;
+    assert!(p.problems().is_empty(), "{:?}", p.problems());
+    let (id, secret) = p.credentials("my-team", "my-app");
+    let r = support::rp_http()
+        .post(format!("{}/token", p.url))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        notes.contains("addressed to https://my-team.example.com"),
+        "the note says what the token is for"
+    );
+}

@@ -23,7 +23,11 @@ fn buildah(args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "buildah {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "buildah {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -87,7 +91,10 @@ fn the_image_runs_as_nonroot_with_kauth_as_entrypoint_and_no_shell() {
     let labels = &config["Labels"];
     assert_eq!(labels["org.opencontainers.image.version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(labels["org.opencontainers.image.licenses"], "Apache-2.0");
-    assert!(image().ends_with(&format!(":{}", env!("CARGO_PKG_VERSION"))), "tagged with the crate version");
+    assert!(
+        image().ends_with(&format!(":{}", env!("CARGO_PKG_VERSION"))),
+        "tagged with the crate version"
+    );
 
     let mounted = Mounted::new();
     let everything = files(&mounted.root);
@@ -97,7 +104,11 @@ fn the_image_runs_as_nonroot_with_kauth_as_entrypoint_and_no_shell() {
             "{shell} in the image"
         );
     }
-    assert!(everything.iter().any(|f| f.ends_with("etc/ssl/certs/ca-certificates.crt")));
+    assert!(
+        everything
+            .iter()
+            .any(|f| f.ends_with("etc/ssl/certs/ca-certificates.crt"))
+    );
     let version = mounted.kauth(&["--version"]).output().unwrap();
     assert!(version.status.success(), "{}", String::from_utf8_lossy(&version.stderr));
     assert_eq!(
