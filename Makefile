@@ -6,14 +6,16 @@ CARGO ?= cargo
 run: ## Serve the bundled examples on 127.0.0.1:8080 without a cluster
 	$(CARGO) run --release -- standalone --manifests examples/
 
-test: ## Format check, lints, and every test tier that needs no cluster (installs and starts a throwaway PostgreSQL)
+test: ## Format check, lints, and every test tier that needs no cluster (installs what it needs, and a throwaway PostgreSQL)
+	tests/setup.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	tests/postgres/run.sh $(CARGO) test
 
-test-browser: ## Browser tier: headless Chromium signs a person in (installs chromium and chromium-driver)
-	tests/ensure-packages.sh chromium chromium-driver
-	$(CARGO) test --test browser -- --ignored
+test-browser: ## Browser tier: headless Chromium signs a person in, and walks the README's quick start (installs chromium and chromium-driver; needs port 8080)
+	tests/setup.sh
+	tests/ensure-packages.sh chromium chromium-driver curl
+	$(CARGO) test --test browser --test quickstart -- --ignored --test-threads=1
 
 test-cluster: ## Cluster tier: against KUBECONFIG, or a local etcd + kube-apiserver it builds and starts
 	tests/cluster/run.sh

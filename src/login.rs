@@ -96,7 +96,11 @@ pub fn setup(opts: &LoginOptions, user: &str) -> String {
     }
     let args: String = args.iter().map(|a| format!("\n          - {a}")).collect();
     format!(
-        "users:
+        "# A kubeconfig with the user entry alone: add it to KUBECONFIG and use it in a context
+# (kubectl config set-context --current --user={user}).
+apiVersion: v1
+kind: Config
+users:
   - name: {user}
     user:
       exec:
@@ -160,9 +164,13 @@ pub async fn login(opts: &LoginOptions) -> Result<String, LoginError> {
     };
     let http = OidcHttp::new(ca.as_deref()).map_err(|e| fail("TLS")(&e))?;
     let issuer = IssuerUrl::new(opts.issuer.clone()).map_err(|e| fail("--issuer")(&e))?;
-    let metadata = CoreProviderMetadata::discover_async(issuer, &http)
-        .await
-        .map_err(|e| fail(&format!("cannot read the discovery document of {}", opts.issuer))(&e))?;
+    let metadata = CoreProviderMetadata::discover_async(issuer, &http).await.map_err(|e| {
+        LoginError(format!(
+            "cannot read the discovery document of {}: {}",
+            opts.issuer,
+            why(&e)
+        ))
+    })?;
     let client = CoreClient::from_provider_metadata(metadata, ClientId::new(opts.client_id.clone()), None)
         .set_auth_type(openidconnect::AuthType::RequestBody);
     // A refresh, silently, when there is a refresh token and it still works.
@@ -187,16 +195,10 @@ pub async fn login(opts: &LoginOptions) -> Result<String, LoginError> {
             return Ok(exec_credential(&next.id_token, next.expires_at));
         }
     }
-    let scopes: Vec<Scope> = ["openid", "profile", "email", "groups", "offline_access"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(opts.scopes.iter().cloned())
-        .map(Scope::new)
-        .collect();
     let (id_token, refresh_token) = if opts.device {
-        sign_in_on_a_device(&client, &http, &opts.issuer, scopes).await?
+        sign_in_on_a_device(&client, &http, &opts.issuer, scopes(opts, true)).await?
     } else {
-        sign_in_with_a_browser(client, &http, scopes, opts.no_browser).await?
+        sign_in_with_a_browser(client, &http, scopes(opts, false), opts.no_browser).await?
     };
     let next = Cached {
         expires_at: expiry(&id_token).ok_or_else(|| LoginError("the ID token has no expiry".into()))?,
@@ -205,6 +207,51 @@ pub async fn login(opts: &LoginOptions) -> Result<String, LoginError> {
     };
     save(&path, &next)?;
     Ok(exec_credential(&next.id_token, next.expires_at))
+}
+
+/// The scopes to ask for, each once: `openid` (the OpenID flow of the browser sign-in adds it
+/// itself), profile, email, groups, offline_access and the `--scope`s.
+fn scopes(opts: &LoginOptions, with_openid: bool) -> Vec<Scope> {
+    let mut names: Vec<&str> = Vec::new();
+    let wanted = ["openid", "profile", "email", "groups", "offline_access"]
+        .into_iter()
+        .chain(opts.scopes.iter().map(String::as_str));
+    for name in wanted {
+        if (name != "openid" || with_openid) && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names.into_iter().map(|s| Scope::new(s.to_string())).collect()
+}
+
+/// Why a request to the issuer failed, in words a person can act on: an untrusted certificate
+/// (name the CA with --certificate-authority), nothing listening, or the error's own chain.
+fn why(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return "nothing answers there (connection refused): is kauth running at that address?".into();
+        }
+        if let Some(tls) = e.downcast_ref::<rustls::Error>()
+            && matches!(tls, rustls::Error::InvalidCertificate(_))
+        {
+            return format!(
+                "its TLS certificate is not trusted ({tls}): pass --certificate-authority with the CA certificate that signed it"
+            );
+        }
+        chain.push(e.to_string());
+        next = e.source();
+    }
+    let text = chain.join(": ");
+    if text.contains("invalid peer certificate") {
+        return format!(
+            "its TLS certificate is not trusted ({text}): pass --certificate-authority with the CA certificate that signed it"
+        );
+    }
+    text
 }
 
 /// The device grant: the code and URL on standard error, then polls until the person is done.
@@ -374,6 +421,13 @@ mod tests {
             cache_dir: None,
         };
         let entry = setup(&opts, "alice");
+        assert!(entry.contains("kind: Config"), "a kubeconfig of its own: {entry}");
+        let url_scopes = scopes(&opts, false);
+        assert!(
+            !url_scopes.iter().any(|s| s.as_str() == "openid"),
+            "the OpenID flow adds it once"
+        );
+        assert_eq!(scopes(&opts, true)[0].as_str(), "openid");
         let parsed: serde_json::Value = serde_saphyr::from_str(&entry).unwrap();
         let exec = &parsed["users"][0]["user"]["exec"];
         assert_eq!(exec["command"], "kauth");

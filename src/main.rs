@@ -81,9 +81,11 @@ enum Command {
         /// ignore them, as an apiserver prunes them).
         #[arg(long)]
         strict: bool,
-        /// Port on 127.0.0.1 of liveness, readiness and metrics (0 picks a free one).
-        #[arg(long, default_value_t = 9090)]
-        ops_port: u16,
+        /// Port on 127.0.0.1 of liveness, readiness and metrics (0 picks a free one). Default
+        /// 9090, or a free port when 9090 is taken (Prometheus's default too); the summary
+        /// says which.
+        #[arg(long)]
+        ops_port: Option<u16>,
         #[command(flatten)]
         serve: kauth::provider::serve::ServeOptions,
         /// Issuer URL (default: http://127.0.0.1:PORT, or https:// with TLS).

@@ -267,18 +267,28 @@ impl Manifests {
         budget.max_nodes = 100_000_000;
         budget.max_events = 1_000_000_000;
         options.budget = Some(budget);
-        let docs: Vec<Value> = match serde_saphyr::from_multiple_with_options(text, options) {
+        // One document that cannot be read must not take its neighbours with it: when the file
+        // fails as a whole, its documents are read one by one and only the broken one is named.
+        let docs: Vec<Value> = match serde_saphyr::from_multiple_with_options(text, options.clone()) {
             Ok(docs) => docs,
-            Err(e) => {
-                let origin = Origin {
-                    file: file.to_path_buf(),
-                    document: 1,
-                };
-                self.errors.push(ManifestError {
-                    origin,
-                    message: format!("not valid YAML: {e}"),
-                });
-                return;
+            Err(_) => {
+                let mut docs = Vec::new();
+                for (i, (first_line, part)) in documents(text).into_iter().enumerate() {
+                    match serde_saphyr::from_str_with_options::<Value>(part, options.clone()) {
+                        Ok(doc) => docs.push(doc),
+                        Err(e) => {
+                            self.errors.push(ManifestError {
+                                origin: Origin {
+                                    file: file.to_path_buf(),
+                                    document: i + 1,
+                                },
+                                message: yaml_problem(&e, first_line),
+                            });
+                            docs.push(Value::Null);
+                        }
+                    }
+                }
+                docs
             }
         };
         for (i, mut doc) in docs.into_iter().enumerate() {
@@ -445,6 +455,50 @@ impl Manifests {
     }
 }
 
+/// The documents of a multi-document YAML text, each with the number of its first line: split
+/// at `---` marker lines, as YAML counts them (a leading marker opens the first document).
+fn documents(text: &str) -> Vec<(usize, &str)> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    let mut start_line = 1;
+    let mut offset = 0;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let marker = line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
+        if marker {
+            let part = &text[start..offset];
+            if !(docs.is_empty()
+                && part
+                    .lines()
+                    .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')))
+            {
+                docs.push((start_line, part));
+            }
+            start = offset + line.len();
+            start_line = n + 2;
+        }
+        offset += line.len();
+    }
+    docs.push((start_line, &text[start..]));
+    docs
+}
+
+/// A YAML error as one line: where, and what, never the lines around it (a Secret's document
+/// may hold a password).
+fn yaml_problem(e: &serde_saphyr::Error, first_line: usize) -> String {
+    let what = e.to_string();
+    let what = what.lines().next().unwrap_or_default();
+    // "error: line L column C: what": the position is given below, counted in the file.
+    let what = what.rsplit_once(": ").map_or(what, |(_, w)| w);
+    match e.location() {
+        Some(at) => format!(
+            "not valid YAML at line {}, column {}: {what}",
+            at.line() as usize + first_line - 1,
+            at.column()
+        ),
+        None => format!("not valid YAML: {what}"),
+    }
+}
+
 /// What is wrong with an object's namespace or name by the apiserver's rules (a DNS label, a
 /// DNS subdomain), if anything. A missing name is reported elsewhere.
 fn name_problem(doc: &Value) -> Option<String> {
@@ -575,6 +629,22 @@ metadata: {name: w}
                 .to_string()
                 .contains("b.yaml (document 1): Scope n/a: defined again")
         );
+    }
+
+    #[test]
+    fn a_document_that_cannot_be_read_does_not_hide_its_neighbours() {
+        let mut m = Manifests::default();
+        m.add_text(
+            Path::new("mixed.yaml"),
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: kauth}\nstringData:\n  password: \"hunter2\n---\napiVersion: kauth.dev/v1alpha1\nkind: Scope\nmetadata: {name: read, namespace: orders}\nspec: {value: orders.read}\n",
+        );
+        assert_eq!(m.scopes.len(), 1, "document 2 is loaded: {:?}", m.errors);
+        let error = m.errors[0].to_string();
+        assert!(
+            error.contains("mixed.yaml (document 1)") && error.contains("line 5"),
+            "{error}"
+        );
+        assert!(!error.contains("hunter2"), "no line of a Secret is echoed: {error}");
     }
 
     #[test]

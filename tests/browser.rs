@@ -16,12 +16,13 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use openidconnect::core::CoreAuthenticationFlow;
 use openidconnect::{
     AccessTokenHash, AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
     Scope, TokenResponse,
 };
+use support::chromium::{chromedriver, headless, settled_text, text_of, type_alices_password};
 use support::{RpClient, SCOPES, TestProvider, relying_party, rp_http};
 
 /// A relying-party web app: `/` starts sign-in, `/callback` finishes it.
@@ -96,70 +97,6 @@ async fn callback(State(rp): State<RelyingParty>, Query(q): Query<HashMap<String
     .into_response()
 }
 
-/// A chromedriver on a free 127.0.0.1 port, killed on drop.
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn chromedriver() -> Driver {
-    let bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
-    let port = free_port();
-    let child = Command::new(&bin)
-        .arg(format!("--port={port}"))
-        .arg("--allowed-ips=127.0.0.1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin} ({e}): apt-get install chromium chromium-driver"));
-    // From here the Driver owns the process and kills it on drop, also when this panics.
-    let driver = Driver {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    for _ in 0..100 {
-        if reqwest::get(format!("{}/status", driver.url)).await.is_ok() {
-            return driver;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("chromedriver did not start on {}", driver.url);
-}
-
-async fn headless(driver: &Driver, profile: &std::path::Path) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
-            // --no-sandbox: CI runs as root, where Chromium's sandbox cannot start.
-            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     format!("--user-data-dir={}", profile.display())]
-        }),
-    );
-    ClientBuilder::rustls()
-        .unwrap()
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("a WebDriver session")
-}
-
 /// Starts the relying-party app on `listener` for `client_id`.
 async fn serve_rp(listener: tokio::net::TcpListener, issuer: &str, client_id: &str, secret: Option<String>) {
     let redirect = format!("http://{}/callback", listener.local_addr().unwrap());
@@ -201,63 +138,6 @@ fn people() -> String {
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: kauth-users, namespace: kauth}}\nstringData:\n  users.yaml: |\n    users:\n      - username: alice\n        email: alice@example.com\n        emailVerified: true\n        passwordHash: \"{hash}\"\n"
     )
-}
-
-async fn text_of(browser: &Client, css: &str) -> String {
-    browser
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .unwrap()
-}
-
-/// Waits (10 s at most) until the text of `css` satisfies `done`: the element of the page
-/// before may still be there, or gone stale, while the next one loads.
-async fn settled_text(browser: &Client, css: &str, done: impl Fn(&str) -> bool) {
-    let started = std::time::Instant::now();
-    loop {
-        let text = match browser.find(Locator::Css(css)).await {
-            Ok(element) => element.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if done(&text) {
-            return;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{css}, last: {text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// On the sign-in page (wherever the flow started): alice types her name and password and
-/// presses Enter. Checks the accessibility basics on the way: focus and labels.
-async fn type_alices_password(browser: &Client) {
-    let username = browser
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Id("username"))
-        .await
-        .unwrap();
-    // Accessibility basics: the first field has focus and every field a label.
-    let focused = browser.active_element().await.unwrap();
-    assert_eq!(
-        focused.attr("id").await.unwrap().as_deref(),
-        Some("username"),
-        "autofocus"
-    );
-    for id in ["username", "password"] {
-        browser
-            .find(Locator::Css(&format!("label[for={id}]")))
-            .await
-            .expect("a label");
-    }
-    assert_eq!(browser.title().await.unwrap().split(' ').next(), Some("Sign"));
-    username.send_keys("alice").await.unwrap();
-    let password = browser.find(Locator::Id("password")).await.unwrap();
-    password.send_keys("wonderland\u{E007}").await.unwrap(); // Enter submits the form
 }
 
 /// Signs alice in through the pages as a person would: type, press Enter, click Allow.

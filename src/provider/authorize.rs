@@ -51,18 +51,32 @@ pub async fn authorize(State(state): State<ProviderState>, request: Request) -> 
         Err(e) => return pages::error(StatusCode::BAD_REQUEST, &e.description),
     };
     let snapshot = state.registry.load();
+    // A refusal page names what it refuses (the page escapes it); the log names only a
+    // registered client (a caller may type anything there, T12).
     let Some(client) = form.get("client_id").and_then(|id| snapshot.clients.get(id)).cloned() else {
+        tracing::info!(
+            client_id = "unknown",
+            "authorization request refused: unknown client_id"
+        );
         return pages::error(
             StatusCode::BAD_REQUEST,
-            "The application that sent you here is not registered (unknown client_id).",
+            &match form.get("client_id") {
+                Some(id) => format!("The application that sent you here is not registered: there is no client {id}."),
+                None => "The application that sent you here did not say who it is (no client_id).".into(),
+            },
         );
     };
     // Exact string comparison, as registered (no normalising of case or slashes); only a
     // native app's loopback URI may differ, in its port.
     let Some(redirect_uri) = form.get("redirect_uri").filter(|uri| client.accepts_redirect(uri)) else {
+        tracing::info!(client_id = %client.client_id, "authorization request refused: redirect_uri not registered");
         return pages::error(
             StatusCode::BAD_REQUEST,
-            "The application sent you here with a redirect address it has not registered.",
+            &format!(
+                "The application {} sent you here with the redirect address {}, which it has not registered (spec.redirectUris).",
+                client.client_id,
+                form.get("redirect_uri").unwrap_or("(none)")
+            ),
         );
     };
     let back = ClientRedirect {
@@ -72,7 +86,10 @@ pub async fn authorize(State(state): State<ProviderState>, request: Request) -> 
     };
     let req = match check(&form, &client, redirect_uri) {
         Ok(req) => req,
-        Err(Refusal::Page(text)) => return pages::error(StatusCode::BAD_REQUEST, &text),
+        Err(Refusal::Page(text)) => {
+            tracing::info!(client_id = %client.client_id, reason = %text, "authorization request refused");
+            return pages::error(StatusCode::BAD_REQUEST, &text);
+        }
         Err(Refusal::Client(code, d)) => return back.error(code, &d),
     };
     let prompt_none = form.get("prompt").is_some_and(|p| p.split(' ').any(|v| v == "none"));

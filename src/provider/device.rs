@@ -113,9 +113,10 @@ async fn start(
     let now = Timestamp::now();
     let client = authenticate(state, &snapshot, headers, &form, now).await?;
     if !client.allows(GrantType::DeviceCode) {
-        return Err(OAuthError::unauthorized_client(
-            "this client may not use the device authorization grant",
-        ));
+        return Err(OAuthError::unauthorized_client(format!(
+            "this client may not use the device authorization grant (add {} to spec.grantTypes)",
+            GrantType::DeviceCode.as_str()
+        )));
     }
     let refused = |r: super::browser_flow::requested::Refused| OAuthError::refused(r.code, r.description);
     let asked_resources = resources(&form, &client).map_err(refused)?;

@@ -1,14 +1,53 @@
-//! Discovery metadata (RFC 8414, OpenID Connect Discovery) and the JWKS.
+//! Discovery metadata (RFC 8414, OpenID Connect Discovery) and the JWKS, and what a person or a
+//! program finds elsewhere at the issuer URL: a landing page at its root, and a 404 that points
+//! at discovery (a page for browsers, OAuth JSON for everything else).
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde_json::Value;
 
 use super::ProviderState;
+use super::error::OAuthError;
+use super::pages;
 use crate::published;
+
+/// GET / (the issuer URL itself): what kauth is, and where its endpoints are listed.
+pub async fn landing(State(state): State<ProviderState>) -> Response {
+    pages::notice(
+        StatusCode::OK,
+        "kauth",
+        "This is kauth, an OAuth 2.0 and OpenID Connect provider. Applications find its endpoints in its discovery document:",
+        &state.issuer.endpoint("/.well-known/openid-configuration"),
+    )
+}
+
+/// Any other path: 404 with a word on where to look, as a page for a browser (it asks for
+/// HTML) and as an RFC 6749 error for everything else.
+pub async fn not_found(State(state): State<ProviderState>, request: Request) -> Response {
+    let discovery = state.issuer.endpoint("/.well-known/openid-configuration");
+    let path = request.uri().path();
+    let browser = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if browser {
+        pages::notice(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            &format!("There is nothing at {path}. kauth's endpoints are listed in its discovery document:"),
+            &discovery,
+        )
+    } else {
+        OAuthError::not_found(format!(
+            "there is no endpoint at {path}; kauth's endpoints are listed at {discovery}"
+        ))
+        .into_response()
+    }
+}
 
 fn metadata(state: &ProviderState) -> Value {
     let snapshot = state.registry.load();

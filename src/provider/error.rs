@@ -51,6 +51,10 @@ impl OAuthError {
         e
     }
 
+    /// `invalid_request` with 404: no endpoint at that path.
+    pub fn not_found(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "invalid_request", d)
+    }
     /// `invalid_request` (400).
     pub fn invalid_request(d: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", d)

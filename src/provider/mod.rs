@@ -323,6 +323,7 @@ pub fn router(state: ProviderState) -> Router {
         .route("/end_session", get(oidc::end_session).post(oidc::end_session))
         .route("/connector/{id}/start", get(federation::start))
         .route("/connector/{id}/callback", get(federation::callback))
+        .route("/", get(discovery::landing))
         .layer(middleware::from_fn_with_state(state.clone(), cors::cors));
     let routes = if state.issuer.path.is_empty() {
         oauth
@@ -330,6 +331,7 @@ pub fn router(state: ProviderState) -> Router {
         Router::new().nest(&state.issuer.path, oauth)
     };
     routes
+        .fallback(discovery::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
 }

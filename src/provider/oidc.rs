@@ -75,7 +75,7 @@ pub async fn end_session(State(state): State<ProviderState>, request: Request) -
     };
     let form = match form {
         Ok(f) => f,
-        Err(e) => return pages::error(StatusCode::BAD_REQUEST, &e.description),
+        Err(e) => return pages::logout_error(StatusCode::BAD_REQUEST, &e.description),
     };
     let snapshot = state.registry.load();
     let now = Timestamp::now();
@@ -83,7 +83,7 @@ pub async fn end_session(State(state): State<ProviderState>, request: Request) -
         Some(t) => match read_id_token_hint(&snapshot.keys, &state.issuer.url, t, now) {
             Some(c) => Some(c),
             None => {
-                return pages::error(
+                return pages::logout_error(
                     StatusCode::BAD_REQUEST,
                     "The logout request carried an ID token kauth did not issue.",
                 );
@@ -93,7 +93,7 @@ pub async fn end_session(State(state): State<ProviderState>, request: Request) -
     };
     let client_id = match (form.get("client_id"), &hint) {
         (Some(id), Some(h)) if id != h.aud => {
-            return pages::error(
+            return pages::logout_error(
                 StatusCode::BAD_REQUEST,
                 "client_id and id_token_hint name different clients.",
             );
@@ -110,14 +110,23 @@ pub async fn end_session(State(state): State<ProviderState>, request: Request) -
                 .and_then(|id| snapshot.clients.get(id))
                 .is_some_and(|c| c.post_logout_redirect_uris.iter().any(|r| r == uri));
             if !registered {
-                return pages::error(
+                tracing::info!(
+                    client_id = %client_id.as_deref().filter(|id| snapshot.clients.contains_key(*id)).unwrap_or("unknown"),
+                    "sign-out refused: post_logout_redirect_uri not registered"
+                );
+                return pages::logout_error(
                     StatusCode::BAD_REQUEST,
-                    "The application asked to be sent to an address it has not registered for after sign-out.",
+                    &format!(
+                        "The application{} asked to be sent to {uri} after sign-out, an address it has not registered (spec.postLogoutRedirectUris).",
+                        client_id.as_deref().map(|id| format!(" {id}")).unwrap_or_default()
+                    ),
                 );
             }
             let mut url = match url::Url::parse(uri) {
                 Ok(u) => u,
-                Err(_) => return pages::error(StatusCode::BAD_REQUEST, "The post-logout address cannot be used."),
+                Err(_) => {
+                    return pages::logout_error(StatusCode::BAD_REQUEST, "The post-logout address cannot be used.");
+                }
             };
             if let Some(s) = form.get("state") {
                 url.query_pairs_mut().append_pair("state", s);
@@ -129,7 +138,7 @@ pub async fn end_session(State(state): State<ProviderState>, request: Request) -
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "grant store unavailable at logout");
-            return pages::error(
+            return pages::logout_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Signing out is not possible right now. Try again shortly.",
             );
@@ -175,7 +184,7 @@ pub async fn end_session(State(state): State<ProviderState>, request: Request) -
         }
         if let Err(e) = state.store.end_session(id).await {
             tracing::error!(error = %e, "cannot end a session");
-            return pages::error(
+            return pages::logout_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Signing out is not possible right now. Try again shortly.",
             );

@@ -146,7 +146,8 @@ struct DevicePage<'a> {
 <body><main>
 <h1>{{ title }}</h1>
 <p{% if alert %} class="alert" role="alert"{% endif %}>{{ text }}</p>
-{% if let Some((action, csrf)) = confirm %}<form method="post" action="{{ action }}">
+{% if let Some(link) = link %}<p><a href="{{ link }}">{{ link }}</a></p>
+{% endif %}{% if let Some((action, csrf)) = confirm %}<form method="post" action="{{ action }}">
 <input type="hidden" name="csrf" value="{{ csrf }}">
 {% for (name, value) in carried %}<input type="hidden" name="{{ name }}" value="{{ value }}">
 {% endfor %}
@@ -159,6 +160,8 @@ struct MessagePage<'a> {
     title: &'a str,
     text: &'a str,
     alert: bool,
+    /// A link under the text.
+    link: Option<&'a str>,
     confirm: Option<(&'a str, &'a str)>,
     /// Parameters the confirmation form passes on.
     carried: &'a [(&'a str, &'a str)],
@@ -218,11 +221,21 @@ pub fn consent(client: &str, person: &str, scopes: &[ScopeLine], action: &str, r
 
 /// An error page: what went wrong, and no link back to a client that may not be genuine.
 pub fn error(status: StatusCode, text: &str) -> Response {
+    titled_error(status, "Sign-in failed", text)
+}
+
+/// An error page of sign-out (RP-initiated logout).
+pub fn logout_error(status: StatusCode, text: &str) -> Response {
+    titled_error(status, "Sign-out failed", text)
+}
+
+fn titled_error(status: StatusCode, title: &str, text: &str) -> Response {
     let p = MessagePage {
         style: STYLE,
-        title: "Sign-in failed",
+        title,
         text,
         alert: true,
+        link: None,
         confirm: None,
         carried: &[],
     };
@@ -236,10 +249,26 @@ pub fn message(title: &str, text: &str) -> Response {
         title,
         text,
         alert: false,
+        link: None,
         confirm: None,
         carried: &[],
     };
     page(StatusCode::OK, p.render())
+}
+
+/// A page of `status` titled `title` with `text` and a `link` under it (404s of browser paths,
+/// the landing page).
+pub fn notice(status: StatusCode, title: &str, text: &str, link: &str) -> Response {
+    let p = MessagePage {
+        style: STYLE,
+        title,
+        text,
+        alert: false,
+        link: Some(link),
+        confirm: None,
+        carried: &[],
+    };
+    page(status, p.render())
 }
 
 /// Asks whether to sign out (a logout request that did not prove where it came from),
@@ -250,6 +279,7 @@ pub fn confirm_logout(action: &str, csrf: &str, carried: &[(&str, &str)]) -> Res
         title: "Sign out?",
         text: "Sign out of kauth on this browser.",
         alert: false,
+        link: None,
         confirm: Some((action, csrf)),
         carried,
     };

@@ -44,7 +44,8 @@ const CLAIMS_FILE: &str = "claims.json";
 const CREDENTIAL_STATE_FILE: &str = ".kauth-credential.json";
 
 /// The example manifests compiled into the binary: what `kauth standalone` serves without
-/// `--manifests`.
+/// `--manifests`, the whole `examples/` folder (a test checks that none is missing), so the
+/// README's commands work either way.
 pub const EMBEDDED_EXAMPLES: &[(&str, &str)] = &[
     (
         "examples/scope-orders.yaml",
@@ -54,6 +55,15 @@ pub const EMBEDDED_EXAMPLES: &[(&str, &str)] = &[
         "examples/client-m2m.yaml",
         include_str!("../../examples/client-m2m.yaml"),
     ),
+    (
+        "examples/client-web.yaml",
+        include_str!("../../examples/client-web.yaml"),
+    ),
+    (
+        "examples/client-cli.yaml",
+        include_str!("../../examples/client-cli.yaml"),
+    ),
+    ("examples/people.yaml", include_str!("../../examples/people.yaml")),
     (
         "examples/signing-key.yaml",
         include_str!("../../examples/signing-key.yaml"),
@@ -70,9 +80,13 @@ pub const EMBEDDED_EXAMPLES: &[(&str, &str)] = &[
 pub struct Ports {
     /// The provider: OAuth endpoints and sign-in pages.
     pub provider: u16,
-    /// Liveness, readiness and metrics.
-    pub ops: u16,
+    /// Liveness, readiness and metrics (None: [`DEFAULT_OPS_PORT`], or a free port when it
+    /// is taken).
+    pub ops: Option<u16>,
 }
+
+/// The operations port standalone tries first.
+pub const DEFAULT_OPS_PORT: u16 = 9090;
 
 /// Where manifests come from.
 #[derive(Clone, Debug)]
@@ -120,6 +134,8 @@ pub struct ReadyClient {
     pub id_key: String,
     /// Key name of the secret.
     pub secret_key: String,
+    /// It may get tokens for itself (client_credentials): the one the summary's curl uses.
+    pub client_credentials: bool,
 }
 
 /// The outcome of one pass over the manifests.
@@ -516,6 +532,7 @@ impl StandaloneConfig {
                         scopes: verdict.granted.iter().map(|g| g.value.clone()).collect(),
                         id_key,
                         secret_key,
+                        client_credentials: verdict.grant_types.contains(&crate::crd::GrantType::ClientCredentials),
                     },
                 ))
             }
@@ -585,20 +602,34 @@ impl StandaloneConfig {
         }
     }
 
-    /// A cheap fingerprint of the manifest folder: a change triggers a new pass.
-    fn fingerprint(&self) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    /// A cheap fingerprint of the manifest folder: a change triggers a new pass. Each file's
+    /// and each skipped entry's size, modification and change time: a file or folder made
+    /// readable again (`chmod`, `chown` change only the change time) is read again too.
+    fn fingerprint(&self) -> Vec<(PathBuf, u64, Option<SystemTime>, (i64, i64))> {
+        use std::os::unix::fs::MetadataExt;
         let ManifestSource::Dir(dir) = &self.manifests else {
             return Vec::new();
         };
-        crate::manifests::manifest_files(dir)
-            .map(|(files, _)| files)
-            .unwrap_or_default()
+        let (files, skipped) = crate::manifests::manifest_files(dir).unwrap_or_default();
+        files
             .into_iter()
+            .chain(skipped.into_iter().map(|e| e.origin.file))
             .map(|p| {
-                let meta = fs::metadata(&p).ok();
-                let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
-                let modified = meta.and_then(|m| m.modified().ok());
-                (p, len, modified)
+                // The file read (a link's target) and, for a link, the link itself.
+                let (link, target) = (fs::symlink_metadata(&p).ok(), fs::metadata(&p).ok());
+                let read = target.as_ref().or(link.as_ref());
+                let changed = [&link, &target]
+                    .into_iter()
+                    .flatten()
+                    .map(|m| (m.ctime(), m.ctime_nsec()))
+                    .max()
+                    .unwrap_or_default();
+                (
+                    p,
+                    read.map_or(0, |m| m.len()),
+                    read.and_then(|m| m.modified().ok()),
+                    changed,
+                )
             })
             .collect()
     }
@@ -613,8 +644,9 @@ struct PassNotes {
     next_step: Option<Timestamp>,
 }
 
-/// The start-up summary: where credentials are and a ready-to-paste curl.
-pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str, ops: &str) -> String {
+/// The start-up summary: where credentials are and a ready-to-paste curl (trusting `ca`, the
+/// local CA of `--tls self-signed`, when there is one).
+pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str, ops: &str, ca: Option<&Path>) -> String {
     let mut out = format!(
         "kauth standalone: issuer {} (listening on {listen}; health and metrics on http://{ops})\n",
         cfg.issuer.url
@@ -649,11 +681,12 @@ pub fn summary(cfg: &StandaloneConfig, pass: &Pass, listen: &str, ops: &str) -> 
         let names: Vec<&str> = connectors.list.iter().map(|c| c.id.as_str()).collect();
         out.push_str(&format!("  connectors: {}\n", names.join(", ")));
     }
-    if let Some(c) = pass.ready.iter().find(|c| !c.id_key.is_empty()) {
+    if let Some(c) = pass.ready.iter().find(|c| !c.id_key.is_empty() && c.client_credentials) {
         let dir = c.credentials_dir.display();
         let scope = c.scopes.first().map(|s| format!(" -d scope={s}")).unwrap_or_default();
+        let trust = ca.map(|ca| format!("--cacert {} ", ca.display())).unwrap_or_default();
         out.push_str(&format!(
-            "\nGet a token:\n  curl -s -u \"$(cat {dir}/{}):$(cat {dir}/{})\" -d grant_type=client_credentials{scope} {}\n",
+            "\nGet a token:\n  curl -s {trust}-u \"$(cat {dir}/{}):$(cat {dir}/{})\" -d grant_type=client_credentials{scope} {}\n",
             c.id_key,
             c.secret_key,
             cfg.issuer.endpoint("/token")
@@ -678,7 +711,15 @@ pub async fn run(
             .map_err(|e| StandaloneError(format!("cannot listen on 127.0.0.1:{port} ({what}): {e}")))
     };
     let listener = bind(ports.provider, "--port").await?;
-    let ops_listener = bind(ports.ops, "--ops-port").await?;
+    // Health and metrics must never keep the first command from starting: without --ops-port,
+    // a taken 9090 (Prometheus's default too) gives way to a free port, named in the summary.
+    let ops_listener = match ports.ops {
+        Some(port) => bind(port, "--ops-port").await?,
+        None => match TcpListener::bind(("127.0.0.1", DEFAULT_OPS_PORT)).await {
+            Ok(listener) => listener,
+            Err(_) => bind(0, "--ops-port").await?,
+        },
+    };
     let addr = listener.local_addr().map_err(|e| StandaloneError(e.to_string()))?;
     let ops_addr = ops_listener.local_addr().map_err(|e| StandaloneError(e.to_string()))?;
     if !issuer_given {
@@ -718,7 +759,17 @@ pub async fn run(
         .await
         .map_err(|e| StandaloneError(format!("the first pass stopped: {e}")))??;
     metrics.registered_clients.set(first.snapshot.clients.len() as i64);
-    print!("{}", summary(&cfg, &first, &addr.to_string(), &ops_addr.to_string()));
+    let local_ca = certificate.as_ref().and_then(|c| c.local_ca.clone());
+    print!(
+        "{}",
+        summary(
+            &cfg,
+            &first,
+            &addr.to_string(),
+            &ops_addr.to_string(),
+            local_ca.as_deref()
+        )
+    );
     if let Some(ca) = certificate.as_ref().and_then(|c| c.local_ca.as_ref()) {
         println!(
             "TLS: a local CA signed the certificate; clients trust it with {}",
@@ -844,5 +895,44 @@ fn scope_problems(manifests: &Manifests, catalog: &Catalog, notes: &mut PassNote
                 verdict.conflict_message().unwrap_or_default()
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_examples_are_the_examples_folder() {
+        let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+        let mut on_disk: Vec<String> = fs::read_dir(folder)
+            .unwrap()
+            .map(|e| format!("examples/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        on_disk.sort();
+        let mut built_in: Vec<String> = EMBEDDED_EXAMPLES.iter().map(|(f, _)| f.to_string()).collect();
+        built_in.sort();
+        assert_eq!(built_in, on_disk);
+    }
+
+    /// A file made readable again (`chmod`, `chown`: only its change time moves) is read again.
+    #[test]
+    fn a_change_of_mode_alone_changes_the_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.yaml");
+        fs::write(&file, "{}").unwrap();
+        let cfg = StandaloneConfig {
+            manifests: ManifestSource::Dir(dir.path().to_path_buf()),
+            state_dir: dir.path().join("state"),
+            issuer: Issuer::parse("http://127.0.0.1").unwrap(),
+            kauth_namespace: "kauth".into(),
+            claims: Default::default(),
+            first_party_namespaces: Vec::new(),
+            strict: false,
+        };
+        let before = cfg.fingerprint();
+        std::thread::sleep(Duration::from_millis(20));
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_ne!(cfg.fingerprint(), before);
     }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver v1.20.2 from Debian bookworm's source package (no Docker, no
 # internet but the package registries), once; the binary is cached outside the repo.
-# Prints the binary's path. Facts and the three fixes: shared/notes/test-apiserver.md.
+# Prints the binary's path. What it does and why: tests/cluster/README.md.
 set -euo pipefail
 VERSION=1.20.2
 CACHE=${KAUTH_CACHE:-$HOME/.cache/kauth}

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod browser;
+pub mod chromium;
 
 use std::path::PathBuf;
 use std::sync::Arc;
