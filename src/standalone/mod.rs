@@ -605,7 +605,7 @@ impl StandaloneConfig {
     /// A cheap fingerprint of the manifest folder: a change triggers a new pass. Each file's
     /// and each skipped entry's size, modification and change time: a file or folder made
     /// readable again (`chmod`, `chown` change only the change time) is read again too.
-    fn fingerprint(&self) -> Vec<(PathBuf, u64, Option<SystemTime>, (i64, i64))> {
+    fn fingerprint(&self) -> Vec<FileStamp> {
         use std::os::unix::fs::MetadataExt;
         let ManifestSource::Dir(dir) = &self.manifests else {
             return Vec::new();
@@ -634,6 +634,10 @@ impl StandaloneConfig {
             .collect()
     }
 }
+
+/// A manifest file (or skipped entry) as the fingerprint sees it: path, size, modification
+/// time, and change time (seconds, nanoseconds).
+type FileStamp = (PathBuf, u64, Option<SystemTime>, (i64, i64));
 
 #[derive(Default)]
 struct PassNotes {
