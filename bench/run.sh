@@ -185,7 +185,7 @@ echo "10,000 clients: a reload adding one client: served after $(( ($(date +%s%N
 wait "$prober"
 echo "   token requests meanwhile: $(cut -d' ' -f1 "$work/many-latency" | sort | uniq -c | tr -s ' ' | tr '\n' ';') slowest $(cut -d' ' -f2 "$work/many-latency" | sort -n | tail -1) s"
 
-# Password bursts (DESIGN.md T8): the throttle reserves attempts before the argon2id check and
+# Password bursts (README, Tenancy, T8): the throttle reserves attempts before the argon2id check and
 # at most a few checks run at once, so a burst neither exhausts memory nor starves people.
 # kauth trusts 127.0.0.1 as a proxy here, so X-Forwarded-For stands for distinct addresses.
 burst_dir="$work/burst"

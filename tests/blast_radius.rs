@@ -1,4 +1,4 @@
-//! Blast radius (DESIGN.md T9–T12), each rule tried by an attacker: a hostile team with nothing
+//! Blast radius (README, Tenancy, T9–T12), each rule tried by an attacker: a hostile team with nothing
 //! but objects in its own namespace, or a hostile caller on the network, must not take kauth
 //! down, out-grow a shared record, keep what was withdrawn or choose who it is.
 

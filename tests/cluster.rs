@@ -1897,7 +1897,7 @@ async fn client_condition(client: &Client, ns: &str, name: &str) -> Option<(Stri
         .map(|c| (c.reason, c.message))
 }
 
-/// The hostile tenant on a real apiserver (DESIGN.md §4a T1 and T3): evil squats a Scope value
+/// The hostile tenant on a real apiserver (README, Tenancy, T1 and T3): evil squats a Scope value
 /// and an explicit client id, then waits while the owners' objects are broken, deleted and
 /// re-created, and while kauth is killed and a new leader takes over.
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Sign-in under attack and people who leave, at the HTTP tier (DESIGN.md §4a T7 and T8):
+//! Sign-in under attack and people who leave, at the HTTP tier (README, Tenancy, T7 and T8):
 //! parallel password guesses, and people removed, disabled or given a new password while they
 //! hold sessions and refresh tokens.
 

@@ -1,5 +1,5 @@
 //! The hostile tenant, at the HTTP tier. A namespace `evil` controls only its own OAuthClient
-//! and Scope objects and tries every escape of DESIGN.md §4a (T1-T6) against a real provider
+//! and Scope objects and tries every escape of README, Tenancy, (T1-T6) against a real provider
 //! fed from manifests, which are changed, broken, deleted and re-created while it runs (each
 //! pass reads the claims record from the state folder, as a restart would). Next to each
 //! attempt, the legitimate flow still works.

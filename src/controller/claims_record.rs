@@ -1,5 +1,5 @@
 //! The claims record in a cluster: which namespace owns each Scope value, audience and
-//! explicit client id, kept across restarts and leader changes (DESIGN.md T3, T10). It is
+//! explicit client id, kept across restarts and leader changes (README, Tenancy, T3, T10). It is
 //! sharded over [`SHARDS`] ConfigMaps `kauth-claims-NN` in kauth's namespace by the first
 //! character of each claim's key, so no one shard nears a ConfigMap's 1 MiB (a claim takes at
 //! most about 170 bytes, whatever its name). Every replica reads it; the leader writes the

@@ -1,4 +1,4 @@
-//! The size of everything a team writes into a kauth resource (DESIGN.md T9): each string,
+//! The size of everything a team writes into a kauth resource (README, Tenancy, T9): each string,
 //! list and map of the CRDs has one of these as its schema limit, so the apiserver refuses a
 //! larger object, and `validation::bounds` checks the same schema in standalone mode and for
 //! objects stored before a limit existed. Templates and claims derive their budgets from them.

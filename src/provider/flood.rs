@@ -1,6 +1,6 @@
 //! Requests that store a row before anyone has proven much (a device authorization; a sign-in
 //! parked while the person signs in and consents): limited per caller's address, per namespace
-//! of the client asked for, and in all, each reserved before its write (DESIGN.md T10, T12), so
+//! of the client asked for, and in all, each reserved before its write (README, Tenancy, T10, T12), so
 //! no caller fills the grant store that every team's sign-ins share, and no team's client (a
 //! public one anyone may use) takes the overall share from the others. Kept per replica, in
 //! memory: a sliding window of two counters per key, so a flood from many addresses costs a
