@@ -124,9 +124,34 @@ impl Audit {
     }
 }
 
+/// `text` with every `'quoted'` word that `known` does not vouch for replaced by `'…'`: a
+/// refusal's description quotes what the caller asked for, which may be anything they typed.
+pub fn redact_quoted(text: &str, known: impl Fn(&str) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut parts = text.split('\'');
+    out.push_str(parts.next().unwrap_or_default());
+    for (i, part) in parts.enumerate() {
+        out.push('\'');
+        let quoted = i % 2 == 0;
+        out.push_str(if quoted && !known(part) { "…" } else { part });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_words_nobody_vouches_for_are_redacted() {
+        let known = |w: &str| w == "orders.read";
+        assert_eq!(
+            redact_quoted("scope 'orders.read' is fine, scope 'hunter2' is not", known),
+            "scope 'orders.read' is fine, scope '…' is not"
+        );
+        assert_eq!(redact_quoted("no quotes", known), "no quotes");
+        assert_eq!(redact_quoted("dangling 'quote", known), "dangling '…");
+    }
 
     #[test]
     fn a_record_is_one_marked_line_without_empty_fields() {

@@ -281,17 +281,45 @@ impl Reserved {
 }
 
 /// True when `uri` is `issuer` or lies under it, however either is spelled (case of scheme
-/// and host, a default port, a trailing slash, dot segments).
+/// and host, a host's trailing dot, a default port, a trailing slash, dot segments,
+/// percent-encoded characters in the path).
 fn is_under(uri: &str, issuer: &str) -> bool {
     let (Ok(uri), Ok(issuer)) = (url::Url::parse(uri), url::Url::parse(issuer)) else {
         return false;
     };
+    let host = |u: &url::Url| u.host_str().map(|h| h.trim_end_matches('.').to_ascii_lowercase());
     let same_origin = uri.scheme() == issuer.scheme()
-        && uri.host_str().map(str::to_ascii_lowercase) == issuer.host_str().map(str::to_ascii_lowercase)
+        && host(&uri) == host(&issuer)
         && uri.port_or_known_default() == issuer.port_or_known_default();
-    let base = issuer.path().trim_end_matches('/');
-    let path = uri.path();
+    let base = percent_decoded(issuer.path());
+    let base = base.trim_end_matches('/');
+    let path = percent_decoded(uri.path());
     same_origin && (path.trim_end_matches('/') == base || path.starts_with(&format!("{base}/")))
+}
+
+/// A URL path with its `%XX` escapes decoded (what a server routing it would see).
+fn percent_decoded(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The three kinds of names that are claimed.

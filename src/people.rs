@@ -171,11 +171,9 @@ impl Directory {
             let what = e.inner().to_string();
             // serde names an unknown field and what was expected, and may quote the value
             // given: only the first two are repeated.
+            // A field's name is not repeated either: a password may have been typed as a key.
             if what.starts_with("unknown field") {
-                format!(
-                    "unknown field{} (known: username, passwordHash, email, emailVerified, name, groups, disabled)",
-                    what.split('`').nth(1).map(|f| format!(" `{f}`")).unwrap_or_default()
-                )
+                "a field it does not know (fields: username, passwordHash, email, emailVerified, name, groups, disabled)".to_string()
             } else if what.starts_with("missing field") {
                 what
             } else if field == "." {
@@ -189,7 +187,8 @@ impl Directory {
         }
         match PasswordHash::new(&u.password_hash) {
             Ok(h) if h.algorithm.as_str() == "argon2id" => {}
-            Ok(h) => return Err(format!("passwordHash: {} is not argon2id", h.algorithm)),
+            // The algorithm's name is the hash's first part: a typed password could be it.
+            Ok(_) => return Err("passwordHash: not an argon2id hash".into()),
             Err(_) => {
                 return Err("passwordHash: not a PHC string; make one with `kauth hash-password`".into());
             }
@@ -347,9 +346,9 @@ mod tests {
         for part in [
             "users[0]: username",
             "users[1] (b): passwordHash: not a PHC",
-            "users[2] (c): passwordHash: argon2i is not argon2id",
+            "users[2] (c): passwordHash: not an argon2id hash",
             "users[4] (ALICE): the username is listed twice",
-            "users[5] (d): unknown field `password`",
+            "users[5] (d): a field it does not know",
             "users[6] (e): field disabled has the wrong type",
         ] {
             assert!(problems.contains(part), "{part} in {problems}");

@@ -93,9 +93,10 @@ pub struct SecretContents {
 /// or `..`, which standalone would resolve as directories) and not one of kauth's own (see
 /// [`is_kauth_key`]).
 pub fn is_secret_key(s: &str) -> bool {
+    // Kubernetes refuses `.`, `..` and keys starting with `..`.
     !s.is_empty()
         && s != "."
-        && s != ".."
+        && !s.starts_with("..")
         && s.len() <= 253
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
         && !is_kauth_key(s)
@@ -217,13 +218,14 @@ fn value_bounds() -> ValueBounds {
         ("issuer", Size::string(issuer)),
         ("token_url", Size::string(issuer + 16)),
         ("token_endpoint_auth_method", Size::string(32)),
-        // `openid` and the granted scopes.
+        // `openid` and the granted scopes: scope-tokens are shown as they are in a list (no
+        // quotes, backslashes or control characters); a URI's `"` or `\` doubles.
         (
             "scopes",
-            Size::list(limits::SCOPES as u64 + 1, limits::SCOPE_VALUE as u64),
+            Size::list(limits::SCOPES as u64 + 1, limits::SCOPE_VALUE as u64, 1),
         ),
-        ("audiences", Size::list(limits::AUDIENCES as u64, limits::URI as u64)),
-        ("grant_types", Size::list(limits::GRANT_TYPES as u64, 64)),
+        ("audiences", Size::list(limits::AUDIENCES as u64, limits::URI as u64, 2)),
+        ("grant_types", Size::list(limits::GRANT_TYPES as u64, 64, 1)),
     ])
 }
 

@@ -4,12 +4,15 @@
 //! `"x" * 100000000` allocates 100 MB.
 //!
 //! MiniJinja parses the template; kauth then admits only constructs whose output has a size
-//! known in advance: text, the client's values, `if`, comparisons and tests, `~`, and a short
-//! list of filters. No loops, assignments, macros, calls, arithmetic or repetition. From the
-//! largest values the schema allows, kauth computes the largest output the template could
-//! produce, and refuses it when that exceeds the budget, before it ever renders. What is left
-//! renders with fuel (time) and under `catch_unwind` (a bug in the engine is an error, not a
-//! crash).
+//! known in advance: text, the client's values, `if`, comparisons and a few tests, `~`,
+//! subscripts and constant slices, and a short list of filters. No loops, assignments, macros,
+//! calls, arithmetic or repetition. From the largest values the schema allows, kauth computes
+//! the largest output the template could produce, and refuses it when that exceeds the budget,
+//! before it ever renders. The bound is deliberately coarse: every value a filter or subscript
+//! makes is taken as a string as long as everything it came from rendered (lists escaped as
+//! MiniJinja shows them). Behind it, the two filters that multiply (`replace`, `join`) are
+//! kauth's own, and refuse an output over the budget before allocating it; what is left renders
+//! with fuel (time) and under `catch_unwind` (a bug in the engine is an error, not a crash).
 
 use minijinja::machinery::ast::{BinOpKind, CallArg, Expr, Stmt, UnaryOpKind};
 use minijinja::machinery::{WhitespaceConfig, parse};
@@ -28,9 +31,32 @@ const FUEL: u64 = 10_000;
 /// The filters a template may use. Each has an output size bounded by its input and
 /// arguments (see [`filter_size`]).
 pub const FILTERS: &[&str] = &[
-    "default", "first", "last", "join", "length", "lower", "upper", "trim", "replace", "string", "sort", "unique",
-    "reverse",
+    "default", "first", "last", "join", "length", "lower", "upper", "trim", "replace", "string",
 ];
+
+/// The tests a template may use: each answers true or false and costs no more than a look at
+/// its value (`divisibleby` and the like can make the engine panic).
+const TESTS: &[&str] = &[
+    "defined",
+    "undefined",
+    "none",
+    "string",
+    "sequence",
+    "number",
+    "true",
+    "false",
+    "in",
+    "eq",
+    "ne",
+    "startingwith",
+    "endingwith",
+    "lower",
+    "upper",
+];
+
+/// How much longer a string gets when MiniJinja shows it inside a list: a control character
+/// becomes `\u{1}` (six bytes for one).
+const ESCAPED: u64 = 6;
 
 /// An upper bound of what an expression can be: its size rendered as text, the bytes of its
 /// elements (a list's, or a string's own), and how many elements it has (a string's
@@ -55,14 +81,21 @@ impl Size {
         }
     }
 
-    /// A list of at most `items` strings of at most `each` bytes. Rendered, each element may
-    /// double (escaped quotes) and gains quotes and a separator.
-    pub const fn list(items: u64, each: u64) -> Self {
+    /// A list of at most `items` strings of at most `each` bytes, each of which may grow
+    /// `escaped` times when MiniJinja shows it in the list (1 for characters it shows as they
+    /// are; [`ESCAPED`] for any), with quotes and a separator.
+    pub const fn list(items: u64, each: u64, escaped: u64) -> Self {
         Self {
-            text: 2 + items * (2 * each + 4),
+            text: 2 + items * (escaped * each + 4),
             content: items * each,
             items,
         }
+    }
+
+    /// A string made from this value (by a filter, a subscript, a coercion): at most as long
+    /// as the value rendered, each byte a character.
+    fn as_string(self) -> Self {
+        Self::string(self.text.max(self.content))
     }
 
     /// A boolean or a number.
@@ -144,9 +177,10 @@ fn expr_size(expr: &Expr<'_>, bounds: &ValueBounds) -> Result<Size, String> {
         Expr::Var(v) => bounds
             .get(v.id)
             .ok_or_else(|| format!("undefined value '{}' (known: {})", v.id, bounds.names()))?,
+        // A constant's size is its rendered form's (`1e308` renders as 309 digits).
         Expr::Const(c) => match c.value.as_str() {
             Some(s) => Size::string(s.len() as u64),
-            None => Size::SCALAR,
+            None => Size::string(c.value.to_string().len() as u64),
         },
         Expr::List(l) => {
             let mut content = 0u64;
@@ -154,7 +188,7 @@ fn expr_size(expr: &Expr<'_>, bounds: &ValueBounds) -> Result<Size, String> {
             for item in &l.items {
                 let s = expr_size(item, bounds)?;
                 content = content.saturating_add(s.text);
-                text = text.saturating_add(s.text.saturating_mul(2).saturating_add(4));
+                text = text.saturating_add(s.text.saturating_mul(ESCAPED).saturating_add(4));
             }
             Size {
                 text,
@@ -202,6 +236,9 @@ fn expr_size(expr: &Expr<'_>, bounds: &ValueBounds) -> Result<Size, String> {
         }
         // A test answers true or false; its arguments must themselves be allowed.
         Expr::Test(t) => {
+            if !TESTS.contains(&t.name) {
+                return Err(refused(&format!("the test '{}'", t.name)));
+            }
             expr_size(&t.expr, bounds)?;
             positional(&t.args, bounds)?;
             Size::SCALAR
@@ -214,17 +251,21 @@ fn expr_size(expr: &Expr<'_>, bounds: &ValueBounds) -> Result<Size, String> {
             let args = positional(&f.args, bounds)?;
             filter_size(f.name, input, &args)?
         }
-        // An element or part of a value is no larger than the value.
+        // An element (or a character) is no longer than all of them together.
         Expr::GetItem(g) => {
             expr_size(&g.subscript_expr, bounds)?;
-            expr_size(&g.expr, bounds)?
+            Size::string(expr_size(&g.expr, bounds)?.content)
         }
-        Expr::GetAttr(g) => expr_size(&g.expr, bounds)?,
+        Expr::GetAttr(g) => Size::string(expr_size(&g.expr, bounds)?.content),
+        // Bounds of small constant integers only (an extreme step makes the engine panic).
         Expr::Slice(s) => {
             for part in [&s.start, &s.stop, &s.step].into_iter().flatten() {
-                expr_size(part, bounds)?;
+                let small = matches!(part, Expr::Const(c) if c.value.as_i64().is_some_and(|n| n.abs() <= 1_000_000));
+                if !small {
+                    return Err(refused("a slice bound that is not a small whole number"));
+                }
             }
-            expr_size(&s.expr, bounds)?
+            expr_size(&s.expr, bounds)?.as_string()
         }
         Expr::Call(_) => return Err(refused("a function call")),
         Expr::Map(_) => return Err(refused("a map literal")),
@@ -244,20 +285,27 @@ fn positional(args: &[CallArg<'_>], bounds: &ValueBounds) -> Result<Vec<Size>, S
 /// The largest output of filter `name` on `input` with `args`.
 fn filter_size(name: &str, input: Size, args: &[Size]) -> Result<Size, String> {
     let arg = |i: usize| args.get(i).copied().unwrap_or(Size::string(0));
+    // Elements of a list, characters of a string (every string's size counts its bytes as
+    // its characters).
+    let pieces = input.items;
     Ok(match name {
-        "join" => Size::string(input.content.saturating_add(input.items.saturating_mul(arg(0).text))),
+        // Each element (a character of a string) and a separator after it.
+        "join" => Size::string(input.content.saturating_add(pieces.saturating_mul(arg(0).text))),
         // Every occurrence of `old` (at most one per character, plus one for an empty `old`)
         // becomes `new`.
         "replace" => Size::string(
             input
+                .as_string()
                 .text
-                .saturating_add(input.items.saturating_add(1).saturating_mul(arg(1).text)),
+                .saturating_add(pieces.saturating_add(1).saturating_mul(arg(1).text)),
         ),
         "default" => input.max(arg(0)),
         "length" => Size::SCALAR,
         // A character may become up to three in another case (ΐ → Ϊ́).
-        "lower" | "upper" => input.scaled(3),
-        "first" | "last" | "trim" | "string" | "sort" | "unique" | "reverse" => input,
+        "lower" | "upper" => input.as_string().scaled(3),
+        // One element (or character): no longer than all of them together.
+        "first" | "last" => Size::string(input.content),
+        "trim" | "string" => input.as_string(),
         other => return Err(refused(&format!("the filter '{other}'"))),
     })
 }
@@ -269,6 +317,8 @@ pub fn render<V: Serialize>(source: &str, values: &V) -> Result<String, String> 
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
         env.set_recursion_limit(16);
+        env.add_filter("replace", bounded_replace);
+        env.add_filter("join", bounded_join);
         let template = env.template_from_str(source).map_err(|e| describe_error(&e))?;
         template.render(values).map_err(|e| describe_error(&e))
     };
@@ -278,6 +328,53 @@ pub fn render<V: Serialize>(source: &str, values: &V) -> Result<String, String> 
         return Err(format!("renders {} bytes; at most {MAX_RENDERED}", out.len()));
     }
     Ok(out)
+}
+
+fn over_budget(bytes: usize) -> minijinja::Error {
+    minijinja::Error::new(
+        minijinja::ErrorKind::InvalidOperation,
+        format!("would make {bytes} bytes; at most {MAX_RENDERED}"),
+    )
+}
+
+/// `replace(old, new)`, refusing before it allocates an output over the budget.
+fn bounded_replace(value: String, old: String, new: String) -> Result<String, minijinja::Error> {
+    let count = if old.is_empty() {
+        value.chars().count() + 1
+    } else {
+        value.matches(old.as_str()).count()
+    };
+    let bytes = value.len().saturating_add(count.saturating_mul(new.len()));
+    if bytes as u64 > MAX_RENDERED {
+        return Err(over_budget(bytes));
+    }
+    Ok(if old.is_empty() {
+        let mut out = String::with_capacity(bytes);
+        out.push_str(&new);
+        for c in value.chars() {
+            out.push(c);
+            out.push_str(&new);
+        }
+        out
+    } else {
+        value.replace(old.as_str(), &new)
+    })
+}
+
+/// `join(separator)` of a list (or of a string's characters), refusing before it allocates an
+/// output over the budget.
+fn bounded_join(value: minijinja::Value, separator: Option<String>) -> Result<String, minijinja::Error> {
+    let separator = separator.unwrap_or_default();
+    let pieces: Vec<String> = match value.as_str() {
+        Some(s) => s.chars().map(String::from).collect(),
+        None => value.try_iter()?.map(|v| v.to_string()).collect(),
+    };
+    let bytes =
+        pieces.iter().map(String::len).sum::<usize>() + separator.len().saturating_mul(pieces.len().saturating_sub(1));
+    if bytes as u64 > MAX_RENDERED {
+        return Err(over_budget(bytes));
+    }
+    Ok(pieces.join(&separator))
 }
 
 /// The error without MiniJinja's "(in <string>:1)" suffix, which names no file a user has.
@@ -301,8 +398,8 @@ mod tests {
         ValueBounds(vec![
             ("client_id", Size::string(317)),
             ("client_secret", Size::string(64)),
-            ("scopes", Size::list(65, 256)),
-            ("audiences", Size::list(16, 2048)),
+            ("scopes", Size::list(65, 256, 1)),
+            ("audiences", Size::list(16, 2048, ESCAPED)),
         ])
     }
 
@@ -351,10 +448,46 @@ mod tests {
             ("{{ {'a': client_id} }}", "map"),
             ("{{ client_secert }}", "undefined value"),
             ("{{ client_id | join(sep='x') }}", "keyword"),
+            // Found by attacking the first version of this check (issue 14's review): a
+            // number's constant taken as 24 bytes, sort of a string as the string, panics.
+            ("{{ 1e308 | string | replace('', 1e308 | string) }}", "may render up to"),
+            ("{{ client_secret | sort | string }}", "filter 'sort'"),
+            ("{{ scopes[::-9223372036854775808] }}", "slice bound"),
+            ("{{ 5 is divisibleby(0) }}", "test 'divisibleby'"),
         ] {
             let e = check(source, &bounds()).expect_err(source);
             assert!(e.contains(why), "{source}: {e}");
         }
+        // ... and values a filter or subscript makes from a list taken as one element: this
+        // one used to pass with a bound of 16 KB and abort asking for 1 GB.
+        let nested = format!(
+            "{{{{ [[\"{a}\"] | first | replace(\"\", [\"{b}\"] | first)] | first | replace(\"\", [\"{b}\"] | first) }}}}",
+            a = "a".repeat(1000),
+            b = "b".repeat(1000)
+        );
+        assert!(check(&nested, &bounds()).unwrap_err().contains("may render up to"));
+    }
+
+    /// Behind the bound, the filters that multiply refuse before they allocate.
+    #[test]
+    fn replace_and_join_refuse_an_output_over_the_budget() {
+        let big = "x".repeat(60_000);
+        let e = render("{{ v | replace('', 'yy') }}", &serde_json::json!({"v": big})).unwrap_err();
+        assert!(e.contains("would make"), "{e}");
+        let e = render("{{ v | join('yyy') }}", &serde_json::json!({"v": big})).unwrap_err();
+        assert!(e.contains("would make"), "{e}");
+        assert_eq!(
+            render("{{ v | join('-') }}", &serde_json::json!({"v": ["a", "b"]})).unwrap(),
+            "a-b"
+        );
+        assert_eq!(
+            render("{{ v | replace('.', '_') }}", &serde_json::json!({"v": "a.b"})).unwrap(),
+            "a_b"
+        );
+        assert_eq!(
+            render("{{ v | replace('', '-') }}", &serde_json::json!({"v": "ab"})).unwrap(),
+            "-a-b-"
+        );
     }
 
     #[test]
@@ -380,8 +513,9 @@ mod tests {
         let largest = Values {
             client_id: "\"".repeat(317),
             client_secret: "ΐ".repeat(32),
-            scopes: vec!["\"".repeat(256); 65],
-            audiences: vec!["a".repeat(2048); 16],
+            // Scope-tokens hold no quotes, backslashes or control characters.
+            scopes: vec!["v".repeat(256); 65],
+            audiences: vec!["\u{1}".repeat(2048); 16],
         };
         for source in [
             "{{ scopes }}",
@@ -389,7 +523,8 @@ mod tests {
             "{{ client_secret | upper }}",
             "{{ client_id | replace('\"', '\\\\\"') }}",
             "{{ audiences | join(',') ~ client_id }}",
-            "{{ scopes | sort | string }}",
+            "{{ scopes | string }}",
+            "{{ audiences | first }}{{ audiences[1] }}",
         ] {
             let bound = check(source, &bounds()).unwrap_or_else(|e| panic!("{source}: {e}"));
             let out = render(source, &largest).unwrap_or_else(|e| panic!("{source}: {e}"));

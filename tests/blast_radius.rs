@@ -38,6 +38,15 @@ spec:
       BOMB: '{% if client_secret != "secret" %}{{ "x" * 3000000000 }}{% endif %}'
 "#;
 
+/// A template that passed the first version of the size check (its bound of 16 KB took a
+/// string made from a list as one character) and then asked for 1 GB: found by attacking it.
+fn nested_replace_bomb() -> String {
+    let (a, b) = ("a".repeat(1000), "b".repeat(1000));
+    format!(
+        "---\napiVersion: kauth.dev/v1alpha1\nkind: OAuthClient\nmetadata: {{name: nested, namespace: evil}}\nspec:\n  secret:\n    template:\n      BOMB: '{{{{ [[\"{a}\"] | first | replace(\"\", [\"{b}\"] | first)] | first | replace(\"\", [\"{b}\"] | first) }}}}'\n"
+    )
+}
+
 /// `kauth standalone` whose address space is capped at `bytes` (as `prlimit --as` would), with
 /// few malloc arenas so the cap leaves room for real work.
 fn standalone_limited(manifests: &Path, state: &Path, bytes: u64) -> std::process::Command {
@@ -74,18 +83,27 @@ async fn template_bombs_are_refused_and_kauth_stays_up_under_a_memory_limit() {
     let tmp = tempfile::tempdir().unwrap();
     let (manifests, state) = (tmp.path().join("m"), tmp.path().join("state"));
     copy_examples(&manifests);
-    std::fs::write(manifests.join("evil.yaml"), TEMPLATE_BOMBS).unwrap();
+    std::fs::write(
+        manifests.join("evil.yaml"),
+        format!("{TEMPLATE_BOMBS}{}", nested_replace_bomb()),
+    )
+    .unwrap();
 
     let (mut running, first, lines) = spawn_reading(standalone_limited(&manifests, &state, LIMIT));
     let url = issuer_url(&first);
     let summary: Vec<String> = lines.iter().take_while(|l| !l.starts_with("Get a token")).collect();
-    for bomb in ["evil/bomb", "evil/abort", "evil/hidden"] {
+    for (bomb, why) in [
+        ("evil/bomb", "arithmetic"),
+        ("evil/abort", "arithmetic"),
+        ("evil/hidden", "arithmetic"),
+        ("evil/nested", "may render up to"),
+    ] {
         let line = summary
             .iter()
             .find(|l| l.contains(&format!("OAuthClient {bomb}")))
             .unwrap_or_else(|| panic!("{bomb} is not named in {summary:#?}"));
         assert!(
-            line.contains("spec.secret.template.BOMB") && line.contains("arithmetic"),
+            line.contains("spec.secret.template.BOMB") && line.contains(why),
             "{line}"
         );
     }
@@ -580,7 +598,7 @@ async fn one_bad_users_entry_is_skipped_and_named_without_its_values() {
     let p = support::TestProvider::start(&[("web.yaml", SIGN_IN_ONLY), ("people.yaml", &users)]).await;
     let problems = p.problems().join("\n");
     assert!(
-        problems.contains("users[1] (bob): unknown field `password`"),
+        problems.contains("users[1] (bob): a field it does not know"),
         "{problems}"
     );
     assert!(!problems.contains("bobs-plaintext-password"), "{problems}");
@@ -592,4 +610,56 @@ async fn one_bad_users_entry_is_skipped_and_named_without_its_values() {
         support::browser::param(&back, "code").is_some(),
         "alice still signs in: {back}"
     );
+}
+
+/// T12: starting an upstream sign-in stores a row per start; a parked request used to start
+/// them without end (3,401 rows from one address in 13 s). Each start is counted like a
+/// parked sign-in, before its row: one address gets its 300, then 429.
+#[tokio::test]
+async fn upstream_sign_in_starts_count_against_the_callers_share() {
+    use kauth::provider::serve::ForwardedHeader;
+    let connectors = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kauth-connectors, namespace: kauth}
+data:
+  connectors.yaml: |
+    connectors:
+      - {id: corp, name: Corp SSO, issuer: "https://127.0.0.1:9", clientId: kauth, clientSecretRef: {name: corp-oidc, key: client-secret}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: corp-oidc, namespace: kauth}
+stringData: {client-secret: s}
+"#;
+    let p = support::TestProvider::start_behind_proxy(
+        &[("web.yaml", SIGN_IN_ONLY), ("connectors.yaml", connectors)],
+        ForwardedHeader::XForwardedFor,
+    )
+    .await;
+    let browser = support::browser::Browser::new();
+    let to_login = browser.get(&format!("{}{AUTHORIZE_WEB}", p.url)).await;
+    let request = url::Url::parse(to_login.location.as_deref().unwrap())
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "request")
+        .unwrap()
+        .1
+        .into_owned();
+    let start = async || {
+        browser
+            .http
+            .get(format!("{}/connector/corp/start?request={request}", p.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // The parked request took one of the 300; the upstream is unreachable, so each start
+    // fails (502) after it is counted.
+    for i in 1..300 {
+        assert_ne!(start().await, 429, "start {i}");
+    }
+    assert_eq!(start().await, 429);
 }

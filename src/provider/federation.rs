@@ -115,6 +115,7 @@ pub async fn start(
     Path(id): Path<String>,
     headers: HeaderMap,
     Query(q): Query<StartQuery>,
+    from: Option<axum::Extension<super::serve::ClientAddress>>,
 ) -> Response {
     let Some(connector) = state.connectors.load().get(&id).cloned() else {
         return pages::error(StatusCode::NOT_FOUND, "There is no such sign-in option.");
@@ -124,6 +125,28 @@ pub async fn start(
         Ok(None) => return pages::error(StatusCode::BAD_REQUEST, EXPIRED),
         Err(e) => return upstream_failed(&connector, e),
     };
+    // Each start stores a row of its own: counted like a parked sign-in, before it is written
+    // (T12), or one parked request could store rows without end.
+    let namespace = state
+        .registry
+        .load()
+        .clients
+        .get(&pending.request.client_id)
+        .map(|c| c.namespace.clone())
+        .unwrap_or_default();
+    let address = from.map(|axum::Extension(a)| a.0);
+    if let Err(wait) = state
+        .parked_requests
+        .reserve(address, &namespace, std::time::Instant::now())
+    {
+        return pages::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "Too many sign-ins were started from your network. Try again in {} minutes.",
+                wait.as_secs().div_ceil(60)
+            ),
+        );
+    }
     let client = match client_for(&state, &connector).await {
         Ok(c) => c,
         Err(e) => return upstream_failed(&connector, e),
@@ -219,7 +242,8 @@ pub async fn callback(
         return upstream_failed(&connector, "the response names another issuer");
     }
     if let Some(error) = &q.error {
-        tracing::info!(connector = %connector.id, error = %error, "upstream refused the sign-in");
+        // The upstream's word, as the caller sent it: quoted and escaped, never a line of its own.
+        tracing::info!(connector = %connector.id, error = ?error.chars().take(64).collect::<String>(), "upstream refused the sign-in");
         return pages::error(
             StatusCode::FORBIDDEN,
             &format!("{} did not sign you in ({error}).", connector.name),

@@ -49,6 +49,37 @@ use crate::store::{GrantStore, StoreError};
 use crate::tokens::VerifiedTokens;
 use crate::workload_identity::ServiceAccountTokens;
 
+/// A word a refusal may quote in the audit trail: a registered client or Scope value, an
+/// audience someone owns, a grant type, an identity scope, or a parameter name of OAuth.
+fn known_word(snapshot: &crate::registry::Snapshot, word: &str) -> bool {
+    const PARAMETERS: &[&str] = &[
+        "grant_type",
+        "client_id",
+        "client_secret",
+        "scope",
+        "resource",
+        "audience",
+        "code",
+        "redirect_uri",
+        "code_verifier",
+        "refresh_token",
+        "device_code",
+        "client_assertion",
+        "client_assertion_type",
+        "subject_token",
+        "subject_token_type",
+        "requested_token_type",
+        "token",
+        "token_type_hint",
+    ];
+    snapshot.clients.contains_key(word)
+        || snapshot.scopes.contains_key(word)
+        || snapshot.audience_owners.contains_key(&crate::claims::claim_key(word))
+        || crate::crd::GrantType::parse(word).is_some()
+        || browser_flow::IDENTITY_SCOPES.iter().any(|(s, _)| *s == word)
+        || PARAMETERS.contains(&word)
+}
+
 /// The current time in Unix seconds.
 fn now() -> i64 {
     jiff::Timestamp::now().as_second()
@@ -256,6 +287,11 @@ impl ProviderState {
         const UNKNOWN: &str = "unknown";
         let snapshot = self.registry.load();
         let served = record.client_id.and_then(|id| snapshot.clients.get(id));
+        // A refusal's description quotes what was asked for ('scope', 'grant type', a
+        // parameter's name): only names kauth knows are kept.
+        let reason = record
+            .reason
+            .map(|r| crate::audit::redact_quoted(r, |word| known_word(&snapshot, word)));
         let record = crate::audit::Record {
             client_id: record.client_id.map(|id| if served.is_some() { id } else { UNKNOWN }),
             subject: record.subject.map(|s| if self.knows(s) { s } else { UNKNOWN }),
@@ -266,6 +302,7 @@ impl ProviderState {
                     UNKNOWN
                 }
             }),
+            reason: reason.as_deref(),
             ..*record
         };
         self.audit.record(event, &record, served.map(|c| c.namespace.as_str()));

@@ -235,7 +235,7 @@ impl Proxies {
         let mut client = peer;
         for entry in entries.iter().rev() {
             let hop = match header {
-                ForwardedHeader::XForwardedFor => entry.trim().parse().ok(),
+                ForwardedHeader::XForwardedFor => x_forwarded_for(entry),
                 ForwardedHeader::Forwarded => forwarded_for(entry),
             };
             let Some(hop) = hop else { break };
@@ -246,6 +246,17 @@ impl Proxies {
         }
         client
     }
+}
+
+/// The address of one `X-Forwarded-For` entry: an address, or (as some proxies write it) an
+/// address with a port, `a.b.c.d:port` or `[v6]:port`.
+fn x_forwarded_for(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
 /// The address in one `Forwarded` element's `for=` (`[v6]:port`, `[v6]`, `v4:port` or `v4`).
@@ -327,6 +338,11 @@ mod tests {
         assert_eq!(
             client_address(ingress, &rfc7239, &trusted),
             "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        let with_port = headers(&[("x-forwarded-for", "203.0.113.8:4711")]);
+        assert_eq!(
+            client_address(ingress, &with_port, &trusted),
+            "203.0.113.8".parse::<IpAddr>().unwrap()
         );
         let garbage = headers(&[("x-forwarded-for", "not-an-address")]);
         assert_eq!(

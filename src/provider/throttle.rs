@@ -25,8 +25,11 @@ pub struct Throttle {
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
+/// The key of an account: its name as typed, lower-cased and cut to the longest a username may
+/// be (128): whatever a caller types, a key costs a bounded amount of memory.
 fn account_key(username: &str) -> String {
-    format!("u:{}", username.to_lowercase())
+    let name: String = username.chars().take(128).collect();
+    format!("u:{}", name.to_lowercase())
 }
 
 fn address_key(ip: IpAddr) -> String {
@@ -98,6 +101,18 @@ impl Throttle {
         }
         if map.len() >= CAPACITY {
             map.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
+        }
+        // Still full (a flood of fresh keys): the key whose last failure is oldest goes, so the
+        // map never holds more than CAPACITY keys of at most PER_ADDRESS times each.
+        while map.len() >= CAPACITY {
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, times)| times.back().copied())
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(key) => map.remove(&key),
+                None => break,
+            };
         }
         for key in account.iter().chain(address.as_ref()) {
             let times = map.entry(key.clone()).or_default();
@@ -175,6 +190,19 @@ mod tests {
             Some(2 * PER_ACCOUNT - 1),
             "only the successful attempt left the address's count"
         );
+    }
+
+    /// T12: a username of any length costs the same; failures for names that differ only past
+    /// 128 characters count together.
+    #[test]
+    fn a_long_username_costs_a_bounded_key() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        for i in 0..PER_ACCOUNT {
+            t.reserve(&format!("{}{i}", "x".repeat(200)), None, now).unwrap();
+        }
+        assert!(t.reserve(&"x".repeat(300), None, now).is_err());
+        assert!(t.map().keys().all(|k| k.len() <= 130));
     }
 
     /// T12: one host holds a whole IPv6 /64; every address in it counts as one.
