@@ -148,6 +148,12 @@ impl GrantType {
         matches!(self, Self::AuthorizationCode | Self::DeviceCode)
     }
 
+    /// True when the grant identifies (and authenticates) its client itself instead of the
+    /// token endpoint: a token exchange by its subject token, the client's ServiceAccount token.
+    pub fn identifies_its_client(self) -> bool {
+        matches!(self, Self::TokenExchange)
+    }
+
     /// True when the grant works only in a cluster (it verifies ServiceAccount tokens).
     pub fn needs_cluster(self) -> bool {
         matches!(self, Self::TokenExchange)

@@ -75,35 +75,41 @@ async fn issue(
     let snapshot = state.registry.load();
     let now = Timestamp::now();
     let grant = GrantType::parse(grant_type);
-    // A token exchange may be identified by its subject token alone; every other request
-    // authenticates its client here, once (an unknown grant type too: an unknown client
-    // learns nothing about what is supported).
-    if grant == Some(GrantType::TokenExchange) {
-        return grants::token_exchange::grant(state, &snapshot, headers, &form, now).await;
-    }
-    let client = authenticate(state, &snapshot, headers, &form, now).await?;
+    // The client, once: a grant that identifies its client itself does so (a token exchange by
+    // its subject token); every other request authenticates here (an unknown grant type too:
+    // an unknown client learns nothing about what is supported).
+    let client = match grant {
+        Some(g) if g.identifies_its_client() => {
+            grants::token_exchange::identify(state, &snapshot, headers, &form, now).await?
+        }
+        _ => authenticate(state, &snapshot, headers, &form, now).await?,
+    };
     asked.client_id = Some(client.client_id.clone());
+    let Some(grant) = grant else {
+        return Err(OAuthError::unsupported_grant_type(format!(
+            "grant type '{grant_type}' is not supported"
+        )));
+    };
     // Each client uses the grants its spec lists, and no other.
-    if let Some(grant) = grant
-        && !client.allows(grant)
-    {
+    if !client.allows(grant) {
         return Err(OAuthError::unauthorized_client(format!(
             "this client may not use {} (add it to spec.grantTypes)",
             grant.as_str()
         )));
     }
+    let request = grants::TokenRequest {
+        state,
+        snapshot: &snapshot,
+        headers,
+        form: &form,
+        client,
+        now,
+    };
     match grant {
-        Some(GrantType::ClientCredentials) => {
-            grants::client_credentials::grant(state, &snapshot, &client, &form, now).await
-        }
-        Some(GrantType::AuthorizationCode) => {
-            grants::authorization_code::grant(state, &snapshot, client, &form, now).await
-        }
-        Some(GrantType::RefreshToken) => grants::refresh_token::grant(state, &snapshot, client, &form, now).await,
-        Some(GrantType::DeviceCode) => grants::device_code::grant(state, &snapshot, client, &form, now).await,
-        Some(GrantType::TokenExchange) => unreachable!("handled above"),
-        None => Err(OAuthError::unsupported_grant_type(format!(
-            "grant type '{grant_type}' is not supported"
-        ))),
+        GrantType::ClientCredentials => grants::client_credentials::grant(&request).await,
+        GrantType::AuthorizationCode => grants::authorization_code::grant(&request).await,
+        GrantType::RefreshToken => grants::refresh_token::grant(&request).await,
+        GrantType::DeviceCode => grants::device_code::grant(&request).await,
+        GrantType::TokenExchange => grants::token_exchange::grant(&request).await,
     }
 }

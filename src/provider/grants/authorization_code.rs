@@ -1,21 +1,16 @@
 //! grant_type=authorization_code (RFC 6749 §4.1.3) with PKCE (RFC 7636): the code is redeemed
 //! once, and a replay revokes everything it issued.
 
-use std::sync::Arc;
-
 use aws_lc_rs::digest;
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jiff::Timestamp;
 
+use super::TokenRequest;
 use super::for_people::{issue_for_code, redeem};
 use crate::crd::GrantType;
-use crate::provider::ProviderState;
 use crate::provider::browser::{handle_digest, same_secret};
 use crate::provider::error::OAuthError;
-use crate::provider::form::Form;
-use crate::registry::{RegisteredClient, Snapshot};
 
 /// RFC 7636 §4.1: 43 to 128 unreserved characters.
 fn valid_verifier(v: &str) -> bool {
@@ -27,13 +22,8 @@ fn s256(verifier: &str) -> String {
 }
 
 /// grant_type=authorization_code
-pub async fn grant(
-    state: &ProviderState,
-    snapshot: &Snapshot,
-    client: Arc<RegisteredClient>,
-    form: &Form,
-    now: Timestamp,
-) -> Result<Response, OAuthError> {
+pub async fn grant(request: &TokenRequest<'_>) -> Result<Response, OAuthError> {
+    let form = request.form;
     let code = form
         .get("code")
         .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
@@ -47,7 +37,7 @@ pub async fn grant(
         ));
     }
     let code_id = handle_digest(code);
-    let (grant, jti) = redeem(state, &client, &code_id, now).await?;
+    let (grant, jti) = redeem(request, &code_id).await?;
     if grant.redirect_uri != redirect_uri {
         return Err(OAuthError::invalid_grant(
             "redirect_uri differs from the authorization request",
@@ -68,17 +58,7 @@ pub async fn grant(
         }
         (None, None) => {}
     }
-    issue_for_code(
-        state,
-        snapshot,
-        &client,
-        &code_id,
-        &grant,
-        jti,
-        now,
-        GrantType::AuthorizationCode,
-    )
-    .await
+    issue_for_code(request, &code_id, &grant, jti, GrantType::AuthorizationCode).await
 }
 
 #[cfg(test)]

@@ -2,29 +2,20 @@
 //! polls with its device code until the person answers at the verification page. An approval
 //! is stored as a code under the device code's digest and redeemed once, like any code.
 
-use std::sync::Arc;
-
 use axum::response::Response;
-use jiff::Timestamp;
 
+use super::TokenRequest;
 use super::for_people::{issue_for_code, redeem, store_failed};
 use crate::crd::GrantType;
-use crate::provider::ProviderState;
 use crate::provider::browser::handle_digest;
 use crate::provider::error::OAuthError;
-use crate::provider::form::Form;
-use crate::registry::{RegisteredClient, Snapshot};
 use crate::store::DevicePoll;
 
 /// grant_type=urn:ietf:params:oauth:grant-type:device_code
-pub async fn grant(
-    state: &ProviderState,
-    snapshot: &Snapshot,
-    client: Arc<RegisteredClient>,
-    form: &Form,
-    now: Timestamp,
-) -> Result<Response, OAuthError> {
-    let device_code = form
+pub async fn grant(request: &TokenRequest<'_>) -> Result<Response, OAuthError> {
+    let (state, client, now) = (request.state, &request.client, request.now);
+    let device_code = request
+        .form
         .get("device_code")
         .ok_or_else(|| OAuthError::invalid_request("device_code is required"))?;
     let id = handle_digest(device_code);
@@ -51,8 +42,8 @@ pub async fn grant(
             "the device code is unknown or belongs to another client",
         )),
         DevicePoll::Approved => {
-            let (grant, jti) = redeem(state, &client, &id, now).await?;
-            issue_for_code(state, snapshot, &client, &id, &grant, jti, now, GrantType::DeviceCode).await
+            let (grant, jti) = redeem(request, &id).await?;
+            issue_for_code(request, &id, &grant, jti, GrantType::DeviceCode).await
         }
     }
 }

@@ -2,31 +2,29 @@
 //! audiences of a token the client holds for itself, and its issuance.
 
 use axum::response::{IntoResponse, Response};
-use jiff::Timestamp;
 
-use crate::provider::ProviderState;
+use super::TokenRequest;
 use crate::provider::error::OAuthError;
 use crate::provider::issuance::{AccessTokenFor, TokenResponse, access_token};
-use crate::registry::{RegisteredClient, Snapshot};
+use crate::registry::RegisteredClient;
 use crate::tokens::{client_subject, new_jti};
 use crate::validation::{is_resource_uri, is_scope_token};
 use crate::workload_identity::ACCESS_TOKEN_TYPE;
 
-/// Issues `client` a token for itself with the scopes it asked for (`scope`) among those it
-/// was granted, for the `resources` it named. `exchange`: the answer of a token exchange.
+/// Issues the request's client a token for itself with the scopes it asked for (`scope`)
+/// among those it was granted, for the `resources` it named. `exchange`: the answer of a
+/// token exchange.
 pub(super) fn issue(
-    state: &ProviderState,
-    snapshot: &Snapshot,
-    client: &RegisteredClient,
+    request: &TokenRequest<'_>,
     scope: Option<&str>,
     resources: &[&str],
     exchange: bool,
-    now: Timestamp,
 ) -> Result<Response, OAuthError> {
+    let (state, client, now) = (request.state, &*request.client, request.now);
     let (scopes, audiences) = decide_scopes_and_audience(client, scope, resources)?;
     let minted = access_token(
         state,
-        snapshot,
+        request.snapshot,
         client,
         AccessTokenFor {
             subject: client_subject(&client.client_id),
@@ -133,6 +131,7 @@ mod tests {
     use crate::crd::GrantType;
     use crate::credentials::CredentialState;
     use crate::registry::ClientCredential;
+    use jiff::Timestamp;
     use std::time::Duration;
 
     fn client() -> RegisteredClient {

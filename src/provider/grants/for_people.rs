@@ -4,17 +4,16 @@
 //! once (the device grant's approval is stored as one).
 
 use axum::response::{IntoResponse, Response};
-use jiff::Timestamp;
 use serde_json::{Map, Value};
 
+use super::TokenRequest;
 use crate::crd::GrantType;
 use crate::keys::jose_algorithm;
-use crate::provider::ProviderState;
 use crate::provider::browser::{handle_digest, random_handle};
 use crate::provider::browser_flow::IDENTITY_SCOPES;
 use crate::provider::error::OAuthError;
 use crate::provider::issuance::{AccessTokenFor, TokenResponse, access_token};
-use crate::registry::{RegisteredClient, Snapshot};
+use crate::registry::RegisteredClient;
 use crate::store::{Grant, Issued, Redemption, StoreError};
 use crate::tokens::{IdTokenClaims, new_jti, sign_id_token};
 
@@ -26,15 +25,11 @@ pub(super) fn store_failed(e: StoreError) -> OAuthError {
     OAuthError::unavailable("the grant store is unavailable; retry shortly")
 }
 
-/// Redeems the code `code_id` for `client`: the grant, and the jti its access token will
-/// carry (recorded with the redemption, so a replay however soon revokes it). The code is
-/// spent whatever follows.
-pub(super) async fn redeem(
-    state: &ProviderState,
-    client: &RegisteredClient,
-    code_id: &str,
-    now: Timestamp,
-) -> Result<(Grant, String), OAuthError> {
+/// Redeems the code `code_id` for the request's client: the grant, and the jti its access
+/// token will carry (recorded with the redemption, so a replay however soon revokes it). The
+/// code is spent whatever follows.
+pub(super) async fn redeem(request: &TokenRequest<'_>, code_id: &str) -> Result<(Grant, String), OAuthError> {
+    let (state, client, now) = (request.state, &*request.client, request.now);
     let jti = new_jti();
     let exp = now.as_second() + client.access_token_lifetime.as_secs() as i64;
     let issued = Issued { jti: jti.clone(), exp };
@@ -62,17 +57,14 @@ pub(super) async fn redeem(
 
 /// Issues the tokens of a redeemed code: a refresh family first when the client may refresh
 /// (refused if the code was replayed meanwhile), then the response.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn issue_for_code(
-    state: &ProviderState,
-    snapshot: &Snapshot,
-    client: &RegisteredClient,
+    request: &TokenRequest<'_>,
     code_id: &str,
     grant: &Grant,
     jti: String,
-    now: Timestamp,
     kind: GrantType,
 ) -> Result<Response, OAuthError> {
+    let (state, client, now) = (request.state, &*request.client, request.now);
     let refresh_token = if client.allows(GrantType::RefreshToken) {
         let token = random_handle();
         let started = state
@@ -97,7 +89,6 @@ pub(super) async fn issue_for_code(
         None
     };
     let issue = Issue {
-        client,
         grant,
         scopes: &grant.scopes,
         jti,
@@ -105,7 +96,7 @@ pub(super) async fn issue_for_code(
         // A device request carries no nonce; a code request's goes into the ID token.
         with_nonce: true,
     };
-    respond(state, snapshot, issue, now, kind.as_str()).await
+    respond(request, issue, kind.as_str()).await
 }
 
 /// The person's claims the granted scopes release (ID token and userinfo).
@@ -133,7 +124,6 @@ pub fn released_claims(claims: &Value, scopes: &[String]) -> Map<String, Value> 
 
 /// What one issuance produces.
 pub(super) struct Issue<'a> {
-    pub client: &'a RegisteredClient,
     pub grant: &'a Grant,
     /// The scopes of this issuance (the grant's, or fewer on refresh).
     pub scopes: &'a [String],
@@ -179,13 +169,11 @@ fn still_granted(
 }
 
 pub(super) async fn respond(
-    state: &ProviderState,
-    snapshot: &Snapshot,
+    request: &TokenRequest<'_>,
     issue: Issue<'_>,
-    now: Timestamp,
     grant_label: &str,
 ) -> Result<Response, OAuthError> {
-    let client = issue.client;
+    let (state, snapshot, client, now) = (request.state, request.snapshot, &*request.client, request.now);
     let audiences = still_granted(client, issue.scopes, issue.grant, &state.issuer.url)?;
     let minted = access_token(
         state,

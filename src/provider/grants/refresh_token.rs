@@ -1,29 +1,19 @@
 //! grant_type=refresh_token (RFC 6749 §6): rotated on every use; a reused token revokes its
 //! whole family; a narrower scope may be asked for, never a wider one.
 
-use std::sync::Arc;
-
 use axum::response::Response;
-use jiff::Timestamp;
 
+use super::TokenRequest;
 use super::for_people::{Issue, respond, store_failed};
 use crate::people::Standing;
-use crate::provider::ProviderState;
 use crate::provider::browser::{handle_digest, random_handle};
 use crate::provider::error::OAuthError;
-use crate::provider::form::Form;
-use crate::registry::{RegisteredClient, Snapshot};
 use crate::store::{ClientObject, Issued, RefreshUse};
 use crate::tokens::new_jti;
 
 /// grant_type=refresh_token
-pub async fn grant(
-    state: &ProviderState,
-    snapshot: &Snapshot,
-    client: Arc<RegisteredClient>,
-    form: &Form,
-    now: Timestamp,
-) -> Result<Response, OAuthError> {
+pub async fn grant(request: &TokenRequest<'_>) -> Result<Response, OAuthError> {
+    let (state, client, form, now) = (request.state, &request.client, request.form, request.now);
     let presented = form
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
@@ -88,12 +78,11 @@ pub async fn grant(
     };
     // What was withdrawn since the sign-in is checked by `respond`, for every redemption.
     let issue = Issue {
-        client: &client,
         grant: &grant,
         scopes: &scopes,
         jti,
         refresh_token: Some(next),
         with_nonce: false,
     };
-    respond(state, snapshot, issue, now, "refresh_token").await
+    respond(request, issue, "refresh_token").await
 }

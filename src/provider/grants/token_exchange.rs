@@ -1,32 +1,32 @@
 //! grant_type=urn:ietf:params:oauth:grant-type:token-exchange (RFC 8693): a workload's
 //! ServiceAccount token as the subject token. It may identify the client by itself, so this
-//! grant authenticates the client on its own terms.
+//! grant identifies (and authenticates) its client on its own terms: [`identify`], before the
+//! token endpoint builds the request, then [`grant`].
+
+use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use axum::response::Response;
-use jiff::Timestamp;
 
-use super::for_clients;
-use crate::crd::GrantType;
+use super::{TokenRequest, for_clients};
 use crate::provider::ProviderState;
 use crate::provider::client_auth::{
     authenticate, client_for_service_account, presents_credentials, verify_service_account_token,
 };
 use crate::provider::error::OAuthError;
 use crate::provider::form::Form;
-use crate::registry::{ClientCredential, Snapshot};
+use crate::registry::{ClientCredential, RegisteredClient, Snapshot};
 use crate::workload_identity::{ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE};
 
-/// RFC 8693: a workload trades its ServiceAccount token for an access token. The subject
-/// token identifies the client (or must match the client that authenticated), and the
-/// requested `audience`/`resource` values must be ones the client was granted.
-pub async fn grant(
+/// RFC 8693: the client of a token exchange. The subject token, a ServiceAccount token,
+/// identifies it (or must match the client that authenticated otherwise).
+pub async fn identify(
     state: &ProviderState,
     snapshot: &Snapshot,
     headers: &HeaderMap,
     form: &Form,
-    now: Timestamp,
-) -> Result<Response, OAuthError> {
+    now: jiff::Timestamp,
+) -> Result<Arc<RegisteredClient>, OAuthError> {
     let subject = form
         .get("subject_token")
         .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?;
@@ -45,7 +45,7 @@ pub async fn grant(
             "delegation with actor_token is not supported",
         ));
     }
-    let client = if presents_credentials(headers, form) {
+    if presents_credentials(headers, form) {
         let client = authenticate(state, snapshot, headers, form, now).await?;
         let sa = verify_service_account_token(state, subject)
             .await
@@ -55,17 +55,16 @@ pub async fn grant(
                 "subject_token is not the token of this client's ServiceAccount",
             ));
         }
-        client
-    } else {
-        let sa = verify_service_account_token(state, subject).await?;
-        client_for_service_account(snapshot, &sa, form.get("client_id"))?
-    };
-    if !client.allows(GrantType::TokenExchange) {
-        return Err(OAuthError::unauthorized_client(
-            "this client may not use token exchange (add it to spec.grantTypes)",
-        ));
+        return Ok(client);
     }
+    let sa = verify_service_account_token(state, subject).await?;
+    client_for_service_account(snapshot, &sa, form.get("client_id"))
+}
+
+/// The token for the `audience`/`resource` values asked for, each one the client was granted.
+pub async fn grant(request: &TokenRequest<'_>) -> Result<Response, OAuthError> {
+    let form = request.form;
     let mut resources = form.all("audience");
     resources.extend(form.all("resource"));
-    for_clients::issue(state, snapshot, &client, form.get("scope"), &resources, true, now)
+    for_clients::issue(request, form.get("scope"), &resources, true)
 }
