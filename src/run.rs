@@ -16,8 +16,8 @@ use crate::followed;
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
 use crate::people::Directory;
-use crate::provider::serve::{ServeOptions, serve};
-use crate::provider::{ProviderState, ops_router, router};
+use crate::provider::launch;
+use crate::provider::serve::ServeOptions;
 use crate::registry::Registry;
 use crate::store::GrantStore;
 use crate::workload_identity::{KubeIssuerKeys, KubeTokenReviewer, ServiceAccountTokens};
@@ -166,10 +166,10 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             Some(url) => url.clone(),
             None => GrantStore::file_url(&cfg.state_dir).map_err(|e| RunError(e.to_string()))?,
         };
-        let store = GrantStore::open_with(&url, cfg.serve.store_timeout, cfg.serve.store_group_commit)
+        let store = launch::open_store(&url, &cfg.serve, &metrics)
             .await
             .map_err(|e| RunError(e.to_string()))?;
-        Some(store.with_latency(metrics.store_latency.clone()))
+        Some(store)
     } else {
         None
     };
@@ -207,15 +207,20 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         let listener = bind(&cfg.listen).await?;
         let ops_listener = bind(&cfg.ops_listen).await?;
         tracing::info!(address = %cfg.listen, operations = %cfg.ops_listen, issuer = %cfg.issuer.url, "provider listening");
-        let mut state = ProviderState::new(registry, cfg.issuer.clone(), store, metrics)
+        let provider = launch::Provider {
+            registry,
+            issuer: cfg.issuer.clone(),
+            store,
+            metrics,
+            opts: &cfg.serve,
+            first_party_namespaces: cfg.first_party_namespaces.clone(),
+            audit: audit.clone(),
+        };
+        let mut state = provider
+            .state()
             .await
             .map_err(|e| RunError(e.to_string()))?
-            .with_first_party_namespaces(cfg.first_party_namespaces.clone())
-            .with_password_checks(cfg.serve.max_password_checks)
-            .with_secret_use_report_interval(cfg.serve.secret_use_report_interval)
-            .with_audit(audit.clone())
             .with_freshness(Arc::new(health.clone()));
-        tasks.push(Box::pin(state.clone().housekeeping()));
         if let Some(path) = &cfg.users_file {
             let parse = |text: &str| {
                 Directory::parse(text).inspect(|people| {
@@ -248,14 +253,12 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             None => None,
         };
         let (sd, opts) = (shutdown.clone(), cfg.serve.clone());
-        Some(async move {
-            let ops = ops_router(state.clone());
-            futures::try_join!(
-                serve(listener, router(state), &opts, tls, sd.clone()),
-                serve(ops_listener, ops, &opts, None, sd),
-            )
-            .map(|_| ())
-        })
+        let listeners = launch::Listeners {
+            provider: listener,
+            ops: ops_listener,
+            tls,
+        };
+        Some(async move { launch::run_provider(state, listeners, &opts, sd).await })
     } else {
         None
     };

@@ -11,13 +11,13 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use jiff::Timestamp;
 
-use super::ProviderState;
 use super::browser_flow::completion::ClientRedirect;
 use super::browser_flow::requested::{Refused, audiences, requested_scopes, resources};
 use super::browser_flow::{AuthRequest, Stage, current_session, proceed};
 use super::error::OAuthError;
 use super::form::Form;
 use super::pages;
+use super::state::ProviderState;
 use crate::crd::GrantType;
 use crate::registry::RegisteredClient;
 

@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cookie::{Cookie, SameSite};
 
-use super::Issuer;
+use crate::issuer::Issuer;
 
 /// A fresh 256-bit random handle, base64url (codes, refresh tokens, cookies, CSRF tokens).
 pub fn random_handle() -> String {

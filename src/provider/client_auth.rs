@@ -9,9 +9,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use jiff::Timestamp;
 
-use super::ProviderState;
 use super::error::OAuthError;
 use super::form::Form;
+use super::state::ProviderState;
 use crate::crd::TokenEndpointAuthMethod;
 use crate::credentials::{MatchedSecret, digest_secret, digests_match};
 use crate::registry::{ClientCredential, RegisteredClient, Snapshot};

@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::ProviderState;
+use super::state::ProviderState;
 
 /// What a path allows cross-origin.
 enum Policy {

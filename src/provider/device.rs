@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::ProviderState;
 use super::browser::{client_ip, handle_digest, random_handle};
 use super::browser_flow::requested::{audiences, requested_scopes, resources};
 use super::browser_flow::{AuthRequest, Stage, current_session, proceed, unavailable};
@@ -22,6 +21,7 @@ use super::client_auth::authenticate;
 use super::error::{OAuthError, no_store};
 use super::form::Form;
 use super::pages;
+use super::state::ProviderState;
 use crate::crd::GrantType;
 use crate::store::DeviceRequest;
 

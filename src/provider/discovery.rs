@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::ProviderState;
 use super::error::OAuthError;
 use super::pages;
+use super::state::ProviderState;
 use crate::published;
 
 /// GET / (the issuer URL itself): what kauth is, and where its endpoints are listed.

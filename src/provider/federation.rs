@@ -2,69 +2,24 @@
 //! (authorization code with PKCE, state bound to the browser, nonce, RFC 9207 `iss` check)
 //! and continues the pending downstream request with a session for the mapped person.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
-
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use jiff::Timestamp;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
-    RedirectUrl, Scope, TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    Scope, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 
-use super::ProviderState;
 use super::browser::{CookieName, handle_digest, random_handle, read_cookie, same_secret};
 use super::browser_flow::{PENDING_LIFETIME_SECS, Person, load_pending, see_other, start_session};
 use super::pages;
+use super::state::ProviderState;
 use crate::connectors::Connector;
-use crate::oidc_http::{Discovered, OidcHttp};
+use crate::oidc_http::Discovered;
 use crate::store::PendingRequest;
-
-/// How long a discovery document is trusted before it is fetched again.
-const METADATA_TTL: Duration = Duration::from_secs(300);
-
-/// Upstream discovery documents (with their keys), fetched on first use and refreshed, and
-/// the HTTP client that fetches them.
-pub struct UpstreamMetadata {
-    cached: RwLock<HashMap<String, (CoreProviderMetadata, Instant)>>,
-    http: OidcHttp,
-}
-
-impl Default for UpstreamMetadata {
-    fn default() -> Self {
-        let http = OidcHttp::new(None)
-            .inspect_err(|e| tracing::warn!(error = %e, "upstream sign-in is unavailable"))
-            .unwrap_or_else(|_| OidcHttp::unavailable());
-        Self {
-            cached: RwLock::default(),
-            http,
-        }
-    }
-}
-
-impl UpstreamMetadata {
-    async fn get(&self, issuer: &str) -> Result<CoreProviderMetadata, String> {
-        if let Some((m, at)) = self.cached.read().unwrap_or_else(|p| p.into_inner()).get(issuer)
-            && at.elapsed() < METADATA_TTL
-        {
-            return Ok(m.clone());
-        }
-        let url = IssuerUrl::new(issuer.to_string()).map_err(|e| e.to_string())?;
-        let metadata = CoreProviderMetadata::discover_async(url, &self.http)
-            .await
-            .map_err(|e| format!("discovery of {issuer} failed: {e}"))?;
-        self.cached
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(issuer.to_string(), (metadata.clone(), Instant::now()));
-        Ok(metadata)
-    }
-}
 
 /// What kauth remembers between sending the browser upstream and its return.
 #[derive(Serialize, Deserialize)]

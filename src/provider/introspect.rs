@@ -8,11 +8,11 @@ use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde_json::json;
 
-use super::ProviderState;
 use super::browser::handle_digest;
 use super::client_auth::authenticate;
 use super::error::{OAuthError, no_store};
 use super::form::Form;
+use super::state::ProviderState;
 use std::sync::Arc;
 
 use crate::registry::{RegisteredClient, Snapshot};

@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::ProviderState;
 use super::error::{OAuthError, no_store};
+use super::state::ProviderState;
 use crate::registry::{RegisteredClient, Snapshot};
 use crate::tokens::{AccessTokenClaims, Audience, sign};
 

@@ -8,13 +8,13 @@ use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::ProviderState;
 use super::browser::{CookieName, handle_digest, read_cookie, same_secret, set_cookie};
 use super::browser_flow::{current_session, see_other};
 use super::error::{OAuthError, no_store};
 use super::form::Form;
 use super::grants::released_claims;
 use super::pages;
+use super::state::ProviderState;
 use crate::tokens::read_id_token_hint;
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 
-use super::ProviderState;
+use super::state::ProviderState;
 
 /// GET /healthz: the process serves HTTP.
 pub async fn healthz() -> &'static str {

@@ -12,7 +12,6 @@ use axum::response::Response;
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use super::ProviderState;
 use super::browser::{client_ip, same_secret};
 use super::browser_flow::{
     IDENTITY_SCOPES, Pending, Person, Stage, completion, consent_needed, current_session, first_party, load_pending,
@@ -20,6 +19,7 @@ use super::browser_flow::{
 };
 use super::form::Form;
 use super::pages::{self, ScopeLine};
+use super::state::ProviderState;
 use crate::audit::{Event, Record};
 
 #[derive(Deserialize)]

@@ -6,12 +6,12 @@ use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 
-use super::ProviderState;
 use super::browser::client_ip;
 use super::client_auth::authenticate;
 use super::error::OAuthError;
 use super::form::Form;
 use super::grants;
+use super::state::ProviderState;
 use crate::crd::GrantType;
 
 /// What the audit trail says of one token request.

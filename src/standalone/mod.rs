@@ -25,8 +25,8 @@ use crate::keys::{KeyRing, KeySet, plan_keys};
 use crate::manifests::{Manifests, Origin};
 use crate::metrics::Metrics;
 use crate::people::{Directory, USERS_KEY, USERS_SECRET};
-use crate::provider::serve::{ServeOptions, serve};
-use crate::provider::{ProviderState, ops_router, router};
+use crate::provider::launch;
+use crate::provider::serve::ServeOptions;
 use crate::registry::{Registry, SecretRead, Snapshot};
 use crate::secret_contents::ClientValues;
 use crate::secret_usage::last_used;
@@ -739,10 +739,9 @@ pub async fn run(
         None => GrantStore::file_url(&cfg.state_dir).map_err(|e| StandaloneError(e.to_string()))?,
     };
     let metrics = Arc::new(Metrics::new());
-    let store = GrantStore::open_with(&url, opts.store_timeout, opts.store_group_commit)
+    let store = launch::open_store(&url, &opts, &metrics)
         .await
-        .map_err(|e| StandaloneError(e.to_string()))?
-        .with_latency(metrics.store_latency.clone());
+        .map_err(|e| StandaloneError(e.to_string()))?;
     let registry = Registry::new();
     // Taken before the first pass: an edit made while kauth starts is reloaded, not missed.
     let mut seen = cfg.fingerprint();
@@ -785,22 +784,23 @@ pub async fn run(
     // The first pass read and parsed every manifest: most of what it allocated is free now.
     crate::memory::release_freed_soon();
 
-    let state = ProviderState::new(registry.clone(), cfg.issuer.clone(), store, metrics.clone())
-        .await
-        .map_err(|e| StandaloneError(e.to_string()))?
-        .with_first_party_namespaces(cfg.first_party_namespaces.clone())
-        .with_password_checks(opts.max_password_checks)
-        .with_secret_use_report_interval(opts.secret_use_report_interval)
-        .with_audit(
-            opts.audit("off")
-                .map(Arc::new)
-                .map_err(|e| StandaloneError(format!("--audit-log: {e}")))?,
-        );
+    let provider = launch::Provider {
+        registry: registry.clone(),
+        issuer: cfg.issuer.clone(),
+        store,
+        metrics: metrics.clone(),
+        opts: &opts,
+        first_party_namespaces: cfg.first_party_namespaces.clone(),
+        audit: opts
+            .audit("off")
+            .map(Arc::new)
+            .map_err(|e| StandaloneError(format!("--audit-log: {e}")))?,
+    };
+    let state = provider.state().await.map_err(|e| StandaloneError(e.to_string()))?;
     let people = state.people.clone();
     people.store(Arc::new(first.people.unwrap_or_default()));
     let connectors = state.connectors.clone();
     connectors.store(Arc::new(first.connectors.unwrap_or_default()));
-    let housekeeping = state.clone().housekeeping();
     let stop = futures::FutureExt::shared(Box::pin(async {
         let _ = tokio::signal::ctrl_c().await;
     }));
@@ -811,12 +811,12 @@ pub async fn run(
             None => std::future::pending().await,
         }
     };
-    let server = async {
-        futures::try_join!(
-            serve(listener, router(state.clone()), &opts, acceptor, stop.clone()),
-            serve(ops_listener, ops_router(state), &opts, None, stop),
-        )
+    let listeners = launch::Listeners {
+        provider: listener,
+        ops: ops_listener,
+        tls: acceptor,
     };
+    let server = launch::run_provider(state, listeners, &opts, stop);
     let watcher = async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -866,7 +866,6 @@ pub async fn run(
     tokio::select! {
         result = server => result.map(|_| ()).map_err(|e| StandaloneError(format!("server failed: {e}"))),
         _ = watcher => Ok(()),
-        _ = housekeeping => Ok(()),
         _ = follow_certificate => Ok(()),
     }
 }

@@ -8,9 +8,9 @@ use axum::response::Response;
 use jiff::Timestamp;
 
 use super::{AuthRequest, see_other};
-use crate::provider::ProviderState;
 use crate::provider::browser::{handle_digest, random_handle};
 use crate::provider::pages;
+use crate::provider::state::ProviderState;
 use crate::store::{Grant, Session, StoreError};
 
 /// How long a code may wait for redemption (RFC 6749 §4.1.2: short).

@@ -2,7 +2,7 @@
 //! request, the snapshot and what they allowed before.
 
 use super::AuthRequest;
-use crate::provider::ProviderState;
+use crate::provider::state::ProviderState;
 use crate::registry::Snapshot;
 
 pub use crate::published::IDENTITY_SCOPES;

@@ -14,9 +14,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use self::consent::{IDENTITY_SCOPES, consent_needed, first_party};
-use super::ProviderState;
 use super::browser::{CookieName, handle_digest, random_handle, read_cookie, same_secret, set_cookie};
 use super::pages;
+use super::state::ProviderState;
 use crate::people::Standing;
 use crate::registry::Snapshot;
 use crate::store::{PendingRequest, Session, StoreError};

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use jiff::Timestamp;
 
-use crate::provider::ProviderState;
 use crate::provider::form::Form;
+use crate::provider::state::ProviderState;
 use crate::registry::{RegisteredClient, Snapshot};
 
 pub mod authorization_code;

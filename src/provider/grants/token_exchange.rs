@@ -9,12 +9,12 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::{TokenRequest, for_clients};
-use crate::provider::ProviderState;
 use crate::provider::client_auth::{
     authenticate, client_for_service_account, presents_credentials, verify_service_account_token,
 };
 use crate::provider::error::OAuthError;
 use crate::provider::form::Form;
+use crate::provider::state::ProviderState;
 use crate::registry::{ClientCredential, RegisteredClient, Snapshot};
 use crate::workload_identity::{ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE};
 

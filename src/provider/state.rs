@@ -1,0 +1,307 @@
+//! What every handler shares: the registry's snapshot, the grant store, the throttles and
+//! budgets, people and connectors, the audit trail, and the housekeeping that keeps them. Kept
+//! apart from the router (`mod.rs`): handlers take the state, and only the router knows them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::password_checks::PasswordChecks;
+use super::{flood, throttle, upstream};
+use crate::connectors::Connectors;
+use crate::issuer::Issuer;
+use crate::metrics::Metrics;
+use crate::people::{Directory, Standing};
+use crate::registry::Registry;
+use crate::revocation::RevocationList;
+use crate::store::{GrantStore, StoreError};
+use crate::tokens::VerifiedTokens;
+use crate::workload_identity::ServiceAccountTokens;
+
+/// A word a refusal may quote in the audit trail: a registered client or Scope value, an
+/// audience someone owns, a grant type, an identity scope, or a parameter name of OAuth.
+fn known_word(snapshot: &crate::registry::Snapshot, word: &str) -> bool {
+    const PARAMETERS: &[&str] = &[
+        "grant_type",
+        "client_id",
+        "client_secret",
+        "scope",
+        "resource",
+        "audience",
+        "code",
+        "redirect_uri",
+        "code_verifier",
+        "refresh_token",
+        "device_code",
+        "client_assertion",
+        "client_assertion_type",
+        "subject_token",
+        "subject_token_type",
+        "requested_token_type",
+        "token",
+        "token_type_hint",
+    ];
+    snapshot.clients.contains_key(word)
+        || snapshot.scopes.contains_key(word)
+        || snapshot.audience_owners.contains_key(&crate::claims::claim_key(word))
+        || crate::crd::GrantType::parse(word).is_some()
+        || crate::published::IDENTITY_SCOPES.iter().any(|(s, _)| *s == word)
+        || PARAMETERS.contains(&word)
+}
+
+/// The current time in Unix seconds.
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct ProviderState {
+    /// The current snapshot of clients, scopes and keys.
+    pub registry: Registry,
+    /// Issuer and endpoint URLs.
+    pub issuer: Arc<Issuer>,
+    /// Codes, refresh tokens, sessions, consents and revocations.
+    pub store: GrantStore,
+    /// Revoked token ids (an in-memory mirror of the store's).
+    pub revocations: RevocationList,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Tokens whose signatures already verified.
+    pub verified: VerifiedTokens,
+    /// Verifies ServiceAccount tokens (None: secretless clients are not accepted).
+    pub service_accounts: Option<Arc<ServiceAccountTokens>>,
+    /// Local people who may sign in (replaced whole when their file changes).
+    pub people: Arc<ArcSwap<Directory>>,
+    /// Failed sign-in attempts.
+    pub throttle: Arc<throttle::Throttle>,
+    /// Device authorizations started, per address and in all.
+    pub device_requests: Arc<flood::RowBudget>,
+    /// Sign-ins parked while a person signs in, per address and in all.
+    pub parked_requests: Arc<flood::RowBudget>,
+    /// Password checks running at once (bounded: each holds ~19 MiB).
+    pub password_checks: PasswordChecks,
+    /// Upstream OpenID providers people may sign in with.
+    pub connectors: Arc<ArcSwap<Connectors>>,
+    /// Namespaces the platform declared first-party: their clients identify people without
+    /// asking (set by kauth's own flags, never by an app team's object).
+    pub first_party_namespaces: Arc<HashSet<String>>,
+    /// Whether the registry's sources are in step (None: nothing to watch, as in standalone).
+    pub freshness: Option<Arc<dyn crate::registry::Freshness>>,
+    /// Whether the grant store answered its last check (every second): `/readyz/store`.
+    pub store_up: Arc<std::sync::atomic::AtomicBool>,
+    /// The audit trail (off unless configured).
+    pub audit: Arc<crate::audit::Audit>,
+    /// Which client secrets were used lately, reported to the store.
+    pub secret_uses: Arc<crate::secret_usage::SecretUses>,
+    /// How often `housekeeping` reports them.
+    pub secret_use_report_interval: std::time::Duration,
+    /// Their discovery documents.
+    pub(super) upstream: Arc<upstream::UpstreamMetadata>,
+}
+
+impl ProviderState {
+    /// State for a provider serving `registry` as `issuer`, keeping grants in `store`.
+    pub async fn new(
+        registry: Registry,
+        issuer: Issuer,
+        store: GrantStore,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let revocations = RevocationList::load(store.clone(), now()).await?;
+        Ok(Self {
+            registry,
+            issuer: Arc::new(issuer),
+            store,
+            revocations,
+            metrics,
+            verified: VerifiedTokens::default(),
+            service_accounts: None,
+            people: Arc::default(),
+            throttle: Arc::default(),
+            device_requests: Arc::new(flood::device_requests()),
+            parked_requests: Arc::new(flood::parked_requests()),
+            password_checks: PasswordChecks::default(),
+            connectors: Arc::default(),
+            first_party_namespaces: Arc::default(),
+            store_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            freshness: None,
+            audit: Arc::default(),
+            secret_uses: Arc::default(),
+            secret_use_report_interval: crate::secret_usage::REPORT_EVERY,
+            upstream: Arc::default(),
+        })
+    }
+
+    /// Runs forever: mirrors other replicas' revocations every second, reports secret use
+    /// every `secret_use_report_interval` and sweeps expired rows from the store every minute.
+    pub async fn housekeeping(self) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut ticks: u64 = 0;
+        let report_every = self.secret_use_report_interval.as_secs().max(1);
+        loop {
+            tick.tick().await;
+            let up = match self.revocations.sync(now()).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read revocations from the grant store");
+                    false
+                }
+            };
+            self.metrics.store_up.set(up as i64);
+            self.store_up.store(up, std::sync::atomic::Ordering::Relaxed);
+            if ticks.is_multiple_of(report_every) {
+                self.secret_uses.report(&self.store).await;
+            }
+            if ticks.is_multiple_of(60) {
+                self.end_grants_of_deleted_clients().await;
+                self.end_access_of_people_who_left().await;
+                match self.store.sweep(now()).await {
+                    Ok(n) if n > 0 => tracing::debug!(rows = n, "expired grants swept"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot sweep the grant store"),
+                }
+            }
+            ticks += 1;
+        }
+    }
+
+    /// The standing of a person (see [`crate::people::standing`]) by the people and
+    /// connectors in force now.
+    pub fn standing(&self, subject: &str, credential: Option<&str>) -> Standing {
+        crate::people::standing(&self.people.load(), &self.connectors.load(), subject, credential)
+    }
+
+    /// Ends the sessions and refresh families of people who left, and the sessions started
+    /// with a password that has changed since; housekeeping does it every minute, on every
+    /// replica, so leaving takes effect within a minute even where nobody presents a token.
+    pub async fn end_access_of_people_who_left(&self) {
+        let result = async {
+            let now = now();
+            let mut ended = 0;
+            for (subject, credential) in self.store.people_holding_grants(now).await? {
+                match self.standing(&subject, credential.as_deref()) {
+                    Standing::Stays => {}
+                    Standing::NewPassword => {
+                        ended += self.store.end_sessions_of(&subject, credential.as_deref()).await?;
+                    }
+                    Standing::Left => {
+                        ended += self.store.end_sessions_of(&subject, None).await?;
+                        let revoked = self.store.revoke_families_of_person(&subject, now).await?;
+                        ended += revoked.len() as u64;
+                        self.revocations.remember(&revoked);
+                    }
+                }
+            }
+            Ok::<_, StoreError>(ended)
+        };
+        match result.await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(ended = n, "sessions and tokens of people who left ended"),
+            Err(e) => tracing::warn!(error = %e, "cannot end the access of people who left"),
+        }
+    }
+
+    /// Revokes the refresh families (and their access tokens) of OAuthClient objects that no
+    /// longer exist; housekeeping does it every minute. Nothing happens before the registry
+    /// has read every source once, so a replica that is still starting revokes nothing.
+    pub async fn end_grants_of_deleted_clients(&self) {
+        let snapshot = self.registry.load();
+        if !snapshot.complete {
+            return;
+        }
+        match self
+            .store
+            .revoke_families_of_deleted_clients(&snapshot.client_uids, now())
+            .await
+        {
+            Ok(revoked) => {
+                if !revoked.is_empty() {
+                    tracing::info!(
+                        access_tokens = revoked.len(),
+                        "refresh families of deleted clients revoked"
+                    );
+                }
+                self.revocations.remember(&revoked);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot revoke the grants of deleted clients"),
+        }
+    }
+
+    /// Runs at most `permits` password checks at once (None: sized from the memory limit).
+    pub fn with_password_checks(mut self, permits: Option<usize>) -> Self {
+        if let Some(n) = permits {
+            self.password_checks = PasswordChecks::new(n);
+        }
+        self
+    }
+
+    /// Writes the audit trail to `audit`.
+    pub fn with_audit(mut self, audit: Arc<crate::audit::Audit>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// Reports secret use to the store this often.
+    pub fn with_secret_use_report_interval(mut self, every: std::time::Duration) -> Self {
+        self.secret_use_report_interval = every;
+        self
+    }
+
+    /// Writes one audit record, with the namespace of its client (when one is served). A
+    /// caller can type anything where a client id, a username or a grant type goes (a secret,
+    /// a password): the trail names only registered clients, known people and grant types
+    /// kauth has, and `unknown` for anything else (T12).
+    pub fn audit_event(&self, event: crate::audit::Event, record: &crate::audit::Record<'_>) {
+        const UNKNOWN: &str = "unknown";
+        let snapshot = self.registry.load();
+        let served = record.client_id.and_then(|id| snapshot.clients.get(id));
+        // A refusal's description quotes what was asked for ('scope', 'grant type', a
+        // parameter's name): only names kauth knows are kept.
+        let reason = record
+            .reason
+            .map(|r| crate::audit::redact_quoted(r, |word| known_word(&snapshot, word)));
+        let record = crate::audit::Record {
+            client_id: record.client_id.map(|id| if served.is_some() { id } else { UNKNOWN }),
+            subject: record.subject.map(|s| if self.knows(s) { s } else { UNKNOWN }),
+            grant_type: record.grant_type.map(|g| {
+                if crate::crd::GrantType::parse(g).is_some() {
+                    g
+                } else {
+                    UNKNOWN
+                }
+            }),
+            reason: reason.as_deref(),
+            ..*record
+        };
+        self.audit.record(event, &record, served.map(|c| c.namespace.as_str()));
+    }
+
+    /// True when `subject` names a person kauth knows: a local account, or someone of a
+    /// connector that is configured.
+    fn knows(&self, subject: &str) -> bool {
+        match subject.split_once(':') {
+            Some((connector, _)) => self.connectors.load().get(connector).is_some(),
+            None => self.people.load().user(subject).is_some(),
+        }
+    }
+
+    /// Treats the clients of these namespaces as first-party (no consent to identify people).
+    pub fn with_first_party_namespaces(mut self, namespaces: impl IntoIterator<Item = String>) -> Self {
+        self.first_party_namespaces = Arc::new(namespaces.into_iter().collect());
+        self
+    }
+
+    /// Reports not ready while `freshness` says the snapshot may be stale.
+    pub fn with_freshness(mut self, freshness: Arc<dyn crate::registry::Freshness>) -> Self {
+        self.freshness = Some(freshness);
+        self
+    }
+
+    /// Accepts ServiceAccount tokens verified by `tokens`.
+    pub fn with_service_accounts(mut self, tokens: Arc<ServiceAccountTokens>) -> Self {
+        self.service_accounts = Some(tokens);
+        self
+    }
+}

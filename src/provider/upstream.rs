@@ -1,0 +1,54 @@
+//! What kauth knows of the upstream providers people sign in with (connectors): their
+//! discovery documents, fetched on first use and kept a while, and the HTTP client it calls
+//! them with.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use openidconnect::IssuerUrl;
+use openidconnect::core::CoreProviderMetadata;
+
+use crate::oidc_http::OidcHttp;
+
+/// How long a discovery document is used before it is fetched again.
+const METADATA_TTL: Duration = Duration::from_secs(300);
+
+/// Upstream discovery documents (with their keys), fetched on first use and refreshed, and
+/// the HTTP client that fetches them.
+pub struct UpstreamMetadata {
+    cached: RwLock<HashMap<String, (CoreProviderMetadata, Instant)>>,
+    /// The client that fetches them (and redeems codes upstream).
+    pub http: OidcHttp,
+}
+
+impl Default for UpstreamMetadata {
+    fn default() -> Self {
+        let http = OidcHttp::new(None)
+            .inspect_err(|e| tracing::warn!(error = %e, "upstream sign-in is unavailable"))
+            .unwrap_or_else(|_| OidcHttp::unavailable());
+        Self {
+            cached: RwLock::default(),
+            http,
+        }
+    }
+}
+
+impl UpstreamMetadata {
+    pub async fn get(&self, issuer: &str) -> Result<CoreProviderMetadata, String> {
+        if let Some((m, at)) = self.cached.read().unwrap_or_else(|p| p.into_inner()).get(issuer)
+            && at.elapsed() < METADATA_TTL
+        {
+            return Ok(m.clone());
+        }
+        let url = IssuerUrl::new(issuer.to_string()).map_err(|e| e.to_string())?;
+        let metadata = CoreProviderMetadata::discover_async(url, &self.http)
+            .await
+            .map_err(|e| format!("discovery of {issuer} failed: {e}"))?;
+        self.cached
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(issuer.to_string(), (metadata.clone(), Instant::now()));
+        Ok(metadata)
+    }
+}
