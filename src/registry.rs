@@ -12,7 +12,7 @@ use crate::catalog::{Catalog, ClientVerdict};
 use crate::crd::{GrantType, KeyAlgorithm, TokenEndpointAuthMethod};
 use crate::credentials::SecretVerifier;
 use crate::keys::KeyRing;
-use crate::validation::{ClientSettings, CredentialSource};
+use crate::validation::{ClientSettings, NoSecret, SecretHandling};
 use crate::workload_identity::ServiceAccountRef;
 
 /// What a client presents to authenticate.
@@ -239,11 +239,11 @@ impl Snapshot {
                 .clients
                 .get(&verdict.client_id)
                 .and_then(|c| Some((c, c.sources_if_built_from(verdict)?)));
-            let (credential, secret) = match &settings.secret {
-                CredentialSource::ServiceAccount(name) => {
+            let (credential, secret) = match settings.secret.secret_handling() {
+                SecretHandling::None(NoSecret::ServiceAccount(name)) => {
                     let sa = ServiceAccountRef {
                         namespace: verdict.key.namespace.clone(),
-                        name: name.clone(),
+                        name: name.to_string(),
                     };
                     by_service_account
                         .entry(sa.clone())
@@ -251,18 +251,20 @@ impl Snapshot {
                         .push(verdict.client_id.clone());
                     (ClientCredential::ServiceAccount(sa), None)
                 }
-                CredentialSource::Public => (ClientCredential::None, None),
-                _ => match secret_of(verdict, settings, kept.and_then(|(_, from)| from.secret.as_ref())) {
-                    Some(SecretRead::Read(verifier, version)) => (ClientCredential::Secret(verifier), version),
-                    Some(SecretRead::Unchanged) => {
-                        // Only ever the answer to a version told, which only a kept client has.
-                        if let Some((same, _)) = kept {
-                            clients.insert(same.client_id.clone(), same.clone());
+                SecretHandling::None(NoSecret::Public) => (ClientCredential::None, None),
+                SecretHandling::Generate(_) | SecretHandling::Read(_) => {
+                    match secret_of(verdict, settings, kept.and_then(|(_, from)| from.secret.as_ref())) {
+                        Some(SecretRead::Read(verifier, version)) => (ClientCredential::Secret(verifier), version),
+                        Some(SecretRead::Unchanged) => {
+                            // Only ever the answer to a version told, which only a kept client has.
+                            if let Some((same, _)) = kept {
+                                clients.insert(same.client_id.clone(), same.clone());
+                            }
+                            continue;
                         }
-                        continue;
+                        None => continue,
                     }
-                    None => continue,
-                },
+                }
             };
             let client = match kept {
                 Some((same, from)) if same.credential == credential && from.secret == secret => same.clone(),

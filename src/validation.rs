@@ -79,12 +79,7 @@ pub struct ClientSettings {
 #[derive(Clone, Debug, PartialEq)]
 pub enum CredentialSource {
     /// A secret kauth generates and writes into the named Secret.
-    Generated {
-        name: String,
-        contents: Box<SecretContents>,
-        rotation: RotationPolicy,
-        metadata: SecretMetadata,
-    },
+    Generated(GeneratedSecret),
     /// A secret in a Secret the user manages; kauth reads `key`.
     Existing(ExistingSecret),
     /// The projected token of this ServiceAccount (in the client's namespace); no secret.
@@ -93,13 +88,84 @@ pub enum CredentialSource {
     Public,
 }
 
+/// A client secret kauth generates: the Secret it writes, its layout, rotation and metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GeneratedSecret {
+    /// The Secret's name.
+    pub name: String,
+    /// What it holds.
+    pub contents: Box<SecretContents>,
+    /// When the secret rotates.
+    pub rotation: RotationPolicy,
+    /// Its labels, annotations and deletion policy.
+    pub metadata: SecretMetadata,
+}
+
+/// What the adapters (the controller, standalone) do about a client's credential: generate a
+/// Secret, read the team's Secret, or nothing, the client proving itself otherwise. They ask
+/// only this, so a new kind of credential (a key the client holds) adds a variant above and
+/// an answer here, not a case in every adapter.
+#[derive(Clone, Copy, Debug)]
+pub enum SecretHandling<'a> {
+    /// kauth generates the secret and writes it into a Secret.
+    Generate(&'a GeneratedSecret),
+    /// kauth reads the secret from the team's Secret.
+    Read(&'a ExistingSecret),
+    /// No Secret: how the client proves who it is instead.
+    None(NoSecret<'a>),
+}
+
+/// How a client without a Secret proves who it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoSecret<'a> {
+    /// The projected token of this ServiceAccount: verified against a cluster's issuer.
+    ServiceAccount(&'a str),
+    /// Nothing: a public client (PKCE protects its codes).
+    Public,
+}
+
+impl NoSecret<'_> {
+    /// The reason of the client's SecretReady condition.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ServiceAccount(_) => "ServiceAccount",
+            Self::Public => "PublicClient",
+        }
+    }
+
+    /// What the client proves instead of a secret, in a sentence.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::ServiceAccount(sa) => {
+                format!("no Secret: the client authenticates with projected tokens of ServiceAccount {sa}")
+            }
+            Self::Public => "no Secret: a public client has no credential (PKCE protects its codes)".into(),
+        }
+    }
+
+    /// True when only a cluster can check it (its issuer verifies ServiceAccount tokens).
+    pub fn needs_cluster(&self) -> bool {
+        matches!(self, Self::ServiceAccount(_))
+    }
+}
+
 impl CredentialSource {
+    /// What the adapters do about it (see [`SecretHandling`]).
+    pub fn secret_handling(&self) -> SecretHandling<'_> {
+        match self {
+            Self::Generated(generated) => SecretHandling::Generate(generated),
+            Self::Existing(existing) => SecretHandling::Read(existing),
+            Self::ServiceAccount(sa) => SecretHandling::None(NoSecret::ServiceAccount(sa)),
+            Self::Public => SecretHandling::None(NoSecret::Public),
+        }
+    }
+
     /// Name of the Secret in the client's namespace, if the client has one.
     pub fn secret_name(&self) -> Option<&str> {
-        match self {
-            Self::Generated { name, .. } => Some(name),
-            Self::Existing(e) => Some(&e.name),
-            Self::ServiceAccount(_) | Self::Public => None,
+        match self.secret_handling() {
+            SecretHandling::Generate(g) => Some(&g.name),
+            SecretHandling::Read(e) => Some(&e.name),
+            SecretHandling::None(_) => None,
         }
     }
 }
@@ -526,7 +592,7 @@ fn generated(name: &str, secret: &crate::crd::SecretSpec, errors: &mut Vec<Field
             "must be shorter than spec.secret.rotation.every",
         ));
     }
-    CredentialSource::Generated {
+    CredentialSource::Generated(GeneratedSecret {
         name: secret_name,
         contents,
         rotation: RotationPolicy {
@@ -536,7 +602,7 @@ fn generated(name: &str, secret: &crate::crd::SecretSpec, errors: &mut Vec<Field
             retire,
         },
         metadata,
-    }
+    })
 }
 
 /// The rules for people-facing clients: grants, redirect URIs and how public clients differ.
@@ -783,12 +849,12 @@ mod tests {
         .unwrap();
         assert_eq!(s.access_token_lifetime, DEFAULT_TOKEN_LIFETIME);
         match s.secret {
-            CredentialSource::Generated {
+            CredentialSource::Generated(GeneratedSecret {
                 name,
                 contents,
                 rotation,
                 ..
-            } => {
+            }) => {
                 assert_eq!(name, "app-oauth");
                 assert_eq!(contents.keys.client_secret, "CLIENT_SECRET");
                 assert_eq!(rotation.overlap, DEFAULT_SECRET_OVERLAP);

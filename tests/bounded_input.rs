@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use kauth::catalog::{Catalog, ClientInput, NamespaceLabels, ScopeInput};
 use kauth::crd::{OAuthClientSpec, ScopeSpec};
 use kauth::secret_contents::SecretValues;
-use kauth::validation::{CredentialSource, validate_client};
+use kauth::validation::{CredentialSource, GeneratedSecret, validate_client};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -242,7 +242,7 @@ fn judge(seed: u64) -> Result<(), TestCaseError> {
         );
         assert_eq!(catalog.clients.len(), 1);
         if let Ok(settings) = settings
-            && let CredentialSource::Generated { contents, .. } = &settings.secret
+            && let CredentialSource::Generated(GeneratedSecret { contents, .. }) = &settings.secret
         {
             let values = SecretValues {
                 client_id: &id,

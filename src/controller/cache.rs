@@ -23,7 +23,7 @@ use crate::keys::KeyRing;
 use crate::memory::TrimPacer;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, SecretRead, SecretVersion, Snapshot};
-use crate::validation::{CredentialSource, validate_signing_key};
+use crate::validation::{SecretHandling, validate_signing_key};
 
 /// Read-only views of the watched resources.
 #[derive(Clone)]
@@ -387,8 +387,8 @@ impl Cache {
                 if known.is_some_and(|k| Some(k.uid.as_str()) == uid && Some(k.resource_version.as_str()) == version) {
                     return Some(SecretRead::Unchanged);
                 }
-                let verifier = match &settings.secret {
-                    CredentialSource::Generated { .. } => {
+                let verifier = match settings.secret.secret_handling() {
+                    SecretHandling::Generate(_) => {
                         // Only a Secret this very client (uid) owns counts: a look-alike is
                         // ignored.
                         let owned = !v.uid.is_empty() && secrets::owned_by(&secret, &v.uid);
@@ -397,11 +397,11 @@ impl Cache {
                             .flatten()
                             .map(|s| s.verifier())
                     }
-                    CredentialSource::Existing(existing) => secrets::labelled(&secret, secrets::EXTERNAL)
+                    SecretHandling::Read(existing) => secrets::labelled(&secret, secrets::EXTERNAL)
                         .then(|| secrets::external_secret_value(&secret, &existing.key))
                         .flatten()
                         .map(SecretVerifier::for_secret),
-                    CredentialSource::ServiceAccount(_) | CredentialSource::Public => None,
+                    SecretHandling::None(_) => None,
                 }?;
                 Some(SecretRead::Read(verifier, version_of(&secret)))
             },

@@ -17,6 +17,7 @@ use super::secrets::{self, CredentialsSecret};
 use super::{Context, Error, MANAGER};
 use crate::audit;
 use crate::catalog::{ClientVerdict, Holder, ObjectKey};
+use crate::crd::ExistingSecret;
 use crate::crd::{OAuthClient, OAuthClientStatus, SecretUsage, set_condition};
 use crate::credentials::{
     CredentialState, PreviousPlan, RotationReason, SecretPlan, digest_name, digest_secret, earliest, plan_previous,
@@ -24,7 +25,7 @@ use crate::credentials::{
 };
 use crate::secret_contents::ClientValues;
 use crate::secret_usage::last_used;
-use crate::validation::{ClientSettings, CredentialSource, describe};
+use crate::validation::{ClientSettings, GeneratedSecret, SecretHandling, describe};
 
 /// Outcome of the Secret step: condition status, reason, message, and when to look again.
 struct SecretOutcome {
@@ -56,17 +57,15 @@ async fn generated_secret(
     obj: &OAuthClient,
     verdict: &ClientVerdict,
     settings: &ClientSettings,
+    generated: &GeneratedSecret,
     now: Timestamp,
 ) -> Result<SecretOutcome, Error> {
-    let CredentialSource::Generated {
+    let GeneratedSecret {
         name,
         contents,
         rotation,
         metadata,
-    } = &settings.secret
-    else {
-        unreachable!("called for generated secrets")
-    };
+    } = generated;
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(owner) = secrets::owner_reference(obj) else {
@@ -323,10 +322,7 @@ fn usage_status(state: &CredentialState, used: &HashMap<String, i64>) -> Vec<Sec
     usage
 }
 
-async fn existing_secret(ctx: &Context, obj: &OAuthClient, settings: &ClientSettings) -> Result<SecretOutcome, Error> {
-    let CredentialSource::Existing(existing) = &settings.secret else {
-        unreachable!("called for existing secrets")
-    };
+async fn existing_secret(ctx: &Context, obj: &OAuthClient, existing: &ExistingSecret) -> Result<SecretOutcome, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let outcome = match api.get_opt(&existing.name).await? {
@@ -372,22 +368,13 @@ async fn credentials(
     settings: &ClientSettings,
     now: Timestamp,
 ) -> Result<SecretOutcome, Error> {
-    Ok(match &settings.secret {
-        CredentialSource::Generated { .. } => generated_secret(ctx, obj, verdict, settings, now).await?,
-        CredentialSource::Existing(_) => existing_secret(ctx, obj, settings).await?,
-        CredentialSource::ServiceAccount(sa) => SecretOutcome {
+    Ok(match settings.secret.secret_handling() {
+        SecretHandling::Generate(generated) => generated_secret(ctx, obj, verdict, settings, generated, now).await?,
+        SecretHandling::Read(existing) => existing_secret(ctx, obj, existing).await?,
+        SecretHandling::None(proof) => SecretOutcome {
             ready: true,
-            reason: "ServiceAccount",
-            message: format!("no Secret: the client authenticates with projected tokens of ServiceAccount {sa}"),
-            version: None,
-            rotated_at: None,
-            recheck_at: None,
-            usage: Vec::new(),
-        },
-        CredentialSource::Public => SecretOutcome {
-            ready: true,
-            reason: "PublicClient",
-            message: "no Secret: a public client has no credential (PKCE protects its codes)".into(),
+            reason: proof.reason(),
+            message: proof.describe(),
             version: None,
             rotated_at: None,
             recheck_at: None,

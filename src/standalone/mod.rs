@@ -32,7 +32,7 @@ use crate::secret_contents::ClientValues;
 use crate::secret_usage::last_used;
 use crate::store::GrantStore;
 use crate::tls::TlsChoice;
-use crate::validation::{ClientSettings, CredentialSource, KeySchedule, describe, validate_signing_key};
+use crate::validation::{ClientSettings, GeneratedSecret, KeySchedule, SecretHandling, describe, validate_signing_key};
 
 mod state_files;
 use state_files::StagedWrites;
@@ -224,9 +224,9 @@ impl StandaloneConfig {
             return Err("spec.serviceAccount: this client has no secret".into());
         };
         let dir = self.secret_dir(&verdict.key.namespace, secret_name);
-        match &settings.secret {
-            CredentialSource::ServiceAccount(_) | CredentialSource::Public => Err("this client has no secret".into()),
-            CredentialSource::Existing(existing) => {
+        match settings.secret.secret_handling() {
+            SecretHandling::None(_) => Err("this client has no secret".into()),
+            SecretHandling::Read(existing) => {
                 let path = dir.join(&existing.key);
                 let secret = fs::read_to_string(&path).map_err(|_| {
                     format!(
@@ -239,7 +239,7 @@ impl StandaloneConfig {
             }
             // The Secret's labels, annotations and deletion policy have no files to apply to:
             // standalone keeps every state file until it is removed by hand.
-            CredentialSource::Generated { contents, rotation, .. } => {
+            SecretHandling::Generate(GeneratedSecret { contents, rotation, .. }) => {
                 let state_path = dir.join(CREDENTIAL_STATE_FILE);
                 let current: Option<CredentialState> = read_json(&state_path).map_err(|e| e.to_string())?;
                 let state = match plan_secret(rotation, current.as_ref(), now) {
@@ -474,18 +474,26 @@ impl StandaloneConfig {
             }
             (Ok(s), None) => s,
         };
-        let Some(secret_name) = settings.secret.secret_name().map(str::to_string) else {
-            notes.notices.push(match settings.secret {
-                    CredentialSource::Public => format!(
+        let (secret_name, (id_key, secret_key)) = match settings.secret.secret_handling() {
+            SecretHandling::Generate(g) => (
+                g.name.clone(),
+                (g.contents.keys.client_id.clone(), g.contents.keys.client_secret.clone()),
+            ),
+            SecretHandling::Read(e) => (e.name.clone(), (String::new(), e.key.clone())),
+            SecretHandling::None(proof) => {
+                notes.notices.push(if proof.needs_cluster() {
+                    format!(
+                        "OAuthClient {key} is secretless (spec.serviceAccount): ServiceAccount tokens need a cluster's issuer, so `kauth run` serves it, not standalone"
+                    )
+                } else {
+                    format!(
                         "OAuthClient {key} is public: client_id {}, people sign in at {}",
                         verdict.client_id,
                         self.issuer.endpoint("/authorize")
-                    ),
-                    _ => format!(
-                        "OAuthClient {key} is secretless (spec.serviceAccount): ServiceAccount tokens need a cluster's issuer, so `kauth run` serves it, not standalone"
-                    ),
+                    )
                 });
-            return None;
+                return None;
+            }
         };
         if let Some(other) = secret_owner.insert((key.namespace.clone(), secret_name.clone()), key.name.clone()) {
             notes.problems.push(format!(
@@ -515,27 +523,18 @@ impl StandaloneConfig {
             &mut notes.changes,
             &mut notes.next_step,
         ) {
-            Ok(verifier) => {
-                let (id_key, secret_key) = match &settings.secret {
-                    CredentialSource::Generated { contents, .. } => {
-                        (contents.keys.client_id.clone(), contents.keys.client_secret.clone())
-                    }
-                    CredentialSource::Existing(e) => (String::new(), e.key.clone()),
-                    CredentialSource::ServiceAccount(_) | CredentialSource::Public => (String::new(), String::new()),
-                };
-                Some((
-                    verifier,
-                    ReadyClient {
-                        resource: key.to_string(),
-                        client_id: verdict.client_id.clone(),
-                        credentials_dir: self.secret_dir(&key.namespace, &secret_name),
-                        scopes: verdict.granted.iter().map(|g| g.value.clone()).collect(),
-                        id_key,
-                        secret_key,
-                        client_credentials: verdict.grant_types.contains(&crate::crd::GrantType::ClientCredentials),
-                    },
-                ))
-            }
+            Ok(verifier) => Some((
+                verifier,
+                ReadyClient {
+                    resource: key.to_string(),
+                    client_id: verdict.client_id.clone(),
+                    credentials_dir: self.secret_dir(&key.namespace, &secret_name),
+                    scopes: verdict.granted.iter().map(|g| g.value.clone()).collect(),
+                    id_key,
+                    secret_key,
+                    client_credentials: verdict.grant_types.contains(&crate::crd::GrantType::ClientCredentials),
+                },
+            )),
             Err(problem) => {
                 notes.problems.push(format!("{origin}: OAuthClient {key}: {problem}"));
                 None
