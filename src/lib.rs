@@ -16,7 +16,7 @@ pub mod login;
 pub mod manifests;
 pub mod memory;
 pub mod metrics;
-pub mod oidc_http;
+pub mod outbound;
 pub mod people;
 pub mod provider;
 pub mod published;

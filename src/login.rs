@@ -16,7 +16,7 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::oidc_http::{Discovered, OidcHttp};
+use crate::outbound::{Discovered, Outbound, Reach};
 
 /// A cached ID token is used while it has at least this long to live.
 const FRESH_FOR: i64 = 60;
@@ -162,7 +162,7 @@ pub async fn login(opts: &LoginOptions) -> Result<String, LoginError> {
         Some(file) => Some(std::fs::read(file).map_err(|e| fail(&format!("cannot read {}", file.display()))(&e))?),
         None => None,
     };
-    let http = OidcHttp::new(ca.as_deref()).map_err(|e| fail("TLS")(&e))?;
+    let http = Outbound::new(ca.as_deref(), Reach::Anywhere, Default::default()).map_err(|e| fail("TLS")(&e))?;
     let issuer = IssuerUrl::new(opts.issuer.clone()).map_err(|e| fail("--issuer")(&e))?;
     let metadata = CoreProviderMetadata::discover_async(issuer, &http).await.map_err(|e| {
         LoginError(format!(
@@ -257,7 +257,7 @@ fn why(error: &(dyn std::error::Error + 'static)) -> String {
 /// The device grant: the code and URL on standard error, then polls until the person is done.
 async fn sign_in_on_a_device(
     client: &Discovered,
-    http: &OidcHttp,
+    http: &Outbound,
     issuer: &str,
     scopes: Vec<Scope>,
 ) -> Result<(String, Option<String>), LoginError> {
@@ -293,7 +293,7 @@ async fn sign_in_on_a_device(
 /// listens on for this one answer.
 async fn sign_in_with_a_browser(
     client: Discovered,
-    http: &OidcHttp,
+    http: &Outbound,
     scopes: Vec<Scope>,
     no_browser: bool,
 ) -> Result<(String, Option<String>), LoginError> {

@@ -79,6 +79,54 @@ pub struct Metrics {
     pub claims_recorded: Gauge,
     /// Writes of a claims record shard that failed (the leader's).
     pub claims_record_failures: Counter,
+    /// Calls to other servers.
+    pub outbound: OutboundMetrics,
+}
+
+/// Labels of an outbound call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutboundLabels {
+    /// What it was for (`openid`, `otlp`, ...).
+    pub purpose: &'static str,
+    /// `ok`, `client_error`, `server_error`, `too_many_requests`, `timeout`, `connect_error`,
+    /// `refused` (not a permitted address), `read_error` or `unavailable`.
+    pub outcome: &'static str,
+}
+
+/// Labels naming an outbound call's purpose.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PurposeLabels {
+    /// What it was for.
+    pub purpose: &'static str,
+}
+
+/// Metrics of calls to other servers, each attempt counted (cheap to clone: they share
+/// their values).
+#[derive(Clone, Debug)]
+pub struct OutboundMetrics {
+    /// Attempts by purpose and outcome.
+    pub calls: Family<OutboundLabels, Counter>,
+    /// Attempt duration by purpose.
+    pub duration: Family<PurposeLabels, Histogram>,
+}
+
+impl Default for OutboundMetrics {
+    fn default() -> Self {
+        Self {
+            calls: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 15))),
+        }
+    }
+}
+
+impl OutboundMetrics {
+    /// Counts one attempt.
+    pub fn observe(&self, purpose: &'static str, outcome: &'static str, took: std::time::Duration) {
+        self.calls.get_or_create(&OutboundLabels { purpose, outcome }).inc();
+        self.duration
+            .get_or_create(&PurposeLabels { purpose })
+            .observe(took.as_secs_f64());
+    }
 }
 
 /// Labels naming a SigningKey.
@@ -187,8 +235,20 @@ impl Metrics {
             "OAuth clients the provider serves",
             registered_clients.clone(),
         );
+        let outbound = OutboundMetrics::default();
+        registry.register(
+            "outbound_calls",
+            "Calls to other servers (upstream providers, collectors, relying parties) by purpose and outcome, each attempt counted",
+            outbound.calls.clone(),
+        );
+        registry.register(
+            "outbound_call_duration_seconds",
+            "Duration of calls to other servers by purpose",
+            outbound.duration.clone(),
+        );
         Self {
             registry,
+            outbound,
             http_requests,
             http_latency,
             tokens_issued,

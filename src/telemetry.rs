@@ -17,7 +17,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-use crate::oidc_http::OidcHttp;
+use crate::outbound::{Outbound, Reach};
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -96,7 +96,7 @@ pub fn init(format: LogFormat) -> Telemetry {
 
 fn tracer_provider() -> Result<SdkTracerProvider, String> {
     let http = OtlpHttp {
-        client: OidcHttp::new(None).map_err(|e| e.to_string())?,
+        client: Outbound::new(None, Reach::Anywhere, Default::default()).map_err(|e| e.to_string())?,
         runtime: tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?,
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -117,7 +117,7 @@ fn tracer_provider() -> Result<SdkTracerProvider, String> {
 /// of its own, outside Tokio, so each request runs as a task on kauth's runtime.
 #[derive(Debug)]
 struct OtlpHttp {
-    client: OidcHttp,
+    client: Outbound,
     runtime: tokio::runtime::Handle,
 }
 
@@ -135,9 +135,11 @@ impl opentelemetry_http::HttpClient for OtlpHttp {
         let client = self.client.clone();
         let task = self.runtime.spawn(async move {
             let (parts, body) = request.into_parts();
-            let response = client.send(http::Request::from_parts(parts, body.to_vec())).await?;
+            let response = client
+                .send("otlp", http::Request::from_parts(parts, body.to_vec()))
+                .await?;
             let (parts, body) = response.into_parts();
-            Ok::<_, crate::oidc_http::HttpError>(http::Response::from_parts(parts, bytes::Bytes::from(body)))
+            Ok::<_, crate::outbound::HttpError>(http::Response::from_parts(parts, bytes::Bytes::from(body)))
         });
         Box::pin(async move {
             match task.await {

@@ -18,7 +18,7 @@ use super::browser_flow::{PENDING_LIFETIME_SECS, Person, load_pending, see_other
 use super::pages;
 use super::state::ProviderState;
 use crate::connectors::Connector;
-use crate::oidc_http::Discovered;
+use crate::outbound::Discovered;
 use crate::store::PendingRequest;
 
 /// What kauth remembers between sending the browser upstream and its return.

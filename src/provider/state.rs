@@ -12,6 +12,7 @@ use super::{flood, throttle, upstream};
 use crate::connectors::Connectors;
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
+use crate::outbound::Outbound;
 use crate::people::{Directory, Standing};
 use crate::registry::Registry;
 use crate::revocation::RevocationList;
@@ -110,6 +111,10 @@ impl ProviderState {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let revocations = RevocationList::load(store.clone(), now()).await?;
+        // Upstream issuers are the platform's own configuration: they may be in-cluster.
+        let upstream = Arc::new(upstream::UpstreamMetadata::new(Outbound::for_platform(
+            metrics.outbound.clone(),
+        )));
         Ok(Self {
             registry,
             issuer: Arc::new(issuer),
@@ -130,7 +135,7 @@ impl ProviderState {
             audit: Arc::default(),
             secret_uses: Arc::default(),
             secret_use_report_interval: crate::secret_usage::REPORT_EVERY,
-            upstream: Arc::default(),
+            upstream,
         })
     }
 

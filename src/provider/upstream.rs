@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use openidconnect::IssuerUrl;
 use openidconnect::core::CoreProviderMetadata;
 
-use crate::oidc_http::OidcHttp;
+use crate::outbound::Outbound;
 
 /// How long a discovery document is used before it is fetched again.
 const METADATA_TTL: Duration = Duration::from_secs(300);
@@ -19,22 +19,18 @@ const METADATA_TTL: Duration = Duration::from_secs(300);
 pub struct UpstreamMetadata {
     cached: RwLock<HashMap<String, (CoreProviderMetadata, Instant)>>,
     /// The client that fetches them (and redeems codes upstream).
-    pub http: OidcHttp,
+    pub http: Outbound,
 }
 
-impl Default for UpstreamMetadata {
-    fn default() -> Self {
-        let http = OidcHttp::new(None)
-            .inspect_err(|e| tracing::warn!(error = %e, "upstream sign-in is unavailable"))
-            .unwrap_or_else(|_| OidcHttp::unavailable());
+impl UpstreamMetadata {
+    /// Upstream metadata fetched with `http`.
+    pub fn new(http: Outbound) -> Self {
         Self {
             cached: RwLock::default(),
             http,
         }
     }
-}
 
-impl UpstreamMetadata {
     pub async fn get(&self, issuer: &str) -> Result<CoreProviderMetadata, String> {
         if let Some((m, at)) = self.cached.read().unwrap_or_else(|p| p.into_inner()).get(issuer)
             && at.elapsed() < METADATA_TTL

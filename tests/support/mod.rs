@@ -242,7 +242,7 @@ pub fn rp_http() -> reqwest::Client {
 }
 
 /// An `openidconnect` client configured from discovery: the same type kauth uses as a client.
-pub type RpClient = kauth::oidc_http::Discovered;
+pub type RpClient = kauth::outbound::Discovered;
 
 /// A relying party of the provider at `issuer`, from its discovery document. Without a
 /// secret it is a public client and sends its id in the body.
