@@ -15,6 +15,8 @@ use crate::claims::{
     ClaimKey, ClaimKind, ClaimRules, Claimant, Claims, Ledger, RELEASE_ANNOTATION, ReservedFor, claim_key, settle,
 };
 use crate::crd::{GrantType, OAuthClientSpec, ScopeGrants, ScopeSpec};
+use crate::issuer::Issuer;
+use crate::secret_contents::ClientValues;
 use crate::validation::{ClientSettings, FieldError, is_client_id_override, validate_client, validate_scope};
 
 /// Namespace and name of an object.
@@ -242,6 +244,25 @@ pub struct ClientVerdict {
 }
 
 impl ClientVerdict {
+    /// The values its Secret template may use, as served under `issuer`: `scopes` is `openid` for a client that signs people in,
+    /// then the granted scopes; `audiences` the usable ones.
+    pub fn secret_values(&self, settings: &ClientSettings, issuer: &Issuer) -> ClientValues {
+        let signs_people_in = self.grant_types.iter().any(|g| g.signs_people_in());
+        ClientValues {
+            client_id: self.client_id.clone(),
+            issuer: issuer.url.clone(),
+            token_url: issuer.endpoint("/token"),
+            token_endpoint_auth_method: settings.auth_method.as_str(),
+            scopes: signs_people_in
+                .then(|| "openid".to_string())
+                .into_iter()
+                .chain(self.granted.iter().map(|g| g.value.clone()))
+                .collect(),
+            audiences: self.audiences.clone(),
+            grant_types: self.grant_types.iter().map(|g| g.as_str().to_string()).collect(),
+        }
+    }
+
     /// True when the provider should serve this client.
     pub fn servable(&self) -> bool {
         self.settings.is_ok() && self.id_conflict.is_none()

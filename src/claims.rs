@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::validation::MAX_TOKEN_LIFETIME;
+use crate::fields::MAX_TOKEN_LIFETIME;
 
 /// Default (and shortest) time a claim outlives the last object that made it: the longest
 /// access token kauth issues, so every token issued under the claim has expired before
@@ -24,7 +24,7 @@ pub const RELEASE_ANNOTATION: &str = "kauth.dev/release-claims";
 
 /// Parses `--claim-grace`: a duration no shorter than [`DEFAULT_CLAIM_GRACE`].
 pub fn parse_grace(value: &str) -> Result<Duration, String> {
-    let grace = crate::validation::parse_duration(value)?;
+    let grace = crate::fields::parse_duration(value)?;
     if grace < DEFAULT_CLAIM_GRACE {
         return Err(format!(
             "'{value}' is shorter than 24h: a claim must outlive every token issued under it"
@@ -233,7 +233,7 @@ impl Reservation {
             ));
         }
         if let Some(ns) = namespace
-            && !crate::validation::is_dns_label(ns)
+            && !crate::fields::is_dns_label(ns)
         {
             return Err(format!("'{text}': '{ns}' is not a namespace name"));
         }

@@ -10,7 +10,18 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::validation::RotationPolicy;
+/// Parsed secret rotation settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RotationPolicy {
+    /// Manual trigger value; a change rotates once.
+    pub trigger: Option<String>,
+    /// Scheduled rotation period.
+    pub every: Option<Duration>,
+    /// How long the previous secret stays valid.
+    pub overlap: Duration,
+    /// What ends the previous secret.
+    pub retire: RetirePrevious,
+}
 
 /// SHA-256 of a secret. Secrets are 256-bit random values, so a fast digest compared in
 /// constant time is as strong as a password hash and a hundred times cheaper per request.

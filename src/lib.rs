@@ -8,6 +8,7 @@ pub mod connectors;
 pub mod controller;
 pub mod crd;
 pub mod credentials;
+pub mod fields;
 pub mod files;
 pub mod followed;
 pub mod issuer;

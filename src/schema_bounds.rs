@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::crd::limits::MAP_KEY;
 use crate::crd::{OAuthClient, Scope, SigningKey};
-use crate::validation::FieldError;
+use crate::fields::FieldError;
 
 /// The openAPIV3Schema of each kauth kind, from the same types as the CRDs.
 pub static SCHEMAS: LazyLock<HashMap<&'static str, Value>> = LazyLock::new(|| {

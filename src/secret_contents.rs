@@ -6,11 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::catalog::ClientVerdict;
 use crate::crd::{SecretKeys, SecretPreset, SecretSpec, limits};
-use crate::issuer::Issuer;
+use crate::fields::FieldError;
 use crate::secret_templates::{self, MAX_RENDERED_TOTAL, Size, ValueBounds};
-use crate::validation::{ClientSettings, FieldError};
 
 /// Most templated keys per client.
 const MAX_TEMPLATES: usize = limits::TEMPLATES;
@@ -44,25 +42,6 @@ pub struct ClientValues {
 }
 
 impl ClientValues {
-    /// The values of a served client: `scopes` is `openid` for a client that signs people in,
-    /// then the granted scopes; `audiences` the usable ones.
-    pub fn of(verdict: &ClientVerdict, settings: &ClientSettings, issuer: &Issuer) -> Self {
-        let signs_people_in = verdict.grant_types.iter().any(|g| g.signs_people_in());
-        Self {
-            client_id: verdict.client_id.clone(),
-            issuer: issuer.url.clone(),
-            token_url: issuer.endpoint("/token"),
-            token_endpoint_auth_method: settings.auth_method.as_str(),
-            scopes: signs_people_in
-                .then(|| "openid".to_string())
-                .into_iter()
-                .chain(verdict.granted.iter().map(|g| g.value.clone()))
-                .collect(),
-            audiences: verdict.audiences.clone(),
-            grant_types: verdict.grant_types.iter().map(|g| g.as_str().to_string()).collect(),
-        }
-    }
-
     /// The values with `client_secret`.
     pub fn with_secret<'a>(&'a self, client_secret: &'a str) -> SecretValues<'a> {
         SecretValues {
@@ -397,7 +376,7 @@ mod tests {
                 ..Default::default()
             })
             .expect_err(key);
-            let text = crate::validation::describe(&errors);
+            let text = crate::fields::describe(&errors);
             assert!(text.contains(&format!("spec.secret.template.{key}")), "{text}");
             assert!(text.to_lowercase().contains(&why.to_lowercase()), "{key}: {text}");
         }
@@ -407,6 +386,6 @@ mod tests {
             ..Default::default()
         })
         .expect_err("a template may not replace a preset's key");
-        assert!(crate::validation::describe(&clash).contains("OAuth2Proxy"));
+        assert!(crate::fields::describe(&clash).contains("OAuth2Proxy"));
     }
 }

@@ -2,7 +2,6 @@
 //! mode. The CRD's CEL rules catch some of this early on new clusters; this is the authority.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use crate::crd::{
@@ -10,36 +9,9 @@ use crate::crd::{
     SigningKeySpec, TokenEndpointAuthMethod,
 };
 use crate::credentials::RetirePrevious;
+pub use crate::credentials::RotationPolicy;
+pub use crate::fields::{FieldError, MAX_TOKEN_LIFETIME, describe, is_dns_label, parse_duration};
 use crate::secret_contents::{SecretContents, is_secret_key};
-
-/// One invalid field, named by its path (`spec.scopes[1]`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
-    /// JSON path of the field.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl FieldError {
-    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-/// Joins field errors into one status message.
-pub fn describe(errors: &[FieldError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-}
 
 /// OpenID Connect scope values kauth reserves for sign-in; no Scope resource may claim them.
 pub const RESERVED_SCOPES: &[&str] = &[
@@ -181,19 +153,6 @@ pub struct SecretMetadata {
     pub deletion: SecretDeletionPolicy,
 }
 
-/// Parsed secret rotation settings.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RotationPolicy {
-    /// Manual trigger value; a change rotates once.
-    pub trigger: Option<String>,
-    /// Scheduled rotation period.
-    pub every: Option<Duration>,
-    /// How long the previous secret stays valid.
-    pub overlap: Duration,
-    /// What ends the previous secret.
-    pub retire: RetirePrevious,
-}
-
 /// Default overlap in which a rotated-out secret still works.
 pub const DEFAULT_SECRET_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 /// Default quiet period after which an unused previous secret is retired (`whenUnused`).
@@ -236,12 +195,6 @@ pub fn redirect_uri_problem(uri: &str, public: bool) -> Option<String> {
             "'{uri}': scheme '{scheme}' is not https (native apps: a reverse-domain scheme such as com.example.app:/cb)"
         )),
     }
-}
-
-/// Parses a duration such as `15m`, `1h30m` or `720h`.
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value.trim())
-        .map_err(|e| format!("'{value}' is not a duration like 90s, 15m or 24h ({e})"))
 }
 
 fn duration_in(
@@ -295,16 +248,6 @@ pub fn is_resource_uri(s: &str) -> bool {
         && !rest.is_empty()
         && !s.contains('#')
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
-/// Kubernetes DNS-1123 label (namespace names).
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// Kubernetes DNS-1123 subdomain (Secret and most object names).
@@ -759,9 +702,6 @@ pub struct KeySchedule {
     /// With a new trigger, earlier keys leave the JWKS at once.
     pub retire_immediately: bool,
 }
-
-/// Longest access token lifetime; retired keys must stay published at least this long.
-pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Validates a SigningKey spec.
 pub fn validate_signing_key(spec: &SigningKeySpec) -> Result<(KeyAlgorithm, KeySchedule), Vec<FieldError>> {

@@ -23,7 +23,6 @@ use crate::credentials::{
     CredentialState, PreviousPlan, RotationReason, SecretPlan, digest_name, digest_secret, earliest, plan_previous,
     plan_secret, previous_decided_at,
 };
-use crate::secret_contents::ClientValues;
 use crate::secret_usage::last_used;
 use crate::validation::{ClientSettings, GeneratedSecret, SecretHandling, describe};
 
@@ -75,7 +74,7 @@ async fn generated_secret(
         ));
     };
     let client_name = obj.name_any();
-    let values = ClientValues::of(verdict, settings, &ctx.issuer);
+    let values = verdict.secret_values(settings, &ctx.issuer);
     let layout = CredentialsSecret {
         name,
         namespace: &ns,

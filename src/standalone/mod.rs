@@ -28,7 +28,6 @@ use crate::people::{Directory, USERS_KEY, USERS_SECRET};
 use crate::provider::launch;
 use crate::provider::serve::ServeOptions;
 use crate::registry::{Registry, SecretRead, Snapshot};
-use crate::secret_contents::ClientValues;
 use crate::secret_usage::last_used;
 use crate::store::GrantStore;
 use crate::tls::TlsChoice;
@@ -289,7 +288,7 @@ impl StandaloneConfig {
                 };
                 // Look again when the previous secret's fate is due.
                 *next_step = earliest(*next_step, previous_decided_at(rotation, &state));
-                let values = ClientValues::of(verdict, settings, &self.issuer);
+                let values = verdict.secret_values(settings, &self.issuer);
                 let files = contents.render(&values.with_secret(&state.secret))?;
                 // A client seen before has its folder (its state file is in it) and files to
                 // compare with; a new one has neither, so it is spared the failing lookups
