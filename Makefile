@@ -10,6 +10,8 @@ test: ## Format check, lints, and every test tier that needs no cluster (install
 	tests/setup.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	# The core on its own, with only its own dependencies' features: no I/O compiles there.
+	$(CARGO) check -p kauth-core --lib
 	tests/postgres/run.sh $(CARGO) test
 
 test-browser: ## Browser tier: headless Chromium signs a person in, and walks the README's quick start (installs chromium and chromium-driver; needs port 8080)

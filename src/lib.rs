@@ -1,18 +1,18 @@
 //! kauth: a Kubernetes-native OAuth 2.0 / OpenID Connect provider and client operator.
 
+// The pure core lives in its own crate (crates/core, no I/O); its modules are re-exported under
+// their names, so `crate::catalog` and `kauth::catalog` mean the same everywhere.
+pub use kauth_core::{
+    catalog, claims, crd, credentials, fields, issuer, keys, published, registry, schema_bounds, secret_contents,
+    secret_templates, service_account, tokens, validation,
+};
+
 pub mod audit;
-pub mod catalog;
-pub mod claims;
 pub mod cluster_auth;
 pub mod connectors;
 pub mod controller;
-pub mod crd;
-pub mod credentials;
-pub mod fields;
 pub mod files;
 pub mod followed;
-pub mod issuer;
-pub mod keys;
 pub mod login;
 pub mod manifests;
 pub mod memory;
@@ -20,18 +20,11 @@ pub mod metrics;
 pub mod outbound;
 pub mod people;
 pub mod provider;
-pub mod published;
-pub mod registry;
 pub mod revocation;
 pub mod run;
-pub mod schema_bounds;
-pub mod secret_contents;
-pub mod secret_templates;
 pub mod secret_usage;
 pub mod standalone;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
-pub mod tokens;
-pub mod validation;
 pub mod workload_identity;

@@ -3,6 +3,7 @@
 
 mod cache;
 pub mod claims_record;
+mod client_secret;
 pub mod jwks;
 pub mod leader;
 mod oauth_client;

@@ -14,6 +14,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+pub use kauth_core::service_account::ServiceAccountRef;
+
 mod kube_adapters;
 pub use kube_adapters::{KubeIssuerKeys, KubeTokenReviewer};
 
@@ -30,27 +32,6 @@ pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_tok
 pub const CLOCK_SKEW: Duration = Duration::from_secs(30);
 /// Shortest interval between two key fetches, so unknown kids cannot flood the issuer.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
-
-/// A ServiceAccount, as named by a token's `sub`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ServiceAccountRef {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl ServiceAccountRef {
-    /// Parses `system:serviceaccount:<namespace>:<name>`.
-    pub fn from_subject(sub: &str) -> Option<Self> {
-        let rest = sub.strip_prefix("system:serviceaccount:")?;
-        let (namespace, name) = rest.split_once(':')?;
-        (!namespace.is_empty() && !name.is_empty() && !name.contains(':')).then(|| Self {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        })
-    }
-}
 
 /// Why a ServiceAccount token was refused. Callers answer every one with `invalid_client`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

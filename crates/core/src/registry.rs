@@ -12,8 +12,8 @@ use crate::catalog::{Catalog, ClientVerdict};
 use crate::crd::{GrantType, KeyAlgorithm, TokenEndpointAuthMethod};
 use crate::credentials::SecretVerifier;
 use crate::keys::KeyRing;
+use crate::service_account::ServiceAccountRef;
 use crate::validation::{ClientSettings, NoSecret, SecretHandling};
-use crate::workload_identity::ServiceAccountRef;
 
 /// What a client presents to authenticate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,12 +61,13 @@ pub struct RegisteredClient {
     pub refresh_token_lifetime: Duration,
     /// What it was built from: the next snapshot keeps this very client while the catalog
     /// keeps that verdict and the credential stays the same.
-    pub(crate) built_from: Option<BuiltFrom>,
+    pub built_from: Option<BuiltFrom>,
 }
 
-/// The sources of a registered client, compared by identity when the next snapshot is built.
+/// The sources of a registered client, compared by identity when the next snapshot is built
+/// (opaque outside the registry: a client made by hand has none).
 #[derive(Clone, Debug)]
-pub(crate) struct BuiltFrom {
+pub struct BuiltFrom {
     /// The catalog's verdict (the same shared one, not an equal one).
     verdict: Arc<ClientVerdict>,
     /// The version of the Secret its credential was read from, when the source has versions.
