@@ -248,5 +248,5 @@ burst "200 addresses, 200 accounts (a botnet)" many
 # kube-apiserver and etcd meanwhile.
 if [ "${BENCH_CLUSTER:-1}" != 0 ]; then
   echo "== 10,000 OAuthClients on a real kube-apiserver"
-  KAUTH_SCALE_CLIENTS=10000 tests/cluster/run.sh --nocapture scale_ 2>&1 | grep "scale" | grep -v "^test result" || echo "   (the cluster run failed)"
+  KAUTH_SCALE_CLIENTS=10000 tests/cluster/run.sh --nocapture bench_scale_ 2>&1 | grep "scale" | grep -v "^test result" || echo "   (the cluster run failed)"
 fi

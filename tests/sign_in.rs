@@ -477,19 +477,7 @@ async fn sign_in_pages_refuse_wrong_passwords_forged_forms_and_too_many_attempts
     let attempt = |password: &'static str, csrf: String, request: String| {
         let browser = &browser;
         let p = &p;
-        async move {
-            browser
-                .post(
-                    &format!("{}/login", p.url),
-                    &[
-                        ("request", &request),
-                        ("csrf", &csrf),
-                        ("username", "bob"),
-                        ("password", password),
-                    ],
-                )
-                .await
-        }
+        async move { browser.log_in(&p.url, &request, &csrf, ("bob", password)).await }
     };
     let wrong = attempt("nope", csrf.clone(), request.clone()).await;
     assert_eq!(wrong.status, 401);
@@ -497,17 +485,7 @@ async fn sign_in_pages_refuse_wrong_passwords_forged_forms_and_too_many_attempts
     // A form without the right CSRF token, or from another browser, is refused.
     let forged = attempt("builder", "forged".into(), request.clone()).await;
     assert_eq!(forged.status, 403);
-    let elsewhere = Browser::new()
-        .post(
-            &format!("{}/login", p.url),
-            &[
-                ("request", &request),
-                ("csrf", &csrf),
-                ("username", "bob"),
-                ("password", "builder"),
-            ],
-        )
-        .await;
+    let elsewhere = Browser::new().log_in(&p.url, &request, &csrf, ("bob", "builder")).await;
     assert_eq!(
         elsewhere.status, 400,
         "the pending request belongs to the first browser"
@@ -1155,15 +1133,7 @@ async fn the_audit_trail_records_each_event_and_no_secret() {
         support::hidden_field(&login.body, "csrf"),
     );
     let wrong = browser
-        .post(
-            &format!("{}/login", p.url),
-            &[
-                ("request", &request),
-                ("csrf", &csrf),
-                ("username", "alice"),
-                ("password", "not-the-secret"),
-            ],
-        )
+        .log_in(&p.url, &request, &csrf, ("alice", "not-the-secret"))
         .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     let back = browser

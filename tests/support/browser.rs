@@ -45,6 +45,17 @@ impl Browser {
         Self::step(self.http.post(url).form(form).send().await.unwrap()).await
     }
 
+    /// Posts the sign-in form of the pending `request` (with its `csrf` token) as `user`.
+    pub async fn log_in(&self, issuer: &str, request: &str, csrf: &str, (username, password): (&str, &str)) -> Step {
+        let form = [
+            ("request", request),
+            ("csrf", csrf),
+            ("username", username),
+            ("password", password),
+        ];
+        self.post(&format!("{issuer}/login"), &form).await
+    }
+
     /// Follows the flow from `url` through the login and consent pages, signing in as
     /// `user` and allowing everything; returns where kauth finally sent the browser.
     pub async fn sign_in(&self, issuer: &str, url: &str, user: (&str, &str)) -> url::Url {

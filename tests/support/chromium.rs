@@ -1,6 +1,7 @@
 //! Headless Chromium driven over WebDriver (Debian `chromium` and `chromium-driver`), for the
 //! tiers that walk kauth's pages as a person would.
 
+use super::free_port;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -17,14 +18,6 @@ impl Drop for Driver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub async fn chromedriver() -> Driver {

@@ -19,6 +19,15 @@ use kauth::standalone::{ManifestSource, StandaloneConfig};
 use kauth::store::GrantStore;
 use tempfile::TempDir;
 
+/// A port on 127.0.0.1 free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub const SCOPES: &str = r#"
 apiVersion: kauth.dev/v1alpha1
 kind: Scope
