@@ -31,6 +31,7 @@ async fn main() {
                     jti: new_jti(),
                     iat: now.as_second(),
                     exp: now.as_second() + 900,
+                    cnf: None,
                 };
                 let token = sign(&ring, &claims, now).expect("sign");
                 axum::Json(serde_json::json!({"access_token": token, "token_type": "Bearer", "expires_in": 900}))

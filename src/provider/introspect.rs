@@ -12,6 +12,7 @@ use super::browser::handle_digest;
 use super::client_auth::authenticate;
 use super::error::{OAuthError, no_store};
 use super::form::Form;
+use super::sender;
 use super::state::ProviderState;
 use std::sync::Arc;
 
@@ -94,9 +95,10 @@ pub async fn introspect(
         }
         let token = token.as_str();
         let body = match active_claims(&state, &snapshot, token, now).filter(|c| may_see(&snapshot, &caller, c)) {
-            Some(c) => json!({
+            Some(c) => {
+                let mut body = json!({
                 "active": true,
-                "token_type": "Bearer",
+                "token_type": sender::token_type_of(&c),
                 "client_id": c.client_id,
                 "sub": c.sub,
                 "aud": c.aud,
@@ -105,7 +107,13 @@ pub async fn introspect(
                 "jti": c.jti,
                 "iat": c.iat,
                 "exp": c.exp,
-            }),
+                });
+                // A sender-constrained token shows what it is bound to (RFC 9449 §6.2).
+                if let Some(cnf) = &c.cnf {
+                    body["cnf"] = json!(cnf);
+                }
+                body
+            }
             None => json!({ "active": false }),
         };
         let mut response = Json(body).into_response();

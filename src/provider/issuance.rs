@@ -3,12 +3,10 @@
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
-use jiff::Timestamp;
 use serde::Serialize;
 
 use super::error::{OAuthError, no_store};
-use super::state::ProviderState;
-use crate::registry::{RegisteredClient, Snapshot};
+use super::token_request::TokenRequest;
 use crate::tokens::{AccessTokenClaims, Audience, sign};
 
 /// A signed access token and the claims it carries.
@@ -17,6 +15,8 @@ pub(super) struct AccessToken {
     pub claims: AccessTokenClaims,
     /// Its lifetime in seconds (`expires_in`).
     pub lifetime: u64,
+    /// Its `token_type`.
+    pub token_type: &'static str,
 }
 
 /// What an access token says: whom it is for, what it allows, and its id.
@@ -29,14 +29,10 @@ pub(super) struct AccessTokenFor<'a> {
     pub jti: String,
 }
 
-/// Mints and signs the RFC 9068 access token `client` holds as `what` says.
-pub(super) fn access_token(
-    state: &ProviderState,
-    snapshot: &Snapshot,
-    client: &RegisteredClient,
-    what: AccessTokenFor<'_>,
-    now: Timestamp,
-) -> Result<AccessToken, OAuthError> {
+/// Mints and signs the RFC 9068 access token the request's client holds as `what` says, bound
+/// as the request's [`Binding`](super::sender::Binding) says.
+pub(super) fn access_token(request: &TokenRequest<'_>, what: AccessTokenFor<'_>) -> Result<AccessToken, OAuthError> {
+    let (state, snapshot, client, now) = (request.state, request.snapshot, &*request.client, request.now);
     let lifetime = client.access_token_lifetime.as_secs();
     let iat = now.as_second();
     let claims = AccessTokenClaims {
@@ -48,6 +44,7 @@ pub(super) fn access_token(
         jti: what.jti,
         iat,
         exp: iat + lifetime as i64,
+        cnf: request.binding.confirmation(),
     };
     let token = sign(&snapshot.keys, &claims, now).map_err(|e| {
         tracing::error!(error = %e, "cannot sign access token");
@@ -57,6 +54,7 @@ pub(super) fn access_token(
         token,
         claims,
         lifetime,
+        token_type: request.binding.token_type(),
     })
 }
 
@@ -77,13 +75,13 @@ pub(super) struct TokenResponse {
 }
 
 impl TokenResponse {
-    /// A Bearer access token valid for `expires_in` seconds.
-    pub fn bearer(access_token: String, expires_in: u64, scope: Option<String>) -> Self {
+    /// The response carrying `minted`.
+    pub fn of(minted: AccessToken) -> Self {
         Self {
-            access_token,
-            token_type: "Bearer",
-            expires_in,
-            scope,
+            access_token: minted.token,
+            token_type: minted.token_type,
+            expires_in: minted.lifetime,
+            scope: minted.claims.scope,
             id_token: None,
             refresh_token: None,
             issued_token_type: None,

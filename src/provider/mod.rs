@@ -22,11 +22,13 @@ mod oidc;
 mod ops;
 mod pages;
 mod password_checks;
+mod sender;
 pub mod serve;
 mod signin;
 mod state;
 mod throttle;
 mod token;
+mod token_request;
 mod upstream;
 
 pub use password_checks::PasswordChecks;

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde_json::Value;
@@ -14,19 +14,14 @@ use super::error::{OAuthError, no_store};
 use super::form::Form;
 use super::grants::released_claims;
 use super::pages;
+use super::sender;
 use super::state::ProviderState;
 use crate::tokens::read_id_token_hint;
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
 
 /// GET or POST /userinfo with a Bearer access token that carries `openid`.
 pub async fn userinfo(State(state): State<ProviderState>, headers: HeaderMap) -> Response {
     let result = async {
-        let token = bearer(&headers).ok_or_else(|| OAuthError::invalid_token("a Bearer access token is required"))?;
+        let token = sender::presented(&headers)?;
         let snapshot = state.registry.load();
         let now = Timestamp::now();
         let claims = state
@@ -34,6 +29,7 @@ pub async fn userinfo(State(state): State<ProviderState>, headers: HeaderMap) ->
             .verify(&snapshot.keys, &state.issuer.url, token, now)
             .filter(|c| !state.revocations.is_revoked(&c.jti) && snapshot.clients.contains_key(&c.client_id))
             .ok_or_else(|| OAuthError::invalid_token("the access token is invalid, expired or revoked"))?;
+        sender::check_presented(&claims)?;
         let scopes: Vec<String> = claims
             .scope
             .as_deref()

@@ -11,6 +11,7 @@ use super::client_auth::authenticate;
 use super::error::OAuthError;
 use super::form::Form;
 use super::grants;
+use super::sender::Binding;
 use super::state::ProviderState;
 use crate::crd::GrantType;
 
@@ -97,12 +98,14 @@ async fn issue(
             grant.as_str()
         )));
     }
+    let binding = Binding::of_token_request(headers, &client)?;
     let request = grants::TokenRequest {
         state,
         snapshot: &snapshot,
         headers,
         form: &form,
         client,
+        binding,
         now,
     };
     match grant {

@@ -75,6 +75,16 @@ pub struct AccessTokenClaims {
     pub iat: i64,
     /// Expires at.
     pub exp: i64,
+    /// What the token is bound to (RFC 7800), when it is sender-constrained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The key a sender-constrained token is bound to (RFC 7800 `cnf`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The JWK SHA-256 thumbprint of a DPoP key (RFC 9449 §6.1).
+    pub jkt: String,
 }
 
 /// A fresh 128-bit token id.
@@ -287,6 +297,7 @@ mod tests {
             jti: new_jti(),
             iat: 10,
             exp,
+            cnf: None,
         }
     }
 

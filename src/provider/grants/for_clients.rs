@@ -20,19 +20,16 @@ pub(super) fn issue(
     resources: &[&str],
     exchange: bool,
 ) -> Result<Response, OAuthError> {
-    let (state, client, now) = (request.state, &*request.client, request.now);
+    let (state, client) = (request.state, &*request.client);
     let (scopes, audiences) = decide_scopes_and_audience(client, scope, resources)?;
     let minted = access_token(
-        state,
-        request.snapshot,
-        client,
+        request,
         AccessTokenFor {
             subject: client_subject(&client.client_id),
             scopes: &scopes,
             audiences,
             jti: new_jti(),
         },
-        now,
     )?;
     let grant_label = if exchange {
         "token_exchange"
@@ -40,7 +37,7 @@ pub(super) fn issue(
         "client_credentials"
     };
     state.metrics.token_issued(&client.client_id, grant_label);
-    let mut response = TokenResponse::bearer(minted.token, minted.lifetime, minted.claims.scope);
+    let mut response = TokenResponse::of(minted);
     response.issued_token_type = exchange.then_some(ACCESS_TOKEN_TYPE);
     Ok(response.into_response())
 }

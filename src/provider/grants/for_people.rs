@@ -176,19 +176,15 @@ pub(super) async fn respond(
     let (state, snapshot, client, now) = (request.state, request.snapshot, &*request.client, request.now);
     let audiences = still_granted(client, issue.scopes, issue.grant, &state.issuer.url)?;
     let minted = access_token(
-        state,
-        snapshot,
-        client,
+        request,
         AccessTokenFor {
             subject: issue.grant.subject.clone(),
             scopes: issue.scopes,
             audiences,
             jti: issue.jti,
         },
-        now,
     )?;
     let (lifetime, iat) = (minted.lifetime, minted.claims.iat);
-    let access_token = minted.token;
     let id_token = if issue.scopes.iter().any(|s| s == "openid") {
         let person = state.store.subject(&issue.grant.subject).await.map_err(store_failed)?;
         let id = IdTokenClaims {
@@ -216,7 +212,7 @@ pub(super) async fn respond(
         };
         let alg = jose_algorithm(client.id_token_alg);
         Some(
-            sign_id_token(&snapshot.keys, alg, id, Some(&access_token), now).map_err(|e| {
+            sign_id_token(&snapshot.keys, alg, id, Some(&minted.token), now).map_err(|e| {
                 tracing::error!(error = %e, alg = ?alg, "cannot sign ID token");
                 OAuthError::unavailable(format!("no {alg:?} signing key is available for ID tokens"))
             })?,
@@ -225,7 +221,7 @@ pub(super) async fn respond(
         None
     };
     state.metrics.token_issued(&client.client_id, grant_label);
-    let mut response = TokenResponse::bearer(access_token, lifetime, minted.claims.scope);
+    let mut response = TokenResponse::of(minted);
     response.id_token = id_token;
     response.refresh_token = issue.refresh_token;
     let mut response = response.into_response();
