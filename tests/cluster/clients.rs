@@ -156,21 +156,15 @@ async fn invalid_client_gets_a_condition_and_an_event_naming_the_field() {
         })
     })
     .await;
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
     wait_until("InvalidSpec event", Duration::from_secs(10), async || {
-        events
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .any(|e| {
-                e.reason.as_deref() == Some("InvalidSpec")
-                    && e.type_.as_deref() == Some("Warning")
-                    && e.note
-                        .as_deref()
-                        .is_some_and(|n| n.contains("spec.accessTokenLifetime"))
-            })
+        any_event(&client, &ns, |e| {
+            e.reason.as_deref() == Some("InvalidSpec")
+                && e.type_.as_deref() == Some("Warning")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("spec.accessTokenLifetime"))
+        })
+        .await
     })
     .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);

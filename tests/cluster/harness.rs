@@ -285,15 +285,21 @@ pub async fn post_token(url: &str, basic: Option<(&str, &str)>, form: &[(&str, &
 
 /// True when `ns` has an Event with `reason` about the object named `name`.
 pub async fn has_event(client: &Client, ns: &str, reason: &str, name: &str) -> bool {
+    any_event(client, ns, |e| {
+        e.reason.as_deref() == Some(reason) && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+    })
+    .await
+}
+
+/// True when some Event in `ns` is as `matches` wants.
+pub async fn any_event(client: &Client, ns: &str, matches: impl Fn(&Event) -> bool) -> bool {
     Api::<Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await
         .unwrap()
         .items
         .iter()
-        .any(|e| {
-            e.reason.as_deref() == Some(reason) && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-        })
+        .any(matches)
 }
 
 pub async fn lease_holder(client: &Client, ns: &str) -> Option<String> {

@@ -202,20 +202,14 @@ async fn claims_hold_through_broken_deleted_recreated_owners_and_a_new_leader() 
         );
     };
     squat_refused("at once").await;
-    let events: Api<Event> = Api::namespaced(client.clone(), &evil);
     wait_until("a Conflict Event names the owner", Duration::from_secs(5), async || {
-        events
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .any(|e| {
-                e.reason.as_deref() == Some("Conflict")
-                    && e.note
-                        .as_deref()
-                        .is_some_and(|n| n.contains(&format!("namespace {orders}")))
-            })
+        any_event(&client, &evil, |e| {
+            e.reason.as_deref() == Some("Conflict")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains(&format!("namespace {orders}")))
+        })
+        .await
     })
     .await;
     // The thief is served (it has a Secret) but never granted the stolen scope.
