@@ -185,18 +185,20 @@ impl Outbound {
         }
         let (parts, body) = request.into_parts();
         let request = http::Request::from_parts(parts, http_body_util::Full::new(bytes::Bytes::from(body)));
-        let response = tokio::time::timeout(TIMEOUT, client.request(request))
+        // One deadline for the whole attempt: answer and body together.
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        let response = tokio::time::timeout_at(deadline, client.request(request))
             .await
             .map_err(|_| ("timeout", HttpError(TIMED_OUT.into())))?
             .map_err(|e| {
-                let refused = is_refused(&e);
-                (
-                    if refused { "refused" } else { "connect_error" },
-                    HttpError(describe(&e)),
-                )
+                if is_refused(&e) {
+                    ("refused", HttpError(reach::REFUSED.into()))
+                } else {
+                    ("connect_error", HttpError(describe(&e)))
+                }
             })?;
         let (parts, body) = response.into_parts();
-        let bytes = tokio::time::timeout(TIMEOUT, http_body_util::Limited::new(body, RESPONSE_LIMIT).collect())
+        let bytes = tokio::time::timeout_at(deadline, http_body_util::Limited::new(body, RESPONSE_LIMIT).collect())
             .await
             .map_err(|_| ("timeout", HttpError(TIMED_OUT.into())))?
             .map_err(|e| ("read_error", HttpError(e.to_string())))?
@@ -238,9 +240,9 @@ fn is_refused(e: &hyper_util::client::legacy::Error) -> bool {
     use std::error::Error;
     let mut source = e.source();
     while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::PermissionDenied
-        {
+        // The resolver's error comes back boxed by the connectors in between: its words are
+        // what stays the same.
+        if cause.to_string() == reach::REFUSED {
             return true;
         }
         source = cause.source();
@@ -308,12 +310,17 @@ mod tests {
         let metrics = OutboundMetrics::default();
         let guarded = Outbound::new(None, Reach::Public { allowed: vec![] }, metrics.clone()).unwrap();
         let err = guarded.send("test", get(&url)).await.unwrap_err();
-        assert!(err.0.contains("not a public address"), "{err}");
+        assert_eq!(err.0, reach::REFUSED);
         let by_name = url.replace("127.0.0.1", "localhost");
         let err = guarded.send("test", get(&by_name)).await.unwrap_err();
-        assert!(err.0.contains("not a public address"), "{err}");
+        assert_eq!(err.0, reach::REFUSED, "the same words, naming no address");
+        let nowhere = guarded
+            .send("test", get("http://no-such-name.invalid/"))
+            .await
+            .unwrap_err();
+        assert_eq!(nowhere.0, reach::REFUSED, "a name without addresses reads the same");
         assert_eq!(seen.load(Ordering::SeqCst), 0, "nothing reached the server");
-        assert_eq!(calls(&metrics, "refused"), 2);
+        assert_eq!(calls(&metrics, "refused"), 3);
 
         let allowed = Reach::Public {
             allowed: vec!["127.0.0.0/8".parse().unwrap()],
@@ -341,6 +348,31 @@ mod tests {
         assert_eq!(seen.load(Ordering::SeqCst), 3);
         assert_eq!(calls(&metrics, "server_error"), 2);
         assert_eq!(calls(&metrics, "ok"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_has_one_deadline_for_its_answer_and_its_body() {
+        // Headers at 6 s, the body 6 s later: each within TIMEOUT, together over it.
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                let body = futures::stream::once(async {
+                    tokio::time::sleep(Duration::from_secs(6)).await;
+                    Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"late"))
+                });
+                axum::body::Body::from_stream(body)
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = Outbound::new(None, Reach::Anywhere, OutboundMetrics::default()).unwrap();
+        let err = client
+            .send("test", get(&format!("http://127.0.0.1:{port}/")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.0, TIMED_OUT);
     }
 
     #[tokio::test]

@@ -67,6 +67,15 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         return is_public_v4(v4);
     }
     let s = ip.segments();
+    // SIIT's IPv4-translated form, ::ffff:0:a.b.c.d (RFC 2765), reaches that IPv4 address too.
+    if s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 {
+        return is_public_v4(Ipv4Addr::new(
+            (s[6] >> 8) as u8,
+            s[6] as u8,
+            (s[7] >> 8) as u8,
+            s[7] as u8,
+        ));
+    }
     let embedded = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     !(ip.is_unspecified()
         || ip.is_loopback()
@@ -75,16 +84,25 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfe80 // link-local
         || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-        || (s[0] == 0x0064 && s[1] == 0xff9b && !is_public_v4(embedded(s[6], s[7]))) // NAT64
+        || (s[0] == 0x0064 && s[1] == 0xff9b && (s[2..6] != [0; 4] || !is_public_v4(embedded(s[6], s[7])))) // NAT64 (only the /96 layout read)
+        || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001) // local-use NAT64 (RFC 8215): any layout
+        || (s[0] == 0x0100 && s[1..4] == [0; 3]) // discard-only (RFC 6666)
+        || (s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0) // benchmarking
+        || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0010) // ORCHID
         || (s[0] == 0x2002 && !is_public_v4(embedded(s[1], s[2]))) // 6to4
         || (s[0] == 0x2001 && s[1] == 0) // Teredo
         || (s[..6] == [0; 6])) // IPv4-compatible (deprecated)
 }
 
-/// Why a target was refused.
+/// Why a target was refused, in words a team may read: not which address its name resolved
+/// to (that would map the cluster's DNS for a team without pods); the log has the address.
 pub fn refusal(ip: IpAddr) -> String {
-    format!("{ip} is not a public address and the platform does not allow it (outbound.allowedNetworks)")
+    tracing::info!(address = %ip, "outbound call refused: not a public address");
+    REFUSED.to_string()
 }
+
+/// The words of a refused target.
+pub const REFUSED: &str = "the target is not a public address, and the platform allows no other";
 
 /// The resolver of a guarded connector: resolves with the system's resolver, then keeps only
 /// the addresses `reach` permits and fails when none is left.
@@ -106,17 +124,19 @@ impl tower::Service<Name> for GuardedResolver {
         let reach = self.reach.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let found: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), 0)).await {
+                Ok(found) => found.collect(),
+                Err(_) if reach != Reach::Anywhere => Vec::new(),
+                Err(e) => return Err(e),
+            };
             let permitted: Vec<SocketAddr> = found.iter().copied().filter(|a| reach.permits(a.ip())).collect();
             match (permitted.is_empty(), found.first()) {
                 (false, _) => Ok(permitted.into_iter()),
-                (true, Some(first)) => Err(std::io::Error::new(
+                // A name without a permitted address fails the same way whether it has none
+                // or only internal ones: a team learns nothing of how names resolve inside.
+                (true, first) => Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
-                    format!("{host}: {}", refusal(first.ip())),
-                )),
-                (true, None) => Err(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("{host} has no address"),
+                    first.map_or_else(|| REFUSED.to_string(), |a| refusal(a.ip())),
                 )),
             }
         })
@@ -133,7 +153,13 @@ mod tests {
 
     #[test]
     fn only_public_addresses_pass_by_default() {
-        for public in ["93.184.215.14", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for public in [
+            "93.184.215.14",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
             assert!(is_public(ip(public)), "{public}");
         }
         for inside in [
@@ -160,6 +186,13 @@ mod tests {
             "2002:a9fe:a9fe::1",
             "2001:0:4136:e378:8000:63bf:3fff:fdd2",
             "::127.0.0.1",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:a9fe:a9fe",
+            "64:ff9b:1:a9fe:a9:fe00:808:808",
+            "64:ff9b:0:0:1::808:808",
+            "100::1",
+            "2001:2::1",
+            "2001:10::1",
         ] {
             assert!(!is_public(ip(inside)), "{inside}");
         }

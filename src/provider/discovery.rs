@@ -51,12 +51,16 @@ pub async fn not_found(State(state): State<ProviderState>, request: Request) -> 
 
 fn metadata(state: &ProviderState) -> Value {
     let snapshot = state.registry.load();
-    published::discovery(
+    let mut doc = published::discovery(
         &state.issuer,
         &snapshot.keys,
         state.service_accounts.is_some(),
         Timestamp::now(),
-    )
+    );
+    if state.par_required {
+        doc["require_pushed_authorization_requests"] = Value::Bool(true);
+    }
+    doc
 }
 
 /// GET /.well-known/oauth-authorization-server

@@ -50,6 +50,7 @@ impl Provider<'_> {
             .await?
             .with_first_party_namespaces(self.first_party_namespaces)
             .with_password_checks(self.opts.max_password_checks)
+            .with_par_required(self.opts.require_pushed_authorization_requests)
             .with_secret_use_report_interval(self.opts.secret_use_report_interval)
             .with_audit(self.audit))
     }

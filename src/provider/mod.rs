@@ -1,6 +1,7 @@
 //! The authorization server's HTTP surface (axum). Handlers read only the registry snapshot
 //! and the revocation list; they never call the Kubernetes API.
 
+mod authorization_request;
 mod authorize;
 mod browser;
 mod browser_flow;
@@ -21,6 +22,7 @@ mod layering;
 mod oidc;
 mod ops;
 mod pages;
+mod par;
 mod password_checks;
 mod sender;
 pub mod serve;
@@ -59,6 +61,7 @@ pub fn router(state: ProviderState) -> Router {
         .route("/introspect", any(introspect::introspect))
         .route("/revoke", any(introspect::revoke))
         .route("/authorize", get(authorize::authorize).post(authorize::authorize))
+        .route("/par", any(par::push))
         .route("/login", get(signin::login_page).post(signin::login_submit))
         .route("/consent", get(signin::consent_page).post(signin::consent_submit))
         .route("/device_authorization", any(device::device_authorization))

@@ -51,6 +51,10 @@ pub struct ServeOptions {
     /// could write it and pick its own address.
     #[arg(long, env = "KAUTH_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
     pub forwarded_header: ForwardedHeader,
+    /// Accept authorization requests only as pushed first to /par (RFC 9126), from every
+    /// client; discovery says so (`require_pushed_authorization_requests`).
+    #[arg(long, env = "KAUTH_REQUIRE_PUSHED_AUTHORIZATION_REQUESTS")]
+    pub require_pushed_authorization_requests: bool,
     /// Most password checks at once (each holds ~19 MiB); default: sized from the memory limit.
     #[arg(long, env = "KAUTH_MAX_PASSWORD_CHECKS")]
     pub max_password_checks: Option<usize>,
@@ -87,6 +91,7 @@ impl Default for ServeOptions {
             max_connections: 4096,
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
+            require_pushed_authorization_requests: false,
             max_password_checks: None,
             store_timeout: crate::store::DEFAULT_DEADLINE,
             store_group_commit: true,

@@ -100,6 +100,8 @@ pub struct ProviderState {
     pub secret_use_report_interval: std::time::Duration,
     /// Their discovery documents.
     pub(super) upstream: Arc<upstream::UpstreamMetadata>,
+    /// Every authorization request must be pushed first (RFC 9126), whatever the client says.
+    pub par_required: bool,
 }
 
 impl ProviderState {
@@ -136,6 +138,7 @@ impl ProviderState {
             secret_uses: Arc::default(),
             secret_use_report_interval: crate::secret_usage::REPORT_EVERY,
             upstream,
+            par_required: false,
         })
     }
 
@@ -239,6 +242,12 @@ impl ProviderState {
         if let Some(n) = permits {
             self.password_checks = PasswordChecks::new(n);
         }
+        self
+    }
+
+    /// Requires every client to push its authorization requests (RFC 9126) when `required`.
+    pub fn with_par_required(mut self, required: bool) -> Self {
+        self.par_required = required;
         self
     }
 

@@ -147,6 +147,12 @@ impl TestProvider {
         Self::start_with(listener, files, &[], opts).await
     }
 
+    /// Starts a provider with the platform's `opts` (as `kauth run` and standalone take them).
+    pub async fn start_with_options(files: &[(&str, &str)], opts: ServeOptions) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_with(listener, files, &[], opts).await
+    }
+
     async fn start_with(
         listener: tokio::net::TcpListener,
         files: &[(&str, &str)],
@@ -174,6 +180,7 @@ impl TestProvider {
             .await
             .unwrap()
             .with_first_party_namespaces(cfg.first_party_namespaces.clone())
+            .with_par_required(opts.require_pushed_authorization_requests)
             .with_audit(std::sync::Arc::new(
                 kauth::audit::Audit::open(dir.path().join("audit.jsonl").to_str().unwrap()).unwrap(),
             ));

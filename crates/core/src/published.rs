@@ -44,6 +44,7 @@ pub fn discovery(issuer: &Issuer, keys: &KeyRing, secretless: bool, now: Timesta
     json!({
         "issuer": issuer.url,
         "authorization_endpoint": issuer.endpoint("/authorize"),
+        "pushed_authorization_request_endpoint": issuer.endpoint("/par"),
         "token_endpoint": issuer.endpoint("/token"),
         "device_authorization_endpoint": issuer.endpoint("/device_authorization"),
         "userinfo_endpoint": issuer.endpoint("/userinfo"),

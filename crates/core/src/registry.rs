@@ -59,6 +59,8 @@ pub struct RegisteredClient {
     pub id_token_alg: KeyAlgorithm,
     /// Idle lifetime of its refresh tokens.
     pub refresh_token_lifetime: Duration,
+    /// Its authorization requests must be pushed first (`spec.requirePushedAuthorizationRequests`).
+    pub require_par: bool,
     /// What it was built from: the next snapshot keeps this very client while the catalog
     /// keeps that verdict and the credential stays the same.
     pub built_from: Option<BuiltFrom>,
@@ -122,6 +124,7 @@ impl RegisteredClient {
             post_logout_redirect_uris: settings.post_logout_redirect_uris.clone(),
             id_token_alg: settings.id_token_alg,
             refresh_token_lifetime: settings.refresh_token_lifetime,
+            require_par: settings.require_par,
             built_from: Some(BuiltFrom {
                 verdict: verdict.clone(),
                 secret,

@@ -45,6 +45,8 @@ pub struct ClientSettings {
     pub id_token_alg: KeyAlgorithm,
     /// How long an unused refresh token stays valid.
     pub refresh_token_lifetime: Duration,
+    /// Its authorization requests must be pushed first (RFC 9126).
+    pub require_par: bool,
 }
 
 /// How a client proves who it is.
@@ -350,6 +352,12 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
         Some(Duration::from_secs(90 * 24 * 3600)),
     );
     check_sign_in(spec, public, auth_method, &mut errors);
+    if spec.require_pushed_authorization_requests && !spec.grant_types.contains(&GrantType::AuthorizationCode) {
+        errors.push(FieldError::new(
+            "spec.requirePushedAuthorizationRequests",
+            "applies only to clients with the authorization_code grant",
+        ));
+    }
     check_token_exchange(spec, &mut errors);
     let secret = credential_source(name, spec, public, &mut errors);
     match secret {
@@ -363,6 +371,7 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
             post_logout_redirect_uris: spec.post_logout_redirect_uris.clone(),
             id_token_alg: spec.id_token_signing_alg.unwrap_or(KeyAlgorithm::RS256),
             refresh_token_lifetime,
+            require_par: spec.require_pushed_authorization_requests,
         }),
         _ => Err(errors),
     }

@@ -153,6 +153,7 @@ mod tests {
             post_logout_redirect_uris: Vec::new(),
             id_token_alg: crate::crd::KeyAlgorithm::RS256,
             refresh_token_lifetime: Duration::from_secs(3600),
+            require_par: false,
             built_from: None,
         }
     }

@@ -65,6 +65,12 @@ pub struct OAuthClientSpec {
     #[schemars(length(max = limit::REDIRECT_URIS), inner(length(max = limit::URI)))]
     pub post_logout_redirect_uris: Vec<String>,
 
+    /// `true`: /authorize accepts this client's requests only as pushed first to /par (RFC
+    /// 9126), so no authorization parameter travels through the browser. Default `false`
+    /// (the platform may require it of every client).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_pushed_authorization_requests: bool,
+
     /// Algorithm of the ID tokens this client receives. Default: `RS256`, which every OpenID
     /// relying party supports; otherwise the algorithm of an active SigningKey.
     #[serde(default, skip_serializing_if = "Option::is_none")]
