@@ -571,6 +571,17 @@ fn jwks_namespace_selector_reaches_kauth() {
     assert_eq!(parsed, [("team".to_string(), "payments".to_string())].into());
 }
 
+/// `requirePushedAuthorizationRequests` becomes the flag kauth reads, and only when set.
+#[test]
+fn requiring_pushed_authorization_requests_reaches_kauth() {
+    let args_of = |docs: &[serde_json::Value]| {
+        find(docs, "Deployment", "kauth")["spec"]["template"]["spec"]["containers"][0]["args"].to_string()
+    };
+    let flag = "\"--require-pushed-authorization-requests\"";
+    assert!(!args_of(&render(&[])).contains(flag));
+    assert!(args_of(&render(&["requirePushedAuthorizationRequests=true"])).contains(flag));
+}
+
 /// Every trap a newcomer hit (issue 15): values that only make sense together are refused with
 /// a sentence that names what to set, never a schema's "Must validate ..." or a silent nothing.
 #[test]
