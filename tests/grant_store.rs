@@ -56,6 +56,7 @@ fn grant() -> Grant {
         redirect_uri: "https://shop.example.com/cb".into(),
         nonce: Some("n-0S6_WzA2Mj".into()),
         code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+        dpop_jkt: None,
         auth_time: NOW - 5,
     }
 }
@@ -743,6 +744,32 @@ async fn device_requests_are_answered_once_and_polled_at_their_pace(b: Backend) 
     );
 }
 
+/// A value used once is refused a second time, by any of several stores on one database raced
+/// together (the replicas' DPoP `jti`s), until it expires and is swept.
+async fn a_value_is_used_once_across_stores_even_when_raced(b: Backend) {
+    let stores = [
+        GrantStore::open(&b.url).await.unwrap(),
+        GrantStore::open(&b.url).await.unwrap(),
+        GrantStore::open(&b.url).await.unwrap(),
+    ];
+    let attempts = stores.iter().cycle().take(12).map(|s| s.use_once("dpop:x", NOW + 60));
+    let firsts = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(firsts, 1);
+    assert!(
+        stores[1].use_once("dpop:y", NOW + 60).await.unwrap(),
+        "another value is its own"
+    );
+    stores[0].sweep(NOW + 61).await.unwrap();
+    assert!(
+        stores[2].use_once("dpop:x", NOW + 120).await.unwrap(),
+        "after its window the row is swept"
+    );
+}
+
 /// Runs each suite function once per backend.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
@@ -781,4 +808,5 @@ suite!(
     concurrent_writes_stand_or_fall_alone,
     a_write_that_stops_halfway_leaves_no_trace,
     device_requests_are_answered_once_and_polled_at_their_pace,
+    a_value_is_used_once_across_stores_even_when_raced,
 );

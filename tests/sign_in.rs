@@ -436,6 +436,7 @@ async fn a_code_is_bound_to_its_client_verifier_and_lifetime() {
         redirect_uri: WEB_CB.into(),
         nonce: None,
         code_challenge: None,
+        dpop_jkt: None,
         auth_time: now - 100,
     };
     p.state

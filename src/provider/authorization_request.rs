@@ -58,6 +58,19 @@ pub(super) fn check(form: &Form, client: &RegisteredClient, redirect_uri: &str) 
         ));
     }
     let code_challenge = code_challenge(form, client)?;
+    // RFC 9449 §10: the code is bound to this DPoP key (a SHA-256 thumbprint, base64url).
+    let dpop_jkt = match form.get("dpop_jkt") {
+        None => None,
+        Some(jkt) if jkt.len() == 43 && jkt.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+            Some(jkt.to_string())
+        }
+        Some(_) => {
+            return Err(client_error(
+                "invalid_request",
+                "dpop_jkt is not a base64url SHA-256 JWK thumbprint",
+            ));
+        }
+    };
     let (force_login, force_consent) = prompt(form)?;
     let max_age = max_age(form)?;
     let resources = resources(form, client)?;
@@ -78,6 +91,7 @@ pub(super) fn check(form: &Form, client: &RegisteredClient, redirect_uri: &str) 
         login_hint: form.get("login_hint").map(|h| h.chars().take(128).collect()),
         started_at: Timestamp::now().as_second(),
         device: None,
+        dpop_jkt,
     })
 }
 
@@ -237,6 +251,7 @@ mod tests {
             id_token_alg: crate::crd::KeyAlgorithm::RS256,
             refresh_token_lifetime: Duration::from_secs(3600),
             require_par: false,
+            require_dpop: false,
             built_from: None,
         }
     }

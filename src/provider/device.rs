@@ -255,6 +255,7 @@ pub async fn device_submit(State(state): State<ProviderState>, request: Request)
         login_hint: None,
         started_at: now,
         device: Some(device.id),
+        dpop_jkt: None,
     };
     let step = async {
         let session = current_session(&state, &parts.headers, now).await?.map(|(_, s)| s);

@@ -19,6 +19,8 @@ pub struct OAuthError {
     pub basic_challenge: bool,
     /// Seconds for `Retry-After` on a 429.
     pub retry_after: Option<u64>,
+    /// Challenge with the DPoP scheme (RFC 9449 §7.1) rather than Bearer.
+    pub dpop_challenge: bool,
 }
 
 #[derive(Serialize)]
@@ -35,6 +37,7 @@ impl OAuthError {
             description: description.into(),
             basic_challenge: false,
             retry_after: None,
+            dpop_challenge: false,
         }
     }
 
@@ -129,6 +132,12 @@ impl OAuthError {
         )
     }
 
+    /// Challenges with `WWW-Authenticate: DPoP` (a token bound to a key was presented wrongly).
+    pub fn with_dpop_challenge(mut self) -> Self {
+        self.dpop_challenge = true;
+        self
+    }
+
     /// Adds a `WWW-Authenticate: Basic` challenge.
     pub fn with_basic_challenge(mut self) -> Self {
         self.basic_challenge = true;
@@ -164,9 +173,14 @@ impl IntoResponse for OAuthError {
             );
         }
         if matches!(self.code, "invalid_token" | "insufficient_scope") {
-            // RFC 6750 §3: the error is named in the Bearer challenge too.
+            // RFC 6750 §3 (and RFC 9449 §7.1 for DPoP): the error is named in the challenge too.
+            let scheme = if self.dpop_challenge {
+                format!("DPoP algs=\"{}\",", crate::tokens::DPOP_ALGORITHMS.join(" "))
+            } else {
+                "Bearer".to_string()
+            };
             let challenge = format!(
-                "Bearer realm=\"kauth\", error=\"{}\", error_description=\"{}\"",
+                "{scheme} realm=\"kauth\", error=\"{}\", error_description=\"{}\"",
                 self.code,
                 self.description.replace(['"', '\\'], "'")
             );

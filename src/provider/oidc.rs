@@ -18,10 +18,12 @@ use super::sender;
 use super::state::ProviderState;
 use crate::tokens::read_id_token_hint;
 
-/// GET or POST /userinfo with a Bearer access token that carries `openid`.
-pub async fn userinfo(State(state): State<ProviderState>, headers: HeaderMap) -> Response {
+/// GET or POST /userinfo with an access token that carries `openid`: Bearer, or DPoP with a
+/// proof when the token is bound.
+pub async fn userinfo(State(state): State<ProviderState>, method: Method, headers: HeaderMap) -> Response {
     let result = async {
-        let token = sender::presented(&headers)?;
+        let presented = sender::presented(&headers)?;
+        let token = presented.0;
         let snapshot = state.registry.load();
         let now = Timestamp::now();
         let claims = state
@@ -29,7 +31,8 @@ pub async fn userinfo(State(state): State<ProviderState>, headers: HeaderMap) ->
             .verify(&snapshot.keys, &state.issuer.url, token, now)
             .filter(|c| !state.revocations.is_revoked(&c.jti) && snapshot.clients.contains_key(&c.client_id))
             .ok_or_else(|| OAuthError::invalid_token("the access token is invalid, expired or revoked"))?;
-        sender::check_presented(&claims)?;
+        let url = state.issuer.endpoint("/userinfo");
+        sender::check_presented(&state, &headers, presented, &claims, &method, &url).await?;
         let scopes: Vec<String> = claims
             .scope
             .as_deref()

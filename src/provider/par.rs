@@ -20,6 +20,7 @@ use super::browser_flow::AuthRequest;
 use super::client_auth::authenticate;
 use super::error::{OAuthError, no_store};
 use super::form::Form;
+use super::sender;
 use super::state::ProviderState;
 use crate::registry::RegisteredClient;
 use crate::store::{PendingRequest, StoreError};
@@ -68,7 +69,18 @@ pub async fn push(State(state): State<ProviderState>, request: Request) -> Respo
                 "state is longer than {MAX_OPAQUE_LEN} characters"
             )));
         }
-        let request = authorization_request::check(&form, &client, redirect_uri).map_err(|r| r.into_oauth())?;
+        let mut request = authorization_request::check(&form, &client, redirect_uri).map_err(|r| r.into_oauth())?;
+        // A DPoP proof sent with the push binds the code to its key (RFC 9449 §10.1).
+        let url = state.issuer.endpoint("/par");
+        if let Some(jkt) = sender::proof_key(&state, &parts.headers, &Method::POST, &url).await? {
+            if request.dpop_jkt.as_ref().is_some_and(|j| *j != jkt) {
+                return Err(OAuthError::refused(
+                    "invalid_dpop_proof",
+                    "dpop_jkt names another key than the DPoP proof's",
+                ));
+            }
+            request.dpop_jkt = Some(jkt);
+        }
         let prompt_none = form.get("prompt").is_some_and(|p| p.split(' ').any(|v| v == "none"));
         // A pushed request is a stored row: it counts against its caller's share (T12).
         state

@@ -1,37 +1,71 @@
-//! Who may use an access token: whoever holds it (Bearer, RFC 6750), or only the holder of a
-//! key it is bound to (sender-constrained: DPoP, RFC 9449; mutual TLS, RFC 8705). The token
-//! endpoint asks [`Binding::of_token_request`] once per request; issuance writes the binding
-//! into the token (`cnf`, RFC 7800) and names its `token_type`; resource endpoints read the
-//! presented token with [`presented`] and check it with [`check_presented`]. A new kind of
-//! constraint is a variant of [`Binding`] here and its confirmation in the token; the grants
-//! do not change.
+//! Who may use an access token: whoever holds it (Bearer, RFC 6750), or only the holder of the
+//! key it is bound to (DPoP, RFC 9449; mutual TLS would be another binding). The token endpoint
+//! asks [`Binding::of_token_request`] once per request (it verifies the `DPoP` proof there);
+//! issuance writes the binding into the token (`cnf.jkt`) and names its `token_type`; the
+//! grants for people keep codes and refresh families bound ([`check_grant`], [`bind_family`]);
+//! resource endpoints read the presented token with [`presented`] and check it with
+//! [`check_presented`]. A new kind of constraint is a variant of [`Binding`] here and its
+//! confirmation in the token; the grants do not change.
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Method, header};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
+use jsonwebtoken::{DecodingKey, Validation};
+use serde::Deserialize;
 
 use super::error::OAuthError;
+use super::state::ProviderState;
 use crate::registry::RegisteredClient;
-use crate::tokens::{AccessTokenClaims, Confirmation};
+use crate::store::Grant;
+use crate::tokens::{AccessTokenClaims, Confirmation, DPOP_ALGORITHMS};
+
+/// How far a proof's `iat` may be from the server's clock, either way.
+pub const DPOP_IAT_WINDOW_SECS: i64 = 60;
+
+/// Longest proof read (a JWS with one public key in its header is well under this).
+const MAX_PROOF_LEN: usize = 8 * 1024;
 
 /// What the tokens of one token request are bound to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Binding {
     /// Nothing: whoever holds the token may use it.
     Bearer,
+    /// The DPoP key with this RFC 7638 thumbprint.
+    Dpop {
+        /// The key's SHA-256 thumbprint (base64url).
+        jkt: String,
+    },
 }
 
 impl Binding {
-    /// The binding of a token request's tokens, from its headers (a proof of possession rides
-    /// in one) and the client's settings. kauth verifies no proof of possession yet, so every
-    /// token is a Bearer token; a `DPoP` header is ignored, as RFC 9449 §5 has a server that
-    /// does not support it do, and `token_type: Bearer` tells the client so.
-    pub fn of_token_request(_headers: &HeaderMap, _client: &RegisteredClient) -> Result<Self, OAuthError> {
-        Ok(Self::Bearer)
+    /// The binding of a token request's tokens: a DPoP proof, when the request carries one,
+    /// checked against the token endpoint's URL and used once; refused when the client
+    /// requires DPoP and none came.
+    pub async fn of_token_request(
+        state: &ProviderState,
+        headers: &HeaderMap,
+        client: &RegisteredClient,
+    ) -> Result<Self, OAuthError> {
+        match proof_header(headers)? {
+            Some(proof) => {
+                let url = state.issuer.endpoint("/token");
+                let checked = verify_proof(state, proof, &Method::POST, &url, None).await?;
+                Ok(Self::Dpop { jkt: checked.jkt })
+            }
+            None if client.require_dpop => Err(OAuthError::refused(
+                "invalid_dpop_proof",
+                "this client's tokens must be DPoP-bound: send a DPoP proof (RFC 9449)",
+            )),
+            None => Ok(Self::Bearer),
+        }
     }
 
     /// The `token_type` of the token response.
     pub fn token_type(&self) -> &'static str {
         match self {
             Self::Bearer => "Bearer",
+            Self::Dpop { .. } => "DPoP",
         }
     }
 
@@ -39,8 +73,55 @@ impl Binding {
     pub fn confirmation(&self) -> Option<Confirmation> {
         match self {
             Self::Bearer => None,
+            Self::Dpop { jkt } => Some(Confirmation { jkt: jkt.clone() }),
         }
     }
+
+    fn jkt(&self) -> Option<&str> {
+        match self {
+            Self::Bearer => None,
+            Self::Dpop { jkt } => Some(jkt),
+        }
+    }
+}
+
+/// The key of the request's DPoP proof, when it carries one, verified for `method` at `url`
+/// (at /par, it binds the code the pushed request will get, RFC 9449 §10.1).
+pub async fn proof_key(
+    state: &ProviderState,
+    headers: &HeaderMap,
+    method: &Method,
+    url: &str,
+) -> Result<Option<String>, OAuthError> {
+    match proof_header(headers)? {
+        Some(proof) => Ok(Some(verify_proof(state, proof, method, url, None).await?.jkt)),
+        None => Ok(None),
+    }
+}
+
+/// A code or refresh family bound to a key (`dpop_jkt` at /authorize, or a public client's
+/// family) is redeemed only with a proof of that key.
+pub fn check_grant(binding: &Binding, grant: &Grant) -> Result<(), OAuthError> {
+    match (&grant.dpop_jkt, binding.jkt()) {
+        (None, _) => Ok(()),
+        (Some(bound), Some(jkt)) if bound == jkt => Ok(()),
+        (Some(_), _) => Err(OAuthError::invalid_grant(
+            "this grant is bound to a DPoP key: send a proof of that key",
+        )),
+    }
+}
+
+/// The grant a refresh family keeps: a public client's family is bound to the key its first
+/// tokens were (RFC 9449 §5), so a stolen refresh token is useless without it; a confidential
+/// client's family is bound by its client authentication already.
+pub fn bind_family(binding: &Binding, client: &RegisteredClient, grant: &Grant) -> Grant {
+    let mut grant = grant.clone();
+    if client.is_public()
+        && let Some(jkt) = binding.jkt()
+    {
+        grant.dpop_jkt.get_or_insert_with(|| jkt.to_string());
+    }
+    grant
 }
 
 /// The `token_type` of an issued token, as introspection reports it.
@@ -51,29 +132,219 @@ pub fn token_type_of(claims: &AccessTokenClaims) -> &'static str {
     }
 }
 
-/// The access token a request to a resource endpoint presents (`Authorization: Bearer`).
-pub fn presented(headers: &HeaderMap) -> Result<&str, OAuthError> {
+/// How a resource request presents its access token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Authorization: Bearer`.
+    Bearer,
+    /// `Authorization: DPoP` with a `DPoP` proof header.
+    Dpop,
+}
+
+/// The access token a request to a resource endpoint presents, and how.
+pub fn presented(headers: &HeaderMap) -> Result<(&str, Scheme), OAuthError> {
+    let missing = || OAuthError::invalid_token("an access token is required (Authorization: Bearer or DPoP)");
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| OAuthError::invalid_token("a Bearer access token is required"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| OAuthError::invalid_token("a Bearer access token is required"))?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(OAuthError::invalid_token("a Bearer access token is required"));
-    }
-    Ok(token.trim())
+        .ok_or_else(missing)?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(missing)?;
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
+        return Err(missing());
+    };
+    Ok((token.trim(), scheme))
 }
 
-/// Whether the token may be used the way it was presented: a Bearer token by anyone; a bound
-/// token only with the proof its binding asks for (none of which kauth verifies yet).
-pub fn check_presented(claims: &AccessTokenClaims) -> Result<(), OAuthError> {
-    match &claims.cnf {
-        None => Ok(()),
-        Some(_) => Err(OAuthError::invalid_token(
-            "this access token is bound to a key: present it with its proof",
+/// Whether the token may be used the way it was presented at `url` with `method`: a Bearer
+/// token as Bearer; a DPoP-bound one only under the DPoP scheme with a fresh proof of its key
+/// for this request and this token (`ath`).
+pub async fn check_presented(
+    state: &ProviderState,
+    headers: &HeaderMap,
+    (token, scheme): (&str, Scheme),
+    claims: &AccessTokenClaims,
+    method: &Method,
+    url: &str,
+) -> Result<(), OAuthError> {
+    match (&claims.cnf, scheme) {
+        (None, Scheme::Bearer) => Ok(()),
+        (None, Scheme::Dpop) => Err(OAuthError::invalid_token(
+            "this access token is not DPoP-bound: present it as Bearer",
         )),
+        (Some(_), Scheme::Bearer) => Err(OAuthError::invalid_token(
+            "this access token is DPoP-bound: present it with the DPoP scheme and a proof",
+        )
+        .with_dpop_challenge()),
+        (Some(cnf), Scheme::Dpop) => {
+            let proof = proof_header(headers)?.ok_or_else(|| {
+                OAuthError::invalid_token("a DPoP proof is required with the DPoP scheme").with_dpop_challenge()
+            })?;
+            let ath = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()));
+            let checked = verify_proof(state, proof, method, url, Some(&ath))
+                .await
+                .map_err(|e| OAuthError::invalid_token(e.description).with_dpop_challenge())?;
+            if checked.jkt != cnf.jkt {
+                return Err(
+                    OAuthError::invalid_token("the DPoP proof is of another key than the token's")
+                        .with_dpop_challenge(),
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The one `DPoP` header of a request, if any.
+fn proof_header(headers: &HeaderMap) -> Result<Option<&str>, OAuthError> {
+    let mut proofs = headers.get_all("dpop").iter();
+    let Some(first) = proofs.next() else { return Ok(None) };
+    if proofs.next().is_some() {
+        return Err(invalid_proof("send one DPoP header"));
+    }
+    let proof = first
+        .to_str()
+        .map_err(|_| invalid_proof("the DPoP header is not a JWT"))?;
+    if proof.len() > MAX_PROOF_LEN {
+        return Err(invalid_proof("the DPoP proof is too long"));
+    }
+    Ok(Some(proof))
+}
+
+fn invalid_proof(d: impl Into<String>) -> OAuthError {
+    OAuthError::refused("invalid_dpop_proof", d)
+}
+
+/// What a valid proof says.
+struct CheckedProof {
+    jkt: String,
+}
+
+#[derive(Deserialize)]
+struct ProofClaims {
+    jti: String,
+    htm: String,
+    htu: String,
+    iat: i64,
+    #[serde(default)]
+    ath: Option<String>,
+}
+
+/// Verifies a DPoP proof (RFC 9449 §4.3): `typ` dpop+jwt, an asymmetric algorithm from
+/// [`DPOP_ALGORITHMS`], a public JWK in the header (no private part) that verifies the
+/// signature, `htm` and `htu` of this request, `iat` within the window, `ath` when a token
+/// is presented, and a `jti` used once in every replica while the proof could be accepted.
+async fn verify_proof(
+    state: &ProviderState,
+    proof: &str,
+    method: &Method,
+    url: &str,
+    ath: Option<&str>,
+) -> Result<CheckedProof, OAuthError> {
+    let header = jsonwebtoken::decode_header(proof).map_err(|_| invalid_proof("the DPoP proof is not a JWS"))?;
+    if header.typ.as_deref() != Some("dpop+jwt") {
+        return Err(invalid_proof("the DPoP proof's typ must be dpop+jwt"));
+    }
+    let alg_name = format!("{:?}", header.alg);
+    if !DPOP_ALGORITHMS.contains(&alg_name.as_str()) {
+        return Err(invalid_proof(format!(
+            "DPoP proofs signed with {alg_name} are not accepted"
+        )));
+    }
+    let jwk: Jwk = header
+        .jwk
+        .ok_or_else(|| invalid_proof("the DPoP proof carries no jwk"))?;
+    if has_private_part(proof) {
+        return Err(invalid_proof("the DPoP proof's jwk must be a public key"));
+    }
+    let key = DecodingKey::from_jwk(&jwk).map_err(|_| invalid_proof("the DPoP proof's jwk is not a usable key"))?;
+    let mut validation = Validation::new(header.alg);
+    validation.algorithms = vec![header.alg];
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    let claims = jsonwebtoken::decode::<ProofClaims>(proof, &key, &validation)
+        .map_err(|_| invalid_proof("the DPoP proof's signature or claims are invalid"))?
+        .claims;
+    if claims.htm != method.as_str() {
+        return Err(invalid_proof(format!(
+            "the DPoP proof is for {}, not {method}",
+            claims.htm
+        )));
+    }
+    if !same_url(&claims.htu, url) {
+        return Err(invalid_proof("the DPoP proof is for another URL (htu)"));
+    }
+    let now = jiff::Timestamp::now().as_second();
+    if (claims.iat - now).abs() > DPOP_IAT_WINDOW_SECS {
+        return Err(invalid_proof(format!(
+            "the DPoP proof's iat is more than {DPOP_IAT_WINDOW_SECS} s from now"
+        )));
+    }
+    if claims.ath.as_deref() != ath {
+        return Err(invalid_proof(match ath {
+            Some(_) => "the DPoP proof's ath is not the hash of this access token",
+            None => "a DPoP proof at the token endpoint carries no ath",
+        }));
+    }
+    if claims.jti.is_empty() || claims.jti.len() > 256 {
+        return Err(invalid_proof("the DPoP proof needs a jti of at most 256 characters"));
+    }
+    let jkt = jwk
+        .thumbprint(ThumbprintHash::SHA256)
+        .map_err(|_| invalid_proof("the DPoP proof's jwk has no thumbprint"))?;
+    // One use in all replicas while its iat could still be accepted.
+    let id = format!(
+        "dpop:{}",
+        URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            format!("{jkt}\n{}", claims.jti).as_bytes()
+        ))
+    );
+    let fresh = state
+        .store
+        .use_once(&id, claims.iat + DPOP_IAT_WINDOW_SECS + 1)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "grant store unavailable for a DPoP proof");
+            OAuthError::unavailable("retry shortly")
+        })?;
+    if !fresh {
+        return Err(invalid_proof("this DPoP proof was already used (jti)"));
+    }
+    Ok(CheckedProof { jkt })
+}
+
+/// True when the proof's header JWK has a private member (`d`, or RSA's primes).
+fn has_private_part(proof: &str) -> bool {
+    let Some(encoded) = proof.split('.').next() else {
+        return true;
+    };
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(encoded) else {
+        return true;
+    };
+    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return true;
+    };
+    ["d", "p", "q", "dp", "dq", "qi", "k"]
+        .iter()
+        .any(|m| header["jwk"].get(m).is_some())
+}
+
+/// RFC 9449 §4.3: `htu` matches the request's URI without query and fragment, compared after
+/// normalising scheme and host case and default ports.
+fn same_url(htu: &str, expected: &str) -> bool {
+    match (url::Url::parse(htu), url::Url::parse(expected)) {
+        (Ok(a), Ok(b)) => {
+            a.scheme() == b.scheme()
+                && a.host_str() == b.host_str()
+                && a.port_or_known_default() == b.port_or_known_default()
+                && a.path() == b.path()
+        }
+        _ => false,
     }
 }
 
@@ -96,25 +367,44 @@ mod tests {
     }
 
     #[test]
-    fn a_bound_token_is_not_a_bearer_token() {
+    fn a_bound_token_reports_its_type() {
         let bound = claims(Some(Confirmation {
             jkt: "thumbprint".into(),
         }));
         assert_eq!(token_type_of(&bound), "DPoP");
-        assert!(check_presented(&bound).is_err(), "no proof, no use");
-        let bearer = claims(None);
-        assert_eq!(token_type_of(&bearer), "Bearer");
-        assert!(check_presented(&bearer).is_ok());
+        assert_eq!(token_type_of(&claims(None)), "Bearer");
     }
 
     #[test]
-    fn only_the_bearer_scheme_presents_a_token() {
+    fn bearer_and_dpop_schemes_present_a_token() {
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, "Bearer abc ".parse().unwrap());
-        assert_eq!(presented(&headers).unwrap(), "abc");
+        assert_eq!(presented(&headers).unwrap(), ("abc", Scheme::Bearer));
         headers.insert(header::AUTHORIZATION, "DPoP abc".parse().unwrap());
+        assert_eq!(presented(&headers).unwrap(), ("abc", Scheme::Dpop));
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
         assert!(presented(&headers).is_err());
         headers.remove(header::AUTHORIZATION);
         assert!(presented(&headers).is_err());
+    }
+
+    #[test]
+    fn htu_compares_without_query_and_with_default_ports() {
+        assert!(same_url(
+            "https://Kauth.example.com:443/token",
+            "https://kauth.example.com/token"
+        ));
+        assert!(same_url(
+            "https://kauth.example.com/token?x=1",
+            "https://kauth.example.com/token"
+        ));
+        assert!(!same_url(
+            "https://kauth.example.com/token2",
+            "https://kauth.example.com/token"
+        ));
+        assert!(!same_url(
+            "http://kauth.example.com/token",
+            "https://kauth.example.com/token"
+        ));
     }
 }

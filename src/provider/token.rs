@@ -98,7 +98,7 @@ async fn issue(
             grant.as_str()
         )));
     }
-    let binding = Binding::of_token_request(headers, &client)?;
+    let binding = Binding::of_token_request(state, headers, &client).await?;
     let request = grants::TokenRequest {
         state,
         snapshot: &snapshot,

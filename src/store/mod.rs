@@ -23,6 +23,7 @@ mod revocations;
 mod secret_usage;
 mod sign_ins;
 mod sweep;
+mod used_once;
 pub use device::{DevicePoll, DeviceRequest};
 use group_commit::{Group, GroupTx};
 
@@ -36,6 +37,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (3, "device authorizations", include_str!("device-authorizations.sql")),
     (4, "secret usage", include_str!("secret-usage.sql")),
+    (5, "used once", include_str!("used-once.sql")),
 ];
 
 /// How long a secret's last use is remembered: a secret unused this long reads as never used.
@@ -92,6 +94,10 @@ pub struct Grant {
     pub nonce: Option<String>,
     /// PKCE S256 challenge, when the request carried one.
     pub code_challenge: Option<String>,
+    /// The DPoP key (RFC 7638 thumbprint) the grant is bound to: its tokens are issued only
+    /// to proofs of that key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
     /// When the person last authenticated (Unix seconds).
     pub auth_time: i64,
 }

@@ -57,6 +57,7 @@ pub fn discovery(issuer: &Issuer, keys: &KeyRing, secretless: bool, now: Timesta
         "response_modes_supported": ["query"],
         "grant_types_supported": grants,
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": crate::tokens::DPOP_ALGORITHMS,
         "token_endpoint_auth_methods_supported": token_auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": token_auth_methods,

@@ -61,6 +61,8 @@ pub struct RegisteredClient {
     pub refresh_token_lifetime: Duration,
     /// Its authorization requests must be pushed first (`spec.requirePushedAuthorizationRequests`).
     pub require_par: bool,
+    /// Its tokens must be DPoP-bound (`spec.dpop: Required`).
+    pub require_dpop: bool,
     /// What it was built from: the next snapshot keeps this very client while the catalog
     /// keeps that verdict and the credential stays the same.
     pub built_from: Option<BuiltFrom>,
@@ -125,6 +127,7 @@ impl RegisteredClient {
             id_token_alg: settings.id_token_alg,
             refresh_token_lifetime: settings.refresh_token_lifetime,
             require_par: settings.require_par,
+            require_dpop: settings.require_dpop,
             built_from: Some(BuiltFrom {
                 verdict: verdict.clone(),
                 secret,

@@ -80,6 +80,9 @@ pub struct AccessTokenClaims {
     pub cnf: Option<Confirmation>,
 }
 
+/// The algorithms of DPoP proofs kauth accepts (asymmetric only, RFC 9449 §4.3).
+pub const DPOP_ALGORITHMS: &[&str] = &["ES256", "ES384", "PS256", "RS256", "EdDSA"];
+
 /// The key a sender-constrained token is bound to (RFC 7800 `cnf`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {

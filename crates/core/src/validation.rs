@@ -47,6 +47,8 @@ pub struct ClientSettings {
     pub refresh_token_lifetime: Duration,
     /// Its authorization requests must be pushed first (RFC 9126).
     pub require_par: bool,
+    /// Its tokens must be DPoP-bound (RFC 9449).
+    pub require_dpop: bool,
 }
 
 /// How a client proves who it is.
@@ -372,6 +374,7 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
             id_token_alg: spec.id_token_signing_alg.unwrap_or(KeyAlgorithm::RS256),
             refresh_token_lifetime,
             require_par: spec.require_pushed_authorization_requests,
+            require_dpop: spec.dpop == Some(crate::crd::DpopPolicy::Required),
         }),
         _ => Err(errors),
     }

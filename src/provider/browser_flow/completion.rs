@@ -131,6 +131,7 @@ fn grant_for(req: &AuthRequest, session: &Session) -> Grant {
         redirect_uri: req.redirect_uri.clone(),
         nonce: req.nonce.clone(),
         code_challenge: req.code_challenge.clone(),
+        dpop_jkt: req.dpop_jkt.clone(),
         auth_time: session.auth_time,
     }
 }

@@ -52,6 +52,9 @@ pub struct AuthRequest {
     /// device verification page rather than /authorize: it completes there, not by redirect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// The DPoP key (RFC 7638 thumbprint) the code is bound to (`dpop_jkt`, RFC 9449 §10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 /// A 303 to `location`: after a POST the browser follows with GET.

@@ -154,6 +154,7 @@ mod tests {
             id_token_alg: crate::crd::KeyAlgorithm::RS256,
             refresh_token_lifetime: Duration::from_secs(3600),
             require_par: false,
+            require_dpop: false,
             built_from: None,
         }
     }

@@ -13,6 +13,7 @@ use crate::provider::browser::{handle_digest, random_handle};
 use crate::provider::browser_flow::IDENTITY_SCOPES;
 use crate::provider::error::OAuthError;
 use crate::provider::issuance::{AccessTokenFor, TokenResponse, access_token};
+use crate::provider::sender;
 use crate::registry::RegisteredClient;
 use crate::store::{Grant, Issued, Redemption, StoreError};
 use crate::tokens::{IdTokenClaims, new_jti, sign_id_token};
@@ -65,8 +66,11 @@ pub(super) async fn issue_for_code(
     kind: GrantType,
 ) -> Result<Response, OAuthError> {
     let (state, client, now) = (request.state, &*request.client, request.now);
+    sender::check_grant(&request.binding, grant)?;
     let refresh_token = if client.allows(GrantType::RefreshToken) {
         let token = random_handle();
+        // A public client's family is bound to the key of its first tokens (RFC 9449 §5).
+        let grant = &sender::bind_family(&request.binding, client, grant);
         let started = state
             .store
             .start_family(
@@ -174,6 +178,8 @@ pub(super) async fn respond(
     grant_label: &str,
 ) -> Result<Response, OAuthError> {
     let (state, snapshot, client, now) = (request.state, request.snapshot, &*request.client, request.now);
+    // A code or family bound to a DPoP key is redeemed only with a proof of it.
+    sender::check_grant(&request.binding, issue.grant)?;
     let audiences = still_granted(client, issue.scopes, issue.grant, &state.issuer.url)?;
     let minted = access_token(
         request,

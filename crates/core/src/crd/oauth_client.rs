@@ -65,6 +65,11 @@ pub struct OAuthClientSpec {
     #[schemars(length(max = limit::REDIRECT_URIS), inner(length(max = limit::URI)))]
     pub post_logout_redirect_uris: Vec<String>,
 
+    /// `Required`: every token this client gets is DPoP-bound (RFC 9449): a token request
+    /// without a proof is refused. Default `Optional`: bound when the client sends a proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop: Option<DpopPolicy>,
+
     /// `true`: /authorize accepts this client's requests only as pushed first to /par (RFC
     /// 9126), so no authorization parameter travels through the browser. Default `false`
     /// (the platform may require it of every client).
@@ -217,6 +222,16 @@ impl TokenEndpointAuthMethod {
             Self::None => "none",
         }
     }
+}
+
+/// Whether a client's tokens must be DPoP-bound.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum DpopPolicy {
+    /// Bound when the client sends a proof.
+    #[default]
+    Optional,
+    /// Always bound: a token request without a proof is refused.
+    Required,
 }
 
 /// Where and how kauth writes the generated credentials.

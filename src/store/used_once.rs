@@ -1,0 +1,21 @@
+//! Values that may be used once across every replica while they could be replayed (a DPoP
+//! proof's `jti`): the first use records it, any later one is told it was used.
+
+use super::*;
+
+impl GrantStore {
+    /// Records `id` as used until `expires_at`; true for the first use only.
+    pub async fn use_once(&self, id: &str, expires_at: i64) -> Result<bool> {
+        self.bounded("use_once", async {
+            let done = self
+                .write(
+                    sqlx::query("INSERT INTO used_once (id, expires_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+                        .bind(id)
+                        .bind(expires_at),
+                )
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+}
