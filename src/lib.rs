@@ -3,8 +3,8 @@
 // The pure core lives in its own crate (crates/core, no I/O); its modules are re-exported under
 // their names, so `crate::catalog` and `kauth::catalog` mean the same everywhere.
 pub use kauth_core::{
-    catalog, claims, crd, credentials, fields, issuer, keys, published, registry, schema_bounds, secret_contents,
-    secret_templates, service_account, tokens, validation,
+    catalog, claims, client_keys, crd, credentials, fields, issuer, keys, published, registry, schema_bounds,
+    secret_contents, secret_templates, service_account, tokens, validation,
 };
 
 pub mod audit;

@@ -1,6 +1,7 @@
-//! Client authentication at the token, introspection and revocation endpoints:
-//! `client_secret_basic` and `client_secret_post` (RFC 6749 §2.3.1), a ServiceAccount token as
-//! a JWT assertion, or, for public clients, `none` (just `client_id`): exactly one per request.
+//! Client authentication at the token, introspection, revocation and /par endpoints:
+//! `client_secret_basic` and `client_secret_post` (RFC 6749 §2.3.1), a JWT assertion (signed
+//! with the client's own keys, `private_key_jwt`, see `assertions.rs`; or a ServiceAccount
+//! token), or, for public clients, `none` (just `client_id`): exactly one per request.
 
 use std::sync::Arc;
 
@@ -137,6 +138,15 @@ pub async fn authenticate(
             return Err(OAuthError::invalid_client(format!(
                 "client_assertion_type must be {JWT_BEARER_ASSERTION}"
             )));
+        }
+        // An assertion naming a private_key_jwt client (iss = sub = its id) is checked with
+        // that client's keys; any other is a ServiceAccount token.
+        if let Some(client) = super::assertions::claimed_client(snapshot, assertion) {
+            if form.get("client_id").is_some_and(|id| id != client.client_id) {
+                return Err(OAuthError::invalid_client("client_id differs from the assertion's iss"));
+            }
+            super::assertions::verify(state, &client, assertion).await?;
+            return Ok(client);
         }
         let sa = verify_service_account_token(state, assertion).await?;
         return client_for_service_account(snapshot, &sa, form.get("client_id"));

@@ -51,6 +51,8 @@ impl Provider<'_> {
             .with_first_party_namespaces(self.first_party_namespaces)
             .with_password_checks(self.opts.max_password_checks)
             .with_par_required(self.opts.require_pushed_authorization_requests)
+            .with_outbound_allowed(self.opts.outbound_allowed_networks.clone())
+            .with_strict_assertion_audience(self.opts.strict_assertion_audience)
             .with_secret_use_report_interval(self.opts.secret_use_report_interval)
             .with_audit(self.audit))
     }

@@ -1,6 +1,7 @@
 //! The authorization server's HTTP surface (axum). Handlers read only the registry snapshot
 //! and the revocation list; they never call the Kubernetes API.
 
+mod assertions;
 mod authorization_request;
 mod authorize;
 mod browser;

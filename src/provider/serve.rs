@@ -51,6 +51,19 @@ pub struct ServeOptions {
     /// could write it and pick its own address.
     #[arg(long, env = "KAUTH_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
     pub forwarded_header: ForwardedHeader,
+    /// Networks (CIDR) that addresses teams write, such as a client's `jwksUri`, may reach
+    /// besides public addresses; repeatable or comma-separated. None by default: no team can
+    /// make kauth call into the cluster.
+    #[arg(
+        long = "outbound-allow-network",
+        env = "KAUTH_OUTBOUND_ALLOWED_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub outbound_allowed_networks: Vec<IpNet>,
+    /// A client assertion's `aud` must be the issuer itself (RFC 7523bis); by default an
+    /// endpoint's URL is accepted too, as older client libraries send it.
+    #[arg(long, env = "KAUTH_STRICT_ASSERTION_AUDIENCE")]
+    pub strict_assertion_audience: bool,
     /// Accept authorization requests only as pushed first to /par (RFC 9126), from every
     /// client; discovery says so (`require_pushed_authorization_requests`).
     #[arg(long, env = "KAUTH_REQUIRE_PUSHED_AUTHORIZATION_REQUESTS")]
@@ -92,6 +105,8 @@ impl Default for ServeOptions {
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
             require_pushed_authorization_requests: false,
+            outbound_allowed_networks: Vec::new(),
+            strict_assertion_audience: false,
             max_password_checks: None,
             store_timeout: crate::store::DEFAULT_DEADLINE,
             store_group_commit: true,

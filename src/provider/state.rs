@@ -102,6 +102,10 @@ pub struct ProviderState {
     pub(super) upstream: Arc<upstream::UpstreamMetadata>,
     /// Every authorization request must be pushed first (RFC 9126), whatever the client says.
     pub par_required: bool,
+    /// Keys fetched from clients' `jwksUri`s.
+    pub(super) client_keys: Arc<super::assertions::ClientKeyCache>,
+    /// A client assertion's `aud` must be the issuer itself, not an endpoint's URL.
+    pub strict_assertion_audience: bool,
 }
 
 impl ProviderState {
@@ -113,6 +117,12 @@ impl ProviderState {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let revocations = RevocationList::load(store.clone(), now()).await?;
+        // A client's jwksUri is a team's choice: public addresses only, unless the platform
+        // allows networks (`with_outbound_allowed`).
+        let client_keys = Arc::new(super::assertions::ClientKeyCache::new(tenant_outbound(
+            Vec::new(),
+            &metrics,
+        )));
         // Upstream issuers are the platform's own configuration: they may be in-cluster.
         let upstream = Arc::new(upstream::UpstreamMetadata::new(Outbound::for_platform(
             metrics.outbound.clone(),
@@ -139,6 +149,8 @@ impl ProviderState {
             secret_use_report_interval: crate::secret_usage::REPORT_EVERY,
             upstream,
             par_required: false,
+            client_keys,
+            strict_assertion_audience: false,
         })
     }
 
@@ -245,6 +257,22 @@ impl ProviderState {
         self
     }
 
+    /// Lets calls to team-written addresses (a client's `jwksUri`) reach `allowed` networks
+    /// besides public addresses.
+    pub fn with_outbound_allowed(mut self, allowed: Vec<ipnet::IpNet>) -> Self {
+        self.client_keys = Arc::new(super::assertions::ClientKeyCache::new(tenant_outbound(
+            allowed,
+            &self.metrics,
+        )));
+        self
+    }
+
+    /// Requires a client assertion's `aud` to be the issuer itself (RFC 7523bis) when `strict`.
+    pub fn with_strict_assertion_audience(mut self, strict: bool) -> Self {
+        self.strict_assertion_audience = strict;
+        self
+    }
+
     /// Requires every client to push its authorization requests (RFC 9126) when `required`.
     pub fn with_par_required(mut self, required: bool) -> Self {
         self.par_required = required;
@@ -318,4 +346,14 @@ impl ProviderState {
         self.service_accounts = Some(tokens);
         self
     }
+}
+
+/// The client for addresses teams write: public targets, and the platform's `allowed` networks.
+fn tenant_outbound(allowed: Vec<ipnet::IpNet>, metrics: &Metrics) -> Outbound {
+    Outbound::new(
+        None,
+        crate::outbound::Reach::Public { allowed },
+        metrics.outbound.clone(),
+    )
+    .unwrap_or_else(|_| Outbound::for_platform(metrics.outbound.clone()))
 }

@@ -31,7 +31,9 @@ use crate::registry::{Registry, SecretRead, Snapshot};
 use crate::secret_usage::last_used;
 use crate::store::GrantStore;
 use crate::tls::TlsChoice;
-use crate::validation::{ClientSettings, GeneratedSecret, KeySchedule, SecretHandling, describe, validate_signing_key};
+use crate::validation::{
+    ClientSettings, GeneratedSecret, KeySchedule, NoSecret, SecretHandling, describe, validate_signing_key,
+};
 
 mod client_secrets;
 mod key_files;
@@ -324,16 +326,16 @@ impl StandaloneConfig {
             ),
             SecretHandling::Read(e) => (e.name.clone(), (String::new(), e.key.clone())),
             SecretHandling::None(proof) => {
-                notes.notices.push(if proof.needs_cluster() {
-                    format!(
+                notes.notices.push(match proof {
+                    NoSecret::ServiceAccount(_) => format!(
                         "OAuthClient {key} is secretless (spec.serviceAccount): ServiceAccount tokens need a cluster's issuer, so `kauth run` serves it, not standalone"
-                    )
-                } else {
-                    format!(
+                    ),
+                    NoSecret::Public => format!(
                         "OAuthClient {key} is public: client_id {}, people sign in at {}",
                         verdict.client_id,
                         self.issuer.endpoint("/authorize")
-                    )
+                    ),
+                    NoSecret::Keys(_) => format!("OAuthClient {key}: client_id {}, {}", verdict.client_id, proof.describe()),
                 });
                 return None;
             }

@@ -181,6 +181,8 @@ impl TestProvider {
             .unwrap()
             .with_first_party_namespaces(cfg.first_party_namespaces.clone())
             .with_par_required(opts.require_pushed_authorization_requests)
+            .with_outbound_allowed(opts.outbound_allowed_networks.clone())
+            .with_strict_assertion_audience(opts.strict_assertion_audience)
             .with_audit(std::sync::Arc::new(
                 kauth::audit::Audit::open(dir.path().join("audit.jsonl").to_str().unwrap()).unwrap(),
             ));

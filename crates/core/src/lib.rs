@@ -2,7 +2,7 @@
 //! (`crd`), their judgement (`fields`, `schema_bounds`, `validation`, `secret_contents`,
 //! `secret_templates`), who may claim what (`claims`), the catalog that joins them
 //! (`catalog`), the registry snapshot the provider serves (`registry`), client secrets
-//! (`credentials`), signing keys and tokens (`keys`, `tokens`), the issuer and what is
+//! (`credentials`), clients' own public keys (`client_keys`), signing keys and tokens (`keys`, `tokens`), the issuer and what is
 //! published under it (`issuer`, `published`), and workloads' names (`service_account`).
 //!
 //! This crate depends on no runtime, network, Kubernetes client or database: the compiler keeps
@@ -11,6 +11,7 @@
 
 pub mod catalog;
 pub mod claims;
+pub mod client_keys;
 pub mod crd;
 pub mod credentials;
 pub mod fields;

@@ -24,10 +24,13 @@ pub fn discovery(issuer: &Issuer, keys: &KeyRing, secretless: bool, now: Timesta
     let mut algs: Vec<String> = keys.published(now).map(|k| format!("{:?}", k.algorithm)).collect();
     algs.sort();
     algs.dedup();
-    // private_key_jwt: a JWT client assertion, here a projected ServiceAccount token.
-    let mut auth_methods = vec!["client_secret_basic", "client_secret_post"];
+    // private_key_jwt: a JWT client assertion signed with the client's own keys, or a
+    // projected ServiceAccount token.
+    let auth_methods = vec!["client_secret_basic", "client_secret_post", "private_key_jwt"];
+    let mut assertion_algs = crate::client_keys::ASSERTION_ALGORITHMS.to_vec();
     if secretless {
-        auth_methods.push("private_key_jwt");
+        // ServiceAccount tokens are signed by the cluster, usually RS256.
+        assertion_algs.push("RS256");
     }
     let grants: Vec<&str> = GrantType::ALL
         .into_iter()
@@ -59,6 +62,7 @@ pub fn discovery(issuer: &Issuer, keys: &KeyRing, secretless: bool, now: Timesta
         "code_challenge_methods_supported": ["S256"],
         "dpop_signing_alg_values_supported": crate::tokens::DPOP_ALGORITHMS,
         "token_endpoint_auth_methods_supported": token_auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": token_auth_methods,
         "subject_types_supported": ["public"],

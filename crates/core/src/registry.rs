@@ -9,6 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::catalog::{Catalog, ClientVerdict};
+use crate::client_keys::ClientKeys;
 use crate::crd::{GrantType, KeyAlgorithm, TokenEndpointAuthMethod};
 use crate::credentials::SecretVerifier;
 use crate::keys::KeyRing;
@@ -24,6 +25,8 @@ pub enum ClientCredential {
     ServiceAccount(ServiceAccountRef),
     /// Nothing: a public client (PKCE protects its codes).
     None,
+    /// A JWT assertion signed with one of these keys (`private_key_jwt`).
+    Keys(ClientKeys),
 }
 
 /// A client the provider accepts.
@@ -259,6 +262,7 @@ impl Snapshot {
                     (ClientCredential::ServiceAccount(sa), None)
                 }
                 SecretHandling::None(NoSecret::Public) => (ClientCredential::None, None),
+                SecretHandling::None(NoSecret::Keys(keys)) => (ClientCredential::Keys(keys.clone()), None),
                 SecretHandling::Generate(_) | SecretHandling::Read(_) => {
                     match secret_of(verdict, settings, kept.and_then(|(_, from)| from.secret.as_ref())) {
                         Some(SecretRead::Read(verifier, version)) => (ClientCredential::Secret(verifier), version),

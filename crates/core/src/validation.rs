@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::client_keys::ClientKeys;
 use crate::crd::{
     ClientType, ExistingSecret, GrantType, KeyAlgorithm, OAuthClientSpec, ScopeSpec, SecretDeletionPolicy,
     SigningKeySpec, TokenEndpointAuthMethod,
@@ -62,6 +63,8 @@ pub enum CredentialSource {
     ServiceAccount(String),
     /// A public client: nothing to prove (PKCE protects its codes).
     Public,
+    /// `private_key_jwt`: assertions signed with one of the client's keys; no secret.
+    Keys(ClientKeys),
 }
 
 /// A client secret kauth generates: the Secret it writes, its layout, rotation and metadata.
@@ -98,6 +101,8 @@ pub enum NoSecret<'a> {
     ServiceAccount(&'a str),
     /// Nothing: a public client (PKCE protects its codes).
     Public,
+    /// Assertions signed with the client's own keys (`private_key_jwt`).
+    Keys(&'a ClientKeys),
 }
 
 impl NoSecret<'_> {
@@ -106,6 +111,7 @@ impl NoSecret<'_> {
         match self {
             Self::ServiceAccount(_) => "ServiceAccount",
             Self::Public => "PublicClient",
+            Self::Keys(_) => "PrivateKeyJwt",
         }
     }
 
@@ -116,6 +122,15 @@ impl NoSecret<'_> {
                 format!("no Secret: the client authenticates with projected tokens of ServiceAccount {sa}")
             }
             Self::Public => "no Secret: a public client has no credential (PKCE protects its codes)".into(),
+            Self::Keys(ClientKeys::Inline(keys)) => format!(
+                "no Secret: the client authenticates with private_key_jwt assertions signed by one of its {} keys (spec.jwks)",
+                keys.len()
+            ),
+            Self::Keys(ClientKeys::Uri(uri)) => {
+                format!(
+                    "no Secret: the client authenticates with private_key_jwt assertions signed by a key published at {uri}"
+                )
+            }
         }
     }
 
@@ -133,6 +148,7 @@ impl CredentialSource {
             Self::Existing(existing) => SecretHandling::Read(existing),
             Self::ServiceAccount(sa) => SecretHandling::None(NoSecret::ServiceAccount(sa)),
             Self::Public => SecretHandling::None(NoSecret::Public),
+            Self::Keys(keys) => SecretHandling::None(NoSecret::Keys(keys)),
         }
     }
 
@@ -342,9 +358,17 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
     let public = spec.client_type == ClientType::Public;
     let auth_method = spec.token_endpoint_auth_method.unwrap_or(if public {
         TokenEndpointAuthMethod::None
+    } else if spec.jwks.is_some() || spec.jwks_uri.is_some() {
+        TokenEndpointAuthMethod::PrivateKeyJwt
     } else {
         TokenEndpointAuthMethod::ClientSecretBasic
     });
+    if auth_method == TokenEndpointAuthMethod::PrivateKeyJwt && spec.jwks.is_none() && spec.jwks_uri.is_none() {
+        errors.push(FieldError::new(
+            "spec.tokenEndpointAuthMethod",
+            "private_key_jwt needs the client's keys: set spec.jwks or spec.jwksUri",
+        ));
+    }
     let refresh_token_lifetime = duration_in(
         &mut errors,
         "spec.refreshTokenLifetime",
@@ -445,6 +469,7 @@ fn credential_source(
             }
             Some(CredentialSource::Public)
         }
+        _ if spec.jwks.is_some() || spec.jwks_uri.is_some() => client_keys(spec, errors).map(CredentialSource::Keys),
         _ if spec.service_account.is_some() => {
             let sa = spec.service_account.clone().unwrap_or_default();
             if !is_dns_subdomain(&sa) {
@@ -485,6 +510,70 @@ fn credential_source(
         }
         (secret, None) => Some(generated(name, &secret.clone().unwrap_or_default(), errors)),
     }
+}
+
+/// The keys of a `private_key_jwt` client: inline or at a URL, never with a secret.
+fn client_keys(spec: &OAuthClientSpec, errors: &mut Vec<FieldError>) -> Option<ClientKeys> {
+    if spec.secret.is_some() || spec.existing_secret.is_some() || spec.service_account.is_some() {
+        errors.push(FieldError::new(
+            "spec.jwks",
+            "a client with keys has no secret: remove spec.secret, spec.existingSecret and spec.serviceAccount",
+        ));
+    }
+    if spec
+        .token_endpoint_auth_method
+        .is_some_and(|m| m != TokenEndpointAuthMethod::PrivateKeyJwt)
+    {
+        errors.push(FieldError::new(
+            "spec.tokenEndpointAuthMethod",
+            "a client with keys authenticates with private_key_jwt",
+        ));
+    }
+    match (&spec.jwks, &spec.jwks_uri) {
+        (Some(_), Some(_)) => {
+            errors.push(FieldError::new("spec.jwksUri", "cannot be set together with spec.jwks"));
+            None
+        }
+        (Some(jwks), None) => match crate::client_keys::parse_inline(jwks) {
+            Ok(keys) => Some(ClientKeys::Inline(keys)),
+            Err(e) => {
+                errors.push(FieldError::new("spec.jwks", e));
+                None
+            }
+        },
+        (None, Some(uri)) => match jwks_uri_problem(uri) {
+            Some(problem) => {
+                errors.push(FieldError::new("spec.jwksUri", problem));
+                None
+            }
+            None => Some(ClientKeys::Uri(uri.clone())),
+        },
+        (None, None) => None,
+    }
+}
+
+/// Why `uri` cannot be a client's `jwksUri`: https (http only to a loopback host, for
+/// development), no user info, no fragment.
+fn jwks_uri_problem(uri: &str) -> Option<String> {
+    let parsed = match url::Url::parse(uri) {
+        Ok(u) => u,
+        Err(e) => return Some(format!("'{uri}' is not an absolute URL ({e})")),
+    };
+    let loopback = matches!(
+        parsed.host(),
+        Some(url::Host::Domain("localhost"))
+            | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
+            | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
+    );
+    match parsed.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Some(format!("'{uri}' must use https")),
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() || parsed.fragment().is_some() {
+        return Some(format!("'{uri}' carries user info or a fragment"));
+    }
+    None
 }
 
 /// A Secret kauth generates and rotates: its name, keys and rotation.

@@ -28,6 +28,13 @@ pub const ANNOTATION_VALUE: usize = 16 * 1024;
 /// One template's source.
 pub const TEMPLATE_SOURCE: usize = 4096;
 
+/// Public keys one client may register (`spec.jwks`).
+pub const CLIENT_KEYS: usize = 8;
+/// One member of a public JWK (an RSA modulus of 8192 bits is 1366 base64url characters).
+pub const JWK_MEMBER: usize = 2048;
+/// A short JWK member: `kty`, `crv`, `alg`, `use`.
+pub const JWK_NAME: usize = 16;
+
 /// Scopes one client may ask for.
 pub const SCOPES: usize = 64;
 /// Audiences one client may name.

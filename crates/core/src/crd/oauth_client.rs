@@ -112,6 +112,18 @@ pub struct OAuthClientSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing_secret: Option<ExistingSecret>,
 
+    /// `private_key_jwt` (RFC 7523): the client's public keys; it signs its client assertions
+    /// with the private ones. No Secret is written. Or `jwksUri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<ClientJwks>,
+
+    /// `private_key_jwt` with the client's keys published at this https URL (fetched by kauth,
+    /// cached, fetched again for an unknown `kid`; only public addresses unless the platform
+    /// allows a network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::URI))]
+    pub jwks_uri: Option<String>,
+
     /// Secretless: a ServiceAccount in this namespace whose projected token is the client's
     /// credential (client assertion, or token exchange). No Secret is written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,6 +223,10 @@ pub enum TokenEndpointAuthMethod {
     /// the code with PKCE).
     #[serde(rename = "none")]
     None,
+    /// A JWT assertion signed with one of the client's keys (RFC 7523 §2.2; `spec.jwks` or
+    /// `spec.jwksUri`).
+    #[serde(rename = "private_key_jwt")]
+    PrivateKeyJwt,
 }
 
 impl TokenEndpointAuthMethod {
@@ -220,6 +236,7 @@ impl TokenEndpointAuthMethod {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
             Self::None => "none",
+            Self::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }
@@ -383,6 +400,54 @@ pub enum RetirePreviousSecret {
     AfterOverlap,
     /// The end of `overlap`, or later, once unused for `quietPeriod`.
     WhenUnused,
+}
+
+/// A client's public keys (a JWK Set, RFC 7517 §5).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+pub struct ClientJwks {
+    /// The keys: EC P-256, Ed25519 or RSA (2048 bits or more), public members only.
+    #[schemars(length(max = limit::CLIENT_KEYS))]
+    pub keys: Vec<ClientJwk>,
+}
+
+/// One public key (RFC 7517), as a client registers it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+pub struct ClientJwk {
+    /// `EC`, `OKP` or `RSA`.
+    #[schemars(length(max = limit::JWK_NAME))]
+    pub kty: String,
+    /// Curve: `P-256` (EC) or `Ed25519` (OKP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::JWK_NAME))]
+    pub crv: Option<String>,
+    /// EC or OKP public point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::JWK_MEMBER))]
+    pub x: Option<String>,
+    /// EC public point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::JWK_MEMBER))]
+    pub y: Option<String>,
+    /// RSA modulus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::JWK_MEMBER))]
+    pub n: Option<String>,
+    /// RSA exponent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::JWK_NAME))]
+    pub e: Option<String>,
+    /// Key id, matched against an assertion's `kid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::OBJECT_NAME))]
+    pub kid: Option<String>,
+    /// Algorithm: `PS256`, `ES256` or `EdDSA`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::JWK_NAME))]
+    pub alg: Option<String>,
+    /// `sig` when given.
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::JWK_NAME))]
+    pub use_: Option<String>,
 }
 
 /// A Secret the user manages that holds the client secret.

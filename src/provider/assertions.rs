@@ -1,0 +1,198 @@
+//! Client assertions signed with a client's own keys (`private_key_jwt`, RFC 7523 §2.2): the
+//! keys an OAuthClient registers inline or publishes at its `jwksUri` (fetched through the
+//! outbound room, as a team-written address: public targets only unless the platform allows a
+//! network; cached five minutes, fetched again for an unknown `kid` at most every ten
+//! seconds). An assertion names its client in `iss` and `sub`; it is refused unless one of
+//! that client's keys signed it with an accepted algorithm, `aud` is the issuer, it expires
+//! within ten minutes, and its `jti` is used once in all replicas.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{DecodingKey, Validation};
+use serde::Deserialize;
+
+use super::error::OAuthError;
+use super::state::ProviderState;
+use crate::client_keys::{ASSERTION_ALGORITHMS, ClientKeys, parse_document};
+use crate::outbound::Outbound;
+use crate::registry::{ClientCredential, RegisteredClient, Snapshot};
+
+/// How long fetched keys are used before they are fetched again.
+const KEYS_TTL: Duration = Duration::from_secs(300);
+/// Shortest time between two fetches of one `jwksUri` (an unknown `kid` asks for one).
+const REFETCH_AFTER: Duration = Duration::from_secs(10);
+/// Longest an assertion may live (`exp` from now): its `jti` is kept that long.
+const MAX_ASSERTION_LIFETIME: i64 = 600;
+/// How far `iat` may be ahead of the server's clock.
+const CLOCK_SKEW: i64 = 60;
+
+/// Keys fetched from one `jwksUri`, and when.
+type Fetched = (Arc<Vec<Jwk>>, Instant);
+
+/// Keys fetched from clients' `jwksUri`s.
+pub struct ClientKeyCache {
+    http: Outbound,
+    fetched: RwLock<HashMap<String, Fetched>>,
+}
+
+impl ClientKeyCache {
+    /// A cache fetching with `http` (its [`Reach`](crate::outbound::Reach) decides where).
+    pub fn new(http: Outbound) -> Self {
+        Self {
+            http,
+            fetched: RwLock::default(),
+        }
+    }
+
+    /// The keys at `uri`: cached while fresh and while they hold `kid`; fetched otherwise (not
+    /// more often than every ten seconds, so unknown `kid`s cannot make kauth hammer a server).
+    async fn keys(&self, uri: &str, kid: Option<&str>) -> Result<Arc<Vec<Jwk>>, String> {
+        let cached = self.fetched.read().unwrap_or_else(|p| p.into_inner()).get(uri).cloned();
+        if let Some((keys, at)) = &cached {
+            let has_kid = kid.is_none_or(|kid| keys.iter().any(|k| k.common.key_id.as_deref() == Some(kid)));
+            if at.elapsed() < KEYS_TTL && (has_kid || at.elapsed() < REFETCH_AFTER) {
+                return Ok(keys.clone());
+            }
+        }
+        match self.fetch(uri).await {
+            Ok(keys) => {
+                let keys = Arc::new(keys);
+                self.fetched
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(uri.to_string(), (keys.clone(), Instant::now()));
+                Ok(keys)
+            }
+            // A server that is down for a moment does not lock its clients out.
+            Err(e) => cached.map(|(keys, _)| keys).ok_or(e),
+        }
+    }
+
+    async fn fetch(&self, uri: &str) -> Result<Vec<Jwk>, String> {
+        let request = http::Request::get(uri)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .map_err(|_| "the jwksUri is not a URL".to_string())?;
+        let retry = crate::outbound::Retry {
+            attempts: 2,
+            first_delay: Duration::from_millis(200),
+        };
+        let response = self
+            .http
+            .send_with_retry("client_jwks", request, retry)
+            .await
+            .map_err(|e| format!("the jwksUri could not be read: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("the jwksUri answered {}", response.status()));
+        }
+        parse_document(response.body()).map_err(|e| format!("the jwksUri's document {e}"))
+    }
+}
+
+#[derive(Deserialize)]
+struct Unverified {
+    iss: Option<String>,
+    sub: Option<String>,
+}
+
+/// The `private_key_jwt` client an assertion names (`iss` and `sub`, equal), when there is
+/// one: other assertions (ServiceAccount tokens) are for the caller to try.
+pub fn claimed_client(snapshot: &Snapshot, assertion: &str) -> Option<Arc<RegisteredClient>> {
+    let claims: Unverified = jsonwebtoken::dangerous::insecure_decode(assertion).ok()?.claims;
+    let (iss, sub) = (claims.iss?, claims.sub?);
+    let client = snapshot.clients.get(&iss)?;
+    (iss == sub && matches!(client.credential, ClientCredential::Keys(_))).then(|| client.clone())
+}
+
+#[derive(Deserialize)]
+struct AssertionClaims {
+    jti: String,
+    exp: i64,
+    #[serde(default)]
+    iat: Option<i64>,
+}
+
+/// Verifies a client assertion for `client` (already named by it).
+pub async fn verify(state: &ProviderState, client: &RegisteredClient, assertion: &str) -> Result<(), OAuthError> {
+    let refused = |why: &str| OAuthError::invalid_client(format!("client assertion refused: {why}"));
+    let ClientCredential::Keys(registered) = &client.credential else {
+        return Err(refused("this client has no keys"));
+    };
+    let header = jsonwebtoken::decode_header(assertion).map_err(|_| refused("not a JWS"))?;
+    let alg = format!("{:?}", header.alg);
+    if !ASSERTION_ALGORITHMS.contains(&alg.as_str()) {
+        return Err(refused(&format!(
+            "alg {alg} is not accepted (use one of {})",
+            ASSERTION_ALGORITHMS.join(", ")
+        )));
+    }
+    let keys: Arc<Vec<Jwk>> = match registered {
+        ClientKeys::Inline(keys) => Arc::new(keys.clone()),
+        ClientKeys::Uri(uri) => state.client_keys.keys(uri, header.kid.as_deref()).await.map_err(|e| {
+            tracing::info!(client_id = %client.client_id, error = %e, "client keys unavailable");
+            refused(&e)
+        })?,
+    };
+    let mut validation = Validation::new(header.alg);
+    validation.algorithms = vec![header.alg];
+    validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+    validation.set_issuer(&[&client.client_id]);
+    validation.sub = Some(client.client_id.clone());
+    validation.leeway = 0;
+    let issuer = state.issuer.url.clone();
+    if state.strict_assertion_audience {
+        validation.set_audience(&[&issuer]);
+    } else {
+        let endpoints: Vec<String> = ["/token", "/par", "/introspect", "/revoke"]
+            .iter()
+            .map(|p| state.issuer.endpoint(p))
+            .collect();
+        let mut audiences = vec![issuer.as_str()];
+        audiences.extend(endpoints.iter().map(String::as_str));
+        validation.set_audience(&audiences);
+    }
+    let candidates = keys
+        .iter()
+        .filter(|k| header.kid.is_none() || k.common.key_id == header.kid)
+        .filter_map(|k| DecodingKey::from_jwk(k).ok());
+    let mut claims = None;
+    for key in candidates {
+        if let Ok(data) = jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &validation) {
+            claims = Some(data.claims);
+            break;
+        }
+    }
+    let claims =
+        claims.ok_or_else(|| refused("no key of this client verifies it, or its iss, sub, aud or exp are wrong"))?;
+    let now = jiff::Timestamp::now().as_second();
+    if claims.exp - now > MAX_ASSERTION_LIFETIME {
+        return Err(refused("it lives longer than ten minutes (exp)"));
+    }
+    if claims.iat.is_some_and(|iat| iat - now > CLOCK_SKEW) {
+        return Err(refused("it was issued in the future (iat)"));
+    }
+    if claims.jti.is_empty() || claims.jti.len() > 256 {
+        return Err(refused("it needs a jti of at most 256 characters"));
+    }
+    // Once in all replicas while it could still be accepted.
+    let id = format!(
+        "assertion:{}",
+        URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            format!("{}\n{}", client.client_id, claims.jti).as_bytes()
+        ))
+    );
+    let fresh = state.store.use_once(&id, claims.exp + 1).await.map_err(|e| {
+        tracing::error!(error = %e, "grant store unavailable for a client assertion");
+        OAuthError::unavailable("retry shortly")
+    })?;
+    if !fresh {
+        return Err(refused("it was already used (jti)"));
+    }
+    Ok(())
+}
