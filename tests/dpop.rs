@@ -8,12 +8,11 @@ mod support;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use kauth::crd::KeyAlgorithm;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::browser::{Browser, param};
+use support::keys::{TestKey, payload};
 use support::{SCOPES, TestProvider, people};
 
 const CB: &str = "https://shop.example.com/callback";
@@ -62,48 +61,6 @@ async fn provider() -> TestProvider {
     .await
 }
 
-/// A client's DPoP key.
-struct DpopKey {
-    key: EncodingKey,
-    jwk: Jwk,
-}
-
-impl DpopKey {
-    fn new() -> Self {
-        let stored = kauth::keys::generate_key(KeyAlgorithm::ES256, jiff::Timestamp::now()).unwrap();
-        Self {
-            key: stored.encoding_key().unwrap(),
-            jwk: stored.public_jwk().unwrap(),
-        }
-    }
-
-    fn jkt(&self) -> String {
-        self.jwk.thumbprint(ThumbprintHash::SHA256).unwrap()
-    }
-
-    /// A proof for `htm` at `htu`, issued `age` seconds ago (negative: in the future).
-    fn proof_at(&self, htm: &str, htu: &str, age: i64, token: Option<&str>) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some("dpop+jwt".into());
-        header.jwk = Some(self.jwk.clone());
-        let mut claims = json!({
-            "jti": kauth::tokens::new_jti(),
-            "htm": htm,
-            "htu": htu,
-            "iat": jiff::Timestamp::now().as_second() - age,
-        });
-        if let Some(token) = token {
-            let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-            claims["ath"] = json!(URL_SAFE_NO_PAD.encode(hash));
-        }
-        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
-    }
-
-    fn proof(&self, htm: &str, htu: &str, token: Option<&str>) -> String {
-        self.proof_at(htm, htu, 0, token)
-    }
-}
-
 /// A client_credentials request with `proof` (if any).
 async fn client_token(p: &TestProvider, client: &str, proof: Option<&str>) -> (StatusCode, Value) {
     let (id, secret) = p.credentials("shop", client);
@@ -118,15 +75,10 @@ async fn client_token(p: &TestProvider, client: &str, proof: Option<&str>) -> (S
     (r.status(), r.json().await.unwrap())
 }
 
-fn payload(jwt: &str) -> Value {
-    let part = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn a_proof_binds_the_token_and_is_checked_for_method_url_age_and_one_use() {
     let p = provider().await;
-    let key = DpopKey::new();
+    let key = TestKey::new();
     let token_url = format!("{}/token", p.url);
     let proof = key.proof("POST", &token_url, None);
     let (status, body) = client_token(&p, "backend", Some(&proof)).await;
@@ -207,7 +159,7 @@ async fn a_proof_binds_the_token_and_is_checked_for_method_url_age_and_one_use()
 #[tokio::test]
 async fn proofs_with_a_private_key_a_symmetric_algorithm_or_a_bad_signature_are_refused() {
     let p = provider().await;
-    let key = DpopKey::new();
+    let key = TestKey::new();
     let token_url = format!("{}/token", p.url);
     // A private member in the header's key.
     let mut header = Header::new(Algorithm::ES256);
@@ -229,7 +181,7 @@ async fn proofs_with_a_private_key_a_symmetric_algorithm_or_a_bad_signature_are_
     hs.typ = Some("dpop+jwt".into());
     let symmetric = jsonwebtoken::encode(&hs, &claims, &EncodingKey::from_secret(b"shared")).unwrap();
     // Another key's signature under this key's JWK.
-    let other = DpopKey::new();
+    let other = TestKey::new();
     let forged = {
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some("dpop+jwt".into());
@@ -307,7 +259,7 @@ async fn redeem(
 async fn userinfo_takes_a_bound_token_only_with_a_proof_of_its_key() {
     let p = provider().await;
     let (id, secret) = p.credentials("shop", "web");
-    let key = DpopKey::new();
+    let key = TestKey::new();
     let token_url = format!("{}/token", p.url);
     let code = code_for(&p, &id, CB, "").await;
     let (status, tokens) = redeem(
@@ -342,7 +294,7 @@ async fn userinfo_takes_a_bound_token_only_with_a_proof_of_its_key() {
     assert!(challenge.unwrap().starts_with("DPoP "), "RFC 9449 §7.1");
     // DPoP without a proof, with another key's proof, with a proof for another token.
     assert_eq!(call("DPoP", None).await.0, StatusCode::UNAUTHORIZED);
-    let other = DpopKey::new();
+    let other = TestKey::new();
     assert_eq!(
         call("DPoP", Some(other.proof("GET", &userinfo, Some(at)))).await.0,
         StatusCode::UNAUTHORIZED
@@ -365,7 +317,7 @@ async fn a_code_bound_with_dpop_jkt_is_redeemed_only_with_that_key() {
     let p = provider().await;
     let (id, secret) = p.credentials("shop", "web");
     let token_url = format!("{}/token", p.url);
-    let key = DpopKey::new();
+    let key = TestKey::new();
     let bound = format!("&dpop_jkt={}", key.jkt());
     // Without a proof, or with another key: refused.
     let code = code_for(&p, &id, CB, &bound).await;
@@ -376,7 +328,7 @@ async fn a_code_bound_with_dpop_jkt_is_redeemed_only_with_that_key() {
         "{body}"
     );
     let code = code_for(&p, &id, CB, &bound).await;
-    let other = DpopKey::new();
+    let other = TestKey::new();
     let (status, body) = redeem(
         &p,
         (&id, Some(&secret)),
@@ -448,7 +400,7 @@ async fn a_public_clients_refresh_token_is_bound_to_its_key() {
     let p = provider().await;
     let spa = "shop.spa".to_string();
     let token_url = format!("{}/token", p.url);
-    let key = DpopKey::new();
+    let key = TestKey::new();
     let code = code_for(&p, &spa, SPA_CB, "").await;
     let (status, tokens) = redeem(
         &p,
@@ -494,7 +446,7 @@ async fn a_public_clients_refresh_token_is_bound_to_its_key() {
         Some(key.proof("POST", &token_url, None)),
     )
     .await;
-    let other = DpopKey::new();
+    let other = TestKey::new();
     let (status, body) = refresh_with(
         tokens["refresh_token"].as_str().unwrap(),
         Some(other.proof("POST", &token_url, None)),

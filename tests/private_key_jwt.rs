@@ -8,61 +8,16 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use kauth::crd::KeyAlgorithm;
 use kauth::provider::serve::ServeOptions;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::keys::TestKey;
 use support::{SCOPES, TestProvider};
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// A key pair of a client.
-struct ClientKey {
-    key: EncodingKey,
-    jwk: Jwk,
-}
-
-impl ClientKey {
-    fn new() -> Self {
-        let stored = kauth::keys::generate_key(KeyAlgorithm::ES256, jiff::Timestamp::now()).unwrap();
-        Self {
-            key: stored.encoding_key().unwrap(),
-            jwk: stored.public_jwk().unwrap(),
-        }
-    }
-
-    fn kid(&self) -> String {
-        self.jwk.common.key_id.clone().unwrap()
-    }
-
-    /// The public key as a manifest writes it.
-    fn manifest_jwk(&self) -> Value {
-        let mut v = serde_json::to_value(&self.jwk).unwrap();
-        v.as_object_mut()
-            .unwrap()
-            .retain(|k, _| ["kty", "crv", "x", "y", "kid"].contains(&k.as_str()));
-        v
-    }
-
-    /// An assertion for `client_id` with `claims` merged over the usual ones.
-    fn assertion(&self, client_id: &str, aud: Value, more: Value) -> String {
-        let now = jiff::Timestamp::now().as_second();
-        let mut claims = json!({
-            "iss": client_id, "sub": client_id, "aud": aud,
-            "jti": kauth::tokens::new_jti(), "iat": now, "exp": now + 60,
-        });
-        for (k, v) in more.as_object().unwrap() {
-            claims[k] = v.clone();
-        }
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid());
-        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
-    }
-}
-
-fn clients(inline: &ClientKey, uri: &str) -> String {
+fn clients(inline: &TestKey, uri: &str) -> String {
     format!(
         r#"
 apiVersion: kauth.dev/v1alpha1
@@ -127,7 +82,7 @@ async fn token(p: &TestProvider, assertion: &str, client_id: Option<&str>) -> (S
     (r.status(), r.json().await.unwrap())
 }
 
-async fn start(inline: &ClientKey, uri: &str, opts: ServeOptions) -> TestProvider {
+async fn start(inline: &TestKey, uri: &str, opts: ServeOptions) -> TestProvider {
     let clients = clients(inline, uri);
     TestProvider::start_with_options(&[("scopes.yaml", SCOPES), ("clients.yaml", &clients)], opts).await
 }
@@ -141,7 +96,7 @@ fn allowing_loopback() -> ServeOptions {
 
 #[tokio::test]
 async fn an_inline_key_authenticates_its_client_once_per_assertion() {
-    let key = ClientKey::new();
+    let key = TestKey::new();
     let p = start(&key, "https://keys.example.com/jwks", ServeOptions::default()).await;
     assert!(p.problems().is_empty(), "{:?}", p.problems());
     let id = "shop.signer";
@@ -175,7 +130,7 @@ async fn an_inline_key_authenticates_its_client_once_per_assertion() {
     assert_eq!(status, StatusCode::OK, "{body}");
 
     let now = jiff::Timestamp::now().as_second();
-    let other = ClientKey::new();
+    let other = TestKey::new();
     let refused = [
         (
             "another audience",
@@ -244,7 +199,7 @@ async fn an_inline_key_authenticates_its_client_once_per_assertion() {
 
 #[tokio::test]
 async fn the_strict_audience_is_the_issuer_only() {
-    let key = ClientKey::new();
+    let key = TestKey::new();
     let opts = ServeOptions {
         strict_assertion_audience: true,
         ..ServeOptions::default()
@@ -264,14 +219,14 @@ async fn the_strict_audience_is_the_issuer_only() {
 
 #[tokio::test]
 async fn a_jwks_uri_is_fetched_cached_refetched_for_a_new_kid_and_kept_off_internal_addresses() {
-    let first = ClientKey::new();
+    let first = TestKey::new();
     let keys = Arc::new(Mutex::new(vec![first.manifest_jwk()]));
     let fetches = Arc::new(Mutex::new(0));
     let uri = jwks_server(keys.clone(), fetches.clone()).await;
     let id = "shop.published";
 
     // Without the platform's leave, a loopback jwksUri is never called.
-    let guarded = start(&ClientKey::new(), &uri, ServeOptions::default()).await;
+    let guarded = start(&TestKey::new(), &uri, ServeOptions::default()).await;
     let (status, body) = token(&guarded, &first.assertion(id, json!(guarded.url), json!({})), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(
@@ -280,7 +235,7 @@ async fn a_jwks_uri_is_fetched_cached_refetched_for_a_new_kid_and_kept_off_inter
     );
     assert_eq!(*fetches.lock().unwrap(), 0);
 
-    let p = start(&ClientKey::new(), &uri, allowing_loopback()).await;
+    let p = start(&TestKey::new(), &uri, allowing_loopback()).await;
     for _ in 0..3 {
         let (status, body) = token(&p, &first.assertion(id, json!(p.url), json!({})), None).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -288,9 +243,9 @@ async fn a_jwks_uri_is_fetched_cached_refetched_for_a_new_kid_and_kept_off_inter
     assert_eq!(*fetches.lock().unwrap(), 1, "cached");
     // The client rotates: a new kid makes kauth fetch again (once the cache is ten seconds
     // old; a test cannot wait, so the new key is published before the first use here).
-    let second = ClientKey::new();
+    let second = TestKey::new();
     keys.lock().unwrap().push(second.manifest_jwk());
-    let p2 = start(&ClientKey::new(), &uri, allowing_loopback()).await;
+    let p2 = start(&TestKey::new(), &uri, allowing_loopback()).await;
     let (status, body) = token(&p2, &first.assertion(id, json!(p2.url), json!({})), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = token(&p2, &second.assertion(id, json!(p2.url), json!({})), None).await;
@@ -298,7 +253,7 @@ async fn a_jwks_uri_is_fetched_cached_refetched_for_a_new_kid_and_kept_off_inter
     // A key the document does not hold is refused, and does not make kauth fetch on every try.
     let before = *fetches.lock().unwrap();
     for _ in 0..5 {
-        let (status, _) = token(&p2, &ClientKey::new().assertion(id, json!(p2.url), json!({})), None).await;
+        let (status, _) = token(&p2, &TestKey::new().assertion(id, json!(p2.url), json!({})), None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     assert!(*fetches.lock().unwrap() - before <= 1, "unknown kids are rate-limited");
@@ -306,7 +261,7 @@ async fn a_jwks_uri_is_fetched_cached_refetched_for_a_new_kid_and_kept_off_inter
 
 #[test]
 fn keys_with_a_private_part_or_with_a_secret_are_refused_by_validation() {
-    let key = ClientKey::new();
+    let key = TestKey::new();
     let mut private = key.manifest_jwk();
     private["d"] = json!("c2VjcmV0");
     let spec: kauth::crd::OAuthClientSpec = serde_json::from_value(json!({

@@ -1,14 +1,10 @@
 //! Client assertions signed with a client's own keys (`private_key_jwt`, RFC 7523 §2.2): the
-//! keys an OAuthClient registers inline or publishes at its `jwksUri` (fetched through the
-//! outbound room, as a team-written address: public targets only unless the platform allows a
-//! network; cached five minutes, fetched again for an unknown `kid` at most every ten
-//! seconds). An assertion names its client in `iss` and `sub`; it is refused unless one of
-//! that client's keys signed it with an accepted algorithm, `aud` is the issuer, it expires
-//! within ten minutes, and its `jti` is used once in all replicas.
+//! keys an OAuthClient registers inline or publishes at its `jwksUri` (`client_key_cache.rs`).
+//! An assertion names its client in `iss` and `sub`; it is refused unless one of that
+//! client's keys signed it with an accepted algorithm, `aud` is the issuer, it expires within
+//! ten minutes, and its `jti` is used once in all replicas.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,81 +14,13 @@ use serde::Deserialize;
 
 use super::error::OAuthError;
 use super::state::ProviderState;
-use crate::client_keys::{ASSERTION_ALGORITHMS, ClientKeys, parse_document};
-use crate::outbound::Outbound;
+use crate::client_keys::{ASSERTION_ALGORITHMS, ClientKeys};
 use crate::registry::{ClientCredential, RegisteredClient, Snapshot};
 
-/// How long fetched keys are used before they are fetched again.
-const KEYS_TTL: Duration = Duration::from_secs(300);
-/// Shortest time between two fetches of one `jwksUri` (an unknown `kid` asks for one).
-const REFETCH_AFTER: Duration = Duration::from_secs(10);
 /// Longest an assertion may live (`exp` from now): its `jti` is kept that long.
 const MAX_ASSERTION_LIFETIME: i64 = 600;
 /// How far `iat` may be ahead of the server's clock.
 const CLOCK_SKEW: i64 = 60;
-
-/// Keys fetched from one `jwksUri`, and when.
-type Fetched = (Arc<Vec<Jwk>>, Instant);
-
-/// Keys fetched from clients' `jwksUri`s.
-pub struct ClientKeyCache {
-    http: Outbound,
-    fetched: RwLock<HashMap<String, Fetched>>,
-}
-
-impl ClientKeyCache {
-    /// A cache fetching with `http` (its [`Reach`](crate::outbound::Reach) decides where).
-    pub fn new(http: Outbound) -> Self {
-        Self {
-            http,
-            fetched: RwLock::default(),
-        }
-    }
-
-    /// The keys at `uri`: cached while fresh and while they hold `kid`; fetched otherwise (not
-    /// more often than every ten seconds, so unknown `kid`s cannot make kauth hammer a server).
-    async fn keys(&self, uri: &str, kid: Option<&str>) -> Result<Arc<Vec<Jwk>>, String> {
-        let cached = self.fetched.read().unwrap_or_else(|p| p.into_inner()).get(uri).cloned();
-        if let Some((keys, at)) = &cached {
-            let has_kid = kid.is_none_or(|kid| keys.iter().any(|k| k.common.key_id.as_deref() == Some(kid)));
-            if at.elapsed() < KEYS_TTL && (has_kid || at.elapsed() < REFETCH_AFTER) {
-                return Ok(keys.clone());
-            }
-        }
-        match self.fetch(uri).await {
-            Ok(keys) => {
-                let keys = Arc::new(keys);
-                self.fetched
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(uri.to_string(), (keys.clone(), Instant::now()));
-                Ok(keys)
-            }
-            // A server that is down for a moment does not lock its clients out.
-            Err(e) => cached.map(|(keys, _)| keys).ok_or(e),
-        }
-    }
-
-    async fn fetch(&self, uri: &str) -> Result<Vec<Jwk>, String> {
-        let request = http::Request::get(uri)
-            .header(http::header::ACCEPT, "application/json")
-            .body(Vec::new())
-            .map_err(|_| "the jwksUri is not a URL".to_string())?;
-        let retry = crate::outbound::Retry {
-            attempts: 2,
-            first_delay: Duration::from_millis(200),
-        };
-        let response = self
-            .http
-            .send_with_retry("client_jwks", request, retry)
-            .await
-            .map_err(|e| format!("the jwksUri could not be read: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("the jwksUri answered {}", response.status()));
-        }
-        parse_document(response.body()).map_err(|e| format!("the jwksUri's document {e}"))
-    }
-}
 
 #[derive(Deserialize)]
 struct Unverified {

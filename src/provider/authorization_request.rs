@@ -58,6 +58,12 @@ pub(super) fn check(form: &Form, client: &RegisteredClient, redirect_uri: &str) 
         ));
     }
     let code_challenge = code_challenge(form, client)?;
+    if client.fapi2 && code_challenge.is_none() {
+        return Err(client_error(
+            "invalid_request",
+            "spec.profile FAPI2: PKCE with S256 is required (FAPI 2.0 §5.3.2.2)",
+        ));
+    }
     // RFC 9449 §10: the code is bound to this DPoP key (a SHA-256 thumbprint, base64url).
     let dpop_jkt = match form.get("dpop_jkt") {
         None => None,
@@ -252,6 +258,7 @@ mod tests {
             refresh_token_lifetime: Duration::from_secs(3600),
             require_par: false,
             require_dpop: false,
+            fapi2: false,
             built_from: None,
         }
     }

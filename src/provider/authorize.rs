@@ -136,10 +136,10 @@ fn unpushed(
         issuer: &state.issuer.url,
     };
     if client.require_par || state.par_required {
-        let whose = if client.require_par {
-            "this client"
-        } else {
-            "this server"
+        let whose = match (client.fapi2, client.require_par) {
+            (true, _) => "spec.profile FAPI2 (FAPI 2.0 §5.3.2.2)",
+            (false, true) => "this client",
+            (false, false) => "this server",
         };
         return Err(Box::new(back.error(
             "invalid_request",

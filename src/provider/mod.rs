@@ -7,6 +7,7 @@ mod authorize;
 mod browser;
 mod browser_flow;
 mod client_auth;
+mod client_key_cache;
 mod cors;
 mod device;
 mod discovery;

@@ -55,7 +55,11 @@ impl Binding {
             }
             None if client.require_dpop => Err(OAuthError::refused(
                 "invalid_dpop_proof",
-                "this client's tokens must be DPoP-bound: send a DPoP proof (RFC 9449)",
+                if client.fapi2 {
+                    "spec.profile FAPI2: tokens are sender-constrained (FAPI 2.0 §5.3.2.2): send a DPoP proof (RFC 9449)"
+                } else {
+                    "this client's tokens must be DPoP-bound: send a DPoP proof (RFC 9449)"
+                },
             )),
             None => Ok(Self::Bearer),
         }

@@ -103,7 +103,7 @@ pub struct ProviderState {
     /// Every authorization request must be pushed first (RFC 9126), whatever the client says.
     pub par_required: bool,
     /// Keys fetched from clients' `jwksUri`s.
-    pub(super) client_keys: Arc<super::assertions::ClientKeyCache>,
+    pub(super) client_keys: Arc<super::client_key_cache::ClientKeyCache>,
     /// A client assertion's `aud` must be the issuer itself, not an endpoint's URL.
     pub strict_assertion_audience: bool,
 }
@@ -119,7 +119,7 @@ impl ProviderState {
         let revocations = RevocationList::load(store.clone(), now()).await?;
         // A client's jwksUri is a team's choice: public addresses only, unless the platform
         // allows networks (`with_outbound_allowed`).
-        let client_keys = Arc::new(super::assertions::ClientKeyCache::new(tenant_outbound(
+        let client_keys = Arc::new(super::client_key_cache::ClientKeyCache::new(tenant_outbound(
             Vec::new(),
             &metrics,
         )));
@@ -260,7 +260,7 @@ impl ProviderState {
     /// Lets calls to team-written addresses (a client's `jwksUri`) reach `allowed` networks
     /// besides public addresses.
     pub fn with_outbound_allowed(mut self, allowed: Vec<ipnet::IpNet>) -> Self {
-        self.client_keys = Arc::new(super::assertions::ClientKeyCache::new(tenant_outbound(
+        self.client_keys = Arc::new(super::client_key_cache::ClientKeyCache::new(tenant_outbound(
             allowed,
             &self.metrics,
         )));

@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod browser;
 pub mod chromium;
+pub mod keys;
 
 use std::path::PathBuf;
 use std::sync::Arc;

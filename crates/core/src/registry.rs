@@ -66,6 +66,8 @@ pub struct RegisteredClient {
     pub require_par: bool,
     /// Its tokens must be DPoP-bound (`spec.dpop: Required`).
     pub require_dpop: bool,
+    /// Held to the FAPI 2.0 Security Profile (`spec.profile: FAPI2`).
+    pub fapi2: bool,
     /// What it was built from: the next snapshot keeps this very client while the catalog
     /// keeps that verdict and the credential stays the same.
     pub built_from: Option<BuiltFrom>,
@@ -131,6 +133,7 @@ impl RegisteredClient {
             refresh_token_lifetime: settings.refresh_token_lifetime,
             require_par: settings.require_par,
             require_dpop: settings.require_dpop,
+            fapi2: settings.fapi2,
             built_from: Some(BuiltFrom {
                 verdict: verdict.clone(),
                 secret,

@@ -50,6 +50,8 @@ pub struct ClientSettings {
     pub require_par: bool,
     /// Its tokens must be DPoP-bound (RFC 9449).
     pub require_dpop: bool,
+    /// Held to the FAPI 2.0 Security Profile (`spec.profile: FAPI2`).
+    pub fapi2: bool,
 }
 
 /// How a client proves who it is.
@@ -378,6 +380,10 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
         Some(Duration::from_secs(90 * 24 * 3600)),
     );
     check_sign_in(spec, public, auth_method, &mut errors);
+    let fapi2 = spec.profile == Some(crate::crd::ClientProfile::FAPI2);
+    if fapi2 {
+        check_fapi2(spec, public, auth_method, &mut errors);
+    }
     if spec.require_pushed_authorization_requests && !spec.grant_types.contains(&GrantType::AuthorizationCode) {
         errors.push(FieldError::new(
             "spec.requirePushedAuthorizationRequests",
@@ -395,10 +401,15 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
             client_type: spec.client_type,
             redirect_uris: spec.redirect_uris.clone(),
             post_logout_redirect_uris: spec.post_logout_redirect_uris.clone(),
-            id_token_alg: spec.id_token_signing_alg.unwrap_or(KeyAlgorithm::RS256),
+            id_token_alg: spec.id_token_signing_alg.unwrap_or(if fapi2 {
+                KeyAlgorithm::ES256
+            } else {
+                KeyAlgorithm::RS256
+            }),
             refresh_token_lifetime,
-            require_par: spec.require_pushed_authorization_requests,
-            require_dpop: spec.dpop == Some(crate::crd::DpopPolicy::Required),
+            require_par: spec.require_pushed_authorization_requests || fapi2,
+            require_dpop: spec.dpop == Some(crate::crd::DpopPolicy::Required) || fapi2,
+            fapi2,
         }),
         _ => Err(errors),
     }
@@ -509,6 +520,40 @@ fn credential_source(
             Some(CredentialSource::Existing(existing.clone()))
         }
         (secret, None) => Some(generated(name, &secret.clone().unwrap_or_default(), errors)),
+    }
+}
+
+/// The FAPI 2.0 Security Profile's rules a spec can break, each refusal naming its rule.
+fn check_fapi2(
+    spec: &OAuthClientSpec,
+    public: bool,
+    auth_method: TokenEndpointAuthMethod,
+    errors: &mut Vec<FieldError>,
+) {
+    let rule = |field: &str, what: &str| FieldError::new(field, format!("spec.profile FAPI2: {what}"));
+    if public {
+        errors.push(rule(
+            "spec.clientType",
+            "no public clients (FAPI 2.0 §5.3.2.1: confidential clients only)",
+        ));
+    }
+    if auth_method != TokenEndpointAuthMethod::PrivateKeyJwt {
+        errors.push(rule(
+            "spec.tokenEndpointAuthMethod",
+            "clients authenticate with private_key_jwt only (FAPI 2.0 §5.3.2.1): set spec.jwks or spec.jwksUri",
+        ));
+    }
+    if spec.dpop == Some(crate::crd::DpopPolicy::Optional) {
+        errors.push(rule(
+            "spec.dpop",
+            "tokens are DPoP-bound (FAPI 2.0 §5.3.2.2): remove dpop: Optional",
+        ));
+    }
+    if spec.id_token_signing_alg == Some(KeyAlgorithm::RS256) {
+        errors.push(rule(
+            "spec.idTokenSigningAlg",
+            "ID tokens are signed ES256 or EdDSA, not RS256 (FAPI 2.0 §5.4.1)",
+        ));
     }
 }
 

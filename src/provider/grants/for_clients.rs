@@ -155,6 +155,7 @@ mod tests {
             refresh_token_lifetime: Duration::from_secs(3600),
             require_par: false,
             require_dpop: false,
+            fapi2: false,
             built_from: None,
         }
     }

@@ -65,6 +65,12 @@ pub struct OAuthClientSpec {
     #[schemars(length(max = limit::REDIRECT_URIS), inner(length(max = limit::URI)))]
     pub post_logout_redirect_uris: Vec<String>,
 
+    /// `FAPI2`: the FAPI 2.0 Security Profile for this client: pushed requests only, PKCE S256,
+    /// DPoP-bound tokens, `private_key_jwt` only, no public client, ID tokens ES256 or EdDSA
+    /// (default ES256). kauth refuses a spec or a request that breaks a rule, naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<ClientProfile>,
+
     /// `Required`: every token this client gets is DPoP-bound (RFC 9449): a token request
     /// without a proof is refused. Default `Optional`: bound when the client sends a proof.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,6 +245,13 @@ impl TokenEndpointAuthMethod {
             Self::PrivateKeyJwt => "private_key_jwt",
         }
     }
+}
+
+/// A security profile a client is held to.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ClientProfile {
+    /// The FAPI 2.0 Security Profile.
+    FAPI2,
 }
 
 /// Whether a client's tokens must be DPoP-bound.
