@@ -45,58 +45,69 @@ struct AssertionClaims {
     iat: Option<i64>,
 }
 
-/// Verifies a client assertion for `client` (already named by it).
-pub async fn verify(state: &ProviderState, client: &RegisteredClient, assertion: &str) -> Result<(), OAuthError> {
-    let refused = |why: &str| OAuthError::invalid_client(format!("client assertion refused: {why}"));
+/// The claims of a JWT signed by one of `client`'s keys with an accepted algorithm, as
+/// `configure` sets up the validation (made for the JWT's algorithm, no leeway); why not
+/// otherwise. Client assertions and request objects (`request_object.rs`) are both such JWTs.
+pub(super) async fn verify_signed<T: serde::de::DeserializeOwned>(
+    state: &ProviderState,
+    client: &RegisteredClient,
+    jwt: &str,
+    configure: impl FnOnce(&mut Validation),
+) -> Result<T, String> {
     let ClientCredential::Keys(registered) = &client.credential else {
-        return Err(refused("this client has no keys"));
+        return Err("this client has no keys (spec.jwks or spec.jwksUri)".into());
     };
-    let header = jsonwebtoken::decode_header(assertion).map_err(|_| refused("not a JWS"))?;
+    let header = jsonwebtoken::decode_header(jwt).map_err(|_| "not a JWS".to_string())?;
     let alg = format!("{:?}", header.alg);
     if !ASSERTION_ALGORITHMS.contains(&alg.as_str()) {
-        return Err(refused(&format!(
+        return Err(format!(
             "alg {alg} is not accepted (use one of {})",
             ASSERTION_ALGORITHMS.join(", ")
-        )));
+        ));
     }
     let keys: Arc<Vec<Jwk>> = match registered {
         ClientKeys::Inline(keys) => Arc::new(keys.clone()),
-        ClientKeys::Uri(uri) => state.client_keys.keys(uri, header.kid.as_deref()).await.map_err(|e| {
-            tracing::info!(client_id = %client.client_id, error = %e, "client keys unavailable");
-            refused(&e)
-        })?,
+        ClientKeys::Uri(uri) => state
+            .client_keys
+            .keys(uri, header.kid.as_deref())
+            .await
+            .inspect_err(|e| {
+                tracing::info!(client_id = %client.client_id, error = %e, "client keys unavailable");
+            })?,
     };
     let mut validation = Validation::new(header.alg);
     validation.algorithms = vec![header.alg];
-    validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-    validation.set_issuer(&[&client.client_id]);
-    validation.sub = Some(client.client_id.clone());
     validation.leeway = 0;
-    let issuer = state.issuer.url.clone();
-    if state.strict_assertion_audience {
-        validation.set_audience(&[&issuer]);
-    } else {
-        let endpoints: Vec<String> = ["/token", "/par", "/introspect", "/revoke"]
-            .iter()
-            .map(|p| state.issuer.endpoint(p))
-            .collect();
-        let mut audiences = vec![issuer.as_str()];
-        audiences.extend(endpoints.iter().map(String::as_str));
-        validation.set_audience(&audiences);
-    }
-    let candidates = keys
-        .iter()
+    configure(&mut validation);
+    keys.iter()
         .filter(|k| header.kid.is_none() || k.common.key_id == header.kid)
-        .filter_map(|k| DecodingKey::from_jwk(k).ok());
-    let mut claims = None;
-    for key in candidates {
-        if let Ok(data) = jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &validation) {
-            claims = Some(data.claims);
-            break;
+        .filter_map(|k| DecodingKey::from_jwk(k).ok())
+        .find_map(|key| jsonwebtoken::decode::<T>(jwt, &key, &validation).ok())
+        .map(|data| data.claims)
+        .ok_or_else(|| "no key of this client verifies it, or its iss, sub, aud or exp are wrong".into())
+}
+
+/// Verifies a client assertion for `client` (already named by it).
+pub async fn verify(state: &ProviderState, client: &RegisteredClient, assertion: &str) -> Result<(), OAuthError> {
+    let refused = |why: &str| OAuthError::invalid_client(format!("client assertion refused: {why}"));
+    let issuer = state.issuer.url.clone();
+    let endpoints: Vec<String> = ["/token", "/par", "/introspect", "/revoke"]
+        .iter()
+        .map(|p| state.issuer.endpoint(p))
+        .collect();
+    let strict = state.strict_assertion_audience;
+    let claims: AssertionClaims = verify_signed(state, client, assertion, |validation| {
+        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        validation.set_issuer(&[&client.client_id]);
+        validation.sub = Some(client.client_id.clone());
+        let mut audiences = vec![issuer.as_str()];
+        if !strict {
+            audiences.extend(endpoints.iter().map(String::as_str));
         }
-    }
-    let claims =
-        claims.ok_or_else(|| refused("no key of this client verifies it, or its iss, sub, aud or exp are wrong"))?;
+        validation.set_audience(&audiences);
+    })
+    .await
+    .map_err(|e| refused(&e))?;
     let now = jiff::Timestamp::now().as_second();
     if claims.exp - now > MAX_ASSERTION_LIFETIME {
         return Err(refused("it lives longer than ten minutes (exp)"));

@@ -26,6 +26,7 @@ mod ops;
 mod pages;
 mod par;
 mod password_checks;
+mod request_object;
 mod sender;
 pub mod serve;
 mod signin;

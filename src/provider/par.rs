@@ -20,6 +20,7 @@ use super::browser_flow::AuthRequest;
 use super::client_auth::authenticate;
 use super::error::{OAuthError, no_store};
 use super::form::Form;
+use super::request_object;
 use super::sender;
 use super::state::ProviderState;
 use crate::registry::RegisteredClient;
@@ -58,6 +59,8 @@ pub async fn push(State(state): State<ProviderState>, request: Request) -> Respo
         if form.get("request_uri").is_some() {
             return Err(OAuthError::invalid_request("request_uri cannot be pushed"));
         }
+        // A signed request object stands for all the parameters (RFC 9101).
+        let form = request_object::parameters(&state, &client, form).await?;
         let redirect_uri = form
             .get("redirect_uri")
             .filter(|uri| client.accepts_redirect(uri))

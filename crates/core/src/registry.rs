@@ -68,6 +68,8 @@ pub struct RegisteredClient {
     pub require_dpop: bool,
     /// Held to the FAPI 2.0 Security Profile (`spec.profile: FAPI2`).
     pub fapi2: bool,
+    /// Pushes only signed request objects (`spec.requireSignedRequestObject`).
+    pub require_signed_request_object: bool,
     /// What it was built from: the next snapshot keeps this very client while the catalog
     /// keeps that verdict and the credential stays the same.
     pub built_from: Option<BuiltFrom>,
@@ -134,6 +136,7 @@ impl RegisteredClient {
             require_par: settings.require_par,
             require_dpop: settings.require_dpop,
             fapi2: settings.fapi2,
+            require_signed_request_object: settings.require_signed_request_object,
             built_from: Some(BuiltFrom {
                 verdict: verdict.clone(),
                 secret,

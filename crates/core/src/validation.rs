@@ -52,6 +52,8 @@ pub struct ClientSettings {
     pub require_dpop: bool,
     /// Held to the FAPI 2.0 Security Profile (`spec.profile: FAPI2`).
     pub fapi2: bool,
+    /// Pushes only signed request objects (RFC 9101).
+    pub require_signed_request_object: bool,
 }
 
 /// How a client proves who it is.
@@ -381,6 +383,12 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
     );
     check_sign_in(spec, public, auth_method, &mut errors);
     let fapi2 = spec.profile == Some(crate::crd::ClientProfile::FAPI2);
+    if spec.require_signed_request_object && spec.jwks.is_none() && spec.jwks_uri.is_none() {
+        errors.push(FieldError::new(
+            "spec.requireSignedRequestObject",
+            "request objects are signed with the client's keys: set spec.jwks or spec.jwksUri",
+        ));
+    }
     if fapi2 {
         check_fapi2(spec, public, auth_method, &mut errors);
     }
@@ -410,6 +418,7 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
             require_par: spec.require_pushed_authorization_requests || fapi2,
             require_dpop: spec.dpop == Some(crate::crd::DpopPolicy::Required) || fapi2,
             fapi2,
+            require_signed_request_object: spec.require_signed_request_object,
         }),
         _ => Err(errors),
     }

@@ -156,6 +156,7 @@ mod tests {
             require_par: false,
             require_dpop: false,
             fapi2: false,
+            require_signed_request_object: false,
             built_from: None,
         }
     }

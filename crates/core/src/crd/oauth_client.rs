@@ -76,6 +76,11 @@ pub struct OAuthClientSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop: Option<DpopPolicy>,
 
+    /// `true`: this client pushes its requests to /par only as request objects signed with one
+    /// of its keys (RFC 9101; needs `jwks` or `jwksUri`). Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_signed_request_object: bool,
+
     /// `true`: /authorize accepts this client's requests only as pushed first to /par (RFC
     /// 9126), so no authorization parameter travels through the browser. Default `false`
     /// (the platform may require it of every client).
