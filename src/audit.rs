@@ -38,6 +38,8 @@ pub enum Event {
     PreviousSecretRetired,
     /// A resource lost a client id, Scope value or audience to another claimant.
     ClaimConflict,
+    /// A logout token was sent to a client (the reason says how it went).
+    BackchannelLogout,
 }
 
 /// One audit record; empty fields are left out.

@@ -57,6 +57,7 @@ fn grant() -> Grant {
         nonce: Some("n-0S6_WzA2Mj".into()),
         code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
         dpop_jkt: None,
+        sid: None,
         auth_time: NOW - 5,
     }
 }
@@ -780,6 +781,33 @@ async fn a_value_is_used_once_across_stores_even_when_raced(b: Backend) {
     );
 }
 
+/// The clients a session signed in to are recorded once per client object (a second sign-in
+/// extends it) and taken once when the session ends; expired records are swept.
+async fn a_sessions_clients_are_taken_once(b: Backend) {
+    use kauth::store::SessionClient;
+    let store = GrantStore::open(&b.url).await.unwrap();
+    let web = SessionClient {
+        client_id: WEB.id.into(),
+        client_uid: WEB.uid.into(),
+        subject: "alice".into(),
+    };
+    let other = SessionClient {
+        client_id: OTHER.id.into(),
+        client_uid: OTHER.uid.into(),
+        subject: "alice".into(),
+    };
+    store.signed_in_to("sid-1", &web, NOW + 60).await.unwrap();
+    store.signed_in_to("sid-1", &web, NOW + 120).await.unwrap();
+    store.signed_in_to("sid-1", &other, NOW + 60).await.unwrap();
+    store.signed_in_to("sid-2", &web, NOW + 60).await.unwrap();
+    let mut taken = store.take_session_clients("sid-1").await.unwrap();
+    taken.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    assert_eq!(taken, vec![other, web.clone()]);
+    assert!(store.take_session_clients("sid-1").await.unwrap().is_empty(), "once");
+    store.sweep(NOW + 61).await.unwrap();
+    assert!(store.take_session_clients("sid-2").await.unwrap().is_empty(), "swept");
+}
+
 /// Runs each suite function once per backend.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
@@ -819,4 +847,5 @@ suite!(
     a_write_that_stops_halfway_leaves_no_trace,
     device_requests_are_answered_once_and_polled_at_their_pace,
     a_value_is_used_once_across_stores_even_when_raced,
+    a_sessions_clients_are_taken_once,
 );

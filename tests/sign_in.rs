@@ -437,6 +437,7 @@ async fn a_code_is_bound_to_its_client_verifier_and_lifetime() {
         nonce: None,
         code_challenge: None,
         dpop_jkt: None,
+        sid: None,
         auth_time: now - 100,
     };
     p.state

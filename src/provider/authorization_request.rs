@@ -260,6 +260,7 @@ mod tests {
             require_dpop: false,
             fapi2: false,
             require_signed_request_object: false,
+            backchannel_logout_uri: None,
             built_from: None,
         }
     }

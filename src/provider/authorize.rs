@@ -81,7 +81,7 @@ pub async fn authorize(State(state): State<ProviderState>, request: Request) -> 
     let step = async {
         // prompt=login ignores the session; the sign-in page makes a new one.
         let session = match current_session(&state, &parts.headers, now).await? {
-            Some((_, s)) if !req.force_login => Some(s),
+            Some(signed_in) if !req.force_login => Some(signed_in),
             _ => None,
         };
         proceed(

@@ -258,7 +258,7 @@ pub async fn device_submit(State(state): State<ProviderState>, request: Request)
         dpop_jkt: None,
     };
     let step = async {
-        let session = current_session(&state, &parts.headers, now).await?.map(|(_, s)| s);
+        let session = current_session(&state, &parts.headers, now).await?;
         proceed(
             &state,
             &snapshot,

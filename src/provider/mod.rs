@@ -4,6 +4,7 @@
 mod assertions;
 mod authorization_request;
 mod authorize;
+mod backchannel;
 mod browser;
 mod browser_flow;
 mod client_auth;

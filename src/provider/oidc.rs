@@ -188,6 +188,8 @@ pub async fn end_session(State(state): State<ProviderState>, request: Request) -
                 "Signing out is not possible right now. Try again shortly.",
             );
         }
+        // The clients this session signed in to are told (back-channel logout).
+        super::backchannel::session_ended(&state, super::browser_flow::session_sid(id));
         tracing::info!(subject = %s.subject, "signed out");
         let record = crate::audit::Record {
             subject: Some(&s.subject),

@@ -246,8 +246,8 @@ pub async fn consent_submit(State(state): State<ProviderState>, request: Request
         Err(r) => return r,
     };
     let now = Timestamp::now().as_second();
-    let session = match current_session(&state, &headers, now).await {
-        Ok(Some((_, s))) => s,
+    let (session_id, session) = match current_session(&state, &headers, now).await {
+        Ok(Some((id, s))) => (id, s),
         Ok(None) => return pages::error(StatusCode::BAD_REQUEST, EXPIRED),
         Err(e) => return unavailable(e),
     };
@@ -299,7 +299,7 @@ pub async fn consent_submit(State(state): State<ProviderState>, request: Request
         &state,
         &snapshot,
         &headers,
-        Some(session),
+        Some((session_id, session)),
         &req,
         Stage::Stored(&pending.id),
         false,

@@ -106,6 +106,8 @@ pub struct ProviderState {
     pub(super) client_keys: Arc<super::client_key_cache::ClientKeyCache>,
     /// A client assertion's `aud` must be the issuer itself, not an endpoint's URL.
     pub strict_assertion_audience: bool,
+    /// Logout tokens on their way to clients.
+    pub(super) backchannel: Arc<super::backchannel::Deliveries>,
 }
 
 impl ProviderState {
@@ -120,6 +122,10 @@ impl ProviderState {
         // A client's jwksUri is a team's choice: public addresses only, unless the platform
         // allows networks (`with_outbound_allowed`).
         let client_keys = Arc::new(super::client_key_cache::ClientKeyCache::new(tenant_outbound(
+            Vec::new(),
+            &metrics,
+        )));
+        let backchannel = Arc::new(super::backchannel::Deliveries::new(tenant_outbound(
             Vec::new(),
             &metrics,
         )));
@@ -151,6 +157,7 @@ impl ProviderState {
             par_required: false,
             client_keys,
             strict_assertion_audience: false,
+            backchannel,
         })
     }
 
@@ -261,6 +268,10 @@ impl ProviderState {
     /// besides public addresses.
     pub fn with_outbound_allowed(mut self, allowed: Vec<ipnet::IpNet>) -> Self {
         self.client_keys = Arc::new(super::client_key_cache::ClientKeyCache::new(tenant_outbound(
+            allowed.clone(),
+            &self.metrics,
+        )));
+        self.backchannel = Arc::new(super::backchannel::Deliveries::new(tenant_outbound(
             allowed,
             &self.metrics,
         )));

@@ -21,11 +21,13 @@ mod group_commit;
 mod people;
 mod revocations;
 mod secret_usage;
+mod session_clients;
 mod sign_ins;
 mod sweep;
 mod used_once;
 pub use device::{DevicePoll, DeviceRequest};
 use group_commit::{Group, GroupTx};
+pub use session_clients::SessionClient;
 
 /// The schema, applied once per database by sqlx's migrator, in order.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -38,6 +40,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "device authorizations", include_str!("device-authorizations.sql")),
     (4, "secret usage", include_str!("secret-usage.sql")),
     (5, "used once", include_str!("used-once.sql")),
+    (6, "session clients", include_str!("session-clients.sql")),
 ];
 
 /// How long a secret's last use is remembered: a secret unused this long reads as never used.
@@ -98,6 +101,9 @@ pub struct Grant {
     /// to proofs of that key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_jkt: Option<String>,
+    /// The session it was granted in (`sid`, OIDC Back-Channel Logout), for its ID tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     /// When the person last authenticated (Unix seconds).
     pub auth_time: i64,
 }
@@ -110,6 +116,8 @@ pub struct Issued {
 }
 
 /// The outcome of presenting an authorization code.
+// Made once per redemption and taken apart at once: boxing the grant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Redemption {
     /// First use: the grant to issue tokens for.
@@ -121,6 +129,8 @@ pub enum Redemption {
 }
 
 /// The outcome of presenting a refresh token.
+// Made once per redemption and taken apart at once: boxing the grant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum RefreshUse {
     /// The token was current: it is now used up and its successor stored.
@@ -317,6 +327,17 @@ impl GrantStore {
         let row = statement.fetch_optional(&mut *tx).await?;
         tx.commit().await?;
         Ok(row)
+    }
+
+    /// Runs a write that returns rows, in its own (or the shared) transaction.
+    async fn write_returning_all(&self, statement: Statement<'_>) -> Result<Vec<AnyRow>> {
+        if self.writer.is_none() {
+            return Ok(statement.fetch_all(&self.pool).await?);
+        }
+        let mut tx = self.write_tx().await?;
+        let rows = statement.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     /// Answers when the store can be reached: a cheap query within the deadline.

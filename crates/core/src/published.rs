@@ -74,6 +74,8 @@ pub fn discovery(issuer: &Issuer, keys: &KeyRing, secretless: bool, now: Timesta
         ],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "authorization_response_iss_parameter_supported": true,
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
         // Request objects are accepted at /par only (RFC 9101 with RFC 9126), signed.
         "request_parameter_supported": false,
         "request_object_signing_alg_values_supported": crate::client_keys::ASSERTION_ALGORITHMS,

@@ -70,6 +70,8 @@ pub struct RegisteredClient {
     pub fapi2: bool,
     /// Pushes only signed request objects (`spec.requireSignedRequestObject`).
     pub require_signed_request_object: bool,
+    /// Where its logout tokens go (`spec.backchannelLogoutUri`).
+    pub backchannel_logout_uri: Option<String>,
     /// What it was built from: the next snapshot keeps this very client while the catalog
     /// keeps that verdict and the credential stays the same.
     pub built_from: Option<BuiltFrom>,
@@ -137,6 +139,7 @@ impl RegisteredClient {
             require_dpop: settings.require_dpop,
             fapi2: settings.fapi2,
             require_signed_request_object: settings.require_signed_request_object,
+            backchannel_logout_uri: settings.backchannel_logout_uri.clone(),
             built_from: Some(BuiltFrom {
                 verdict: verdict.clone(),
                 secret,

@@ -139,6 +139,9 @@ pub struct IdTokenClaims {
     /// How the person authenticated (RFC 8176), where known.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amr: Vec<String>,
+    /// The session at kauth (OIDC Back-Channel Logout 1.0 §2.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     /// Profile, email and groups claims, as the scopes allow.
     #[serde(flatten)]
     pub person: serde_json::Map<String, serde_json::Value>,

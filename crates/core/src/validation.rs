@@ -54,6 +54,8 @@ pub struct ClientSettings {
     pub fapi2: bool,
     /// Pushes only signed request objects (RFC 9101).
     pub require_signed_request_object: bool,
+    /// Where logout tokens go (OIDC Back-Channel Logout).
+    pub backchannel_logout_uri: Option<String>,
 }
 
 /// How a client proves who it is.
@@ -382,6 +384,17 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
         Some(Duration::from_secs(90 * 24 * 3600)),
     );
     check_sign_in(spec, public, auth_method, &mut errors);
+    if let Some(uri) = &spec.backchannel_logout_uri {
+        if let Some(problem) = https_uri_problem(uri) {
+            errors.push(FieldError::new("spec.backchannelLogoutUri", problem));
+        }
+        if !spec.grant_types.contains(&GrantType::AuthorizationCode) {
+            errors.push(FieldError::new(
+                "spec.backchannelLogoutUri",
+                "applies only to clients that sign people in (authorization_code)",
+            ));
+        }
+    }
     let fapi2 = spec.profile == Some(crate::crd::ClientProfile::FAPI2);
     if spec.require_signed_request_object && spec.jwks.is_none() && spec.jwks_uri.is_none() {
         errors.push(FieldError::new(
@@ -419,6 +432,7 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
             require_dpop: spec.dpop == Some(crate::crd::DpopPolicy::Required) || fapi2,
             fapi2,
             require_signed_request_object: spec.require_signed_request_object,
+            backchannel_logout_uri: spec.backchannel_logout_uri.clone(),
         }),
         _ => Err(errors),
     }
@@ -595,7 +609,7 @@ fn client_keys(spec: &OAuthClientSpec, errors: &mut Vec<FieldError>) -> Option<C
                 None
             }
         },
-        (None, Some(uri)) => match jwks_uri_problem(uri) {
+        (None, Some(uri)) => match https_uri_problem(uri) {
             Some(problem) => {
                 errors.push(FieldError::new("spec.jwksUri", problem));
                 None
@@ -606,9 +620,10 @@ fn client_keys(spec: &OAuthClientSpec, errors: &mut Vec<FieldError>) -> Option<C
     }
 }
 
-/// Why `uri` cannot be a client's `jwksUri`: https (http only to a loopback host, for
-/// development), no user info, no fragment.
-fn jwks_uri_problem(uri: &str) -> Option<String> {
+/// Why `uri` cannot be an address kauth calls for a client (`jwksUri`,
+/// `backchannelLogoutUri`): https (http only to a loopback host, for development), no user
+/// info, no fragment.
+fn https_uri_problem(uri: &str) -> Option<String> {
     let parsed = match url::Url::parse(uri) {
         Ok(u) => u,
         Err(e) => return Some(format!("'{uri}' is not an absolute URL ({e})")),

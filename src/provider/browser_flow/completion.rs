@@ -11,7 +11,7 @@ use super::{AuthRequest, see_other};
 use crate::provider::browser::{handle_digest, random_handle};
 use crate::provider::pages;
 use crate::provider::state::ProviderState;
-use crate::store::{Grant, Session, StoreError};
+use crate::store::{Grant, Session, SessionClient, StoreError};
 
 /// How long a code may wait for redemption (RFC 6749 §4.1.2: short).
 pub const CODE_LIFETIME_SECS: i64 = 60;
@@ -65,12 +65,28 @@ impl AuthRequest {
 }
 
 /// Completes an approved request for the person of `session`.
-pub async fn approved(state: &ProviderState, req: &AuthRequest, session: &Session) -> Result<Response, StoreError> {
-    let Some(device) = &req.device else {
-        return issue_code(state, req, session, &req.client_redirect(state)).await;
+pub async fn approved(
+    state: &ProviderState,
+    req: &AuthRequest,
+    session_id: &str,
+    session: &Session,
+) -> Result<Response, StoreError> {
+    let sid = super::session_sid(session_id);
+    // The clients a session signed in to are told when it ends (back-channel logout).
+    let client = SessionClient {
+        client_id: req.client_id.clone(),
+        client_uid: req.client_uid.clone(),
+        subject: session.subject.clone(),
     };
     let now = Timestamp::now().as_second();
-    let grant = grant_for(req, session);
+    state
+        .store
+        .signed_in_to(&sid, &client, now + super::SESSION_LIFETIME_SECS)
+        .await?;
+    let Some(device) = &req.device else {
+        return issue_code(state, req, &sid, session, &req.client_redirect(state)).await;
+    };
+    let grant = grant_for(req, &sid, session);
     if !state.store.answer_device_request(device, Some(&grant), now).await? {
         return Ok(pages::error(
             StatusCode::BAD_REQUEST,
@@ -121,7 +137,7 @@ fn audit_device(state: &ProviderState, event: crate::audit::Event, req: &AuthReq
 }
 
 /// What the person approved, as codes and refresh families carry it.
-fn grant_for(req: &AuthRequest, session: &Session) -> Grant {
+fn grant_for(req: &AuthRequest, sid: &str, session: &Session) -> Grant {
     Grant {
         client_id: req.client_id.clone(),
         client_uid: req.client_uid.clone(),
@@ -132,6 +148,7 @@ fn grant_for(req: &AuthRequest, session: &Session) -> Grant {
         nonce: req.nonce.clone(),
         code_challenge: req.code_challenge.clone(),
         dpop_jkt: req.dpop_jkt.clone(),
+        sid: Some(sid.to_string()),
         auth_time: session.auth_time,
     }
 }
@@ -140,12 +157,13 @@ fn grant_for(req: &AuthRequest, session: &Session) -> Grant {
 async fn issue_code(
     state: &ProviderState,
     req: &AuthRequest,
+    sid: &str,
     session: &Session,
     back: &ClientRedirect<'_>,
 ) -> Result<Response, StoreError> {
     let now = Timestamp::now().as_second();
     let code = random_handle();
-    let grant = grant_for(req, session);
+    let grant = grant_for(req, sid, session);
     state
         .store
         .insert_code(&handle_digest(&code), &grant, now + CODE_LIFETIME_SECS)

@@ -88,6 +88,14 @@ pub async fn current_session(
     Ok(Some((id, session)))
 }
 
+/// The `sid` of the session `id` (its cookie's digest): what relying parties see of it, in ID
+/// and logout tokens; derived, so neither the cookie nor the store's key leaves kauth.
+pub fn session_sid(id: &str) -> String {
+    use base64::Engine;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("sid\n{id}").as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest.as_ref()[..18])
+}
+
 /// The page shown when the grant store does not answer during a sign-in.
 pub fn unavailable(e: StoreError) -> Response {
     tracing::error!(error = %e, "grant store unavailable during sign-in");
@@ -108,15 +116,15 @@ enum Step {
     SignIn,
     /// The person agrees to scopes not allowed before.
     Consent,
-    /// Nothing more: the request is approved for the person of this session.
-    Approved(Session),
+    /// Nothing more: the request is approved for the person of this session (and its id).
+    Approved(String, Session),
 }
 
 /// Decides the next step for `req`, given the session of this browser (if any).
 async fn next_step(
     state: &ProviderState,
     snapshot: &Snapshot,
-    session: Option<Session>,
+    session: Option<(String, Session)>,
     req: &AuthRequest,
 ) -> Result<Step, StoreError> {
     let now = Timestamp::now().as_second();
@@ -125,7 +133,7 @@ async fn next_step(
     let fresh_enough = |s: &Session| {
         req.max_age.is_none_or(|m| now - s.auth_time <= m) && (!req.force_login || s.auth_time >= req.started_at)
     };
-    let Some(session) = session.filter(fresh_enough) else {
+    let Some((session_id, session)) = session.filter(|(_, s)| fresh_enough(s)) else {
         return Ok(Step::SignIn);
     };
     // A device is always confirmed on the consent page (RFC 8628 §5.4): a code typed on
@@ -137,7 +145,7 @@ async fn next_step(
     if !consent_needed(snapshot, req, remembered.as_deref(), first_party(state, snapshot, req)).is_empty() {
         return Ok(Step::Consent);
     }
-    Ok(Step::Approved(session))
+    Ok(Step::Approved(session_id, session))
 }
 
 /// Where a request stands: new, from a caller at this address (storing it counts against the
@@ -160,7 +168,7 @@ pub async fn proceed(
     state: &ProviderState,
     snapshot: &Snapshot,
     headers: &HeaderMap,
-    session: Option<Session>,
+    session: Option<(String, Session)>,
     req: &AuthRequest,
     stage: Stage<'_>,
     prompt_none: bool,
@@ -180,7 +188,7 @@ pub async fn proceed(
         }
         Step::SignIn => park(state, headers, req, stage, "/login").await,
         Step::Consent => park(state, headers, req, stage, "/consent").await,
-        Step::Approved(session) => {
+        Step::Approved(session_id, session) => {
             if let Stage::Stored(id) = stage
                 && !state.store.finish_auth_request(id).await?
             {
@@ -190,7 +198,7 @@ pub async fn proceed(
                     "This sign-in was already completed.",
                 ));
             }
-            completion::approved(state, req, &session).await
+            completion::approved(state, req, &session_id, &session).await
         }
     }
 }
@@ -315,17 +323,18 @@ pub async fn start_session(
         credential: person.credential.to_string(),
     };
     let cookie = random_handle();
+    let session_id = handle_digest(&cookie);
     state.store.save_subject(person.subject, person.claims, now).await?;
     state
         .store
-        .create_session(&handle_digest(&cookie), &session, now + SESSION_LIFETIME_SECS)
+        .create_session(&session_id, &session, now + SESSION_LIFETIME_SECS)
         .await?;
     let snapshot = state.registry.load();
     let mut response = proceed(
         state,
         &snapshot,
         headers,
-        Some(session),
+        Some((session_id, session)),
         &pending.request,
         Stage::Stored(&pending.id),
         false,

@@ -215,6 +215,7 @@ pub(super) async fn respond(
                 vec!["pwd".into()]
             },
             person: person.map(|p| released_claims(&p, issue.scopes)).unwrap_or_default(),
+            sid: issue.grant.sid.clone(),
         };
         let alg = jose_algorithm(client.id_token_alg);
         Some(

@@ -87,6 +87,17 @@ pub struct OAuthClientSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_pushed_authorization_requests: bool,
 
+    /// OIDC Back-Channel Logout: kauth POSTs a logout token here when a session this client
+    /// signed a person in with ends (https; http only to a loopback host). Only public
+    /// addresses are called unless the platform allows a network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limit::URI))]
+    pub backchannel_logout_uri: Option<String>,
+
+    /// `true`: the client needs `sid` in logout tokens (kauth always sends it with a session).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backchannel_logout_session_required: bool,
+
     /// Algorithm of the ID tokens this client receives. Default: `RS256`, which every OpenID
     /// relying party supports; otherwise the algorithm of an active SigningKey.
     #[serde(default, skip_serializing_if = "Option::is_none")]
