@@ -209,3 +209,27 @@ async fn a_logout_address_on_an_internal_network_is_not_called_without_the_platf
     .await;
     assert!(received.lock().unwrap().is_empty(), "loopback was called");
 }
+
+#[tokio::test]
+async fn a_person_who_leaves_is_logged_out_of_every_client() {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let logout = logout_endpoint(received.clone()).await;
+    let opts = ServeOptions {
+        outbound_allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        ..ServeOptions::default()
+    };
+    let p = start(&logout, opts).await;
+    let id_token = sign_in(&p, &Browser::new(), "web").await;
+    let sid = payload(&id_token)["sid"].as_str().unwrap().to_string();
+    // alice is removed; within a minute housekeeping ends what she held, and tells the client.
+    let only_bob = people().replace("      - username: alice\n", "      - username: gone\n");
+    p.write("people.yaml", &only_bob);
+    p.reload();
+    p.state.end_access_of_people_who_left().await;
+    wait_for_tokens(&received, 1).await;
+    let claims = payload(&received.lock().unwrap()[0]);
+    assert_eq!(
+        (claims["sub"].as_str(), claims["sid"].as_str()),
+        (Some("alice"), Some(sid.as_str()))
+    );
+}

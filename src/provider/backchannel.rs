@@ -1,22 +1,14 @@
-//! OIDC Back-Channel Logout 1.0: when a session ends, every client it signed a person in to
-//! and that registered a `backchannelLogoutUri` is sent a logout token (`typ: logout+jwt`, the
-//! logout event, `sid` and `sub`, a `jti`, no `nonce`), POSTed as `logout_token`. Deliveries
-//! run in the background through the outbound room as team-written addresses (public targets
-//! only unless the platform allows a network), at most [`CONCURRENT_DELIVERIES`] at once, each
-//! retried with backoff, and each leaves an audit line and a metric (purpose
-//! `backchannel_logout`).
-
-use std::sync::Arc;
-use std::time::Duration;
+//! OIDC Back-Channel Logout 1.0: when a session ends (sign-out, or its person left), every
+//! client it signed the person in to and that registered a `backchannelLogoutUri` is sent a
+//! logout token (`typ: logout+jwt`, the logout event, `sid` and `sub`, a `jti`, no `nonce`),
+//! in the background (`logout_delivery.rs` sends it), each delivery leaving an audit line.
 
 use jiff::Timestamp;
 use jsonwebtoken::Header;
 use serde_json::json;
-use tokio::sync::Semaphore;
 
 use super::state::ProviderState;
 use crate::keys::jose_algorithm;
-use crate::outbound::{Outbound, Retry};
 use crate::registry::RegisteredClient;
 use crate::store::SessionClient;
 use crate::tokens::new_jti;
@@ -24,31 +16,24 @@ use crate::tokens::new_jti;
 /// The event a logout token carries.
 pub const LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
-/// Deliveries under way at once, over all sessions.
-pub const CONCURRENT_DELIVERIES: usize = 16;
-
 /// How long a logout token is valid.
 const TOKEN_LIFETIME_SECS: i64 = 120;
 
-/// Sends logout tokens.
-pub struct Deliveries {
-    http: Outbound,
-    permits: Arc<Semaphore>,
-    retry: Retry,
-}
-
-impl Deliveries {
-    /// Deliveries through `http` (its reach decides where they may go).
-    pub fn new(http: Outbound) -> Self {
-        Self {
-            http,
-            permits: Arc::new(Semaphore::new(CONCURRENT_DELIVERIES)),
-            retry: Retry {
-                attempts: 3,
-                first_delay: Duration::from_millis(500),
-            },
+/// Tells the clients every session of `subject` signed in to that it ended (the person left),
+/// in the background. Every replica may call this; the record is taken once, so each client
+/// is told once.
+pub fn person_left(state: &ProviderState, subject: String) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        match state.store.take_clients_of_subject(&subject).await {
+            Ok(sessions) => {
+                for (sid, client) in sessions {
+                    deliver(&state, &sid, client).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read a person's sessions for back-channel logout"),
         }
-    }
+    });
 }
 
 /// Tells the clients session `sid` signed in to that it ended, in the background.
@@ -93,27 +78,7 @@ async fn deliver(state: &ProviderState, sid: &str, to: SessionClient) {
     let state = state.clone();
     let subject = to.subject;
     tokio::spawn(async move {
-        let Ok(_permit) = deliveries.permits.clone().acquire_owned().await else {
-            return;
-        };
-        let body = form_urlencoded::Serializer::new(String::new())
-            .append_pair("logout_token", &token)
-            .finish();
-        let request = http::Request::post(&uri)
-            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body.into_bytes());
-        let outcome = match request {
-            Ok(request) => match deliveries
-                .http
-                .send_with_retry("backchannel_logout", request, deliveries.retry)
-                .await
-            {
-                Ok(r) if r.status().is_success() => "delivered".to_string(),
-                Ok(r) => format!("refused with {}", r.status()),
-                Err(e) => format!("not delivered: {e}"),
-            },
-            Err(_) => "not delivered: the address is not a URL".to_string(),
-        };
+        let outcome = deliveries.send(&uri, &token).await;
         tracing::info!(client_id = %client.client_id, outcome = %outcome, "back-channel logout");
         let record = crate::audit::Record {
             client_id: Some(&client.client_id),

@@ -17,11 +17,13 @@ mod federation;
 mod flood;
 mod form;
 mod grants;
+mod housekeeping;
 mod introspect;
 mod issuance;
 pub mod launch;
 #[cfg(test)]
 mod layering;
+mod logout_delivery;
 mod oidc;
 mod ops;
 mod pages;

@@ -107,7 +107,7 @@ pub struct ProviderState {
     /// A client assertion's `aud` must be the issuer itself, not an endpoint's URL.
     pub strict_assertion_audience: bool,
     /// Logout tokens on their way to clients.
-    pub(super) backchannel: Arc<super::backchannel::Deliveries>,
+    pub(super) backchannel: Arc<super::logout_delivery::Deliveries>,
 }
 
 impl ProviderState {
@@ -125,7 +125,7 @@ impl ProviderState {
             Vec::new(),
             &metrics,
         )));
-        let backchannel = Arc::new(super::backchannel::Deliveries::new(tenant_outbound(
+        let backchannel = Arc::new(super::logout_delivery::Deliveries::new(tenant_outbound(
             Vec::new(),
             &metrics,
         )));
@@ -161,99 +161,10 @@ impl ProviderState {
         })
     }
 
-    /// Runs forever: mirrors other replicas' revocations every second, reports secret use
-    /// every `secret_use_report_interval` and sweeps expired rows from the store every minute.
-    pub async fn housekeeping(self) {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        let mut ticks: u64 = 0;
-        let report_every = self.secret_use_report_interval.as_secs().max(1);
-        loop {
-            tick.tick().await;
-            let up = match self.revocations.sync(now()).await {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read revocations from the grant store");
-                    false
-                }
-            };
-            self.metrics.store_up.set(up as i64);
-            self.store_up.store(up, std::sync::atomic::Ordering::Relaxed);
-            if ticks.is_multiple_of(report_every) {
-                self.secret_uses.report(&self.store).await;
-            }
-            if ticks.is_multiple_of(60) {
-                self.end_grants_of_deleted_clients().await;
-                self.end_access_of_people_who_left().await;
-                match self.store.sweep(now()).await {
-                    Ok(n) if n > 0 => tracing::debug!(rows = n, "expired grants swept"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot sweep the grant store"),
-                }
-            }
-            ticks += 1;
-        }
-    }
-
     /// The standing of a person (see [`crate::people::standing`]) by the people and
     /// connectors in force now.
     pub fn standing(&self, subject: &str, credential: Option<&str>) -> Standing {
         crate::people::standing(&self.people.load(), &self.connectors.load(), subject, credential)
-    }
-
-    /// Ends the sessions and refresh families of people who left, and the sessions started
-    /// with a password that has changed since; housekeeping does it every minute, on every
-    /// replica, so leaving takes effect within a minute even where nobody presents a token.
-    pub async fn end_access_of_people_who_left(&self) {
-        let result = async {
-            let now = now();
-            let mut ended = 0;
-            for (subject, credential) in self.store.people_holding_grants(now).await? {
-                match self.standing(&subject, credential.as_deref()) {
-                    Standing::Stays => {}
-                    Standing::NewPassword => {
-                        ended += self.store.end_sessions_of(&subject, credential.as_deref()).await?;
-                    }
-                    Standing::Left => {
-                        ended += self.store.end_sessions_of(&subject, None).await?;
-                        let revoked = self.store.revoke_families_of_person(&subject, now).await?;
-                        ended += revoked.len() as u64;
-                        self.revocations.remember(&revoked);
-                    }
-                }
-            }
-            Ok::<_, StoreError>(ended)
-        };
-        match result.await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(ended = n, "sessions and tokens of people who left ended"),
-            Err(e) => tracing::warn!(error = %e, "cannot end the access of people who left"),
-        }
-    }
-
-    /// Revokes the refresh families (and their access tokens) of OAuthClient objects that no
-    /// longer exist; housekeeping does it every minute. Nothing happens before the registry
-    /// has read every source once, so a replica that is still starting revokes nothing.
-    pub async fn end_grants_of_deleted_clients(&self) {
-        let snapshot = self.registry.load();
-        if !snapshot.complete {
-            return;
-        }
-        match self
-            .store
-            .revoke_families_of_deleted_clients(&snapshot.client_uids, now())
-            .await
-        {
-            Ok(revoked) => {
-                if !revoked.is_empty() {
-                    tracing::info!(
-                        access_tokens = revoked.len(),
-                        "refresh families of deleted clients revoked"
-                    );
-                }
-                self.revocations.remember(&revoked);
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot revoke the grants of deleted clients"),
-        }
     }
 
     /// Runs at most `permits` password checks at once (None: sized from the memory limit).
@@ -271,7 +182,7 @@ impl ProviderState {
             allowed.clone(),
             &self.metrics,
         )));
-        self.backchannel = Arc::new(super::backchannel::Deliveries::new(tenant_outbound(
+        self.backchannel = Arc::new(super::logout_delivery::Deliveries::new(tenant_outbound(
             allowed,
             &self.metrics,
         )));

@@ -9,3 +9,4 @@ CREATE TABLE session_clients (
     PRIMARY KEY (sid, client_uid)
 );
 CREATE INDEX session_clients_by_expiry ON session_clients (expires_at);
+CREATE INDEX session_clients_by_subject ON session_clients (subject);

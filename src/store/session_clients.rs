@@ -33,6 +33,35 @@ impl GrantStore {
         .await
     }
 
+    /// The clients every session of `subject` signed in to, with the session's `sid`,
+    /// forgotten as they are read.
+    pub async fn take_clients_of_subject(&self, subject: &str) -> Result<Vec<(String, SessionClient)>> {
+        self.bounded("take_clients_of_subject", async {
+            let rows = self
+                .write_returning_all(
+                    sqlx::query(
+                        "DELETE FROM session_clients WHERE subject = $1 RETURNING sid, client_id, client_uid, subject",
+                    )
+                    .bind(subject),
+                )
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.get("sid"),
+                        SessionClient {
+                            client_id: r.get("client_id"),
+                            client_uid: r.get("client_uid"),
+                            subject: r.get("subject"),
+                        },
+                    )
+                })
+                .collect())
+        })
+        .await
+    }
+
     /// The clients session `sid` signed in to, forgotten as they are read: each is told once.
     pub async fn take_session_clients(&self, sid: &str) -> Result<Vec<SessionClient>> {
         self.bounded("take_session_clients", async {

@@ -83,6 +83,8 @@ pub async fn current_session(
     // Someone who left (or changed their password) is not signed in any more.
     if state.standing(&session.subject, Some(&session.credential)) != Standing::Stays {
         state.store.end_session(&id).await?;
+        // The session ended: its clients are told (back-channel logout).
+        super::backchannel::session_ended(state, session_sid(&id));
         return Ok(None);
     }
     Ok(Some((id, session)))
