@@ -458,3 +458,41 @@ async fn a_public_clients_refresh_token_is_bound_to_its_key() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_refused_request_spends_no_proof_and_a_proof_echoes_none_of_its_words() {
+    let p = provider().await;
+    let key = TestKey::new();
+    let token_url = format!("{}/token", p.url);
+    // A stranger's bad refresh token with a proof: refused, and nothing is stored for it.
+    let proof = key.proof("POST", &token_url, None);
+    let r = support::rp_http()
+        .post(&token_url)
+        .header("DPoP", &proof)
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "x"),
+            ("client_id", "shop.spa"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let (status, body) = client_token(&p, "backend", Some(&proof)).await;
+    assert_eq!(status, StatusCode::OK, "the proof was not spent by the refusal: {body}");
+    // htm is the caller's text: the refusal does not repeat it.
+    let (_, body) = client_token(
+        &p,
+        "backend",
+        Some(&key.proof("GET password=hunter2", &token_url, None)),
+    )
+    .await;
+    assert!(!body.to_string().contains("hunter2"), "{body}");
+    // An iat far in the past does not overflow anything.
+    let far = key.proof_at("POST", &token_url, i64::MAX / 2, None);
+    let (status, body) = client_token(&p, "backend", Some(&far)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof"))
+    );
+}

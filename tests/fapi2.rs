@@ -45,6 +45,10 @@ fn a_spec_that_breaks_a_rule_is_refused_naming_it() {
         ("a secret", json!({"jwks": null})),
         ("RS256 ID tokens", json!({"idTokenSigningAlg": "RS256"})),
         ("bearer tokens", json!({"dpop": "Optional"})),
+        (
+            "the device grant",
+            json!({"grantTypes": ["authorization_code", "urn:ietf:params:oauth:grant-type:device_code"]}),
+        ),
     ];
     for (what, more) in broken {
         let errors = kauth::validation::validate_client("bank", &spec(more)).unwrap_err();
@@ -187,6 +191,44 @@ async fn every_request_that_breaks_a_rule_is_refused_and_one_that_keeps_them_sig
         serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
     };
     assert_eq!(header["alg"], "ES256");
+
+    // Its assertions name the issuer alone, as a string; its proofs are not RS256.
+    for aud in [
+        json!(format!("{}/token", p.url)),
+        json!([p.url, "https://other.example.com"]),
+    ] {
+        let r = support::rp_http()
+            .post(&token_url)
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "x"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                (
+                    "client_assertion",
+                    client_key.assertion(ID, aud.clone(), json!({})).as_str(),
+                ),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "aud {aud}");
+    }
+    let rsa = TestKey::of(kauth::crd::KeyAlgorithm::RS256);
+    let a = assertion();
+    let r = support::rp_http()
+        .post(&token_url)
+        .header("DPoP", rsa.proof("POST", &token_url, None))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", a.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error_description"].as_str().unwrap().contains("RS256"), "{body}");
 
     // A client secret is no way in for this client.
     let r = support::rp_http()

@@ -8,6 +8,8 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
+use axum::response::IntoResponse;
+
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kauth::provider::serve::ServeOptions;
 use reqwest::StatusCode;
@@ -45,7 +47,8 @@ spec:
     )
 }
 
-/// A JWKS server on 127.0.0.1 whose keys a test can change; counts its fetches.
+/// A JWKS server on 127.0.0.1 whose keys a test can change (none: it answers 500); counts
+/// its fetches.
 async fn jwks_server(keys: Arc<Mutex<Vec<Value>>>, fetches: Arc<Mutex<u32>>) -> String {
     let app = axum::Router::new().route(
         "/jwks",
@@ -53,7 +56,12 @@ async fn jwks_server(keys: Arc<Mutex<Vec<Value>>>, fetches: Arc<Mutex<u32>>) -> 
             let (keys, fetches) = (keys.clone(), fetches.clone());
             async move {
                 *fetches.lock().unwrap() += 1;
-                axum::Json(json!({ "keys": *keys.lock().unwrap() }))
+                let keys = keys.lock().unwrap().clone();
+                // No keys: the server is failing.
+                if keys.is_empty() {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                }
+                axum::Json(json!({ "keys": keys })).into_response()
             }
         }),
     );
@@ -285,4 +293,36 @@ fn keys_with_a_private_part_or_with_a_secret_are_refused_by_validation() {
         kauth::validation::describe(&errors).contains("private_key_jwt"),
         "{errors:?}"
     );
+}
+
+#[tokio::test]
+async fn a_failing_or_cold_jwks_uri_is_not_fetched_per_request() {
+    let keys = Arc::new(Mutex::new(Vec::new()));
+    let fetches = Arc::new(Mutex::new(0));
+    let uri = jwks_server(keys.clone(), fetches.clone()).await;
+    let id = "shop.published";
+    let p = start(&TestKey::new(), &uri, allowing_loopback()).await;
+    // A failing server: anyone naming the client gets it called once per ten seconds at most.
+    for _ in 0..20 {
+        let (status, _) = token(&p, &TestKey::new().assertion(id, json!(p.url), json!({})), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert!(
+        *fetches.lock().unwrap() <= 2,
+        "{} fetches (a failed attempt is retried once)",
+        fetches.lock().unwrap()
+    );
+    // A cold cache under a burst: one fetch for all of it.
+    let key = TestKey::new();
+    keys.lock().unwrap().push(key.manifest_jwk());
+    let p2 = start(&TestKey::new(), &uri, allowing_loopback()).await;
+    let before = *fetches.lock().unwrap();
+    let burst = (0..30).map(|_| {
+        let assertion = key.assertion(id, json!(p2.url), json!({}));
+        let p2 = &p2;
+        async move { token(p2, &assertion, None).await.0 }
+    });
+    let statuses = futures::future::join_all(burst).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    assert_eq!(*fetches.lock().unwrap() - before, 1, "one fetch for the burst");
 }

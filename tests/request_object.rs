@@ -119,6 +119,14 @@ spec:
             "an hour and more",
             object(&key, &p.url, json!({"exp": jiff::Timestamp::now().as_second() + 7200})),
         ),
+        (
+            "years ahead, as a float",
+            object(
+                &key,
+                &p.url,
+                json!({"exp": (jiff::Timestamp::now().as_second() + 315_360_000) as f64 + 0.5}),
+            ),
+        ),
     ];
     for (what, jwt) in refused {
         let (status, body) = push(&[("request", &jwt)]).await;

@@ -41,6 +41,7 @@ pub fn claimed_client(snapshot: &Snapshot, assertion: &str) -> Option<Arc<Regist
 struct AssertionClaims {
     jti: String,
     exp: i64,
+    aud: serde_json::Value,
     #[serde(default)]
     iat: Option<i64>,
 }
@@ -95,7 +96,8 @@ pub async fn verify(state: &ProviderState, client: &RegisteredClient, assertion:
         .iter()
         .map(|p| state.issuer.endpoint(p))
         .collect();
-    let strict = state.strict_assertion_audience;
+    // FAPI 2.0 §5.3.2.1 (and RFC 7523bis): the issuer, as a single string.
+    let strict = state.strict_assertion_audience || client.fapi2;
     let claims: AssertionClaims = verify_signed(state, client, assertion, |validation| {
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         validation.set_issuer(&[&client.client_id]);
@@ -108,11 +110,16 @@ pub async fn verify(state: &ProviderState, client: &RegisteredClient, assertion:
     })
     .await
     .map_err(|e| refused(&e))?;
+    if client.fapi2 && !claims.aud.is_string() {
+        return Err(refused(
+            "spec.profile FAPI2: aud must be the issuer as a single string (FAPI 2.0 §5.3.2.1)",
+        ));
+    }
     let now = jiff::Timestamp::now().as_second();
-    if claims.exp - now > MAX_ASSERTION_LIFETIME {
+    if claims.exp.saturating_sub(now) > MAX_ASSERTION_LIFETIME {
         return Err(refused("it lives longer than ten minutes (exp)"));
     }
-    if claims.iat.is_some_and(|iat| iat - now > CLOCK_SKEW) {
+    if claims.iat.is_some_and(|iat| iat.saturating_sub(now) > CLOCK_SKEW) {
         return Err(refused("it was issued in the future (iat)"));
     }
     if claims.jti.is_empty() || claims.jti.len() > 256 {
@@ -126,10 +133,14 @@ pub async fn verify(state: &ProviderState, client: &RegisteredClient, assertion:
             format!("{}\n{}", client.client_id, claims.jti).as_bytes()
         ))
     );
-    let fresh = state.store.use_once(&id, claims.exp + 1).await.map_err(|e| {
-        tracing::error!(error = %e, "grant store unavailable for a client assertion");
-        OAuthError::unavailable("retry shortly")
-    })?;
+    let fresh = state
+        .store
+        .use_once(&id, claims.exp.saturating_add(1))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "grant store unavailable for a client assertion");
+            OAuthError::unavailable("retry shortly")
+        })?;
     if !fresh {
         return Err(refused("it was already used (jti)"));
     }

@@ -73,6 +73,12 @@ pub async fn push(State(state): State<ProviderState>, request: Request) -> Respo
             )));
         }
         let mut request = authorization_request::check(&form, &client, redirect_uri).map_err(|r| r.into_oauth())?;
+        let prompt_none = form.get("prompt").is_some_and(|p| p.split(' ').any(|v| v == "none"));
+        // A pushed request is a stored row: it counts against its caller's share (T12).
+        state
+            .parked_requests
+            .reserve(from, &client.namespace, Instant::now())
+            .map_err(|wait| OAuthError::too_many("pushed authorization requests", wait))?;
         // A DPoP proof sent with the push binds the code to its key (RFC 9449 §10.1).
         let url = state.issuer.endpoint("/par");
         if let Some(jkt) = sender::proof_key(&state, &parts.headers, &Method::POST, &url).await? {
@@ -84,12 +90,6 @@ pub async fn push(State(state): State<ProviderState>, request: Request) -> Respo
             }
             request.dpop_jkt = Some(jkt);
         }
-        let prompt_none = form.get("prompt").is_some_and(|p| p.split(' ').any(|v| v == "none"));
-        // A pushed request is a stored row: it counts against its caller's share (T12).
-        state
-            .parked_requests
-            .reserve(from, &client.namespace, Instant::now())
-            .map_err(|wait| OAuthError::too_many("pushed authorization requests", wait))?;
         let handle = random_handle();
         let stored = PendingRequest {
             // Bound to no browser: /authorize parks it anew for the browser that brings it.

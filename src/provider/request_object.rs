@@ -40,12 +40,11 @@ pub async fn parameters(state: &ProviderState, client: &RegisteredClient, form: 
     .await
     .map_err(|e| invalid(&format!("the request object is refused: {e}")))?;
     let now = jiff::Timestamp::now().as_second();
-    if claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .is_some_and(|exp| exp - now > MAX_LIFETIME)
-    {
-        return Err(invalid("the request object lives longer than an hour (exp)"));
+    // An integer, and within the hour (a float or a huge number is refused, not skipped).
+    match claims.get("exp").and_then(Value::as_i64) {
+        Some(exp) if exp.saturating_sub(now) <= MAX_LIFETIME => {}
+        Some(_) => return Err(invalid("the request object lives longer than an hour (exp)")),
+        None => return Err(invalid("the request object's exp must be an integer")),
     }
     if claims.get("client_id").and_then(Value::as_str) != Some(client.client_id.as_str()) {
         return Err(invalid(

@@ -35,6 +35,8 @@ pub enum Binding {
     Dpop {
         /// The key's SHA-256 thumbprint (base64url).
         jkt: String,
+        /// The proof's one-time record, spent once the grant succeeded ([`Binding::spend`]).
+        once: (String, i64),
     },
 }
 
@@ -50,8 +52,18 @@ impl Binding {
         match proof_header(headers)? {
             Some(proof) => {
                 let url = state.issuer.endpoint("/token");
-                let checked = verify_proof(state, proof, &Method::POST, &url, None).await?;
-                Ok(Self::Dpop { jkt: checked.jkt })
+                let checked = verify_proof(proof, &Method::POST, &url, None).await?;
+                // FAPI 2.0 §5.4.1: PS256, ES256 or EdDSA only.
+                if client.fapi2 && !crate::client_keys::ASSERTION_ALGORITHMS.contains(&checked.alg.as_str()) {
+                    return Err(invalid_proof(format!(
+                        "spec.profile FAPI2: DPoP proofs are signed PS256, ES256 or EdDSA, not {} (FAPI 2.0 §5.4.1)",
+                        checked.alg
+                    )));
+                }
+                Ok(Self::Dpop {
+                    jkt: checked.jkt,
+                    once: checked.once,
+                })
             }
             None if client.require_dpop => Err(OAuthError::refused(
                 "invalid_dpop_proof",
@@ -62,6 +74,24 @@ impl Binding {
                 },
             )),
             None => Ok(Self::Bearer),
+        }
+    }
+
+    /// Spends the request's proof in all replicas, after its grant succeeded: refused when it
+    /// was used before. A request refused earlier stores nothing (no row for a stranger's
+    /// bad refresh token or code).
+    pub async fn spend(&self, state: &ProviderState) -> Result<(), OAuthError> {
+        match self {
+            Self::Bearer => Ok(()),
+            Self::Dpop { jkt, once } => {
+                CheckedProof {
+                    jkt: jkt.clone(),
+                    alg: String::new(),
+                    once: once.clone(),
+                }
+                .spend(state)
+                .await
+            }
         }
     }
 
@@ -77,14 +107,14 @@ impl Binding {
     pub fn confirmation(&self) -> Option<Confirmation> {
         match self {
             Self::Bearer => None,
-            Self::Dpop { jkt } => Some(Confirmation { jkt: jkt.clone() }),
+            Self::Dpop { jkt, .. } => Some(Confirmation { jkt: jkt.clone() }),
         }
     }
 
     fn jkt(&self) -> Option<&str> {
         match self {
             Self::Bearer => None,
-            Self::Dpop { jkt } => Some(jkt),
+            Self::Dpop { jkt, .. } => Some(jkt),
         }
     }
 }
@@ -98,7 +128,11 @@ pub async fn proof_key(
     url: &str,
 ) -> Result<Option<String>, OAuthError> {
     match proof_header(headers)? {
-        Some(proof) => Ok(Some(verify_proof(state, proof, method, url, None).await?.jkt)),
+        Some(proof) => {
+            let checked = verify_proof(proof, method, url, None).await?;
+            checked.spend(state).await?;
+            Ok(Some(checked.jkt))
+        }
         None => Ok(None),
     }
 }
@@ -188,7 +222,7 @@ pub async fn check_presented(
                 OAuthError::invalid_token("a DPoP proof is required with the DPoP scheme").with_dpop_challenge()
             })?;
             let ath = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()));
-            let checked = verify_proof(state, proof, method, url, Some(&ath))
+            let checked = verify_proof(proof, method, url, Some(&ath))
                 .await
                 .map_err(|e| OAuthError::invalid_token(e.description).with_dpop_challenge())?;
             if checked.jkt != cnf.jkt {
@@ -197,7 +231,10 @@ pub async fn check_presented(
                         .with_dpop_challenge(),
                 );
             }
-            Ok(())
+            checked
+                .spend(state)
+                .await
+                .map_err(|e| OAuthError::invalid_token(e.description).with_dpop_challenge())
         }
     }
 }
@@ -222,9 +259,27 @@ fn invalid_proof(d: impl Into<String>) -> OAuthError {
     OAuthError::refused("invalid_dpop_proof", d)
 }
 
-/// What a valid proof says.
+/// What a valid proof says, and the record that spends it.
 struct CheckedProof {
     jkt: String,
+    alg: String,
+    /// Its one-time record: the digest of key and `jti`, and until when it is kept.
+    once: (String, i64),
+}
+
+impl CheckedProof {
+    /// Spends the proof in all replicas; refused when it was used before.
+    async fn spend(&self, state: &ProviderState) -> Result<(), OAuthError> {
+        let fresh = state.store.use_once(&self.once.0, self.once.1).await.map_err(|e| {
+            tracing::error!(error = %e, "grant store unavailable for a DPoP proof");
+            OAuthError::unavailable("retry shortly")
+        })?;
+        if fresh {
+            Ok(())
+        } else {
+            Err(invalid_proof("this DPoP proof was already used (jti)"))
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -241,13 +296,7 @@ struct ProofClaims {
 /// [`DPOP_ALGORITHMS`], a public JWK in the header (no private part) that verifies the
 /// signature, `htm` and `htu` of this request, `iat` within the window, `ath` when a token
 /// is presented, and a `jti` used once in every replica while the proof could be accepted.
-async fn verify_proof(
-    state: &ProviderState,
-    proof: &str,
-    method: &Method,
-    url: &str,
-    ath: Option<&str>,
-) -> Result<CheckedProof, OAuthError> {
+async fn verify_proof(proof: &str, method: &Method, url: &str, ath: Option<&str>) -> Result<CheckedProof, OAuthError> {
     let header = jsonwebtoken::decode_header(proof).map_err(|_| invalid_proof("the DPoP proof is not a JWS"))?;
     if header.typ.as_deref() != Some("dpop+jwt") {
         return Err(invalid_proof("the DPoP proof's typ must be dpop+jwt"));
@@ -274,16 +323,14 @@ async fn verify_proof(
         .map_err(|_| invalid_proof("the DPoP proof's signature or claims are invalid"))?
         .claims;
     if claims.htm != method.as_str() {
-        return Err(invalid_proof(format!(
-            "the DPoP proof is for {}, not {method}",
-            claims.htm
-        )));
+        // The proof's own words are not echoed: a caller could write anything there.
+        return Err(invalid_proof(format!("the DPoP proof's htm is not {method}")));
     }
     if !same_url(&claims.htu, url) {
         return Err(invalid_proof("the DPoP proof is for another URL (htu)"));
     }
     let now = jiff::Timestamp::now().as_second();
-    if (claims.iat - now).abs() > DPOP_IAT_WINDOW_SECS {
+    if claims.iat.abs_diff(now) > DPOP_IAT_WINDOW_SECS as u64 {
         return Err(invalid_proof(format!(
             "the DPoP proof's iat is more than {DPOP_IAT_WINDOW_SECS} s from now"
         )));
@@ -300,7 +347,8 @@ async fn verify_proof(
     let jkt = jwk
         .thumbprint(ThumbprintHash::SHA256)
         .map_err(|_| invalid_proof("the DPoP proof's jwk has no thumbprint"))?;
-    // One use in all replicas while its iat could still be accepted.
+    // Spent once in all replicas (`CheckedProof::spend`) while its iat could be accepted: by
+    // the token endpoint only after the grant succeeded, so refused requests store nothing.
     let id = format!(
         "dpop:{}",
         URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
@@ -308,18 +356,11 @@ async fn verify_proof(
             format!("{jkt}\n{}", claims.jti).as_bytes()
         ))
     );
-    let fresh = state
-        .store
-        .use_once(&id, claims.iat + DPOP_IAT_WINDOW_SECS + 1)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "grant store unavailable for a DPoP proof");
-            OAuthError::unavailable("retry shortly")
-        })?;
-    if !fresh {
-        return Err(invalid_proof("this DPoP proof was already used (jti)"));
-    }
-    Ok(CheckedProof { jkt })
+    Ok(CheckedProof {
+        jkt,
+        alg: alg_name,
+        once: (id, claims.iat.saturating_add(DPOP_IAT_WINDOW_SECS + 1)),
+    })
 }
 
 /// True when the proof's header JWK has a private member (`d`, or RSA's primes).

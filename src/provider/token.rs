@@ -108,11 +108,15 @@ async fn issue(
         binding,
         now,
     };
-    match grant {
+    let granted = match grant {
         GrantType::ClientCredentials => grants::client_credentials::grant(&request).await,
         GrantType::AuthorizationCode => grants::authorization_code::grant(&request).await,
         GrantType::RefreshToken => grants::refresh_token::grant(&request).await,
         GrantType::DeviceCode => grants::device_code::grant(&request).await,
         GrantType::TokenExchange => grants::token_exchange::grant(&request).await,
-    }
+    };
+    // The proof is spent only now: a refused request stores nothing.
+    let response = granted?;
+    request.binding.spend(state).await?;
+    Ok(response)
 }

@@ -8,18 +8,25 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kauth::crd::KeyAlgorithm;
 use serde_json::{Value, json};
 
-/// An ES256 key pair.
+/// A key pair (ES256 unless made otherwise).
 pub struct TestKey {
     pub key: EncodingKey,
     pub jwk: Jwk,
+    pub alg: Algorithm,
 }
 
 impl TestKey {
     pub fn new() -> Self {
-        let stored = kauth::keys::generate_key(KeyAlgorithm::ES256, jiff::Timestamp::now()).unwrap();
+        Self::of(KeyAlgorithm::ES256)
+    }
+
+    /// A key for `alg`.
+    pub fn of(alg: KeyAlgorithm) -> Self {
+        let stored = kauth::keys::generate_key(alg, jiff::Timestamp::now()).unwrap();
         Self {
             key: stored.encoding_key().unwrap(),
             jwk: stored.public_jwk().unwrap(),
+            alg: kauth::keys::jose_algorithm(alg),
         }
     }
 
@@ -44,7 +51,7 @@ impl TestKey {
     /// A DPoP proof for `htm` at `htu`, issued `age` seconds ago (negative: ahead), with `ath`
     /// for `token` when given.
     pub fn proof_at(&self, htm: &str, htu: &str, age: i64, token: Option<&str>) -> String {
-        let mut header = Header::new(Algorithm::ES256);
+        let mut header = Header::new(self.alg);
         header.typ = Some("dpop+jwt".into());
         header.jwk = Some(self.jwk.clone());
         let mut claims = json!({

@@ -10,6 +10,9 @@ use crate::crd::{ClientJwk, ClientJwks};
 /// The algorithms of client assertions kauth accepts (the FAPI 2.0 set: no RS256, no HMAC).
 pub const ASSERTION_ALGORITHMS: &[&str] = &["PS256", "ES256", "EdDSA"];
 
+/// Longest member of a fetched key (base64url of an 8192-bit RSA modulus).
+const MAX_MEMBER_LEN: usize = 1366;
+
 /// Most keys read from a `jwksUri` (more are ignored, as are unusable ones).
 pub const MAX_FETCHED_KEYS: usize = 32;
 
@@ -49,8 +52,14 @@ pub fn parse_document(body: &[u8]) -> Result<Vec<Jwk>, String> {
     if keys.iter().any(has_private_member) {
         return Err("publishes a private key".into());
     }
+    // Members no larger than a registered key's may be (an 8192-bit RSA modulus).
+    let small = |k: &&serde_json::Value| {
+        k.as_object()
+            .is_some_and(|o| o.values().all(|v| v.as_str().is_none_or(|s| s.len() <= MAX_MEMBER_LEN)))
+    };
     Ok(keys
         .iter()
+        .filter(small)
         .take(MAX_FETCHED_KEYS)
         .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
         .filter(|k| usable(k).is_ok())

@@ -572,6 +572,20 @@ fn check_fapi2(
             "tokens are DPoP-bound (FAPI 2.0 §5.3.2.2): remove dpop: Optional",
         ));
     }
+    if let Some(other) = spec.grant_types.iter().find(|g| {
+        !matches!(
+            g,
+            GrantType::AuthorizationCode | GrantType::RefreshToken | GrantType::ClientCredentials
+        )
+    }) {
+        errors.push(rule(
+            "spec.grantTypes",
+            &format!(
+                "{} is outside the profile: use authorization_code, refresh_token or client_credentials (FAPI 2.0 §5.3.2.2)",
+                other.as_str()
+            ),
+        ));
+    }
     if spec.id_token_signing_alg == Some(KeyAlgorithm::RS256) {
         errors.push(rule(
             "spec.idTokenSigningAlg",
