@@ -327,6 +327,16 @@ async fn a_code_bound_with_dpop_jkt_is_redeemed_only_with_that_key() {
         (StatusCode::BAD_REQUEST, Some("invalid_grant")),
         "{body}"
     );
+    // The refused attempt did not spend the code: with the key, it still works.
+    let (status, body) = redeem(
+        &p,
+        (&id, Some(&secret)),
+        CB,
+        &code,
+        Some(key.proof("POST", &token_url, None)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let code = code_for(&p, &id, CB, &bound).await;
     let other = TestKey::new();
     let (status, body) = redeem(
@@ -429,14 +439,22 @@ async fn a_public_clients_refresh_token_is_bound_to_its_key() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(payload(body["access_token"].as_str().unwrap())["cnf"]["jkt"], key.jkt());
     let next = body["refresh_token"].as_str().unwrap().to_string();
-    // A thief with the refresh token and no key, or another key, gets no token (the attempt
-    // spends the token, as any use does; the rotation's reuse rule then guards the family).
+    // A thief with the refresh token and no key, or another key, gets no token, and the
+    // attempt does not spend it: the client refreshes on with its key.
     let (status, body) = refresh_with(&next, None).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant")),
         "{body}"
     );
+    let (status, body) = refresh_with(&next, Some(TestKey::new().proof("POST", &token_url, None))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{body}"
+    );
+    let (status, body) = refresh_with(&next, Some(key.proof("POST", &token_url, None))).await;
+    assert_eq!(status, StatusCode::OK, "the thief's attempts spent nothing: {body}");
     let code = code_for(&p, &spa, SPA_CB, "").await;
     let (_, tokens) = redeem(
         &p,

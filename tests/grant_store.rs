@@ -808,6 +808,42 @@ async fn a_sessions_clients_are_taken_once(b: Backend) {
     assert!(store.take_session_clients("sid-2").await.unwrap().is_empty(), "swept");
 }
 
+/// The DPoP key a code or a refresh family is bound to is read without spending either.
+async fn bindings_are_read_without_spending(b: Backend) {
+    let store = GrantStore::open(&b.url).await.unwrap();
+    let bound = Grant {
+        dpop_jkt: Some("thumbprint".into()),
+        ..grant()
+    };
+    store.insert_code("bound", &bound, NOW + 60).await.unwrap();
+    store.insert_code("plain", &grant(), NOW + 60).await.unwrap();
+    assert_eq!(
+        store.code_binding("bound", NOW).await.unwrap(),
+        Some(Some("thumbprint".into()))
+    );
+    assert_eq!(store.code_binding("plain", NOW).await.unwrap(), Some(None));
+    assert_eq!(store.code_binding("none", NOW).await.unwrap(), None);
+    assert_eq!(store.code_binding("bound", NOW + 61).await.unwrap(), None, "expired");
+    assert!(
+        matches!(
+            store.redeem_code("bound", NOW, &issue("at-b")).await.unwrap(),
+            Redemption::Granted(_)
+        ),
+        "still unspent"
+    );
+    assert!(
+        store
+            .start_family("bound", "fb", "rb", &bound, NOW + 3600, NOW + 86400)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.refresh_binding("rb").await.unwrap(),
+        Some(Some("thumbprint".into()))
+    );
+    assert_eq!(store.refresh_binding("nope").await.unwrap(), None);
+}
+
 /// Runs each suite function once per backend.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
@@ -848,4 +884,5 @@ suite!(
     device_requests_are_answered_once_and_polled_at_their_pace,
     a_value_is_used_once_across_stores_even_when_raced,
     a_sessions_clients_are_taken_once,
+    bindings_are_read_without_spending,
 );

@@ -111,7 +111,8 @@ impl Binding {
         }
     }
 
-    fn jkt(&self) -> Option<&str> {
+    /// The key's thumbprint, for a DPoP binding.
+    pub fn jkt(&self) -> Option<&str> {
         match self {
             Self::Bearer => None,
             Self::Dpop { jkt, .. } => Some(jkt),
@@ -141,6 +142,19 @@ pub async fn proof_key(
 /// family) is redeemed only with a proof of that key.
 pub fn check_grant(binding: &Binding, grant: &Grant) -> Result<(), OAuthError> {
     match (&grant.dpop_jkt, binding.jkt()) {
+        (None, _) => Ok(()),
+        (Some(bound), Some(jkt)) if bound == jkt => Ok(()),
+        (Some(_), _) => Err(OAuthError::invalid_grant(
+            "this grant is bound to a DPoP key: send a proof of that key",
+        )),
+    }
+}
+
+/// A code or refresh token bound to the key `bound` (read from the store before it is spent)
+/// is refused for a request without a proof of that key, leaving it unspent: a thief without
+/// the key can neither use it nor burn it.
+pub fn check_bound(binding: &Binding, bound: Option<&str>) -> Result<(), OAuthError> {
+    match (bound, binding.jkt()) {
         (None, _) => Ok(()),
         (Some(bound), Some(jkt)) if bound == jkt => Ok(()),
         (Some(_), _) => Err(OAuthError::invalid_grant(

@@ -244,4 +244,40 @@ impl GrantStore {
         })
         .await
     }
+
+    /// The DPoP key an unredeemed code is bound to (None: no such code; Some(None): unbound),
+    /// read without spending it, so a proof of another key is refused before the code is used.
+    pub async fn code_binding(&self, id: &str, now: i64) -> Result<Option<Option<String>>> {
+        self.bounded("code_binding", async {
+            let row =
+                sqlx::query("SELECT grant_data FROM codes WHERE id = $1 AND redeemed_at IS NULL AND expires_at > $2")
+                    .bind(id)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            Ok(row.map(|r| binding_of(&r.get::<String, _>("grant_data"))))
+        })
+        .await
+    }
+
+    /// The DPoP key the family of a refresh token (by digest) is bound to, read without
+    /// using the token (None: no such token; Some(None): unbound).
+    pub async fn refresh_binding(&self, id: &str) -> Result<Option<Option<String>>> {
+        self.bounded("refresh_binding", async {
+            let row = sqlx::query(
+                "SELECT f.grant_data FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family WHERE t.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.map(|r| binding_of(&r.get::<String, _>("grant_data"))))
+        })
+        .await
+    }
+}
+
+/// The DPoP key a stored grant names (unreadable data: none, and the grant's own checks refuse
+/// it later).
+fn binding_of(grant_data: &str) -> Option<String> {
+    serde_json::from_str::<Grant>(grant_data).ok().and_then(|g| g.dpop_jkt)
 }

@@ -31,6 +31,13 @@ pub(super) fn store_failed(e: StoreError) -> OAuthError {
 /// code is spent whatever follows.
 pub(super) async fn redeem(request: &TokenRequest<'_>, code_id: &str) -> Result<(Grant, String), OAuthError> {
     let (state, client, now) = (request.state, &*request.client, request.now);
+    // A code bound to a DPoP key is checked before it is spent (RFC 9449 §10).
+    let bound = state
+        .store
+        .code_binding(code_id, now.as_second())
+        .await
+        .map_err(store_failed)?;
+    sender::check_bound(&request.binding, bound.flatten().as_deref())?;
     let jti = new_jti();
     let exp = now.as_second() + client.access_token_lifetime.as_secs() as i64;
     let issued = Issued { jti: jti.clone(), exp };

@@ -17,6 +17,13 @@ pub async fn grant(request: &TokenRequest<'_>) -> Result<Response, OAuthError> {
     let presented = form
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+    // A refresh token bound to a DPoP key is checked before it is used (RFC 9449 §5).
+    let bound = state
+        .store
+        .refresh_binding(&handle_digest(presented))
+        .await
+        .map_err(store_failed)?;
+    crate::provider::sender::check_bound(&request.binding, bound.flatten().as_deref())?;
     let next = random_handle();
     let jti = new_jti();
     let exp = now.as_second() + client.access_token_lifetime.as_secs() as i64;
