@@ -152,12 +152,7 @@ async fn signing_out_tells_each_client_the_session_signed_in_to_once() {
     assert!(claims["events"]["http://schemas.openid.net/event/backchannel-logout"].is_object());
     assert!(claims["jti"].is_string() && claims.get("nonce").is_none());
     // Signed with kauth's key, as its ID tokens are: verifiable against /jwks.
-    let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(format!("{}/jwks", p.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet = support::get_json(&format!("{}/jwks", p.url)).await;
     let kid = header["kid"].as_str().unwrap();
     let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(kid).unwrap()).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::decode_header(token).unwrap().alg);

@@ -141,12 +141,7 @@ async fn a_proof_binds_the_token_and_is_checked_for_method_url_age_and_one_use()
     );
 
     // Discovery lists the algorithms.
-    let doc: Value = reqwest::get(format!("{}/.well-known/openid-configuration", p.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = support::get_json(&format!("{}/.well-known/openid-configuration", p.url)).await;
     assert!(
         doc["dpop_signing_alg_values_supported"]
             .as_array()

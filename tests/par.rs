@@ -227,12 +227,7 @@ async fn a_client_or_a_platform_that_requires_par_refuses_plain_requests() {
     assert!(param(&back, "code").is_some(), "{back}");
 
     // Discovery advertises the endpoint; only a platform that requires PAR says so.
-    let doc: Value = reqwest::get(format!("{}/.well-known/openid-configuration", p.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = support::get_json(&format!("{}/.well-known/openid-configuration", p.url)).await;
     assert_eq!(doc["pushed_authorization_request_endpoint"], format!("{}/par", p.url));
     assert!(doc.get("require_pushed_authorization_requests").is_none());
 
@@ -246,12 +241,7 @@ async fn a_client_or_a_platform_that_requires_par_refuses_plain_requests() {
     )
     .await;
     for path in ["openid-configuration", "oauth-authorization-server"] {
-        let doc: Value = reqwest::get(format!("{}/.well-known/{path}", platform.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let doc: Value = support::get_json(&format!("{}/.well-known/{path}", platform.url)).await;
         assert_eq!(doc["require_pushed_authorization_requests"], true, "{path}");
     }
     let (web, _) = platform.credentials("shop", "web");

@@ -185,12 +185,7 @@ async fn an_inline_key_authenticates_its_client_once_per_assertion() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // Discovery lists the method and the algorithms.
-    let doc: Value = reqwest::get(format!("{}/.well-known/oauth-authorization-server", p.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = support::get_json(&format!("{}/.well-known/oauth-authorization-server", p.url)).await;
     assert!(
         doc["token_endpoint_auth_methods_supported"]
             .as_array()

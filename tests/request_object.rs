@@ -156,12 +156,7 @@ spec:
     assert_eq!(param(&back, "state").as_deref(), Some("signed-state"));
     assert!(param(&back, "code").is_some());
 
-    let doc: Value = reqwest::get(format!("{}/.well-known/openid-configuration", p.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = support::get_json(&format!("{}/.well-known/openid-configuration", p.url)).await;
     assert!(
         doc["request_object_signing_alg_values_supported"]
             .as_array()

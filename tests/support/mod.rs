@@ -20,6 +20,11 @@ use kauth::standalone::{ManifestSource, StandaloneConfig};
 use kauth::store::GrantStore;
 use tempfile::TempDir;
 
+/// The JSON document at `url` (discovery, a JWKS), fetched with a plain GET.
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
 /// A port on 127.0.0.1 free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
