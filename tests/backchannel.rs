@@ -50,7 +50,7 @@ apiVersion: kauth.dev/v1alpha1
 kind: OAuthClient
 metadata: {{name: web, namespace: shop}}
 spec:
-  grantTypes: [authorization_code]
+  grantTypes: [authorization_code, refresh_token]
   redirectUris: ["{CB}"]
   backchannelLogoutUri: {logout}
 ---
@@ -80,6 +80,14 @@ async fn start(logout: &str, opts: ServeOptions) -> TestProvider {
 
 /// Signs alice in to `client` in `browser` and returns the ID token.
 async fn sign_in(p: &TestProvider, browser: &Browser, client: &str) -> String {
+    tokens_for(p, browser, client).await["id_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Signs alice in to `client` in `browser` and returns the token response.
+async fn tokens_for(p: &TestProvider, browser: &Browser, client: &str) -> Value {
     let (id, secret) = p.credentials("shop", client);
     let url = format!(
         "{}/authorize?client_id={id}&response_type=code&scope=openid&redirect_uri={}&code_challenge={CHALLENGE}&code_challenge_method=S256",
@@ -103,7 +111,7 @@ async fn sign_in(p: &TestProvider, browser: &Browser, client: &str) -> String {
         .json()
         .await
         .unwrap();
-    tokens["id_token"].as_str().unwrap().to_string()
+    tokens
 }
 
 async fn wait_for_tokens(received: &Arc<Mutex<Vec<String>>>, n: usize) {
@@ -227,4 +235,43 @@ async fn a_person_who_leaves_is_logged_out_of_every_client() {
         (claims["sub"].as_str(), claims["sid"].as_str()),
         (Some("alice"), Some(sid.as_str()))
     );
+}
+
+#[tokio::test]
+async fn a_client_whose_refresh_family_is_revoked_for_reuse_is_told() {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let logout = logout_endpoint(received.clone()).await;
+    let opts = ServeOptions {
+        outbound_allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        ..ServeOptions::default()
+    };
+    let p = start(&logout, opts).await;
+    let tokens = tokens_for(&p, &Browser::new(), "web").await;
+    let sid = payload(tokens["id_token"].as_str().unwrap())["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first = tokens["refresh_token"].as_str().unwrap().to_string();
+    let (id, secret) = p.credentials("shop", "web");
+    let refresh = async |token: &str| {
+        support::rp_http()
+            .post(format!("{}/token", p.url))
+            .basic_auth(&id, Some(&secret))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", token)])
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(refresh(&first).await, StatusCode::OK);
+    assert!(received.lock().unwrap().is_empty(), "a rotation is no logout");
+    // The first token again: a reuse; the family is revoked and the client told.
+    assert_eq!(refresh(&first).await, StatusCode::BAD_REQUEST);
+    wait_for_tokens(&received, 1).await;
+    let claims = payload(&received.lock().unwrap()[0]);
+    assert_eq!(
+        (claims["sub"].as_str(), claims["sid"].as_str()),
+        (Some("alice"), Some(sid.as_str()))
+    );
+    assert_eq!(claims["aud"], id.as_str());
 }

@@ -838,10 +838,10 @@ async fn bindings_are_read_without_spending(b: Backend) {
             .unwrap()
     );
     assert_eq!(
-        store.refresh_binding("rb").await.unwrap(),
-        Some(Some("thumbprint".into()))
+        store.refresh_grant("rb").await.unwrap().and_then(|g| g.dpop_jkt),
+        Some("thumbprint".into())
     );
-    assert_eq!(store.refresh_binding("nope").await.unwrap(), None);
+    assert_eq!(store.refresh_grant("nope").await.unwrap(), None);
 }
 
 /// Runs each suite function once per backend.

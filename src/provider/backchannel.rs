@@ -28,11 +28,25 @@ pub fn person_left(state: &ProviderState, subject: String) {
         match state.store.take_clients_of_subject(&subject).await {
             Ok(sessions) => {
                 for (sid, client) in sessions {
-                    deliver(&state, &sid, client).await;
+                    deliver(&state, Some(&sid), client).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read a person's sessions for back-channel logout"),
         }
+    });
+}
+
+/// Tells a client whose refresh family was revoked for reuse that its person's session there
+/// is over, in the background.
+pub fn family_revoked(state: &ProviderState, family: crate::store::Grant) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let to = SessionClient {
+            client_id: family.client_id,
+            client_uid: family.client_uid,
+            subject: family.subject,
+        };
+        deliver(&state, family.sid.as_deref(), to).await;
     });
 }
 
@@ -48,13 +62,13 @@ pub fn session_ended(state: &ProviderState, sid: String) {
             }
         };
         for client in clients {
-            deliver(&state, &sid, client).await;
+            deliver(&state, Some(&sid), client).await;
         }
     });
 }
 
 /// Sends one client its logout token, if it still is the client it was and wants one.
-async fn deliver(state: &ProviderState, sid: &str, to: SessionClient) {
+async fn deliver(state: &ProviderState, sid: Option<&str>, to: SessionClient) {
     let snapshot = state.registry.load();
     let Some(client) = snapshot
         .clients
@@ -96,7 +110,7 @@ fn logout_token(
     keys: &crate::keys::KeyRing,
     client: &RegisteredClient,
     subject: &str,
-    sid: &str,
+    sid: Option<&str>,
 ) -> Result<String, String> {
     let now = Timestamp::now();
     let signer = keys
@@ -106,15 +120,17 @@ fn logout_token(
     header.kid = Some(signer.kid.clone());
     header.typ = Some("logout+jwt".into());
     let iat = now.as_second();
-    let claims = json!({
+    let mut claims = json!({
         "iss": state.issuer.url,
         "aud": client.client_id,
         "iat": iat,
         "exp": iat + TOKEN_LIFETIME_SECS,
         "jti": new_jti(),
         "sub": subject,
-        "sid": sid,
         "events": { LOGOUT_EVENT: {} },
     });
+    if let Some(sid) = sid {
+        claims["sid"] = json!(sid);
+    }
     jsonwebtoken::encode(&header, &claims, &signer.encoding).map_err(|e| e.to_string())
 }

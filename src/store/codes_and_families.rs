@@ -260,17 +260,18 @@ impl GrantStore {
         .await
     }
 
-    /// The DPoP key the family of a refresh token (by digest) is bound to, read without
-    /// using the token (None: no such token; Some(None): unbound).
-    pub async fn refresh_binding(&self, id: &str) -> Result<Option<Option<String>>> {
-        self.bounded("refresh_binding", async {
+    /// The grant of the family a refresh token (by digest) belongs to, read without using the
+    /// token: its DPoP binding is checked before the use, and its person and session are told
+    /// if the use turns out a reuse.
+    pub async fn refresh_grant(&self, id: &str) -> Result<Option<Grant>> {
+        self.bounded("refresh_grant", async {
             let row = sqlx::query(
                 "SELECT f.grant_data FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family WHERE t.id = $1",
             )
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-            Ok(row.map(|r| binding_of(&r.get::<String, _>("grant_data"))))
+            Ok(row.and_then(|r| serde_json::from_str::<Grant>(&r.get::<String, _>("grant_data")).ok()))
         })
         .await
     }

@@ -18,12 +18,12 @@ pub async fn grant(request: &TokenRequest<'_>) -> Result<Response, OAuthError> {
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
     // A refresh token bound to a DPoP key is checked before it is used (RFC 9449 §5).
-    let bound = state
+    let family = state
         .store
-        .refresh_binding(&handle_digest(presented))
+        .refresh_grant(&handle_digest(presented))
         .await
         .map_err(store_failed)?;
-    crate::provider::sender::check_bound(&request.binding, bound.flatten().as_deref())?;
+    crate::provider::sender::check_bound(&request.binding, family.as_ref().and_then(|g| g.dpop_jkt.as_deref()))?;
     let next = random_handle();
     let jti = new_jti();
     let exp = now.as_second() + client.access_token_lifetime.as_secs() as i64;
@@ -55,6 +55,10 @@ pub async fn grant(request: &TokenRequest<'_>) -> Result<Response, OAuthError> {
         RefreshUse::Rotated(g) => g,
         RefreshUse::Reused(revoked) => {
             state.revocations.remember(&revoked);
+            // The client is told its person's session there is over (back-channel logout).
+            if let Some(family) = family {
+                crate::provider::backchannel::family_revoked(state, family);
+            }
             tracing::warn!(client_id = %client.client_id, revoked = revoked.len(), "refresh token reused; its family is revoked");
             return Err(OAuthError::invalid_grant(
                 "the refresh token was already used; its whole family is now revoked",
