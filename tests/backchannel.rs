@@ -268,10 +268,46 @@ async fn a_client_whose_refresh_family_is_revoked_for_reuse_is_told() {
     // The first token again: a reuse; the family is revoked and the client told.
     assert_eq!(refresh(&first).await, StatusCode::BAD_REQUEST);
     wait_for_tokens(&received, 1).await;
+    // Presented again and again, it tells the client nothing more: the family was revoked.
+    for _ in 0..5 {
+        assert_eq!(refresh(&first).await, StatusCode::BAD_REQUEST);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(received.lock().unwrap().len(), 1, "one logout token per revocation");
     let claims = payload(&received.lock().unwrap()[0]);
     assert_eq!(
         (claims["sub"].as_str(), claims["sid"].as_str()),
         (Some("alice"), Some(sid.as_str()))
     );
     assert_eq!(claims["aud"], id.as_str());
+}
+
+#[tokio::test]
+async fn a_new_password_ends_the_old_sessions_and_tells_their_clients() {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let logout = logout_endpoint(received.clone()).await;
+    let opts = ServeOptions {
+        outbound_allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        ..ServeOptions::default()
+    };
+    let p = start(&logout, opts).await;
+    let id_token = sign_in(&p, &Browser::new(), "web").await;
+    let sid = payload(&id_token)["sid"].as_str().unwrap().to_string();
+    // alice's password changes; housekeeping ends the sessions of the old one.
+    let old_hash = people()
+        .lines()
+        .find(|l| l.contains("passwordHash"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let renewed = people().replacen(
+        &old_hash,
+        &format!("passwordHash: \"{}\"", kauth::people::hash_password("a-new-one")),
+        1,
+    );
+    p.write("people.yaml", &renewed);
+    p.reload();
+    p.state.end_access_of_people_who_left().await;
+    wait_for_tokens(&received, 1).await;
+    assert_eq!(payload(&received.lock().unwrap()[0])["sid"], sid.as_str());
 }

@@ -434,6 +434,24 @@ async fn a_public_clients_refresh_token_is_bound_to_its_key() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(payload(body["access_token"].as_str().unwrap())["cnf"]["jkt"], key.jkt());
     let next = body["refresh_token"].as_str().unwrap().to_string();
+    // The same request replayed, proof and all, is refused before it touches the family.
+    let captured = key.proof("POST", &token_url, None);
+    let (status, body) = refresh_with(&next, Some(captured.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let after = body["refresh_token"].as_str().unwrap().to_string();
+    let (status, body) = refresh_with(&next, Some(captured)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof")),
+        "a spent proof is refused first: {body}"
+    );
+    let (status, body) = refresh_with(&after, Some(key.proof("POST", &token_url, None))).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the family was not revoked by the replay: {body}"
+    );
+    let next = body["refresh_token"].as_str().unwrap().to_string();
     // A thief with the refresh token and no key, or another key, gets no token, and the
     // attempt does not spend it: the client refreshes on with its key.
     let (status, body) = refresh_with(&next, None).await;

@@ -838,10 +838,15 @@ async fn bindings_are_read_without_spending(b: Backend) {
             .unwrap()
     );
     assert_eq!(
-        store.refresh_grant("rb").await.unwrap().and_then(|g| g.dpop_jkt),
+        store.refresh_grant("rb", &WEB).await.unwrap().and_then(|g| g.dpop_jkt),
         Some("thumbprint".into())
     );
-    assert_eq!(store.refresh_grant("nope").await.unwrap(), None);
+    assert_eq!(store.refresh_grant("nope", &WEB).await.unwrap(), None);
+    assert_eq!(
+        store.refresh_grant("rb", &OTHER).await.unwrap(),
+        None,
+        "another client's"
+    );
 }
 
 /// Runs each suite function once per backend.

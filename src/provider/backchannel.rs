@@ -81,27 +81,42 @@ async fn deliver(state: &ProviderState, sid: Option<&str>, to: SessionClient) {
     let Some(uri) = client.backchannel_logout_uri.clone() else {
         return;
     };
-    let token = match logout_token(state, &snapshot.keys, &client, &to.subject, sid) {
-        Ok(token) => token,
-        Err(e) => {
-            tracing::error!(error = %e, client_id = %client.client_id, "cannot sign a logout token");
-            return;
-        }
-    };
     let deliveries = state.backchannel.clone();
+    // Bounded per client and in all: past it, dropped (and audited), never queued.
+    let Some(place) = deliveries.place(&client.client_id) else {
+        audit(
+            state,
+            &client.client_id,
+            &to.subject,
+            "not delivered: too many logout tokens for this client are waiting",
+        );
+        return;
+    };
     let state = state.clone();
-    let subject = to.subject;
+    let sid = sid.map(str::to_string);
     tokio::spawn(async move {
-        let outcome = deliveries.send(&uri, &token).await;
-        tracing::info!(client_id = %client.client_id, outcome = %outcome, "back-channel logout");
-        let record = crate::audit::Record {
-            client_id: Some(&client.client_id),
-            subject: Some(&subject),
-            reason: Some(&outcome),
-            ..Default::default()
+        let _place = place;
+        let Some(_slot) = deliveries.slot().await else { return };
+        // Signed when its turn comes, so a wait in the queue does not eat its lifetime.
+        let keys = state.registry.load().keys.clone();
+        let outcome = match logout_token(&state, &keys, &client, &to.subject, sid.as_deref()) {
+            Ok(token) => deliveries.send(&uri, &token).await,
+            Err(e) => format!("not delivered: cannot sign ({e})"),
         };
-        state.audit_event(crate::audit::Event::BackchannelLogout, &record);
+        audit(&state, &client.client_id, &to.subject, &outcome);
     });
+}
+
+/// One delivery in the audit trail and the log.
+fn audit(state: &ProviderState, client_id: &str, subject: &str, outcome: &str) {
+    tracing::info!(client_id = %client_id, outcome = %outcome, "back-channel logout");
+    let record = crate::audit::Record {
+        client_id: Some(client_id),
+        subject: Some(subject),
+        reason: Some(outcome),
+        ..Default::default()
+    };
+    state.audit_event(crate::audit::Event::BackchannelLogout, &record);
 }
 
 /// A logout token for `client` about `subject`'s session `sid`, signed like its ID tokens.

@@ -56,7 +56,15 @@ impl ProviderState {
                 match self.standing(&subject, credential.as_deref()) {
                     Standing::Stays => {}
                     Standing::NewPassword => {
+                        let ending = match credential.as_deref() {
+                            Some(c) => self.store.sessions_with(&subject, c).await?,
+                            None => Vec::new(),
+                        };
                         ended += self.store.end_sessions_of(&subject, credential.as_deref()).await?;
+                        // Their clients are told (back-channel logout).
+                        for id in ending {
+                            super::backchannel::session_ended(self, super::browser_flow::session_sid(&id));
+                        }
                     }
                     Standing::Left => {
                         ended += self.store.end_sessions_of(&subject, None).await?;

@@ -77,6 +77,25 @@ impl Binding {
         }
     }
 
+    /// Refuses a request whose proof was spent already, before its grant runs: a replayed
+    /// request must not have the grant's side effects (a reused token revoking its family).
+    /// Recording the proof waits for the grant's success ([`Binding::spend`]).
+    pub async fn check_unspent(&self, state: &ProviderState) -> Result<(), OAuthError> {
+        let Self::Dpop { once, .. } = self else { return Ok(()) };
+        let used = state
+            .store
+            .was_used(&once.0, jiff::Timestamp::now().as_second())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "grant store unavailable for a DPoP proof");
+                OAuthError::unavailable("retry shortly")
+            })?;
+        if used {
+            return Err(invalid_proof("this DPoP proof was already used (jti)"));
+        }
+        Ok(())
+    }
+
     /// Spends the request's proof in all replicas, after its grant succeeded: refused when it
     /// was used before. A request refused earlier stores nothing (no row for a stranger's
     /// bad refresh token or code).

@@ -108,6 +108,7 @@ async fn issue(
         binding,
         now,
     };
+    request.binding.check_unspent(state).await?;
     let granted = match grant {
         GrantType::ClientCredentials => grants::client_credentials::grant(&request).await,
         GrantType::AuthorizationCode => grants::authorization_code::grant(&request).await,

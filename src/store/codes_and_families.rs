@@ -260,15 +260,18 @@ impl GrantStore {
         .await
     }
 
-    /// The grant of the family a refresh token (by digest) belongs to, read without using the
-    /// token: its DPoP binding is checked before the use, and its person and session are told
-    /// if the use turns out a reuse.
-    pub async fn refresh_grant(&self, id: &str) -> Result<Option<Grant>> {
+    /// The grant of the live family a refresh token (by digest) belongs to, read without using
+    /// the token: its DPoP binding is checked before the use, and its person and session are
+    /// told if the use turns out a reuse (once: a revoked family is not live).
+    pub async fn refresh_grant(&self, id: &str, client: &ClientObject<'_>) -> Result<Option<Grant>> {
         self.bounded("refresh_grant", async {
             let row = sqlx::query(
-                "SELECT f.grant_data FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family WHERE t.id = $1",
+                "SELECT f.grant_data FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family \
+                 WHERE t.id = $1 AND f.revoked_at IS NULL AND f.client_id = $2 AND f.client_uid = $3",
             )
             .bind(id)
+            .bind(client.id)
+            .bind(client.uid)
             .fetch_optional(&self.pool)
             .await?;
             Ok(row.and_then(|r| serde_json::from_str::<Grant>(&r.get::<String, _>("grant_data")).ok()))

@@ -74,6 +74,19 @@ impl GrantStore {
         .await
     }
 
+    /// The ids of `subject`'s live sessions started with `credential`.
+    pub async fn sessions_with(&self, subject: &str, credential: &str) -> Result<Vec<String>> {
+        self.bounded("sessions_with", async {
+            let rows = sqlx::query("SELECT id FROM sessions WHERE subject = $1 AND credential = $2")
+                .bind(subject)
+                .bind(credential)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.iter().map(|r| r.get::<String, _>("id")).collect())
+        })
+        .await
+    }
+
     /// Ends `subject`'s sessions started with `credential` (every session when None).
     pub async fn end_sessions_of(&self, subject: &str, credential: Option<&str>) -> Result<u64> {
         self.bounded("end_sessions_of", async {

@@ -18,4 +18,17 @@ impl GrantStore {
         })
         .await
     }
+
+    /// True when `id` was used and is still remembered (a read: nothing is recorded).
+    pub async fn was_used(&self, id: &str, now: i64) -> Result<bool> {
+        self.bounded("was_used", async {
+            let row = sqlx::query("SELECT 1 AS used FROM used_once WHERE id = $1 AND expires_at > $2")
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.is_some())
+        })
+        .await
+    }
 }

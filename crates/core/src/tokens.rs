@@ -190,7 +190,8 @@ pub fn unverified_claims(token: &str) -> Option<serde_json::Value> {
 /// checked; expiry is not (a hint may be an expired token, Core RP-Initiated Logout §2).
 pub fn read_id_token_hint(keys: &KeyRing, issuer: &str, token: &str, now: Timestamp) -> Option<IdTokenClaims> {
     let header = jsonwebtoken::decode_header(token).ok()?;
-    if header.typ.as_deref() == Some(ACCESS_TOKEN_TYPE) {
+    // Only an ID token hints (`typ` JWT or none): not an access token, not a logout token.
+    if matches!(header.typ.as_deref(), Some(ACCESS_TOKEN_TYPE) | Some("logout+jwt")) {
         return None;
     }
     let key = keys.verifier(header.kid.as_deref()?, now)?;

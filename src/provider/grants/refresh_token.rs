@@ -20,7 +20,13 @@ pub async fn grant(request: &TokenRequest<'_>) -> Result<Response, OAuthError> {
     // A refresh token bound to a DPoP key is checked before it is used (RFC 9449 §5).
     let family = state
         .store
-        .refresh_grant(&handle_digest(presented))
+        .refresh_grant(
+            &handle_digest(presented),
+            &ClientObject {
+                id: &client.client_id,
+                uid: &client.uid,
+            },
+        )
         .await
         .map_err(store_failed)?;
     crate::provider::sender::check_bound(&request.binding, family.as_ref().and_then(|g| g.dpop_jkt.as_deref()))?;
