@@ -6,8 +6,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
@@ -126,13 +124,7 @@ pub async fn verify(state: &ProviderState, client: &RegisteredClient, assertion:
         return Err(refused("it needs a jti of at most 256 characters"));
     }
     // Once in all replicas while it could still be accepted.
-    let id = format!(
-        "assertion:{}",
-        URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            format!("{}\n{}", client.client_id, claims.jti).as_bytes()
-        ))
-    );
+    let id = crate::store::once_id("assertion", &client.client_id, &claims.jti);
     let fresh = state
         .store
         .use_once(&id, claims.exp.saturating_add(1))

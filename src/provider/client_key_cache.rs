@@ -56,10 +56,10 @@ impl ClientKeyCache {
     /// `kid`s nor a failing server make kauth call it per request), and by one caller at a
     /// time. Keys a failing server published stay usable for one more TTL, not for ever.
     pub(super) async fn keys(&self, uri: &str, kid: Option<&str>) -> Result<Arc<Vec<Jwk>>, String> {
-        let usable = |entry: &Option<Entry>, need_kid: bool| -> Option<Arc<Vec<Jwk>>> {
+        // Keys a failing server published serve one more TTL, not for ever.
+        let usable = |entry: &Option<Entry>| -> Option<Arc<Vec<Jwk>>> {
             let (keys, at) = entry.as_ref()?.keys.as_ref()?;
-            let has_kid = kid.is_none_or(|kid| keys.iter().any(|k| k.common.key_id.as_deref() == Some(kid)));
-            (at.elapsed() < 2 * KEYS_TTL && (has_kid || !need_kid)).then(|| keys.clone())
+            (at.elapsed() < 2 * KEYS_TTL).then(|| keys.clone())
         };
         let fresh = |entry: &Option<Entry>| {
             entry.as_ref().and_then(|e| e.keys.as_ref()).is_some_and(|(keys, at)| {
@@ -70,8 +70,7 @@ impl ClientKeyCache {
         let recently_tried = |entry: &Option<Entry>| entry.as_ref().is_some_and(|e| e.tried.elapsed() < REFETCH_AFTER);
         let cached = self.entry(uri);
         if fresh(&cached) || recently_tried(&cached) {
-            return usable(&cached, false)
-                .ok_or_else(|| "the jwksUri's keys are unavailable; try again shortly".into());
+            return usable(&cached).ok_or_else(|| "the jwksUri's keys are unavailable; try again shortly".into());
         }
         let lock = self
             .fetching
@@ -84,8 +83,7 @@ impl ClientKeyCache {
         // Someone else may have fetched while this caller waited.
         let cached = self.entry(uri);
         if fresh(&cached) || recently_tried(&cached) {
-            return usable(&cached, false)
-                .ok_or_else(|| "the jwksUri's keys are unavailable; try again shortly".into());
+            return usable(&cached).ok_or_else(|| "the jwksUri's keys are unavailable; try again shortly".into());
         }
         let fetched = self.fetch(uri).await;
         let now = Instant::now();
@@ -107,9 +105,9 @@ impl ClientKeyCache {
         }
         self.fetching.lock().unwrap_or_else(|p| p.into_inner()).remove(uri);
         match fetched {
-            Ok(_) => usable(&Some(entry), false).ok_or_else(|| "the jwksUri has no usable keys".into()),
+            Ok(_) => usable(&Some(entry)).ok_or_else(|| "the jwksUri has no usable keys".into()),
             // A server that is down for a moment does not lock its clients out at once.
-            Err(e) => usable(&Some(entry), false).ok_or(e),
+            Err(e) => usable(&Some(entry)).ok_or(e),
         }
     }
 

@@ -102,15 +102,7 @@ impl Binding {
     pub async fn spend(&self, state: &ProviderState) -> Result<(), OAuthError> {
         match self {
             Self::Bearer => Ok(()),
-            Self::Dpop { jkt, once } => {
-                CheckedProof {
-                    jkt: jkt.clone(),
-                    alg: String::new(),
-                    once: once.clone(),
-                }
-                .spend(state)
-                .await
-            }
+            Self::Dpop { once, .. } => spend_once(state, once).await,
         }
     }
 
@@ -150,7 +142,7 @@ pub async fn proof_key(
     match proof_header(headers)? {
         Some(proof) => {
             let checked = verify_proof(proof, method, url, None).await?;
-            checked.spend(state).await?;
+            spend_once(state, &checked.once).await?;
             Ok(Some(checked.jkt))
         }
         None => Ok(None),
@@ -264,8 +256,7 @@ pub async fn check_presented(
                         .with_dpop_challenge(),
                 );
             }
-            checked
-                .spend(state)
+            spend_once(state, &checked.once)
                 .await
                 .map_err(|e| OAuthError::invalid_token(e.description).with_dpop_challenge())
         }
@@ -300,18 +291,16 @@ struct CheckedProof {
     once: (String, i64),
 }
 
-impl CheckedProof {
-    /// Spends the proof in all replicas; refused when it was used before.
-    async fn spend(&self, state: &ProviderState) -> Result<(), OAuthError> {
-        let fresh = state.store.use_once(&self.once.0, self.once.1).await.map_err(|e| {
-            tracing::error!(error = %e, "grant store unavailable for a DPoP proof");
-            OAuthError::unavailable("retry shortly")
-        })?;
-        if fresh {
-            Ok(())
-        } else {
-            Err(invalid_proof("this DPoP proof was already used (jti)"))
-        }
+/// Spends a proof's one-time record in all replicas; refused when it was used before.
+async fn spend_once(state: &ProviderState, (id, until): &(String, i64)) -> Result<(), OAuthError> {
+    let fresh = state.store.use_once(id, *until).await.map_err(|e| {
+        tracing::error!(error = %e, "grant store unavailable for a DPoP proof");
+        OAuthError::unavailable("retry shortly")
+    })?;
+    if fresh {
+        Ok(())
+    } else {
+        Err(invalid_proof("this DPoP proof was already used (jti)"))
     }
 }
 
@@ -380,15 +369,9 @@ async fn verify_proof(proof: &str, method: &Method, url: &str, ath: Option<&str>
     let jkt = jwk
         .thumbprint(ThumbprintHash::SHA256)
         .map_err(|_| invalid_proof("the DPoP proof's jwk has no thumbprint"))?;
-    // Spent once in all replicas (`CheckedProof::spend`) while its iat could be accepted: by
+    // Spent once in all replicas (`spend_once`) while its iat could be accepted: by
     // the token endpoint only after the grant succeeded, so refused requests store nothing.
-    let id = format!(
-        "dpop:{}",
-        URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            format!("{jkt}\n{}", claims.jti).as_bytes()
-        ))
-    );
+    let id = crate::store::once_id("dpop", &jkt, &claims.jti);
     Ok(CheckedProof {
         jkt,
         alg: alg_name,
@@ -407,9 +390,7 @@ fn has_private_part(proof: &str) -> bool {
     let Ok(header) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
         return true;
     };
-    ["d", "p", "q", "dp", "dq", "qi", "k"]
-        .iter()
-        .any(|m| header["jwk"].get(m).is_some())
+    crate::client_keys::has_private_member(&header["jwk"])
 }
 
 /// RFC 9449 §4.3: `htu` matches the request's URI without query and fragment, compared after

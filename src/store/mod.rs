@@ -28,6 +28,7 @@ mod used_once;
 pub use device::{DevicePoll, DeviceRequest};
 use group_commit::{Group, GroupTx};
 pub use session_clients::SessionClient;
+pub use used_once::once_id;
 
 /// The schema, applied once per database by sqlx's migrator, in order.
 const MIGRATIONS: &[(i64, &str, &str)] = &[

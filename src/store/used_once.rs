@@ -3,6 +3,17 @@
 
 use super::*;
 
+/// The id a used value is kept under: its `kind`, and the SHA-256 of the `scope` it is unique
+/// in (a key, a client) and the value, so the table holds no `jti` as sent.
+pub fn once_id(kind: &str, scope: &str, value: &str) -> String {
+    use base64::Engine;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("{scope}\n{value}").as_bytes());
+    format!(
+        "{kind}:{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+    )
+}
+
 impl GrantStore {
     /// Records `id` as used until `expires_at`; true for the first use only.
     pub async fn use_once(&self, id: &str, expires_at: i64) -> Result<bool> {

@@ -66,7 +66,8 @@ pub fn parse_document(body: &[u8]) -> Result<Vec<Jwk>, String> {
         .collect())
 }
 
-fn has_private_member(key: &serde_json::Value) -> bool {
+/// True when a JWK (as JSON) has a private member: `d`, RSA's primes and factors, or `k`.
+pub fn has_private_member(key: &serde_json::Value) -> bool {
     ["d", "p", "q", "dp", "dq", "qi", "k"]
         .iter()
         .any(|m| key.get(m).is_some())

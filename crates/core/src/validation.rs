@@ -189,6 +189,17 @@ pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// Default idle lifetime of a refresh token.
 pub const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// True when `url` names this machine: `localhost`, 127.0.0.1 or ::1 (where plain http is
+/// allowed for development).
+fn is_loopback_host(url: &url::Url) -> bool {
+    matches!(
+        url.host(),
+        Some(url::Host::Domain("localhost"))
+            | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
+            | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
+    )
+}
+
 /// Why `uri` cannot be a registered redirect URI, if it cannot. RFC 8252 and the OAuth 2.0
 /// Security BCP: absolute, no fragment, no user info; https, http only to a loopback host, or
 /// (public native apps) a private-use scheme in reverse-domain form.
@@ -206,12 +217,7 @@ pub fn redirect_uri_problem(uri: &str, public: bool) -> Option<String> {
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Some(format!("'{uri}' carries user info"));
     }
-    let loopback = matches!(
-        parsed.host(),
-        Some(url::Host::Domain("localhost"))
-            | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
-            | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
-    );
+    let loopback = is_loopback_host(&parsed);
     match parsed.scheme() {
         "https" => None,
         "http" if loopback => None,
@@ -642,12 +648,7 @@ fn https_uri_problem(uri: &str) -> Option<String> {
         Ok(u) => u,
         Err(e) => return Some(format!("'{uri}' is not an absolute URL ({e})")),
     };
-    let loopback = matches!(
-        parsed.host(),
-        Some(url::Host::Domain("localhost"))
-            | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
-            | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
-    );
+    let loopback = is_loopback_host(&parsed);
     match parsed.scheme() {
         "https" => {}
         "http" if loopback => {}
