@@ -527,3 +527,113 @@ async fn a_refused_request_spends_no_proof_and_a_proof_echoes_none_of_its_words(
         (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof"))
     );
 }
+
+/// With `--dpop-nonce`, every endpoint that reads proofs asks for the server's nonce (RFC 9449
+/// §8): a proof without one, or with one kauth never made, is answered `use_dpop_nonce` with
+/// the nonce to use in `DPoP-Nonce` (400 at /token and /par, a 401 DPoP challenge at
+/// /userinfo), and the retry with it succeeds.
+#[tokio::test]
+async fn with_server_nonces_a_proof_must_carry_a_nonce_kauth_handed_out() {
+    let people = people();
+    let opts = kauth::provider::serve::ServeOptions {
+        dpop_nonce: true,
+        ..Default::default()
+    };
+    let p = TestProvider::start_with_options(
+        &[
+            ("scopes.yaml", SCOPES),
+            ("clients.yaml", CLIENTS),
+            ("people.yaml", &people),
+        ],
+        opts,
+    )
+    .await;
+    let key = TestKey::new();
+    let (id, secret) = p.credentials("shop", "backend");
+    let token_url = format!("{}/token", p.url);
+    let token = async |proof: String| {
+        let r = support::rp_http()
+            .post(&token_url)
+            .basic_auth(&id, Some(&secret))
+            .header("DPoP", proof)
+            .form(&[("grant_type", "client_credentials"), ("scope", "orders.read")])
+            .send()
+            .await
+            .unwrap();
+        let nonce = r.headers().get("dpop-nonce").map(|v| v.to_str().unwrap().to_owned());
+        (r.status(), nonce, r.json::<Value>().await.unwrap())
+    };
+    let (status, nonce, body) = token(key.proof("POST", &token_url, None)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("use_dpop_nonce")),
+        "{body}"
+    );
+    let nonce = nonce.expect("the refusal hands out the nonce");
+    let made_up = URL_SAFE_NO_PAD.encode([7u8; 24]);
+    let (status, _, body) = token(key.proof_with_nonce("POST", &token_url, None, &made_up)).await;
+    assert_eq!(
+        body["error"], "use_dpop_nonce",
+        "a nonce kauth never made: {status} {body}"
+    );
+    let (status, again, body) = token(key.proof_with_nonce("POST", &token_url, None, &nonce)).await;
+    assert_eq!(
+        (status, body["token_type"].as_str()),
+        (StatusCode::OK, Some("DPoP")),
+        "{body}"
+    );
+    assert!(again.is_some(), "a success hands out the nonce too");
+    // Other rules still hold with a good nonce: a replay is refused for its jti.
+    let proof = key.proof_with_nonce("POST", &token_url, None, &nonce);
+    assert_eq!(token(proof.clone()).await.0, StatusCode::OK);
+    assert_eq!(token(proof).await.2["error"], "invalid_dpop_proof");
+
+    // /par asks for it too.
+    let (web, web_secret) = p.credentials("shop", "web");
+    let par = support::rp_http()
+        .post(format!("{}/par", p.url))
+        .basic_auth(&web, Some(&web_secret))
+        .header("DPoP", key.proof("POST", &format!("{}/par", p.url), None))
+        .form(&[
+            ("response_type", "code"),
+            ("redirect_uri", CB),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(par.headers().contains_key("dpop-nonce"));
+    assert_eq!(par.json::<Value>().await.unwrap()["error"], "use_dpop_nonce");
+
+    // A person's bound token at /userinfo: a 401 DPoP challenge naming use_dpop_nonce first.
+    let code = code_for(&p, &web, CB, "").await;
+    let proof = key.proof_with_nonce("POST", &token_url, None, &nonce);
+    let (status, tokens) = redeem(&p, (&web, Some(&web_secret)), CB, &code, Some(proof)).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let at = tokens["access_token"].as_str().unwrap();
+    let userinfo = format!("{}/userinfo", p.url);
+    let call = async |proof: String| {
+        support::rp_http()
+            .get(&userinfo)
+            .header("Authorization", format!("DPoP {at}"))
+            .header("DPoP", proof)
+            .send()
+            .await
+            .unwrap()
+    };
+    let refused = call(key.proof("GET", &userinfo, Some(at))).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let challenge = refused.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.starts_with("DPoP ") && challenge.contains("error=\"use_dpop_nonce\""),
+        "{challenge}"
+    );
+    let nonce = refused.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    assert_eq!(
+        call(key.proof_with_nonce("GET", &userinfo, Some(at), &nonce))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}

@@ -781,6 +781,29 @@ async fn a_value_is_used_once_across_stores_even_when_raced(b: Backend) {
     );
 }
 
+/// A shared secret is made once, by whichever of several stores on one database asks first
+/// (replicas raced at start), and every store reads the same one from then on.
+async fn a_shared_secret_is_made_once_and_the_same_for_every_store(b: Backend) {
+    let stores = [
+        GrantStore::open(&b.url).await.unwrap(),
+        GrantStore::open(&b.url).await.unwrap(),
+        GrantStore::open(&b.url).await.unwrap(),
+    ];
+    let asked = stores.iter().cycle().take(9).map(|s| s.shared_secret("dpop-nonce"));
+    let secrets: Vec<Vec<u8>> = futures::future::join_all(asked)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(secrets[0].len(), 32);
+    assert!(secrets.iter().all(|s| *s == secrets[0]), "one secret for all");
+    let other = stores[1].shared_secret("another").await.unwrap();
+    assert_ne!(other, secrets[0], "each name has its own");
+    stores[0].sweep(i64::MAX - 1).await.unwrap();
+    let reopened = GrantStore::open(&b.url).await.unwrap();
+    assert_eq!(reopened.shared_secret("dpop-nonce").await.unwrap(), secrets[0], "kept");
+}
+
 /// The clients a session signed in to are recorded once per client object (a second sign-in
 /// extends it) and taken once when the session ends; expired records are swept.
 async fn a_sessions_clients_are_taken_once(b: Backend) {
@@ -888,6 +911,7 @@ suite!(
     a_write_that_stops_halfway_leaves_no_trace,
     device_requests_are_answered_once_and_polled_at_their_pace,
     a_value_is_used_once_across_stores_even_when_raced,
+    a_shared_secret_is_made_once_and_the_same_for_every_store,
     a_sessions_clients_are_taken_once,
     bindings_are_read_without_spending,
 );

@@ -23,6 +23,9 @@ pub struct OAuthError {
     pub dpop_challenge: bool,
 }
 
+/// The error asking for a DPoP proof with the server's nonce (RFC 9449 §8).
+pub const USE_DPOP_NONCE: &str = "use_dpop_nonce";
+
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'a str,
@@ -145,6 +148,21 @@ impl OAuthError {
     }
 }
 
+/// A description as a quoted header parameter can carry it: visible ASCII and spaces (a
+/// description may name a section, `§`, or echo a non-ASCII name), no quotes or backslashes.
+fn header_safe(description: &str) -> String {
+    description
+        .replace('§', "section ")
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            ' ' => ' ',
+            c if c.is_ascii_graphic() => c,
+            _ => '?',
+        })
+        .collect()
+}
+
 /// Headers every token-bearing or error response carries (RFC 6749 §5.1).
 pub fn no_store(response: &mut Response) {
     let h = response.headers_mut();
@@ -172,7 +190,9 @@ impl IntoResponse for OAuthError {
                 HeaderValue::from_static("Basic realm=\"kauth\", charset=\"UTF-8\""),
             );
         }
-        if matches!(self.code, "invalid_token" | "insufficient_scope") {
+        if matches!(self.code, "invalid_token" | "insufficient_scope")
+            || (self.dpop_challenge && self.code == USE_DPOP_NONCE)
+        {
             // RFC 6750 §3 (and RFC 9449 §7.1 for DPoP): the error is named in the challenge too.
             let scheme = if self.dpop_challenge {
                 format!("DPoP algs=\"{}\",", crate::tokens::DPOP_ALGORITHMS.join(" "))
@@ -182,7 +202,7 @@ impl IntoResponse for OAuthError {
             let challenge = format!(
                 "{scheme} realm=\"kauth\", error=\"{}\", error_description=\"{}\"",
                 self.code,
-                self.description.replace(['"', '\\'], "'")
+                header_safe(&self.description)
             );
             if let Ok(v) = HeaderValue::from_str(&challenge) {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
@@ -205,5 +225,21 @@ impl IntoResponse for OAuthError {
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_challenge_carries_only_visible_ascii() {
+        let e = OAuthError::invalid_token("spec.profile FAPI2: \"ü\" \\ (FAPI 2.0 §5.3.2.2)").with_dpop_challenge();
+        let response = e.into_response();
+        let challenge = response.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(
+            challenge.ends_with("error_description=\"spec.profile FAPI2: '?' ' (FAPI 2.0 section 5.3.2.2)\""),
+            "{challenge}"
+        );
     }
 }

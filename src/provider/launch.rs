@@ -46,6 +46,10 @@ pub struct Provider<'a> {
 impl Provider<'_> {
     /// The state every handler shares.
     pub async fn state(self) -> Result<ProviderState, StoreError> {
+        let nonce_secret = match self.opts.dpop_nonce {
+            true => Some(self.store.shared_secret(super::dpop_nonce::SECRET_NAME).await?),
+            false => None,
+        };
         Ok(ProviderState::new(self.registry, self.issuer, self.store, self.metrics)
             .await?
             .with_first_party_namespaces(self.first_party_namespaces)
@@ -53,6 +57,7 @@ impl Provider<'_> {
             .with_par_required(self.opts.require_pushed_authorization_requests)
             .with_outbound_allowed(self.opts.outbound_allowed_networks.clone())
             .with_strict_assertion_audience(self.opts.strict_assertion_audience)
+            .with_dpop_nonces(nonce_secret.as_deref())
             .with_secret_use_report_interval(self.opts.secret_use_report_interval)
             .with_audit(self.audit))
     }

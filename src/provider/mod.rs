@@ -12,6 +12,7 @@ mod client_key_cache;
 mod cors;
 mod device;
 mod discovery;
+mod dpop_nonce;
 pub mod error;
 mod federation;
 mod flood;
@@ -53,6 +54,8 @@ use crate::metrics::{HttpLabels, RouteLabels};
 
 /// The provider's router: the OAuth endpoints under the issuer's path.
 pub fn router(state: ProviderState) -> Router {
+    // The endpoints that read DPoP proofs hand out the server's nonce, when it uses them.
+    let nonces = || middleware::from_fn_with_state(state.dpop_nonces.clone(), dpop_nonce::hand_out);
     let oauth = Router::new()
         .route(
             "/.well-known/openid-configuration",
@@ -63,16 +66,16 @@ pub fn router(state: ProviderState) -> Router {
             get(discovery::authorization_server_metadata),
         )
         .route("/jwks", get(discovery::jwks))
-        .route("/token", any(token::token))
+        .route("/token", any(token::token).layer(nonces()))
         .route("/introspect", any(introspect::introspect))
         .route("/revoke", any(introspect::revoke))
         .route("/authorize", get(authorize::authorize).post(authorize::authorize))
-        .route("/par", any(par::push))
+        .route("/par", any(par::push).layer(nonces()))
         .route("/login", get(signin::login_page).post(signin::login_submit))
         .route("/consent", get(signin::consent_page).post(signin::consent_submit))
         .route("/device_authorization", any(device::device_authorization))
         .route("/device", get(device::device_page).post(device::device_submit))
-        .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
+        .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo).layer(nonces()))
         .route("/end_session", get(oidc::end_session).post(oidc::end_session))
         .route("/connector/{id}/start", get(federation::start))
         .route("/connector/{id}/callback", get(federation::callback))

@@ -14,7 +14,7 @@ use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
 use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
 
-use super::error::OAuthError;
+use super::error::{OAuthError, USE_DPOP_NONCE};
 use super::state::ProviderState;
 use crate::registry::RegisteredClient;
 use crate::store::Grant;
@@ -52,7 +52,7 @@ impl Binding {
         match proof_header(headers)? {
             Some(proof) => {
                 let url = state.issuer.endpoint("/token");
-                let checked = verify_proof(proof, &Method::POST, &url, None).await?;
+                let checked = verify_proof(state, proof, &Method::POST, &url, None).await?;
                 // FAPI 2.0 §5.4.1: PS256, ES256 or EdDSA only.
                 if client.fapi2 && !crate::client_keys::ASSERTION_ALGORITHMS.contains(&checked.alg.as_str()) {
                     return Err(invalid_proof(format!(
@@ -141,7 +141,7 @@ pub async fn proof_key(
 ) -> Result<Option<String>, OAuthError> {
     match proof_header(headers)? {
         Some(proof) => {
-            let checked = verify_proof(proof, method, url, None).await?;
+            let checked = verify_proof(state, proof, method, url, None).await?;
             spend_once(state, &checked.once).await?;
             Ok(Some(checked.jkt))
         }
@@ -247,9 +247,9 @@ pub async fn check_presented(
                 OAuthError::invalid_token("a DPoP proof is required with the DPoP scheme").with_dpop_challenge()
             })?;
             let ath = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()));
-            let checked = verify_proof(proof, method, url, Some(&ath))
+            let checked = verify_proof(state, proof, method, url, Some(&ath))
                 .await
-                .map_err(|e| OAuthError::invalid_token(e.description).with_dpop_challenge())?;
+                .map_err(|e| at_resource(e).with_dpop_challenge())?;
             if checked.jkt != cnf.jkt {
                 return Err(
                     OAuthError::invalid_token("the DPoP proof is of another key than the token's")
@@ -258,8 +258,22 @@ pub async fn check_presented(
             }
             spend_once(state, &checked.once)
                 .await
-                .map_err(|e| OAuthError::invalid_token(e.description).with_dpop_challenge())
+                .map_err(|e| at_resource(e).with_dpop_challenge())
         }
+    }
+}
+
+/// A refused proof as a resource endpoint answers it (RFC 9449 §7.1): 401, `invalid_token`,
+/// or `use_dpop_nonce` when only the nonce was missing.
+fn at_resource(e: OAuthError) -> OAuthError {
+    let code = if e.code == USE_DPOP_NONCE {
+        USE_DPOP_NONCE
+    } else {
+        "invalid_token"
+    };
+    OAuthError {
+        code,
+        ..OAuthError::invalid_token(e.description)
     }
 }
 
@@ -312,13 +326,21 @@ struct ProofClaims {
     iat: i64,
     #[serde(default)]
     ath: Option<String>,
+    #[serde(default)]
+    nonce: Option<String>,
 }
 
 /// Verifies a DPoP proof (RFC 9449 §4.3): `typ` dpop+jwt, an asymmetric algorithm from
 /// [`DPOP_ALGORITHMS`], a public JWK in the header (no private part) that verifies the
 /// signature, `htm` and `htu` of this request, `iat` within the window, `ath` when a token
-/// is presented, and a `jti` used once in every replica while the proof could be accepted.
-async fn verify_proof(proof: &str, method: &Method, url: &str, ath: Option<&str>) -> Result<CheckedProof, OAuthError> {
+/// is presented, the server's nonce when it hands them out, and a `jti` used once in every replica while the proof could be accepted.
+async fn verify_proof(
+    state: &ProviderState,
+    proof: &str,
+    method: &Method,
+    url: &str,
+    ath: Option<&str>,
+) -> Result<CheckedProof, OAuthError> {
     let header = jsonwebtoken::decode_header(proof).map_err(|_| invalid_proof("the DPoP proof is not a JWS"))?;
     if header.typ.as_deref() != Some("dpop+jwt") {
         return Err(invalid_proof("the DPoP proof's typ must be dpop+jwt"));
@@ -365,6 +387,16 @@ async fn verify_proof(proof: &str, method: &Method, url: &str, ath: Option<&str>
     }
     if claims.jti.is_empty() || claims.jti.len() > 256 {
         return Err(invalid_proof("the DPoP proof needs a jti of at most 256 characters"));
+    }
+    // Last, so a proof refused for its nonce is right in every other way: the client's
+    // retry with the nonce succeeds.
+    if let Some(nonces) = &state.dpop_nonces
+        && !claims.nonce.as_deref().is_some_and(|n| nonces.accepts(n, now))
+    {
+        return Err(OAuthError::refused(
+            USE_DPOP_NONCE,
+            "send a DPoP proof with the nonce of the DPoP-Nonce header (RFC 9449 §8)",
+        ));
     }
     let jkt = jwk
         .thumbprint(ThumbprintHash::SHA256)

@@ -68,6 +68,10 @@ pub struct ServeOptions {
     /// client; discovery says so (`require_pushed_authorization_requests`).
     #[arg(long, env = "KAUTH_REQUIRE_PUSHED_AUTHORIZATION_REQUESTS")]
     pub require_pushed_authorization_requests: bool,
+    /// DPoP proofs must carry a nonce kauth handed out (RFC 9449 §8, `DPoP-Nonce`), so a proof
+    /// made in advance is useless minutes later; clients retry once on `use_dpop_nonce`.
+    #[arg(long, env = "KAUTH_DPOP_NONCE")]
+    pub dpop_nonce: bool,
     /// Most password checks at once (each holds ~19 MiB); default: sized from the memory limit.
     #[arg(long, env = "KAUTH_MAX_PASSWORD_CHECKS")]
     pub max_password_checks: Option<usize>,
@@ -107,6 +111,7 @@ impl Default for ServeOptions {
             require_pushed_authorization_requests: false,
             outbound_allowed_networks: Vec::new(),
             strict_assertion_audience: false,
+            dpop_nonce: false,
             max_password_checks: None,
             store_timeout: crate::store::DEFAULT_DEADLINE,
             store_group_commit: true,

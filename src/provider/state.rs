@@ -108,6 +108,8 @@ pub struct ProviderState {
     pub strict_assertion_audience: bool,
     /// Logout tokens on their way to clients.
     pub(super) backchannel: Arc<super::logout_delivery::Deliveries>,
+    /// DPoP server nonces, when proofs must carry one (`--dpop-nonce`).
+    pub dpop_nonces: Option<Arc<super::dpop_nonce::DpopNonces>>,
 }
 
 impl ProviderState {
@@ -158,6 +160,7 @@ impl ProviderState {
             client_keys,
             strict_assertion_audience: false,
             backchannel,
+            dpop_nonces: None,
         })
     }
 
@@ -192,6 +195,13 @@ impl ProviderState {
     /// Requires a client assertion's `aud` to be the issuer itself (RFC 7523bis) when `strict`.
     pub fn with_strict_assertion_audience(mut self, strict: bool) -> Self {
         self.strict_assertion_audience = strict;
+        self
+    }
+
+    /// Requires DPoP proofs to carry a server nonce made under `secret` (shared by every
+    /// replica), when given.
+    pub fn with_dpop_nonces(mut self, secret: Option<&[u8]>) -> Self {
+        self.dpop_nonces = secret.map(|s| Arc::new(super::dpop_nonce::DpopNonces::new(s)));
         self
     }
 

@@ -22,6 +22,7 @@ mod people;
 mod revocations;
 mod secret_usage;
 mod session_clients;
+mod shared_secrets;
 mod sign_ins;
 mod sweep;
 mod used_once;
@@ -42,6 +43,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "secret usage", include_str!("secret-usage.sql")),
     (5, "used once", include_str!("used-once.sql")),
     (6, "session clients", include_str!("session-clients.sql")),
+    (7, "shared secrets", include_str!("shared-secrets.sql")),
 ];
 
 /// How long a secret's last use is remembered: a secret unused this long reads as never used.

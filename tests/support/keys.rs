@@ -51,6 +51,15 @@ impl TestKey {
     /// A DPoP proof for `htm` at `htu`, issued `age` seconds ago (negative: ahead), with `ath`
     /// for `token` when given.
     pub fn proof_at(&self, htm: &str, htu: &str, age: i64, token: Option<&str>) -> String {
+        self.signed_proof(htm, htu, age, token, None)
+    }
+
+    /// A fresh DPoP proof carrying the server's `nonce` (RFC 9449 §8).
+    pub fn proof_with_nonce(&self, htm: &str, htu: &str, token: Option<&str>, nonce: &str) -> String {
+        self.signed_proof(htm, htu, 0, token, Some(nonce))
+    }
+
+    fn signed_proof(&self, htm: &str, htu: &str, age: i64, token: Option<&str>, nonce: Option<&str>) -> String {
         let mut header = Header::new(self.alg);
         header.typ = Some("dpop+jwt".into());
         header.jwk = Some(self.jwk.clone());
@@ -63,6 +72,9 @@ impl TestKey {
         if let Some(token) = token {
             let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
             claims["ath"] = json!(URL_SAFE_NO_PAD.encode(hash));
+        }
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
         }
         jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
     }

@@ -182,16 +182,19 @@ impl TestProvider {
         };
         let registry = Registry::new();
         let store = GrantStore::open_file(&dir.path().join("state")).await.unwrap();
-        let state = ProviderState::new(registry.clone(), cfg.issuer.clone(), store, Arc::new(Metrics::new()))
-            .await
-            .unwrap()
-            .with_first_party_namespaces(cfg.first_party_namespaces.clone())
-            .with_par_required(opts.require_pushed_authorization_requests)
-            .with_outbound_allowed(opts.outbound_allowed_networks.clone())
-            .with_strict_assertion_audience(opts.strict_assertion_audience)
-            .with_audit(std::sync::Arc::new(
-                kauth::audit::Audit::open(dir.path().join("audit.jsonl").to_str().unwrap()).unwrap(),
-            ));
+        // The state as both modes build it (launch.rs), from these options.
+        let state = kauth::provider::launch::Provider {
+            registry: registry.clone(),
+            issuer: cfg.issuer.clone(),
+            store,
+            metrics: Arc::new(Metrics::new()),
+            opts: &opts,
+            first_party_namespaces: cfg.first_party_namespaces.clone(),
+            audit: Arc::new(kauth::audit::Audit::open(dir.path().join("audit.jsonl").to_str().unwrap()).unwrap()),
+        }
+        .state()
+        .await
+        .unwrap();
         let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ops_url = format!("http://{}", ops.local_addr().unwrap());
         let serving = state.clone();
