@@ -68,6 +68,10 @@ pub const EMBEDDED_EXAMPLES: &[(&str, &str)] = &[
         "examples/client-cli.yaml",
         include_str!("../../examples/client-cli.yaml"),
     ),
+    (
+        "examples/client-fapi2.yaml",
+        include_str!("../../examples/client-fapi2.yaml"),
+    ),
     ("examples/people.yaml", include_str!("../../examples/people.yaml")),
     (
         "examples/signing-key.yaml",
@@ -533,6 +537,8 @@ mod tests {
         let mut on_disk: Vec<String> = fs::read_dir(folder)
             .unwrap()
             .map(|e| format!("examples/{}", e.unwrap().file_name().to_string_lossy()))
+            // The manifests; beside them are the runnable examples (`cargo run --example`).
+            .filter(|f| f.ends_with(".yaml") || f.ends_with(".yml"))
             .collect();
         on_disk.sort();
         let mut built_in: Vec<String> = EMBEDDED_EXAMPLES.iter().map(|(f, _)| f.to_string()).collect();
