@@ -201,7 +201,12 @@ impl Drop for Kauth {
 /// The examples, moved into this test's namespaces and scope values.
 pub fn examples(id: &str) -> Manifests {
     let mut m = Manifests::default();
-    for file in ["scope-orders.yaml", "client-m2m.yaml", "signing-key.yaml"] {
+    for file in [
+        "scope-orders.yaml",
+        "client-m2m.yaml",
+        "signing-key.yaml",
+        "client-fapi2.yaml",
+    ] {
         let text = std::fs::read_to_string(root().join("examples").join(file)).unwrap();
         let text = text
             .replace("namespace: shop", &format!("namespace: shop-{id}"))

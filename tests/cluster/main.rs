@@ -10,6 +10,7 @@ mod support;
 mod harness;
 
 mod clients;
+mod fapi;
 mod jwks;
 mod people;
 mod rbac;
