@@ -40,6 +40,12 @@ pub enum Event {
     ClaimConflict,
     /// A logout token was sent to a client (the reason says how it went).
     BackchannelLogout,
+    /// A person enrolled a second factor (a TOTP app, with fresh recovery codes).
+    SecondFactorEnrolled,
+    /// A person proved a second factor (the reason says which: a code or a recovery code).
+    SecondFactorUsed,
+    /// A second factor was refused (a wrong, reused or throttled code).
+    SecondFactorFailed,
 }
 
 /// One audit record; empty fields are left out.

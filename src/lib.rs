@@ -4,7 +4,7 @@
 // their names, so `crate::catalog` and `kauth::catalog` mean the same everywhere.
 pub use kauth_core::{
     catalog, claims, client_keys, crd, credentials, fields, issuer, keys, published, registry, schema_bounds,
-    secret_contents, secret_templates, service_account, tokens, validation,
+    second_factors, secret_contents, secret_templates, service_account, tokens, validation,
 };
 
 pub mod audit;

@@ -59,6 +59,7 @@ fn grant() -> Grant {
         dpop_jkt: None,
         sid: None,
         auth_time: NOW - 5,
+        amr: vec!["pwd".into()],
     }
 }
 
@@ -329,6 +330,7 @@ async fn sessions_people_consent_and_pending_requests(b: Backend) {
         subject: "alice".into(),
         auth_time: NOW,
         credential: "c1".into(),
+        amr: vec!["pwd".into(), "otp".into(), "mfa".into()],
     };
     store.create_session("s1", &session, NOW + 100).await.unwrap();
     assert_eq!(store.session("s1", NOW + 99).await.unwrap(), Some(session));
@@ -389,6 +391,7 @@ async fn state_survives_reopening_and_sweeping_removes_only_expired_rows(b: Back
                 subject: "a".into(),
                 auth_time: NOW,
                 credential: String::new(),
+                amr: Vec::new(),
             },
             NOW + 10,
         )
@@ -401,6 +404,7 @@ async fn state_survives_reopening_and_sweeping_removes_only_expired_rows(b: Back
                 subject: "a".into(),
                 auth_time: NOW,
                 credential: String::new(),
+                amr: Vec::new(),
             },
             NOW + 1000,
         )
@@ -508,6 +512,7 @@ async fn a_person_who_leaves_loses_sessions_and_families(b: Backend) {
             subject: "alice".into(),
             auth_time: NOW,
             credential: credential.into(),
+            amr: vec!["pwd".into()],
         };
         store.create_session(id, &session, NOW + 100).await.unwrap();
     }
@@ -804,6 +809,93 @@ async fn a_shared_secret_is_made_once_and_the_same_for_every_store(b: Backend) {
     assert_eq!(reopened.shared_secret("dpop-nonce").await.unwrap(), secrets[0], "kept");
 }
 
+/// Second factors: the TOTP row holds the secret only sealed (the raw row, read past the store,
+/// never has it in clear), a time step counts once and only moving forward, even when raced by
+/// several stores, and a recovery code once; enrolling again replaces everything.
+async fn second_factors_are_sealed_and_each_code_counts_once(b: Backend) {
+    use kauth::second_factors::{SealingKey, recovery_digest};
+    let stores = [
+        GrantStore::open(&b.url).await.unwrap(),
+        GrantStore::open(&b.url).await.unwrap(),
+        GrantStore::open(&b.url).await.unwrap(),
+    ];
+    let key = SealingKey::new(&[9; 32]);
+    let secret = b"twenty bytes secret!";
+    let sealed = key.seal(secret, "alice");
+    let digests = vec![recovery_digest("abcd-efgh"), recovery_digest("jkmn-pqrs")];
+    stores[0].enroll_totp("alice", &sealed, &digests, NOW).await.unwrap();
+    let stored = stores[1].totp_of("alice").await.unwrap().unwrap();
+    assert_eq!(key.open(&stored.sealed, "alice").as_deref(), Some(&secret[..]));
+    assert_eq!(stores[1].totp_of("bob").await.unwrap(), None);
+
+    // The raw rows, as a database reader would see them.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&b.url).await.unwrap();
+    let rows = sqlx::query("SELECT subject, id, sealed FROM second_factors")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        use sqlx::Row;
+        let all = format!(
+            "{} {} {}",
+            row.get::<String, _>("subject"),
+            row.get::<String, _>("id"),
+            row.get::<String, _>("sealed")
+        );
+        assert!(!all.contains("twenty bytes"), "a secret in clear: {all}");
+        assert!(!all.contains("abcd"), "a recovery code in clear: {all}");
+    }
+
+    // One step, raced: one winner; an earlier step after it: refused.
+    let raced = stores.iter().cycle().take(9).map(|s| s.use_totp_step("alice", 100));
+    let winners = futures::future::join_all(raced)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(winners, 1);
+    assert!(!stores[2].use_totp_step("alice", 99).await.unwrap(), "an earlier step");
+    assert!(stores[2].use_totp_step("alice", 101).await.unwrap(), "the next step");
+    assert!(
+        !stores[0].use_totp_step("bob", 500).await.unwrap(),
+        "no factor, no step"
+    );
+
+    // Recovery codes: each once, across stores; unknown ones never.
+    let code = recovery_digest("ABCD EFGH");
+    assert!(stores[0].use_recovery_code("alice", &code).await.unwrap());
+    assert!(!stores[1].use_recovery_code("alice", &code).await.unwrap());
+    assert!(
+        !stores[1]
+            .use_recovery_code("bob", &recovery_digest("jkmn-pqrs"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(stores[2].recovery_codes_left("alice").await.unwrap(), 1);
+
+    // Enrolling again replaces the secret and the codes.
+    stores[0]
+        .enroll_totp(
+            "alice",
+            &key.seal(b"another secret", "alice"),
+            &[recovery_digest("wxyz-2345")],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stores[1].totp_of("alice").await.unwrap().unwrap().last_step, 0);
+    assert!(
+        !stores[1]
+            .use_recovery_code("alice", &recovery_digest("jkmn-pqrs"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(stores[2].remove_second_factors("alice").await.unwrap(), 2);
+    assert_eq!(stores[2].totp_of("alice").await.unwrap(), None);
+}
+
 /// The clients a session signed in to are recorded once per client object (a second sign-in
 /// extends it) and taken once when the session ends; expired records are swept.
 async fn a_sessions_clients_are_taken_once(b: Backend) {
@@ -912,6 +1004,7 @@ suite!(
     device_requests_are_answered_once_and_polled_at_their_pace,
     a_value_is_used_once_across_stores_even_when_raced,
     a_shared_secret_is_made_once_and_the_same_for_every_store,
+    second_factors_are_sealed_and_each_code_counts_once,
     a_sessions_clients_are_taken_once,
     bindings_are_read_without_spending,
 );

@@ -439,6 +439,7 @@ async fn a_code_is_bound_to_its_client_verifier_and_lifetime() {
         dpop_jkt: None,
         sid: None,
         auth_time: now - 100,
+        amr: vec!["pwd".into()],
     };
     p.state
         .store
@@ -703,6 +704,25 @@ stringData:
         id_token["groups"],
         serde_json::json!(["shop-admins"]),
         "groups mapped from upstream"
+    );
+
+    // kauth does not vouch for how the upstream signed alice in: no acr, and a request that
+    // needs a second factor is refused rather than served with one factor.
+    assert!(id_token.get("acr").is_none(), "{id_token}");
+    let (step_up, _, _) = rp
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_extra_param("acr_values", "urn:kauth:acr:mfa")
+        .url();
+    let refused = browser.get(step_up.as_str()).await;
+    let refused = url::Url::parse(&refused.location.unwrap()).unwrap();
+    assert_eq!(
+        param(&refused, "error").as_deref(),
+        Some("unmet_authentication_requirements"),
+        "{refused}"
     );
 
     // A callback that does not belong to this browser's sign-in is refused.

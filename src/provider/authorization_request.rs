@@ -98,7 +98,22 @@ pub(super) fn check(form: &Form, client: &RegisteredClient, redirect_uri: &str) 
         started_at: Timestamp::now().as_second(),
         device: None,
         dpop_jkt,
+        acr: wanted_acr(form, client),
+        first_factor: None,
+        account: false,
     })
+}
+
+/// The `acr` the sign-in must reach: the strongest of the client's `spec.requiredAcr` and the
+/// request's `acr_values` that kauth knows (others are voluntary, OIDC Core §3.1.2.1, and
+/// ignored).
+fn wanted_acr(form: &Form, client: &RegisteredClient) -> Option<String> {
+    let asked = form.get("acr_values").unwrap_or("").split(' ');
+    crate::second_factors::ACR_VALUES
+        .iter()
+        .rev()
+        .find(|known| client.required_acr == Some(**known) || asked.clone().any(|a| a == **known))
+        .map(|a| a.to_string())
 }
 
 /// The shape of the request: a plain code request (no request objects, no implicit or hybrid
@@ -258,6 +273,7 @@ mod tests {
             refresh_token_lifetime: Duration::from_secs(3600),
             require_par: false,
             require_dpop: false,
+            required_acr: None,
             fapi2: false,
             require_signed_request_object: false,
             backchannel_logout_uri: None,

@@ -239,6 +239,14 @@ pub async fn device_submit(State(state): State<ProviderState>, request: Request)
     let Ok(asked) = serde_json::from_str::<Asked>(&device.request) else {
         return pages::error(StatusCode::BAD_REQUEST, "This device request cannot be read.");
     };
+    // The device's client may require a second factor; a device request has no acr_values.
+    let acr = state
+        .registry
+        .load()
+        .clients
+        .get(&device.client_id)
+        .and_then(|c| c.required_acr)
+        .map(str::to_owned);
     let req = AuthRequest {
         client_id: device.client_id,
         client_uid: device.client_uid,
@@ -256,6 +264,9 @@ pub async fn device_submit(State(state): State<ProviderState>, request: Request)
         started_at: now,
         device: Some(device.id),
         dpop_jkt: None,
+        acr,
+        first_factor: None,
+        account: false,
     };
     let step = async {
         let session = current_session(&state, &parts.headers, now).await?;

@@ -257,6 +257,8 @@ pub async fn callback(
         subject: &subject,
         claims: &connector.map_claims(&upstream_claims),
         credential: "",
+        // The upstream knows how the person signed in; kauth does not vouch for it.
+        amr: Vec::new(),
     };
     match start_session(&state, &headers, &pending, person).await {
         Ok(r) => r,

@@ -46,6 +46,10 @@ pub struct Provider<'a> {
 impl Provider<'_> {
     /// The state every handler shares.
     pub async fn state(self) -> Result<ProviderState, StoreError> {
+        let sealing = match &self.opts.second_factor_key_file {
+            Some(path) => Some(read_second_factor_key(path).map_err(|e| StoreError::Sql(sqlx::Error::Io(e)))?),
+            None => None,
+        };
         let nonce_secret = match self.opts.dpop_nonce {
             true => Some(self.store.shared_secret(super::dpop_nonce::SECRET_NAME).await?),
             false => None,
@@ -58,9 +62,49 @@ impl Provider<'_> {
             .with_outbound_allowed(self.opts.outbound_allowed_networks.clone())
             .with_strict_assertion_audience(self.opts.strict_assertion_audience)
             .with_dpop_nonces(nonce_secret.as_deref())
+            .with_second_factors(sealing, self.opts.require_second_factor)
             .with_secret_use_report_interval(self.opts.secret_use_report_interval)
             .with_audit(self.audit))
     }
+}
+
+/// Reads the key second factors are sealed with: 32 bytes, raw or in base64.
+pub fn read_second_factor_key(path: &std::path::Path) -> std::io::Result<crate::second_factors::SealingKey> {
+    use base64::Engine;
+    let bytes = std::fs::read(path)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let decoded = base64::engine::general_purpose::STANDARD.decode(text.trim()).ok();
+    let key: [u8; 32] = decoded.as_deref().unwrap_or(&bytes).try_into().map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: a second-factor key is 32 bytes, raw or in base64", path.display()),
+        )
+    })?;
+    Ok(crate::second_factors::SealingKey::new(&key))
+}
+
+/// Standalone's second-factor key in its state folder `dir`, made on the first start (readable
+/// by its owner only): the path to pass as `--second-factor-key-file`.
+pub fn second_factor_key_in(dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("second-factor.key");
+    let mut key = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut key).map_err(|_| std::io::Error::other("no randomness"))?;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Ok(mut file) => {
+            file.write_all(&key)?;
+            file.sync_all()?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    Ok(path)
 }
 
 /// The listeners the provider serves on.

@@ -31,6 +31,7 @@ mod pages;
 mod par;
 mod password_checks;
 mod request_object;
+mod second_factor;
 mod sender;
 pub mod serve;
 mod signin;
@@ -72,6 +73,10 @@ pub fn router(state: ProviderState) -> Router {
         .route("/authorize", get(authorize::authorize).post(authorize::authorize))
         .route("/par", any(par::push).layer(nonces()))
         .route("/login", get(signin::login_page).post(signin::login_submit))
+        .route(
+            browser_flow::SECOND_FACTOR_PAGE,
+            get(second_factor::page).post(second_factor::submit),
+        )
         .route("/consent", get(signin::consent_page).post(signin::consent_submit))
         .route("/device_authorization", any(device::device_authorization))
         .route("/device", get(device::device_page).post(device::device_submit))

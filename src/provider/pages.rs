@@ -167,6 +167,106 @@ struct MessagePage<'a> {
     carried: &'a [(&'a str, &'a str)],
 }
 
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Second factor · {{ client }}</title><style>{{ style|safe }}</style></head>
+<body><main>
+{% if let Some(e) = enroll %}<h1>Set up a second factor</h1>
+<p class="meta">Signing in to <strong>{{ client }}</strong> needs a code from an authenticator app as well as your password. Add this account to your app, then enter the code it shows.</p>
+<p><a href="{{ e.uri }}">Add to an authenticator app on this device</a></p>
+<p>Or enter this key in the app: <code id="secret">{{ e.secret }}</code></p>
+{% else %}<h1>Enter your code</h1>
+<p class="meta">to continue to <strong>{{ client }}</strong>, as <strong>{{ person }}</strong></p>
+{% endif %}{% if let Some(error) = error %}<div class="alert" role="alert" id="error">{{ error }}</div>{% endif %}
+<form method="post" action="{{ action }}">
+<input type="hidden" name="request" value="{{ request }}">
+<input type="hidden" name="csrf" value="{{ csrf }}">
+{% if let Some(e) = enroll %}<input type="hidden" name="enroll" value="{{ e.sealed }}">
+{% endif %}<label for="code">{% if enroll.is_some() %}Code from the app{% else %}Code from your authenticator app, or a recovery code{% endif %}</label>
+<input type="text" id="code" name="code" autocomplete="one-time-code" autocapitalize="none" spellcheck="false" required autofocus{% if error.is_some() %} aria-describedby="error"{% endif %}>
+<button type="submit" class="primary">Continue</button>
+</form>
+</main></body></html>"#
+)]
+struct SecondFactorPage<'a> {
+    style: &'a str,
+    client: &'a str,
+    person: &'a str,
+    action: &'a str,
+    request: &'a str,
+    csrf: &'a str,
+    error: Option<&'a str>,
+    enroll: Option<&'a Enrollment>,
+}
+
+/// What the enrollment form shows and carries: the `otpauth://` URI, the key in base32, and the
+/// secret sealed for this person and request (so the page keeps no state on the server).
+pub struct Enrollment {
+    pub uri: String,
+    pub secret: String,
+    pub sealed: String,
+}
+
+/// What the second-factor form shows and posts.
+pub struct SecondFactorForm<'a> {
+    pub client: &'a str,
+    pub person: &'a str,
+    pub action: &'a str,
+    pub request: &'a str,
+    pub csrf: &'a str,
+    /// Set while the person enrolls.
+    pub enroll: Option<&'a Enrollment>,
+}
+
+/// The second-factor form of a pending request: a code, or an enrollment.
+pub fn second_factor(status: StatusCode, form: &SecondFactorForm<'_>, error: Option<&str>) -> Response {
+    let p = SecondFactorPage {
+        style: STYLE,
+        client: form.client,
+        person: form.person,
+        action: form.action,
+        request: form.request,
+        csrf: form.csrf,
+        error,
+        enroll: form.enroll,
+    };
+    page(status, p.render())
+}
+
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Recovery codes</title><style>{{ style|safe }}</style></head>
+<body><main>
+<h1>Save your recovery codes</h1>
+<p class="meta">Each lets you in once if you lose your authenticator app. kauth shows them only now: keep them somewhere safe.</p>
+<ul class="scopes" id="recovery-codes">
+{% for c in codes %}<li><code>{{ c }}</code></li>
+{% endfor %}</ul>
+<a class="button" id="continue" href="{{ next }}">I saved them: continue</a>
+</main></body></html>"#
+)]
+struct RecoveryCodesPage<'a> {
+    style: &'a str,
+    codes: &'a [String],
+    next: &'a str,
+}
+
+/// The recovery codes of a fresh enrollment, shown once, with the way on.
+pub fn recovery_codes(codes: &[String], next: &str) -> Response {
+    let p = RecoveryCodesPage {
+        style: STYLE,
+        codes,
+        next,
+    };
+    page(StatusCode::OK, p.render())
+}
+
 fn page(status: StatusCode, rendered: Result<String, askama::Error>) -> Response {
     let mut response = match rendered {
         Ok(html) => (status, Html(html)).into_response(),

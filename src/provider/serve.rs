@@ -72,6 +72,15 @@ pub struct ServeOptions {
     /// made in advance is useless minutes later; clients retry once on `use_dpop_nonce`.
     #[arg(long, env = "KAUTH_DPOP_NONCE")]
     pub dpop_nonce: bool,
+    /// The key people's second-factor secrets are sealed with at rest (32 bytes, raw or
+    /// base64; chart: a Secret). Without it second factors cannot be enrolled or checked
+    /// (standalone keeps one in its state folder).
+    #[arg(long, env = "KAUTH_SECOND_FACTOR_KEY_FILE")]
+    pub second_factor_key_file: Option<std::path::PathBuf>,
+    /// Every local person proves a second factor (a code from an authenticator app) at each
+    /// sign-in, enrolling one at the first.
+    #[arg(long, env = "KAUTH_REQUIRE_SECOND_FACTOR")]
+    pub require_second_factor: bool,
     /// Most password checks at once (each holds ~19 MiB); default: sized from the memory limit.
     #[arg(long, env = "KAUTH_MAX_PASSWORD_CHECKS")]
     pub max_password_checks: Option<usize>,
@@ -112,6 +121,8 @@ impl Default for ServeOptions {
             outbound_allowed_networks: Vec::new(),
             strict_assertion_audience: false,
             dpop_nonce: false,
+            second_factor_key_file: None,
+            require_second_factor: false,
             max_password_checks: None,
             store_timeout: crate::store::DEFAULT_DEADLINE,
             store_group_commit: true,

@@ -14,22 +14,28 @@ use serde::Deserialize;
 
 use super::browser::{client_ip, same_secret};
 use super::browser_flow::{
-    IDENTITY_SCOPES, Pending, Person, Stage, completion, consent_needed, current_session, first_party, load_pending,
-    proceed, start_session, unavailable,
+    FirstFactor, IDENTITY_SCOPES, Pending, Person, SECOND_FACTOR_PAGE, Stage, completion, consent_needed,
+    current_session, first_party, load_pending, park_again, proceed, start_session, unavailable, wants_second_factor,
 };
 use super::form::Form;
 use super::pages::{self, ScopeLine};
 use super::state::ProviderState;
 use crate::audit::{Event, Record};
+use crate::store::Session;
 
 #[derive(Deserialize)]
 pub struct PendingQuery {
-    request: Option<String>,
+    pub(super) request: Option<String>,
 }
 
-const EXPIRED: &str = "This sign-in has expired or was already used. Go back to the application and start again.";
+pub(super) const EXPIRED: &str =
+    "This sign-in has expired or was already used. Go back to the application and start again.";
 
-fn client_label(state: &ProviderState, client_id: &str) -> String {
+pub(super) fn client_label(state: &ProviderState, client_id: &str) -> String {
+    if client_id.is_empty() {
+        // A sign-in to the person's own account page.
+        return "your account".into();
+    }
     match state.registry.load().clients.get(client_id) {
         Some(c) => format!("{}/{}", c.namespace, c.name),
         None => client_id.to_string(),
@@ -37,7 +43,7 @@ fn client_label(state: &ProviderState, client_id: &str) -> String {
 }
 
 /// One audit record of the sign-in pages.
-fn audit_sign_in(
+pub(super) fn audit_sign_in(
     state: &ProviderState,
     event: Event,
     client_id: &str,
@@ -80,7 +86,7 @@ pub async fn login_page(
 }
 
 /// Reads a page's form and the pending request it continues, checking the CSRF token.
-async fn form_and_pending(
+pub(super) async fn form_and_pending(
     state: &ProviderState,
     request: Request,
 ) -> Result<(HeaderMap, Form, Pending, Option<std::net::IpAddr>), Response> {
@@ -175,10 +181,33 @@ pub async fn login_submit(State(state): State<ProviderState>, request: Request) 
         ip,
         "password",
     );
+    // A second factor next, when the person enrolled one, the request wants one, or the
+    // platform does: no session until it is proved.
+    let password_only = Session {
+        subject: user.username.clone(),
+        auth_time: Timestamp::now().as_second(),
+        credential: user.credential(),
+        amr: vec!["pwd".into()],
+    };
+    match wants_second_factor(&state, &pending.request, &password_only).await {
+        Ok(false) => {}
+        Ok(true) => {
+            let mut req = pending.request.clone();
+            req.first_factor = Some(FirstFactor {
+                subject: password_only.subject,
+                credential: password_only.credential,
+            });
+            return park_again(&state, &pending.id, &req, SECOND_FACTOR_PAGE)
+                .await
+                .unwrap_or_else(unavailable);
+        }
+        Err(e) => return unavailable(e),
+    }
     let person = Person {
         subject: &user.username,
         claims: &user.claims(),
         credential: &user.credential(),
+        amr: password_only.amr,
     };
     match start_session(&state, &headers, &pending, person).await {
         Ok(r) => r,

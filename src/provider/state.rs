@@ -110,6 +110,10 @@ pub struct ProviderState {
     pub(super) backchannel: Arc<super::logout_delivery::Deliveries>,
     /// DPoP server nonces, when proofs must carry one (`--dpop-nonce`).
     pub dpop_nonces: Option<Arc<super::dpop_nonce::DpopNonces>>,
+    /// The key second-factor secrets are sealed with; without it none can be enrolled or used.
+    pub second_factor_key: Option<Arc<crate::second_factors::SealingKey>>,
+    /// Every local person proves a second factor at sign-in (`--require-second-factor`).
+    pub second_factor_required: bool,
 }
 
 impl ProviderState {
@@ -161,6 +165,8 @@ impl ProviderState {
             strict_assertion_audience: false,
             backchannel,
             dpop_nonces: None,
+            second_factor_key: None,
+            second_factor_required: false,
         })
     }
 
@@ -202,6 +208,14 @@ impl ProviderState {
     /// replica), when given.
     pub fn with_dpop_nonces(mut self, secret: Option<&[u8]>) -> Self {
         self.dpop_nonces = secret.map(|s| Arc::new(super::dpop_nonce::DpopNonces::new(s)));
+        self
+    }
+
+    /// Seals second factors with `key` (none: they are unavailable); `required` asks every
+    /// local person for one.
+    pub fn with_second_factors(mut self, key: Option<crate::second_factors::SealingKey>, required: bool) -> Self {
+        self.second_factor_key = key.map(Arc::new);
+        self.second_factor_required = required;
         self
     }
 

@@ -139,6 +139,14 @@ pub async fn run(
     // The first pass read and parsed every manifest: most of what it allocated is free now.
     crate::memory::release_freed_soon();
 
+    // Second factors are sealed with a key the state folder keeps, unless the platform names one.
+    let mut opts = opts;
+    if opts.second_factor_key_file.is_none() {
+        opts.second_factor_key_file = Some(
+            launch::second_factor_key_in(&cfg.state_dir)
+                .map_err(|e| StandaloneError(format!("second-factor key in {}: {e}", cfg.state_dir.display())))?,
+        );
+    }
     let provider = launch::Provider {
         registry: registry.clone(),
         issuer: cfg.issuer.clone(),

@@ -20,6 +20,7 @@ mod device;
 mod group_commit;
 mod people;
 mod revocations;
+mod second_factors;
 mod secret_usage;
 mod session_clients;
 mod shared_secrets;
@@ -28,6 +29,7 @@ mod sweep;
 mod used_once;
 pub use device::{DevicePoll, DeviceRequest};
 use group_commit::{Group, GroupTx};
+pub use second_factors::StoredTotp;
 pub use session_clients::SessionClient;
 pub use used_once::once_id;
 
@@ -44,6 +46,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "used once", include_str!("used-once.sql")),
     (6, "session clients", include_str!("session-clients.sql")),
     (7, "shared secrets", include_str!("shared-secrets.sql")),
+    (8, "second factors", include_str!("second-factors.sql")),
 ];
 
 /// How long a secret's last use is remembered: a secret unused this long reads as never used.
@@ -109,6 +112,10 @@ pub struct Grant {
     pub sid: Option<String>,
     /// When the person last authenticated (Unix seconds).
     pub auth_time: i64,
+    /// How they authenticated (RFC 8176 `amr`), for ID tokens' `amr` and `acr`; empty for
+    /// grants made before kauth recorded it and for people of upstream providers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
 
 /// An access token (by jti) that a code or refresh token issued, with its expiry.
@@ -178,6 +185,9 @@ pub struct Session {
     /// Which password the person signed in with (see `LocalUser::credential`); empty for
     /// people of an upstream provider.
     pub credential: String,
+    /// How they signed in (RFC 8176 `amr`: `pwd`, and `otp` and `mfa` after a second factor);
+    /// empty for people of an upstream provider.
+    pub amr: Vec<String>,
 }
 
 /// A revocation as the mirror of each replica reads it.

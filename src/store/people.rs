@@ -9,12 +9,13 @@ impl GrantStore {
         self.bounded("create_session", async {
             self.write(
                 sqlx::query(
-                    "INSERT INTO sessions (id, subject, auth_time, credential, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO sessions (id, subject, auth_time, credential, amr, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(id)
                 .bind(&session.subject)
                 .bind(session.auth_time)
                 .bind(&session.credential)
+                .bind(session.amr.join(" "))
                 .bind(expires_at),
             )
             .await?;
@@ -26,16 +27,22 @@ impl GrantStore {
     /// The live session `id`.
     pub async fn session(&self, id: &str, now: i64) -> Result<Option<Session>> {
         self.bounded("session", async {
-            let row =
-                sqlx::query("SELECT subject, auth_time, credential FROM sessions WHERE id = $1 AND expires_at > $2")
-                    .bind(id)
-                    .bind(now)
-                    .fetch_optional(&self.pool)
-                    .await?;
+            let row = sqlx::query(
+                "SELECT subject, auth_time, credential, amr FROM sessions WHERE id = $1 AND expires_at > $2",
+            )
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
             Ok(row.map(|r| Session {
                 subject: r.get("subject"),
                 auth_time: r.get("auth_time"),
                 credential: r.get("credential"),
+                amr: r
+                    .get::<String, _>("amr")
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect(),
             }))
         })
         .await

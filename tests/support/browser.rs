@@ -10,6 +10,7 @@ pub struct Browser {
 }
 
 /// One response, reduced to what the flow needs.
+#[derive(Debug)]
 pub struct Step {
     pub status: StatusCode,
     pub location: Option<String>,

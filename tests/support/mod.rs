@@ -182,6 +182,12 @@ impl TestProvider {
         };
         let registry = Registry::new();
         let store = GrantStore::open_file(&dir.path().join("state")).await.unwrap();
+        // As standalone: second factors sealed with a key in the state folder.
+        let mut opts = opts;
+        if opts.second_factor_key_file.is_none() {
+            opts.second_factor_key_file =
+                Some(kauth::provider::launch::second_factor_key_in(&dir.path().join("state")).unwrap());
+        }
         // The state as both modes build it (launch.rs), from these options.
         let state = kauth::provider::launch::Provider {
             registry: registry.clone(),

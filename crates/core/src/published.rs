@@ -69,9 +69,10 @@ pub fn discovery(issuer: &Issuer, keys: &KeyRing, secretless: bool, now: Timesta
         "id_token_signing_alg_values_supported": id_token_algs,
         "access_token_signing_alg_values_supported": algs,
         "claims_supported": [
-            "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp", "amr",
+            "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp", "amr", "acr", "sid",
             "name", "preferred_username", "email", "email_verified", "groups"
         ],
+        "acr_values_supported": crate::second_factors::ACR_VALUES,
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "authorization_response_iss_parameter_supported": true,
         "backchannel_logout_supported": true,

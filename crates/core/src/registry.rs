@@ -66,6 +66,8 @@ pub struct RegisteredClient {
     pub require_par: bool,
     /// Its tokens must be DPoP-bound (`spec.dpop: Required`).
     pub require_dpop: bool,
+    /// The `acr` its sign-ins must reach (`spec.requiredAcr`).
+    pub required_acr: Option<&'static str>,
     /// Held to the FAPI 2.0 Security Profile (`spec.profile: FAPI2`).
     pub fapi2: bool,
     /// Pushes only signed request objects (`spec.requireSignedRequestObject`).
@@ -137,6 +139,7 @@ impl RegisteredClient {
             refresh_token_lifetime: settings.refresh_token_lifetime,
             require_par: settings.require_par,
             require_dpop: settings.require_dpop,
+            required_acr: settings.required_acr,
             fapi2: settings.fapi2,
             require_signed_request_object: settings.require_signed_request_object,
             backchannel_logout_uri: settings.backchannel_logout_uri.clone(),

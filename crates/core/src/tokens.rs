@@ -139,6 +139,10 @@ pub struct IdTokenClaims {
     /// How the person authenticated (RFC 8176), where known.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amr: Vec<String>,
+    /// The authentication context reached (`urn:kauth:acr:1fa` or `urn:kauth:acr:mfa`), for
+    /// local people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
     /// The session at kauth (OIDC Back-Channel Logout 1.0 §2.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,

@@ -50,6 +50,8 @@ pub struct ClientSettings {
     pub require_par: bool,
     /// Its tokens must be DPoP-bound (RFC 9449).
     pub require_dpop: bool,
+    /// The `acr` its sign-ins must reach (`spec.requiredAcr`).
+    pub required_acr: Option<&'static str>,
     /// Held to the FAPI 2.0 Security Profile (`spec.profile: FAPI2`).
     pub fapi2: bool,
     /// Pushes only signed request objects (RFC 9101).
@@ -436,6 +438,7 @@ pub fn validate_client(name: &str, spec: &OAuthClientSpec) -> Result<ClientSetti
             refresh_token_lifetime,
             require_par: spec.require_pushed_authorization_requests || fapi2,
             require_dpop: spec.dpop == Some(crate::crd::DpopPolicy::Required) || fapi2,
+            required_acr: spec.required_acr.map(|a| a.as_str()),
             fapi2,
             require_signed_request_object: spec.require_signed_request_object,
             backchannel_logout_uri: spec.backchannel_logout_uri.clone(),

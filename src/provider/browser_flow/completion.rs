@@ -13,6 +13,9 @@ use crate::provider::pages;
 use crate::provider::state::ProviderState;
 use crate::store::{Grant, Session, SessionClient, StoreError};
 
+/// The person's own account page.
+pub const ACCOUNT_PAGE: &str = "/account";
+
 /// How long a code may wait for redemption (RFC 6749 §4.1.2: short).
 pub const CODE_LIFETIME_SECS: i64 = 60;
 
@@ -71,6 +74,9 @@ pub async fn approved(
     session_id: &str,
     session: &Session,
 ) -> Result<Response, StoreError> {
+    if req.account {
+        return Ok(see_other(&state.issuer.endpoint(ACCOUNT_PAGE)));
+    }
     let sid = super::session_sid(session_id);
     // The clients a session signed in to are told when it ends (back-channel logout).
     let client = SessionClient {
@@ -109,6 +115,9 @@ pub async fn refused(
     code: &str,
     description: &str,
 ) -> Result<Response, StoreError> {
+    if req.account {
+        return Ok(pages::error(StatusCode::FORBIDDEN, description));
+    }
     let Some(device) = &req.device else {
         return Ok(req.client_redirect(state).error(code, description));
     };
@@ -150,6 +159,7 @@ fn grant_for(req: &AuthRequest, sid: &str, session: &Session) -> Grant {
         dpop_jkt: req.dpop_jkt.clone(),
         sid: Some(sid.to_string()),
         auth_time: session.auth_time,
+        amr: session.amr.clone(),
     }
 }
 

@@ -55,6 +55,25 @@ pub struct AuthRequest {
     /// The DPoP key (RFC 7638 thumbprint) the code is bound to (`dpop_jkt`, RFC 9449 §10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_jkt: Option<String>,
+    /// The authentication context the sign-in must reach: the strongest of the client's
+    /// `spec.requiredAcr` and the request's `acr_values` that kauth knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    /// The person who passed the first factor (their password) or whose session must step up,
+    /// while the second-factor page asks for a code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_factor: Option<FirstFactor>,
+    /// A sign-in to the person's own account page: no client, no consent; it completes there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub account: bool,
+}
+
+/// Who passed the first factor of a sign-in that needs a second.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstFactor {
+    pub subject: String,
+    /// Which password ([`crate::people::LocalUser::credential`]).
+    pub credential: String,
 }
 
 /// A 303 to `location`: after a POST the browser follows with GET.
@@ -118,6 +137,11 @@ enum Step {
     SignIn,
     /// The person agrees to scopes not allowed before.
     Consent,
+    /// The person of this session proves a second factor (step-up).
+    SecondFactor(Session),
+    /// The request wants more than kauth can vouch for this person (an upstream provider's
+    /// person asked for a second factor).
+    Unmet,
     /// Nothing more: the request is approved for the person of this session (and its id).
     Approved(String, Session),
 }
@@ -138,6 +162,20 @@ async fn next_step(
     let Some((session_id, session)) = session.filter(|(_, s)| fresh_enough(s)) else {
         return Ok(Step::SignIn);
     };
+    if session.subject.contains(':')
+        && req.acr.as_deref().is_some_and(|wanted| {
+            !crate::second_factors::satisfies(crate::second_factors::acr_of(&session.amr), wanted)
+        })
+    {
+        return Ok(Step::Unmet);
+    }
+    if wants_second_factor(state, req, &session).await? {
+        return Ok(Step::SecondFactor(session));
+    }
+    // The person's own account page: nothing to consent to.
+    if req.account {
+        return Ok(Step::Approved(session_id, session));
+    }
     // A device is always confirmed on the consent page (RFC 8628 §5.4): a code typed on
     // someone's word must not sign a device in unseen, remembered consent or not.
     if req.device.is_some() && req.force_consent {
@@ -148,6 +186,29 @@ async fn next_step(
         return Ok(Step::Consent);
     }
     Ok(Step::Approved(session_id, session))
+}
+
+/// Whether `session` is too weak for `req`: the request (or its client) wants more than the
+/// session reached, or the person enrolled a second factor the session did not use, or the
+/// platform requires one for everyone. People of upstream providers are never asked.
+pub async fn wants_second_factor(
+    state: &ProviderState,
+    req: &AuthRequest,
+    session: &Session,
+) -> Result<bool, StoreError> {
+    let reached = crate::second_factors::acr_of(&session.amr);
+    if crate::second_factors::satisfies(reached, crate::second_factors::ACR_MFA) || session.subject.contains(':') {
+        return Ok(false);
+    }
+    if state.second_factor_required
+        || req
+            .acr
+            .as_deref()
+            .is_some_and(|wanted| !crate::second_factors::satisfies(reached, wanted))
+    {
+        return Ok(true);
+    }
+    Ok(state.store.totp_of(&session.subject).await?.is_some())
 }
 
 /// Where a request stands: new, from a caller at this address (storing it counts against the
@@ -188,8 +249,37 @@ pub async fn proceed(
             )
             .await
         }
+        Step::SecondFactor(_) if prompt_none => {
+            completion::refused(
+                state,
+                req,
+                "interaction_required",
+                "the person must prove a second factor",
+            )
+            .await
+        }
+        Step::Unmet => {
+            completion::refused(
+                state,
+                req,
+                "unmet_authentication_requirements",
+                "kauth cannot vouch for a second factor of a person of an upstream provider",
+            )
+            .await
+        }
         Step::SignIn => park(state, headers, req, stage, "/login").await,
         Step::Consent => park(state, headers, req, stage, "/consent").await,
+        Step::SecondFactor(session) => {
+            let mut stepping_up = req.clone();
+            stepping_up.first_factor = Some(FirstFactor {
+                subject: session.subject,
+                credential: session.credential,
+            });
+            match stage {
+                Stage::New { .. } => park(state, headers, &stepping_up, stage, SECOND_FACTOR_PAGE).await,
+                Stage::Stored(id) => park_again(state, id, &stepping_up, SECOND_FACTOR_PAGE).await,
+            }
+        }
         Step::Approved(session_id, session) => {
             if let Stage::Stored(id) = stage
                 && !state.store.finish_auth_request(id).await?
@@ -266,6 +356,44 @@ async fn park(
     Ok(r)
 }
 
+/// Where a person proves a second factor.
+pub const SECOND_FACTOR_PAGE: &str = "/login/second-factor";
+
+/// Replaces the stored request `id` with `req` under a new id (for the same browser), and
+/// sends the browser to `page` with it: the old id is spent, so a form of the earlier page
+/// cannot continue.
+pub async fn park_again(
+    state: &ProviderState,
+    id: &str,
+    req: &AuthRequest,
+    page: &str,
+) -> Result<Response, StoreError> {
+    let now = Timestamp::now().as_second();
+    let Some(old) = state.store.auth_request(id, now).await? else {
+        return Ok(pages::error(
+            StatusCode::BAD_REQUEST,
+            "This sign-in has expired. Start again from the application.",
+        ));
+    };
+    if !state.store.finish_auth_request(id).await? {
+        return Ok(pages::error(
+            StatusCode::BAD_REQUEST,
+            "This sign-in was already completed.",
+        ));
+    }
+    let new_id = random_handle();
+    let stored = PendingRequest {
+        browser: old.browser,
+        csrf: random_handle(),
+        request: serde_json::to_string(req).expect("a request serialises"),
+    };
+    state
+        .store
+        .put_auth_request(&new_id, &stored, now + PENDING_LIFETIME_SECS)
+        .await?;
+    Ok(see_other(&format!("{}?request={new_id}", state.issuer.endpoint(page))))
+}
+
 /// A pending request this browser started, with its checked contents.
 pub struct Pending {
     pub id: String,
@@ -307,6 +435,8 @@ pub struct Person<'a> {
     pub claims: &'a serde_json::Value,
     /// Which password they used ([`crate::people::LocalUser::credential`]); empty upstream.
     pub credential: &'a str,
+    /// How they proved it (RFC 8176 `amr`).
+    pub amr: Vec<String>,
 }
 
 /// Records the person's claims, starts a fresh session for them, and continues the pending
@@ -323,6 +453,7 @@ pub async fn start_session(
         subject: person.subject.to_string(),
         auth_time: now,
         credential: person.credential.to_string(),
+        amr: person.amr,
     };
     let cookie = random_handle();
     let session_id = handle_digest(&cookie);

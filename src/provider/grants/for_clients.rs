@@ -155,6 +155,7 @@ mod tests {
             refresh_token_lifetime: Duration::from_secs(3600),
             require_par: false,
             require_dpop: false,
+            required_acr: None,
             fapi2: false,
             require_signed_request_object: false,
             backchannel_logout_uri: None,

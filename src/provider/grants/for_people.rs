@@ -200,6 +200,15 @@ pub(super) async fn respond(
     let (lifetime, iat) = (minted.lifetime, minted.claims.iat);
     let id_token = if issue.scopes.iter().any(|s| s == "openid") {
         let person = state.store.subject(&issue.grant.subject).await.map_err(store_failed)?;
+        // Local people sign in with a password (and maybe a second factor, as the grant
+        // recorded); for federated ones (`<connector>:<sub>`) the upstream knows how, kauth
+        // does not vouch for it.
+        let federated = issue.grant.subject.contains(':');
+        let amr = match (federated, issue.grant.amr.is_empty()) {
+            (true, _) => Vec::new(),
+            (false, true) => vec!["pwd".to_string()],
+            (false, false) => issue.grant.amr.clone(),
+        };
         let id = IdTokenClaims {
             iss: state.issuer.url.clone(),
             sub: issue.grant.subject.clone(),
@@ -214,13 +223,8 @@ pub(super) async fn respond(
                 None
             },
             at_hash: None,
-            // Local people sign in with a password; for federated ones (`<connector>:<sub>`)
-            // the upstream knows how, kauth does not.
-            amr: if issue.grant.subject.contains(':') {
-                Vec::new()
-            } else {
-                vec!["pwd".into()]
-            },
+            amr: amr.clone(),
+            acr: (!federated).then(|| crate::second_factors::acr_of(&amr).to_string()),
             person: person.map(|p| released_claims(&p, issue.scopes)).unwrap_or_default(),
             sid: issue.grant.sid.clone(),
         };

@@ -71,6 +71,13 @@ pub struct OAuthClientSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<ClientProfile>,
 
+    /// The authentication context people must reach to sign in to this client:
+    /// `urn:kauth:acr:mfa` asks for a second factor (a code from an authenticator app) besides
+    /// the password, stepping up a session that has none. Default: whatever the request asks
+    /// for (`acr_values`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_acr: Option<RequiredAcr>,
+
     /// `Required`: every token this client gets is DPoP-bound (RFC 9449): a token request
     /// without a proof is refused. Default `Optional`: bound when the client sends a proof.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -268,6 +275,27 @@ impl TokenEndpointAuthMethod {
 pub enum ClientProfile {
     /// The FAPI 2.0 Security Profile.
     FAPI2,
+}
+
+/// An authentication context (`acr`) a client may require.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum RequiredAcr {
+    /// One factor: a password, or an upstream provider's sign-in.
+    #[serde(rename = "urn:kauth:acr:1fa")]
+    OneFactor,
+    /// A password and a second factor.
+    #[serde(rename = "urn:kauth:acr:mfa")]
+    Mfa,
+}
+
+impl RequiredAcr {
+    /// Its `acr` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OneFactor => crate::second_factors::ACR_ONE_FACTOR,
+            Self::Mfa => crate::second_factors::ACR_MFA,
+        }
+    }
 }
 
 /// Whether a client's tokens must be DPoP-bound.

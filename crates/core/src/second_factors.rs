@@ -1,0 +1,242 @@
+//! People's second factors, as pure functions: one-time codes (TOTP, RFC 6238: SHA-1, six
+//! digits, 30-second steps, one step of skew either way, what every authenticator app reads),
+//! recovery codes (shown once, kept as digests), the sealing of a TOTP secret at rest
+//! (AES-256-GCM under the platform's key, bound to the person it belongs to), and the
+//! authentication context a sign-in reaches (`acr`, RFC 8176 `amr`).
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use totp_rs::{Algorithm, Builder, Totp};
+
+/// Seconds one code lasts.
+pub const STEP_SECS: u64 = 30;
+
+/// How many recovery codes an enrollment hands out.
+pub const RECOVERY_CODES: usize = 10;
+
+/// The `acr` of a sign-in with one factor: a password, or an upstream provider's word.
+pub const ACR_ONE_FACTOR: &str = "urn:kauth:acr:1fa";
+/// The `acr` of a sign-in with a password and a second factor.
+pub const ACR_MFA: &str = "urn:kauth:acr:mfa";
+/// Every `acr` kauth can vouch for, weakest first (`acr_values_supported`).
+pub const ACR_VALUES: [&str; 2] = [ACR_ONE_FACTOR, ACR_MFA];
+
+/// The `acr` a sign-in with these `amr` values reached.
+pub fn acr_of(amr: &[String]) -> &'static str {
+    if amr.iter().any(|m| m == "mfa") {
+        ACR_MFA
+    } else {
+        ACR_ONE_FACTOR
+    }
+}
+
+/// Whether a sign-in that reached `acr` satisfies a demand for `wanted` (unknown values are
+/// never satisfied: kauth does not vouch for what it does not know).
+pub fn satisfies(acr: &str, wanted: &str) -> bool {
+    let rank = |v: &str| ACR_VALUES.iter().position(|a| *a == v);
+    matches!((rank(acr), rank(wanted)), (Some(have), Some(want)) if have >= want)
+}
+
+/// A person's TOTP secret (160 random bits, as RFC 4226 recommends).
+pub fn new_totp_secret() -> Vec<u8> {
+    let mut secret = vec![0u8; 20];
+    aws_lc_rs::rand::fill(&mut secret).expect("the system's random source");
+    secret
+}
+
+fn totp(secret: &[u8], issuer: &str, account: &str) -> Option<Totp> {
+    Builder::new()
+        .with_algorithm(Algorithm::SHA1)
+        .with_digits(6)
+        .with_skew(1)
+        .with_step_duration(STEP_SECS)
+        .with_secret(secret.to_vec())
+        // The otpauth label may not hold ':'; an authenticator app shows these two.
+        .with_issuer(Some(issuer.replace(':', " ")))
+        .with_account_name(account.replace(':', " "))
+        .build()
+        .ok()
+}
+
+/// The `otpauth://` URI an authenticator app enrolls from (and the secret in base32, for
+/// typing in).
+pub fn otpauth(secret: &[u8], issuer: &str, account: &str) -> Option<(String, String)> {
+    let t = totp(secret, issuer, account)?;
+    Some((t.to_url().ok()?, t.secret().to_base32()))
+}
+
+/// The time step `code` was made for at `now` (this step or one either side), if it is right.
+/// A step is good once: the caller records it and refuses it or any earlier one after.
+pub fn matching_step(secret: &[u8], code: &str, now: u64) -> Option<u64> {
+    let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    totp(secret, "kauth", "check")?.check(&code, now)
+}
+
+/// A secret as an authenticator app is given it to type in (base32).
+pub fn secret_from_base32(text: &str) -> Option<Vec<u8>> {
+    Some(totp_rs::Secret::try_from_base32(text.trim()).ok()?.as_bytes().to_vec())
+}
+
+/// The code for `now` (tests and `kauth` tooling compute what an app shows).
+pub fn code_at(secret: &[u8], now: u64) -> String {
+    totp(secret, "kauth", "check")
+        .map(|t| t.generate(now).to_string())
+        .unwrap_or_default()
+}
+
+/// Fresh recovery codes: ten groups of 4-4 lowercase letters and digits (60 bits each).
+pub fn new_recovery_codes() -> Vec<String> {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    (0..RECOVERY_CODES)
+        .map(|_| {
+            let mut bytes = [0u8; 8];
+            aws_lc_rs::rand::fill(&mut bytes).expect("the system's random source");
+            let chars: String = bytes
+                .iter()
+                .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+                .collect();
+            format!("{}-{}", &chars[..4], &chars[4..])
+        })
+        .collect()
+}
+
+/// The digest a recovery code is kept under (the code itself is never stored), read leniently:
+/// case, spaces and the dash do not matter.
+pub fn recovery_digest(code: &str) -> String {
+    let normal: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, normal.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest)
+}
+
+/// The platform's key for second-factor secrets at rest.
+pub struct SealingKey {
+    key: LessSafeKey,
+}
+
+impl std::fmt::Debug for SealingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealingKey(..)")
+    }
+}
+
+impl SealingKey {
+    /// A key from 32 bytes.
+    pub fn new(bytes: &[u8; 32]) -> Self {
+        Self {
+            key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("a 32-byte AES key")),
+        }
+    }
+
+    /// `secret` sealed for `owner`: a random nonce and the ciphertext, base64url. Opening it
+    /// for anyone else fails, so a row copied to another person is useless.
+    pub fn seal(&self, secret: &[u8], owner: &str) -> String {
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).expect("the system's random source");
+        let mut sealed = secret.to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(owner.as_bytes()),
+                &mut sealed,
+            )
+            .expect("AES-GCM seals any length kauth uses");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// The secret sealed for `owner`, if this key sealed it for them.
+    pub fn open(&self, sealed: &str, owner: &str) -> Option<Vec<u8>> {
+        let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if bytes.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buf = ciphertext.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(owner.as_bytes()), &mut buf)
+            .ok()?;
+        Some(plain.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_6238_test_vector() {
+        // RFC 6238 Appendix B, SHA-1, T = 59 s: 94287082 (the last six digits for six).
+        assert_eq!(code_at(b"12345678901234567890", 59), "287082");
+        assert_eq!(matching_step(b"12345678901234567890", "287082", 59), Some(1));
+    }
+
+    #[test]
+    fn a_code_is_good_one_step_either_side_and_no_further() {
+        let secret = new_totp_secret();
+        let now = 1_800_000_000;
+        let code = code_at(&secret, now);
+        let step = now / STEP_SECS;
+        assert_eq!(matching_step(&secret, &code, now), Some(step));
+        assert_eq!(matching_step(&secret, &code, now + STEP_SECS), Some(step));
+        assert_eq!(matching_step(&secret, &code, now - STEP_SECS), Some(step));
+        assert_eq!(matching_step(&secret, &code, now + 2 * STEP_SECS), None);
+        assert_eq!(
+            matching_step(&secret, &format!(" {} {} ", &code[..3], &code[3..]), now),
+            Some(step)
+        );
+        let (uri, base32) = otpauth(&secret, "kauth example", "alice").unwrap();
+        assert!(uri.starts_with("otpauth://totp/") && uri.contains(&base32), "{uri}");
+        assert_eq!(secret_from_base32(&base32), Some(secret.clone()));
+        for junk in ["", "12345", "1234567", "abcdef", "١٢٣٤٥٦"] {
+            assert_eq!(matching_step(&secret, junk, now), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn a_sealed_secret_opens_only_for_its_owner_under_its_key() {
+        let key = SealingKey::new(&[7; 32]);
+        let sealed = key.seal(b"the secret", "alice");
+        assert!(!sealed.contains("the secret"));
+        assert_eq!(key.open(&sealed, "alice").as_deref(), Some(&b"the secret"[..]));
+        assert_eq!(key.open(&sealed, "bob"), None);
+        assert_eq!(SealingKey::new(&[8; 32]).open(&sealed, "alice"), None);
+        assert_ne!(key.seal(b"the secret", "alice"), sealed, "a fresh nonce each time");
+        for junk in ["", "AAAA", "!!"] {
+            assert_eq!(key.open(junk, "alice"), None);
+        }
+    }
+
+    #[test]
+    fn recovery_codes_are_distinct_and_read_leniently() {
+        let codes = new_recovery_codes();
+        assert_eq!(codes.len(), RECOVERY_CODES);
+        let distinct: std::collections::HashSet<_> = codes.iter().collect();
+        assert_eq!(distinct.len(), RECOVERY_CODES);
+        let code = &codes[0];
+        assert_eq!(
+            recovery_digest(code),
+            recovery_digest(&code.to_uppercase().replace('-', " "))
+        );
+        assert_ne!(recovery_digest(code), recovery_digest(&codes[1]));
+    }
+
+    #[test]
+    fn acr_ranks() {
+        assert_eq!(acr_of(&["pwd".into()]), ACR_ONE_FACTOR);
+        assert_eq!(acr_of(&["pwd".into(), "otp".into(), "mfa".into()]), ACR_MFA);
+        assert!(satisfies(ACR_MFA, ACR_ONE_FACTOR));
+        assert!(!satisfies(ACR_ONE_FACTOR, ACR_MFA));
+        assert!(!satisfies(ACR_MFA, "urn:other:gold"));
+    }
+}
