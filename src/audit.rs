@@ -44,8 +44,14 @@ pub enum Event {
     SecondFactorEnrolled,
     /// A person proved a second factor (the reason says which: a code or a recovery code).
     SecondFactorUsed,
-    /// A second factor was refused (a wrong, reused or throttled code).
+    /// A second factor was refused (a wrong, reused or throttled code), or its removal.
     SecondFactorFailed,
+    /// A person removed their second factor on their account page.
+    SecondFactorRemoved,
+    /// A person took an app back on their account page (the reason names the client object).
+    AppRevoked,
+    /// A person ended all their sessions on their account page.
+    SignedOutEverywhere,
 }
 
 /// One audit record; empty fields are left out.

@@ -3,7 +3,11 @@
 //! authenticator checks. The token comes from the cache when it is still good, else from a
 //! silent refresh, else from a sign-in: authorization code with PKCE through the system
 //! browser and a loopback port (RFC 8252), or the device grant where there is no browser.
-//! Tokens are cached under the user's cache folder, readable by the user alone.
+//! Tokens are cached under the user's cache folder, readable by the user alone, one file per
+//! issuer, client, scopes and `--account` (so several people, or one person's several
+//! identities, stay signed in side by side), and each run holds a lock on its file: two kubectl
+//! processes never spend the same rotating refresh token (the second use would revoke its
+//! family). `kauth login logout` revokes the refresh token at the issuer and drops the file.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,6 +52,11 @@ pub struct LoginOptions {
     /// Where tokens are cached (default: $XDG_CACHE_HOME/kauth/login or ~/.cache/kauth/login).
     #[arg(long, env = "KAUTH_LOGIN_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// A name for who is signed in (e.g. `alice` and `alice-admin`): each account has its own
+    /// tokens, so several stay signed in side by side on one issuer; sent as the sign-in's
+    /// `login_hint`.
+    #[arg(long, env = "KAUTH_LOGIN_ACCOUNT")]
+    pub account: Option<String>,
 }
 
 /// Why no credential could be had: one line for the person at the terminal.
@@ -94,6 +103,9 @@ pub fn setup(opts: &LoginOptions, user: &str) -> String {
     if opts.device {
         args.push("--device".into());
     }
+    if let Some(account) = &opts.account {
+        args.push(format!("--account={account}"));
+    }
     let args: String = args.iter().map(|a| format!("\n          - {a}")).collect();
     format!(
         "# A kubeconfig with the user entry alone: add it to KUBECONFIG and use it in a context
@@ -123,8 +135,46 @@ fn cache_file(opts: &LoginOptions) -> Result<PathBuf, LoginError> {
             .ok_or_else(|| LoginError("no cache folder: set HOME or --cache-dir".into()))?
             .join("kauth/login"),
     };
-    let key = crate::store::handle_digest(&format!("{}\n{}", opts.issuer, opts.client_id));
+    // The scopes as a set, and the account: another scope or account is another token.
+    let mut scopes: Vec<&str> = opts.scopes.iter().map(String::as_str).collect();
+    scopes.sort_unstable();
+    scopes.dedup();
+    let key = crate::store::handle_digest(&format!(
+        "{}\n{}\n{}\n{}",
+        opts.issuer,
+        opts.client_id,
+        scopes.join(" "),
+        opts.account.as_deref().unwrap_or("")
+    ));
     Ok(dir.join(format!("{}.json", &key[..32])))
+}
+
+/// Holds the lock of one cache file (released when dropped, or when the process ends).
+struct CacheLock(#[allow(dead_code)] std::fs::File);
+
+/// Waits for the lock beside `path` (creating the folder and the lock file, readable by the
+/// user alone): one run at a time reads, refreshes and writes each cache file.
+async fn lock(path: &Path) -> Result<CacheLock, LoginError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = path.parent().expect("the cache file is in a folder");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| fail("cannot create the cache folder")(&e))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path.with_extension("lock"))
+        .map_err(|e| fail("cannot open the cache lock")(&e))?;
+    tokio::task::spawn_blocking(move || {
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map(|()| CacheLock(file))
+    })
+    .await
+    .map_err(|e| fail("cache lock")(&e))?
+    .map_err(|e| fail("cannot lock the token cache")(&std::io::Error::from(e)))
 }
 
 fn load(path: &Path) -> Option<Cached> {
@@ -153,26 +203,14 @@ fn expiry(jwt: &str) -> Option<i64> {
 /// Runs the plugin: the `ExecCredential` to print.
 pub async fn login(opts: &LoginOptions) -> Result<String, LoginError> {
     let path = cache_file(opts)?;
+    // Until this run has written what it got: another run waits, then finds it in the cache.
+    let _lock = lock(&path).await?;
     let now = jiff::Timestamp::now().as_second();
     let cached = load(&path).unwrap_or_default();
     if !cached.id_token.is_empty() && cached.expires_at - FRESH_FOR > now {
         return Ok(exec_credential(&cached.id_token, cached.expires_at));
     }
-    let ca = match &opts.certificate_authority {
-        Some(file) => Some(std::fs::read(file).map_err(|e| fail(&format!("cannot read {}", file.display()))(&e))?),
-        None => None,
-    };
-    let http = Outbound::new(ca.as_deref(), Reach::Anywhere, Default::default()).map_err(|e| fail("TLS")(&e))?;
-    let issuer = IssuerUrl::new(opts.issuer.clone()).map_err(|e| fail("--issuer")(&e))?;
-    let metadata = CoreProviderMetadata::discover_async(issuer, &http).await.map_err(|e| {
-        LoginError(format!(
-            "cannot read the discovery document of {}: {}",
-            opts.issuer,
-            why(&e)
-        ))
-    })?;
-    let client = CoreClient::from_provider_metadata(metadata, ClientId::new(opts.client_id.clone()), None)
-        .set_auth_type(openidconnect::AuthType::RequestBody);
+    let (http, client) = discover(opts).await?;
     // A refresh, silently, when there is a refresh token and it still works.
     if let Some(refresh) = &cached.refresh_token {
         let refreshed = client
@@ -198,7 +236,14 @@ pub async fn login(opts: &LoginOptions) -> Result<String, LoginError> {
     let (id_token, refresh_token) = if opts.device {
         sign_in_on_a_device(&client, &http, &opts.issuer, scopes(opts, true)).await?
     } else {
-        sign_in_with_a_browser(client, &http, scopes(opts, false), opts.no_browser).await?
+        sign_in_with_a_browser(
+            client,
+            &http,
+            scopes(opts, false),
+            opts.no_browser,
+            opts.account.as_deref(),
+        )
+        .await?
     };
     let next = Cached {
         expires_at: expiry(&id_token).ok_or_else(|| LoginError("the ID token has no expiry".into()))?,
@@ -207,6 +252,72 @@ pub async fn login(opts: &LoginOptions) -> Result<String, LoginError> {
     };
     save(&path, &next)?;
     Ok(exec_credential(&next.id_token, next.expires_at))
+}
+
+/// The HTTP client for the issuer (trusting `--certificate-authority` too) and the OpenID
+/// client from its discovery document.
+async fn discover(opts: &LoginOptions) -> Result<(Outbound, Discovered), LoginError> {
+    let ca = match &opts.certificate_authority {
+        Some(file) => Some(std::fs::read(file).map_err(|e| fail(&format!("cannot read {}", file.display()))(&e))?),
+        None => None,
+    };
+    let http = Outbound::new(ca.as_deref(), Reach::Anywhere, Default::default()).map_err(|e| fail("TLS")(&e))?;
+    let issuer = IssuerUrl::new(opts.issuer.clone()).map_err(|e| fail("--issuer")(&e))?;
+    let metadata = CoreProviderMetadata::discover_async(issuer, &http).await.map_err(|e| {
+        LoginError(format!(
+            "cannot read the discovery document of {}: {}",
+            opts.issuer,
+            why(&e)
+        ))
+    })?;
+    let client = CoreClient::from_provider_metadata(metadata, ClientId::new(opts.client_id.clone()), None)
+        .set_auth_type(openidconnect::AuthType::RequestBody);
+    Ok((http, client))
+}
+
+/// `kauth login logout`: revokes the cached refresh token at the issuer (RFC 7009: its whole
+/// family ends) and drops the cache file; what it did, for standard error. The ID token cannot
+/// be recalled: it expires on its own (kube-apiserver accepts it until then).
+pub async fn logout(opts: &LoginOptions) -> Result<String, LoginError> {
+    let path = cache_file(opts)?;
+    let _lock = lock(&path).await?;
+    let Some(cached) = load(&path) else {
+        return Ok("kauth login: not signed in (no cached tokens)".into());
+    };
+    let revoked = match &cached.refresh_token {
+        Some(refresh) => {
+            let (http, _) = discover(opts).await?;
+            revoke(&http, opts, refresh).await?;
+            " and its refresh token revoked"
+        }
+        None => "",
+    };
+    std::fs::remove_file(&path).map_err(|e| fail("cannot remove the token cache")(&e))?;
+    Ok(format!("kauth login: signed out: cached tokens removed{revoked}"))
+}
+
+/// RFC 7009 at the issuer's revocation endpoint (`{issuer}/revoke`, as discovery names it), as
+/// the public client it is (`client_id` in the body).
+async fn revoke(http: &Outbound, opts: &LoginOptions, refresh_token: &str) -> Result<(), LoginError> {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("token", refresh_token)
+        .append_pair("token_type_hint", "refresh_token")
+        .append_pair("client_id", &opts.client_id)
+        .finish();
+    let request = http::Request::post(format!("{}/revoke", opts.issuer.trim_end_matches('/')))
+        .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(body.into_bytes())
+        .map_err(|e| fail("revocation request")(&e))?;
+    let response = http
+        .send("login_revoke", request)
+        .await
+        .map_err(|e| fail("cannot reach the issuer to revoke")(&e))?;
+    match response.status().as_u16() {
+        200 => Ok(()),
+        status => Err(LoginError(format!(
+            "the issuer refused to revoke the refresh token (HTTP {status}); the cache is kept"
+        ))),
+    }
 }
 
 /// The scopes to ask for, each once: `openid` (the OpenID flow of the browser sign-in adds it
@@ -296,6 +407,7 @@ async fn sign_in_with_a_browser(
     http: &Outbound,
     scopes: Vec<Scope>,
     no_browser: bool,
+    account: Option<&str>,
 ) -> Result<(String, Option<String>), LoginError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -304,15 +416,18 @@ async fn sign_in_with_a_browser(
     let redirect = RedirectUrl::new(format!("http://127.0.0.1:{port}/callback")).expect("a valid URL");
     let client = client.set_redirect_uri(redirect);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (url, state, nonce) = client
+    let mut request = client
         .authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
             CsrfToken::new_random,
             Nonce::new_random,
         )
         .add_scopes(scopes)
-        .set_pkce_challenge(challenge)
-        .url();
+        .set_pkce_challenge(challenge);
+    if let Some(account) = account {
+        request = request.add_extra_param("login_hint", account);
+    }
+    let (url, state, nonce) = request.url();
     eprintln!("To sign in, open {url}");
     if !no_browser {
         open_browser(url.as_str());
@@ -419,6 +534,7 @@ mod tests {
             no_browser: false,
             scopes: vec![],
             cache_dir: None,
+            account: Some("alice-admin".into()),
         };
         let entry = setup(&opts, "alice");
         assert!(entry.contains("kind: Config"), "a kubeconfig of its own: {entry}");
@@ -433,5 +549,23 @@ mod tests {
         assert_eq!(exec["command"], "kauth");
         assert_eq!(exec["args"][1], "--issuer=https://auth.example.com");
         assert_eq!(exec["args"][3], "--certificate-authority=/etc/kauth/ca.crt");
+        assert_eq!(exec["args"][4], "--account=alice-admin");
+        // Another account, another scope: another cache file; the scopes' order does not matter.
+        let path = cache_file(&opts).unwrap();
+        let bob = LoginOptions {
+            account: Some("bob".into()),
+            ..opts.clone()
+        };
+        assert_ne!(cache_file(&bob).unwrap(), path);
+        let more = LoginOptions {
+            scopes: vec!["b".into(), "a".into()],
+            ..opts.clone()
+        };
+        let same = LoginOptions {
+            scopes: vec!["a".into(), "b".into(), "a".into()],
+            ..opts.clone()
+        };
+        assert_ne!(cache_file(&more).unwrap(), path);
+        assert_eq!(cache_file(&more).unwrap(), cache_file(&same).unwrap());
     }
 }

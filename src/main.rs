@@ -226,8 +226,9 @@ struct ClusterAuthConfigArgs {
 struct LoginArgs {
     #[command(flatten)]
     opts: kauth::login::LoginOptions,
-    /// `setup`: print the kubeconfig `users:` entry instead.
-    #[arg(value_parser = ["setup"])]
+    /// `setup`: print the kubeconfig `users:` entry instead; `logout`: revoke the refresh
+    /// token at the issuer and forget the cached tokens (of this issuer, client and account).
+    #[arg(value_parser = ["setup", "logout"])]
     action: Option<String>,
     /// The user's name in that kubeconfig entry.
     #[arg(long, default_value = "kauth")]
@@ -277,9 +278,16 @@ fn error(e: impl std::fmt::Display) -> Failure {
 }
 
 async fn login(LoginArgs { opts, action, user }: LoginArgs) -> Result<(), Failure> {
-    if action.is_some() {
-        print!("{}", kauth::login::setup(&opts, &user));
-        return Ok(());
+    match action.as_deref() {
+        Some("setup") => {
+            print!("{}", kauth::login::setup(&opts, &user));
+            return Ok(());
+        }
+        Some(_) => {
+            eprintln!("{}", kauth::login::logout(&opts).await.map_err(failed)?);
+            return Ok(());
+        }
+        None => {}
     }
     let credential = kauth::login::login(&opts).await.map_err(failed)?;
     println!("{credential}");

@@ -90,8 +90,14 @@ async fn callback(State(rp): State<RelyingParty>, Query(q): Query<HashMap<String
         return Html("<p id=result>at_hash mismatch</p>").into_response();
     }
     let email = claims.email().map(|e| e.as_str().to_string()).unwrap_or_default();
+    // What the sign-in proved, and the refresh token (a test takes it to check revocation).
+    let acr = claims
+        .auth_context_ref()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default();
+    let refresh = tokens.refresh_token().map(|r| r.secret().clone()).unwrap_or_default();
     Html(format!(
-        "<p id=result>signed in as {} ({email})</p>",
+        "<p id=result>signed in as {} ({email})</p><p id=acr>{acr}</p><p id=refresh>{refresh}</p>",
         claims.subject().as_str()
     ))
     .into_response()
@@ -317,6 +323,99 @@ async fn kauth_login_with_chromium_on_the_device_page_and_through_a_loopback_por
         assert_eq!(landed.host_str(), Some("127.0.0.1"));
         assert_eq!(landed.path(), "/callback");
         assert_ne!(landed.port(), url::Url::parse(&p.url).unwrap().port());
+    }
+    .await;
+    browser.close().await.unwrap();
+    result
+}
+
+/// Issue 25 in Chromium: a client that requires a second factor steps alice's password session
+/// up; she enrolls an authenticator app on the way (the test computes the app's code from the
+/// key the page shows), sees her recovery codes once, and the client's ID token says `mfa`.
+/// Then her account page revokes the first app, whose refresh token fails from then on.
+#[tokio::test]
+#[ignore = "needs Chromium and chromedriver: make test-browser"]
+async fn a_person_steps_up_with_a_totp_app_and_revokes_an_app_on_the_account_page() {
+    let web_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bank_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (web_port, bank_port) = (
+        web_listener.local_addr().unwrap().port(),
+        bank_listener.local_addr().unwrap().port(),
+    );
+    let bank = format!(
+        "---\napiVersion: kauth.dev/v1alpha1\nkind: OAuthClient\nmetadata: {{name: bank, namespace: shop}}\nspec:\n  grantTypes: [authorization_code]\n  redirectUris: [\"http://127.0.0.1:{bank_port}/callback\"]\n  requiredAcr: urn:kauth:acr:mfa\n"
+    );
+    let p = TestProvider::start(&[
+        ("scopes.yaml", SCOPES),
+        ("clients.yaml", &(clients(web_port, 1) + &bank)),
+        ("people.yaml", &people()),
+    ])
+    .await;
+    let (web_id, web_secret) = p.credentials("shop", "web");
+    let (bank_id, bank_secret) = p.credentials("shop", "bank");
+    serve_rp(web_listener, &p.url, &web_id, Some(web_secret.clone())).await;
+    serve_rp(bank_listener, &p.url, &bank_id, Some(bank_secret)).await;
+
+    let driver = chromedriver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = headless(&driver, profile.path()).await;
+    let result = async {
+        sign_in_through_pages(&browser, &format!("http://127.0.0.1:{web_port}/"), true).await;
+        assert_eq!(text_of(&browser, "#acr").await, "urn:kauth:acr:1fa");
+        let web_refresh = text_of(&browser, "#refresh").await;
+
+        // bank: no password again, an enrollment page instead.
+        browser.goto(&format!("http://127.0.0.1:{bank_port}/")).await.unwrap();
+        let key = text_of(&browser, "#secret").await;
+        let secret = kauth::second_factors::secret_from_base32(&key).unwrap();
+        let now = jiff::Timestamp::now().as_second() as u64;
+        let code = browser.find(Locator::Css("#code")).await.unwrap();
+        code.send_keys(&format!("{}\u{E007}", kauth::second_factors::code_at(&secret, now)))
+            .await
+            .unwrap();
+        let codes = text_of(&browser, "#recovery-codes").await;
+        assert_eq!(codes.lines().count(), 10, "{codes}");
+        browser
+            .find(Locator::Css("#continue"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let allow = browser
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("button[value=allow]"))
+            .await
+            .unwrap();
+        allow.click().await.unwrap();
+        assert_eq!(
+            text_of(&browser, "#result").await,
+            "signed in as alice (alice@example.com)"
+        );
+        assert_eq!(text_of(&browser, "#acr").await, "urn:kauth:acr:mfa");
+
+        // The account page: revoke web.
+        browser.goto(&format!("{}/account", p.url)).await.unwrap();
+        let revoke = browser
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::XPath("//li[contains(., 'shop/web')]//button"))
+            .await
+            .unwrap();
+        revoke.click().await.unwrap();
+        settled_text(&browser, "main", |t| t.contains("shop/bank") && !t.contains("shop/web")).await;
+        let refused: serde_json::Value = rp_http()
+            .post(format!("{}/token", p.url))
+            .basic_auth(&web_id, Some(&web_secret))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", web_refresh.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(refused["error"], "invalid_grant", "{refused}");
     }
     .await;
     browser.close().await.unwrap();

@@ -8,7 +8,7 @@ mod support;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::browser::{Browser, Step, param};
+use support::browser::{Browser, enrolled_secret, now, param, walk};
 use support::keys::payload;
 use support::{SCOPES, TestProvider, hidden_field, people};
 
@@ -47,103 +47,6 @@ fn authorize(p: &TestProvider, client_id: &str, extra: &str) -> String {
         p.url,
         form_urlencoded::byte_serialize(CB.as_bytes()).collect::<String>()
     )
-}
-
-/// The secret an enrollment page shows, as bytes.
-fn enrolled_secret(page: &str) -> Vec<u8> {
-    let start = page.find(r#"<code id="secret">"#).expect("an enrollment page") + r#"<code id="secret">"#.len();
-    let base32 = &page[start..start + page[start..].find('<').unwrap()];
-    kauth::second_factors::secret_from_base32(base32).unwrap()
-}
-
-fn now() -> u64 {
-    jiff::Timestamp::now().as_second() as u64
-}
-
-/// Where a walk through the pages ended, and what it saw on the way.
-struct Walk {
-    /// The client's redirect URI with the code, or the last page.
-    end: Result<url::Url, Step>,
-    pages: Vec<String>,
-    recovery_codes: Vec<String>,
-}
-
-/// Walks the pages from `url`: the password when asked, `second` for the code page (given
-/// the page), consent allowed; stops at the client's redirect URI or at a page that is not
-/// a redirect.
-async fn walk(b: &Browser, p: &TestProvider, url: &str, user: (&str, &str), second: impl Fn(&str) -> String) -> Walk {
-    let mut walk = Walk {
-        end: Err(Step {
-            status: StatusCode::OK,
-            location: None,
-            body: String::new(),
-        }),
-        pages: Vec::new(),
-        recovery_codes: Vec::new(),
-    };
-    let mut step = b.get(url).await;
-    loop {
-        let to = match (&step.status, &step.location) {
-            (&StatusCode::SEE_OTHER | &StatusCode::FOUND, Some(to)) => to.clone(),
-            // The recovery codes page: remember them, follow its link.
-            (&StatusCode::OK, None) if step.body.contains("recovery-codes") => {
-                let list = &step.body[step.body.find("recovery-codes").unwrap()..];
-                walk.recovery_codes = list
-                    .split("<code>")
-                    .skip(1)
-                    .map(|c| c[..c.find('<').unwrap()].to_string())
-                    .collect();
-                let start = step.body.find(r#"id="continue" href=""#).unwrap() + r#"id="continue" href=""#.len();
-                let href = step.body[start..start + step.body[start..].find('"').unwrap()].replace("&amp;", "&");
-                walk.pages.push("recovery codes".into());
-                step = Step {
-                    status: StatusCode::SEE_OTHER,
-                    location: Some(href),
-                    body: String::new(),
-                };
-                continue;
-            }
-            _ => {
-                walk.end = Err(step);
-                return walk;
-            }
-        };
-        if !to.starts_with(&format!("{}/", p.url)) {
-            walk.end = Ok(url::Url::parse(&to).unwrap());
-            return walk;
-        }
-        let page = b.get(&to).await;
-        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-        let request = hidden_field(&page.body, "request");
-        let csrf = hidden_field(&page.body, "csrf");
-        let path = url::Url::parse(&to).unwrap().path().to_string();
-        walk.pages.push(path.clone());
-        step = if path.ends_with("/login/second-factor") {
-            let code = second(&page.body);
-            let mut form = vec![
-                ("request", request.as_str()),
-                ("csrf", csrf.as_str()),
-                ("code", code.as_str()),
-            ];
-            let enroll = page
-                .body
-                .contains(r#"name="enroll""#)
-                .then(|| hidden_field(&page.body, "enroll"));
-            if let Some(enroll) = &enroll {
-                form.push(("enroll", enroll));
-            }
-            b.post(&format!("{}/login/second-factor", p.url), &form).await
-        } else if path.ends_with("/login") {
-            b.log_in(&p.url, &request, &csrf, user).await
-        } else {
-            let form = [
-                ("request", request.as_str()),
-                ("csrf", csrf.as_str()),
-                ("decision", "allow"),
-            ];
-            b.post(&format!("{}/consent", p.url), &form).await
-        };
-    }
 }
 
 /// The ID token's claims for the code in `back`.

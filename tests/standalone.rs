@@ -1200,7 +1200,12 @@ async fn kauth_login_signs_in_caches_privately_and_refreshes_silently() {
         (claims["sub"].as_str(), claims["aud"].as_str()),
         (Some("alice"), Some("kauth.kubectl"))
     );
-    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    // The tokens, beside the lock that keeps two runs from refreshing at once.
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(
         std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777,
@@ -1243,6 +1248,130 @@ async fn kauth_login_signs_in_caches_privately_and_refreshes_silently() {
         err[0].starts_with("kauth login: cannot read the discovery document"),
         "{err:?}"
     );
+}
+
+/// Waits up to 30 s for `child` to end; a run still going has fallen back to a sign-in.
+fn finished(mut child: Child, what: &str) -> Child {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{what}: still running (waiting for a sign-in?)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// The cache files of `dir` (the tokens, not their locks), by the `sub` of their ID token.
+fn cached_by_person(dir: &Path) -> std::collections::BTreeMap<String, (std::path::PathBuf, Value)> {
+    use base64::Engine;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let cached: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            let payload = cached["id_token"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .nth(1)
+                .unwrap()
+                .to_string();
+            let claims: Value = serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(payload)
+                    .unwrap(),
+            )
+            .unwrap();
+            (claims["sub"].as_str().unwrap().to_string(), (p, cached))
+        })
+        .collect()
+}
+
+/// `kauth login` people keep (issue 25): two accounts on one issuer side by side, each with its
+/// own cached tokens; two kubectl runs refreshing one expired token at once both succeed (a
+/// lock: the second finds the first's fresh token instead of replaying the rotated refresh
+/// token, which would revoke the family); `kauth login logout` revokes the refresh token at
+/// the issuer and drops that account's cache only.
+#[tokio::test]
+async fn kauth_login_keeps_accounts_apart_refreshes_once_and_logs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifests, state, cache) = (dir.path().join("m"), dir.path().join("s"), dir.path().join("cache"));
+    copy_examples(&manifests);
+    std::fs::write(manifests.join("people.yaml"), support::people()).unwrap();
+    std::fs::write(manifests.join("kubectl.yaml"), support::KUBECTL_CLIENT).unwrap();
+    let (_kauth, url) = start(&manifests, &state);
+    let cache_arg = format!("--cache-dir={}", cache.display());
+    let issuer_arg = format!("--issuer={url}");
+    let common = [issuer_arg.as_str(), "--client-id=kauth.kubectl", cache_arg.as_str()];
+
+    for (account, user) in [("alice", ("alice", "wonderland")), ("bob", ("bob", "builder"))] {
+        let flag = format!("--account={account}");
+        let (child, stderr) = spawn_login(&[&common[..], &["--device", flag.as_str()]].concat());
+        let line = line_with(&stderr, "enter the code");
+        let code = line.rsplit(' ').next().unwrap().to_string();
+        let (_, done) = support::browser::Browser::new()
+            .answer_device(&url, &code, user, "allow")
+            .await;
+        assert!(done.body.contains("Device signed in"), "{}", done.body);
+        assert_eq!(credential_of(child).1["sub"], account);
+    }
+    let cached = cached_by_person(&cache);
+    assert_eq!(cached.keys().collect::<Vec<_>>(), ["alice", "bob"]);
+    // From the cache, each account is its own person (without a browser a sign-in would wait).
+    for account in ["alice", "bob"] {
+        let flag = format!("--account={account}");
+        let (child, _) = spawn_login(&[&common[..], &["--no-browser", flag.as_str()]].concat());
+        assert_eq!(credential_of(finished(child, account)).1["sub"], account);
+    }
+
+    // bob's token expired; two runs at once: both get a token, by one refresh.
+    let (bob_file, mut bob_cached) = cached["bob"].clone();
+    bob_cached["expires_at"] = 0.into();
+    std::fs::write(&bob_file, bob_cached.to_string()).unwrap();
+    std::thread::sleep(Duration::from_millis(1100)); // a new iat, so a new token
+    let runs: Vec<Child> = (0..2)
+        .map(|_| spawn_login(&[&common[..], &["--no-browser", "--account=bob"]].concat()).0)
+        .collect();
+    for run in runs {
+        assert_eq!(credential_of(finished(run, "a concurrent refresh")).1["sub"], "bob");
+    }
+    // The family was not revoked for a replay: it refreshes again.
+    let (bob_file, mut bob_cached) = cached_by_person(&cache)["bob"].clone();
+    bob_cached["expires_at"] = 0.into();
+    std::fs::write(&bob_file, bob_cached.to_string()).unwrap();
+    let (child, _) = spawn_login(&[&common[..], &["--no-browser", "--account=bob"]].concat());
+    assert_eq!(credential_of(finished(child, "a refresh after them")).1["sub"], "bob");
+
+    // alice signs out: her refresh token no longer works, her cache is gone, bob's stays.
+    let alice_refresh = cached["alice"].1["refresh_token"].as_str().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_kauth"))
+        .args(["login", "logout", "--account=alice"])
+        .args(common)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refresh token revoked"));
+    let refreshed = reqwest::Client::new()
+        .post(format!("{url}/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", alice_refresh.as_str()),
+            ("client_id", "kauth.kubectl"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), 400);
+    assert_eq!(cached_by_person(&cache).keys().collect::<Vec<_>>(), ["bob"]);
+    let again = Command::new(env!("CARGO_BIN_EXE_kauth"))
+        .args(["login", "logout", "--account=alice"])
+        .args(common)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not signed in"));
 }
 
 /// OpenTelemetry: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, kauth sends its spans to the

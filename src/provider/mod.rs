@@ -1,6 +1,7 @@
 //! The authorization server's HTTP surface (axum). Handlers read only the registry snapshot
 //! and the revocation list; they never call the Kubernetes API.
 
+mod account;
 mod assertions;
 mod authorization_request;
 mod authorize;
@@ -73,6 +74,10 @@ pub fn router(state: ProviderState) -> Router {
         .route("/authorize", get(authorize::authorize).post(authorize::authorize))
         .route("/par", any(par::push).layer(nonces()))
         .route("/login", get(signin::login_page).post(signin::login_submit))
+        .route(browser_flow::completion::ACCOUNT_PAGE, get(account::page))
+        .route(account::REVOKE_APP, any(account::revoke_app))
+        .route(account::SIGN_OUT_EVERYWHERE, any(account::sign_out_everywhere))
+        .route(account::REMOVE_SECOND_FACTOR, any(account::remove_second_factor))
         .route(
             browser_flow::SECOND_FACTOR_PAGE,
             get(second_factor::page).post(second_factor::submit),

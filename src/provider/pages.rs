@@ -431,3 +431,81 @@ mod tests {
         assert!(html.contains(r#"value="allow""#) && html.contains(r#"value="deny""#));
     }
 }
+
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Your account</title><style>{{ style|safe }}</style></head>
+<body><main>
+<h1>Your account</h1>
+<p class="meta">Signed in as <strong>{{ v.person }}</strong></p>
+<h2>Apps you allowed</h2>
+{% if v.apps.is_empty() %}<p>No apps yet.</p>
+{% else %}<ul class="scopes">
+{% for a in v.apps %}<li><strong>{{ a.name }}</strong><br>
+{% if !a.scopes.is_empty() %}<code>{{ a.scopes }}</code><br>{% endif %}allowed {{ a.allowed }}{% if a.refresh_tokens > 0 %}, {{ a.refresh_tokens }} refresh token(s){% endif %}
+<form method="post" action="{{ v.revoke_action }}">
+<input type="hidden" name="csrf" value="{{ v.csrf }}">
+<input type="hidden" name="client" value="{{ a.client_uid }}">
+<button type="submit" class="secondary">Revoke access</button>
+</form></li>
+{% endfor %}</ul>
+{% endif %}<h2>Where you are signed in</h2>
+<ul class="scopes">
+{% for s in v.sessions %}<li>since {{ s.signed_in }}, with {{ s.how }}{% if s.this_browser %} (this browser){% endif %}</li>
+{% endfor %}</ul>
+<form method="post" action="{{ v.sign_out_action }}">
+<input type="hidden" name="csrf" value="{{ v.csrf }}">
+<button type="submit" class="secondary">Sign out everywhere</button>
+</form>
+<h2>Second factor</h2>
+{% if let Some(left) = v.second_factor %}<p>An authenticator app is set up; {{ left }} recovery code(s) left.</p>
+<form method="post" action="{{ v.remove_factor_action }}">
+<input type="hidden" name="csrf" value="{{ v.csrf }}">
+<button type="submit" class="secondary">Remove the authenticator app</button>
+</form>
+{% else %}<p>None set up. An app that requires one will ask you to add an authenticator app when you next sign in to it.</p>
+{% endif %}</main></body></html>"#
+)]
+struct AccountPage<'a> {
+    style: &'a str,
+    v: &'a AccountView,
+}
+
+/// What the account page shows.
+pub struct AccountView {
+    pub person: String,
+    /// The forms' CSRF token.
+    pub csrf: String,
+    pub revoke_action: String,
+    pub sign_out_action: String,
+    pub remove_factor_action: String,
+    pub sessions: Vec<AccountSession>,
+    pub apps: Vec<AccountApp>,
+    /// Recovery codes left, when a second factor is set up.
+    pub second_factor: Option<i64>,
+}
+
+/// One session on the account page.
+pub struct AccountSession {
+    pub signed_in: String,
+    pub how: String,
+    pub this_browser: bool,
+}
+
+/// One allowed app on the account page.
+pub struct AccountApp {
+    pub name: String,
+    pub client_uid: String,
+    pub scopes: String,
+    pub allowed: String,
+    pub refresh_tokens: i64,
+}
+
+/// The account page.
+pub fn account(view: &AccountView) -> Response {
+    let p = AccountPage { style: STYLE, v: view };
+    page(StatusCode::OK, p.render())
+}

@@ -15,6 +15,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyConnection, AnyPool, Row, SqlSafeStr};
 
+mod account;
 mod codes_and_families;
 mod device;
 mod group_commit;
@@ -27,6 +28,7 @@ mod shared_secrets;
 mod sign_ins;
 mod sweep;
 mod used_once;
+pub use account::{AllowedApp, LiveSession};
 pub use device::{DevicePoll, DeviceRequest};
 use group_commit::{Group, GroupTx};
 pub use second_factors::StoredTotp;

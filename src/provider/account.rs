@@ -1,0 +1,270 @@
+//! The person's own account page (`/account`, behind sign-in): their sessions, the apps they
+//! allowed (client, namespace, scopes, when) and their second factor. They can take one app
+//! back (its refresh families and the access tokens those issued end, and its remembered
+//! consent is forgotten) or sign out everywhere (every session ends; the apps each signed in
+//! to are told by back-channel logout), or remove their authenticator app (only from a session
+//! that proved it, and never while the platform requires one). Each action is a form with a CSRF token bound to the
+//! session, and an audit event.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::Timestamp;
+
+use super::browser::{CookieName, client_ip, same_secret, set_cookie};
+use super::browser_flow::completion::ACCOUNT_PAGE;
+use super::browser_flow::{AuthRequest, Stage, current_session, proceed, see_other, session_sid, unavailable};
+use super::form::Form;
+use super::pages::{self, AccountApp, AccountSession, AccountView};
+use super::state::ProviderState;
+use crate::audit::{Event, Record};
+use crate::store::Session;
+
+/// Where the account page's forms post.
+pub const REVOKE_APP: &str = "/account/revoke-app";
+pub const SIGN_OUT_EVERYWHERE: &str = "/account/sign-out-everywhere";
+pub const REMOVE_SECOND_FACTOR: &str = "/account/remove-second-factor";
+
+/// The CSRF token of the account page's forms: derived from the session's stored id (the
+/// digest of its cookie, which never leaves kauth), so only a page of this session has it.
+fn csrf_of(session_id: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("account\n{session_id}").as_bytes());
+    URL_SAFE_NO_PAD.encode(digest)
+}
+
+/// GET /account: the page for a signed-in person; otherwise a sign-in that comes back here.
+pub async fn page(State(state): State<ProviderState>, request: Request) -> Response {
+    let from = client_ip(&request);
+    let headers = request.headers().clone();
+    let now = Timestamp::now().as_second();
+    match current_session(&state, &headers, now).await {
+        Ok(Some((id, session))) => match render(&state, &id, &session, now).await {
+            Ok(r) => r,
+            Err(e) => unavailable(e),
+        },
+        Ok(None) => {
+            let req = AuthRequest {
+                client_id: String::new(),
+                client_uid: String::new(),
+                redirect_uri: String::new(),
+                scopes: Vec::new(),
+                audiences: Vec::new(),
+                state: None,
+                nonce: None,
+                code_challenge: None,
+                force_login: false,
+                force_consent: false,
+                max_age: None,
+                login_hint: None,
+                started_at: now,
+                device: None,
+                dpop_jkt: None,
+                acr: None,
+                first_factor: None,
+                account: true,
+            };
+            let snapshot = state.registry.load();
+            proceed(&state, &snapshot, &headers, None, &req, Stage::New { from }, false)
+                .await
+                .unwrap_or_else(unavailable)
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn render(
+    state: &ProviderState,
+    session_id: &str,
+    session: &Session,
+    now: i64,
+) -> Result<Response, crate::store::StoreError> {
+    let sessions = state.store.sessions_of(&session.subject, now).await?;
+    let apps = state.store.apps_of(&session.subject, now).await?;
+    let factor = state.store.totp_of(&session.subject).await?;
+    let recovery_left = match factor {
+        Some(_) => Some(state.store.recovery_codes_left(&session.subject).await?),
+        None => None,
+    };
+    let snapshot = state.registry.load();
+    let when = |t: i64| {
+        Timestamp::from_second(t)
+            .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_default()
+    };
+    let view = AccountView {
+        person: session.subject.clone(),
+        csrf: csrf_of(session_id),
+        revoke_action: state.issuer.endpoint(REVOKE_APP),
+        sign_out_action: state.issuer.endpoint(SIGN_OUT_EVERYWHERE),
+        remove_factor_action: state.issuer.endpoint(REMOVE_SECOND_FACTOR),
+        sessions: sessions
+            .iter()
+            .map(|s| AccountSession {
+                signed_in: when(s.session.auth_time),
+                how: if s.session.amr.is_empty() {
+                    "an upstream provider".into()
+                } else {
+                    s.session.amr.join(" ")
+                },
+                this_browser: s.id == session_id,
+            })
+            .collect(),
+        apps: apps
+            .iter()
+            .map(|a| {
+                // Named by the object it was granted to; a deleted one has no name any more.
+                let served = snapshot.clients.values().find(|c| c.uid == a.client_uid);
+                AccountApp {
+                    name: match served {
+                        Some(c) => format!("{}/{} ({})", c.namespace, c.name, c.client_id),
+                        None => format!(
+                            "a client that no longer exists ({})",
+                            a.client_id.as_deref().unwrap_or("unknown id")
+                        ),
+                    },
+                    client_uid: a.client_uid.clone(),
+                    scopes: a.scopes.as_ref().map(|s| s.join(" ")).unwrap_or_default(),
+                    allowed: a
+                        .granted_at
+                        .map(when)
+                        .unwrap_or_else(|| "without asking (first-party)".into()),
+                    refresh_tokens: a.live_families,
+                }
+            })
+            .collect(),
+        second_factor: recovery_left,
+    };
+    Ok(pages::account(&view))
+}
+
+/// Reads an account form: the live session it belongs to and its CSRF token checked.
+async fn account_form(state: &ProviderState, request: Request) -> Result<(HeaderMap, Form, String, Session), Response> {
+    let (parts, body) = request.into_parts();
+    if parts.method != Method::POST {
+        return Err(pages::error(StatusCode::METHOD_NOT_ALLOWED, "Use the form."));
+    }
+    let form = Form::read(&parts.headers, body)
+        .await
+        .map_err(|e| pages::error(StatusCode::BAD_REQUEST, &e.description))?;
+    let now = Timestamp::now().as_second();
+    let (id, session) = match current_session(state, &parts.headers, now).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(see_other(&state.issuer.endpoint(ACCOUNT_PAGE))),
+        Err(e) => return Err(unavailable(e)),
+    };
+    if !form.get("csrf").is_some_and(|c| same_secret(c, &csrf_of(&id))) {
+        return Err(pages::error(
+            StatusCode::FORBIDDEN,
+            "The form was not sent from your account page. Open the page again.",
+        ));
+    }
+    Ok((parts.headers, form, id, session))
+}
+
+fn audit(state: &ProviderState, event: Event, subject: &str, source: Option<std::net::IpAddr>, reason: &str) {
+    let record = Record {
+        subject: Some(subject),
+        source,
+        reason: Some(reason),
+        ..Default::default()
+    };
+    state.audit_event(event, &record);
+}
+
+/// POST /account/revoke-app: takes one app back.
+pub async fn revoke_app(State(state): State<ProviderState>, request: Request) -> Response {
+    let ip = client_ip(&request);
+    let (_, form, _, session) = match account_form(&state, request).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(client_uid) = form.get("client").filter(|c| !c.is_empty()) else {
+        return pages::error(StatusCode::BAD_REQUEST, "Which app? Open the page again.");
+    };
+    let now = Timestamp::now().as_second();
+    // Only this person's own grants: the store matches subject and client object together.
+    match state.store.revoke_app(&session.subject, client_uid, now).await {
+        Ok(revoked) => {
+            state.revocations.remember(&revoked);
+            tracing::info!(subject = %session.subject, client_uid, access_tokens = revoked.len(), "app revoked by its person");
+            audit(&state, Event::AppRevoked, &session.subject, ip, client_uid);
+            see_other(&state.issuer.endpoint(ACCOUNT_PAGE))
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+/// POST /account/sign-out-everywhere: ends every session of the person.
+pub async fn sign_out_everywhere(State(state): State<ProviderState>, request: Request) -> Response {
+    let ip = client_ip(&request);
+    let (_, _, _, session) = match account_form(&state, request).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let now = Timestamp::now().as_second();
+    let ending = match state.store.sessions_of(&session.subject, now).await {
+        Ok(s) => s,
+        Err(e) => return unavailable(e),
+    };
+    for live in &ending {
+        if let Err(e) = state.store.end_session(&live.id).await {
+            return unavailable(e);
+        }
+        // The apps each session signed in to are told (back-channel logout).
+        super::backchannel::session_ended(&state, session_sid(&live.id));
+    }
+    tracing::info!(subject = %session.subject, sessions = ending.len(), "signed out everywhere");
+    audit(
+        &state,
+        Event::SignedOutEverywhere,
+        &session.subject,
+        ip,
+        &format!("{} sessions", ending.len()),
+    );
+    let mut r = pages::message(
+        "Signed out everywhere",
+        "Every sign-in to kauth has ended, on every device. Apps you allowed keep what they hold until you revoke them.",
+    );
+    set_cookie(&mut r, &state.issuer, CookieName::Session, None, 0);
+    r
+}
+
+/// POST /account/remove-second-factor: removes the person's authenticator app and recovery
+/// codes, from a session that proved the factor, unless the platform requires one.
+pub async fn remove_second_factor(State(state): State<ProviderState>, request: Request) -> Response {
+    let ip = client_ip(&request);
+    let (_, _, _, session) = match account_form(&state, request).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if state.second_factor_required {
+        audit(
+            &state,
+            Event::SecondFactorFailed,
+            &session.subject,
+            ip,
+            "removal refused: required",
+        );
+        return pages::error(
+            StatusCode::CONFLICT,
+            "Your platform requires a second factor: it cannot be removed, only replaced.",
+        );
+    }
+    // A session signed in with the password alone (before the factor existed) may not take it
+    // away: whoever holds the password would shed the factor that guards it.
+    if !session.amr.iter().any(|m| m == "mfa") {
+        return pages::error(
+            StatusCode::FORBIDDEN,
+            "Sign out and sign in again with your code before removing your authenticator app.",
+        );
+    }
+    match state.store.remove_second_factors(&session.subject).await {
+        Ok(_) => {
+            audit(&state, Event::SecondFactorRemoved, &session.subject, ip, "totp");
+            see_other(&state.issuer.endpoint(ACCOUNT_PAGE))
+        }
+        Err(e) => unavailable(e),
+    }
+}
