@@ -155,13 +155,8 @@ struct CacheLock(#[allow(dead_code)] std::fs::File);
 /// Waits for the lock beside `path` (creating the folder and the lock file, readable by the
 /// user alone): one run at a time reads, refreshes and writes each cache file.
 async fn lock(path: &Path) -> Result<CacheLock, LoginError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let dir = path.parent().expect("the cache file is in a folder");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| fail("cannot create the cache folder")(&e))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    cache_folder(path)?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -177,19 +172,23 @@ async fn lock(path: &Path) -> Result<CacheLock, LoginError> {
     .map_err(|e| fail("cannot lock the token cache")(&std::io::Error::from(e)))
 }
 
+/// Makes the folder of the cache file `path`, readable by the user alone.
+fn cache_folder(path: &Path) -> Result<(), LoginError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path.parent().expect("the cache file is in a folder"))
+        .map_err(|e| fail("cannot create the cache folder")(&e))
+}
+
 fn load(path: &Path) -> Option<Cached> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
 /// Writes the cache readable by the user alone (the folder too), replacing it in one rename.
 fn save(path: &Path, cached: &Cached) -> Result<(), LoginError> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = path.parent().expect("the cache file is in a folder");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| fail("cannot create the cache folder")(&e))?;
+    cache_folder(path)?;
     let text = serde_json::to_vec(cached).expect("the cache serialises");
     crate::files::replace(path, &text, 0o600).map_err(|e| fail("cannot write the token cache")(&e))
 }

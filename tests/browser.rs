@@ -146,17 +146,27 @@ fn people() -> String {
     )
 }
 
+/// The element `css` names, once the page has it (10 s at most).
+async fn element(browser: &Client, css: &str) -> fantoccini::elements::Element {
+    browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+}
+
+/// Clicks Allow on the consent page, once it is there.
+async fn click_allow(browser: &Client) {
+    element(browser, "button[value=allow]").await.click().await.unwrap();
+}
+
 /// Signs alice in through the pages as a person would: type, press Enter, click Allow.
 async fn sign_in_through_pages(browser: &Client, start: &str, expect_consent: bool) {
     browser.goto(start).await.unwrap();
     type_alices_password(browser).await;
     if expect_consent {
-        let allow = browser
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css("button[value=allow]"))
-            .await
-            .unwrap();
+        let allow = element(browser, "button[value=allow]").await;
         let listed = browser
             .find(Locator::Css("ul.scopes"))
             .await
@@ -199,13 +209,7 @@ async fn a_person_signs_in_with_chromium_to_a_confidential_and_a_public_client()
         );
         // Same browser, the public client: the session holds, only its consent is asked.
         browser.goto(&format!("http://127.0.0.1:{spa_port}/")).await.unwrap();
-        let allow = browser
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css("button[value=allow]"))
-            .await
-            .unwrap();
-        allow.click().await.unwrap();
+        click_allow(&browser).await;
         assert_eq!(
             text_of(&browser, "#result").await,
             "signed in as alice (alice@example.com)"
@@ -301,13 +305,7 @@ async fn kauth_login_with_chromium_on_the_device_page_and_through_a_loopback_por
             .await
             .unwrap();
         type_alices_password(&browser).await;
-        let confirm = browser
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css("button[value=allow]"))
-            .await
-            .unwrap();
-        confirm.click().await.unwrap();
+        click_allow(&browser).await;
         // The consent page's h1 may still be there while the next page loads: wait for this one.
         settled_text(&browser, "h1", |t| t == "Device signed in").await;
         assert_eq!(subject_of(device), "alice");
@@ -382,13 +380,7 @@ async fn a_person_steps_up_with_a_totp_app_and_revokes_an_app_on_the_account_pag
             .click()
             .await
             .unwrap();
-        let allow = browser
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css("button[value=allow]"))
-            .await
-            .unwrap();
-        allow.click().await.unwrap();
+        click_allow(&browser).await;
         assert_eq!(
             text_of(&browser, "#result").await,
             "signed in as alice (alice@example.com)"

@@ -7,7 +7,7 @@
 //! session, and an audit event.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -141,13 +141,7 @@ async fn render(
 
 /// Reads an account form: the live session it belongs to and its CSRF token checked.
 async fn account_form(state: &ProviderState, request: Request) -> Result<(HeaderMap, Form, String, Session), Response> {
-    let (parts, body) = request.into_parts();
-    if parts.method != Method::POST {
-        return Err(pages::error(StatusCode::METHOD_NOT_ALLOWED, "Use the form."));
-    }
-    let form = Form::read(&parts.headers, body)
-        .await
-        .map_err(|e| pages::error(StatusCode::BAD_REQUEST, &e.description))?;
+    let (parts, form) = super::signin::page_form(request).await?;
     let now = Timestamp::now().as_second();
     let (id, session) = match current_session(state, &parts.headers, now).await {
         Ok(Some(s)) => s,

@@ -85,12 +85,8 @@ pub async fn login_page(
     }
 }
 
-/// Reads a page's form and the pending request it continues, checking the CSRF token.
-pub(super) async fn form_and_pending(
-    state: &ProviderState,
-    request: Request,
-) -> Result<(HeaderMap, Form, Pending, Option<std::net::IpAddr>), Response> {
-    let ip = client_ip(&request);
+/// Reads the form a page POSTed (anything else is refused on a page).
+pub(super) async fn page_form(request: Request) -> Result<(axum::http::request::Parts, Form), Response> {
     let (parts, body) = request.into_parts();
     if parts.method != Method::POST {
         return Err(pages::error(StatusCode::METHOD_NOT_ALLOWED, "Use the form."));
@@ -98,6 +94,16 @@ pub(super) async fn form_and_pending(
     let form = Form::read(&parts.headers, body)
         .await
         .map_err(|e| pages::error(StatusCode::BAD_REQUEST, &e.description))?;
+    Ok((parts, form))
+}
+
+/// Reads a page's form and the pending request it continues, checking the CSRF token.
+pub(super) async fn form_and_pending(
+    state: &ProviderState,
+    request: Request,
+) -> Result<(HeaderMap, Form, Pending, Option<std::net::IpAddr>), Response> {
+    let ip = client_ip(&request);
+    let (parts, form) = page_form(request).await?;
     let pending = match load_pending(state, &parts.headers, form.get("request")).await {
         Ok(Some(p)) => p,
         Ok(None) => return Err(pages::error(StatusCode::BAD_REQUEST, EXPIRED)),

@@ -41,16 +41,7 @@ impl GrantStore {
                 .iter()
                 .map(|r| LiveSession {
                     id: r.get("id"),
-                    session: Session {
-                        subject: r.get("subject"),
-                        auth_time: r.get("auth_time"),
-                        credential: r.get("credential"),
-                        amr: r
-                            .get::<String, _>("amr")
-                            .split_whitespace()
-                            .map(str::to_owned)
-                            .collect(),
-                    },
+                    session: super::people::session_of(r),
                     expires_at: r.get("expires_at"),
                 })
                 .collect())

@@ -34,16 +34,7 @@ impl GrantStore {
             .bind(now)
             .fetch_optional(&self.pool)
             .await?;
-            Ok(row.map(|r| Session {
-                subject: r.get("subject"),
-                auth_time: r.get("auth_time"),
-                credential: r.get("credential"),
-                amr: r
-                    .get::<String, _>("amr")
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect(),
-            }))
+            Ok(row.as_ref().map(session_of))
         })
         .await
     }
@@ -224,5 +215,19 @@ impl GrantStore {
             Ok(())
         })
         .await
+    }
+}
+
+/// A session from its row (`subject`, `auth_time`, `credential`, `amr`).
+pub(super) fn session_of(r: &AnyRow) -> Session {
+    Session {
+        subject: r.get("subject"),
+        auth_time: r.get("auth_time"),
+        credential: r.get("credential"),
+        amr: r
+            .get::<String, _>("amr")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
     }
 }
