@@ -57,7 +57,27 @@ struct Entry {
     scopes: Vec<String>,
     #[serde(default)]
     claims: ClaimMapping,
+    #[serde(default)]
+    auth_context: AuthContext,
 }
+
+/// Whether kauth takes the upstream's word for how a person signed in (`amr`, `acr` of its ID
+/// token): only for an upstream the platform trusts to check a second factor. Off by default:
+/// kauth then vouches for no factor of an upstream's people.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AuthContext {
+    /// Take the upstream's `amr` (and `acr`) as the person's sign-in.
+    pub trust: bool,
+    /// Upstream `acr` values that mean a second factor was used (besides `mfa` in `amr`).
+    pub mfa_acr_values: Vec<String>,
+}
+
+/// The RFC 8176 methods kauth passes on from a trusted upstream (others are dropped: a value
+/// kauth does not know means nothing it can vouch for).
+const KNOWN_AMR: [&str; 15] = [
+    "face", "fpt", "geo", "hwk", "iris", "kba", "mca", "mfa", "otp", "pin", "pwd", "rba", "sc", "sms", "swk",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,9 +99,37 @@ pub struct Connector {
     /// Scopes asked upstream (`openid` is always among them).
     pub scopes: Vec<String>,
     pub claims: ClaimMapping,
+    pub auth_context: AuthContext,
 }
 
 impl Connector {
+    /// How the upstream says the person signed in (its ID token's verified claims), as kauth
+    /// will record it: nothing unless the platform trusts this upstream's word; then its
+    /// known `amr` values, with `mfa` when its `acr` is one that means a second factor.
+    pub fn auth_methods(&self, upstream: &Value) -> Vec<String> {
+        if !self.auth_context.trust {
+            return Vec::new();
+        }
+        let mut amr: Vec<String> = upstream["amr"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|m| KNOWN_AMR.contains(m))
+            .take(KNOWN_AMR.len())
+            .map(str::to_owned)
+            .collect();
+        amr.sort();
+        amr.dedup();
+        let acr_means_mfa = upstream["acr"]
+            .as_str()
+            .is_some_and(|acr| self.auth_context.mfa_acr_values.iter().any(|v| v == acr));
+        if acr_means_mfa && !amr.iter().any(|m| m == "mfa") {
+            amr.push("mfa".into());
+        }
+        amr
+    }
+
     /// kauth's subject for an upstream subject: never equal to a local username (no ':').
     pub fn subject(&self, upstream_sub: &str) -> String {
         format!("{}:{upstream_sub}", self.id)
@@ -180,6 +228,7 @@ impl Connectors {
                 client_secret: client_secret.trim_end_matches(['\r', '\n']).to_string(),
                 scopes,
                 claims: e.claims,
+                auth_context: e.auth_context,
             }));
         }
         if problems.is_empty() {
@@ -258,6 +307,33 @@ connectors:
             Connectors::parse(&insecure, |_, _| Some("x".into()))
                 .unwrap_err()
                 .contains("https")
+        );
+    }
+
+    #[test]
+    fn an_upstreams_word_on_factors_counts_only_when_trusted() {
+        let parse = |doc: &str| Connectors::parse(doc, |_, _| Some("x".into())).unwrap();
+        let upstream = json!({"amr": ["pwd", "otp", "mfa", "made-up", "pwd"], "acr": "gold"});
+        let untrusted = parse(DOC);
+        assert!(untrusted.get("corp").unwrap().auth_methods(&upstream).is_empty());
+        let trusted = parse(&format!(
+            "{DOC}    authContext: {{trust: true, mfaAcrValues: [gold]}}\n"
+        ));
+        let corp = trusted.get("corp").unwrap();
+        assert_eq!(
+            corp.auth_methods(&upstream),
+            ["mfa", "otp", "pwd"],
+            "known values, once"
+        );
+        assert_eq!(
+            corp.auth_methods(&json!({"amr": ["pwd"], "acr": "gold"})),
+            ["pwd", "mfa"]
+        );
+        assert_eq!(corp.auth_methods(&json!({"amr": ["pwd"], "acr": "silver"})), ["pwd"]);
+        assert_eq!(
+            corp.auth_methods(&json!({"amr": "mfa"})),
+            Vec::<String>::new(),
+            "amr is a list"
         );
     }
 

@@ -732,6 +732,102 @@ stringData:
     assert_eq!(forged.status, StatusCode::BAD_REQUEST);
 }
 
+/// Issue 25: a connector the platform trusts for its word on factors (`authContext.trust`)
+/// passes the upstream's `amr` on: alice proves a second factor at the upstream kauth (its
+/// client requires one), so a downstream client that requires `urn:kauth:acr:mfa` serves her
+/// without asking again, and her ID token says `mfa`.
+#[tokio::test]
+async fn a_trusted_upstreams_second_factor_counts_downstream() {
+    use support::browser::{enrolled_secret, now, walk};
+    let downstream_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let downstream_url = format!("http://{}", downstream_listener.local_addr().unwrap());
+    let upstream_client = format!(
+        "apiVersion: kauth.dev/v1alpha1\nkind: OAuthClient\nmetadata: {{name: downstream, namespace: idp}}\nspec:\n  grantTypes: [authorization_code]\n  redirectUris: [\"{downstream_url}/connector/corp/callback\"]\n  requiredAcr: urn:kauth:acr:mfa\n"
+    );
+    let upstream = TestProvider::start(&[("clients.yaml", &upstream_client), ("people.yaml", &people())]).await;
+    let (up_id, up_secret) = upstream.credentials("idp", "downstream");
+    let connectors = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: kauth-connectors, namespace: kauth}}\ndata:\n  connectors.yaml: |\n    connectors:\n      - id: corp\n        name: Corp SSO\n        issuer: {}\n        clientId: {up_id}\n        clientSecretRef: {{name: corp-oidc, key: client-secret}}\n        authContext: {{trust: true}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: corp-oidc, namespace: kauth}}\nstringData:\n  client-secret: \"{up_secret}\"\n",
+        upstream.url
+    );
+    let strict_web = SIGN_IN_CLIENTS.replacen(
+        "metadata: {name: web, namespace: shop}\nspec:\n",
+        "metadata: {name: web, namespace: shop}\nspec:\n  requiredAcr: urn:kauth:acr:mfa\n",
+        1,
+    );
+    assert_ne!(strict_web, SIGN_IN_CLIENTS, "the web client requires mfa");
+    let downstream = TestProvider::start_on(
+        downstream_listener,
+        &[
+            ("scopes.yaml", SCOPES),
+            ("clients.yaml", &strict_web),
+            ("connectors.yaml", &connectors),
+        ],
+    )
+    .await;
+    let (id, secret) = downstream.credentials("shop", "web");
+    let browser = Browser::new();
+    let authorize = format!(
+        "{}/authorize?client_id={id}&response_type=code&scope=openid&redirect_uri={}&state=s",
+        downstream.url,
+        form_urlencoded::byte_serialize(WEB_CB.as_bytes()).collect::<String>()
+    );
+    // Downstream: its sign-in page, then the upstream's button.
+    let login = browser.get(&authorize).await.location.unwrap();
+    let page = browser.get(&login).await.body;
+    let upstream_start = link(&page, "Sign in with Corp SSO");
+    // Upstream: password, then enrolling and using an authenticator app, then consent.
+    let w = walk(&browser, &upstream, &upstream_start, ("alice", "wonderland"), |page| {
+        kauth::second_factors::code_at(&enrolled_secret(page), now())
+    })
+    .await;
+    let back = w.end.unwrap_or_else(|step| panic!("{step:?}"));
+    assert!(
+        back.as_str()
+            .starts_with(&format!("{downstream_url}/connector/corp/callback")),
+        "{back}"
+    );
+    // Downstream again: no second factor asked; consent, then the code.
+    let mut step = browser.get(back.as_str()).await;
+    let code = loop {
+        let to = step.location.clone().unwrap_or_else(|| panic!("{}", step.body));
+        if to.starts_with(WEB_CB) {
+            break param(&url::Url::parse(&to).unwrap(), "code").unwrap();
+        }
+        assert!(to.contains("/consent"), "only consent is left: {to}");
+        let page = browser.get(&to).await.body;
+        let form = [
+            ("request", support::hidden_field(&page, "request")),
+            ("csrf", support::hidden_field(&page, "csrf")),
+            ("decision", "allow".to_string()),
+        ];
+        step = browser
+            .post(
+                &format!("{}/consent", downstream.url),
+                &form.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
+            )
+            .await;
+    };
+    let tokens: serde_json::Value = rp_http()
+        .post(format!("{}/token", downstream.url))
+        .basic_auth(&id, Some(&secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", WEB_CB),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let claims = jwt_payload(tokens["id_token"].as_str().unwrap_or_else(|| panic!("{tokens}")));
+    assert_eq!(claims["sub"], "corp:alice");
+    assert_eq!(claims["acr"], "urn:kauth:acr:mfa", "{claims}");
+    assert_eq!(claims["amr"], serde_json::json!(["mfa", "otp", "pwd"]));
+}
+
 #[tokio::test]
 async fn browser_apps_may_call_the_token_and_userinfo_endpoints_from_their_own_origin_only() {
     let p = provider().await;

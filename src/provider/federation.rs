@@ -257,8 +257,9 @@ pub async fn callback(
         subject: &subject,
         claims: &connector.map_claims(&upstream_claims),
         credential: "",
-        // The upstream knows how the person signed in; kauth does not vouch for it.
-        amr: Vec::new(),
+        // The upstream knows how the person signed in; kauth passes it on only from an
+        // upstream the platform trusts for it (`authContext.trust`).
+        amr: connector.auth_methods(&upstream_claims),
     };
     match start_session(&state, &headers, &pending, person).await {
         Ok(r) => r,

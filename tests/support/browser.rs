@@ -211,6 +211,11 @@ pub async fn walk(
             return walk;
         }
         let page = b.get(&to).await;
+        if page.status == StatusCode::SEE_OTHER || page.status == StatusCode::FOUND {
+            // Not a page yet (an /authorize on the way in): follow it.
+            step = page;
+            continue;
+        }
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
         let request = super::hidden_field(&page.body, "request");
         let csrf = super::hidden_field(&page.body, "csrf");

@@ -201,14 +201,15 @@ pub(super) async fn respond(
     let id_token = if issue.scopes.iter().any(|s| s == "openid") {
         let person = state.store.subject(&issue.grant.subject).await.map_err(store_failed)?;
         // Local people sign in with a password (and maybe a second factor, as the grant
-        // recorded); for federated ones (`<connector>:<sub>`) the upstream knows how, kauth
-        // does not vouch for it.
+        // recorded); for federated ones (`<connector>:<sub>`) kauth says only what a trusted
+        // upstream vouched for (the grant's amr), and nothing otherwise.
         let federated = issue.grant.subject.contains(':');
         let amr = match (federated, issue.grant.amr.is_empty()) {
-            (true, _) => Vec::new(),
+            (true, _) => issue.grant.amr.clone(),
             (false, true) => vec!["pwd".to_string()],
             (false, false) => issue.grant.amr.clone(),
         };
+        let vouched = !amr.is_empty();
         let id = IdTokenClaims {
             iss: state.issuer.url.clone(),
             sub: issue.grant.subject.clone(),
@@ -224,7 +225,7 @@ pub(super) async fn respond(
             },
             at_hash: None,
             amr: amr.clone(),
-            acr: (!federated).then(|| crate::second_factors::acr_of(&amr).to_string()),
+            acr: vouched.then(|| crate::second_factors::acr_of(&amr).to_string()),
             person: person.map(|p| released_claims(&p, issue.scopes)).unwrap_or_default(),
             sid: issue.grant.sid.clone(),
         };
