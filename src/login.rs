@@ -52,9 +52,10 @@ pub struct LoginOptions {
     /// Where tokens are cached (default: $XDG_CACHE_HOME/kauth/login or ~/.cache/kauth/login).
     #[arg(long, env = "KAUTH_LOGIN_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// A name for who is signed in (e.g. `alice` and `alice-admin`): each account has its own
-    /// tokens, so several stay signed in side by side on one issuer; sent as the sign-in's
-    /// `login_hint`.
+    /// The person to sign in as (their username, or `sub`): each account has its own tokens,
+    /// so several people stay signed in side by side on one issuer. The sign-in is asked for
+    /// afresh with this `login_hint` (not answered by another person's browser session), and a
+    /// token of anyone else is refused.
     #[arg(long, env = "KAUTH_LOGIN_ACCOUNT")]
     pub account: Option<String>,
 }
@@ -164,6 +165,11 @@ async fn lock(path: &Path) -> Result<CacheLock, LoginError> {
         .mode(0o600)
         .open(path.with_extension("lock"))
         .map_err(|e| fail("cannot open the cache lock")(&e))?;
+    // Held for a whole run, a sign-in included: say why this one waits.
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+        return Ok(CacheLock(file));
+    }
+    eprintln!("kauth login: waiting for another kauth login of this account to finish");
     tokio::task::spawn_blocking(move || {
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map(|()| CacheLock(file))
     })
@@ -191,6 +197,22 @@ fn save(path: &Path, cached: &Cached) -> Result<(), LoginError> {
     cache_folder(path)?;
     let text = serde_json::to_vec(cached).expect("the cache serialises");
     crate::files::replace(path, &text, 0o600).map_err(|e| fail("cannot write the token cache")(&e))
+}
+
+/// With `--account`, refuses a token of anyone else: a browser may sign in whoever typed
+/// their password, and one account's cache must never hold another person's token.
+fn check_account(opts: &LoginOptions, id_token: &str) -> Result<(), LoginError> {
+    let Some(account) = &opts.account else { return Ok(()) };
+    let claims = crate::tokens::unverified_claims(id_token).unwrap_or_default();
+    let who = |name: &str| claims[name].as_str().map(str::to_owned);
+    if who("sub").as_deref() == Some(account.as_str()) || who("preferred_username").as_deref() == Some(account.as_str())
+    {
+        return Ok(());
+    }
+    Err(LoginError(format!(
+        "signed in as {}, not {account}: sign in as {account} (nothing was cached)",
+        who("sub").unwrap_or_else(|| "someone else".into())
+    )))
 }
 
 /// The `exp` of a JWT, read without checking it (kube-apiserver checks the token; this only
@@ -244,6 +266,7 @@ pub async fn login(opts: &LoginOptions) -> Result<String, LoginError> {
         )
         .await?
     };
+    check_account(opts, &id_token)?;
     let next = Cached {
         expires_at: expiry(&id_token).ok_or_else(|| LoginError("the ID token has no expiry".into()))?,
         id_token,
@@ -424,7 +447,10 @@ async fn sign_in_with_a_browser(
         .add_scopes(scopes)
         .set_pkce_challenge(challenge);
     if let Some(account) = account {
-        request = request.add_extra_param("login_hint", account);
+        // Whoever this browser is signed in as does not answer for the account: ask afresh.
+        request = request
+            .add_extra_param("login_hint", account)
+            .add_extra_param("prompt", "login");
     }
     let (url, state, nonce) = request.url();
     eprintln!("To sign in, open {url}");

@@ -813,7 +813,7 @@ async fn a_shared_secret_is_made_once_and_the_same_for_every_store(b: Backend) {
 /// never has it in clear), a time step counts once and only moving forward, even when raced by
 /// several stores, and a recovery code once; enrolling again replaces everything.
 async fn second_factors_are_sealed_and_each_code_counts_once(b: Backend) {
-    use kauth::second_factors::{SealingKey, recovery_digest};
+    use kauth::second_factors::SealingKey;
     let stores = [
         GrantStore::open(&b.url).await.unwrap(),
         GrantStore::open(&b.url).await.unwrap(),
@@ -822,10 +822,24 @@ async fn second_factors_are_sealed_and_each_code_counts_once(b: Backend) {
     let key = SealingKey::new(&[9; 32]);
     let secret = b"twenty bytes secret!";
     let sealed = key.seal(secret, "alice");
+    let recovery_digest = |code: &str| key.recovery_digest("alice", code);
     let digests = vec![recovery_digest("abcd-efgh"), recovery_digest("jkmn-pqrs")];
-    stores[0].enroll_totp("alice", &sealed, &digests, NOW).await.unwrap();
+    assert!(
+        stores[0]
+            .enroll_totp("alice", "pw1", &sealed, &digests, NOW)
+            .await
+            .unwrap()
+    );
+    // A second enrollment, raced or not, does not replace the first.
+    assert!(
+        !stores[1]
+            .enroll_totp("alice", "pw1", &key.seal(b"another", "alice"), &[], NOW)
+            .await
+            .unwrap()
+    );
     let stored = stores[1].totp_of("alice").await.unwrap().unwrap();
     assert_eq!(key.open(&stored.sealed, "alice").as_deref(), Some(&secret[..]));
+    assert_eq!(stored.credential, "pw1");
     assert_eq!(stores[1].totp_of("bob").await.unwrap(), None);
 
     // The raw rows, as a database reader would see them.
@@ -865,6 +879,7 @@ async fn second_factors_are_sealed_and_each_code_counts_once(b: Backend) {
 
     // Recovery codes: each once, across stores; unknown ones never.
     let code = recovery_digest("ABCD EFGH");
+    assert_eq!(code, digests[0], "read leniently");
     assert!(stores[0].use_recovery_code("alice", &code).await.unwrap());
     assert!(!stores[1].use_recovery_code("alice", &code).await.unwrap());
     assert!(
@@ -875,17 +890,22 @@ async fn second_factors_are_sealed_and_each_code_counts_once(b: Backend) {
     );
     assert_eq!(stores[2].recovery_codes_left("alice").await.unwrap(), 1);
 
-    // Enrolling again replaces the secret and the codes.
-    stores[0]
-        .enroll_totp(
-            "alice",
-            &key.seal(b"another secret", "alice"),
-            &[recovery_digest("wxyz-2345")],
-            NOW,
-        )
-        .await
-        .unwrap();
-    assert_eq!(stores[1].totp_of("alice").await.unwrap().unwrap().last_step, 0);
+    // Removed, then enrolled again (another password): new secret, old recovery codes gone.
+    assert_eq!(stores[2].remove_second_factors("alice").await.unwrap(), 3);
+    assert!(
+        stores[0]
+            .enroll_totp(
+                "alice",
+                "pw2",
+                &key.seal(b"another secret", "alice"),
+                &[recovery_digest("wxyz-2345")],
+                NOW
+            )
+            .await
+            .unwrap()
+    );
+    let again = stores[1].totp_of("alice").await.unwrap().unwrap();
+    assert_eq!((again.last_step, again.credential.as_str()), (0, "pw2"));
     assert!(
         !stores[1]
             .use_recovery_code("alice", &recovery_digest("jkmn-pqrs"))

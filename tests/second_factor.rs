@@ -101,6 +101,10 @@ async fn a_client_requiring_mfa_steps_the_session_up_and_enrollment_happens_on_t
     assert_eq!(claims["acr"], "urn:kauth:acr:mfa", "{claims}");
     assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
     let secret = secret.into_inner().unwrap();
+    // The step-up upgraded the session in place (web stays signed in through it): one session.
+    let account = b.get(&format!("{}/account", p.url)).await.body;
+    assert_eq!(account.matches("<li>since").count(), 1, "{account}");
+    assert!(account.contains("pwd otp mfa (this browser)"), "{account}");
 
     // From now on a password alone signs alice in nowhere, web included.
     let b2 = Browser::new();
@@ -168,6 +172,20 @@ async fn a_client_requiring_mfa_steps_the_session_up_and_enrollment_happens_on_t
     let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let refused = b7.post(&format!("{}/login/second-factor", p.url), &form).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    // The new password (the platform's reset) voids the old factor: a password alone signs
+    // alice in to web again, and bank has her enroll afresh.
+    let b8 = Browser::new();
+    let w = walk(&b8, &p, &authorize(&p, "shop.web", ""), ("alice", "a new one"), no_code).await;
+    assert!(w.end.is_ok(), "{:?}", w.pages);
+    let w = walk(
+        &b8,
+        &p,
+        &authorize(&p, "shop.bank", ""),
+        ("alice", "a new one"),
+        |page| kauth::second_factors::code_at(&enrolled_secret(page), now()),
+    )
+    .await;
+    assert!(w.end.is_ok() && w.recovery_codes.len() == 10, "{:?}", w.pages);
 }
 
 #[tokio::test]
@@ -177,7 +195,7 @@ async fn acr_values_ask_for_mfa_and_wrong_codes_are_throttled_in_parallel() {
     // bob enrolls because his request asks for mfa (web itself does not require it).
     let b = Browser::new();
     let secret = std::sync::Mutex::new(Vec::new());
-    let w = walk(
+    let enrolled = walk(
         &b,
         &p,
         &authorize(&p, "shop.web", "&acr_values=urn%3Akauth%3Aacr%3Amfa"),
@@ -188,7 +206,23 @@ async fn acr_values_ask_for_mfa_and_wrong_codes_are_throttled_in_parallel() {
         },
     )
     .await;
+    assert!(enrolled.end.is_ok(), "{:?}", enrolled.pages);
     let bob_secret = secret.into_inner().unwrap();
+    // Five wrong passwords for a look-alike username do not touch bob's code throttle.
+    for _ in 0..5 {
+        let b = Browser::new();
+        let login = b.get(&authorize(&p, "shop.web", "")).await.location.unwrap();
+        let page = b.get(&login).await.body;
+        let (request, csrf) = (hidden_field(&page, "request"), hidden_field(&page, "csrf"));
+        b.log_in(&p.url, &request, &csrf, ("Second-Factor:Bob", "wrong")).await;
+        b.log_in(&p.url, &request, &csrf, ("f:bob", "wrong")).await;
+    }
+    let next = kauth::second_factors::code_at(&bob_secret, now() + 30);
+    let w = walk(&Browser::new(), &p, &authorize(&p, "shop.web", ""), bob, |_| {
+        next.clone()
+    })
+    .await;
+    assert!(w.end.is_ok(), "bob's own code still works: {:?}", w.end.err());
     let claims = id_token(&p, "web", &w.end.unwrap()).await;
     assert_eq!(claims["acr"], "urn:kauth:acr:mfa");
 
@@ -220,7 +254,7 @@ async fn acr_values_ask_for_mfa_and_wrong_codes_are_throttled_in_parallel() {
     assert!(checked <= 5 && checked + throttled == 20, "{statuses:?}");
     // The throttle holds for the right code too, until the failures age out.
     let (b, request, csrf) = &waiting[0];
-    let right = kauth::second_factors::code_at(&bob_secret, now() + 30);
+    let right = kauth::second_factors::code_at(&bob_secret, now() + 60);
     let form = [
         ("request", request.as_str()),
         ("csrf", csrf.as_str()),
@@ -236,5 +270,61 @@ async fn acr_values_ask_for_mfa_and_wrong_codes_are_throttled_in_parallel() {
     assert_eq!(
         doc["acr_values_supported"],
         serde_json::json!(["urn:kauth:acr:1fa", "urn:kauth:acr:mfa"])
+    );
+}
+
+#[tokio::test]
+async fn nothing_is_recorded_or_shown_before_a_step_up() {
+    let p = provider().await;
+    let alice = ("alice", "wonderland");
+    let b = Browser::new();
+    walk(&b, &p, &authorize(&p, "shop.web", ""), alice, |page| panic!("{page}")).await;
+    // bank needs a step-up; consent posted for its parked request records nothing.
+    let to = b.get(&authorize(&p, "shop.bank", "")).await.location.unwrap();
+    assert!(to.contains("/login/second-factor"), "{to}");
+    let page = b.get(&to).await.body;
+    let form = [
+        ("request", hidden_field(&page, "request")),
+        ("csrf", hidden_field(&page, "csrf")),
+        ("decision", "allow".to_string()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let posted = b.post(&format!("{}/consent", p.url), &form).await;
+    assert!(
+        posted
+            .location
+            .as_deref()
+            .is_some_and(|l| l.contains("/login/second-factor")),
+        "back to the code: {:?}",
+        posted.location
+    );
+    let account = b.get(&format!("{}/account", p.url)).await;
+    assert_eq!(account.status, StatusCode::OK);
+    assert!(
+        !account.body.contains("shop/bank"),
+        "no consent before the step-up: {}",
+        account.body
+    );
+    let csrf = hidden_field(&account.body, "csrf");
+
+    // alice enrolls in another browser; this browser's password-only session must step up
+    // before its account page shows or does anything.
+    let b2 = Browser::new();
+    let w = walk(&b2, &p, &authorize(&p, "shop.bank", ""), alice, |page| {
+        kauth::second_factors::code_at(&enrolled_secret(page), now())
+    })
+    .await;
+    assert!(w.end.is_ok(), "{:?}", w.pages);
+    let account = b.get(&format!("{}/account", p.url)).await;
+    assert_eq!(account.status, StatusCode::SEE_OTHER);
+    assert!(account.location.unwrap().contains("/login/second-factor"));
+    let out = b
+        .post(&format!("{}/account/sign-out-everywhere", p.url), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "nothing done: {}", out.body);
+    assert_eq!(
+        b2.get(&format!("{}/account", p.url)).await.status,
+        StatusCode::OK,
+        "b2 still signed in"
     );
 }

@@ -1318,6 +1318,19 @@ async fn kauth_login_keeps_accounts_apart_refreshes_once_and_logs_out() {
         assert!(done.body.contains("Device signed in"), "{}", done.body);
         assert_eq!(credential_of(child).1["sub"], account);
     }
+    // An account answered by someone else is refused, and caches nothing.
+    let (child, stderr) = spawn_login(&[&common[..], &["--device", "--account=carol"]].concat());
+    let line = line_with(&stderr, "enter the code");
+    let code = line.rsplit(' ').next().unwrap().to_string();
+    support::browser::Browser::new()
+        .answer_device(&url, &code, ("alice", "wonderland"), "allow")
+        .await;
+    let out = finished(child, "a refused account").wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr.iter().any(|l| l.contains("signed in as alice, not carol")),
+        "the refusal names both"
+    );
     let cached = cached_by_person(&cache);
     assert_eq!(cached.keys().collect::<Vec<_>>(), ["alice", "bob"]);
     // From the cache, each account is its own person (without a browser a sign-in would wait).

@@ -15,7 +15,9 @@ use jiff::Timestamp;
 
 use super::browser::{CookieName, client_ip, same_secret, set_cookie};
 use super::browser_flow::completion::ACCOUNT_PAGE;
-use super::browser_flow::{AuthRequest, Stage, current_session, proceed, see_other, session_sid, unavailable};
+use super::browser_flow::{
+    AuthRequest, Stage, current_session, proceed, see_other, session_sid, unavailable, wants_second_factor,
+};
 use super::form::Form;
 use super::pages::{self, AccountApp, AccountSession, AccountView};
 use super::state::ProviderState;
@@ -40,37 +42,65 @@ pub async fn page(State(state): State<ProviderState>, request: Request) -> Respo
     let headers = request.headers().clone();
     let now = Timestamp::now().as_second();
     match current_session(&state, &headers, now).await {
-        Ok(Some((id, session))) => match render(&state, &id, &session, now).await {
-            Ok(r) => r,
+        // A session weaker than a sign-in now needs (a factor enrolled since, or the
+        // platform's policy) steps up first, and comes back here.
+        Ok(Some((id, session))) => match wants_second_factor(&state, &account_request(now), &session).await {
+            Ok(false) => render(&state, &id, &session, now).await.unwrap_or_else(unavailable),
+            Ok(true) => {
+                let snapshot = state.registry.load();
+                proceed(
+                    &state,
+                    &snapshot,
+                    &headers,
+                    Some((id, session)),
+                    &account_request(now),
+                    Stage::New { from },
+                    false,
+                )
+                .await
+                .unwrap_or_else(unavailable)
+            }
             Err(e) => unavailable(e),
         },
         Ok(None) => {
-            let req = AuthRequest {
-                client_id: String::new(),
-                client_uid: String::new(),
-                redirect_uri: String::new(),
-                scopes: Vec::new(),
-                audiences: Vec::new(),
-                state: None,
-                nonce: None,
-                code_challenge: None,
-                force_login: false,
-                force_consent: false,
-                max_age: None,
-                login_hint: None,
-                started_at: now,
-                device: None,
-                dpop_jkt: None,
-                acr: None,
-                first_factor: None,
-                account: true,
-            };
             let snapshot = state.registry.load();
-            proceed(&state, &snapshot, &headers, None, &req, Stage::New { from }, false)
-                .await
-                .unwrap_or_else(unavailable)
+            proceed(
+                &state,
+                &snapshot,
+                &headers,
+                None,
+                &account_request(now),
+                Stage::New { from },
+                false,
+            )
+            .await
+            .unwrap_or_else(unavailable)
         }
         Err(e) => unavailable(e),
+    }
+}
+
+/// A sign-in to the account page: no client, no consent; it completes at /account.
+fn account_request(now: i64) -> AuthRequest {
+    AuthRequest {
+        client_id: String::new(),
+        client_uid: String::new(),
+        redirect_uri: String::new(),
+        scopes: Vec::new(),
+        audiences: Vec::new(),
+        state: None,
+        nonce: None,
+        code_challenge: None,
+        force_login: false,
+        force_consent: false,
+        max_age: None,
+        login_hint: None,
+        started_at: now,
+        device: None,
+        dpop_jkt: None,
+        acr: None,
+        first_factor: None,
+        account: true,
     }
 }
 
@@ -82,7 +112,7 @@ async fn render(
 ) -> Result<Response, crate::store::StoreError> {
     let sessions = state.store.sessions_of(&session.subject, now).await?;
     let apps = state.store.apps_of(&session.subject, now).await?;
-    let factor = state.store.totp_of(&session.subject).await?;
+    let factor = super::browser_flow::live_second_factor(state, &session.subject, &session.credential).await?;
     let recovery_left = match factor {
         Some(_) => Some(state.store.recovery_codes_left(&session.subject).await?),
         None => None,
@@ -148,6 +178,12 @@ async fn account_form(state: &ProviderState, request: Request) -> Result<(Header
         Ok(None) => return Err(see_other(&state.issuer.endpoint(ACCOUNT_PAGE))),
         Err(e) => return Err(unavailable(e)),
     };
+    // As the page: a session that must step up acts on nothing (the page takes it there).
+    match wants_second_factor(state, &account_request(now), &session).await {
+        Ok(false) => {}
+        Ok(true) => return Err(see_other(&state.issuer.endpoint(ACCOUNT_PAGE))),
+        Err(e) => return Err(unavailable(e)),
+    }
     if !form.get("csrf").is_some_and(|c| same_secret(c, &csrf_of(&id))) {
         return Err(pages::error(
             StatusCode::FORBIDDEN,
@@ -243,7 +279,7 @@ pub async fn remove_second_factor(State(state): State<ProviderState>, request: R
         );
         return pages::error(
             StatusCode::CONFLICT,
-            "Your platform requires a second factor: it cannot be removed, only replaced.",
+            "Your platform requires a second factor: it cannot be removed.",
         );
     }
     // A session signed in with the password alone (before the factor existed) may not take it

@@ -82,6 +82,7 @@ pub fn router(state: ProviderState) -> Router {
             browser_flow::SECOND_FACTOR_PAGE,
             get(second_factor::page).post(second_factor::submit),
         )
+        .route(second_factor::RESUME, get(second_factor::resume))
         .route("/consent", get(signin::consent_page).post(signin::consent_submit))
         .route("/device_authorization", any(device::device_authorization))
         .route("/device", get(device::device_page).post(device::device_submit))

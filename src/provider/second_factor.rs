@@ -8,17 +8,22 @@
 use std::time::Instant;
 
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use jiff::Timestamp;
 
-use super::browser_flow::{FirstFactor, Pending, Person, load_pending, start_session, unavailable};
+use super::browser::{CookieName, set_cookie};
+use super::browser_flow::{
+    FirstFactor, Pending, Person, SESSION_LIFETIME_SECS, continue_in_session, current_session, live_second_factor,
+    load_pending, open_session, unavailable,
+};
 use super::pages::{self, Enrollment, SecondFactorForm};
 use super::signin::{EXPIRED, PendingQuery, audit_sign_in, client_label, form_and_pending};
 use super::state::ProviderState;
 use crate::audit::Event;
 use crate::people::Standing;
 use crate::second_factors::{self, SealingKey};
+use crate::store::Session;
 
 /// The `amr` of a sign-in with a password and a one-time code (RFC 8176).
 const AMR_SECOND_FACTOR: [&str; 3] = ["pwd", "otp", "mfa"];
@@ -39,7 +44,7 @@ pub async fn page(State(state): State<ProviderState>, headers: HeaderMap, Query(
     let Some(key) = state.second_factor_key.clone() else {
         return pages::error(StatusCode::SERVICE_UNAVAILABLE, NOT_SET_UP);
     };
-    match state.store.totp_of(&first.subject).await {
+    match live_second_factor(&state, &first.subject, &first.credential).await {
         Ok(Some(_)) => form(&state, &pending, &first, None, StatusCode::OK, None),
         Ok(None) => {
             let enrollment = enrollment(&state, &key, &pending, &first, &second_factors::new_totp_secret());
@@ -115,7 +120,7 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
     }
     let client_id = pending.request.client_id.clone();
     let code = form_data.get("code").unwrap_or("").trim().to_string();
-    let stored = match state.store.totp_of(&first.subject).await {
+    let stored = match live_second_factor(&state, &first.subject, &first.credential).await {
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };
@@ -141,10 +146,7 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
     };
     // Counted before the check, so parallel guesses count (T8); its own account key, so a
     // right password does not clear the count of wrong codes.
-    let attempt = match state
-        .throttle
-        .reserve(&format!("second-factor:{}", first.subject), ip, Instant::now())
-    {
+    let attempt = match state.throttle.reserve_second_factor(&first.subject, ip, Instant::now()) {
         Ok(a) => a,
         Err(wait) => {
             audit_sign_in(
@@ -169,14 +171,28 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
         match second_factors::matching_step(secret, &code, now as u64) {
             Some(step) => {
                 let codes = second_factors::new_recovery_codes();
-                let digests: Vec<String> = codes.iter().map(|c| second_factors::recovery_digest(c)).collect();
+                let digests: Vec<String> = codes.iter().map(|c| key.recovery_digest(&first.subject, c)).collect();
                 let sealed = key.seal(secret, &first.subject);
-                let stored = async {
-                    state.store.enroll_totp(&first.subject, &sealed, &digests, now).await?;
-                    state.store.use_totp_step(&first.subject, step as i64).await
+                let enrolled = async {
+                    let stored = state
+                        .store
+                        .enroll_totp(&first.subject, &first.credential, &sealed, &digests, now)
+                        .await?;
+                    if stored {
+                        state.store.use_totp_step(&first.subject, step as i64).await?;
+                    }
+                    Ok::<_, crate::store::StoreError>(stored)
                 };
-                if let Err(e) = stored.await {
-                    return unavailable(e);
+                match enrolled.await {
+                    Ok(true) => {}
+                    // Another window enrolled first: its app is the one that counts.
+                    Ok(false) => {
+                        return pages::error(
+                            StatusCode::CONFLICT,
+                            "An authenticator app was set up for you meanwhile, in another window. Start again from the application and use that app's code.",
+                        );
+                    }
+                    Err(e) => return unavailable(e),
                 }
                 audit_sign_in(
                     &state,
@@ -219,26 +235,81 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
         credential: &first.credential,
         amr: AMR_SECOND_FACTOR.iter().map(|m| m.to_string()).collect(),
     };
-    let response = match start_session(&state, &headers, &pending, person).await {
-        Ok(r) => r,
+    // A session stepping up is upgraded where it is (the apps it signed in to stay signed in,
+    // its id was kauth's own from its sign-in); after a password, a fresh session starts.
+    let stepping_up = match current_session(&state, &headers, now).await {
+        Ok(Some((id, s))) if s.subject == first.subject && s.credential == first.credential => Some(id),
+        Ok(_) => None,
         Err(e) => return unavailable(e),
     };
+    let (cookie, session_id, session) = match stepping_up {
+        Some(id) => {
+            let session = Session {
+                subject: first.subject.clone(),
+                auth_time: now,
+                credential: first.credential.clone(),
+                amr: person.amr.clone(),
+            };
+            match state.store.upgrade_session(&id, &session).await {
+                Ok(_) => (None, id, session),
+                Err(e) => return unavailable(e),
+            }
+        }
+        None => match open_session(&state, person).await {
+            Ok((cookie, id, session)) => (Some(cookie), id, session),
+            Err(e) => return unavailable(e),
+        },
+    };
     match recovery_codes {
-        None => response,
-        // Shown once, before the way on; the session cookie comes with the page.
+        None => continue_in_session(&state, &headers, &pending, session_id, session, cookie.as_deref())
+            .await
+            .unwrap_or_else(unavailable),
+        // Shown once, before the way on: the request continues (and its code is minted) only
+        // when the person clicks on, so the code cannot expire while they write them down.
         Some(codes) => {
-            let next = response
-                .headers()
-                .get(header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("/")
-                .to_string();
+            let next = format!("{}?request={}", state.issuer.endpoint(RESUME), pending.id);
             let mut page = pages::recovery_codes(&codes, &next);
-            for cookie in response.headers().get_all(header::SET_COOKIE) {
-                page.headers_mut().append(header::SET_COOKIE, cookie.clone());
+            if let Some(cookie) = cookie {
+                set_cookie(
+                    &mut page,
+                    &state.issuer,
+                    CookieName::Session,
+                    Some(&cookie),
+                    SESSION_LIFETIME_SECS,
+                );
             }
             page
         }
+    }
+}
+
+/// Where the recovery-codes page continues the sign-in.
+pub const RESUME: &str = "/login/resume";
+
+/// GET /login/resume?request=ID: continues a pending request in this browser's session, once
+/// that session has proved the second factor it was waiting for.
+pub async fn resume(State(state): State<ProviderState>, headers: HeaderMap, Query(q): Query<PendingQuery>) -> Response {
+    let pending = match load_pending(&state, &headers, q.request.as_deref()).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return pages::error(StatusCode::BAD_REQUEST, EXPIRED),
+        Err(e) => return unavailable(e),
+    };
+    let now = Timestamp::now().as_second();
+    match current_session(&state, &headers, now).await {
+        Ok(Some((id, session)))
+            if pending
+                .request
+                .first_factor
+                .as_ref()
+                .is_some_and(|f| f.subject == session.subject) =>
+        {
+            // proceed asks for the code again if this session has not proved it.
+            continue_in_session(&state, &headers, &pending, id, session, None)
+                .await
+                .unwrap_or_else(unavailable)
+        }
+        Ok(_) => pages::error(StatusCode::BAD_REQUEST, EXPIRED),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -277,7 +348,7 @@ async fn check_code(
     Ok(
         if state
             .store
-            .use_recovery_code(subject, &second_factors::recovery_digest(code))
+            .use_recovery_code(subject, &key.recovery_digest(subject, code))
             .await?
         {
             Proved::RecoveryCode

@@ -287,6 +287,26 @@ pub async fn consent_submit(State(state): State<ProviderState>, request: Request
         Err(e) => return unavailable(e),
     };
     let req = &pending.request;
+    // A session that must step up first records nothing yet: proceed sends it to the code.
+    match wants_second_factor(&state, req, &session).await {
+        Ok(false) => {}
+        Ok(true) => {
+            let snapshot = state.registry.load();
+            let stage = Stage::Stored(&pending.id);
+            return proceed(
+                &state,
+                &snapshot,
+                &headers,
+                Some((session_id, session)),
+                req,
+                stage,
+                false,
+            )
+            .await
+            .unwrap_or_else(unavailable);
+        }
+        Err(e) => return unavailable(e),
+    }
     if form.get("decision") != Some("allow") {
         if let Err(e) = state.store.finish_auth_request(&pending.id).await {
             return unavailable(e);

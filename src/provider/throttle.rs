@@ -79,6 +79,14 @@ impl Throttle {
         self.reserve_keys(Some(account_key(username)), ip, now)
     }
 
+    /// Reserves a second-factor code attempt for this person and address: its own key space
+    /// (`f:`), which no typed username can reach, so nobody locks a person's codes by typing
+    /// a look-alike username at /login, and a right password does not clear wrong codes.
+    pub fn reserve_second_factor(&self, subject: &str, ip: Option<IpAddr>, now: Instant) -> Result<Attempt, Duration> {
+        let subject: String = subject.chars().take(128).collect();
+        self.reserve_keys(Some(format!("f:{subject}")), ip, now)
+    }
+
     /// Reserves an attempt counted against the address alone (entering a device's user code:
     /// no account is guessed at, and one guesser must not lock everyone out).
     pub fn reserve_for_address(&self, ip: Option<IpAddr>, now: Instant) -> Result<Attempt, Duration> {

@@ -39,6 +39,24 @@ impl GrantStore {
         .await
     }
 
+    /// Records that the session `id` of `session.subject` proved more (a step-up): its `amr`
+    /// and `auth_time` become `session`'s; its id, and the apps it signed in to, stay.
+    pub async fn upgrade_session(&self, id: &str, session: &Session) -> Result<bool> {
+        self.bounded("upgrade_session", async {
+            let done = self
+                .write(
+                    sqlx::query("UPDATE sessions SET auth_time = $1, amr = $2 WHERE id = $3 AND subject = $4")
+                        .bind(session.auth_time)
+                        .bind(session.amr.join(" "))
+                        .bind(id)
+                        .bind(&session.subject),
+                )
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
     /// Ends the session `id`.
     pub async fn end_session(&self, id: &str) -> Result<()> {
         self.bounded("end_session", async {

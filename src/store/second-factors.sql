@@ -7,5 +7,6 @@ CREATE TABLE second_factors (
     sealed TEXT NOT NULL,       -- the TOTP secret sealed (AES-256-GCM) for its subject; '' for a recovery code
     last_step BIGINT NOT NULL,  -- TOTP: the last step accepted (a code counts once); recovery: 1 once used
     created_at BIGINT NOT NULL,
+    credential TEXT NOT NULL,   -- the password it was enrolled with: a new password (the platform's reset) voids it
     PRIMARY KEY (subject, id)
 );

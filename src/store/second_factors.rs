@@ -11,36 +11,56 @@ pub struct StoredTotp {
     pub sealed: String,
     /// The last time step a code was accepted for.
     pub last_step: i64,
+    /// The password it was enrolled with ([`crate::people::LocalUser::credential`]).
+    pub credential: String,
 }
 
 impl GrantStore {
-    /// Enrolls `subject`'s TOTP secret (`sealed`) with fresh recovery codes (their digests),
-    /// replacing any factor they had.
-    pub async fn enroll_totp(&self, subject: &str, sealed: &str, recovery_digests: &[String], now: i64) -> Result<()> {
+    /// Enrolls `subject`'s TOTP secret (`sealed`), enrolled with the password `credential`,
+    /// with fresh recovery codes (their digests): true when it was stored, false when the
+    /// person has a factor already (another enrollment won a race: it stands).
+    pub async fn enroll_totp(
+        &self,
+        subject: &str,
+        credential: &str,
+        sealed: &str,
+        recovery_digests: &[String],
+        now: i64,
+    ) -> Result<bool> {
         self.bounded("enroll_totp", async {
             let mut tx = self.write_tx().await?;
-            sqlx::query("DELETE FROM second_factors WHERE subject = $1")
+            let inserted = sqlx::query(
+                "INSERT INTO second_factors (subject, id, sealed, last_step, created_at, credential) \
+                 VALUES ($1, 'totp', $2, 0, $3, $4) ON CONFLICT (subject, id) DO NOTHING",
+            )
+            .bind(subject)
+            .bind(sealed)
+            .bind(now)
+            .bind(credential)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() != 1 {
+                return Ok(false);
+            }
+            // Recovery codes of an earlier factor (removed since) go with it.
+            sqlx::query("DELETE FROM second_factors WHERE subject = $1 AND id LIKE 'recovery:%'")
                 .bind(subject)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO second_factors (subject, id, sealed, last_step, created_at) VALUES ($1, 'totp', $2, 0, $3)")
-                .bind(subject)
-                .bind(sealed)
-                .bind(now)
                 .execute(&mut *tx)
                 .await?;
             for digest in recovery_digests {
                 sqlx::query(
-                    "INSERT INTO second_factors (subject, id, sealed, last_step, created_at) VALUES ($1, $2, '', 0, $3)",
+                    "INSERT INTO second_factors (subject, id, sealed, last_step, created_at, credential) \
+                     VALUES ($1, $2, '', 0, $3, $4)",
                 )
                 .bind(subject)
                 .bind(format!("recovery:{digest}"))
                 .bind(now)
+                .bind(credential)
                 .execute(&mut *tx)
                 .await?;
             }
             tx.commit().await?;
-            Ok(())
+            Ok(true)
         })
         .await
     }
@@ -48,13 +68,16 @@ impl GrantStore {
     /// `subject`'s TOTP factor, if they enrolled one.
     pub async fn totp_of(&self, subject: &str) -> Result<Option<StoredTotp>> {
         self.bounded("totp_of", async {
-            let row = sqlx::query("SELECT sealed, last_step FROM second_factors WHERE subject = $1 AND id = 'totp'")
-                .bind(subject)
-                .fetch_optional(&self.pool)
-                .await?;
+            let row = sqlx::query(
+                "SELECT sealed, last_step, credential FROM second_factors WHERE subject = $1 AND id = 'totp'",
+            )
+            .bind(subject)
+            .fetch_optional(&self.pool)
+            .await?;
             Ok(row.map(|r| StoredTotp {
                 sealed: r.get("sealed"),
                 last_step: r.get("last_step"),
+                credential: r.get("credential"),
             }))
         })
         .await

@@ -88,37 +88,33 @@ pub fn code_at(secret: &[u8], now: u64) -> String {
         .unwrap_or_default()
 }
 
-/// Fresh recovery codes: ten groups of 4-4 lowercase letters and digits (60 bits each).
+/// Fresh recovery codes: three groups of four letters and digits from a 32-character
+/// alphabet (no 0/o, 1/l/i), 60 bits each, drawn without bias (256 is a multiple of 32).
 pub fn new_recovery_codes() -> Vec<String> {
-    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    const ALPHABET: &[u8; 32] = b"abcdefghjkmnpqrstuvwxyz234567890";
     (0..RECOVERY_CODES)
         .map(|_| {
-            let mut bytes = [0u8; 8];
+            let mut bytes = [0u8; 12];
             aws_lc_rs::rand::fill(&mut bytes).expect("the system's random source");
-            let chars: String = bytes
-                .iter()
-                .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-                .collect();
-            format!("{}-{}", &chars[..4], &chars[4..])
+            let chars: String = bytes.iter().map(|b| ALPHABET[*b as usize % 32] as char).collect();
+            format!("{}-{}-{}", &chars[..4], &chars[4..8], &chars[8..])
         })
         .collect()
 }
 
-/// The digest a recovery code is kept under (the code itself is never stored), read leniently:
-/// case, spaces and the dash do not matter.
-pub fn recovery_digest(code: &str) -> String {
-    let normal: String = code
-        .chars()
+/// A recovery code as typed, read leniently: case, spaces and dashes do not matter.
+fn normal_code(code: &str) -> String {
+    code.chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_lowercase())
-        .collect();
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, normal.as_bytes());
-    URL_SAFE_NO_PAD.encode(digest)
+        .collect()
 }
 
 /// The platform's key for second-factor secrets at rest.
 pub struct SealingKey {
     key: LessSafeKey,
+    /// Keys the digests of recovery codes, so the database alone cannot test guesses.
+    digests: aws_lc_rs::hmac::Key,
 }
 
 impl std::fmt::Debug for SealingKey {
@@ -130,8 +126,14 @@ impl std::fmt::Debug for SealingKey {
 impl SealingKey {
     /// A key from 32 bytes.
     pub fn new(bytes: &[u8; 32]) -> Self {
+        // The digest key is derived, so one secret (the platform's key file) serves both.
+        let derived = aws_lc_rs::hmac::sign(
+            &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes),
+            b"kauth recovery-code digests",
+        );
         Self {
             key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("a 32-byte AES key")),
+            digests: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, derived.as_ref()),
         }
     }
 
@@ -151,6 +153,13 @@ impl SealingKey {
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// The digest `owner`'s recovery `code` is kept under: an HMAC under this key, so neither
+    /// the code nor a way to test guesses at it is in the database alone.
+    pub fn recovery_digest(&self, owner: &str, code: &str) -> String {
+        let tag = aws_lc_rs::hmac::sign(&self.digests, format!("{owner}\n{}", normal_code(code)).as_bytes());
+        URL_SAFE_NO_PAD.encode(tag)
     }
 
     /// The secret sealed for `owner`, if this key sealed it for them.
@@ -218,17 +227,31 @@ mod tests {
     }
 
     #[test]
-    fn recovery_codes_are_distinct_and_read_leniently() {
+    fn recovery_codes_are_distinct_and_their_digests_keyed_and_lenient() {
         let codes = new_recovery_codes();
         assert_eq!(codes.len(), RECOVERY_CODES);
         let distinct: std::collections::HashSet<_> = codes.iter().collect();
         assert_eq!(distinct.len(), RECOVERY_CODES);
-        let code = &codes[0];
-        assert_eq!(
-            recovery_digest(code),
-            recovery_digest(&code.to_uppercase().replace('-', " "))
+        assert!(
+            codes.iter().all(|c| c.len() == 14 && c.matches('-').count() == 2),
+            "{codes:?}"
         );
-        assert_ne!(recovery_digest(code), recovery_digest(&codes[1]));
+        let key = SealingKey::new(&[3; 32]);
+        let code = &codes[0];
+        let digest = key.recovery_digest("alice", code);
+        assert_eq!(
+            digest,
+            key.recovery_digest("alice", &code.to_uppercase().replace('-', " "))
+        );
+        assert_ne!(digest, key.recovery_digest("alice", &codes[1]));
+        assert_ne!(digest, key.recovery_digest("bob", code), "per person");
+        assert_ne!(
+            digest,
+            SealingKey::new(&[4; 32]).recovery_digest("alice", code),
+            "per key"
+        );
+        let plain = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, normal_code(code).as_bytes());
+        assert_ne!(digest, URL_SAFE_NO_PAD.encode(plain), "not a plain hash");
     }
 
     #[test]

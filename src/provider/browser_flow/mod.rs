@@ -208,7 +208,9 @@ pub async fn wants_second_factor(
     {
         return Ok(true);
     }
-    Ok(state.store.totp_of(&session.subject).await?.is_some())
+    Ok(live_second_factor(state, &session.subject, &session.credential)
+        .await?
+        .is_some())
 }
 
 /// Where a request stands: new, from a caller at this address (storing it counts against the
@@ -448,6 +450,13 @@ pub async fn start_session(
     pending: &Pending,
     person: Person<'_>,
 ) -> Result<Response, StoreError> {
+    let (cookie, session_id, session) = open_session(state, person).await?;
+    continue_in_session(state, headers, pending, session_id, session, Some(&cookie)).await
+}
+
+/// Records the person's claims and starts a fresh session for them: its cookie, stored id and
+/// contents.
+pub async fn open_session(state: &ProviderState, person: Person<'_>) -> Result<(String, String, Session), StoreError> {
     let now = Timestamp::now().as_second();
     let session = Session {
         subject: person.subject.to_string(),
@@ -462,6 +471,19 @@ pub async fn start_session(
         .store
         .create_session(&session_id, &session, now + SESSION_LIFETIME_SECS)
         .await?;
+    Ok((cookie, session_id, session))
+}
+
+/// Continues the pending request in the session `session_id` (consent or a code), setting its
+/// `cookie` when the session is new.
+pub async fn continue_in_session(
+    state: &ProviderState,
+    headers: &HeaderMap,
+    pending: &Pending,
+    session_id: String,
+    session: Session,
+    cookie: Option<&str>,
+) -> Result<Response, StoreError> {
     let snapshot = state.registry.load();
     let mut response = proceed(
         state,
@@ -473,12 +495,38 @@ pub async fn start_session(
         false,
     )
     .await?;
-    set_cookie(
-        &mut response,
-        &state.issuer,
-        CookieName::Session,
-        Some(&cookie),
-        SESSION_LIFETIME_SECS,
-    );
+    if let Some(cookie) = cookie {
+        set_cookie(
+            &mut response,
+            &state.issuer,
+            CookieName::Session,
+            Some(cookie),
+            SESSION_LIFETIME_SECS,
+        );
+    }
     Ok(response)
+}
+
+/// The person's second factor, if they have one that still counts: one enrolled with their
+/// current password. A new password (the platform's reset, or a re-created person) voids an
+/// older factor, which is removed here, so the person enrolls afresh.
+pub async fn live_second_factor(
+    state: &ProviderState,
+    subject: &str,
+    credential: &str,
+) -> Result<Option<crate::store::StoredTotp>, StoreError> {
+    let Some(factor) = state.store.totp_of(subject).await? else {
+        return Ok(None);
+    };
+    if factor.credential == credential {
+        return Ok(Some(factor));
+    }
+    state.store.remove_second_factors(subject).await?;
+    let record = crate::audit::Record {
+        subject: Some(subject),
+        reason: Some("voided by a new password"),
+        ..Default::default()
+    };
+    state.audit_event(crate::audit::Event::SecondFactorRemoved, &record);
+    Ok(None)
 }
