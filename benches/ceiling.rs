@@ -32,6 +32,7 @@ async fn main() {
                     iat: now.as_second(),
                     exp: now.as_second() + 900,
                     cnf: None,
+                    acr: None,
                 };
                 let token = sign(&ring, &claims, now).expect("sign");
                 axum::Json(serde_json::json!({"access_token": token, "token_type": "Bearer", "expires_in": 900}))

@@ -65,7 +65,11 @@ async fn id_token(p: &TestProvider, client: &str, back: &url::Url) -> Value {
         .await
         .unwrap();
     let body: Value = r.json().await.unwrap();
-    payload(body["id_token"].as_str().unwrap_or_else(|| panic!("{body}")))
+    let claims = payload(body["id_token"].as_str().unwrap_or_else(|| panic!("{body}")));
+    // The access token says the same, for the APIs it reaches (RFC 9068 §2.2.1).
+    let access = payload(body["access_token"].as_str().unwrap());
+    assert_eq!(access["acr"], claims["acr"], "{access}");
+    claims
 }
 
 #[tokio::test]

@@ -109,6 +109,9 @@ pub async fn introspect(
                 "exp": c.exp,
                 });
                 // A sender-constrained token shows what it is bound to (RFC 9449 §6.2).
+                if let Some(acr) = &c.acr {
+                    body["acr"] = json!(acr);
+                }
                 if let Some(cnf) = &c.cnf {
                     body["cnf"] = json!(cnf);
                 }

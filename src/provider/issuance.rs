@@ -27,6 +27,8 @@ pub(super) struct AccessTokenFor<'a> {
     pub audiences: Vec<String>,
     /// Chosen by the caller when the grant store must record it before the token exists.
     pub jti: String,
+    /// How the person signed in, for a person's token that kauth can vouch for.
+    pub acr: Option<String>,
 }
 
 /// Mints and signs the RFC 9068 access token the request's client holds as `what` says, bound
@@ -45,6 +47,7 @@ pub(super) fn access_token(request: &TokenRequest<'_>, what: AccessTokenFor<'_>)
         iat,
         exp: iat + lifetime as i64,
         cnf: request.binding.confirmation(),
+        acr: what.acr,
     };
     let token = sign(&snapshot.keys, &claims, now).map_err(|e| {
         tracing::error!(error = %e, "cannot sign access token");

@@ -454,6 +454,7 @@ mod tests {
             iat: 0,
             exp: 60,
             cnf,
+            acr: None,
         }
     }
 

@@ -78,6 +78,10 @@ pub struct AccessTokenClaims {
     /// What the token is bound to (RFC 7800), when it is sender-constrained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// How the person signed in (`urn:kauth:acr:1fa` or `urn:kauth:acr:mfa`; RFC 9068 §2.2.1),
+    /// so an API can ask for a second factor of the people whose tokens reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
 }
 
 /// The algorithms of DPoP proofs kauth accepts (asymmetric only, RFC 9449 §4.3).
@@ -309,6 +313,7 @@ mod tests {
             iat: 10,
             exp,
             cnf: None,
+            acr: None,
         }
     }
 

@@ -25,6 +25,7 @@ pub(super) fn issue(
     let minted = access_token(
         request,
         AccessTokenFor {
+            acr: None,
             subject: client_subject(&client.client_id),
             scopes: &scopes,
             audiences,

@@ -187,6 +187,17 @@ pub(super) async fn respond(
     let (state, snapshot, client, now) = (request.state, request.snapshot, &*request.client, request.now);
     // A code or family bound to a DPoP key is redeemed only with a proof of it.
     sender::check_grant(&request.binding, issue.grant)?;
+    // Local people sign in with a password (and maybe a second factor, as the grant
+    // recorded); for federated ones (`<connector>:<sub>`) kauth says only what a trusted
+    // upstream vouched for (the grant's amr), and nothing otherwise.
+    let federated = issue.grant.subject.contains(':');
+    let amr = match (federated, issue.grant.amr.is_empty()) {
+        (true, _) => issue.grant.amr.clone(),
+        (false, true) => vec!["pwd".to_string()],
+        (false, false) => issue.grant.amr.clone(),
+    };
+    let vouched = !amr.is_empty();
+    let acr = vouched.then(|| crate::second_factors::acr_of(&amr).to_string());
     let audiences = still_granted(client, issue.scopes, issue.grant, &state.issuer.url)?;
     let minted = access_token(
         request,
@@ -195,21 +206,12 @@ pub(super) async fn respond(
             scopes: issue.scopes,
             audiences,
             jti: issue.jti,
+            acr: acr.clone(),
         },
     )?;
     let (lifetime, iat) = (minted.lifetime, minted.claims.iat);
     let id_token = if issue.scopes.iter().any(|s| s == "openid") {
         let person = state.store.subject(&issue.grant.subject).await.map_err(store_failed)?;
-        // Local people sign in with a password (and maybe a second factor, as the grant
-        // recorded); for federated ones (`<connector>:<sub>`) kauth says only what a trusted
-        // upstream vouched for (the grant's amr), and nothing otherwise.
-        let federated = issue.grant.subject.contains(':');
-        let amr = match (federated, issue.grant.amr.is_empty()) {
-            (true, _) => issue.grant.amr.clone(),
-            (false, true) => vec!["pwd".to_string()],
-            (false, false) => issue.grant.amr.clone(),
-        };
-        let vouched = !amr.is_empty();
         let id = IdTokenClaims {
             iss: state.issuer.url.clone(),
             sub: issue.grant.subject.clone(),
@@ -225,7 +227,7 @@ pub(super) async fn respond(
             },
             at_hash: None,
             amr: amr.clone(),
-            acr: vouched.then(|| crate::second_factors::acr_of(&amr).to_string()),
+            acr,
             person: person.map(|p| released_claims(&p, issue.scopes)).unwrap_or_default(),
             sid: issue.grant.sid.clone(),
         };
