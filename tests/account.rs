@@ -165,6 +165,29 @@ async fn a_person_revokes_an_app_and_its_refresh_token_fails_then_signs_out_ever
     refresh_token_for(&p, &b2, "other", alice).await;
     let page = b.get(&format!("{}/account", p.url)).await.body;
     let csrf = hidden_field(&page, "csrf");
+    // One other session, ended from here: bob cannot end it, alice can; hers here stays.
+    let sid = hidden_field(&page, "sid");
+    let end = format!("{}/account/end-session", p.url);
+    bob_browser.post(&end, &[("sid", &sid), ("csrf", &bob_csrf)]).await;
+    assert_eq!(
+        b2.get(&format!("{}/account", p.url)).await.status,
+        StatusCode::OK,
+        "bob ended nothing of alice's"
+    );
+    let ended = b.post(&end, &[("sid", &sid), ("csrf", &csrf)]).await;
+    assert_eq!(ended.status, StatusCode::SEE_OTHER, "{}", ended.body);
+    assert_eq!(
+        b2.get(&format!("{}/account", p.url)).await.status,
+        StatusCode::SEE_OTHER,
+        "b2 signed out"
+    );
+    assert_eq!(
+        b.get(&format!("{}/account", p.url)).await.status,
+        StatusCode::OK,
+        "this one stays"
+    );
+    let b2 = Browser::new();
+    refresh_token_for(&p, &b2, "other", alice).await;
     let out = b
         .post(&format!("{}/account/sign-out-everywhere", p.url), &[("csrf", &csrf)])
         .await;

@@ -28,6 +28,7 @@ use crate::store::Session;
 pub const REVOKE_APP: &str = "/account/revoke-app";
 pub const SIGN_OUT_EVERYWHERE: &str = "/account/sign-out-everywhere";
 pub const REMOVE_SECOND_FACTOR: &str = "/account/remove-second-factor";
+pub const END_SESSION: &str = "/account/end-session";
 
 /// The CSRF token of the account page's forms: derived from the session's stored id (the
 /// digest of its cookie, which never leaves kauth), so only a page of this session has it.
@@ -128,10 +129,12 @@ async fn render(
         csrf: csrf_of(session_id),
         revoke_action: state.issuer.endpoint(REVOKE_APP),
         sign_out_action: state.issuer.endpoint(SIGN_OUT_EVERYWHERE),
+        end_session_action: state.issuer.endpoint(END_SESSION),
         remove_factor_action: state.issuer.endpoint(REMOVE_SECOND_FACTOR),
         sessions: sessions
             .iter()
             .map(|s| AccountSession {
+                sid: session_sid(&s.id),
                 signed_in: when(s.session.auth_time),
                 how: if s.session.amr.is_empty() {
                     "an upstream provider".into()
@@ -259,6 +262,38 @@ pub async fn sign_out_everywhere(State(state): State<ProviderState>, request: Re
     );
     set_cookie(&mut r, &state.issuer, CookieName::Session, None, 0);
     r
+}
+
+/// POST /account/end-session: ends one other session of the person, named by its `sid`.
+pub async fn end_session(State(state): State<ProviderState>, request: Request) -> Response {
+    let ip = client_ip(&request);
+    let (_, form, _, session) = match account_form(&state, request).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(sid) = form.get("sid") else {
+        return pages::error(StatusCode::BAD_REQUEST, "Which session? Open the page again.");
+    };
+    let now = Timestamp::now().as_second();
+    // Only among this person's own sessions: a sid of anyone else's matches nothing.
+    let sessions = match state.store.sessions_of(&session.subject, now).await {
+        Ok(s) => s,
+        Err(e) => return unavailable(e),
+    };
+    if let Some(live) = sessions.iter().find(|s| same_secret(&session_sid(&s.id), sid)) {
+        if let Err(e) = state.store.end_session(&live.id).await {
+            return unavailable(e);
+        }
+        super::backchannel::session_ended(&state, session_sid(&live.id));
+        audit(
+            &state,
+            Event::Logout,
+            &session.subject,
+            ip,
+            "one session, from the account page",
+        );
+    }
+    see_other(&state.issuer.endpoint(ACCOUNT_PAGE))
 }
 
 /// POST /account/remove-second-factor: removes the person's authenticator app and recovery

@@ -78,6 +78,7 @@ pub fn router(state: ProviderState) -> Router {
         .route(account::REVOKE_APP, any(account::revoke_app))
         .route(account::SIGN_OUT_EVERYWHERE, any(account::sign_out_everywhere))
         .route(account::REMOVE_SECOND_FACTOR, any(account::remove_second_factor))
+        .route(account::END_SESSION, any(account::end_session))
         .route(
             browser_flow::SECOND_FACTOR_PAGE,
             get(second_factor::page).post(second_factor::submit),

@@ -454,7 +454,12 @@ mod tests {
 {% endfor %}</ul>
 {% endif %}<h2>Where you are signed in</h2>
 <ul class="scopes">
-{% for s in v.sessions %}<li>since {{ s.signed_in }}, with {{ s.how }}{% if s.this_browser %} (this browser){% endif %}</li>
+{% for s in v.sessions %}<li>since {{ s.signed_in }}, with {{ s.how }}{% if s.this_browser %} (this browser){% else %}
+<form method="post" action="{{ v.end_session_action }}">
+<input type="hidden" name="csrf" value="{{ v.csrf }}">
+<input type="hidden" name="sid" value="{{ s.sid }}">
+<button type="submit" class="secondary">Sign out there</button>
+</form>{% endif %}</li>
 {% endfor %}</ul>
 <form method="post" action="{{ v.sign_out_action }}">
 <input type="hidden" name="csrf" value="{{ v.csrf }}">
@@ -481,6 +486,7 @@ pub struct AccountView {
     pub csrf: String,
     pub revoke_action: String,
     pub sign_out_action: String,
+    pub end_session_action: String,
     pub remove_factor_action: String,
     pub sessions: Vec<AccountSession>,
     pub apps: Vec<AccountApp>,
@@ -490,6 +496,8 @@ pub struct AccountView {
 
 /// One session on the account page.
 pub struct AccountSession {
+    /// Its `sid`: the handle the page names it by (never its stored id).
+    pub sid: String,
     pub signed_in: String,
     pub how: String,
     pub this_browser: bool,
