@@ -50,20 +50,12 @@ async fn refresh_token_for(p: &TestProvider, b: &Browser, client: &str, user: (&
     );
     let back = b.sign_in(&p.url, &url, user).await;
     let code = param(&back, "code").unwrap_or_else(|| panic!("{back}"));
-    let tokens: Value = support::rp_http()
-        .post(format!("{}/token", p.url))
-        .basic_auth(&id, Some(&secret))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", CB),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", CB),
+    ];
+    let (_, tokens) = support::token_call(&p.url, Some((&id, &secret)), &form).await;
     tokens["refresh_token"]
         .as_str()
         .unwrap_or_else(|| panic!("{tokens}"))
@@ -72,14 +64,8 @@ async fn refresh_token_for(p: &TestProvider, b: &Browser, client: &str, user: (&
 
 async fn refresh(p: &TestProvider, client: &str, token: &str) -> (StatusCode, Value) {
     let (id, secret) = p.credentials("shop", client);
-    let r = support::rp_http()
-        .post(format!("{}/token", p.url))
-        .basic_auth(&id, Some(&secret))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", token)])
-        .send()
-        .await
-        .unwrap();
-    (r.status(), r.json().await.unwrap())
+    let form = [("grant_type", "refresh_token"), ("refresh_token", token)];
+    support::token_call(&p.url, Some((&id, &secret)), &form).await
 }
 
 /// The value of the hidden `client` field of the revoke form whose app is named `label`.

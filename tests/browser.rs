@@ -397,16 +397,8 @@ async fn a_person_steps_up_with_a_totp_app_and_revokes_an_app_on_the_account_pag
             .unwrap();
         revoke.click().await.unwrap();
         settled_text(&browser, "main", |t| t.contains("shop/bank") && !t.contains("shop/web")).await;
-        let refused: serde_json::Value = rp_http()
-            .post(format!("{}/token", p.url))
-            .basic_auth(&web_id, Some(&web_secret))
-            .form(&[("grant_type", "refresh_token"), ("refresh_token", web_refresh.as_str())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let form = [("grant_type", "refresh_token"), ("refresh_token", web_refresh.as_str())];
+        let (_, refused) = support::token_call(&p.url, Some((&web_id, &web_secret)), &form).await;
         assert_eq!(refused["error"], "invalid_grant", "{refused}");
     }
     .await;

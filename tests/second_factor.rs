@@ -53,18 +53,12 @@ fn authorize(p: &TestProvider, client_id: &str, extra: &str) -> String {
 async fn id_token(p: &TestProvider, client: &str, back: &url::Url) -> Value {
     let (id, secret) = p.credentials("shop", client);
     let code = param(back, "code").unwrap_or_else(|| panic!("no code in {back}"));
-    let r = support::rp_http()
-        .post(format!("{}/token", p.url))
-        .basic_auth(&id, Some(&secret))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", CB),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let body: Value = r.json().await.unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", CB),
+    ];
+    let (_, body) = support::token_call(&p.url, Some((&id, &secret)), &form).await;
     let claims = payload(body["id_token"].as_str().unwrap_or_else(|| panic!("{body}")));
     // The access token says the same, for the APIs it reaches (RFC 9068 §2.2.1).
     let access = payload(body["access_token"].as_str().unwrap());

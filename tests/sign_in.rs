@@ -808,20 +808,12 @@ async fn a_trusted_upstreams_second_factor_counts_downstream() {
             )
             .await;
     };
-    let tokens: serde_json::Value = rp_http()
-        .post(format!("{}/token", downstream.url))
-        .basic_auth(&id, Some(&secret))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", WEB_CB),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", WEB_CB),
+    ];
+    let (_, tokens) = support::token_call(&downstream.url, Some((&id, &secret)), &form).await;
     let claims = jwt_payload(tokens["id_token"].as_str().unwrap_or_else(|| panic!("{tokens}")));
     assert_eq!(claims["sub"], "corp:alice");
     assert_eq!(claims["acr"], "urn:kauth:acr:mfa", "{claims}");

@@ -42,43 +42,30 @@ pub async fn page(State(state): State<ProviderState>, request: Request) -> Respo
     let from = client_ip(&request);
     let headers = request.headers().clone();
     let now = Timestamp::now().as_second();
-    match current_session(&state, &headers, now).await {
-        // A session weaker than a sign-in now needs (a factor enrolled since, or the
-        // platform's policy) steps up first, and comes back here.
+    // A session weaker than a sign-in now needs (a factor enrolled since, or the platform's
+    // policy) steps up first, and no session signs in first; both come back here.
+    let signing_in = match current_session(&state, &headers, now).await {
         Ok(Some((id, session))) => match wants_second_factor(&state, &account_request(now), &session).await {
-            Ok(false) => render(&state, &id, &session, now).await.unwrap_or_else(unavailable),
-            Ok(true) => {
-                let snapshot = state.registry.load();
-                proceed(
-                    &state,
-                    &snapshot,
-                    &headers,
-                    Some((id, session)),
-                    &account_request(now),
-                    Stage::New { from },
-                    false,
-                )
-                .await
-                .unwrap_or_else(unavailable)
-            }
-            Err(e) => unavailable(e),
+            Ok(false) => return render(&state, &id, &session, now).await.unwrap_or_else(unavailable),
+            Ok(true) => Some((id, session)),
+            Err(e) => return unavailable(e),
         },
-        Ok(None) => {
-            let snapshot = state.registry.load();
-            proceed(
-                &state,
-                &snapshot,
-                &headers,
-                None,
-                &account_request(now),
-                Stage::New { from },
-                false,
-            )
-            .await
-            .unwrap_or_else(unavailable)
-        }
-        Err(e) => unavailable(e),
-    }
+        Ok(None) => None,
+        Err(e) => return unavailable(e),
+    };
+    let snapshot = state.registry.load();
+    let stage = Stage::New { from };
+    proceed(
+        &state,
+        &snapshot,
+        &headers,
+        signing_in,
+        &account_request(now),
+        stage,
+        false,
+    )
+    .await
+    .unwrap_or_else(unavailable)
 }
 
 /// A sign-in to the account page: no client, no consent; it completes at /account.

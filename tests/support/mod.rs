@@ -26,6 +26,21 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
 }
 
 /// A port on 127.0.0.1 free a moment ago.
+/// POSTs `form` to `{issuer}/token`, with HTTP Basic for `basic` (id, secret) when given:
+/// the status and the JSON answer.
+pub async fn token_call(
+    issuer: &str,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut request = rp_http().post(format!("{issuer}/token")).form(form);
+    if let Some((id, secret)) = basic {
+        request = request.basic_auth(id, Some(secret));
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
