@@ -914,6 +914,15 @@ async fn second_factors_are_sealed_and_each_code_counts_once(b: Backend) {
     );
     assert_eq!(stores[2].remove_second_factors("alice").await.unwrap(), 2);
     assert_eq!(stores[2].totp_of("alice").await.unwrap(), None);
+    // A factor of another password (void since) is replaced by an enrollment; one of the
+    // same password stands.
+    assert!(stores[0].enroll_totp("alice", "pw2", &sealed, &[], NOW).await.unwrap());
+    assert!(
+        stores[0].enroll_totp("alice", "pw3", &sealed, &[], NOW).await.unwrap(),
+        "void"
+    );
+    assert!(!stores[1].enroll_totp("alice", "pw3", &sealed, &[], NOW).await.unwrap());
+    assert_eq!(stores[2].totp_of("alice").await.unwrap().unwrap().credential, "pw3");
 }
 
 /// The clients a session signed in to are recorded once per client object (a second sign-in

@@ -175,15 +175,36 @@ async fn a_client_requiring_mfa_steps_the_session_up_and_enrollment_happens_on_t
     let b8 = Browser::new();
     let w = walk(&b8, &p, &authorize(&p, "shop.web", ""), ("alice", "a new one"), no_code).await;
     assert!(w.end.is_ok(), "{:?}", w.pages);
+    let renewed = std::sync::Mutex::new(Vec::new());
     let w = walk(
         &b8,
         &p,
         &authorize(&p, "shop.bank", ""),
         ("alice", "a new one"),
-        |page| kauth::second_factors::code_at(&enrolled_secret(page), now()),
+        |page| {
+            *renewed.lock().unwrap() = enrolled_secret(page);
+            kauth::second_factors::code_at(&enrolled_secret(page), now())
+        },
     )
     .await;
     assert!(w.end.is_ok() && w.recovery_codes.len() == 10, "{:?}", w.pages);
+    let renewed = renewed.into_inner().unwrap();
+    // The sign-in begun with the old password, reopened now, is refused and voids nothing:
+    // the factor enrolled after the reset still counts.
+    assert_eq!(b7.get(&to).await.status, StatusCode::FORBIDDEN);
+    let next = kauth::second_factors::code_at(&renewed, now() + 30);
+    let w = walk(
+        &Browser::new(),
+        &p,
+        &authorize(&p, "shop.bank", ""),
+        ("alice", "a new one"),
+        |page| {
+            assert!(!page.contains(r#"name="enroll""#), "the renewed factor stands");
+            next.clone()
+        },
+    )
+    .await;
+    assert!(w.end.is_ok(), "{:?}", w.pages);
 }
 
 #[tokio::test]

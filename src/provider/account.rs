@@ -100,7 +100,7 @@ async fn render(
 ) -> Result<Response, crate::store::StoreError> {
     let sessions = state.store.sessions_of(&session.subject, now).await?;
     let apps = state.store.apps_of(&session.subject, now).await?;
-    let factor = super::browser_flow::live_second_factor(state, &session.subject, &session.credential).await?;
+    let factor = super::browser_flow::live_second_factor(state, &session.subject).await?;
     let recovery_left = match factor {
         Some(_) => Some(state.store.recovery_codes_left(&session.subject).await?),
         None => None,

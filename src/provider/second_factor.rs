@@ -44,7 +44,11 @@ pub async fn page(State(state): State<ProviderState>, headers: HeaderMap, Query(
     let Some(key) = state.second_factor_key.clone() else {
         return pages::error(StatusCode::SERVICE_UNAVAILABLE, NOT_SET_UP);
     };
-    match live_second_factor(&state, &first.subject, &first.credential).await {
+    // Someone removed, disabled or with a new password since the first factor goes no further.
+    if state.standing(&first.subject, Some(&first.credential)) != Standing::Stays {
+        return pages::error(StatusCode::FORBIDDEN, EXPIRED);
+    }
+    match live_second_factor(&state, &first.subject).await {
         Ok(Some(_)) => form(&state, &pending, &first, None, StatusCode::OK, None),
         Ok(None) => {
             let enrollment = enrollment(&state, &key, &pending, &first, &second_factors::new_totp_secret());
@@ -120,7 +124,7 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
     }
     let client_id = pending.request.client_id.clone();
     let code = form_data.get("code").unwrap_or("").trim().to_string();
-    let stored = match live_second_factor(&state, &first.subject, &first.credential).await {
+    let stored = match live_second_factor(&state, &first.subject).await {
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };

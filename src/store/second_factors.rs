@@ -17,8 +17,9 @@ pub struct StoredTotp {
 
 impl GrantStore {
     /// Enrolls `subject`'s TOTP secret (`sealed`), enrolled with the password `credential`,
-    /// with fresh recovery codes (their digests): true when it was stored, false when the
-    /// person has a factor already (another enrollment won a race: it stands).
+    /// with fresh recovery codes (their digests): true when it was stored (also over a factor
+    /// of another password, void since), false when the person has a factor of this password
+    /// already (another enrollment won a race: it stands).
     pub async fn enroll_totp(
         &self,
         subject: &str,
@@ -31,7 +32,9 @@ impl GrantStore {
             let mut tx = self.write_tx().await?;
             let inserted = sqlx::query(
                 "INSERT INTO second_factors (subject, id, sealed, last_step, created_at, credential) \
-                 VALUES ($1, 'totp', $2, 0, $3, $4) ON CONFLICT (subject, id) DO NOTHING",
+                 VALUES ($1, 'totp', $2, 0, $3, $4) ON CONFLICT (subject, id) DO UPDATE \
+                 SET sealed = excluded.sealed, last_step = 0, created_at = excluded.created_at, \
+                 credential = excluded.credential WHERE second_factors.credential <> excluded.credential",
             )
             .bind(subject)
             .bind(sealed)
@@ -42,7 +45,7 @@ impl GrantStore {
             if inserted.rows_affected() != 1 {
                 return Ok(false);
             }
-            // Recovery codes of an earlier factor (removed since) go with it.
+            // Recovery codes of an earlier factor (void, or removed) go with it.
             sqlx::query("DELETE FROM second_factors WHERE subject = $1 AND id LIKE 'recovery:%'")
                 .bind(subject)
                 .execute(&mut *tx)

@@ -208,9 +208,7 @@ pub async fn wants_second_factor(
     {
         return Ok(true);
     }
-    Ok(live_second_factor(state, &session.subject, &session.credential)
-        .await?
-        .is_some())
+    Ok(live_second_factor(state, &session.subject).await?.is_some())
 }
 
 /// Where a request stands: new, from a caller at this address (storing it counts against the
@@ -507,26 +505,18 @@ pub async fn continue_in_session(
     Ok(response)
 }
 
-/// The person's second factor, if they have one that still counts: one enrolled with their
-/// current password. A new password (the platform's reset, or a re-created person) voids an
-/// older factor, which is removed here, so the person enrolls afresh.
+/// The person's second factor, if they have one that still counts: one enrolled with the
+/// password the directory holds for them now. A new password (the platform's reset, or a
+/// re-created person) voids an older factor, and the person enrolls afresh (the enrollment
+/// replaces the void one). Only reads: a sign-in begun with an old password, or a replica that
+/// has not read the new password yet, can void nothing and delete nothing.
 pub async fn live_second_factor(
     state: &ProviderState,
     subject: &str,
-    credential: &str,
 ) -> Result<Option<crate::store::StoredTotp>, StoreError> {
     let Some(factor) = state.store.totp_of(subject).await? else {
         return Ok(None);
     };
-    if factor.credential == credential {
-        return Ok(Some(factor));
-    }
-    state.store.remove_second_factors(subject).await?;
-    let record = crate::audit::Record {
-        subject: Some(subject),
-        reason: Some("voided by a new password"),
-        ..Default::default()
-    };
-    state.audit_event(crate::audit::Event::SecondFactorRemoved, &record);
-    Ok(None)
+    let current = state.people.load().user(subject).map(|u| u.credential());
+    Ok(current.is_some_and(|c| c == factor.credential).then_some(factor))
 }
