@@ -453,10 +453,18 @@ pub async fn client_when_ready() -> Client {
         {
             return c;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the apiserver did not come back"
-        );
+        if start.elapsed() > Duration::from_secs(60) {
+            // Its own words, for the run's log: why it did not start.
+            let log = std::env::var("KAUTH_CLUSTER_STATE")
+                .ok()
+                .and_then(|state| std::fs::read_to_string(Path::new(&state).join("apiserver.log")).ok())
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "the apiserver did not come back within 60 s; the end of its log:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
