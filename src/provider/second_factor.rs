@@ -3,7 +3,7 @@
 //! (TOTP) or a recovery code; a person without a factor enrolls one here first. Codes are
 //! throttled per account and address like passwords (each attempt reserved before the check),
 //! each time step is accepted once in all replicas, and a recovery code once. Only then does a
-//! session start, with `amr` `pwd otp mfa`.
+//! session start (or the session stepping up is upgraded in place), with `amr` `pwd otp mfa`.
 
 use std::time::Instant;
 
@@ -38,16 +38,10 @@ pub async fn page(State(state): State<ProviderState>, headers: HeaderMap, Query(
         Ok(None) => return pages::error(StatusCode::BAD_REQUEST, EXPIRED),
         Err(e) => return unavailable(e),
     };
-    let Some(first) = pending.request.first_factor.clone() else {
-        return pages::error(StatusCode::BAD_REQUEST, EXPIRED);
+    let (first, key) = match awaiting(&state, &pending) {
+        Ok(v) => v,
+        Err((status, why)) => return pages::error(status, why),
     };
-    let Some(key) = state.second_factor_key.clone() else {
-        return pages::error(StatusCode::SERVICE_UNAVAILABLE, NOT_SET_UP);
-    };
-    // Someone removed, disabled or with a new password since the first factor goes no further.
-    if state.standing(&first.subject, Some(&first.credential)) != Standing::Stays {
-        return pages::error(StatusCode::FORBIDDEN, EXPIRED);
-    }
     match live_second_factor(&state, &first.subject).await {
         Ok(Some(_)) => form(&state, &pending, &first, None, StatusCode::OK, None),
         Ok(None) => {
@@ -56,6 +50,25 @@ pub async fn page(State(state): State<ProviderState>, headers: HeaderMap, Query(
         }
         Err(e) => unavailable(e),
     }
+}
+
+/// Who the pending request awaits a second factor of, and the key to seal with: refused when
+/// it awaits none, when second factors are not set up, or when that person was removed,
+/// disabled or given a new password since their first factor.
+fn awaiting(
+    state: &ProviderState,
+    pending: &Pending,
+) -> Result<(FirstFactor, std::sync::Arc<SealingKey>), (StatusCode, &'static str)> {
+    let Some(first) = pending.request.first_factor.clone() else {
+        return Err((StatusCode::BAD_REQUEST, EXPIRED));
+    };
+    let Some(key) = state.second_factor_key.clone() else {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, NOT_SET_UP));
+    };
+    if state.standing(&first.subject, Some(&first.credential)) != Standing::Stays {
+        return Err((StatusCode::FORBIDDEN, EXPIRED));
+    }
+    Ok((first, key))
 }
 
 /// What a secret being enrolled is sealed for: this person, on this pending request only.
@@ -112,16 +125,10 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
         Ok(v) => v,
         Err(r) => return r,
     };
-    let Some(first) = pending.request.first_factor.clone() else {
-        return pages::error(StatusCode::BAD_REQUEST, EXPIRED);
+    let (first, key) = match awaiting(&state, &pending) {
+        Ok(v) => v,
+        Err((status, why)) => return pages::error(status, why),
     };
-    let Some(key) = state.second_factor_key.clone() else {
-        return pages::error(StatusCode::SERVICE_UNAVAILABLE, NOT_SET_UP);
-    };
-    // Someone removed, disabled or with a new password since the first factor goes no further.
-    if state.standing(&first.subject, Some(&first.credential)) != Standing::Stays {
-        return pages::error(StatusCode::FORBIDDEN, EXPIRED);
-    }
     let client_id = pending.request.client_id.clone();
     let code = form_data.get("code").unwrap_or("").trim().to_string();
     let stored = match live_second_factor(&state, &first.subject).await {
