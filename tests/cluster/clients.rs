@@ -265,7 +265,7 @@ async fn secret_presets_templates_labels_and_an_orphan_kept_and_adopted() {
         secret.owner_references().is_empty(),
         "Orphan: nothing for the garbage collector to follow"
     );
-    let (status, _) = token(&kauth.url, &id_, &secret_, &format!("api.{ns}")).await;
+    let (status, _) = token_when_served(&kauth.url, &id_, &secret_, &format!("api.{ns}")).await;
     assert_eq!(status, 200);
 
     // A deleted Secret is written again (the controller hears of it through the cache).

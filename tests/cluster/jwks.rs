@@ -73,7 +73,7 @@ async fn the_jwks_reaches_granted_namespaces_follows_rotation_and_leaves() {
 
     // A token verifies offline, from the ConfigMap alone.
     let creds = secret_data(&client, &app_ns, "app-oauth").await;
-    let (status, body) = token(&kauth.url, &creds["CLIENT_ID"], &creds["CLIENT_SECRET"], "").await;
+    let (status, body) = token_when_served(&kauth.url, &creds["CLIENT_ID"], &creds["CLIENT_SECRET"], "").await;
     assert_eq!(status, 200, "{body}");
     let access = body["access_token"].as_str().unwrap();
     let verify = |cm: &ConfigMap, token: &str| -> Result<Value, String> {
