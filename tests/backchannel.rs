@@ -64,6 +64,18 @@ spec:
     )
 }
 
+/// A provider allowed to call loopback addresses (the platform's allow-list), whose client
+/// `web` has its back-channel logout URI on a receiver here; what the receiver got.
+async fn start_reaching_loopback() -> (TestProvider, Arc<Mutex<Vec<String>>>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let logout = logout_endpoint(received.clone()).await;
+    let opts = ServeOptions {
+        outbound_allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        ..ServeOptions::default()
+    };
+    (start(&logout, opts).await, received)
+}
+
 async fn start(logout: &str, opts: ServeOptions) -> TestProvider {
     let clients = clients(logout);
     let people = people();
@@ -123,13 +135,7 @@ async fn wait_for_tokens(received: &Arc<Mutex<Vec<String>>>, n: usize) {
 
 #[tokio::test]
 async fn signing_out_tells_each_client_the_session_signed_in_to_once() {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let logout = logout_endpoint(received.clone()).await;
-    let opts = ServeOptions {
-        outbound_allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
-        ..ServeOptions::default()
-    };
-    let p = start(&logout, opts).await;
+    let (p, received) = start_reaching_loopback().await;
     assert!(p.problems().is_empty(), "{:?}", p.problems());
     let browser = Browser::new();
     let id_token = sign_in(&p, &browser, "web").await;
@@ -215,13 +221,7 @@ async fn a_logout_address_on_an_internal_network_is_not_called_without_the_platf
 
 #[tokio::test]
 async fn a_person_who_leaves_is_logged_out_of_every_client() {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let logout = logout_endpoint(received.clone()).await;
-    let opts = ServeOptions {
-        outbound_allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
-        ..ServeOptions::default()
-    };
-    let p = start(&logout, opts).await;
+    let (p, received) = start_reaching_loopback().await;
     let id_token = sign_in(&p, &Browser::new(), "web").await;
     let sid = payload(&id_token)["sid"].as_str().unwrap().to_string();
     // alice is removed; within a minute housekeeping ends what she held, and tells the client.
@@ -239,13 +239,7 @@ async fn a_person_who_leaves_is_logged_out_of_every_client() {
 
 #[tokio::test]
 async fn a_client_whose_refresh_family_is_revoked_for_reuse_is_told() {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let logout = logout_endpoint(received.clone()).await;
-    let opts = ServeOptions {
-        outbound_allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
-        ..ServeOptions::default()
-    };
-    let p = start(&logout, opts).await;
+    let (p, received) = start_reaching_loopback().await;
     let tokens = tokens_for(&p, &Browser::new(), "web").await;
     let sid = payload(tokens["id_token"].as_str().unwrap())["sid"]
         .as_str()
@@ -284,13 +278,7 @@ async fn a_client_whose_refresh_family_is_revoked_for_reuse_is_told() {
 
 #[tokio::test]
 async fn a_new_password_ends_the_old_sessions_and_tells_their_clients() {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let logout = logout_endpoint(received.clone()).await;
-    let opts = ServeOptions {
-        outbound_allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
-        ..ServeOptions::default()
-    };
-    let p = start(&logout, opts).await;
+    let (p, received) = start_reaching_loopback().await;
     let id_token = sign_in(&p, &Browser::new(), "web").await;
     let sid = payload(&id_token)["sid"].as_str().unwrap().to_string();
     // alice's password changes; housekeeping ends the sessions of the old one.
