@@ -253,7 +253,12 @@ async fn a_factor_is_removed_only_from_a_session_that_proved_it_and_never_when_r
     assert!(page.contains("recovery code(s) left"), "still there: {page}");
     let done = b.post(&remove, &[("csrf", &hidden_field(&page, "csrf"))]).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
-    assert!(b.get(&format!("{}/account", p.url)).await.body.contains("None set up"));
+    assert!(
+        b.get(&format!("{}/account", p.url))
+            .await
+            .body
+            .contains("No authenticator app set up")
+    );
 
     // Where the platform requires a second factor, it cannot be removed at all.
     let people = people();

@@ -925,6 +925,111 @@ async fn second_factors_are_sealed_and_each_code_counts_once(b: Backend) {
     assert_eq!(stores[2].totp_of("alice").await.unwrap().unwrap().credential, "pw3");
 }
 
+/// Passkeys: a credential id belongs to one person (another person's registration of it is
+/// refused and changes nothing), a person holds at most the limit even when additions race
+/// across stores, only the owner's row is used or removed, and the raw row holds the passkey
+/// only sealed.
+async fn passkeys_are_sealed_owned_and_bounded(b: Backend) {
+    use kauth::store::{MAX_PASSKEYS_PER_PERSON, PasskeyAdded, StoredPasskey};
+    let stores = [
+        GrantStore::open(&b.url).await.unwrap(),
+        GrantStore::open(&b.url).await.unwrap(),
+        GrantStore::open(&b.url).await.unwrap(),
+    ];
+    let key = kauth::second_factors::SealingKey::new(&[9; 32]);
+    let passkey = |subject: &str, id: &str| StoredPasskey {
+        credential_id: id.into(),
+        subject: subject.into(),
+        sealed: key.seal(b"public key of the passkey", subject),
+        name: format!("{subject}'s {id}"),
+        created_at: NOW,
+        last_used_at: 0,
+        credential: "pw1".into(),
+    };
+    assert_eq!(
+        stores[0].add_passkey(&passkey("alice", "c1")).await.unwrap(),
+        PasskeyAdded::Added
+    );
+    // Bob claims alice's credential id: refused, and alice's row is as it was.
+    assert_eq!(
+        stores[1].add_passkey(&passkey("bob", "c1")).await.unwrap(),
+        PasskeyAdded::Taken
+    );
+    assert_eq!(
+        stores[2].add_passkey(&passkey("alice", "c1")).await.unwrap(),
+        PasskeyAdded::Taken
+    );
+    let stored = stores[2].passkey("c1").await.unwrap().unwrap();
+    assert_eq!(stored, passkey("alice", "c1").clone_with_sealed(&stored.sealed));
+    assert_eq!(
+        key.open(&stored.sealed, "alice").as_deref(),
+        Some(&b"public key of the passkey"[..])
+    );
+    assert!(stores[0].passkeys_of("bob").await.unwrap().is_empty());
+
+    // Additions raced across stores stop at the limit.
+    let raced = (0..MAX_PASSKEYS_PER_PERSON + 5).map(|i| {
+        let store = stores[i as usize % 3].clone();
+        let p = passkey("alice", &format!("r{i}"));
+        async move { store.add_passkey(&p).await.unwrap() }
+    });
+    let outcomes = futures::future::join_all(raced).await;
+    let added = outcomes.iter().filter(|o| **o == PasskeyAdded::Added).count() as i64;
+    assert_eq!(added, MAX_PASSKEYS_PER_PERSON - 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| *o != PasskeyAdded::Taken), "{outcomes:?}");
+    assert_eq!(
+        stores[1].passkeys_of("alice").await.unwrap().len() as i64,
+        MAX_PASSKEYS_PER_PERSON
+    );
+
+    // Only the owner uses or removes a passkey.
+    assert!(!stores[0].passkey_used("bob", "c1", Some("x"), NOW + 1).await.unwrap());
+    assert!(!stores[0].remove_passkey("bob", "c1").await.unwrap());
+    assert!(stores[0].passkey_used("alice", "c1", None, NOW + 1).await.unwrap());
+    let used = stores[1].passkey("c1").await.unwrap().unwrap();
+    assert_eq!((used.last_used_at, used.sealed == stored.sealed), (NOW + 1, true));
+    assert!(
+        stores[1]
+            .passkey_used("alice", "c1", Some("resealed"), NOW + 2)
+            .await
+            .unwrap()
+    );
+    assert_eq!(stores[2].passkey("c1").await.unwrap().unwrap().sealed, "resealed");
+    assert!(stores[2].remove_passkey("alice", "c1").await.unwrap());
+    assert_eq!(stores[0].passkey("c1").await.unwrap(), None);
+    // Its id is free again, for anyone.
+    assert_eq!(
+        stores[0].add_passkey(&passkey("bob", "c1")).await.unwrap(),
+        PasskeyAdded::Added
+    );
+
+    // The raw rows, as a database reader would see them.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&b.url).await.unwrap();
+    let rows = sqlx::query("SELECT sealed FROM passkeys")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    for row in &rows {
+        use sqlx::Row;
+        let sealed: String = row.get("sealed");
+        assert!(!sealed.contains("public key"), "a passkey in clear: {sealed}");
+    }
+}
+
+trait WithSealed {
+    fn clone_with_sealed(&self, sealed: &str) -> Self;
+}
+
+impl WithSealed for kauth::store::StoredPasskey {
+    fn clone_with_sealed(&self, sealed: &str) -> Self {
+        Self {
+            sealed: sealed.into(),
+            ..self.clone()
+        }
+    }
+}
+
 /// The clients a session signed in to are recorded once per client object (a second sign-in
 /// extends it) and taken once when the session ends; expired records are swept.
 async fn a_sessions_clients_are_taken_once(b: Backend) {
@@ -1034,6 +1139,7 @@ suite!(
     a_value_is_used_once_across_stores_even_when_raced,
     a_shared_secret_is_made_once_and_the_same_for_every_store,
     second_factors_are_sealed_and_each_code_counts_once,
+    passkeys_are_sealed_owned_and_bounded,
     a_sessions_clients_are_taken_once,
     bindings_are_read_without_spending,
 );

@@ -19,16 +19,18 @@ use super::browser_flow::{
     AuthRequest, Stage, current_session, proceed, see_other, session_sid, unavailable, wants_second_factor,
 };
 use super::form::Form;
-use super::pages::{self, AccountApp, AccountSession, AccountView};
+use super::pages::{self, AccountApp, AccountPasskey, AccountPasskeys, AccountSession, AccountView, PasskeyForm};
 use super::state::ProviderState;
 use crate::audit::{Event, Record};
-use crate::store::Session;
+use crate::store::{PasskeyAdded, Session, StoredPasskey};
 
 /// Where the account page's forms post.
 pub const REVOKE_APP: &str = "/account/revoke-app";
 pub const SIGN_OUT_EVERYWHERE: &str = "/account/sign-out-everywhere";
 pub const REMOVE_SECOND_FACTOR: &str = "/account/remove-second-factor";
 pub const END_SESSION: &str = "/account/end-session";
+pub const ADD_PASSKEY: &str = "/account/passkeys/add";
+pub const REMOVE_PASSKEY: &str = "/account/passkeys/remove";
 
 /// The CSRF token of the account page's forms: derived from the session's stored id (the
 /// digest of its cookie, which never leaves kauth), so only a page of this session has it.
@@ -100,8 +102,8 @@ async fn render(
 ) -> Result<Response, crate::store::StoreError> {
     let sessions = state.store.sessions_of(&session.subject, now).await?;
     let apps = state.store.apps_of(&session.subject, now).await?;
-    let factor = super::browser_flow::live_second_factor(state, &session.subject).await?;
-    let recovery_left = match factor {
+    let factors = super::browser_flow::live_factors(state, &session.subject).await?;
+    let recovery_left = match factors.totp {
         Some(_) => Some(state.store.recovery_codes_left(&session.subject).await?),
         None => None,
     };
@@ -155,8 +157,54 @@ async fn render(
             })
             .collect(),
         second_factor: recovery_left,
+        passkeys: passkeys_section(state, session_id, session, &factors.passkeys, now),
     };
     Ok(pages::account(&view))
+}
+
+/// The passkeys section: the person's passkeys, and a ceremony to add one (bound to this
+/// session). None when passkeys are off, or for a person of an upstream provider (kauth
+/// vouches for passkeys of its own people only).
+fn passkeys_section(
+    state: &ProviderState,
+    session_id: &str,
+    session: &Session,
+    registered: &[StoredPasskey],
+    now: i64,
+) -> Option<AccountPasskeys> {
+    let (passkeys, key) = (state.passkeys.as_ref()?, state.second_factor_key.as_ref()?);
+    if session.subject.contains(':') {
+        return None;
+    }
+    let when = |t: i64| {
+        Timestamp::from_second(t)
+            .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_default()
+    };
+    let add = (registered.len() < crate::store::MAX_PASSKEYS_PER_PERSON as usize)
+        .then(|| passkeys.registration(key, &session.subject, registered, session_id, now))
+        .flatten()
+        .map(|c| PasskeyForm {
+            action: state.issuer.endpoint(ADD_PASSKEY),
+            options: c.options,
+            sealed: c.sealed,
+        });
+    Some(AccountPasskeys {
+        registered: registered
+            .iter()
+            .map(|p| AccountPasskey {
+                id: p.credential_id.clone(),
+                name: p.name.clone(),
+                added: when(p.created_at),
+                used: match p.last_used_at {
+                    0 => "not used yet".into(),
+                    t => format!("last used {}", when(t)),
+                },
+            })
+            .collect(),
+        remove_action: state.issuer.endpoint(REMOVE_PASSKEY),
+        add,
+    })
 }
 
 /// Reads an account form: the live session it belongs to and its CSRF token checked.
@@ -291,26 +339,8 @@ pub async fn remove_second_factor(State(state): State<ProviderState>, request: R
         Ok(v) => v,
         Err(r) => return r,
     };
-    if state.second_factor_required {
-        audit(
-            &state,
-            Event::SecondFactorFailed,
-            &session.subject,
-            ip,
-            "removal refused: required",
-        );
-        return pages::error(
-            StatusCode::CONFLICT,
-            "Your platform requires a second factor: it cannot be removed.",
-        );
-    }
-    // A session signed in with the password alone (before the factor existed) may not take it
-    // away: whoever holds the password would shed the factor that guards it.
-    if !session.amr.iter().any(|m| m == "mfa") {
-        return pages::error(
-            StatusCode::FORBIDDEN,
-            "Sign out and sign in again with your code before removing your authenticator app.",
-        );
+    if let Some(refusal) = removal_refused(&state, &session, |f| !f.passkeys.is_empty()).await {
+        return refusal;
     }
     match state.store.remove_second_factors(&session.subject).await {
         Ok(_) => {
@@ -319,4 +349,174 @@ pub async fn remove_second_factor(State(state): State<ProviderState>, request: R
         }
         Err(e) => unavailable(e),
     }
+}
+
+/// POST /account/passkeys/add: registers the passkey the page's ceremony created (the
+/// ceremony was bound to this session, and is spent here).
+pub async fn add_passkey(State(state): State<ProviderState>, request: Request) -> Response {
+    let ip = client_ip(&request);
+    let (_, form, session_id, session) = match account_form(&state, request).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let (Some(passkeys), Some(key)) = (state.passkeys.clone(), state.second_factor_key.clone()) else {
+        return pages::error(StatusCode::NOT_FOUND, "Passkeys are not set up on this kauth.");
+    };
+    if session.subject.contains(':') {
+        return pages::error(
+            StatusCode::FORBIDDEN,
+            "Passkeys are for people with a kauth account; you sign in through another provider.",
+        );
+    }
+    let now = Timestamp::now().as_second();
+    let passkey = match passkeys
+        .finish_registration(
+            &key,
+            &state.store,
+            form.get("ceremony").unwrap_or(""),
+            &session_id,
+            form.get("credential").unwrap_or(""),
+            now,
+        )
+        .await
+    {
+        Ok(Ok(p)) => p,
+        Ok(Err(why)) => {
+            audit(
+                &state,
+                Event::SecondFactorFailed,
+                &session.subject,
+                ip,
+                "passkey registration refused",
+            );
+            return pages::notice(
+                StatusCode::BAD_REQUEST,
+                "Passkey not added",
+                why.0,
+                &state.issuer.endpoint(ACCOUNT_PAGE),
+            );
+        }
+        Err(e) => return unavailable(e),
+    };
+    let name: String = form
+        .get("name")
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(super::passkeys::MAX_NAME_CHARS)
+        .collect();
+    let stored = StoredPasskey {
+        credential_id: super::passkeys::credential_id(&passkey),
+        subject: session.subject.clone(),
+        sealed: super::passkeys::seal_passkey(&key, &passkey, &session.subject),
+        name: if name.is_empty() { "Passkey".into() } else { name },
+        created_at: now,
+        last_used_at: 0,
+        // The password of this session: a new one voids the passkey, as it voids the app.
+        credential: session.credential.clone(),
+    };
+    let refusal = match state.store.add_passkey(&stored).await {
+        Ok(PasskeyAdded::Added) => None,
+        Ok(PasskeyAdded::Taken) => Some("That passkey is registered already."),
+        Ok(PasskeyAdded::TooMany) => Some("You have as many passkeys as kauth keeps for one person. Remove one first."),
+        Err(e) => return unavailable(e),
+    };
+    if let Some(why) = refusal {
+        audit(
+            &state,
+            Event::SecondFactorFailed,
+            &session.subject,
+            ip,
+            "passkey registration refused",
+        );
+        return pages::notice(
+            StatusCode::CONFLICT,
+            "Passkey not added",
+            why,
+            &state.issuer.endpoint(ACCOUNT_PAGE),
+        );
+    }
+    tracing::info!(subject = %session.subject, "passkey added");
+    audit(&state, Event::SecondFactorEnrolled, &session.subject, ip, "passkey");
+    // A session that proved no second factor (the person had none: the first is trusted on
+    // first use, as an app's is) has now used this passkey, verified on the device: it counts
+    // as signed in with it, as a session that enrolls an app counts as signed in with its code.
+    if !session.amr.iter().any(|m| m == "mfa") {
+        let upgraded = Session {
+            auth_time: now,
+            amr: crate::second_factors::passkey_amr(super::passkeys::backup_eligible(&passkey), true),
+            ..session
+        };
+        if let Err(e) = state.store.upgrade_session(&session_id, &upgraded).await {
+            return unavailable(e);
+        }
+    }
+    see_other(&state.issuer.endpoint(ACCOUNT_PAGE))
+}
+
+/// POST /account/passkeys/remove: removes one of the person's passkeys, from a session that
+/// proved a second factor, unless it is the last factor the platform requires.
+pub async fn remove_passkey(State(state): State<ProviderState>, request: Request) -> Response {
+    let ip = client_ip(&request);
+    let (_, form, _, session) = match account_form(&state, request).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(id) = form.get("passkey").filter(|p| !p.is_empty()) else {
+        return pages::error(StatusCode::BAD_REQUEST, "Which passkey? Open the page again.");
+    };
+    if let Some(refusal) = removal_refused(&state, &session, |f| {
+        f.totp.is_some() || f.passkeys.iter().any(|p| p.credential_id != id)
+    })
+    .await
+    {
+        return refusal;
+    }
+    // Only this person's own: the store matches subject and credential id together.
+    match state.store.remove_passkey(&session.subject, id).await {
+        Ok(removed) => {
+            if removed {
+                audit(&state, Event::SecondFactorRemoved, &session.subject, ip, "passkey");
+            }
+            see_other(&state.issuer.endpoint(ACCOUNT_PAGE))
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Why removing a factor is refused, if it is: the session did not prove one (whoever holds
+/// the password alone would shed the factor that guards it), or the platform requires a second
+/// factor and `another_remains` says none would be left.
+async fn removal_refused(
+    state: &ProviderState,
+    session: &Session,
+    another_remains: impl FnOnce(&super::browser_flow::LiveFactors) -> bool,
+) -> Option<Response> {
+    if !session.amr.iter().any(|m| m == "mfa") {
+        return Some(pages::error(
+            StatusCode::FORBIDDEN,
+            "Sign out and sign in again with your second factor before removing one.",
+        ));
+    }
+    if state.second_factor_required {
+        let factors = match super::browser_flow::live_factors(state, &session.subject).await {
+            Ok(f) => f,
+            Err(e) => return Some(unavailable(e)),
+        };
+        if !another_remains(&factors) {
+            audit(
+                state,
+                Event::SecondFactorFailed,
+                &session.subject,
+                None,
+                "removal refused: required",
+            );
+            return Some(pages::error(
+                StatusCode::CONFLICT,
+                "Your platform requires a second factor: the last one cannot be removed.",
+            ));
+        }
+    }
+    None
 }

@@ -99,8 +99,25 @@ pub fn client_ip<B>(request: &Request<B>) -> Option<std::net::IpAddr> {
         })
 }
 
+/// The one script kauth's pages run (by its hash in the Content-Security-Policy): the passkey
+/// ceremony of a form that asks for one.
+pub const PASSKEY_SCRIPT: &str = include_str!("passkey.js");
+
+/// The pages' Content-Security-Policy.
+static PAGE_POLICY: std::sync::LazyLock<HeaderValue> = std::sync::LazyLock::new(|| {
+    use base64::Engine;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, PASSKEY_SCRIPT.as_bytes());
+    let hash = base64::engine::general_purpose::STANDARD.encode(digest);
+    HeaderValue::from_str(&format!(
+        "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; img-src 'self' data:; \
+         frame-ancestors 'none'; base-uri 'none'"
+    ))
+    .expect("a header value")
+});
+
 /// Headers for every page: never cached, never framed (clickjacking a consent button), no
-/// referrer (the URL may carry a pending request id), no scripts at all.
+/// referrer (the URL may carry a pending request id), no script but the passkey ceremony's
+/// (allowed by its hash, so nothing injected could run).
 pub fn page_headers(response: &mut Response) {
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -108,12 +125,7 @@ pub fn page_headers(response: &mut Response) {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, PAGE_POLICY.clone());
 }
 
 #[cfg(test)]

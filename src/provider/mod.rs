@@ -30,6 +30,8 @@ mod oidc;
 mod ops;
 mod pages;
 mod par;
+mod passkey_sign_in;
+mod passkeys;
 mod password_checks;
 mod request_object;
 mod second_factor;
@@ -84,6 +86,9 @@ pub fn router(state: ProviderState) -> Router {
             get(second_factor::page).post(second_factor::submit),
         )
         .route(second_factor::RESUME, get(second_factor::resume))
+        .route(browser_flow::PASSKEY_SIGN_IN, any(passkey_sign_in::submit))
+        .route(account::ADD_PASSKEY, any(account::add_passkey))
+        .route(account::REMOVE_PASSKEY, any(account::remove_passkey))
         .route("/consent", get(signin::consent_page).post(signin::consent_submit))
         .route("/device_authorization", any(device::device_authorization))
         .route("/device", get(device::device_page).post(device::device_submit))

@@ -1,12 +1,13 @@
-//! The server-rendered pages people see: sign-in, consent, sign-out and errors. Plain HTML
-//! forms (no JavaScript), labelled fields, visible focus, text contrast above WCAG AA, and
-//! every value escaped by askama.
+//! The server-rendered pages people see: sign-in, consent, sign-out, the account page and
+//! errors. Plain HTML forms (no JavaScript but the passkey ceremony's one script, on the pages
+//! that offer passkeys, and nothing else works differently without it), labelled fields,
+//! visible focus, text contrast above WCAG AA, and every value escaped by askama.
 
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
-use super::browser::page_headers;
+use super::browser::{PASSKEY_SCRIPT, page_headers};
 
 /// Shared look: system fonts, one column, a strong focus ring. Inline, because the pages'
 /// Content-Security-Policy allows no other source.
@@ -50,9 +51,18 @@ a.button{display:block;text-align:center;padding:.6rem;border:1px solid #0b4f9c;
 <input type="password" id="password" name="password" autocomplete="current-password" required{% if !username.is_empty() %} autofocus{% endif %}>
 <button type="submit" class="primary">Sign in</button>
 </form>
+{% if let Some(pk) = passkey %}<p class="or">or</p>
+<form method="post" action="{{ pk.action }}" data-passkey="get" data-options="{{ pk.options }}">
+<input type="hidden" name="request" value="{{ request }}">
+<input type="hidden" name="csrf" value="{{ csrf }}">
+<input type="hidden" name="ceremony" value="{{ pk.sealed }}">
+<input type="hidden" name="credential" value="">
+<button type="submit" class="secondary" id="passkey">Sign in with a passkey</button>
+<p role="status" class="meta"></p>
+</form>{% endif %}
 {% if !upstream.is_empty() %}<p class="or">or</p>
 <ul class="upstream">{% for (name, href) in upstream %}<li><a class="button" href="{{ href }}">Sign in with {{ name }}</a></li>{% endfor %}</ul>{% endif %}
-</main></body></html>"#
+</main>{% if passkey.is_some() %}<script>{{ script|safe }}</script>{% endif %}</body></html>"#
 )]
 struct LoginPage<'a> {
     style: &'a str,
@@ -63,6 +73,16 @@ struct LoginPage<'a> {
     username: &'a str,
     error: Option<&'a str>,
     upstream: &'a [(String, String)],
+    passkey: Option<&'a PasskeyForm>,
+    script: &'a str,
+}
+
+/// A form that runs a passkey ceremony: where it posts, the options the script hands the
+/// browser (JSON), and the ceremony's sealed state.
+pub struct PasskeyForm {
+    pub action: String,
+    pub options: String,
+    pub sealed: String,
 }
 
 /// What the sign-in form shows and posts.
@@ -75,6 +95,8 @@ pub struct LoginForm<'a> {
     pub username: &'a str,
     /// Upstream providers: (name, start URL).
     pub upstream: &'a [(String, String)],
+    /// Sign in with a passkey instead (when passkeys are on).
+    pub passkey: Option<&'a PasskeyForm>,
 }
 
 /// One line on the consent page.
@@ -178,18 +200,26 @@ struct MessagePage<'a> {
 <p class="meta">Signing in to <strong>{{ client }}</strong> needs a code from an authenticator app as well as your password. Add this account to your app, then enter the code it shows.</p>
 <p><a href="{{ e.uri }}">Add to an authenticator app on this device</a></p>
 <p>Or enter this key in the app: <code id="secret">{{ e.secret }}</code></p>
-{% else %}<h1>Enter your code</h1>
+{% else %}<h1>{% if code %}Enter your code{% else %}Use your passkey{% endif %}</h1>
 <p class="meta">to continue to <strong>{{ client }}</strong>, as <strong>{{ person }}</strong></p>
 {% endif %}{% if let Some(error) = error %}<div class="alert" role="alert" id="error">{{ error }}</div>{% endif %}
-<form method="post" action="{{ action }}">
+{% if let Some(pk) = passkey %}<form method="post" action="{{ pk.action }}" data-passkey="get" data-options="{{ pk.options }}">
+<input type="hidden" name="request" value="{{ request }}">
+<input type="hidden" name="csrf" value="{{ csrf }}">
+<input type="hidden" name="ceremony" value="{{ pk.sealed }}">
+<input type="hidden" name="credential" value="">
+<button type="submit" class="primary" id="passkey">Use a passkey</button>
+<p role="status" class="meta"></p>
+</form>{% if code %}<p class="or">or</p>{% endif %}
+{% endif %}{% if code %}<form method="post" action="{{ action }}">
 <input type="hidden" name="request" value="{{ request }}">
 <input type="hidden" name="csrf" value="{{ csrf }}">
 {% if let Some(e) = enroll %}<input type="hidden" name="enroll" value="{{ e.sealed }}">
 {% endif %}<label for="code">{% if enroll.is_some() %}Code from the app{% else %}Code from your authenticator app, or a recovery code{% endif %}</label>
 <input type="text" id="code" name="code" autocomplete="one-time-code" autocapitalize="none" spellcheck="false" required autofocus{% if error.is_some() %} aria-describedby="error"{% endif %}>
 <button type="submit" class="primary">Continue</button>
-</form>
-</main></body></html>"#
+</form>{% endif %}
+</main>{% if passkey.is_some() %}<script>{{ script|safe }}</script>{% endif %}</body></html>"#
 )]
 struct SecondFactorPage<'a> {
     style: &'a str,
@@ -200,6 +230,10 @@ struct SecondFactorPage<'a> {
     csrf: &'a str,
     error: Option<&'a str>,
     enroll: Option<&'a Enrollment>,
+    /// The code field (TOTP or a recovery code) is shown.
+    code: bool,
+    passkey: Option<&'a PasskeyForm>,
+    script: &'a str,
 }
 
 /// What the enrollment form shows and carries: the `otpauth://` URI, the key in base32, and the
@@ -219,6 +253,10 @@ pub struct SecondFactorForm<'a> {
     pub csrf: &'a str,
     /// Set while the person enrolls.
     pub enroll: Option<&'a Enrollment>,
+    /// The person has an authenticator app (or is enrolling one): ask for its code.
+    pub code: bool,
+    /// Use one of the person's passkeys.
+    pub passkey: Option<&'a PasskeyForm>,
 }
 
 /// The second-factor form of a pending request: a code, or an enrollment.
@@ -232,6 +270,9 @@ pub fn second_factor(status: StatusCode, form: &SecondFactorForm<'_>, error: Opt
         csrf: form.csrf,
         error,
         enroll: form.enroll,
+        code: form.code,
+        passkey: form.passkey,
+        script: PASSKEY_SCRIPT,
     };
     page(status, p.render())
 }
@@ -290,6 +331,8 @@ pub fn login(status: StatusCode, form: &LoginForm<'_>, error: Option<&str>) -> R
         username: form.username,
         error,
         upstream: form.upstream,
+        passkey: form.passkey,
+        script: PASSKEY_SCRIPT,
     };
     page(status, p.render())
 }
@@ -396,6 +439,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_passkey_script_a_page_carries_is_the_one_its_policy_allows() {
+        let passkey = PasskeyForm {
+            action: "/login/passkey".into(),
+            options: r#"{"publicKey":{"challenge":"<"x">"}}"#.into(),
+            sealed: "sealed".into(),
+        };
+        let form = LoginForm {
+            client: "shop/web",
+            action: "/login",
+            request: "req",
+            csrf: "tok",
+            username: "",
+            upstream: &[],
+            passkey: Some(&passkey),
+        };
+        let r = login(StatusCode::OK, &form, None);
+        let policy = r.headers()["content-security-policy"].to_str().unwrap().to_string();
+        let html = body(r).await;
+        let script = html
+            .split("<script>")
+            .nth(1)
+            .unwrap()
+            .split("</script>")
+            .next()
+            .unwrap();
+        use base64::Engine;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, script.as_bytes());
+        let hash = base64::engine::general_purpose::STANDARD.encode(digest);
+        assert!(policy.contains(&format!("script-src 'sha256-{hash}'")), "{policy}");
+        assert_eq!(html.matches("<script").count(), 1);
+        // The options reach the script as an attribute, escaped (JSON with quotes and brackets).
+        assert!(html.contains("data-options=\"{&#34;publicKey&#34;"), "{html}");
+        assert!(!html.contains("<\"x\">"), "{html}");
+        // A page without a passkey form carries no script.
+        let plain = LoginForm { passkey: None, ..form };
+        assert!(!body(login(StatusCode::OK, &plain, None)).await.contains("<script"));
+    }
+
+    #[tokio::test]
     async fn pages_escape_what_they_show_and_label_their_fields() {
         let upstream = [(
             "Corp <SSO>".to_string(),
@@ -408,6 +490,7 @@ mod tests {
             csrf: "tok",
             username: "a\"b",
             upstream: &upstream,
+            passkey: None,
         };
         let r = login(StatusCode::UNAUTHORIZED, &form, Some("wrong username or password"));
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -471,12 +554,31 @@ mod tests {
 <input type="hidden" name="csrf" value="{{ v.csrf }}">
 <button type="submit" class="secondary">Remove the authenticator app</button>
 </form>
-{% else %}<p>None set up. An app that requires one will ask you to add an authenticator app when you next sign in to it.</p>
-{% endif %}</main></body></html>"#
+{% else %}<p>No authenticator app set up. An app that requires a second factor will ask you to add one when you next sign in to it.</p>
+{% endif %}{% if let Some(pk) = v.passkeys %}<h2>Passkeys</h2>
+{% if pk.registered.is_empty() %}<p>None yet. A passkey signs you in without a password, with your device's screen lock or security key.</p>
+{% else %}<ul class="scopes" id="passkeys">
+{% for p in pk.registered %}<li><strong>{{ p.name }}</strong>, added {{ p.added }}, {{ p.used }}
+<form method="post" action="{{ pk.remove_action }}">
+<input type="hidden" name="csrf" value="{{ v.csrf }}">
+<input type="hidden" name="passkey" value="{{ p.id }}">
+<button type="submit" class="secondary">Remove</button>
+</form></li>
+{% endfor %}</ul>
+{% endif %}{% if let Some(add) = pk.add %}<form method="post" action="{{ add.action }}" data-passkey="create" data-options="{{ add.options }}">
+<input type="hidden" name="csrf" value="{{ v.csrf }}">
+<input type="hidden" name="ceremony" value="{{ add.sealed }}">
+<input type="hidden" name="credential" value="">
+<label for="passkey-name">Name for a new passkey</label>
+<input type="text" id="passkey-name" name="name" maxlength="60" placeholder="e.g. work laptop">
+<button type="submit" class="primary" id="add-passkey">Add a passkey</button>
+<p role="status" class="meta"></p>
+</form>{% endif %}{% endif %}</main>{% if v.passkeys.is_some() %}<script>{{ script|safe }}</script>{% endif %}</body></html>"#
 )]
 struct AccountPage<'a> {
     style: &'a str,
     v: &'a AccountView,
+    script: &'a str,
 }
 
 /// What the account page shows.
@@ -492,6 +594,24 @@ pub struct AccountView {
     pub apps: Vec<AccountApp>,
     /// Recovery codes left, when a second factor is set up.
     pub second_factor: Option<i64>,
+    /// The person's passkeys, when passkeys are on.
+    pub passkeys: Option<AccountPasskeys>,
+}
+
+/// The passkeys section of the account page.
+pub struct AccountPasskeys {
+    pub registered: Vec<AccountPasskey>,
+    pub remove_action: String,
+    /// Adding one (not when the person has the most allowed).
+    pub add: Option<PasskeyForm>,
+}
+
+/// One passkey on the account page.
+pub struct AccountPasskey {
+    pub id: String,
+    pub name: String,
+    pub added: String,
+    pub used: String,
 }
 
 /// One session on the account page.
@@ -514,6 +634,10 @@ pub struct AccountApp {
 
 /// The account page.
 pub fn account(view: &AccountView) -> Response {
-    let p = AccountPage { style: STYLE, v: view };
+    let p = AccountPage {
+        style: STYLE,
+        v: view,
+        script: PASSKEY_SCRIPT,
+    };
     page(StatusCode::OK, p.render())
 }

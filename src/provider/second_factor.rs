@@ -14,8 +14,8 @@ use jiff::Timestamp;
 
 use super::browser::{CookieName, set_cookie};
 use super::browser_flow::{
-    FirstFactor, Pending, Person, SESSION_LIFETIME_SECS, continue_in_session, current_session, live_second_factor,
-    load_pending, open_session, unavailable,
+    FirstFactor, LiveFactors, Pending, Person, SESSION_LIFETIME_SECS, continue_in_session, current_session,
+    live_factors, load_pending, open_session, unavailable,
 };
 use super::pages::{self, Enrollment, SecondFactorForm};
 use super::signin::{EXPIRED, PendingQuery, audit_sign_in, client_label, form_and_pending};
@@ -42,14 +42,29 @@ pub async fn page(State(state): State<ProviderState>, headers: HeaderMap, Query(
         Ok(v) => v,
         Err((status, why)) => return pages::error(status, why),
     };
-    match live_second_factor(&state, &first.subject).await {
-        Ok(Some(_)) => form(&state, &pending, &first, None, StatusCode::OK, None),
-        Ok(None) => {
+    match live_factors(&state, &first.subject).await {
+        Ok(factors) if factors.any() => form(&state, &pending, &first, Shown::Factors(&factors), StatusCode::OK, None),
+        Ok(_) => {
             let enrollment = enrollment(&state, &key, &pending, &first, &second_factors::new_totp_secret());
-            form(&state, &pending, &first, Some(&enrollment), StatusCode::OK, None)
+            form(
+                &state,
+                &pending,
+                &first,
+                Shown::Enrollment(&enrollment),
+                StatusCode::OK,
+                None,
+            )
         }
         Err(e) => unavailable(e),
     }
+}
+
+/// What the second-factor page asks for.
+pub(super) enum Shown<'a> {
+    /// The person's factors: their app's code (or a recovery code), their passkeys.
+    Factors(&'a LiveFactors),
+    /// An authenticator app being set up (the person has no factor yet).
+    Enrollment(&'a Enrollment),
 }
 
 /// Who the pending request awaits a second factor of, and the key to seal with: refused when
@@ -95,16 +110,24 @@ fn enrollment(
     }
 }
 
-fn form(
+pub(super) fn form(
     state: &ProviderState,
     pending: &Pending,
     first: &FirstFactor,
-    enroll: Option<&Enrollment>,
+    shown: Shown<'_>,
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
     let client = client_label(state, &pending.request.client_id);
     let action = state.issuer.endpoint(super::browser_flow::SECOND_FACTOR_PAGE);
+    let (enroll, code, passkey) = match shown {
+        Shown::Enrollment(e) => (Some(e), true, None),
+        Shown::Factors(f) => (
+            None,
+            f.totp.is_some(),
+            super::browser_flow::passkey_form(state, Some((&first.subject, &f.passkeys)), &pending.id),
+        ),
+    };
     pages::second_factor(
         status,
         &SecondFactorForm {
@@ -114,6 +137,8 @@ fn form(
             request: &pending.id,
             csrf: &pending.stored.csrf,
             enroll,
+            code,
+            passkey: passkey.as_ref(),
         },
         error,
     )
@@ -131,10 +156,23 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
     };
     let client_id = pending.request.client_id.clone();
     let code = form_data.get("code").unwrap_or("").trim().to_string();
-    let stored = match live_second_factor(&state, &first.subject).await {
-        Ok(s) => s,
+    let factors = match live_factors(&state, &first.subject).await {
+        Ok(f) => f,
         Err(e) => return unavailable(e),
     };
+    let stored = factors.totp.clone();
+    if stored.is_none() && !factors.passkeys.is_empty() {
+        // A person with a passkey proves it; nobody holding their password alone may set up
+        // an app beside it (and so around it).
+        return form(
+            &state,
+            &pending,
+            &first,
+            Shown::Factors(&factors),
+            StatusCode::BAD_REQUEST,
+            Some("Use your passkey."),
+        );
+    }
     // The secret being enrolled comes back sealed for this person and request, or not at all.
     let enrolling_secret = match (&stored, form_data.get("enroll")) {
         (None, Some(sealed)) => match key.open(sealed, &enrolling(&first, &pending.id)) {
@@ -151,9 +189,16 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
                 sealed: form_data.get("enroll").unwrap_or("").to_string(),
                 ..enrollment(&state, &key, &pending, &first, secret)
             };
-            form(&state, &pending, &first, Some(&enrollment), status, Some(error))
+            form(
+                &state,
+                &pending,
+                &first,
+                Shown::Enrollment(&enrollment),
+                status,
+                Some(error),
+            )
         }
-        None => form(&state, &pending, &first, None, status, Some(error)),
+        None => form(&state, &pending, &first, Shown::Factors(&factors), status, Some(error)),
     };
     // Counted before the check, so parallel guesses count (T8); its own account key, so a
     // right password does not clear the count of wrong codes.
@@ -236,6 +281,22 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
     };
     state.throttle.succeeded(attempt);
     audit_sign_in(&state, Event::SecondFactorUsed, &client_id, &first.subject, ip, how);
+    let amr = AMR_SECOND_FACTOR.iter().map(|m| m.to_string()).collect();
+    continue_proved(&state, &headers, &pending, &first, amr, recovery_codes).await
+}
+
+/// The sign-in of `first` continues once they proved a second factor (`amr` says how): the
+/// session stepping up is upgraded, or a fresh one starts after a password; `recovery_codes`
+/// of a fresh enrollment are shown before the way on.
+pub(super) async fn continue_proved(
+    state: &ProviderState,
+    headers: &HeaderMap,
+    pending: &Pending,
+    first: &FirstFactor,
+    amr: Vec<String>,
+    recovery_codes: Option<Vec<String>>,
+) -> Response {
+    let now = Timestamp::now().as_second();
     let people = state.people.load();
     let Some(user) = people.user(&first.subject) else {
         return pages::error(StatusCode::FORBIDDEN, EXPIRED);
@@ -244,11 +305,11 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
         subject: &first.subject,
         claims: &user.claims(),
         credential: &first.credential,
-        amr: AMR_SECOND_FACTOR.iter().map(|m| m.to_string()).collect(),
+        amr,
     };
     // A session stepping up is upgraded where it is (the apps it signed in to stay signed in,
     // its id was kauth's own from its sign-in); after a password, a fresh session starts.
-    let stepping_up = match current_session(&state, &headers, now).await {
+    let stepping_up = match current_session(state, headers, now).await {
         Ok(Some((id, s))) if s.subject == first.subject && s.credential == first.credential => Some(id),
         Ok(_) => None,
         Err(e) => return unavailable(e),
@@ -266,13 +327,13 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
                 Err(e) => return unavailable(e),
             }
         }
-        None => match open_session(&state, person).await {
+        None => match open_session(state, person).await {
             Ok((cookie, id, session)) => (Some(cookie), id, session),
             Err(e) => return unavailable(e),
         },
     };
     match recovery_codes {
-        None => continue_in_session(&state, &headers, &pending, session_id, session, cookie.as_deref())
+        None => continue_in_session(state, headers, pending, session_id, session, cookie.as_deref())
             .await
             .unwrap_or_else(unavailable),
         // Shown once, before the way on: the request continues (and its code is minted) only

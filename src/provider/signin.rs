@@ -68,21 +68,52 @@ pub async fn login_page(
     Query(q): Query<PendingQuery>,
 ) -> Response {
     match load_pending(&state, &headers, q.request.as_deref()).await {
-        Ok(Some(p)) => pages::login(
+        Ok(Some(p)) => login_form(
+            &state,
+            &p,
+            p.request.login_hint.as_deref().unwrap_or(""),
             StatusCode::OK,
-            &pages::LoginForm {
-                client: &client_label(&state, &p.request.client_id),
-                action: &state.issuer.endpoint("/login"),
-                request: &p.id,
-                csrf: &p.stored.csrf,
-                username: p.request.login_hint.as_deref().unwrap_or(""),
-                upstream: &super::federation::options(&state, &p.id),
-            },
             None,
         ),
         Ok(None) => pages::error(StatusCode::BAD_REQUEST, EXPIRED),
         Err(e) => unavailable(e),
     }
+}
+
+/// The sign-in page of `pending`, with `username` filled in: a password, a passkey (when
+/// passkeys are on: a fresh ceremony each time), or an upstream provider.
+fn login_form(
+    state: &ProviderState,
+    pending: &Pending,
+    username: &str,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let passkey = super::browser_flow::passkey_form(state, None, &pending.id);
+    pages::login(
+        status,
+        &pages::LoginForm {
+            client: &client_label(state, &pending.request.client_id),
+            action: &state.issuer.endpoint("/login"),
+            request: &pending.id,
+            csrf: &pending.stored.csrf,
+            username,
+            upstream: &super::federation::options(state, &pending.id),
+            passkey: passkey.as_ref(),
+        },
+        error,
+    )
+}
+
+/// The sign-in page of `pending` again, saying why.
+pub(super) fn login_again(state: &ProviderState, pending: &Pending, status: StatusCode, why: &str) -> Response {
+    login_form(
+        state,
+        pending,
+        pending.request.login_hint.as_deref().unwrap_or(""),
+        status,
+        Some(why),
+    )
 }
 
 /// Reads the form a page POSTed (anything else is refused on a page).
@@ -125,20 +156,8 @@ pub async fn login_submit(State(state): State<ProviderState>, request: Request) 
         Err(r) => return r,
     };
     let client = client_label(&state, &pending.request.client_id);
-    let action = state.issuer.endpoint("/login");
     let username = form.get("username").unwrap_or("").trim().to_string();
-    let upstream = super::federation::options(&state, &pending.id);
-    let again = |status, error: &str| {
-        let form = pages::LoginForm {
-            client: &client,
-            action: &action,
-            request: &pending.id,
-            csrf: &pending.stored.csrf,
-            username: &username,
-            upstream: &upstream,
-        };
-        pages::login(status, &form, Some(error))
-    };
+    let again = |status, error: &str| login_form(&state, &pending, &username, status, Some(error));
     // The attempt is counted before the password is checked, so parallel guesses count.
     let attempt = match state.throttle.reserve(&username, ip, Instant::now()) {
         Ok(attempt) => attempt,

@@ -114,6 +114,8 @@ pub struct ProviderState {
     pub second_factor_key: Option<Arc<crate::second_factors::SealingKey>>,
     /// Every local person proves a second factor at sign-in (`--require-second-factor`).
     pub second_factor_required: bool,
+    /// Passkeys, when second factors are set up and the issuer's host is a domain name.
+    pub passkeys: Option<Arc<super::passkeys::Passkeys>>,
 }
 
 impl ProviderState {
@@ -167,6 +169,7 @@ impl ProviderState {
             dpop_nonces: None,
             second_factor_key: None,
             second_factor_required: false,
+            passkeys: None,
         })
     }
 
@@ -214,6 +217,10 @@ impl ProviderState {
     /// Seals second factors with `key` (none: they are unavailable); `required` asks every
     /// local person for one.
     pub fn with_second_factors(mut self, key: Option<crate::second_factors::SealingKey>, required: bool) -> Self {
+        self.passkeys = key
+            .as_ref()
+            .and_then(|_| super::passkeys::Passkeys::for_issuer(&self.issuer))
+            .map(Arc::new);
         self.second_factor_key = key.map(Arc::new);
         self.second_factor_required = required;
         self

@@ -19,6 +19,7 @@ mod account;
 mod codes_and_families;
 mod device;
 mod group_commit;
+mod passkeys;
 mod people;
 mod revocations;
 mod second_factors;
@@ -31,6 +32,7 @@ mod used_once;
 pub use account::{AllowedApp, LiveSession};
 pub use device::{DevicePoll, DeviceRequest};
 use group_commit::{Group, GroupTx};
+pub use passkeys::{MAX_PASSKEYS_PER_PERSON, PasskeyAdded, StoredPasskey};
 pub use second_factors::StoredTotp;
 pub use session_clients::SessionClient;
 pub use used_once::once_id;
@@ -49,6 +51,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "session clients", include_str!("session-clients.sql")),
     (7, "shared secrets", include_str!("shared-secrets.sql")),
     (8, "second factors", include_str!("second-factors.sql")),
+    (9, "passkeys", include_str!("passkeys.sql")),
 ];
 
 /// How long a secret's last use is remembered: a secret unused this long reads as never used.

@@ -6,6 +6,7 @@ pub mod binary;
 pub mod browser;
 pub mod chromium;
 pub mod keys;
+pub mod passkey;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -150,6 +151,19 @@ impl TestProvider {
         Self::start_with(listener, files, &[], ServeOptions::default()).await
     }
 
+    /// Starts a provider whose issuer is `http://localhost:<port>` (listening on 127.0.0.1):
+    /// a WebAuthn relying party needs a domain name, so passkeys are on.
+    pub async fn start_as_localhost(files: &[(&str, &str)]) -> Self {
+        Self::start_as_localhost_with(files, ServeOptions::default()).await
+    }
+
+    /// As [`Self::start_as_localhost`], with the platform's `opts`.
+    pub async fn start_as_localhost_with(files: &[(&str, &str)], opts: ServeOptions) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+        Self::start_at(listener, url, files, &[], opts).await
+    }
+
     /// Starts a provider whose platform declared `first_party` namespaces first-party.
     pub async fn start_first_party(files: &[(&str, &str)], first_party: &[&str]) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -180,12 +194,22 @@ impl TestProvider {
         first_party: &[&str],
         opts: ServeOptions,
     ) -> Self {
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        Self::start_at(listener, url, files, first_party, opts).await
+    }
+
+    async fn start_at(
+        listener: tokio::net::TcpListener,
+        url: String,
+        files: &[(&str, &str)],
+        first_party: &[&str],
+        opts: ServeOptions,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join("manifests").join(name), text).unwrap();
         }
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let cfg = StandaloneConfig {
             manifests: ManifestSource::Dir(dir.path().join("manifests")),
             state_dir: dir.path().join("state"),

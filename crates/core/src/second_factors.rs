@@ -31,6 +31,21 @@ pub fn acr_of(amr: &[String]) -> &'static str {
     }
 }
 
+/// The `amr` (RFC 8176) of a sign-in with a passkey, after a password or without one. A
+/// passkey proves possession of a key and, since kauth requires user verification, a PIN or
+/// biometric on the device: two factors in itself (`mfa`). A passkey the authenticator may
+/// back up (synced through a cloud keychain) is a software key (`swk`); one bound to its
+/// device, a hardware key (`hwk`).
+pub fn passkey_amr(backup_eligible: bool, after_password: bool) -> Vec<String> {
+    let key = if backup_eligible { "swk" } else { "hwk" };
+    let methods: &[&str] = if after_password {
+        &["pwd", key, "mfa"]
+    } else {
+        &[key, "mfa"]
+    };
+    methods.iter().map(|m| m.to_string()).collect()
+}
+
 /// Whether a sign-in that reached `acr` satisfies a demand for `wanted` (unknown values are
 /// never satisfied: kauth does not vouch for what it does not know).
 pub fn satisfies(acr: &str, wanted: &str) -> bool {
@@ -162,6 +177,16 @@ impl SealingKey {
         URL_SAFE_NO_PAD.encode(tag)
     }
 
+    /// A stable, opaque handle for `subject` under this key (16 bytes): what a passkey stores
+    /// as its user id, so an authenticator never holds the username itself, and nobody without
+    /// the key can tell whose handle it is.
+    pub fn person_handle(&self, subject: &str) -> [u8; 16] {
+        let tag = aws_lc_rs::hmac::sign(&self.digests, format!("webauthn user\n{subject}").as_bytes());
+        let mut handle = [0u8; 16];
+        handle.copy_from_slice(&tag.as_ref()[..16]);
+        handle
+    }
+
     /// The secret sealed for `owner`, if this key sealed it for them.
     pub fn open(&self, sealed: &str, owner: &str) -> Option<Vec<u8>> {
         let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
@@ -255,11 +280,25 @@ mod tests {
     }
 
     #[test]
+    fn person_handles_are_stable_per_key_and_person() {
+        let key = SealingKey::new(&[3; 32]);
+        assert_eq!(key.person_handle("alice"), key.person_handle("alice"));
+        assert_ne!(key.person_handle("alice"), key.person_handle("bob"));
+        assert_ne!(
+            key.person_handle("alice"),
+            SealingKey::new(&[4; 32]).person_handle("alice")
+        );
+    }
+
+    #[test]
     fn acr_ranks() {
         assert_eq!(acr_of(&["pwd".into()]), ACR_ONE_FACTOR);
         assert_eq!(acr_of(&["pwd".into(), "otp".into(), "mfa".into()]), ACR_MFA);
         assert!(satisfies(ACR_MFA, ACR_ONE_FACTOR));
         assert!(!satisfies(ACR_ONE_FACTOR, ACR_MFA));
         assert!(!satisfies(ACR_MFA, "urn:other:gold"));
+        assert_eq!(passkey_amr(false, false), ["hwk", "mfa"]);
+        assert_eq!(passkey_amr(true, true), ["pwd", "swk", "mfa"]);
+        assert_eq!(acr_of(&passkey_amr(true, false)), ACR_MFA);
     }
 }

@@ -208,7 +208,7 @@ pub async fn wants_second_factor(
     {
         return Ok(true);
     }
-    Ok(live_second_factor(state, &session.subject).await?.is_some())
+    Ok(live_factors(state, &session.subject).await?.any())
 }
 
 /// Where a request stands: new, from a caller at this address (storing it counts against the
@@ -354,6 +354,28 @@ async fn park(
         set_cookie(&mut r, &state.issuer, CookieName::Browser, Some(&b), 400 * 24 * 3600);
     }
     Ok(r)
+}
+
+/// Where passkey sign-ins post.
+pub const PASSKEY_SIGN_IN: &str = "/login/passkey";
+
+/// The passkey form of the pending request `pending_id`: any passkey (passwordless), or one
+/// of `person`'s. None when passkeys are off (or the person has none that opens).
+pub fn passkey_form(
+    state: &ProviderState,
+    person: Option<(&str, &[crate::store::StoredPasskey])>,
+    pending_id: &str,
+) -> Option<super::pages::PasskeyForm> {
+    let (passkeys, key) = (state.passkeys.as_ref()?, state.second_factor_key.as_ref()?);
+    if person.is_some_and(|(_, stored)| stored.is_empty()) {
+        return None;
+    }
+    let ceremony = passkeys.sign_in(key, person, pending_id, Timestamp::now().as_second())?;
+    Some(super::pages::PasskeyForm {
+        action: state.issuer.endpoint(PASSKEY_SIGN_IN),
+        options: ceremony.options,
+        sealed: ceremony.sealed,
+    })
 }
 
 /// Where a person proves a second factor.
@@ -505,7 +527,36 @@ pub async fn continue_in_session(
     Ok(response)
 }
 
-/// The person's second factor, if they have one that still counts: one enrolled with the
+/// The second factors of a person that still count: their authenticator app, and their
+/// passkeys (when passkeys are on).
+pub struct LiveFactors {
+    pub totp: Option<crate::store::StoredTotp>,
+    pub passkeys: Vec<crate::store::StoredPasskey>,
+}
+
+impl LiveFactors {
+    pub fn any(&self) -> bool {
+        self.totp.is_some() || !self.passkeys.is_empty()
+    }
+}
+
+/// The person's second factors that still count (see [`live_second_factor`]; a passkey, like
+/// the app, counts only under the password it was added with).
+pub async fn live_factors(state: &ProviderState, subject: &str) -> Result<LiveFactors, StoreError> {
+    let totp = live_second_factor(state, subject).await?;
+    let passkeys = match &state.passkeys {
+        Some(_) => {
+            let current = state.people.load().user(subject).map(|u| u.credential());
+            let mut passkeys = state.store.passkeys_of(subject).await?;
+            passkeys.retain(|p| current.as_ref() == Some(&p.credential));
+            passkeys
+        }
+        None => Vec::new(),
+    };
+    Ok(LiveFactors { totp, passkeys })
+}
+
+/// The person's authenticator app, if they have one that still counts: one enrolled with the
 /// password the directory holds for them now. A new password (the platform's reset, or a
 /// re-created person) voids an older factor, and the person enrolls afresh (the enrollment
 /// replaces the void one). Only reads: a sign-in begun with an old password, or a replica that
