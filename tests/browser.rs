@@ -405,3 +405,70 @@ async fn a_person_steps_up_with_a_totp_app_and_revokes_an_app_on_the_account_pag
     browser.close().await.unwrap();
     result
 }
+
+#[tokio::test]
+#[ignore = "needs Chromium and chromedriver: make test-browser"]
+async fn a_person_adds_a_passkey_in_chromium_and_signs_in_with_it_alone() {
+    let web_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web_port = web_listener.local_addr().unwrap().port();
+    // A WebAuthn relying party needs a domain name: the issuer is localhost.
+    let p = TestProvider::start_as_localhost(&[
+        ("scopes.yaml", SCOPES),
+        ("clients.yaml", &clients(web_port, 1)),
+        ("people.yaml", &people()),
+    ])
+    .await;
+    let (web_id, web_secret) = p.credentials("shop", "web");
+    serve_rp(web_listener, &p.url, &web_id, Some(web_secret)).await;
+
+    let driver = chromedriver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = headless(&driver, profile.path()).await;
+    let result = async {
+        // Chromium's virtual authenticator (WebDriver, Web Authentication §11): a platform
+        // authenticator that keeps discoverable credentials and verifies its user.
+        let session = browser.session_id().await.unwrap().unwrap();
+        let added: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/session/{session}/webauthn/authenticator", driver.url))
+            .json(&serde_json::json!({
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": true,
+                "hasUserVerification": true,
+                "isUserConsenting": true,
+                "isUserVerified": true
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(added["value"].is_string(), "{added}");
+
+        // alice signs in to her account page with her password and adds a passkey.
+        browser.goto(&format!("{}/account", p.url)).await.unwrap();
+        type_alices_password(&browser).await;
+        let name = element(&browser, "#passkey-name").await;
+        name.send_keys("this laptop").await.unwrap();
+        element(&browser, "#add-passkey").await.click().await.unwrap();
+        settled_text(&browser, "main", |t| t.contains("this laptop") && t.contains("not used yet")).await;
+
+        // Signed out (a fresh browser state, the authenticator kept): the app's sign-in page,
+        // the passkey button, no password.
+        browser.delete_all_cookies().await.unwrap();
+        browser.goto(&format!("http://127.0.0.1:{web_port}/")).await.unwrap();
+        element(&browser, "#passkey").await.click().await.unwrap();
+        click_allow(&browser).await;
+        assert_eq!(
+            text_of(&browser, "#result").await,
+            "signed in as alice (alice@example.com)"
+        );
+        assert_eq!(text_of(&browser, "#acr").await, "urn:kauth:acr:mfa");
+        browser.goto(&format!("{}/account", p.url)).await.unwrap();
+        settled_text(&browser, "main", |t| t.contains("last used") && t.contains("hwk mfa")).await;
+    }
+    .await;
+    browser.close().await.unwrap();
+    result
+}
