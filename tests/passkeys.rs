@@ -214,7 +214,22 @@ async fn a_ceremony_and_its_answer_count_once() {
     let mut device = SoftPasskey::new();
     let b = Browser::new();
     open_account(&p, &b, ALICE).await;
-    add_passkey(&p, &b, &mut device, "key").await;
+    // A registration's post, replayed: its ceremony was spent (the credential is not even
+    // looked at again).
+    let page = b.get(&format!("{}/account", p.url)).await.body;
+    let credential = device.create(&p.url, &form_options(&page)).await;
+    let form = [
+        ("csrf", hidden_field(&page, "csrf")),
+        ("ceremony", hidden_field(&page, "ceremony")),
+        ("credential", credential),
+        ("name", "key".into()),
+    ]
+    .map(|(k, v)| (k.to_string(), v));
+    let added = post(&b, &format!("{}/account/passkeys/add", p.url), &form).await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let replayed = post(&b, &format!("{}/account/passkeys/add", p.url), &form).await;
+    assert_eq!(replayed.status, StatusCode::BAD_REQUEST, "{}", replayed.body);
+    assert!(replayed.body.contains("used already"), "{}", replayed.body);
 
     let attacker = Browser::new();
     let page = login_page(&p, &attacker).await;
