@@ -184,6 +184,89 @@ spec:
     assert_eq!(seen["active"], true, "the audience's owner is its resource server");
 }
 
+/// T1 for the cluster: a Scope may name a client id as its audience only for a client of its
+/// own namespace, so the audience kube-apiserver accepts (the platform's `kauth.kubectl`) is
+/// the platform's to grant. evil names it, and the id of the namespace it was granted to, while
+/// the platform's Scope is there, broken and gone: never a token for the cluster.
+#[tokio::test]
+async fn the_clusters_audience_is_granted_by_the_platform_alone() {
+    const PLATFORM: &str = r#"
+apiVersion: kauth.dev/v1alpha1
+kind: Scope
+metadata: {name: kubernetes, namespace: kauth}
+spec:
+  value: kubernetes
+  audience: kauth.kubectl
+  grantedTo: {namespaces: [ci]}
+---
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: deployer, namespace: ci}
+spec:
+  scopes: [kubernetes]
+"#;
+    const EVIL: &str = r#"
+apiVersion: kauth.dev/v1alpha1
+kind: Scope
+metadata: {name: cluster, namespace: evil}
+spec:
+  value: evil.cluster
+  audience: kauth.kubectl
+  grantedTo: {namespaces: [evil]}
+---
+apiVersion: kauth.dev/v1alpha1
+kind: Scope
+metadata: {name: deployer, namespace: evil}
+spec:
+  value: evil.deployer
+  audience: ci.deployer
+  grantedTo: {namespaces: [evil]}
+---
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: app, namespace: evil}
+spec:
+  scopes: [evil.cluster, evil.deployer, kubernetes]
+---
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: direct, namespace: evil}
+spec:
+  audiences: [kauth.kubectl]
+"#;
+    let p = TestProvider::start(&[("platform.yaml", PLATFORM), ("evil.yaml", EVIL)]).await;
+    let problems = p.problems();
+    for (object, aud) in [("Scope evil/cluster", "kauth.kubectl"), ("Scope evil/deployer", "ci.deployer")] {
+        assert!(
+            problem_about(&problems, object).contains(&format!("'{aud}' is neither an absolute URI")),
+            "{problems:#?}"
+        );
+    }
+    assert!(problem_about(&problems, "OAuthClient evil/direct").contains("spec.audiences"), "{problems:#?}");
+    let (ci_id, ci_secret) = p.credentials("ci", "deployer");
+    let evil = p.credentials("evil", "app");
+    for platform in [Some(PLATFORM), Some(&PLATFORM.replace("namespaces: [ci]", "namespaces: [Ci]")), None] {
+        match platform {
+            Some(text) => p.write("platform.yaml", text),
+            None => p.remove("platform.yaml"),
+        }
+        p.reload();
+        for scope in ["kubernetes", "evil.cluster", "evil.deployer"] {
+            let (status, body) = client_credentials(&p, (&evil.0, &evil.1), &[("scope", scope)]).await;
+            assert_eq!(status, 400, "{scope}: {body}");
+        }
+        let (status, body) = client_credentials(&p, (&evil.0, &evil.1), &[("resource", "kauth.kubectl")]).await;
+        assert_eq!(status, 400, "{body}");
+    }
+    // The platform's grant, back: ci's deployer gets a token for the cluster, as itself.
+    p.write("platform.yaml", PLATFORM);
+    p.reload();
+    let (status, body) = client_credentials(&p, (&ci_id, &ci_secret), &[("scope", "kubernetes")]).await;
+    assert_eq!(status, 200, "{body}");
+    let token = claims(body["access_token"].as_str().unwrap());
+    assert_eq!((token["aud"].as_str(), token["sub"].as_str()), (Some("kauth.kubectl"), Some("client:ci.deployer")));
+}
+
 /// T3 for Scope values: the owner's Scope turns invalid, is deleted, and is re-created
 /// (GitOps replace), with restarts in between; a squatter Scope in evil waits for its chance.
 #[tokio::test]

@@ -690,7 +690,7 @@ impl Catalog {
     /// Settles value and audience claims, decides every Scope and returns the index of
     /// accepted ones.
     fn index_scopes<'a>(&mut self, scopes: &[ScopeInput<'a>], book: &mut ClaimBook<'_>) -> ScopeIndex<'a> {
-        let checked: Vec<_> = scopes.iter().map(|s| validate_scope(s.spec)).collect();
+        let checked: Vec<_> = scopes.iter().map(|s| validate_scope(s.namespace, s.spec)).collect();
         let mut value_claimants = Vec::new();
         let mut audience_claimants = Vec::new();
         // Scopes whose claims are refused (reserved, over quota), with why.

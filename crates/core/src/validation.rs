@@ -284,6 +284,17 @@ pub fn is_resource_uri(s: &str) -> bool {
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
+/// Whether `audience` is the client id of a client in `namespace` (`<namespace>.<name>`): the
+/// one audience besides a URI a Scope may name. It lets a platform give tokens whose `aud` is
+/// its own client's id (the apiserver's OIDC client, `kauth.kubectl`) to the namespaces it
+/// chooses, and no team can name another namespace's client: a token for that audience would
+/// pass for an ID token of that client.
+pub fn is_client_of(namespace: &str, audience: &str) -> bool {
+    audience
+        .split_once('.')
+        .is_some_and(|(ns, name)| ns == namespace && is_dns_label(name))
+}
+
 /// Kubernetes DNS-1123 subdomain (Secret and most object names).
 pub fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
@@ -810,7 +821,7 @@ fn check_sign_in(
 pub const MAX_SCOPE_LENGTH: usize = 256;
 
 /// Validates a Scope spec.
-pub fn validate_scope(spec: &ScopeSpec) -> Result<(), Vec<FieldError>> {
+pub fn validate_scope(namespace: &str, spec: &ScopeSpec) -> Result<(), Vec<FieldError>> {
     let mut errors = crate::schema_bounds::check_spec("Scope", spec);
     if !errors.is_empty() {
         return Err(errors);
@@ -833,10 +844,13 @@ pub fn validate_scope(spec: &ScopeSpec) -> Result<(), Vec<FieldError>> {
     }
     if let Some(aud) = &spec.audience
         && !is_resource_uri(aud)
+        && !is_client_of(namespace, aud)
     {
         errors.push(FieldError::new(
             "spec.audience",
-            format!("'{aud}' is not an absolute URI without a fragment (RFC 8707)"),
+            format!(
+                "'{aud}' is neither an absolute URI without a fragment (RFC 8707) nor the client id of a client in this namespace ({namespace}.<name>)"
+            ),
         ));
     }
     for (i, ns) in spec.granted_to.namespaces.iter().enumerate() {
@@ -1171,14 +1185,14 @@ mod tests {
             audience: Some("https://orders".into()),
             ..Default::default()
         };
-        assert!(validate_scope(&spec).is_ok());
+        assert!(validate_scope("orders", &spec).is_ok());
         spec.value = "openid".into();
-        assert_eq!(validate_scope(&spec).unwrap_err()[0].field, "spec.value");
+        assert_eq!(validate_scope("orders", &spec).unwrap_err()[0].field, "spec.value");
         spec.value = "a\"b".into();
-        assert!(validate_scope(&spec).is_err());
+        assert!(validate_scope("orders", &spec).is_err());
         spec.value = "x".repeat(MAX_SCOPE_LENGTH + 1);
         assert!(
-            validate_scope(&spec).unwrap_err()[0]
+            validate_scope("orders", &spec).unwrap_err()[0]
                 .message
                 .contains("longer than 256")
         );
@@ -1192,12 +1206,34 @@ mod tests {
                 name: "b".into(),
             }],
         };
-        let fields: Vec<_> = validate_scope(&spec)
+        let fields: Vec<_> = validate_scope("orders", &spec)
             .unwrap_err()
             .into_iter()
             .map(|e| e.field)
             .collect();
         assert_eq!(fields, ["spec.audience", "spec.grantedTo.namespaces[1]"]);
+    }
+
+    #[test]
+    fn a_scope_may_name_a_client_of_its_own_namespace_as_its_audience_and_no_other() {
+        let spec = |aud: &str| ScopeSpec {
+            value: "kubernetes".into(),
+            audience: Some(aud.into()),
+            ..Default::default()
+        };
+        assert!(validate_scope("kauth", &spec("kauth.kubectl")).is_ok());
+        for (namespace, aud) in [
+            ("shop", "kauth.kubectl"),
+            ("kauth", "kauth-x.kubectl"),
+            ("kauth", "kauth."),
+            ("kauth", "kauth.Kubectl"),
+            ("kauth", "kauth.kube.ctl"),
+            ("kau", "kauth.kubectl"),
+        ] {
+            let errors = validate_scope(namespace, &spec(aud)).unwrap_err();
+            assert_eq!(errors[0].field, "spec.audience", "{namespace} {aud}");
+            assert!(errors[0].message.contains(&format!("({namespace}.<name>)")), "{}", errors[0].message);
+        }
     }
 
     #[test]
@@ -1208,7 +1244,7 @@ mod tests {
         };
         spec.granted_to.namespace_selector = Some(Default::default());
         assert!(
-            validate_scope(&spec).unwrap_err()[0]
+            validate_scope("orders", &spec).unwrap_err()[0]
                 .message
                 .contains("every namespace")
         );
@@ -1217,7 +1253,7 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(
-            validate_scope(&spec).unwrap_err()[0].field,
+            validate_scope("orders", &spec).unwrap_err()[0].field,
             "spec.grantedTo.namespaceSelector"
         );
     }

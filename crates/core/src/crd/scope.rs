@@ -49,8 +49,14 @@ pub struct ScopeSpec {
     /// The API this scope is for (an absolute URI); becomes the token's `aud`. An audience
     /// belongs to the first namespace whose Scope declares it: Scopes of other namespaces
     /// naming it are refused, and only clients granted one of its Scopes get tokens for it.
+    /// Besides a URI, the client id of a client in this Scope's own namespace
+    /// (`<namespace>.<name>`), e.g. the platform's `kauth.kubectl`, whose id kube-apiserver
+    /// takes as its audience: tokens for the cluster, for the namespaces granted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = limit::URI), regex(pattern = r"^[A-Za-z][A-Za-z0-9+.-]*:[^#\s]+$"))]
+    #[schemars(
+        length(max = limit::URI),
+        regex(pattern = r"^([A-Za-z][A-Za-z0-9+.-]*:[^#\s]+|[a-z0-9]([-a-z0-9]*[a-z0-9])?\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
+    )]
     pub audience: Option<String>,
     /// Who may request the scope. The Scope's own namespace always may.
     #[serde(default)]
