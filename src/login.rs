@@ -8,6 +8,10 @@
 //! identities, stay signed in side by side), and each run holds a lock on its file: two kubectl
 //! processes never spend the same rotating refresh token (the second use would revoke its
 //! family). `kauth login logout` revokes the refresh token at the issuer and drops the file.
+//! Without a person (CI), a client's own credential gets its access token instead
+//! ([`machine`]).
+
+pub mod machine;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,6 +62,19 @@ pub struct LoginOptions {
     /// token of anyone else is refused.
     #[arg(long, env = "KAUTH_LOGIN_ACCOUNT")]
     pub account: Option<String>,
+    /// Non-interactive (CI): `--client-id` is the CI's own OAuthClient and this file holds its
+    /// client secret (client credentials); the credential is its access token for the
+    /// `--scope`s (the platform's Scope for the cluster's audience). No person signs in.
+    #[arg(
+        long,
+        env = "KAUTH_LOGIN_CLIENT_SECRET_FILE",
+        conflicts_with_all = ["device", "no_browser", "account", "service_account_token_file"]
+    )]
+    pub client_secret_file: Option<PathBuf>,
+    /// Non-interactive (CI): exchange the ServiceAccount token in this file for the access
+    /// token of the OAuthClient bound to that ServiceAccount (RFC 8693), for the `--scope`s.
+    #[arg(long, env = "KAUTH_LOGIN_SERVICE_ACCOUNT_TOKEN_FILE", conflicts_with_all = ["device", "no_browser", "account"])]
+    pub service_account_token_file: Option<PathBuf>,
 }
 
 /// Why no credential could be had: one line for the person at the terminal.
@@ -107,6 +124,23 @@ pub fn setup(opts: &LoginOptions, user: &str) -> String {
     if let Some(account) = &opts.account {
         args.push(format!("--account={account}"));
     }
+    match machine::MachineCredential::of(opts) {
+        Some(machine::MachineCredential::ClientSecret(file)) => {
+            args.push(format!("--client-secret-file={}", file.display()))
+        }
+        Some(machine::MachineCredential::ServiceAccountToken(file)) => {
+            args.push(format!("--service-account-token-file={}", file.display()))
+        }
+        None => {}
+    }
+    for scope in &opts.scopes {
+        args.push(format!("--scope={scope}"));
+    }
+    let interactive = if machine::MachineCredential::of(opts).is_some() {
+        "Never"
+    } else {
+        "IfAvailable"
+    };
     let args: String = args.iter().map(|a| format!("\n          - {a}")).collect();
     format!(
         "# A kubeconfig with the user entry alone: add it to KUBECONFIG and use it in a context
@@ -120,7 +154,7 @@ users:
         apiVersion: client.authentication.k8s.io/v1
         command: kauth
         args:{args}
-        interactiveMode: IfAvailable
+        interactiveMode: {interactive}
         provideClusterInfo: false
 "
     )
@@ -140,12 +174,16 @@ fn cache_file(opts: &LoginOptions) -> Result<PathBuf, LoginError> {
     let mut scopes: Vec<&str> = opts.scopes.iter().map(String::as_str).collect();
     scopes.sort_unstable();
     scopes.dedup();
+    // A client's own token (CI) never shares a file with a person's.
+    let account = match machine::MachineCredential::of(opts) {
+        Some(_) => "\n(client)",
+        None => opts.account.as_deref().unwrap_or(""),
+    };
     let key = crate::store::handle_digest(&format!(
-        "{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{account}",
         opts.issuer,
         opts.client_id,
         scopes.join(" "),
-        opts.account.as_deref().unwrap_or("")
     ));
     Ok(dir.join(format!("{}.json", &key[..32])))
 }
@@ -223,6 +261,9 @@ fn expiry(jwt: &str) -> Option<i64> {
 
 /// Runs the plugin: the `ExecCredential` to print.
 pub async fn login(opts: &LoginOptions) -> Result<String, LoginError> {
+    if let Some(credential) = machine::MachineCredential::of(opts) {
+        return machine::login(opts, &credential).await;
+    }
     let path = cache_file(opts)?;
     // Until this run has written what it got: another run waits, then finds it in the cache.
     let _lock = lock(&path).await?;

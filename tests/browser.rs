@@ -452,7 +452,10 @@ async fn a_person_adds_a_passkey_in_chromium_and_signs_in_with_it_alone() {
         let name = element(&browser, "#passkey-name").await;
         name.send_keys("this laptop").await.unwrap();
         element(&browser, "#add-passkey").await.click().await.unwrap();
-        settled_text(&browser, "main", |t| t.contains("this laptop") && t.contains("not used yet")).await;
+        settled_text(&browser, "main", |t| {
+            t.contains("this laptop") && t.contains("not used yet")
+        })
+        .await;
 
         // Signed out (a fresh browser state, the authenticator kept): the app's sign-in page,
         // the passkey button, no password.

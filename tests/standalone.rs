@@ -1250,6 +1250,77 @@ async fn kauth_login_signs_in_caches_privately_and_refreshes_silently() {
     );
 }
 
+/// `kauth login` without a person (issue 25's CI mode): the CI's own client, with its secret
+/// from a file, gets its access token for the cluster's audience (subject `client:<id>`, never
+/// a person's), cached like a person's token but apart from it; a wrong secret and a scope the
+/// client was not granted are one line on stderr; a person's options are refused with it.
+#[tokio::test]
+async fn kauth_login_for_ci_gets_the_clients_own_token_for_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifests, state, cache) = (dir.path().join("m"), dir.path().join("s"), dir.path().join("cache"));
+    copy_examples(&manifests);
+    std::fs::write(manifests.join("kubectl.yaml"), support::KUBECTL_CLIENT).unwrap();
+    std::fs::write(manifests.join("ci.yaml"), support::CI_CLUSTER_ACCESS).unwrap();
+    let (_kauth, url) = start(&manifests, &state);
+    let secret = state.join("secrets/ci/deployer-oauth/CLIENT_SECRET");
+    let issuer_arg = format!("--issuer={url}");
+    let cache_arg = format!("--cache-dir={}", cache.display());
+    let secret_arg = format!("--client-secret-file={}", secret.display());
+    let ci = [
+        issuer_arg.as_str(),
+        "--client-id=ci.deployer",
+        secret_arg.as_str(),
+        "--scope=kubernetes",
+        cache_arg.as_str(),
+    ];
+    let (child, _) = spawn_login(&ci);
+    let (token, claims) = credential_of(finished(child, "the CI login"));
+    assert_eq!(
+        (claims["sub"].as_str(), claims["aud"].as_str(), claims["scope"].as_str()),
+        (Some("client:ci.deployer"), Some("kauth.kubectl"), Some("kubernetes")),
+        "{claims}"
+    );
+    // The next kubectl command: from the cache.
+    let (child, _) = spawn_login(&ci);
+    assert_eq!(credential_of(finished(child, "the cached CI login")).0, token);
+
+    let one_line = |args: &[&str], expected: &str| {
+        let (child, stderr) = spawn_login(args);
+        let out = finished(child, expected).wait_with_output().unwrap();
+        assert!(!out.status.success() && out.stdout.is_empty(), "{expected}");
+        let err: Vec<String> = stderr.iter().collect();
+        assert!(err.iter().any(|l| l.contains(expected)), "{expected}: {err:?}");
+    };
+    let wrong = dir.path().join("wrong-secret");
+    std::fs::write(&wrong, "not the secret").unwrap();
+    let wrong_arg = format!("--client-secret-file={}", wrong.display());
+    one_line(
+        &[
+            &issuer_arg,
+            "--client-id=ci.deployer",
+            &wrong_arg,
+            "--scope=kubernetes",
+            &cache_arg,
+            "--scope=other",
+        ],
+        "invalid_client",
+    );
+    // shop's backend (the examples') was not granted the cluster.
+    let shop = state.join("secrets/shop/shop-backend-oauth/CLIENT_SECRET");
+    let shop_arg = format!("--client-secret-file={}", shop.display());
+    one_line(
+        &[
+            &issuer_arg,
+            "--client-id=shop.shop-backend",
+            &shop_arg,
+            "--scope=kubernetes",
+            &cache_arg,
+        ],
+        "invalid_scope",
+    );
+    one_line(&[&ci[..], &["--account=alice"]].concat(), "cannot be used with");
+}
+
 /// Waits up to 30 s for `child` to end; a run still going has fallen back to a sign-in.
 fn finished(mut child: Child, what: &str) -> Child {
     let deadline = Instant::now() + Duration::from_secs(30);

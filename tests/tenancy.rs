@@ -236,16 +236,26 @@ spec:
 "#;
     let p = TestProvider::start(&[("platform.yaml", PLATFORM), ("evil.yaml", EVIL)]).await;
     let problems = p.problems();
-    for (object, aud) in [("Scope evil/cluster", "kauth.kubectl"), ("Scope evil/deployer", "ci.deployer")] {
+    for (object, aud) in [
+        ("Scope evil/cluster", "kauth.kubectl"),
+        ("Scope evil/deployer", "ci.deployer"),
+    ] {
         assert!(
             problem_about(&problems, object).contains(&format!("'{aud}' is neither an absolute URI")),
             "{problems:#?}"
         );
     }
-    assert!(problem_about(&problems, "OAuthClient evil/direct").contains("spec.audiences"), "{problems:#?}");
+    assert!(
+        problem_about(&problems, "OAuthClient evil/direct").contains("spec.audiences"),
+        "{problems:#?}"
+    );
     let (ci_id, ci_secret) = p.credentials("ci", "deployer");
     let evil = p.credentials("evil", "app");
-    for platform in [Some(PLATFORM), Some(&PLATFORM.replace("namespaces: [ci]", "namespaces: [Ci]")), None] {
+    for platform in [
+        Some(PLATFORM),
+        Some(&PLATFORM.replace("namespaces: [ci]", "namespaces: [Ci]")),
+        None,
+    ] {
         match platform {
             Some(text) => p.write("platform.yaml", text),
             None => p.remove("platform.yaml"),
@@ -264,7 +274,10 @@ spec:
     let (status, body) = client_credentials(&p, (&ci_id, &ci_secret), &[("scope", "kubernetes")]).await;
     assert_eq!(status, 200, "{body}");
     let token = claims(body["access_token"].as_str().unwrap());
-    assert_eq!((token["aud"].as_str(), token["sub"].as_str()), (Some("kauth.kubectl"), Some("client:ci.deployer")));
+    assert_eq!(
+        (token["aud"].as_str(), token["sub"].as_str()),
+        (Some("kauth.kubectl"), Some("client:ci.deployer"))
+    );
 }
 
 /// T3 for Scope values: the owner's Scope turns invalid, is deleted, and is re-created

@@ -332,3 +332,46 @@ async fn discovery_advertises_secretless_support() {
             .contains(&json!(TOKEN_EXCHANGE_GRANT))
     );
 }
+
+/// `kauth login` in CI with a ServiceAccount token (issue 25): the token in a file (as a
+/// projected volume holds it) is exchanged (RFC 8693) for the bound client's access token,
+/// which is what kubectl presents; the file is read anew when a new token is needed, and a
+/// token of another ServiceAccount gets nothing.
+#[tokio::test]
+async fn kauth_login_exchanges_a_service_account_token_for_the_clients_token() {
+    let s = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, sa_token(&s.sa_key, None, json!({"aud": [s.url]}))).unwrap();
+    let (issuer, cache) = (s.url.clone(), dir.path().join("cache"));
+    let login = move |client: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kauth"))
+            .arg("login")
+            .arg(format!("--issuer={issuer}"))
+            .arg(format!("--client-id={client}"))
+            .arg(format!("--service-account-token-file={}", file.display()))
+            .arg("--scope=orders.read")
+            .arg(format!("--cache-dir={}", cache.display()))
+            .output()
+            .unwrap()
+    };
+    let out = tokio::task::spawn_blocking({
+        let login = login.clone();
+        move || login("shop.backend")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let credential: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let claims = claims_of(credential["status"]["token"].as_str().unwrap());
+    assert_eq!(
+        (claims["sub"].as_str(), claims["aud"].as_str()),
+        (Some("client:shop.backend"), Some("https://orders.example.com"))
+    );
+    // The batch client's login with backend's token: refused, one line.
+    let out = tokio::task::spawn_blocking(move || login("shop.batch")).await.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("refused a token for shop.batch"), "{err}");
+}

@@ -302,6 +302,7 @@ async fn people_sign_in_to_the_apiserver_with_kauth_login() {
         std::fs::copy(&path, manifests.join(path.file_name().unwrap())).unwrap();
     }
     std::fs::write(manifests.join("kubectl.yaml"), support::KUBECTL_CLIENT).unwrap();
+    std::fs::write(manifests.join("ci.yaml"), support::CI_CLUSTER_ACCESS).unwrap();
     let (mut kauth, issuer, ca) = standalone_with_tls(&manifests, &work.path().join("state"));
     let config = Command::new(kauth_bin())
         .args(["cluster-auth-config", "--client-id", "kauth.kubectl"])
@@ -440,6 +441,58 @@ async fn people_sign_in_to_the_apiserver_with_kauth_login() {
     };
     assert_eq!(list_as(&tampered, &mine).await, 401, "a tampered token");
     assert_eq!(list_as(&token, &mine).await, 200, "the genuine one");
+
+    // CI, no person (issue 25): the CI's own client logs in with its secret, non-interactively,
+    // for the cluster's audience (the platform's Scope); the apiserver sees it as
+    // kauth:client:ci.deployer, which RBAC names like anyone else.
+    let ci_binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "ci-deployer-read", "namespace": mine},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-config"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "kauth:client:ci.deployer"}]
+    }))
+    .unwrap();
+    create(&admin, &ci_binding).await;
+    let secret = work.path().join("state/secrets/ci/deployer-oauth/CLIENT_SECRET");
+    let ci_args = [
+        "login".to_string(),
+        format!("--issuer={issuer}"),
+        "--client-id=ci.deployer".to_string(),
+        format!("--certificate-authority={}", ca.display()),
+        format!("--cache-dir={}", work.path().join("ci-cache").display()),
+        format!("--client-secret-file={}", secret.display()),
+        "--scope=kubernetes".to_string(),
+    ];
+    let ci_kubeconfig = work.path().join("ci.kubeconfig");
+    let args: String = ci_args.iter().map(|a| format!("\n        - {a:?}")).collect();
+    std::fs::write(
+        &ci_kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: {server:?}, insecure-skip-tls-verify: true}}\nusers:\n- name: ci\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {:?}\n      args:{args}\n      interactiveMode: Never\ncontexts:\n- name: ci\n  context: {{cluster: local, user: ci}}\ncurrent-context: ci\n",
+            kauth_bin().display()
+        ),
+    )
+    .unwrap();
+    let kubectl_as = |config: &Path, args: &[&str]| {
+        let tools = PathBuf::from(std::env::var("KAUTH_TOOLS").expect("KAUTH_TOOLS (tests/cluster/tools.sh)"));
+        let out = Command::new(tools.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, said) = kubectl_as(&ci_kubeconfig, &["get", "configmaps", "-n", &mine]);
+    assert!(ok, "the CI's client may list ConfigMaps in {mine}: {said}");
+    let (ok, said) = kubectl_as(&ci_kubeconfig, &["get", "configmaps", "-n", &other]);
+    assert!(
+        !ok && said.contains("User \"kauth:client:ci.deployer\""),
+        "and nowhere else, as itself (never a person): {said}"
+    );
 
     let _ = kauth.kill();
     let _ = kauth.wait();

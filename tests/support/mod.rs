@@ -406,6 +406,25 @@ where
 
 /// kubectl's public client, as the chart's `kubectlClient` makes it: `kauth login` signs in
 /// as `kauth.kubectl`.
+/// The platform's grant of the cluster's audience (kube-apiserver takes `kauth.kubectl`) to the
+/// namespace `ci`, and the CI's client there.
+pub const CI_CLUSTER_ACCESS: &str = r#"
+apiVersion: kauth.dev/v1alpha1
+kind: Scope
+metadata: {name: kubernetes, namespace: kauth}
+spec:
+  value: kubernetes
+  audience: kauth.kubectl
+  description: Act on the cluster (kube-apiserver)
+  grantedTo: {namespaces: [ci]}
+---
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: deployer, namespace: ci}
+spec:
+  scopes: [kubernetes]
+"#;
+
 pub const KUBECTL_CLIENT: &str = r#"
 apiVersion: kauth.dev/v1alpha1
 kind: OAuthClient

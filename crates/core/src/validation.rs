@@ -1232,7 +1232,11 @@ mod tests {
         ] {
             let errors = validate_scope(namespace, &spec(aud)).unwrap_err();
             assert_eq!(errors[0].field, "spec.audience", "{namespace} {aud}");
-            assert!(errors[0].message.contains(&format!("({namespace}.<name>)")), "{}", errors[0].message);
+            assert!(
+                errors[0].message.contains(&format!("({namespace}.<name>)")),
+                "{}",
+                errors[0].message
+            );
         }
     }
 
