@@ -48,7 +48,9 @@ impl ClusterAuth {
             format!("--oidc-username-prefix={}", self.prefix),
             "--oidc-groups-claim=groups".to_string(),
             format!("--oidc-groups-prefix={}", self.prefix),
-            "--oidc-signing-algs=RS256".to_string(),
+            // ID tokens are RS256; a client's own tokens for the cluster (CI) are signed with
+            // the access-token key, ES256 by default.
+            "--oidc-signing-algs=RS256,ES256".to_string(),
         ];
         if let Some(file) = &self.ca_file {
             flags.push(format!("--oidc-ca-file={file}"));

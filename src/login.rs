@@ -601,6 +601,8 @@ mod tests {
             scopes: vec![],
             cache_dir: None,
             account: Some("alice-admin".into()),
+            client_secret_file: None,
+            service_account_token_file: None,
         };
         let entry = setup(&opts, "alice");
         assert!(entry.contains("kind: Config"), "a kubeconfig of its own: {entry}");
@@ -633,5 +635,34 @@ mod tests {
         };
         assert_ne!(cache_file(&more).unwrap(), path);
         assert_eq!(cache_file(&more).unwrap(), cache_file(&same).unwrap());
+        assert!(exec["interactiveMode"] == "IfAvailable", "{entry}");
+
+        // CI: the client's own credential, never interactive, and a cache file apart.
+        let ci = LoginOptions {
+            client_id: "ci.deployer".into(),
+            account: None,
+            client_secret_file: Some("/var/run/secrets/ci/CLIENT_SECRET".into()),
+            scopes: vec!["kubernetes".into()],
+            ..opts.clone()
+        };
+        let entry: serde_json::Value = serde_saphyr::from_str(&setup(&ci, "ci")).unwrap();
+        let exec = &entry["users"][0]["user"]["exec"];
+        assert_eq!(exec["interactiveMode"], "Never");
+        let args: Vec<&str> = exec["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(
+            args.contains(&"--client-secret-file=/var/run/secrets/ci/CLIENT_SECRET"),
+            "{args:?}"
+        );
+        assert!(args.contains(&"--scope=kubernetes"), "{args:?}");
+        let person = LoginOptions {
+            client_secret_file: None,
+            ..ci.clone()
+        };
+        assert_ne!(cache_file(&ci).unwrap(), cache_file(&person).unwrap());
     }
 }

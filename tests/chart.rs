@@ -582,6 +582,24 @@ fn requiring_pushed_authorization_requests_reaches_kauth() {
     assert!(args_of(&render(&["requirePushedAuthorizationRequests=true"])).contains(flag));
 }
 
+#[test]
+fn second_factors_for_listed_groups_reach_kauth_as_kauth_reads_them() {
+    let env_of = |docs: &[serde_json::Value]| {
+        find(docs, "Deployment", "kauth")["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let groups = |env: &[serde_json::Value]| {
+        env.iter()
+            .find(|e| e["name"] == "KAUTH_REQUIRE_SECOND_FACTOR_GROUPS")
+            .map(|e| e["value"].as_str().unwrap().to_string())
+    };
+    assert_eq!(groups(&env_of(&render(&[]))), None);
+    let docs = render(&["people.secondFactors.requiredGroups={cluster-admins,shop-admins}"]);
+    assert_eq!(groups(&env_of(&docs)).as_deref(), Some("cluster-admins,shop-admins"));
+}
+
 /// Every trap a newcomer hit (issue 15): values that only make sense together are refused with
 /// a sentence that names what to set, never a schema's "Must validate ..." or a silent nothing.
 #[test]

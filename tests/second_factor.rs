@@ -347,3 +347,43 @@ async fn nothing_is_recorded_or_shown_before_a_step_up() {
         "b2 still signed in"
     );
 }
+
+/// The platform requires a second factor of listed groups only: alice (shop-admins) sets one up
+/// at her first sign-in, bob (no group) signs in with his password alone.
+#[tokio::test]
+async fn the_platform_requires_a_second_factor_of_listed_groups() {
+    let people = people();
+    let p = TestProvider::start_with_options(
+        &[
+            ("scopes.yaml", SCOPES),
+            ("clients.yaml", CLIENTS),
+            ("people.yaml", &people),
+        ],
+        kauth::provider::serve::ServeOptions {
+            require_second_factor_groups: vec!["shop-admins".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let w = walk(
+        &Browser::new(),
+        &p,
+        &authorize(&p, "shop.web", ""),
+        ("bob", "builder"),
+        |page| panic!("bob is in no listed group: {page}"),
+    )
+    .await;
+    let claims = id_token(&p, "web", &w.end.unwrap()).await;
+    assert_eq!(claims["amr"], serde_json::json!(["pwd"]));
+    let w = walk(
+        &Browser::new(),
+        &p,
+        &authorize(&p, "shop.web", ""),
+        ("alice", "wonderland"),
+        |page| kauth::second_factors::code_at(&enrolled_secret(page), now()),
+    )
+    .await;
+    assert_eq!(w.recovery_codes.len(), 10, "alice enrolled: {:?}", w.pages);
+    let claims = id_token(&p, "web", &w.end.unwrap()).await;
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+}

@@ -499,7 +499,7 @@ async fn removal_refused(
             "Sign out and sign in again with your second factor before removing one.",
         ));
     }
-    if state.second_factor_required {
+    if state.second_factor_required(&session.subject) {
         let factors = match super::browser_flow::live_factors(state, &session.subject).await {
             Ok(f) => f,
             Err(e) => return Some(unavailable(e)),

@@ -62,7 +62,13 @@ impl Provider<'_> {
             .with_outbound_allowed(self.opts.outbound_allowed_networks.clone())
             .with_strict_assertion_audience(self.opts.strict_assertion_audience)
             .with_dpop_nonces(nonce_secret.as_deref())
-            .with_second_factors(sealing, self.opts.require_second_factor)
+            .with_second_factors(
+                sealing,
+                crate::second_factors::Policy {
+                    everyone: self.opts.require_second_factor,
+                    groups: self.opts.require_second_factor_groups.clone(),
+                },
+            )
             .with_secret_use_report_interval(self.opts.secret_use_report_interval)
             .with_audit(self.audit))
     }

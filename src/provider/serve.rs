@@ -81,6 +81,14 @@ pub struct ServeOptions {
     /// sign-in, enrolling one at the first.
     #[arg(long, env = "KAUTH_REQUIRE_SECOND_FACTOR")]
     pub require_second_factor: bool,
+    /// Local people in these groups (of `users.yaml`) prove a second factor at each sign-in,
+    /// enrolling one at the first (repeat, or comma-separated).
+    #[arg(
+        long = "require-second-factor-for-group",
+        env = "KAUTH_REQUIRE_SECOND_FACTOR_GROUPS",
+        value_delimiter = ','
+    )]
+    pub require_second_factor_groups: Vec<String>,
     /// Most password checks at once (each holds ~19 MiB); default: sized from the memory limit.
     #[arg(long, env = "KAUTH_MAX_PASSWORD_CHECKS")]
     pub max_password_checks: Option<usize>,
@@ -123,6 +131,7 @@ impl Default for ServeOptions {
             dpop_nonce: false,
             second_factor_key_file: None,
             require_second_factor: false,
+            require_second_factor_groups: Vec::new(),
             max_password_checks: None,
             store_timeout: crate::store::DEFAULT_DEADLINE,
             store_group_commit: true,

@@ -112,8 +112,9 @@ pub struct ProviderState {
     pub dpop_nonces: Option<Arc<super::dpop_nonce::DpopNonces>>,
     /// The key second-factor secrets are sealed with; without it none can be enrolled or used.
     pub second_factor_key: Option<Arc<crate::second_factors::SealingKey>>,
-    /// Every local person proves a second factor at sign-in (`--require-second-factor`).
-    pub second_factor_required: bool,
+    /// Who proves a second factor at every sign-in (`--require-second-factor`, and
+    /// `--require-second-factor-for-group`).
+    pub second_factor_policy: Arc<crate::second_factors::Policy>,
     /// Passkeys, when second factors are set up and the issuer's host is a domain name.
     pub passkeys: Option<Arc<super::passkeys::Passkeys>>,
 }
@@ -168,7 +169,7 @@ impl ProviderState {
             backchannel,
             dpop_nonces: None,
             second_factor_key: None,
-            second_factor_required: false,
+            second_factor_policy: Arc::default(),
             passkeys: None,
         })
     }
@@ -177,6 +178,14 @@ impl ProviderState {
     /// connectors in force now.
     pub fn standing(&self, subject: &str, credential: Option<&str>) -> Standing {
         crate::people::standing(&self.people.load(), &self.connectors.load(), subject, credential)
+    }
+
+    /// Whether the platform requires a second factor of the local person `subject` (every
+    /// person, or one of the listed groups, by the directory in force now).
+    pub fn second_factor_required(&self, subject: &str) -> bool {
+        let people = self.people.load();
+        let groups = people.user(subject).map(|u| u.groups.as_slice()).unwrap_or_default();
+        self.second_factor_policy.requires(groups)
     }
 
     /// Runs at most `permits` password checks at once (None: sized from the memory limit).
@@ -214,15 +223,19 @@ impl ProviderState {
         self
     }
 
-    /// Seals second factors with `key` (none: they are unavailable); `required` asks every
-    /// local person for one.
-    pub fn with_second_factors(mut self, key: Option<crate::second_factors::SealingKey>, required: bool) -> Self {
+    /// Seals second factors with `key` (none: they are unavailable); `policy` says whom the
+    /// platform asks for one at every sign-in.
+    pub fn with_second_factors(
+        mut self,
+        key: Option<crate::second_factors::SealingKey>,
+        policy: crate::second_factors::Policy,
+    ) -> Self {
         self.passkeys = key
             .as_ref()
             .and_then(|_| super::passkeys::Passkeys::for_issuer(&self.issuer))
             .map(Arc::new);
         self.second_factor_key = key.map(Arc::new);
-        self.second_factor_required = required;
+        self.second_factor_policy = Arc::new(policy);
         self
     }
 

@@ -31,6 +31,22 @@ pub fn acr_of(amr: &[String]) -> &'static str {
     }
 }
 
+/// Who the platform requires a second factor of (besides clients and requests that ask).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Every local person.
+    pub everyone: bool,
+    /// Local people in any of these groups.
+    pub groups: Vec<String>,
+}
+
+impl Policy {
+    /// Whether a person in `groups` must prove a second factor.
+    pub fn requires(&self, groups: &[String]) -> bool {
+        self.everyone || groups.iter().any(|g| self.groups.contains(g))
+    }
+}
+
 /// The `amr` (RFC 8176) of a sign-in with a passkey, after a password or without one. A
 /// passkey proves possession of a key and, since kauth requires user verification, a PIN or
 /// biometric on the device: two factors in itself (`mfa`). A passkey the authenticator may
@@ -288,6 +304,25 @@ mod tests {
             key.person_handle("alice"),
             SealingKey::new(&[4; 32]).person_handle("alice")
         );
+    }
+
+    #[test]
+    fn the_policy_requires_everyone_or_the_listed_groups() {
+        let groups = |g: &[&str]| g.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let policy = Policy {
+            everyone: false,
+            groups: groups(&["admins"]),
+        };
+        assert!(policy.requires(&groups(&["staff", "admins"])));
+        assert!(!policy.requires(&groups(&["staff"])) && !policy.requires(&[]));
+        assert!(
+            Policy {
+                everyone: true,
+                groups: vec![]
+            }
+            .requires(&[])
+        );
+        assert!(!Policy::default().requires(&groups(&["admins"])));
     }
 
     #[test]

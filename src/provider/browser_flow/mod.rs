@@ -200,7 +200,7 @@ pub async fn wants_second_factor(
     if crate::second_factors::satisfies(reached, crate::second_factors::ACR_MFA) || session.subject.contains(':') {
         return Ok(false);
     }
-    if state.second_factor_required
+    if state.second_factor_required(&session.subject)
         || req
             .acr
             .as_deref()
