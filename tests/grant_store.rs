@@ -1017,6 +1017,76 @@ async fn passkeys_are_sealed_owned_and_bounded(b: Backend) {
     }
 }
 
+/// Failed attempts: one limit for every store (replica), even when raced; a window ends and
+/// starts afresh; a right password takes an address's attempt back and forgets an account's.
+async fn attempts_are_counted_against_one_limit_across_stores(b: Backend) {
+    let stores = [
+        GrantStore::open(&b.url).await.unwrap(),
+        GrantStore::open(&b.url).await.unwrap(),
+        GrantStore::open(&b.url).await.unwrap(),
+    ];
+    let raced = (0..20).map(|i| {
+        let store = stores[i % 3].clone();
+        async move { store.count_attempt("u:alice", 5, 900, NOW).await.unwrap() }
+    });
+    let outcomes = futures::future::join_all(raced).await;
+    assert_eq!(outcomes.iter().filter(|o| o.is_none()).count(), 5, "{outcomes:?}");
+    assert!(
+        outcomes.iter().flatten().all(|wait| (1..=900).contains(wait)),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        stores[1].count_attempt("u:alice", 5, 900, NOW + 899).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        stores[2].count_attempt("u:bob", 5, 900, NOW).await.unwrap(),
+        None,
+        "per key"
+    );
+    // The window ended: a fresh one.
+    assert_eq!(
+        stores[0].count_attempt("u:alice", 5, 900, NOW + 900).await.unwrap(),
+        None
+    );
+    for _ in 0..4 {
+        assert_eq!(
+            stores[0].count_attempt("u:alice", 5, 900, NOW + 901).await.unwrap(),
+            None
+        );
+    }
+    assert!(
+        stores[0]
+            .count_attempt("u:alice", 5, 900, NOW + 901)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    stores[1].uncount_attempt("u:alice").await.unwrap();
+    assert_eq!(
+        stores[2].count_attempt("u:alice", 5, 900, NOW + 902).await.unwrap(),
+        None,
+        "one back"
+    );
+    stores[1].forget_attempts("u:alice").await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            stores[2].count_attempt("u:alice", 5, 900, NOW + 903).await.unwrap(),
+            None,
+            "forgotten"
+        );
+    }
+    // Swept once their window is over.
+    stores[0]
+        .sweep(NOW + 903 + kauth::store::ATTEMPT_WINDOW_SECS)
+        .await
+        .unwrap();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&b.url).await.unwrap();
+    let left = sqlx::query("SELECT key FROM attempts").fetch_all(&pool).await.unwrap();
+    assert!(left.is_empty(), "{} rows left", left.len());
+}
+
 trait WithSealed {
     fn clone_with_sealed(&self, sealed: &str) -> Self;
 }
@@ -1140,6 +1210,7 @@ suite!(
     a_shared_secret_is_made_once_and_the_same_for_every_store,
     second_factors_are_sealed_and_each_code_counts_once,
     passkeys_are_sealed_owned_and_bounded,
+    attempts_are_counted_against_one_limit_across_stores,
     a_sessions_clients_are_taken_once,
     bindings_are_read_without_spending,
 );

@@ -149,6 +149,60 @@ fn start_replica(manifests: &Path, state: &Path, issuer: &str, store: &str) -> (
     (running, format!("http://{addr}"))
 }
 
+/// Issue 26: password guesses spread over two replicas count against one limit (the store's),
+/// not one per replica: of ten wrong passwords sent in turn to A and B, five are checked and the
+/// rest refused, and then the right one too, on either replica.
+#[tokio::test]
+async fn password_guesses_spread_over_replicas_count_against_one_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (manifests, state) = (tmp.path().join("manifests"), tmp.path().join("state"));
+    copy_examples(&manifests);
+    let store = support::fresh_postgres_database().await;
+    let issuer = "http://kauth.test";
+    let (_a, a) = start_replica(&manifests, &state, issuer, &store);
+    let (_b, b) = start_replica(&manifests, &state, issuer, &store);
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let started = browser
+        .get(format!(
+            "{a}/authorize?client_id=shop.shop-web&response_type=code&scope=openid&state=s&redirect_uri=http%3A%2F%2F127.0.0.1%3A8400%2Fcallback&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let location = started.headers()["location"].to_str().unwrap().replacen(issuer, &a, 1);
+    let page = browser.get(location).send().await.unwrap().text().await.unwrap();
+    let (request, csrf) = (
+        support::hidden_field(&page, "request"),
+        support::hidden_field(&page, "csrf"),
+    );
+    let mut statuses = Vec::new();
+    for (i, password) in ["wrong"; 10].iter().chain(&["alice-demo-password"]).enumerate() {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let form = [
+            ("request", request.as_str()),
+            ("csrf", csrf.as_str()),
+            ("username", "alice"),
+            ("password", password),
+        ];
+        let r = browser
+            .post(format!("{replica}/login"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 401, 401, 429, 429, 429, 429, 429, 429],
+        "{statuses:?}"
+    );
+}
+
 #[tokio::test]
 async fn two_processes_sharing_postgres_complete_one_sign_in_between_them() {
     let tmp = tempfile::tempdir().unwrap();

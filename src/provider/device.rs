@@ -203,7 +203,7 @@ pub async fn device_submit(State(state): State<ProviderState>, request: Request)
         .take(16)
         .collect::<String>();
     let again = |status, error: &str| pages::device(status, &action, &typed, Some(error));
-    let attempt = match state.throttle.reserve_for_address(ip, Instant::now()) {
+    let attempt = match state.throttle.reserve_for_address(ip, Instant::now()).await {
         Ok(attempt) => attempt,
         Err(wait) => {
             let minutes = wait.as_secs().div_ceil(60);
@@ -235,7 +235,7 @@ pub async fn device_submit(State(state): State<ProviderState>, request: Request)
             "That code is not valid or has expired. Check it on the device.",
         );
     };
-    state.throttle.succeeded(attempt);
+    state.throttle.succeeded(attempt).await;
     let Ok(asked) = serde_json::from_str::<Asked>(&device.request) else {
         return pages::error(StatusCode::BAD_REQUEST, "This device request cannot be read.");
     };

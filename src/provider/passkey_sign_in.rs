@@ -77,6 +77,7 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
     let attempt = match state
         .throttle
         .reserve_second_factor(&stored.subject, ip, Instant::now())
+        .await
     {
         Ok(a) => a,
         Err(wait) => {
@@ -124,7 +125,7 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
         Ok(false) => return again(&state, &pending, StatusCode::UNAUTHORIZED, super::passkeys::UNKNOWN.0).await,
         Err(e) => return unavailable(e),
     }
-    state.throttle.succeeded(attempt);
+    state.throttle.succeeded(attempt).await;
     audit_sign_in(
         &state,
         Event::SecondFactorUsed,

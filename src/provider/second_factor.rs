@@ -202,7 +202,11 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
     };
     // Counted before the check, so parallel guesses count (T8); its own account key, so a
     // right password does not clear the count of wrong codes.
-    let attempt = match state.throttle.reserve_second_factor(&first.subject, ip, Instant::now()) {
+    let attempt = match state
+        .throttle
+        .reserve_second_factor(&first.subject, ip, Instant::now())
+        .await
+    {
         Ok(a) => a,
         Err(wait) => {
             audit_sign_in(
@@ -279,7 +283,7 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
         Proved::RecoveryCode => ("recovery code", None),
         Proved::Enrolled(codes) => ("totp (enrolled)", Some(codes)),
     };
-    state.throttle.succeeded(attempt);
+    state.throttle.succeeded(attempt).await;
     audit_sign_in(&state, Event::SecondFactorUsed, &client_id, &first.subject, ip, how);
     let amr = AMR_SECOND_FACTOR.iter().map(|m| m.to_string()).collect();
     continue_proved(&state, &headers, &pending, &first, amr, recovery_codes).await

@@ -159,7 +159,7 @@ pub async fn login_submit(State(state): State<ProviderState>, request: Request) 
     let username = form.get("username").unwrap_or("").trim().to_string();
     let again = |status, error: &str| login_form(&state, &pending, &username, status, Some(error));
     // The attempt is counted before the password is checked, so parallel guesses count.
-    let attempt = match state.throttle.reserve(&username, ip, Instant::now()) {
+    let attempt = match state.throttle.reserve(&username, ip, Instant::now()).await {
         Ok(attempt) => attempt,
         Err(wait) => {
             let minutes = wait.as_secs().div_ceil(60);
@@ -188,7 +188,7 @@ pub async fn login_submit(State(state): State<ProviderState>, request: Request) 
         }
         Err(_) => {
             // Not the person's fault: the attempt does not count against them.
-            state.throttle.succeeded(attempt);
+            state.throttle.succeeded(attempt).await;
             tracing::warn!(client = %client, "sign-in turned away: every password check slot is busy");
             return again(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -196,7 +196,7 @@ pub async fn login_submit(State(state): State<ProviderState>, request: Request) 
             );
         }
     };
-    state.throttle.succeeded(attempt);
+    state.throttle.succeeded(attempt).await;
     tracing::info!(subject = %user.username, client = %client, "signed in");
     audit_sign_in(
         &state,

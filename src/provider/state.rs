@@ -142,6 +142,8 @@ impl ProviderState {
         let upstream = Arc::new(upstream::UpstreamMetadata::new(Outbound::for_platform(
             metrics.outbound.clone(),
         )));
+        // Every replica counts failed attempts against one limit, in the store.
+        let throttle = Arc::new(super::throttle::Throttle::shared(store.clone()));
         Ok(Self {
             registry,
             issuer: Arc::new(issuer),
@@ -151,7 +153,7 @@ impl ProviderState {
             verified: VerifiedTokens::default(),
             service_accounts: None,
             people: Arc::default(),
-            throttle: Arc::default(),
+            throttle,
             device_requests: Arc::new(flood::device_requests()),
             parked_requests: Arc::new(flood::parked_requests()),
             password_checks: PasswordChecks::default(),

@@ -2,8 +2,10 @@
 //! further attempts are refused without checking the password until old failures age out.
 //! An attempt is reserved (and counted as a failure) before its password is checked, so
 //! parallel guesses count like sequential ones; a right password withdraws it.
-//! Kept in memory per replica (an attacker spreading attempts over replicas gets at most
-//! `replicas ×` the limit).
+//! Counted in the grant store, which every replica shares, so the limits hold for the whole
+//! provider and an attacker spreading attempts over replicas gains nothing; a map in memory
+//! per replica refuses what this replica already knows to be over the limit without asking
+//! the store, and keeps counting when the store does not answer.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -11,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Failures remembered for this long.
-pub const WINDOW: Duration = Duration::from_secs(15 * 60);
+pub const WINDOW: Duration = Duration::from_secs(crate::store::ATTEMPT_WINDOW_SECS as u64);
 /// Failed attempts allowed per account within the window.
 pub const PER_ACCOUNT: usize = 5;
 /// Failed attempts allowed per address within the window (several people may share one).
@@ -23,6 +25,8 @@ const CAPACITY: usize = 100_000;
 #[derive(Default)]
 pub struct Throttle {
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// Where every replica's attempts are counted (none: this replica's alone).
+    store: Option<crate::store::GrantStore>,
 }
 
 /// The key of an account: its name as typed, lower-cased and cut to the longest a username may
@@ -55,9 +59,19 @@ pub struct Attempt {
     account: Option<String>,
     address: Option<String>,
     at: Instant,
+    /// The keys the store counted it under.
+    stored: Vec<String>,
 }
 
 impl Throttle {
+    /// A throttle that counts every replica's attempts in `store`.
+    pub fn shared(store: crate::store::GrantStore) -> Self {
+        Self {
+            failures: Mutex::default(),
+            store: Some(store),
+        }
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Instant>>> {
         self.failures.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -75,25 +89,70 @@ impl Throttle {
     /// Reserves an attempt for this account and address and counts it as a failure at once,
     /// under one lock: however many arrive together, at most the limit get through. Refused
     /// with the time until the next attempt is allowed.
-    pub fn reserve(&self, username: &str, ip: Option<IpAddr>, now: Instant) -> Result<Attempt, Duration> {
-        self.reserve_keys(Some(account_key(username)), ip, now)
+    pub async fn reserve(&self, username: &str, ip: Option<IpAddr>, now: Instant) -> Result<Attempt, Duration> {
+        self.reserve_keys(Some(account_key(username)), ip, now).await
     }
 
     /// Reserves a second-factor code attempt for this person and address: its own key space
     /// (`f:`), which no typed username can reach, so nobody locks a person's codes by typing
     /// a look-alike username at /login, and a right password does not clear wrong codes.
-    pub fn reserve_second_factor(&self, subject: &str, ip: Option<IpAddr>, now: Instant) -> Result<Attempt, Duration> {
+    pub async fn reserve_second_factor(
+        &self,
+        subject: &str,
+        ip: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<Attempt, Duration> {
         let subject: String = subject.chars().take(128).collect();
-        self.reserve_keys(Some(format!("f:{subject}")), ip, now)
+        self.reserve_keys(Some(format!("f:{subject}")), ip, now).await
     }
 
     /// Reserves an attempt counted against the address alone (entering a device's user code:
     /// no account is guessed at, and one guesser must not lock everyone out).
-    pub fn reserve_for_address(&self, ip: Option<IpAddr>, now: Instant) -> Result<Attempt, Duration> {
-        self.reserve_keys(None, ip, now)
+    pub async fn reserve_for_address(&self, ip: Option<IpAddr>, now: Instant) -> Result<Attempt, Duration> {
+        self.reserve_keys(None, ip, now).await
     }
 
-    fn reserve_keys(&self, account: Option<String>, ip: Option<IpAddr>, now: Instant) -> Result<Attempt, Duration> {
+    /// Reserves in this replica's map, then in the store (every replica's count): refused by
+    /// either, the attempt counts nowhere.
+    async fn reserve_keys(
+        &self,
+        account: Option<String>,
+        ip: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<Attempt, Duration> {
+        let mut attempt = self.reserve_here(account, ip, now)?;
+        let Some(store) = &self.store else {
+            return Ok(attempt);
+        };
+        let unix = jiff::Timestamp::now().as_second();
+        let keys: Vec<(String, usize)> = attempt
+            .account
+            .iter()
+            .map(|k| (k.clone(), PER_ACCOUNT))
+            .chain(attempt.address.iter().map(|k| (k.clone(), PER_ADDRESS)))
+            .collect();
+        for (key, limit) in keys {
+            match store
+                .count_attempt(&key, limit as i64, WINDOW.as_secs() as i64, unix)
+                .await
+            {
+                Ok(None) => attempt.stored.push(key),
+                Ok(Some(wait)) => {
+                    // Over the limit for the provider as a whole: counted nowhere.
+                    for counted in &attempt.stored {
+                        let _ = store.uncount_attempt(counted).await;
+                    }
+                    self.withdraw_here(&attempt);
+                    return Err(Duration::from_secs(wait as u64));
+                }
+                // The store does not answer: this replica's own count stands.
+                Err(e) => tracing::warn!(error = %e, "failed attempts not counted in the grant store"),
+            }
+        }
+        Ok(attempt)
+    }
+
+    fn reserve_here(&self, account: Option<String>, ip: Option<IpAddr>, now: Instant) -> Result<Attempt, Duration> {
         let address = ip.map(address_key);
         let mut map = self.map();
         let waits = [
@@ -134,20 +193,46 @@ impl Throttle {
             account,
             address,
             at: now,
+            stored: Vec::new(),
         })
     }
 
-    /// The attempt's password was right: the account's failures are forgotten, and the
-    /// address gets its reservation back.
-    pub fn succeeded(&self, attempt: Attempt) {
+    /// Takes this replica's count of `attempt` back.
+    fn withdraw_here(&self, attempt: &Attempt) {
         let mut map = self.map();
-        if let Some(account) = &attempt.account {
-            map.remove(account);
+        for key in attempt.account.iter().chain(attempt.address.as_ref()) {
+            if let Some(times) = map.get_mut(key)
+                && let Some(i) = times.iter().rposition(|t| *t == attempt.at)
+            {
+                times.remove(i);
+            }
         }
-        if let Some(times) = attempt.address.and_then(|a| map.get_mut(&a))
-            && let Some(i) = times.iter().rposition(|t| *t == attempt.at)
+    }
+
+    /// The attempt's password was right: the account's failures are forgotten, and the
+    /// address gets its reservation back (here and in the store).
+    pub async fn succeeded(&self, attempt: Attempt) {
         {
-            times.remove(i);
+            let mut map = self.map();
+            if let Some(account) = &attempt.account {
+                map.remove(account);
+            }
+            if let Some(times) = attempt.address.as_ref().and_then(|a| map.get_mut(a))
+                && let Some(i) = times.iter().rposition(|t| *t == attempt.at)
+            {
+                times.remove(i);
+            }
+        }
+        let Some(store) = &self.store else { return };
+        for key in &attempt.stored {
+            let done = if Some(key) == attempt.account.as_ref() {
+                store.forget_attempts(key).await
+            } else {
+                store.uncount_attempt(key).await
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "a right password's attempt stays counted in the grant store");
+            }
         }
     }
 }
@@ -156,42 +241,45 @@ impl Throttle {
 mod tests {
     use super::*;
 
-    #[test]
-    fn limits_per_account_and_per_address_and_ages_out() {
+    #[tokio::test]
+    async fn limits_per_account_and_per_address_and_ages_out() {
         let t = Throttle::default();
         let start = Instant::now();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         for _ in 0..PER_ACCOUNT {
-            t.reserve("Alice", Some(ip), start).expect("under the limit");
+            t.reserve("Alice", Some(ip), start).await.expect("under the limit");
         }
-        let wait = t.reserve("ALICE", None, start).expect_err("account blocked");
+        let wait = t.reserve("ALICE", None, start).await.expect_err("account blocked");
         assert_eq!(wait, WINDOW);
         t.reserve("bob", Some(ip), start)
+            .await
             .expect("the address is under its own limit");
         for i in 0..PER_ADDRESS {
-            let _ = t.reserve(&format!("user{i}"), Some(ip), start);
+            let _ = t.reserve(&format!("user{i}"), Some(ip), start).await;
         }
         assert!(
-            t.reserve("carol", Some(ip), start).is_err(),
+            t.reserve("carol", Some(ip), start).await.is_err(),
             "the address is blocked for everyone"
         );
-        t.reserve("carol", None, start).expect("carol's account is fine");
+        t.reserve("carol", None, start).await.expect("carol's account is fine");
         let later = start + WINDOW;
-        t.reserve("alice", Some(ip), later).expect("failures age out");
+        t.reserve("alice", Some(ip), later).await.expect("failures age out");
     }
 
-    #[test]
-    fn a_right_password_gives_the_reservation_back() {
+    #[tokio::test]
+    async fn a_right_password_gives_the_reservation_back() {
         let t = Throttle::default();
         let now = Instant::now();
         let ip: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..PER_ACCOUNT - 1 {
-            t.reserve("dave", Some(ip), now).unwrap();
+            t.reserve("dave", Some(ip), now).await.unwrap();
         }
-        let good = t.reserve("dave", Some(ip), now).unwrap();
-        t.succeeded(good);
+        let good = t.reserve("dave", Some(ip), now).await.unwrap();
+        t.succeeded(good).await;
         for _ in 0..PER_ACCOUNT {
-            t.reserve("dave", Some(ip), now).expect("the account starts afresh");
+            t.reserve("dave", Some(ip), now)
+                .await
+                .expect("the account starts afresh");
         }
         assert_eq!(
             t.map().get("a:10.0.0.2").map(VecDeque::len),
@@ -202,48 +290,48 @@ mod tests {
 
     /// T12: a username of any length costs the same; failures for names that differ only past
     /// 128 characters count together.
-    #[test]
-    fn a_long_username_costs_a_bounded_key() {
+    #[tokio::test]
+    async fn a_long_username_costs_a_bounded_key() {
         let t = Throttle::default();
         let now = Instant::now();
         for i in 0..PER_ACCOUNT {
-            t.reserve(&format!("{}{i}", "x".repeat(200)), None, now).unwrap();
+            t.reserve(&format!("{}{i}", "x".repeat(200)), None, now).await.unwrap();
         }
-        assert!(t.reserve(&"x".repeat(300), None, now).is_err());
+        assert!(t.reserve(&"x".repeat(300), None, now).await.is_err());
         assert!(t.map().keys().all(|k| k.len() <= 130));
     }
 
     /// T12: one host holds a whole IPv6 /64; every address in it counts as one.
-    #[test]
-    fn an_ipv6_64_is_one_address() {
+    #[tokio::test]
+    async fn an_ipv6_64_is_one_address() {
         let t = Throttle::default();
         let now = Instant::now();
         for i in 0..PER_ADDRESS {
             let ip: IpAddr = format!("2001:db8:1:2:{i:x}::1").parse().unwrap();
-            t.reserve(&format!("user{i}"), Some(ip), now).unwrap();
+            t.reserve(&format!("user{i}"), Some(ip), now).await.unwrap();
         }
         let same_64: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
-        assert!(t.reserve("someone", Some(same_64), now).is_err());
+        assert!(t.reserve("someone", Some(same_64), now).await.is_err());
         let next_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert!(t.reserve("someone", Some(next_64), now).is_ok());
+        assert!(t.reserve("someone", Some(next_64), now).await.is_ok());
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
         assert_eq!(address_bucket(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 
     /// T8: many guesses at once for one account get exactly the limit through.
-    #[test]
-    fn parallel_reservations_never_exceed_the_limit() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_reservations_never_exceed_the_limit() {
         let t = std::sync::Arc::new(Throttle::default());
         let now = Instant::now();
-        let through: usize = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..64)
-                .map(|_| {
-                    let t = t.clone();
-                    s.spawn(move || t.reserve("erin", None, now).is_ok() as usize)
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        let tries = (0..64).map(|_| {
+            let t = t.clone();
+            tokio::spawn(async move { t.reserve("erin", None, now).await.is_ok() as usize })
         });
+        let through: usize = futures::future::join_all(tries)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .sum();
         assert_eq!(through, PER_ACCOUNT);
     }
 }

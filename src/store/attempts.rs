@@ -6,6 +6,9 @@
 
 use super::*;
 
+/// The longest window a throttle counts attempts in (the sweep removes rows past it).
+pub const ATTEMPT_WINDOW_SECS: i64 = 15 * 60;
+
 impl GrantStore {
     /// Counts an attempt for `key` in a window of `window` seconds, unless it holds `limit`
     /// already: Ok(None) when counted, Ok(Some(seconds)) until its window ends when refused.

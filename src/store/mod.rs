@@ -16,6 +16,8 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyConnection, AnyPool, Row, SqlSafeStr};
 
 mod account;
+mod attempts;
+pub use attempts::ATTEMPT_WINDOW_SECS;
 mod codes_and_families;
 mod device;
 mod group_commit;
@@ -52,6 +54,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "shared secrets", include_str!("shared-secrets.sql")),
     (8, "second factors", include_str!("second-factors.sql")),
     (9, "passkeys", include_str!("passkeys.sql")),
+    (10, "attempts", include_str!("attempts.sql")),
 ];
 
 /// How long a secret's last use is remembered: a secret unused this long reads as never used.

@@ -6,7 +6,7 @@ impl GrantStore {
     /// Deletes everything that expired before `now`; returns how many rows went.
     pub async fn sweep(&self, now: i64) -> Result<u64> {
         self.bounded("sweep", async {
-            let statements: [(&'static str, i64); 11] = [
+            let statements: [(&'static str, i64); 12] = [
                 ("DELETE FROM auth_requests WHERE expires_at <= $1", now),
                 ("DELETE FROM sessions WHERE expires_at <= $1", now),
                 ("DELETE FROM codes WHERE expires_at <= $1", now - REDEEMED_CODE_KEPT),
@@ -14,6 +14,11 @@ impl GrantStore {
                 ("DELETE FROM refresh_families WHERE expires_at <= $1", now),
                 ("DELETE FROM revocations WHERE expires_at <= $1", now),
                 ("DELETE FROM used_once WHERE expires_at <= $1", now),
+                // Failed attempts whose window ended (the longest a throttle counts).
+                (
+                    "DELETE FROM attempts WHERE window_start <= $1",
+                    now - ATTEMPT_WINDOW_SECS,
+                ),
                 ("DELETE FROM session_clients WHERE expires_at <= $1", now),
                 // A device polling a few minutes after expiry is still told `expired_token`;
                 // after that the row goes (a flood of them must not linger for an hour).
