@@ -1002,6 +1002,15 @@ async fn passkeys_are_sealed_owned_and_bounded(b: Backend) {
         stores[0].add_passkey(&passkey("bob", "c1")).await.unwrap(),
         PasskeyAdded::Added
     );
+    // A new password (a reset): alice's passkeys of the old one are void; her next addition
+    // removes them instead of meeting the limit.
+    let renewed = StoredPasskey {
+        credential: "pw2".into(),
+        ..passkey("alice", "n1")
+    };
+    assert_eq!(stores[1].add_passkey(&renewed).await.unwrap(), PasskeyAdded::Added);
+    assert_eq!(stores[2].passkeys_of("alice").await.unwrap(), vec![renewed]);
+    assert_eq!(stores[2].passkeys_of("bob").await.unwrap().len(), 1, "bob's untouched");
 
     // The raw rows, as a database reader would see them.
     sqlx::any::install_default_drivers();

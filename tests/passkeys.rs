@@ -513,3 +513,44 @@ async fn the_last_factor_stays_while_the_platform_requires_one() {
             .contains("<strong>key</strong>")
     );
 }
+
+/// Anyone can name a person's passkey (a credential id is no secret) and send a wrong answer:
+/// passwordless attempts count against the address alone, so a stranger's six forged answers
+/// lock nobody out; alice then signs in with her password and her passkey as usual.
+#[tokio::test]
+async fn forged_passwordless_answers_lock_nobody_out() {
+    let p = provider().await;
+    let mut device = SoftPasskey::new();
+    let b = Browser::new();
+    open_account(&p, &b, ALICE).await;
+    add_passkey(&p, &b, &mut device, "key").await;
+    for _ in 0..6 {
+        let stranger = Browser::new();
+        let page = login_page(&p, &stranger).await;
+        let mut form = answer(&p, &page, &mut device).await;
+        let mut credential: Value = serde_json::from_str(&form[3].1).unwrap();
+        credential["response"]["signature"] = "MEUCIQDZ".into();
+        form[3].1 = credential.to_string();
+        let refused = post(&stranger, &format!("{}/login/passkey", p.url), &form).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    }
+    let alice = Browser::new();
+    let page = login_page(&p, &alice).await;
+    let step = alice
+        .log_in(
+            &p.url,
+            &hidden_field(&page, "request"),
+            &hidden_field(&page, "csrf"),
+            ALICE,
+        )
+        .await;
+    let page = alice.get(&step.location.unwrap()).await.body;
+    let signed_in = post(
+        &alice,
+        &format!("{}/login/passkey", p.url),
+        &answer(&p, &page, &mut device).await,
+    )
+    .await;
+    let claims = id_token(&p, &finish(&p, &alice, signed_in).await).await;
+    assert_eq!(claims["sub"], "alice");
+}

@@ -278,6 +278,59 @@ spec:
         (token["aud"].as_str(), token["sub"].as_str()),
         (Some("kauth.kubectl"), Some("client:ci.deployer"))
     );
+    // The cluster's audience stands alone: a token another API receives is never one the
+    // apiserver accepts (it only checks that `aud` contains its client id).
+    p.write(
+        "orders.yaml",
+        &ORDERS.replace("namespaces: [shop]", "namespaces: [shop, ci]"),
+    );
+    p.write(
+        "platform.yaml",
+        &PLATFORM.replace("scopes: [kubernetes]", "scopes: [kubernetes, orders.read]"),
+    );
+    p.reload();
+    let (status, body) = client_credentials(&p, (&ci_id, &ci_secret), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["aud"],
+        "https://orders.example.com",
+        "asked alone only"
+    );
+    let (status, body) = client_credentials(&p, (&ci_id, &ci_secret), &[("scope", "kubernetes orders.read")]).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_scope")), "{body}");
+    let (status, body) = client_credentials(&p, (&ci_id, &ci_secret), &[("scope", "kubernetes")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(claims(body["access_token"].as_str().unwrap())["aud"], "kauth.kubectl");
+}
+
+/// A person's token for the cluster's audience would be their kubectl sign-in, made by another
+/// app: an app granted that Scope still cannot ask for it for a person.
+#[tokio::test]
+async fn no_app_gets_a_persons_token_for_the_cluster() {
+    let manifests = r#"
+apiVersion: kauth.dev/v1alpha1
+kind: Scope
+metadata: {name: kubernetes, namespace: kauth}
+spec: {value: kubernetes, audience: kauth.kubectl, grantedTo: {namespaces: [ci]}}
+---
+apiVersion: kauth.dev/v1alpha1
+kind: OAuthClient
+metadata: {name: portal, namespace: ci}
+spec:
+  clientType: public
+  grantTypes: [authorization_code]
+  redirectUris: ["http://127.0.0.1:9/cb"]
+  scopes: [kubernetes]
+"#;
+    let p = TestProvider::start(&[("m.yaml", manifests), ("people.yaml", &people())]).await;
+    let authorize = format!(
+        "{}/authorize?client_id=ci.portal&response_type=code&scope=openid+kubernetes&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb\
+         &state=s&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        p.url
+    );
+    let step = Browser::new().get(&authorize).await;
+    let back = url::Url::parse(step.location.as_deref().expect("a redirect with the error")).unwrap();
+    assert_eq!(param(&back, "error").as_deref(), Some("invalid_scope"), "{back}");
 }
 
 /// T3 for Scope values: the owner's Scope turns invalid, is deleted, and is re-created

@@ -66,7 +66,14 @@ impl Provider<'_> {
                 sealing,
                 crate::second_factors::Policy {
                     everyone: self.opts.require_second_factor,
-                    groups: self.opts.require_second_factor_groups.clone(),
+                    // "a, b" as well as "a,b": a stray space must not drop a group.
+                    groups: self
+                        .opts
+                        .require_second_factor_groups
+                        .iter()
+                        .map(|g| g.trim().to_string())
+                        .filter(|g| !g.is_empty())
+                        .collect(),
                 },
             )
             .with_secret_use_report_interval(self.opts.secret_use_report_interval)

@@ -2,8 +2,8 @@
 //! browser finds the person's passkey), or as the second factor after a password or for a
 //! step-up (one of that person's passkeys). The ceremony's state comes back sealed for this
 //! pending request and is spent at once; the passkey must belong to a person who still stands,
-//! under the password it was added with; attempts are throttled per person and address like
-//! codes, reserved before the signature is checked.
+//! under the password it was added with; attempts are reserved before the signature is
+//! checked: per person and address like codes after a password, per address when passwordless.
 
 use std::time::Instant;
 
@@ -74,11 +74,19 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
         );
         return again(&state, &pending, StatusCode::UNAUTHORIZED, super::passkeys::UNKNOWN.0).await;
     };
-    let attempt = match state
-        .throttle
-        .reserve_second_factor(&stored.subject, ip, Instant::now())
-        .await
-    {
+    // After a password, attempts count against the person's codes (whoever knows the password
+    // is the one guessing); a passwordless attempt knows only a credential id, which is no
+    // secret, so it counts against its address alone: naming someone's passkey locks no one out.
+    let reserved = match &first {
+        Some(_) => {
+            state
+                .throttle
+                .reserve_second_factor(&stored.subject, ip, Instant::now())
+                .await
+        }
+        None => state.throttle.reserve_for_address(ip, Instant::now()).await,
+    };
+    let attempt = match reserved {
         Ok(a) => a,
         Err(wait) => {
             audit_sign_in(

@@ -50,7 +50,7 @@ fn passkey_of(r: &AnyRow) -> StoredPasskey {
 
 impl GrantStore {
     /// Registers `passkey` for its subject, unless its id is taken or they have the most
-    /// allowed.
+    /// allowed; their passkeys of another password (void) go.
     pub async fn add_passkey(&self, passkey: &StoredPasskey) -> Result<PasskeyAdded> {
         self.bounded("add_passkey", async {
             let mut tx = self.write_tx().await?;
@@ -58,6 +58,13 @@ impl GrantStore {
             // additions in parallel count one after the other: the limit holds in a race.
             sqlx::query("UPDATE passkeys SET name = name WHERE subject = $1")
                 .bind(&passkey.subject)
+                .execute(&mut *tx)
+                .await?;
+            // Passkeys of an earlier password are void (a reset): the person cannot see or
+            // remove them, so they go here rather than hold places of the limit.
+            sqlx::query("DELETE FROM passkeys WHERE subject = $1 AND credential <> $2")
+                .bind(&passkey.subject)
+                .bind(&passkey.credential)
                 .execute(&mut *tx)
                 .await?;
             let taken = sqlx::query("SELECT 1 AS taken FROM passkeys WHERE credential_id = $1")

@@ -295,6 +295,13 @@ pub fn is_client_of(namespace: &str, audience: &str) -> bool {
         .is_some_and(|(ns, name)| ns == namespace && is_dns_label(name))
 }
 
+/// Whether a Scope's audience (valid) is an OpenID client's id rather than an API's URI: a
+/// token for it passes for that client's ID token (kube-apiserver reads it so), so kauth issues
+/// one only to a client for itself, and with no other audience beside it.
+pub fn is_client_audience(audience: &str) -> bool {
+    !is_resource_uri(audience)
+}
+
 /// Kubernetes DNS-1123 subdomain (Secret and most object names).
 pub fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)

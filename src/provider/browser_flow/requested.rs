@@ -6,7 +6,7 @@ use super::IDENTITY_SCOPES;
 use crate::crd::GrantType;
 use crate::provider::form::Form;
 use crate::registry::RegisteredClient;
-use crate::validation::{RESERVED_SCOPES, is_resource_uri, is_scope_token};
+use crate::validation::{RESERVED_SCOPES, is_client_audience, is_resource_uri, is_scope_token};
 
 /// Why a request was refused: an OAuth error code and a description.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +79,15 @@ pub fn requested_scopes(scope: Option<&str>, client: &RegisteredClient) -> Resul
             return Err(client_error(
                 "invalid_scope",
                 format!("scope '{value}' is not granted to this client"),
+            ));
+        } else if let Some(Some(aud)) = client.scopes.get(value)
+            && is_client_audience(aud)
+        {
+            // A person's token for an OpenID client's audience would be their sign-in to that
+            // client (the cluster: kubectl's own ID token), made by another app.
+            return Err(client_error(
+                "invalid_scope",
+                format!("scope '{value}' is for a client's own tokens; a person signs in to {aud} with that client"),
             ));
         }
         if !out.iter().any(|s| s == value) {

@@ -8,7 +8,7 @@ use crate::provider::error::OAuthError;
 use crate::provider::issuance::{AccessTokenFor, TokenResponse, access_token};
 use crate::registry::RegisteredClient;
 use crate::tokens::{client_subject, new_jti};
-use crate::validation::{is_resource_uri, is_scope_token};
+use crate::validation::{is_client_audience, is_resource_uri, is_scope_token};
 use crate::workload_identity::ACCESS_TOKEN_TYPE;
 
 /// Issues the request's client a token for itself with the scopes it asked for (`scope`)
@@ -90,11 +90,13 @@ fn decide_scopes_and_audience(
             out
         }
         None => {
-            // No scope parameter: every granted scope that fits the requested resources.
+            // No scope parameter: every granted scope that fits the requested resources, but
+            // none for an OpenID client's audience (the cluster's): that one is asked for alone.
             let mut all: Vec<String> = client
                 .scopes
                 .iter()
                 .filter(|(_, aud)| resources.is_empty() || in_resources(aud))
+                .filter(|(_, aud)| !aud.as_deref().is_some_and(is_client_audience))
                 .map(|(v, _)| v.clone())
                 .collect();
             all.sort();
@@ -115,6 +117,15 @@ fn decide_scopes_and_audience(
     };
     audiences.sort();
     audiences.dedup();
+    // A token another API receives must never be one the cluster accepts (kube-apiserver only
+    // checks that `aud` contains its client id): an OpenID client's audience stands alone.
+    if audiences.len() > 1
+        && let Some(alone) = audiences.iter().find(|a| is_client_audience(a))
+    {
+        return Err(OAuthError::invalid_scope(format!(
+            "a token for '{alone}' carries no other audience: ask for its scope by itself"
+        )));
+    }
     if audiences.is_empty() {
         return Err(OAuthError::invalid_target(
             "the token would have no audience: request a resource, or a scope that belongs to an API",
