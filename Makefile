@@ -1,7 +1,7 @@
 # kauth — common tasks. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: run test test-browser test-cluster test-image test-interop image lint crds bench fmt
+.PHONY: run test test-browser test-cluster test-image test-interop test-replicas image lint crds bench fmt
 
 run: ## Serve the bundled examples on 127.0.0.1:8080 without a cluster
 	$(CARGO) run --release -- standalone --manifests examples/
@@ -21,6 +21,9 @@ test-browser: ## Browser tier: headless Chromium signs a person in, and walks th
 
 test-interop: ## Interop tier: openid-client 6 (FAPI 2.0 relying party, from npm) against kauth standalone and oidc-provider (needs node and npm)
 	tests/interop/run.sh
+
+test-replicas: ## Replica tier: three kauth replicas on one PostgreSQL behind HAProxy behave as one provider (installs haproxy)
+	tests/replicas/run.sh
 
 test-cluster: ## Cluster tier: against KUBECONFIG, or a local etcd + kube-apiserver it builds and starts
 	tests/cluster/run.sh

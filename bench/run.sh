@@ -131,6 +131,36 @@ if [ -x tests/postgres/up.sh ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null
   rm -f "$work/jar"
   refresh_run "refresh_token (access token only), PostgreSQL grant store" "$pg_kauth" \
     "$(seed_refresh_tokens "$pg_kauth" orders.read "$families")"
+  # Replicas behind a balancer (HAProxy, round robin, a new connection to a replica per request):
+  # client_credentials through it to one replica, then to three on this PostgreSQL. Same
+  # machine, two cores: the point is that three do no worse, not that they scale.
+  if command -v haproxy >/dev/null || tests/ensure-packages.sh haproxy >/dev/null 2>&1; then
+    replica_urls=("${pg_kauth#http://}")
+    for i in 2 3; do
+      ./target/release/kauth standalone --manifests examples --state-dir "$work/state" --port 0 --ops-port 0 --store-url "$pg_url" \
+        >"$work/pg-out$i" 2>"$work/pg-log$i" &
+      pids+=($!)
+      until grep -q "health and metrics on" "$work/pg-out$i" 2>/dev/null; do sleep 0.01; done
+      replica_urls+=("$(head -1 "$work/pg-out$i" | sed 's/.*listening on \([^;]*\);.*/\1/')")
+    done
+    balance() { # count: HAProxy in front of the first count replicas; its URL in $lb
+      local port cfg="$work/haproxy$1.cfg" i
+      port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+      { printf 'global\n    maxconn 4000\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n    option http-server-close\n'
+        printf 'frontend kauth\n    bind 127.0.0.1:%s\n    default_backend replicas\nbackend replicas\n    balance roundrobin\n' "$port"
+        for i in $(seq 0 $(($1 - 1))); do printf '    server r%s %s\n' "$i" "${replica_urls[$i]}"; done; } >"$cfg"
+      haproxy -db -f "$cfg" >/dev/null 2>&1 &
+      pids+=($!)
+      lb="http://127.0.0.1:$port"
+      until curl -sf "$lb/.well-known/openid-configuration" >/dev/null; do sleep 0.01; done
+    }
+    balance 1
+    run "client_credentials via HAProxy, 1 replica (PostgreSQL)" "$lb/token" "grant_type=client_credentials&scope=orders.read"
+    one=$(rps)
+    balance 3
+    run "client_credentials via HAProxy, 3 replicas (PostgreSQL)" "$lb/token" "grant_type=client_credentials&scope=orders.read"
+    echo "replicas behind HAProxy: 3 / 1 = $(awk -v a="$(rps)" -v b="$one" 'BEGIN {printf "%.2f", a / b}')"
+  fi
   # The store down: PostgreSQL stopped. Refresh needs it and fails fast; client_credentials does not.
   seed=$(seed_refresh_tokens "$pg_kauth" orders.read 1)
   tests/postgres/down.sh "$pg_dir" >/dev/null 2>&1 || true
