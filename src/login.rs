@@ -259,19 +259,37 @@ fn expiry(jwt: &str) -> Option<i64> {
     crate::tokens::unverified_claims(jwt)?["exp"].as_i64()
 }
 
+/// A run's cache file, locked for the run.
+enum Opened {
+    /// Its token is good for a while yet: the credential to print.
+    Fresh(String),
+    /// A new token is needed: the file, its lock and what it held.
+    Stale(PathBuf, CacheLock, Cached),
+}
+
+/// Locks the cache file of `opts` until this run has written what it got (another run waits,
+/// then finds it there) and reads it.
+async fn open_cache(opts: &LoginOptions) -> Result<Opened, LoginError> {
+    let path = cache_file(opts)?;
+    let lock = lock(&path).await?;
+    let now = jiff::Timestamp::now().as_second();
+    let cached = load(&path).unwrap_or_default();
+    if !cached.id_token.is_empty() && cached.expires_at - FRESH_FOR > now {
+        return Ok(Opened::Fresh(exec_credential(&cached.id_token, cached.expires_at)));
+    }
+    Ok(Opened::Stale(path, lock, cached))
+}
+
 /// Runs the plugin: the `ExecCredential` to print.
 pub async fn login(opts: &LoginOptions) -> Result<String, LoginError> {
     if let Some(credential) = machine::MachineCredential::of(opts) {
         return machine::login(opts, &credential).await;
     }
-    let path = cache_file(opts)?;
-    // Until this run has written what it got: another run waits, then finds it in the cache.
-    let _lock = lock(&path).await?;
+    let (path, _lock, cached) = match open_cache(opts).await? {
+        Opened::Fresh(credential) => return Ok(credential),
+        Opened::Stale(path, lock, cached) => (path, lock, cached),
+    };
     let now = jiff::Timestamp::now().as_second();
-    let cached = load(&path).unwrap_or_default();
-    if !cached.id_token.is_empty() && cached.expires_at - FRESH_FOR > now {
-        return Ok(exec_credential(&cached.id_token, cached.expires_at));
-    }
     let (http, client) = discover(opts).await?;
     // A refresh, silently, when there is a refresh token and it still works.
     if let Some(refresh) = &cached.refresh_token {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::binary::{Running, copy_examples, spawn_standalone, wait_up_to};
+use support::binary::{Running, copy_examples, start_replica, wait_up_to};
 use support::browser::{Browser, param};
 
 /// Three replicas, their balancer, and what they share.
@@ -43,7 +43,7 @@ impl Replicas {
         let mut direct = Vec::new();
         // One after the other: the first makes the keys and secrets the others read.
         for _ in 0..3 {
-            let (running, address) = replica(&manifests, &state, &url, &store);
+            let (running, address) = start_replica(&manifests, &state, &url, &store);
             replicas.push(Some(running));
             direct.push(address);
         }
@@ -104,27 +104,6 @@ async fn post(url: &str, basic: Option<(&str, &str)>, form: &[(&str, &str)]) -> 
     }
     let res = request.send().await.unwrap();
     (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
-}
-
-/// One replica: the balancer's URL as its issuer, the shared state folder and PostgreSQL.
-fn replica(manifests: &Path, state: &Path, issuer: &str, store: &str) -> (Running, String) {
-    let (running, first) = spawn_standalone(&[
-        "--issuer".as_ref(),
-        issuer.as_ref(),
-        "--store-url".as_ref(),
-        store.as_ref(),
-        "--manifests".as_ref(),
-        manifests.as_os_str(),
-        "--state-dir".as_ref(),
-        state.as_os_str(),
-    ]);
-    let address = first
-        .split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split(';').next())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_string();
-    (running, format!("http://{address}"))
 }
 
 /// HAProxy in front of `replicas`: round robin, a new connection per request, health checks

@@ -9,7 +9,9 @@ use serde_json::Value;
 
 mod support;
 
-use support::binary::{Running, copy_examples, issuer_url, spawn_standalone, start, token, wait_for, wait_up_to};
+use support::binary::{
+    Running, copy_examples, issuer_url, spawn_standalone, start, start_replica, token, wait_for, wait_up_to,
+};
 
 #[tokio::test]
 async fn serves_examples_keeps_secrets_and_follows_edits_within_a_second() {
@@ -123,30 +125,6 @@ fn json_logs_are_one_object_per_line() {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{line}");
     }
-}
-
-/// Starts the binary as one of several replicas: a fixed issuer (the load balancer's URL), a
-/// shared state folder and a shared PostgreSQL. Returns it with its own address.
-fn start_replica(manifests: &Path, state: &Path, issuer: &str, store: &str) -> (Running, String) {
-    let (running, first) = spawn_standalone(&[
-        "--issuer".as_ref(),
-        issuer.as_ref(),
-        "--store-url".as_ref(),
-        store.as_ref(),
-        "--manifests".as_ref(),
-        manifests.as_os_str(),
-        "--state-dir".as_ref(),
-        state.as_os_str(),
-    ]);
-    let addr = first
-        .split("listening on ")
-        .nth(1)
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    (running, format!("http://{addr}"))
 }
 
 /// Issue 26: password guesses spread over two replicas count against one limit (the store's),

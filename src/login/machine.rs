@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Cached, FRESH_FOR, LoginError, LoginOptions, cache_file, exec_credential, expiry, fail, load, lock, save};
+use super::{Cached, LoginError, LoginOptions, Opened, exec_credential, expiry, fail, open_cache, save};
 use crate::outbound::{Outbound, Reach};
 use crate::workload_identity::{ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
 
@@ -35,13 +35,10 @@ impl MachineCredential {
 
 /// Runs the plugin for a client: the `ExecCredential` to print.
 pub async fn login(opts: &LoginOptions, credential: &MachineCredential) -> Result<String, LoginError> {
-    let path = cache_file(opts)?;
-    let _lock = lock(&path).await?;
-    let now = jiff::Timestamp::now().as_second();
-    let cached = load(&path).unwrap_or_default();
-    if !cached.id_token.is_empty() && cached.expires_at - FRESH_FOR > now {
-        return Ok(exec_credential(&cached.id_token, cached.expires_at));
-    }
+    let path = match open_cache(opts).await? {
+        Opened::Fresh(credential) => return Ok(credential),
+        Opened::Stale(path, _lock, _) => path,
+    };
     let (http, token_endpoint) = token_endpoint(opts).await?;
     let token = request_token(&http, &token_endpoint, opts, credential).await?;
     let next = Cached {

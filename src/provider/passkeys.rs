@@ -142,22 +142,20 @@ impl Passkeys {
         credential: &str,
         now: i64,
     ) -> Result<Result<Passkey, Refused>, StoreError> {
-        let Some((id, state)) = open::<PasskeyRegistration>(key, sealed, &registering(bound_to), now) else {
-            return Ok(Err(EXPIRED));
-        };
-        let credential = match serde_json::from_str::<RegisterPublicKeyCredential>(credential) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::info!(error = %e, "a passkey registration's answer does not read");
-                return Ok(Err(NOT_USED));
-            }
-        };
-        if !store
-            .use_once(&once_id("webauthn", "register", &id), now + CEREMONY_SECS)
-            .await?
+        let (state, credential) = match spend::<PasskeyRegistration, RegisterPublicKeyCredential>(
+            key,
+            store,
+            REGISTER,
+            sealed,
+            &registering(bound_to),
+            credential,
+            now,
+        )
+        .await?
         {
-            return Ok(Err(EXPIRED));
-        }
+            Ok(opened) => opened,
+            Err(refused) => return Ok(Err(refused)),
+        };
         Ok(self
             .webauthn
             .finish_passkey_registration(&credential, &state)
@@ -210,22 +208,20 @@ impl Passkeys {
         credential: &str,
         now: i64,
     ) -> Result<Result<SignInAnswer, Refused>, StoreError> {
-        let Some((id, state)) = open::<SignInState>(key, sealed, &signing_in(bound_to), now) else {
-            return Ok(Err(EXPIRED));
-        };
-        let credential = match serde_json::from_str::<PublicKeyCredential>(credential) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::info!(error = %e, "a passkey sign-in's answer does not read");
-                return Ok(Err(NOT_USED));
-            }
-        };
-        if !store
-            .use_once(&once_id("webauthn", "sign-in", &id), now + CEREMONY_SECS)
-            .await?
+        let (state, credential) = match spend::<SignInState, PublicKeyCredential>(
+            key,
+            store,
+            SIGN_IN,
+            sealed,
+            &signing_in(bound_to),
+            credential,
+            now,
+        )
+        .await?
         {
-            return Ok(Err(EXPIRED));
-        }
+            Ok(opened) => opened,
+            Err(refused) => return Ok(Err(refused)),
+        };
         Ok(Ok(SignInAnswer {
             credential_id: URL_SAFE_NO_PAD.encode(credential.get_credential_id()),
             credential,
@@ -295,14 +291,49 @@ impl SignInAnswer {
     }
 }
 
+/// The two kinds of ceremony: their states open for their own kind only, and are spent apart.
+const REGISTER: &str = "register";
+const SIGN_IN: &str = "sign-in";
+
 /// What a registration's state is sealed for.
 fn registering(bound_to: &str) -> String {
-    format!("webauthn register\n{bound_to}")
+    format!("webauthn {REGISTER}\n{bound_to}")
 }
 
 /// What a sign-in's state is sealed for.
 fn signing_in(bound_to: &str) -> String {
-    format!("webauthn sign-in\n{bound_to}")
+    format!("webauthn {SIGN_IN}\n{bound_to}")
+}
+
+/// Opens the sealed state of a ceremony of `kind` sealed for `purpose`, reads the browser's
+/// `answer` (JSON) to it, and spends the ceremony in `store`: it is answered once, right or
+/// wrong, on any replica.
+async fn spend<S: DeserializeOwned, A: DeserializeOwned>(
+    key: &SealingKey,
+    store: &GrantStore,
+    kind: &str,
+    sealed: &str,
+    purpose: &str,
+    answer: &str,
+    now: i64,
+) -> Result<Result<(S, A), Refused>, StoreError> {
+    let Some((id, state)) = open::<S>(key, sealed, purpose, now) else {
+        return Ok(Err(EXPIRED));
+    };
+    let answer = match serde_json::from_str::<A>(answer) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::info!(error = %e, kind, "a passkey ceremony's answer does not read");
+            return Ok(Err(NOT_USED));
+        }
+    };
+    if !store
+        .use_once(&once_id("webauthn", kind, &id), now + CEREMONY_SECS)
+        .await?
+    {
+        return Ok(Err(EXPIRED));
+    }
+    Ok(Ok((state, answer)))
 }
 
 fn seal<S: Serialize>(key: &SealingKey, state: &S, purpose: &str, now: i64) -> String {

@@ -122,3 +122,27 @@ pub async fn wait_up_to(limit: Duration, what: &str, mut check: impl AsyncFnMut(
     }
     panic!("{what} did not take effect within {limit:?}");
 }
+
+/// Starts the binary as one of several replicas: a fixed issuer (the load balancer's URL), a
+/// shared state folder and a shared PostgreSQL. Returns it with its own address.
+pub fn start_replica(manifests: &Path, state: &Path, issuer: &str, store: &str) -> (Running, String) {
+    let (running, first) = spawn_standalone(&[
+        "--issuer".as_ref(),
+        issuer.as_ref(),
+        "--store-url".as_ref(),
+        store.as_ref(),
+        "--manifests".as_ref(),
+        manifests.as_os_str(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ]);
+    let addr = first
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    (running, format!("http://{addr}"))
+}
