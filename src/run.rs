@@ -194,7 +194,12 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         ctx.audit = audit.clone();
         let ctx = Arc::new(ctx);
         let (leading_tx, leading) = watch::channel(false);
-        tasks.push(Box::pin(leader::hold_lease(client.clone(), lease.clone(), leading_tx)));
+        tasks.push(Box::pin(leader::hold_lease(
+            client.clone(),
+            lease.clone(),
+            leading_tx,
+            shutdown.clone(),
+        )));
         tasks.push(Box::pin(lead_while_holding(ctx, leading, shutdown.clone())));
     }
     let server = if cfg.provider {
@@ -273,6 +278,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             _ = background => Ok(()),
         },
     };
+    // Released at shutdown by hold_lease already; again here for a run that ended otherwise
+    // (only while this replica still holds it).
     if cfg.controller {
         leader::release(client, &lease).await;
     }

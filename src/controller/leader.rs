@@ -23,9 +23,14 @@ pub struct LeaseConfig {
     pub identity: String,
     /// How long a lease holds without renewal.
     pub duration: Duration,
-    /// How often the holder renews (and followers retry).
+    /// How often the holder renews (followers retry at least every [`FOLLOWER_RETRY`]).
     pub renew_every: Duration,
 }
+
+/// How often a follower looks at the lease at most: a leader that steps down (a rollout's
+/// SIGTERM) releases it, and a follower that only looked every `renew_every` (5 s by default)
+/// left that long a gap in reconciling. One read of one object a second per follower.
+pub const FOLLOWER_RETRY: Duration = Duration::from_secs(1);
 
 /// What this replica last saw of the lease, and when it saw it change.
 struct Observed {
@@ -33,9 +38,17 @@ struct Observed {
     since: Instant,
 }
 
-/// Holds (or waits for) the lease forever, publishing whether this replica leads.
-pub async fn hold_lease(client: Client, cfg: LeaseConfig, leading: watch::Sender<bool>) {
-    let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
+/// Holds (or waits for) the lease until `shutdown`, publishing whether this replica leads; at
+/// shutdown it stops leading and releases the lease at once, before the provider drains its
+/// connections, so the next leader takes over within a second instead of after the drain.
+pub async fn hold_lease(
+    client: Client,
+    cfg: LeaseConfig,
+    leading: watch::Sender<bool>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
     let mut observed: Option<Observed> = None;
     let mut last_renewal: Option<Instant> = None;
     loop {
@@ -63,7 +76,19 @@ pub async fn hold_lease(client: Client, cfg: LeaseConfig, leading: watch::Sender
                 }
             }
         }
-        tokio::time::sleep(cfg.renew_every).await;
+        let next = if *leading.borrow() {
+            cfg.renew_every
+        } else {
+            cfg.renew_every.min(FOLLOWER_RETRY)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(next) => {}
+            _ = &mut shutdown => {
+                leading.send_replace(false);
+                release(client, &cfg).await;
+                return;
+            }
+        }
     }
 }
 

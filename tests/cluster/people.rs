@@ -303,7 +303,9 @@ async fn people_sign_in_to_the_apiserver_with_kauth_login() {
     }
     std::fs::write(manifests.join("kubectl.yaml"), support::KUBECTL_CLIENT).unwrap();
     std::fs::write(manifests.join("ci.yaml"), support::CI_CLUSTER_ACCESS).unwrap();
-    let (mut kauth, issuer, ca) = standalone_with_tls(&manifests, &work.path().join("state"));
+    let (kauth, issuer, ca) = standalone_with_tls(&manifests, &work.path().join("state"));
+    // Killed when the test ends, also when it fails halfway.
+    let kauth = support::binary::Running(kauth);
     let config = Command::new(kauth_bin())
         .args(["cluster-auth-config", "--client-id", "kauth.kubectl"])
         .arg(format!("--issuer={issuer}"))
@@ -494,8 +496,7 @@ async fn people_sign_in_to_the_apiserver_with_kauth_login() {
         "and nowhere else, as itself (never a person): {said}"
     );
 
-    let _ = kauth.kill();
-    let _ = kauth.wait();
+    drop(kauth);
     let _ = kill_apiserver(&dir);
     relaunch_apiserver(&dir, &original);
     client_when_ready().await;
