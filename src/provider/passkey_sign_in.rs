@@ -32,6 +32,27 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
     let client_id = pending.request.client_id.clone();
     let first = pending.request.first_factor.clone();
     let now = Timestamp::now().as_second();
+    // Every answer counts against its address before anything is spent or stored (T9: a
+    // caller posting answers at will writes at most the address's limit of spent ceremonies);
+    // a right one gives it back.
+    let at_address = match state.throttle.reserve_for_address(ip, Instant::now()).await {
+        Ok(a) => a,
+        Err(wait) => {
+            audit_sign_in(
+                &state,
+                Event::SecondFactorFailed,
+                &client_id,
+                "",
+                ip,
+                "passkey: throttled",
+            );
+            let why = format!(
+                "Too many attempts. Try again in {} minute(s).",
+                wait.as_secs().div_ceil(60)
+            );
+            return again(&state, &pending, StatusCode::TOO_MANY_REQUESTS, &why).await;
+        }
+    };
     let answer = match passkeys
         .open_sign_in(
             &key,
@@ -74,35 +95,34 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
         );
         return again(&state, &pending, StatusCode::UNAUTHORIZED, super::passkeys::UNKNOWN.0).await;
     };
-    // After a password, attempts count against the person's codes (whoever knows the password
-    // is the one guessing); a passwordless attempt knows only a credential id, which is no
-    // secret, so it counts against its address alone: naming someone's passkey locks no one out.
-    let reserved = match &first {
-        Some(_) => {
-            state
-                .throttle
-                .reserve_second_factor(&stored.subject, ip, Instant::now())
-                .await
-        }
-        None => state.throttle.reserve_for_address(ip, Instant::now()).await,
-    };
-    let attempt = match reserved {
-        Ok(a) => a,
-        Err(wait) => {
-            audit_sign_in(
-                &state,
-                Event::SecondFactorFailed,
-                &client_id,
-                &stored.subject,
-                ip,
-                "passkey: throttled",
-            );
-            let why = format!(
-                "Too many attempts. Try again in {} minute(s).",
-                wait.as_secs().div_ceil(60)
-            );
-            return again(&state, &pending, StatusCode::TOO_MANY_REQUESTS, &why).await;
-        }
+    // After a password, attempts also count against the person's codes (whoever knows the
+    // password is the one guessing); a passwordless attempt knows only a credential id, which
+    // is no secret, so it counts against its address alone: naming someone's passkey locks no
+    // one out.
+    let for_person = match &first {
+        Some(_) => match state
+            .throttle
+            .reserve_second_factor(&stored.subject, None, Instant::now())
+            .await
+        {
+            Ok(a) => Some(a),
+            Err(wait) => {
+                audit_sign_in(
+                    &state,
+                    Event::SecondFactorFailed,
+                    &client_id,
+                    &stored.subject,
+                    ip,
+                    "passkey: throttled",
+                );
+                let why = format!(
+                    "Too many attempts. Try again in {} minute(s).",
+                    wait.as_secs().div_ceil(60)
+                );
+                return again(&state, &pending, StatusCode::TOO_MANY_REQUESTS, &why).await;
+            }
+        },
+        None => None,
     };
     let answered = match passkeys.verify(&key, answer, &stored) {
         Ok(a) => a,
@@ -133,7 +153,10 @@ pub async fn submit(State(state): State<ProviderState>, request: Request) -> Res
         Ok(false) => return again(&state, &pending, StatusCode::UNAUTHORIZED, super::passkeys::UNKNOWN.0).await,
         Err(e) => return unavailable(e),
     }
-    state.throttle.succeeded(attempt).await;
+    state.throttle.succeeded(at_address).await;
+    if let Some(attempt) = for_person {
+        state.throttle.succeeded(attempt).await;
+    }
     audit_sign_in(
         &state,
         Event::SecondFactorUsed,

@@ -125,11 +125,14 @@ impl Throttle {
             return Ok(attempt);
         };
         let unix = jiff::Timestamp::now().as_second();
+        // The address first: past its limit nothing more is written, so a caller naming a new
+        // account at every try adds no row (T9: at most PER_ADDRESS accounts per address and
+        // window reach the table).
         let keys: Vec<(String, usize)> = attempt
-            .account
+            .address
             .iter()
-            .map(|k| (k.clone(), PER_ACCOUNT))
-            .chain(attempt.address.iter().map(|k| (k.clone(), PER_ADDRESS)))
+            .map(|k| (k.clone(), PER_ADDRESS))
+            .chain(attempt.account.iter().map(|k| (k.clone(), PER_ACCOUNT)))
             .collect();
         for (key, limit) in keys {
             match store
@@ -316,6 +319,43 @@ mod tests {
         assert!(t.reserve("someone", Some(next_64), now).await.is_ok());
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
         assert_eq!(address_bucket(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
+
+    /// T9: one address naming a new account at every try adds rows to the store's table only
+    /// while it is under its own limit (here the replica's own map is bypassed, as another
+    /// replica's would be: each try goes through a fresh throttle on the same store).
+    #[tokio::test]
+    async fn an_address_past_its_limit_adds_no_rows_for_new_accounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::GrantStore::open_file(dir.path()).await.unwrap();
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        let mut refused = 0;
+        for i in 0..(PER_ADDRESS + 30) {
+            let t = Throttle::shared(store.clone());
+            if t.reserve(&format!("sprayed{i}"), Some(ip), Instant::now())
+                .await
+                .is_err()
+            {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 30, "the address's limit holds across throttles");
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&crate::store::GrantStore::file_url(dir.path()).unwrap())
+            .await
+            .unwrap();
+        let rows: i64 = sqlx::Row::get(
+            &sqlx::query("SELECT COUNT(*) AS n FROM attempts")
+                .fetch_one(&pool)
+                .await
+                .unwrap(),
+            "n",
+        );
+        assert_eq!(
+            rows,
+            PER_ADDRESS as i64 + 1,
+            "one row per account tried under the limit, and the address's"
+        );
     }
 
     /// T8: many guesses at once for one account get exactly the limit through.
